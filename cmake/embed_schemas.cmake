@@ -1,0 +1,10 @@
+# Writes OUT, a C file with one NUL-terminated string per schema in NAMES,
+# named rs_schema_<name>_json. Run with cmake -P.
+set(content "/* Generated from schemas/*.avsc by cmake/embed_schemas.cmake. */\n")
+foreach(name ${NAMES})
+  file(READ ${DIR}/${name}.avsc hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(APPEND content "extern const char rs_schema_${name}_json[];\n")
+  string(APPEND content "const char rs_schema_${name}_json[] = {${hex}0x00};\n")
+endforeach()
+file(WRITE ${OUT} "${content}")

@@ -1,0 +1,65 @@
+/* Interaction codec: the one place that turns bytes into rs_interaction_t
+ * and back, for Avro binary (raw, or Confluent wire format: magic byte 0 +
+ * 4-byte big-endian schema id) and JSON. avro-c and jansson errors are
+ * translated here into rs_err_t + message; neither type leaks out.
+ *
+ * A codec holds reusable avro-c values, so one codec serves one thread.
+ */
+#ifndef RS_CODEC_H
+#define RS_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "recstream/record.h"
+#include "util.h"
+
+typedef enum rs_format {
+  RS_FORMAT_AVRO = 0,      /* raw Avro binary in the reader schema */
+  RS_FORMAT_CONFLUENT = 1, /* magic 0 + schema id + Avro binary */
+  RS_FORMAT_JSON = 2,      /* one JSON object per record */
+} rs_format_t;
+
+/* Returns 0 and sets *out for "avro", "confluent", "json". */
+int rs_format_parse(const char *s, rs_format_t *out);
+const char *rs_format_name(rs_format_t f);
+
+typedef struct rs_codec rs_codec_t;
+
+/* The interaction schema compiled into the binary (schemas/interaction.avsc),
+ * and the others, NUL-terminated JSON. */
+extern const char rs_schema_interaction_json[];
+extern const char rs_schema_feedback_json[];
+extern const char rs_schema_recommendation_json[];
+
+/* Creates a codec whose reader schema is the interaction schema at
+ * `schema_path` (NULL: the compiled-in one). The schema must be compatible
+ * with rs_interaction_t (same field names; it is checked). Free with
+ * rs_codec_destroy(). */
+int rs_codec_new(rs_codec_t **out, const char *schema_path, char *errstr,
+                 size_t errstr_size);
+void rs_codec_destroy(rs_codec_t *c);
+
+/* Confluent wire format: records whose header names `id` were written with
+ * the writer schema in file `schema_path`; they are resolved into the
+ * reader schema (Avro schema resolution rules). */
+int rs_codec_add_schema_id(rs_codec_t *c, int32_t id, const char *schema_path,
+                           char *errstr, size_t errstr_size);
+
+/* Decodes one record. Strings in *out are copied into memory from
+ * alloc(opaque, n) (e.g. a batch arena) so they outlive the next call.
+ * Checks required fields and ranges (timestamp >= 0, non-empty user and
+ * item, rating value finite). On failure returns RS_EDECODE with a short
+ * reason in errstr, e.g. "truncated Avro record" or "unknown schema id 7". */
+int rs_codec_decode(rs_codec_t *c, rs_format_t fmt, const void *buf, size_t len,
+                    rs_interaction_t *out,
+                    void *(*alloc)(void *opaque, size_t n), void *opaque,
+                    char *errstr, size_t errstr_size);
+
+/* Appends the encoding of `in` to `out` (Confluent: with schema id
+ * `schema_id`, ignored otherwise). */
+int rs_codec_encode(rs_codec_t *c, rs_format_t fmt, const rs_interaction_t *in,
+                    int32_t schema_id, rs_buf_t *out, char *errstr,
+                    size_t errstr_size);
+
+#endif

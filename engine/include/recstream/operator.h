@@ -1,0 +1,174 @@
+/* The operator plugin ABI.
+ *
+ * Built-in operators and third-party shared objects implement the same
+ * interface: one immutable rs_operator_def_t. A shared object exports it as
+ * the symbol named by RS_PLUGIN_SYMBOL. Operators call the engine only
+ * through the rs_host_api_t handed to init(); they never link against
+ * engine symbols, so a plugin needs only these headers.
+ *
+ * Both structs start with {abi_version, struct_size}. Fields are only ever
+ * appended: the host rejects another ABI major, and treats any callback that
+ * lies past an operator's struct_size as absent. _Static_asserts at the end
+ * pin the layout of ABI major 1.
+ */
+#ifndef RECSTREAM_OPERATOR_H
+#define RECSTREAM_OPERATOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "record.h"
+#include "version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Name of the symbol a plugin exports: const rs_operator_def_t. */
+#define RS_PLUGIN_SYMBOL "recstream_operator"
+
+typedef struct rs_op rs_op_t;           /* an operator instance (opaque) */
+typedef struct rs_counter rs_counter_t; /* a metrics counter (opaque) */
+
+/* Option value types and the C type the host writes at `offset`. */
+typedef enum rs_opt_type {
+  RS_OPT_BOOL = 0,     /* int: 0 or 1 */
+  RS_OPT_INT = 1,      /* int64_t */
+  RS_OPT_DOUBLE = 2,   /* double */
+  RS_OPT_STRING = 3,   /* char *: host-owned, valid until destroy() returns */
+  RS_OPT_DURATION = 4, /* int64_t milliseconds; YAML "250ms", "30s", "5m" */
+  RS_OPT_SIZE = 5,     /* int64_t bytes; YAML "64KiB", "1MiB", "512" */
+  RS_OPT_ENUM = 6      /* int: index into enum_values */
+} rs_opt_type_t;
+
+typedef struct rs_option_def {
+  rs_opt_type_t type;
+  const char *name;
+  /* Default as it would be written in YAML; NULL makes the option required. */
+  const char *default_value;
+  size_t offset; /* offsetof(operator context, field) */
+  /* Inclusive bounds for INT, DOUBLE, DURATION and SIZE (in ms / bytes);
+   * ignored when min > max. */
+  double min;
+  double max;
+  /* RS_OPT_ENUM: the allowed values separated by '|', e.g. "avro|json". */
+  const char *enum_values;
+  const char *description;
+} rs_option_def_t;
+
+typedef enum rs_log_level {
+  RS_LOG_ERROR = 0,
+  RS_LOG_WARN = 1,
+  RS_LOG_INFO = 2,
+  RS_LOG_DEBUG = 3
+} rs_log_level_t;
+
+/* The engine's services, handed to init(). Borrowed: valid until destroy()
+ * returns. Every function is safe to call only from the operator's own
+ * callbacks (the instance's loop thread). */
+typedef struct rs_host_api {
+  uint32_t abi_version;
+  uint32_t struct_size;
+
+  /* Pass rec downstream on output port `port` (index into output_ports).
+   * rec is copied; the bytes it points at must stay valid until the batch
+   * completes (input bytes, option strings, or host->batch_alloc memory). */
+  int (*emit)(rs_op_t *op, uint32_t port, const rs_record_t *rec);
+  /* Send rec's original key and value to the operator's dead-letter topic
+   * with headers naming `error` and the source topic/partition/offset.
+   * Counted; never drops silently (a failed DLQ delivery stops the engine). */
+  int (*dead_letter)(rs_op_t *op, const rs_record_t *rec, const char *error);
+  /* Scratch memory freed when the current batch has left the graph. */
+  void *(*batch_alloc)(rs_op_t *op, size_t size);
+
+  /* The engine's allocator front door (counted, failure-injectable). */
+  void *(*malloc)(size_t size);
+  void *(*calloc)(size_t n, size_t size);
+  void *(*realloc)(void *p, size_t size);
+  void (*free)(void *p);
+
+  void (*log)(rs_op_t *op, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+      __attribute__((format(printf, 3, 4)))
+#endif
+      ;
+
+  /* A monotonically increasing counter, created once in init(). The host
+   * owns it; the pointer is valid until destroy() returns. */
+  rs_counter_t *(*counter)(rs_op_t *op, const char *name, const char *help);
+  void (*counter_add)(rs_counter_t *c, uint64_t n);
+
+  /* Keyed state, partition-scoped. Not yet backed by a store in this ABI
+   * minor: these return RS_ENOTSUP until the state store lands. */
+  int (*state_get)(rs_op_t *op, int32_t partition, const void *key,
+                   size_t key_len, void **value, size_t *value_len);
+  int (*state_put)(rs_op_t *op, int32_t partition, const void *key,
+                   size_t key_len, const void *value, size_t value_len);
+  int (*state_delete)(rs_op_t *op, int32_t partition, const void *key,
+                      size_t key_len);
+  int (*state_scan)(rs_op_t *op, int32_t partition, const void *prefix,
+                    size_t prefix_len,
+                    int (*cb)(void *opaque, const void *key, size_t key_len,
+                              const void *value, size_t value_len),
+                    void *opaque);
+  /* Event-time timer: on_timer() runs once the partition's watermark
+   * passes `when_ms`. Returns RS_ENOTSUP until the state store lands. */
+  int (*timer_set)(rs_op_t *op, int32_t partition, int64_t when_ms,
+                   const void *tag, size_t tag_len);
+  /* Deterministic randomness: a 64-bit value that depends only on the
+   * operator's seed, the key and the input offset. */
+  uint64_t (*random)(rs_op_t *op, const void *key, size_t key_len,
+                     int64_t offset, uint64_t stream);
+} rs_host_api_t;
+
+typedef struct rs_operator_def {
+  uint32_t abi_version; /* RS_ABI_VERSION */
+  uint32_t struct_size; /* sizeof(rs_operator_def_t) */
+  const char *name;     /* the `type:` value in configs */
+  const char *description;
+  size_t ctx_size; /* the host allocates a zeroed context of this size */
+  const rs_option_def_t *options;
+  size_t n_options;
+  /* Output port names, NULL-terminated; NULL means one port, "out". */
+  const char *const *output_ports;
+  uint32_t min_inputs;
+  uint32_t max_inputs;
+
+  /* Options are already written into ctx. On failure write a message into
+   * errstr and return a negative rs_err_t; destroy() is then not called. */
+  int (*init)(rs_op_t *op, void *ctx, const rs_host_api_t *host, char *errstr,
+              size_t errstr_size);
+  /* A batch is borrowed until process() returns. A negative return stops
+   * the engine (use dead_letter() for bad records, not errors). */
+  int (*process)(rs_op_t *op, void *ctx, const rs_batch_t *batch);
+  int (*on_timer)(rs_op_t *op, void *ctx, int32_t partition, int64_t when_ms,
+                  const void *tag, size_t tag_len);
+  int (*checkpoint)(rs_op_t *op, void *ctx);
+  void (*destroy)(rs_op_t *op, void *ctx);
+} rs_operator_def_t;
+
+/* Layout of ABI major 1. */
+_Static_assert(offsetof(rs_operator_def_t, abi_version) == 0, "abi_version");
+_Static_assert(offsetof(rs_operator_def_t, struct_size) == 4, "struct_size");
+_Static_assert(offsetof(rs_operator_def_t, name) == 8, "name");
+_Static_assert(offsetof(rs_host_api_t, abi_version) == 0, "abi_version");
+_Static_assert(offsetof(rs_host_api_t, struct_size) == 4, "struct_size");
+_Static_assert(offsetof(rs_host_api_t, emit) == 8, "emit");
+#if UINTPTR_MAX == 0xffffffffffffffffu
+_Static_assert(sizeof(rs_operator_def_t) == 104, "operator def size");
+_Static_assert(offsetof(rs_operator_def_t, init) == 64, "init");
+_Static_assert(sizeof(rs_record_t) == 72, "record size");
+_Static_assert(sizeof(rs_option_def_t) == 64, "option def size");
+#endif
+
+/* Whether def provides callback `field` (present and within struct_size). */
+#define RS_OPDEF_HAS(def, field)                                               \
+  ((def)->struct_size >=                                                       \
+       offsetof(rs_operator_def_t, field) + sizeof((def)->field) &&            \
+   (def)->field != NULL)
+
+#ifdef __cplusplus
+}
+#endif
+#endif

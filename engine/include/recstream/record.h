@@ -1,0 +1,81 @@
+/* Records that flow between operators.
+ *
+ * A record is a small struct of borrowed pointers: the bytes it points at
+ * (key, raw value, typed payload) live in the batch that carries it and are
+ * valid until the operator's process() callback returns. An operator that
+ * emits a record it built itself allocates the bytes with host->batch_alloc(),
+ * which lives until the whole batch has left the graph.
+ */
+#ifndef RECSTREAM_RECORD_H
+#define RECSTREAM_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What payload points at. Values are part of the ABI: append only. */
+typedef enum rs_kind {
+  RS_KIND_BYTES = 0,       /* no payload: value/value_len are the record */
+  RS_KIND_INTERACTION = 1, /* payload is a const rs_interaction_t * */
+} rs_kind_t;
+
+/* Event types of schemas/interaction.avsc, in schema order. */
+typedef enum rs_event_type {
+  RS_EVENT_VIEW = 0,
+  RS_EVENT_CLICK = 1,
+  RS_EVENT_ADD_TO_CART = 2,
+  RS_EVENT_PURCHASE = 3,
+  RS_EVENT_RATING = 4,
+  RS_EVENT__COUNT = 5
+} rs_event_type_t;
+
+/* A user interaction, as defined by schemas/interaction.avsc. Strings are
+ * not NUL-terminated; use the _len fields. Optional strings are NULL when
+ * absent. */
+typedef struct rs_interaction {
+  const char *user;
+  const char *item;
+  const char *device;
+  const char *page;
+  uint32_t user_len;
+  uint32_t item_len;
+  uint32_t device_len;
+  uint32_t page_len;
+  int32_t event_type; /* rs_event_type_t */
+  int32_t has_value;  /* 1 when value was present */
+  double value;       /* rating (RATING) or dwell seconds (others) */
+  int64_t timestamp_ms;
+} rs_interaction_t;
+
+typedef struct rs_record {
+  uint32_t kind;  /* rs_kind_t */
+  uint32_t flags; /* reserved, 0 */
+  const void *key;
+  size_t key_len;
+  const void
+      *value; /* raw bytes: the record itself or what it was parsed from */
+  size_t value_len;
+  const void *payload;  /* typed view, per kind; NULL for RS_KIND_BYTES */
+  int64_t timestamp_ms; /* event time */
+  /* Where the input record this one derives from came from. Operators
+   * copy these from the input record they derive an output from. */
+  int32_t src_partition;
+  uint32_t src_ordinal; /* n-th output derived from the same input */
+  int64_t src_offset;
+} rs_record_t;
+
+/* A run of records from one input partition, in offset order. */
+typedef struct rs_batch {
+  const rs_record_t *records;
+  size_t count;
+  int32_t partition; /* the task's partition */
+  uint32_t input;    /* index into the operator's inputs */
+} rs_batch_t;
+
+#ifdef __cplusplus
+}
+#endif
+#endif
