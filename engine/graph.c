@@ -1,0 +1,401 @@
+/* Graph construction and validation. Each kind of graph mistake has its
+ * own message naming the config position, because a wrong graph is the
+ * most common way a pipeline file goes wrong. */
+#include "graph.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "options.h"
+
+static const char *const default_ports[] = {"out", NULL};
+
+static const char *kind_name(rs_node_kind_t k) {
+  return k == RS_NODE_SOURCE ? "source"
+         : k == RS_NODE_SINK ? "sink"
+                             : "operator";
+}
+
+static const rs_ynode_t *node_cfg(const rs_graph_t *g, const rs_gnode_t *n) {
+  switch (n->kind) {
+  case RS_NODE_SOURCE:
+    return g->cfg->sources[n->cfg_index].node;
+  case RS_NODE_OPERATOR:
+    return g->cfg->operators[n->cfg_index].node;
+  default:
+    return g->cfg->sinks[n->cfg_index].node;
+  }
+}
+
+/* Position of key `key` of node n's mapping (or of the mapping). */
+static void pos(const rs_graph_t *g, const rs_gnode_t *n, const char *key,
+                char *buf, size_t size) {
+  const rs_ynode_t *m = node_cfg(g, n);
+  rs_ypair_t *p = key ? rs_ymap_find(m, key) : NULL;
+  if (p)
+    rs_config_where(g->cfg, p->value->line, p->value->col, buf, size);
+  else
+    rs_config_where(g->cfg, m->line, m->col, buf, size);
+}
+
+const char *rs_graph_port_name(const rs_gnode_t *n, uint32_t port) {
+  return port < n->n_ports ? n->port_names[port] : "?";
+}
+
+static ssize_t find_node(const rs_graph_t *g, const char *name, size_t len) {
+  for (size_t i = 0; i < g->n; i++)
+    if (strlen(g->nodes[i].name) == len &&
+        !strncmp(g->nodes[i].name, name, len))
+      return (ssize_t)i;
+  return -1;
+}
+
+/* Resolves "node" or "node.port" for the input of node `self`. */
+static int resolve_input(rs_graph_t *g, rs_gnode_t *self, const char *ref,
+                         const char *key, rs_edge_t *out, char *errstr,
+                         size_t errstr_size) {
+  char where[512];
+  pos(g, self, key, where, sizeof where);
+  const char *dot = strchr(ref, '.');
+  size_t nl = dot ? (size_t)(dot - ref) : strlen(ref);
+  ssize_t idx = find_node(g, ref, nl);
+  if (idx < 0)
+    return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%s%s '%s'.%s: no source or operator named '%.*s'", where,
+                     kind_name(self->kind), self->name, key, (int)nl, ref);
+  rs_gnode_t *from = &g->nodes[idx];
+  if (from->kind == RS_NODE_SINK)
+    return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%s%s '%s'.%s: '%s' is a sink; sinks have no output to "
+                     "read",
+                     where, kind_name(self->kind), self->name, key, from->name);
+  if (from == self)
+    return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%s%s '%s'.%s: an operator cannot read its own output",
+                     where, kind_name(self->kind), self->name, key);
+  uint32_t port = 0;
+  if (dot) {
+    int found = 0;
+    for (uint32_t p = 0; p < from->n_ports; p++)
+      if (!strcmp(from->port_names[p], dot + 1)) {
+        port = p;
+        found = 1;
+      }
+    if (!found) {
+      rs_buf_t b = {0};
+      for (uint32_t p = 0; p < from->n_ports; p++)
+        rs_buf_printf(&b, "%s%s", p ? ", " : "", from->port_names[p]);
+      rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                "%s%s '%s'.%s: %s '%s' has no output port '%s' (ports: %s)",
+                where, kind_name(self->kind), self->name, key,
+                kind_name(from->kind), from->name, dot + 1,
+                b.data ? b.data : "");
+      rs_buf_free(&b);
+      return RS_EGRAPH;
+    }
+  }
+  out->from = (size_t)idx;
+  out->port = port;
+  return 0;
+}
+
+static int add_node(rs_graph_t *g, rs_node_kind_t kind, const char *name,
+                    size_t cfg_index, char *errstr, size_t errstr_size) {
+  rs_gnode_t *n = &g->nodes[g->n];
+  n->kind = kind;
+  n->name = name;
+  n->cfg_index = cfg_index;
+  for (size_t i = 0; i < g->n; i++)
+    if (!strcmp(g->nodes[i].name, name)) {
+      char where[512];
+      pos(g, n, "name", where, sizeof where);
+      const rs_ynode_t *first = node_cfg(g, &g->nodes[i]);
+      return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%s%s '%s': the name is already used by the %s at "
+                       "line %d; names must be unique across sources, "
+                       "operators and sinks",
+                       where, kind_name(kind), name,
+                       kind_name(g->nodes[i].kind), first->line);
+    }
+  g->n++;
+  return 0;
+}
+
+/* Checks an operator's options by applying them to a scratch context. */
+static int check_options(const rs_graph_t *g, const rs_gnode_t *n, char *errstr,
+                         size_t errstr_size) {
+  void *ctx = rs_calloc(1, n->def->ctx_size ? n->def->ctx_size : 1);
+  if (!ctx)
+    return RS_ENOMEM;
+  char label[160];
+  snprintf(label, sizeof label, "operators '%s'", n->name);
+  int rc = rs_options_apply(g->cfg, n->def, node_cfg(g, n), label, ctx, errstr,
+                            errstr_size);
+  rs_options_free(n->def, ctx);
+  rs_free(ctx);
+  return rc;
+}
+
+enum { WHITE = 0, GREY = 1, BLACK = 2 };
+
+/* Depth-first over inputs; reports the first cycle with its members. */
+static int visit(rs_graph_t *g, size_t i, int *color, size_t *stack,
+                 size_t depth, size_t *order, size_t *n_order, char *errstr,
+                 size_t errstr_size) {
+  color[i] = GREY;
+  stack[depth] = i;
+  rs_gnode_t *n = &g->nodes[i];
+  for (size_t e = 0; e < n->n_inputs; e++) {
+    size_t j = n->inputs[e].from;
+    if (color[j] == GREY) {
+      rs_buf_t b = {0};
+      size_t k = depth;
+      while (stack[k] != j)
+        k--;
+      for (size_t m = k; m <= depth; m++)
+        rs_buf_printf(&b, "%s -> ", g->nodes[stack[m]].name);
+      rs_buf_printf(&b, "%s", g->nodes[j].name);
+      char where[512];
+      pos(g, &g->nodes[j], NULL, where, sizeof where);
+      rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                "%soperators '%s': the graph has a cycle (%s reads from "
+                "%s, which depends on it): %s",
+                where, g->nodes[j].name, n->name, g->nodes[j].name,
+                b.data ? b.data : "");
+      rs_buf_free(&b);
+      return RS_EGRAPH;
+    }
+    if (color[j] == WHITE) {
+      int rc = visit(g, j, color, stack, depth + 1, order, n_order, errstr,
+                     errstr_size);
+      if (rc)
+        return rc;
+    }
+  }
+  color[i] = BLACK;
+  order[(*n_order)++] = i;
+  return 0;
+}
+
+int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
+                   rs_graph_t **out, char *errstr, size_t errstr_size) {
+  *out = NULL;
+  rs_graph_t *g = rs_calloc(1, sizeof(*g));
+  size_t total = cfg->n_sources + cfg->n_operators + cfg->n_sinks;
+  if (!g)
+    return RS_ENOMEM;
+  g->cfg = cfg;
+  g->nodes = rs_calloc(total ? total : 1, sizeof(*g->nodes));
+  g->order = rs_calloc(total ? total : 1, sizeof(*g->order));
+  int *color = rs_calloc(total ? total : 1, sizeof(int));
+  size_t *stack = rs_calloc(total ? total : 1, sizeof(size_t));
+  char where[512];
+  int rc = 0;
+  if (!g->nodes || !g->order || !color || !stack) {
+    rc = RS_ENOMEM;
+    goto done;
+  }
+  if (cfg->n_sources == 0) {
+    rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                   "%s: sources: at least one source is needed", cfg->file);
+    goto done;
+  }
+  if (cfg->n_sinks == 0) {
+    rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                   "%s: sinks: at least one sink is needed", cfg->file);
+    goto done;
+  }
+  for (size_t i = 0; i < cfg->n_sources && !rc; i++) {
+    rc = add_node(g, RS_NODE_SOURCE, cfg->sources[i].name, i, errstr,
+                  errstr_size);
+    if (!rc) {
+      g->nodes[g->n - 1].n_ports = 1;
+      g->nodes[g->n - 1].port_names = default_ports;
+    }
+  }
+  for (size_t i = 0; i < cfg->n_operators && !rc; i++) {
+    rc = add_node(g, RS_NODE_OPERATOR, cfg->operators[i].name, i, errstr,
+                  errstr_size);
+    if (rc)
+      break;
+    rs_gnode_t *n = &g->nodes[g->n - 1];
+    n->def = rs_registry_find(reg, cfg->operators[i].type);
+    if (!n->def) {
+      rs_buf_t b = {0};
+      for (size_t k = 0; k < rs_registry_count(reg); k++)
+        rs_buf_printf(&b, "%s%s", k ? ", " : "", rs_registry_at(reg, k)->name);
+      pos(g, n, "type", where, sizeof where);
+      rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%soperators '%s'.type: unknown operator type '%s' "
+                     "(known: %s; plugins: add more)",
+                     where, n->name, cfg->operators[i].type,
+                     b.data ? b.data : "");
+      rs_buf_free(&b);
+      break;
+    }
+    n->port_names = n->def->output_ports && n->def->output_ports[0]
+                        ? n->def->output_ports
+                        : default_ports;
+    while (n->port_names[n->n_ports])
+      n->n_ports++;
+  }
+  for (size_t i = 0; i < cfg->n_sinks && !rc; i++)
+    rc = add_node(g, RS_NODE_SINK, cfg->sinks[i].name, i, errstr, errstr_size);
+  if (rc)
+    goto done;
+
+  /* Edges. */
+  for (size_t i = 0; i < g->n && !rc; i++) {
+    rs_gnode_t *n = &g->nodes[i];
+    if (n->kind == RS_NODE_SOURCE)
+      continue;
+    size_t n_in = 1;
+    char *const *refs = &cfg->sinks[n->cfg_index].input;
+    const char *key = "input";
+    if (n->kind == RS_NODE_OPERATOR) {
+      const rs_operator_cfg_t *oc = &cfg->operators[n->cfg_index];
+      n_in = oc->n_inputs;
+      refs = oc->inputs;
+      key = rs_ymap_find(oc->node, "inputs") ? "inputs" : "input";
+      if (n_in < n->def->min_inputs || n_in > n->def->max_inputs) {
+        pos(g, n, key, where, sizeof where);
+        rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%soperators '%s': type '%s' takes %u to %u inputs, "
+                       "got %zu",
+                       where, n->name, n->def->name, n->def->min_inputs,
+                       n->def->max_inputs, n_in);
+        break;
+      }
+    }
+    n->inputs = rs_calloc(n_in, sizeof(rs_edge_t));
+    if (!n->inputs) {
+      rc = RS_ENOMEM;
+      break;
+    }
+    for (size_t k = 0; k < n_in && !rc; k++) {
+      rc =
+          resolve_input(g, n, refs[k], key, &n->inputs[k], errstr, errstr_size);
+      n->n_inputs += !rc;
+    }
+  }
+  if (rc)
+    goto done;
+
+  /* Cycles and topological order (inputs before readers). */
+  size_t n_order = 0;
+  for (size_t i = 0; i < g->n && !rc; i++)
+    if (color[i] == WHITE)
+      rc =
+          visit(g, i, color, stack, 0, g->order, &n_order, errstr, errstr_size);
+  if (rc)
+    goto done;
+
+  /* Every source and operator must reach a sink. Walk backwards from
+   * sinks; color is reused as "reaches a sink". */
+  memset(color, 0, g->n * sizeof(int));
+  for (size_t k = g->n; k-- > 0;) {
+    size_t i = g->order[k];
+    if (g->nodes[i].kind == RS_NODE_SINK)
+      color[i] = 1;
+    if (color[i])
+      for (size_t e = 0; e < g->nodes[i].n_inputs; e++)
+        color[g->nodes[i].inputs[e].from] = 1;
+  }
+  for (size_t i = 0; i < g->n && !rc; i++) {
+    rs_gnode_t *n = &g->nodes[i];
+    if (color[i])
+      continue;
+    pos(g, n, "name", where, sizeof where);
+    if (n->kind == RS_NODE_SOURCE)
+      rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%ssources '%s': nothing reads from it on a path to a "
+                     "sink; remove it or connect it",
+                     where, n->name);
+    else
+      rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%soperators '%s': has no path to a sink, so its output "
+                     "would be discarded; add a sink or remove it",
+                     where, n->name);
+  }
+  if (rc)
+    goto done;
+
+  /* A sink writing into a source topic would feed itself forever. */
+  for (size_t i = 0; i < cfg->n_sinks && !rc; i++)
+    for (size_t j = 0; j < cfg->n_sources && !rc; j++)
+      if (!strcmp(cfg->sinks[i].topic, cfg->sources[j].topic)) {
+        rs_ypair_t *p = rs_ymap_find(cfg->sinks[i].node, "topic");
+        rs_config_where(cfg, p->value->line, p->value->col, where,
+                        sizeof where);
+        rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%ssinks '%s'.topic: '%s' is also read by source "
+                       "'%s'; the pipeline would consume its own output",
+                       where, cfg->sinks[i].name, cfg->sinks[i].topic,
+                       cfg->sources[j].name);
+      }
+
+  for (size_t i = 0; i < g->n && !rc; i++)
+    if (g->nodes[i].kind == RS_NODE_OPERATOR)
+      rc = check_options(g, &g->nodes[i], errstr, errstr_size);
+
+done:
+  rs_free(color);
+  rs_free(stack);
+  if (rc) {
+    rs_graph_destroy(g);
+    return rc;
+  }
+  *out = g;
+  return 0;
+}
+
+void rs_graph_destroy(rs_graph_t *g) {
+  if (!g)
+    return;
+  for (size_t i = 0; i < g->n; i++)
+    rs_free(g->nodes[i].inputs);
+  rs_free(g->nodes);
+  rs_free(g->order);
+  rs_free(g);
+}
+
+int rs_graph_to_dot(const rs_graph_t *g, rs_buf_t *out) {
+  const rs_config_t *cfg = g->cfg;
+  rs_buf_printf(
+      out,
+      "digraph \"%s\" {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n",
+      cfg->app);
+  for (size_t k = 0; k < g->n; k++) {
+    const rs_gnode_t *n = &g->nodes[g->order[k]];
+    switch (n->kind) {
+    case RS_NODE_SOURCE:
+      rs_buf_printf(out,
+                    "  \"%s\" [shape=cylinder, label=\"%s\\ntopic: %s\"];\n",
+                    n->name, n->name, cfg->sources[n->cfg_index].topic);
+      break;
+    case RS_NODE_OPERATOR:
+      rs_buf_printf(out, "  \"%s\" [shape=box, label=\"%s\\n(%s)\"];\n",
+                    n->name, n->name, n->def->name);
+      break;
+    case RS_NODE_SINK:
+      rs_buf_printf(out,
+                    "  \"%s\" [shape=cylinder, style=filled, "
+                    "fillcolor=\"#e8f0fe\", label=\"%s\\ntopic: %s\"];\n",
+                    n->name, n->name, cfg->sinks[n->cfg_index].topic);
+      break;
+    }
+  }
+  for (size_t k = 0; k < g->n; k++) {
+    const rs_gnode_t *n = &g->nodes[g->order[k]];
+    for (size_t e = 0; e < n->n_inputs; e++) {
+      const rs_gnode_t *from = &g->nodes[n->inputs[e].from];
+      if (n->inputs[e].port == 0)
+        rs_buf_printf(out, "  \"%s\" -> \"%s\";\n", from->name, n->name);
+      else
+        rs_buf_printf(out, "  \"%s\" -> \"%s\" [label=\"%s\"];\n", from->name,
+                      n->name, rs_graph_port_name(from, n->inputs[e].port));
+    }
+  }
+  rs_buf_printf(out, "}\n");
+  return 0;
+}

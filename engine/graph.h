@@ -1,0 +1,52 @@
+/* The operator graph built from a config: sources, operators and sinks as
+ * nodes, inputs as edges from (node, output port). Building it performs
+ * every check that needs no connection (names, types, ports, cycles, paths
+ * to sinks, operator options), so `validate` is exactly this.
+ */
+#ifndef RS_GRAPH_H
+#define RS_GRAPH_H
+
+#include "config.h"
+#include "registry.h"
+#include "util.h"
+
+typedef enum rs_node_kind {
+  RS_NODE_SOURCE = 0,
+  RS_NODE_OPERATOR = 1,
+  RS_NODE_SINK = 2
+} rs_node_kind_t;
+
+typedef struct rs_edge {
+  size_t from;   /* node index */
+  uint32_t port; /* output port of `from` */
+} rs_edge_t;
+
+typedef struct rs_gnode {
+  rs_node_kind_t kind;
+  const char *name;
+  size_t cfg_index;             /* into cfg->sources / operators / sinks */
+  const rs_operator_def_t *def; /* operators only */
+  size_t n_ports;               /* output ports (sinks: 0) */
+  const char *const *port_names;
+  rs_edge_t *inputs;
+  size_t n_inputs;
+} rs_gnode_t;
+
+typedef struct rs_graph {
+  const rs_config_t *cfg;
+  rs_gnode_t *nodes;
+  size_t n;
+  size_t *order; /* topological order of all nodes */
+} rs_graph_t;
+
+/* Borrowed: cfg and reg must outlive the graph. Free with
+ * rs_graph_destroy(). RS_EGRAPH or RS_ECONFIG with file:line:col. */
+int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
+                   rs_graph_t **out, char *errstr, size_t errstr_size);
+void rs_graph_destroy(rs_graph_t *g);
+/* Graphviz DOT of the graph. */
+int rs_graph_to_dot(const rs_graph_t *g, rs_buf_t *out);
+/* Name of a node's output port. */
+const char *rs_graph_port_name(const rs_gnode_t *n, uint32_t port);
+
+#endif

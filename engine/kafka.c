@@ -1,0 +1,174 @@
+/* librdkafka adapter (see kafka.h). */
+#include "kafka.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+int rs_err_from_kafka(rd_kafka_resp_err_t err) {
+  switch (err) {
+  case RD_KAFKA_RESP_ERR_NO_ERROR:
+    return 0;
+  case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+    return RS_ERANGE;
+  case RD_KAFKA_RESP_ERR__INVALID_ARG:
+  case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+  case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    return RS_EINVAL;
+  case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+  case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+  case RD_KAFKA_RESP_ERR__FATAL:
+    return RS_EDELIVERY;
+  default:
+    return RS_EKAFKA;
+  }
+}
+
+int rs_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value,
+                      char *errstr, size_t errstr_size) {
+  char kerr[512];
+  if (rd_kafka_conf_set(conf, key, value, kerr, sizeof kerr) !=
+      RD_KAFKA_CONF_OK)
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "kafka property %s=%s: %s", key, value, kerr);
+  return 0;
+}
+
+/* Settings the engine's delivery guarantees rest on. */
+static const char *const consumer_fixed[][2] = {
+    {"enable.auto.commit", "false"},
+    {"enable.auto.offset.store", "false"},
+};
+static const char *const producer_fixed[][2] = {
+    {"enable.idempotence", "true"},
+};
+
+int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
+                      rs_client_role_t role, rd_kafka_conf_t **out,
+                      char *errstr, size_t errstr_size) {
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  int rc = rs_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr,
+                             errstr_size);
+  char client_id[256];
+  snprintf(client_id, sizeof client_id, "recstream-%s", cfg->app);
+  if (!rc)
+    rc = rs_kafka_conf_set(conf, "client.id", client_id, errstr, errstr_size);
+  if (!rc && role == RS_CLIENT_CONSUMER) {
+    const char *defaults[][2] = {
+        {"group.id", cfg->kafka.group_id},
+        {"auto.offset.reset", cfg->kafka.auto_offset_reset},
+        {"enable.partition.eof", "true"},
+        {"fetch.wait.max.ms", "100"},
+        {"queued.min.messages", "20000"},
+    };
+    for (size_t i = 0; i < RS_ARRAY_SIZE(defaults) && !rc; i++)
+      rc = rs_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr,
+                             errstr_size);
+  } else if (!rc) {
+    char msgs[32], kbytes[32];
+    snprintf(msgs, sizeof msgs, "%lld",
+             (long long)cfg->processing.max_inflight_records * 2 + 100000);
+    snprintf(kbytes, sizeof kbytes, "%lld",
+             (long long)(cfg->processing.high_water_bytes * 2 / 1024 + 65536));
+    const char *defaults[][2] = {
+        {"linger.ms", "5"},
+        {"batch.num.messages", "10000"},
+        {"queue.buffering.max.messages", msgs},
+        {"queue.buffering.max.kbytes", kbytes},
+    };
+    for (size_t i = 0; i < RS_ARRAY_SIZE(defaults) && !rc; i++)
+      rc = rs_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr,
+                             errstr_size);
+  }
+  const char *const(*fixed)[2] =
+      role == RS_CLIENT_CONSUMER ? consumer_fixed : producer_fixed;
+  size_t n_fixed = role == RS_CLIENT_CONSUMER ? RS_ARRAY_SIZE(consumer_fixed)
+                                              : RS_ARRAY_SIZE(producer_fixed);
+  for (size_t i = 0; i < cfg->kafka.n_props && !rc; i++) {
+    const char *k = cfg->kafka.prop_keys[i], *v = cfg->kafka.prop_values[i];
+    for (size_t j = 0; j < n_fixed; j++)
+      if (!strcmp(k, fixed[j][0]) && strcmp(v, fixed[j][1]))
+        rc = rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "%s: kafka.properties.%s=%s: recstream needs %s=%s "
+                       "for its delivery guarantee; remove the property",
+                       cfg->file, k, v, fixed[j][0], fixed[j][1]);
+    if (rc)
+      break;
+    /* Properties meant for one role are skipped on the other so that
+     * librdkafka does not warn about them on every start. */
+    if (role == RS_CLIENT_CONSUMER &&
+        (!strncmp(k, "linger.ms", 9) || !strncmp(k, "batch.", 6) ||
+         !strncmp(k, "queue.buffering", 15) || !strcmp(k, "acks") ||
+         !strncmp(k, "compression", 11) || !strncmp(k, "message.", 8)))
+      continue;
+    if (role == RS_CLIENT_PRODUCER &&
+        (!strcmp(k, "group.id") || !strncmp(k, "fetch.", 6) ||
+         !strncmp(k, "session.timeout", 15) ||
+         !strncmp(k, "partition.assignment", 20) ||
+         !strncmp(k, "auto.offset", 11) || !strncmp(k, "max.poll", 8) ||
+         !strncmp(k, "queued.", 7) || !strcmp(k, "isolation.level") ||
+         !strncmp(k, "heartbeat", 9)))
+      continue;
+    char where[600];
+    rc = rs_kafka_conf_set(conf, k, v, where, sizeof where);
+    if (rc)
+      rc = rs_seterr(errstr, errstr_size, RS_ECONFIG, "%s: %s", cfg->file,
+                     where);
+  }
+  for (size_t j = 0; j < n_fixed && !rc; j++)
+    rc = rs_kafka_conf_set(conf, fixed[j][0], fixed[j][1], errstr, errstr_size);
+  if (rc) {
+    rd_kafka_conf_destroy(conf);
+    return rc;
+  }
+  *out = conf;
+  return 0;
+}
+
+int rs_mock_start(int n_brokers, rs_mock_t **out, char *errstr,
+                  size_t errstr_size) {
+  rs_mock_t *m = rs_calloc(1, sizeof(*m));
+  if (!m)
+    return RS_ENOMEM;
+  char kerr[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  /* The handle only hosts the cluster; keep it quiet. */
+  rd_kafka_conf_set(conf, "log_level", "3", kerr, sizeof kerr);
+  m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof kerr);
+  if (!m->rk) {
+    rd_kafka_conf_destroy(conf);
+    rs_free(m);
+    return rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                     "embedded broker: cannot create host handle: %s", kerr);
+  }
+  m->mc = rd_kafka_mock_cluster_new(m->rk, n_brokers);
+  if (!m->mc) {
+    rd_kafka_destroy(m->rk);
+    rs_free(m);
+    return rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                     "embedded broker: cannot start the mock cluster");
+  }
+  m->bootstraps = rd_kafka_mock_cluster_bootstraps(m->mc);
+  *out = m;
+  return 0;
+}
+
+int rs_mock_create_topic(rs_mock_t *m, const char *topic, int partitions,
+                         char *errstr, size_t errstr_size) {
+  rd_kafka_resp_err_t err =
+      rd_kafka_mock_topic_create(m->mc, topic, partitions, 1);
+  if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+    return rs_seterr(errstr, errstr_size, rs_err_from_kafka(err),
+                     "embedded broker: cannot create topic %s: %s", topic,
+                     rd_kafka_err2str(err));
+  return 0;
+}
+
+void rs_mock_destroy(rs_mock_t *m) {
+  if (!m)
+    return;
+  rd_kafka_mock_cluster_destroy(m->mc);
+  rd_kafka_destroy(m->rk);
+  rs_free(m);
+}

@@ -1,0 +1,1293 @@
+/* The dataflow runtime (see runtime.h).
+ *
+ * Threads: everything here runs on one libuv loop thread. librdkafka's own
+ * threads only wake us: the consumer queue and the producer's main queue
+ * write a byte to a non-blocking pipe when they become non-empty
+ * (rd_kafka_queue_io_event_enable) and uv_poll_t watches the pipes. We then
+ * drain with zero-timeout calls. No timer polls Kafka; the only timer is the
+ * commit interval.
+ *
+ * Delivery: every consumed run of records (one source partition) gets a
+ * tracker; every record produced from it (sink or dead letter) carries the
+ * tracker as its opaque and increments its pending count, the delivery
+ * report decrements it. A partition's committable offset only advances over
+ * a prefix of trackers that are all complete, so a commit never passes an
+ * output that the broker has not acknowledged. A failed delivery (after
+ * librdkafka's own retries) marks its tracker failed forever and stops the
+ * engine.
+ *
+ * Backpressure: when in-flight output bytes or records pass the high-water
+ * mark the assigned partitions are paused (rd_kafka_pause_partitions) and
+ * draining stops; delivery reports bring them under the low-water mark and
+ * the partitions resume.
+ */
+#include "runtime.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "codec.h"
+#include "kafka.h"
+#include "log.h"
+#include "options.h"
+#include "util.h"
+
+/* ------------------------------------------------------------- types */
+
+struct rs_counter {
+  struct rs_counter *next;
+  char *name;
+  char *help;
+  uint64_t value;
+};
+
+typedef struct outbuf {
+  rs_record_t *recs;
+  size_t n, cap;
+} outbuf_t;
+
+typedef struct part part_t;
+
+typedef struct tracker {
+  struct tracker *next;
+  part_t *part;
+  int64_t end_offset; /* next offset to consume after this run */
+  int32_t pending;    /* outputs not yet acknowledged */
+  int failed;
+  uint32_t generation; /* part->generation when created */
+} tracker_t;
+
+struct part {
+  size_t src;
+  int32_t partition;
+  int assigned;
+  int eof;
+  uint32_t generation; /* bumped on every assignment */
+  int64_t committable; /* -1: nothing to commit yet */
+  int64_t committed;
+  tracker_t *head, *tail;
+};
+
+typedef struct dlq_topic {
+  char *name;
+  rd_kafka_topic_t *rkt;
+} dlq_topic_t;
+
+struct rs_op {
+  rs_engine_t *e;
+  size_t node;
+  const rs_operator_def_t *def;
+  void *ctx;
+  int inited;
+  rs_counter_t *counters;
+  rs_counter_t *c_in, *c_out, *c_dlq;
+  uint64_t seed;
+};
+
+typedef struct node_rt {
+  outbuf_t *out; /* one per output port */
+  size_t n_ports;
+  struct rs_op *op;      /* operators */
+  rd_kafka_topic_t *rkt; /* sinks */
+  uint64_t produced;
+} node_rt_t;
+
+typedef enum { ST_INIT, ST_RUNNING, ST_STOPPING, ST_DONE } state_t;
+
+struct rs_engine {
+  const rs_config_t *cfg;
+  const rs_graph_t *g;
+  rs_engine_opts_t opts;
+  rs_mock_t *mock;
+  char *bootstrap;
+
+  rd_kafka_t *consumer, *producer;
+  rd_kafka_queue_t *cq, *pq;
+  int cpipe[2], ppipe[2];
+
+  uv_loop_t loop;
+  uv_poll_t cpoll, ppoll;
+  uv_idle_t idle;
+  uv_timer_t commit_timer;
+  uv_async_t async;
+  uv_signal_t sigint, sigterm;
+  int loop_inited;
+  int handles_open;
+
+  node_rt_t *nodes;
+  rs_host_api_t host;
+  rs_codec_t *codec;
+  rs_buf_t enc;
+  rs_arena_t arena;
+
+  rd_kafka_message_t **msgs;
+  size_t n_src_rkts;
+  const rd_kafka_topic_t **src_rkts; /* consumer topic handle per source */
+
+  part_t ***parts; /* [source][partition] */
+  int32_t *n_parts;
+  size_t n_assigned;
+
+  dlq_topic_t *dlqs;
+  size_t n_dlqs;
+
+  /* Current run. */
+  tracker_t *cur;
+  size_t cur_src;
+  int32_t cur_partition;
+  struct rs_op *cur_op;
+
+  int64_t inflight_records, inflight_bytes;
+  int paused;
+  uint64_t paused_since;
+  state_t state;
+  int signals;
+  int err;
+  char errstr[1024];
+  rs_engine_stats_t stats;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static void fail(rs_engine_t *e, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void begin_stop(rs_engine_t *e);
+
+static void fail(rs_engine_t *e, int err, const char *fmt, ...) {
+  if (!e->err) {
+    e->err = err;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->errstr, sizeof e->errstr, fmt, ap);
+    va_end(ap);
+    rs_log(RS_LOG_ERROR, "engine", "%s", e->errstr);
+  }
+  begin_stop(e);
+}
+
+static int outbuf_push(outbuf_t *b, const rs_record_t *r) {
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    rs_record_t *n = rs_realloc(b->recs, cap * sizeof(*n));
+    if (!n)
+      return RS_ENOMEM;
+    b->recs = n;
+    b->cap = cap;
+  }
+  b->recs[b->n++] = *r;
+  return 0;
+}
+
+static part_t *get_part(rs_engine_t *e, size_t src, int32_t partition) {
+  if (partition < 0)
+    return NULL;
+  if (partition >= e->n_parts[src]) {
+    int32_t n = partition + 1 > 2 * e->n_parts[src] ? partition + 1
+                                                    : 2 * e->n_parts[src];
+    part_t **np = rs_realloc(e->parts[src], (size_t)n * sizeof(*np));
+    if (!np)
+      return NULL;
+    memset(np + e->n_parts[src], 0,
+           (size_t)(n - e->n_parts[src]) * sizeof(*np));
+    e->parts[src] = np;
+    e->n_parts[src] = n;
+  }
+  part_t *p = e->parts[src][partition];
+  if (!p) {
+    p = rs_calloc(1, sizeof(*p));
+    if (!p)
+      return NULL;
+    p->src = src;
+    p->partition = partition;
+    p->committable = p->committed = -1;
+    e->parts[src][partition] = p;
+  }
+  return p;
+}
+
+static ssize_t source_of_topic(const rs_engine_t *e, const char *topic) {
+  for (size_t i = 0; i < e->cfg->n_sources; i++)
+    if (!strcmp(e->cfg->sources[i].topic, topic))
+      return (ssize_t)i;
+  return -1;
+}
+
+/* Pops completed trackers; advances committable offsets. */
+static void advance(rs_engine_t *e) {
+  for (size_t s = 0; s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++) {
+      part_t *p = e->parts[s][i];
+      while (p && p->head && p->head->pending == 0 && !p->head->failed) {
+        tracker_t *t = p->head;
+        if (t->generation == p->generation)
+          p->committable = t->end_offset;
+        p->head = t->next;
+        if (!p->head)
+          p->tail = NULL;
+        rs_free(t);
+      }
+    }
+}
+
+static void commit_offsets(rs_engine_t *e, int sync) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+  for (size_t s = 0; s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++) {
+      part_t *p = e->parts[s][i];
+      if (p && p->assigned && p->committable > p->committed)
+        rd_kafka_topic_partition_list_add(l, e->cfg->sources[s].topic, i)
+            ->offset = p->committable;
+    }
+  if (l->cnt > 0) {
+    rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, l, !sync);
+    if (err) {
+      rs_log(RS_LOG_WARN, "engine", "offset commit failed: %s (will retry)",
+             rd_kafka_err2str(err));
+    } else {
+      for (int k = 0; k < l->cnt; k++) {
+        ssize_t s = source_of_topic(e, l->elems[k].topic);
+        part_t *p =
+            s >= 0 ? get_part(e, (size_t)s, l->elems[k].partition) : NULL;
+        if (p)
+          p->committed = l->elems[k].offset;
+      }
+      e->stats.commits++;
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* --------------------------------------------------------- host API */
+
+static int host_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
+  node_rt_t *n = &op->e->nodes[op->node];
+  if (port >= n->n_ports)
+    return RS_EINVAL;
+  int rc = outbuf_push(&n->out[port], rec);
+  if (!rc && op->c_out)
+    op->c_out->value++;
+  return rc;
+}
+
+static int produce(rs_engine_t *e, rd_kafka_topic_t *rkt, const void *key,
+                   size_t key_len, const void *val, size_t val_len,
+                   const rs_record_t *dlq_rec, const char *dlq_error);
+
+static rd_kafka_topic_t *dlq_topic(rs_engine_t *e, const char *name) {
+  for (size_t i = 0; i < e->n_dlqs; i++)
+    if (!strcmp(e->dlqs[i].name, name))
+      return e->dlqs[i].rkt;
+  dlq_topic_t *d = rs_realloc(e->dlqs, (e->n_dlqs + 1) * sizeof(*d));
+  if (!d)
+    return NULL;
+  e->dlqs = d;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->producer, name, NULL);
+  char *copy = rs_strdup(name);
+  if (!rkt || !copy) {
+    if (rkt)
+      rd_kafka_topic_destroy(rkt);
+    rs_free(copy);
+    return NULL;
+  }
+  d[e->n_dlqs].name = copy;
+  d[e->n_dlqs].rkt = rkt;
+  e->n_dlqs++;
+  return rkt;
+}
+
+static const char *dlq_name(const rs_engine_t *e, const struct rs_op *op,
+                            size_t src, char *buf, size_t size) {
+  const char *t =
+      e->cfg->operators[e->g->nodes[op->node].cfg_index].dead_letter_topic;
+  if (t)
+    return t;
+  snprintf(buf, size, "%s.dlq", e->cfg->sources[src].topic);
+  return buf;
+}
+
+static int host_dead_letter(rs_op_t *op, const rs_record_t *rec,
+                            const char *error) {
+  rs_engine_t *e = op->e;
+  char name[512];
+  rd_kafka_topic_t *rkt =
+      dlq_topic(e, dlq_name(e, op, e->cur_src, name, sizeof name));
+  if (!rkt)
+    return RS_ENOMEM;
+  if (op->c_dlq)
+    op->c_dlq->value++;
+  return produce(e, rkt, rec->key, rec->key_len, rec->value, rec->value_len,
+                 rec, error ? error : "unknown error");
+}
+
+static void *host_batch_alloc(rs_op_t *op, size_t size) {
+  return rs_arena_alloc(&op->e->arena, size);
+}
+
+static void host_log(rs_op_t *op, int level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  rs_vlog(level, op->e->g->nodes[op->node].name, fmt, ap);
+  va_end(ap);
+}
+
+static rs_counter_t *host_counter(rs_op_t *op, const char *name,
+                                  const char *help) {
+  for (rs_counter_t *c = op->counters; c; c = c->next)
+    if (!strcmp(c->name, name))
+      return c;
+  rs_counter_t *c = rs_calloc(1, sizeof(*c));
+  if (!c)
+    return NULL;
+  c->name = rs_strdup(name);
+  c->help = rs_strdup(help ? help : "");
+  if (!c->name || !c->help) {
+    rs_free(c->name);
+    rs_free(c->help);
+    rs_free(c);
+    return NULL;
+  }
+  c->next = op->counters;
+  op->counters = c;
+  return c;
+}
+
+static void host_counter_add(rs_counter_t *c, uint64_t n) {
+  if (c)
+    c->value += n;
+}
+
+static int host_state_get(rs_op_t *op, int32_t partition, const void *key,
+                          size_t key_len, void **value, size_t *value_len) {
+  return RS_ENOTSUP;
+}
+static int host_state_put(rs_op_t *op, int32_t partition, const void *key,
+                          size_t key_len, const void *value, size_t value_len) {
+  return RS_ENOTSUP;
+}
+static int host_state_delete(rs_op_t *op, int32_t partition, const void *key,
+                             size_t key_len) {
+  return RS_ENOTSUP;
+}
+static int host_state_scan(rs_op_t *op, int32_t partition, const void *prefix,
+                           size_t prefix_len,
+                           int (*cb)(void *, const void *, size_t, const void *,
+                                     size_t),
+                           void *opaque) {
+  return RS_ENOTSUP;
+}
+static int host_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
+                          const void *tag, size_t tag_len) {
+  return RS_ENOTSUP;
+}
+
+static uint64_t host_random(rs_op_t *op, const void *key, size_t key_len,
+                            int64_t offset, uint64_t stream) {
+  uint64_t h = rs_hash64(key, key_len, op->seed);
+  return rs_mix64(h ^
+                  rs_mix64((uint64_t)offset * 0x9e3779b97f4a7c15ULL + stream));
+}
+
+static const rs_host_api_t host_api_template = {
+    .abi_version = RS_ABI_VERSION,
+    .struct_size = sizeof(rs_host_api_t),
+    .emit = host_emit,
+    .dead_letter = host_dead_letter,
+    .batch_alloc = host_batch_alloc,
+    .malloc = rs_malloc,
+    .calloc = rs_calloc,
+    .realloc = rs_realloc,
+    .free = rs_free,
+    .log = host_log,
+    .counter = host_counter,
+    .counter_add = host_counter_add,
+    .state_get = host_state_get,
+    .state_put = host_state_put,
+    .state_delete = host_state_delete,
+    .state_scan = host_state_scan,
+    .timer_set = host_timer_set,
+    .random = host_random,
+};
+
+/* ------------------------------------------------------------ produce */
+
+static int produce(rs_engine_t *e, rd_kafka_topic_t *rkt, const void *key,
+                   size_t key_len, const void *val, size_t val_len,
+                   const rs_record_t *dlq_rec, const char *dlq_error) {
+  tracker_t *t = e->cur;
+  char part[16] = "", off[24] = "";
+  if (dlq_rec) {
+    snprintf(part, sizeof part, "%d", (int)dlq_rec->src_partition);
+    snprintf(off, sizeof off, "%lld", (long long)dlq_rec->src_offset);
+  }
+  for (;;) {
+    rd_kafka_resp_err_t err;
+    if (dlq_rec) {
+      const char *topic = e->cfg->sources[e->cur_src].topic;
+      err = rd_kafka_producev(
+          e->producer, RD_KAFKA_V_RKT(rkt),
+          RD_KAFKA_V_KEY((void *)key, key_len),
+          RD_KAFKA_V_VALUE((void *)val, val_len),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(t),
+          RD_KAFKA_V_HEADER("error", dlq_error, (ssize_t)strlen(dlq_error)),
+          RD_KAFKA_V_HEADER("source.topic", topic, (ssize_t)strlen(topic)),
+          RD_KAFKA_V_HEADER("source.partition", part, (ssize_t)strlen(part)),
+          RD_KAFKA_V_HEADER("source.offset", off, (ssize_t)strlen(off)),
+          RD_KAFKA_V_END);
+    } else {
+      err = rd_kafka_producev(e->producer, RD_KAFKA_V_RKT(rkt),
+                              RD_KAFKA_V_KEY((void *)key, key_len),
+                              RD_KAFKA_V_VALUE((void *)val, val_len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
+    }
+    if (!err) {
+      t->pending++;
+      e->inflight_records++;
+      e->inflight_bytes += (int64_t)(key_len + val_len);
+      if (e->inflight_bytes > e->stats.max_inflight_bytes)
+        e->stats.max_inflight_bytes = e->inflight_bytes;
+      return 0;
+    }
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+      return rs_seterr(e->errstr, sizeof e->errstr, rs_err_from_kafka(err),
+                       "produce to %s failed: %s", rd_kafka_topic_name(rkt),
+                       rd_kafka_err2str(err));
+    /* The local queue is bounded above the high-water mark, so this only
+     * happens when one batch fans out far more than its size: wait for
+     * delivery reports, which is what frees space. */
+    e->stats.queue_full_waits++;
+    rd_kafka_poll(e->producer, 10);
+  }
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                        void *opaque) {
+  rs_engine_t *e = opaque;
+  tracker_t *t = m->_private;
+  e->inflight_records--;
+  e->inflight_bytes -= (int64_t)(m->len + m->key_len);
+  if (m->err) {
+    t->failed = 1;
+    e->stats.delivery_failures++;
+    fail(e, RS_EDELIVERY,
+         "delivery to %s [%d] failed permanently: %s; stopping without "
+         "committing past it",
+         rd_kafka_topic_name(m->rkt), (int)m->partition,
+         rd_kafka_err2str(m->err));
+  }
+  t->pending--;
+}
+
+/* ------------------------------------------------------------ graph */
+
+static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
+  const rs_sink_cfg_t *sc = &e->cfg->sinks[e->g->nodes[ni].cfg_index];
+  node_rt_t *n = &e->nodes[ni];
+  for (size_t i = 0; i < in->n; i++) {
+    const rs_record_t *r = &in->recs[i];
+    const void *val = r->value;
+    size_t len = r->value_len;
+    if (r->kind == RS_KIND_INTERACTION) {
+      rs_buf_reset(&e->enc);
+      char err[256];
+      int rc = rs_codec_encode(e->codec, (rs_format_t)sc->format, r->payload,
+                               sc->schema_id, &e->enc, err, sizeof err);
+      if (rc)
+        return rs_seterr(e->errstr, sizeof e->errstr, rc,
+                         "sink '%s': cannot encode record from %s [%d] at "
+                         "offset %lld: %s",
+                         sc->name, e->cfg->sources[e->cur_src].topic,
+                         (int)r->src_partition, (long long)r->src_offset, err);
+      val = e->enc.data;
+      len = e->enc.len;
+    } else if (r->kind != RS_KIND_BYTES) {
+      return rs_seterr(e->errstr, sizeof e->errstr, RS_EENCODE,
+                       "sink '%s': records of kind %u cannot be written yet",
+                       sc->name, r->kind);
+    }
+    int rc = produce(e, n->rkt, r->key, r->key_len, val, len, NULL, NULL);
+    if (rc)
+      return rc;
+    n->produced++;
+  }
+  return 0;
+}
+
+/* Pushes one run of records from one source partition through the graph. */
+static int process_run(rs_engine_t *e, size_t src, int32_t partition,
+                       rd_kafka_message_t **msgs, size_t n) {
+  part_t *p = get_part(e, src, partition);
+  tracker_t *t = rs_calloc(1, sizeof(*t));
+  if (!p || !t) {
+    rs_free(t);
+    return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
+  }
+  t->part = p;
+  t->generation = p->generation;
+  t->end_offset = msgs[n - 1]->offset + 1;
+  e->cur = t;
+  e->cur_src = src;
+  e->cur_partition = partition;
+  p->eof = 0;
+
+  const rs_graph_t *g = e->g;
+  for (size_t i = 0; i < g->n; i++)
+    for (size_t k = 0; k < e->nodes[i].n_ports; k++)
+      e->nodes[i].out[k].n = 0;
+
+  /* The source node's output: the run as byte records. */
+  size_t src_node = 0;
+  for (size_t i = 0; i < g->n; i++)
+    if (g->nodes[i].kind == RS_NODE_SOURCE && g->nodes[i].cfg_index == src)
+      src_node = i;
+  outbuf_t *so = &e->nodes[src_node].out[0];
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    rd_kafka_message_t *m = msgs[i];
+    rs_record_t r = {
+        .kind = RS_KIND_BYTES,
+        .key = m->key,
+        .key_len = m->key_len,
+        .value = m->payload,
+        .value_len = m->len,
+        .timestamp_ms = rd_kafka_message_timestamp(m, NULL),
+        .src_partition = partition,
+        .src_offset = m->offset,
+    };
+    rc = outbuf_push(so, &r);
+  }
+
+  for (size_t k = 0; k < g->n && !rc; k++) {
+    size_t ni = g->order[k];
+    const rs_gnode_t *gn = &g->nodes[ni];
+    for (size_t in = 0; in < gn->n_inputs && !rc; in++) {
+      const outbuf_t *ob =
+          &e->nodes[gn->inputs[in].from].out[gn->inputs[in].port];
+      if (!ob->n)
+        continue;
+      if (gn->kind == RS_NODE_SINK) {
+        rc = run_sink(e, ni, ob);
+        continue;
+      }
+      struct rs_op *op = e->nodes[ni].op;
+      rs_batch_t b = {.records = ob->recs,
+                      .count = ob->n,
+                      .partition = partition,
+                      .input = (uint32_t)in};
+      if (op->c_in)
+        op->c_in->value += ob->n;
+      e->cur_op = op;
+      rc = op->def->process(op, op->ctx, &b);
+      if (rc < 0 && !e->errstr[0])
+        rs_seterr(e->errstr, sizeof e->errstr, rc,
+                  "operator '%s' (%s) failed on %s [%d]: %s", gn->name,
+                  op->def->name, e->cfg->sources[src].topic, (int)partition,
+                  rs_strerror(rc));
+      rc = rc < 0 ? rc : 0;
+    }
+  }
+  /* The tracker joins its partition's queue even on error so that nothing
+   * after it can be committed. */
+  if (rc)
+    t->failed = 1;
+  if (p->tail)
+    p->tail->next = t;
+  else
+    p->head = t;
+  p->tail = t;
+  e->cur = NULL;
+  e->stats.batches++;
+  e->stats.records_in += n;
+  rs_arena_reset(&e->arena);
+  return rc;
+}
+
+/* ------------------------------------------------------ consumer side */
+
+static int all_at_end(rs_engine_t *e) {
+  if (e->n_assigned == 0)
+    return 0;
+  for (size_t s = 0; s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++) {
+      part_t *p = e->parts[s][i];
+      if (p && p->assigned && !p->eof)
+        return 0;
+    }
+  return 1;
+}
+
+static void set_paused(rs_engine_t *e, int pause) {
+  rd_kafka_topic_partition_list_t *l = NULL;
+  if (rd_kafka_assignment(e->consumer, &l) == 0 && l) {
+    if (l->cnt) {
+      if (pause)
+        rd_kafka_pause_partitions(e->consumer, l);
+      else
+        rd_kafka_resume_partitions(e->consumer, l);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+  }
+  if (pause && !e->paused) {
+    e->paused = 1;
+    e->paused_since = rs_now_ns();
+    e->stats.pauses++;
+  } else if (!pause && e->paused) {
+    e->paused = 0;
+    e->stats.paused_ns += rs_now_ns() - e->paused_since;
+  }
+}
+
+static int over_high_water(const rs_engine_t *e) {
+  return e->inflight_bytes > e->cfg->processing.high_water_bytes ||
+         e->inflight_records > e->cfg->processing.max_inflight_records;
+}
+
+static int under_low_water(const rs_engine_t *e) {
+  return e->inflight_bytes <= e->cfg->processing.low_water_bytes &&
+         e->inflight_records <= e->cfg->processing.max_inflight_records / 2;
+}
+
+static void handle_consumer_error(rs_engine_t *e, rd_kafka_message_t *m) {
+  if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    ssize_t s = m->rkt ? source_of_topic(e, rd_kafka_topic_name(m->rkt)) : -1;
+    part_t *p = s >= 0 ? get_part(e, (size_t)s, m->partition) : NULL;
+    if (p)
+      p->eof = 1;
+    return;
+  }
+  const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+  if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+      m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+      m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+    fail(e, RS_EKAFKA, "source topic %s cannot be read: %s", topic,
+         rd_kafka_message_errstr(m));
+    return;
+  }
+  rs_log(RS_LOG_WARN, "kafka", "consumer: %s%s%s", topic, *topic ? ": " : "",
+         rd_kafka_message_errstr(m));
+}
+
+static void on_idle(uv_idle_t *h);
+
+/* Drains the consumer queue: at most `budget` batches, then yields to the
+ * loop (uv_idle brings us back) so delivery reports are not starved. */
+static void drain(rs_engine_t *e) {
+  int budget = 16;
+  size_t max = (size_t)e->cfg->processing.batch_size;
+  while (e->state == ST_RUNNING && !e->paused && budget-- > 0) {
+    ssize_t n = rd_kafka_consume_batch_queue(e->cq, 0, e->msgs, max);
+    if (n <= 0) {
+      uv_idle_stop(&e->idle);
+      if (e->opts.exit_at_end && all_at_end(e))
+        begin_stop(e);
+      return;
+    }
+    size_t i = 0;
+    int rc = 0;
+    while (i < (size_t)n) {
+      rd_kafka_message_t *m = e->msgs[i];
+      if (m->err) {
+        handle_consumer_error(e, m);
+        i++;
+        continue;
+      }
+      /* A run: consecutive messages of one topic partition. */
+      size_t j = i + 1;
+      while (j < (size_t)n && !e->msgs[j]->err && e->msgs[j]->rkt == m->rkt &&
+             e->msgs[j]->partition == m->partition)
+        j++;
+      ssize_t s = source_of_topic(e, rd_kafka_topic_name(m->rkt));
+      if (s < 0) {
+        rs_log(RS_LOG_WARN, "engine", "message from unexpected topic %s",
+               rd_kafka_topic_name(m->rkt));
+      } else if (!rc) {
+        rc = process_run(e, (size_t)s, m->partition, &e->msgs[i], j - i);
+      }
+      i = j;
+    }
+    for (ssize_t k = 0; k < n; k++)
+      rd_kafka_message_destroy(e->msgs[k]);
+    if (rc) {
+      fail(e, rc, "%s", e->errstr[0] ? e->errstr : rs_strerror(rc));
+      return;
+    }
+    advance(e);
+    if (over_high_water(e)) {
+      set_paused(e, 1);
+      uv_idle_stop(&e->idle);
+      return;
+    }
+  }
+  if (e->state == ST_RUNNING && !e->paused)
+    uv_idle_start(&e->idle, on_idle);
+}
+
+static void read_pipe(int fd) {
+  char buf[256];
+  while (read(fd, buf, sizeof buf) > 0)
+    ;
+}
+
+static void on_idle(uv_idle_t *h) {
+  drain(h->data);
+}
+
+static void on_consumer_ready(uv_poll_t *h, int status, int events) {
+  rs_engine_t *e = h->data;
+  read_pipe(e->cpipe[0]);
+  if (e->state == ST_RUNNING && !e->paused)
+    drain(e);
+}
+
+static void maybe_finish(rs_engine_t *e);
+
+static void on_producer_ready(uv_poll_t *h, int status, int events) {
+  rs_engine_t *e = h->data;
+  read_pipe(e->ppipe[0]);
+  while (rd_kafka_poll(e->producer, 0) > 0)
+    ;
+  advance(e);
+  if (e->paused && e->state == ST_RUNNING && under_low_water(e)) {
+    set_paused(e, 0);
+    drain(e);
+  }
+  if (e->state == ST_STOPPING)
+    maybe_finish(e);
+}
+
+static void on_commit_timer(uv_timer_t *h) {
+  rs_engine_t *e = h->data;
+  advance(e);
+  commit_offsets(e, 0);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  rs_engine_t *e = opaque;
+  int coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    for (int i = 0; i < parts->cnt; i++) {
+      ssize_t s = source_of_topic(e, parts->elems[i].topic);
+      part_t *p =
+          s >= 0 ? get_part(e, (size_t)s, parts->elems[i].partition) : NULL;
+      if (!p)
+        continue;
+      if (!p->assigned)
+        e->n_assigned++;
+      p->assigned = 1;
+      p->eof = 0;
+      p->generation++;
+      p->committable = p->committed = -1;
+      rs_log(RS_LOG_INFO, "engine",
+             "assigned %s [%d]: starting from the group's committed offset "
+             "(or auto_offset_reset=%s when there is none)",
+             parts->elems[i].topic, (int)parts->elems[i].partition,
+             e->cfg->kafka.auto_offset_reset);
+    }
+    if (coop)
+      rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
+    else
+      rd_kafka_assign(rk, parts);
+    if (e->paused || e->state != ST_RUNNING)
+      rd_kafka_pause_partitions(rk, parts);
+  } else {
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+      /* Commit what is acknowledged before the partitions move on. The
+       * outputs still in flight are redelivered by the next owner. */
+      advance(e);
+      commit_offsets(e, 0);
+    } else {
+      rs_log(RS_LOG_WARN, "engine", "rebalance error: %s",
+             rd_kafka_err2str(err));
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+      ssize_t s = source_of_topic(e, parts->elems[i].topic);
+      part_t *p =
+          s >= 0 ? get_part(e, (size_t)s, parts->elems[i].partition) : NULL;
+      if (p && p->assigned) {
+        p->assigned = 0;
+        e->n_assigned--;
+      }
+    }
+    if (coop)
+      rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
+    else
+      rd_kafka_assign(rk, NULL);
+  }
+}
+
+static void on_commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets,
+                             void *opaque) {
+  rs_engine_t *e = opaque;
+  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+    return;
+  for (int i = 0; offsets && i < offsets->cnt; i++) {
+    if (!err && !offsets->elems[i].err)
+      continue;
+    ssize_t s = source_of_topic(e, offsets->elems[i].topic);
+    part_t *p =
+        s >= 0 ? get_part(e, (size_t)s, offsets->elems[i].partition) : NULL;
+    if (p)
+      p->committed = -1; /* retried at the next commit */
+  }
+  if (err)
+    rs_log(RS_LOG_WARN, "engine", "offset commit failed: %s",
+           rd_kafka_err2str(err));
+}
+
+static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason,
+                           void *opaque) {
+  rs_engine_t *e = opaque;
+  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+    char buf[512];
+    rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof buf);
+    fail(e, RS_EKAFKA, "fatal Kafka error (%s): %s", rd_kafka_err2name(orig),
+         buf);
+    return;
+  }
+  rs_log(RS_LOG_WARN, "kafka", "%s: %s", rd_kafka_name(rk), reason);
+}
+
+static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf) {
+  int l = level <= 3   ? RS_LOG_ERROR
+          : level <= 4 ? RS_LOG_WARN
+          : level <= 6 ? RS_LOG_INFO
+                       : RS_LOG_DEBUG;
+  rs_log(l, "kafka", "%s %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* ------------------------------------------------------- lifecycle */
+
+static void close_cb(uv_handle_t *h) {
+  rs_engine_t *e = h->data;
+  e->handles_open--;
+}
+
+static void close_all(rs_engine_t *e) {
+  uv_handle_t *hs[] = {
+      (uv_handle_t *)&e->cpoll,  (uv_handle_t *)&e->ppoll,
+      (uv_handle_t *)&e->idle,   (uv_handle_t *)&e->commit_timer,
+      (uv_handle_t *)&e->async,  (uv_handle_t *)&e->sigint,
+      (uv_handle_t *)&e->sigterm};
+  for (size_t i = 0; i < RS_ARRAY_SIZE(hs); i++)
+    if (!uv_is_closing(hs[i])) {
+      e->handles_open++;
+      uv_close(hs[i], close_cb);
+    }
+}
+
+static void maybe_finish(rs_engine_t *e) {
+  if (e->state != ST_STOPPING || e->inflight_records > 0)
+    return;
+  e->state = ST_DONE;
+  close_all(e);
+}
+
+static void begin_stop(rs_engine_t *e) {
+  if (e->state != ST_RUNNING)
+    return;
+  e->state = ST_STOPPING;
+  uv_idle_stop(&e->idle);
+  set_paused(e, 1); /* stop fetching */
+  rs_log(RS_LOG_INFO, "engine",
+         "stopping: %lld output records in flight, waiting for their "
+         "delivery reports",
+         (long long)e->inflight_records);
+  maybe_finish(e);
+}
+
+static void on_async(uv_async_t *h) {
+  begin_stop(h->data);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  rs_engine_t *e = h->data;
+  if (++e->signals == 1) {
+    rs_log(RS_LOG_INFO, "engine", "%s received: draining",
+           signum == SIGINT ? "SIGINT" : "SIGTERM");
+    begin_stop(e);
+  } else {
+    rs_log(RS_LOG_WARN, "engine",
+           "second signal: stopping without waiting for %lld in-flight "
+           "outputs (their inputs are not committed)",
+           (long long)e->inflight_records);
+    if (e->state == ST_RUNNING)
+      e->state = ST_STOPPING;
+    if (e->state == ST_STOPPING) {
+      e->state = ST_DONE;
+      close_all(e);
+    }
+  }
+}
+
+static int make_pipe(int fds[2]) {
+  if (pipe(fds))
+    return RS_EIO;
+  for (int i = 0; i < 2; i++) {
+    int fl = fcntl(fds[i], F_GETFL);
+    fcntl(fds[i], F_SETFL, fl | O_NONBLOCK);
+    fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+  }
+  return 0;
+}
+
+static int create_clients(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  const rs_config_t *cfg = e->cfg;
+  rd_kafka_conf_t *pc = NULL, *cc = NULL;
+  int rc = rs_kafka_conf_new(cfg, e->bootstrap, RS_CLIENT_PRODUCER, &pc, errstr,
+                             errstr_size);
+  if (rc)
+    return rc;
+  rd_kafka_conf_set_opaque(pc, e);
+  rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
+  rd_kafka_conf_set_error_cb(pc, on_kafka_error);
+  rd_kafka_conf_set_log_cb(pc, on_kafka_log);
+  char kerr[512];
+  e->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, kerr, sizeof kerr);
+  if (!e->producer) {
+    rd_kafka_conf_destroy(pc);
+    return rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                     "cannot create the producer: %s", kerr);
+  }
+  rc = rs_kafka_conf_new(cfg, e->bootstrap, RS_CLIENT_CONSUMER, &cc, errstr,
+                         errstr_size);
+  if (rc)
+    return rc;
+  rd_kafka_conf_set_opaque(cc, e);
+  rd_kafka_conf_set_rebalance_cb(cc, on_rebalance);
+  rd_kafka_conf_set_offset_commit_cb(cc, on_commit_result);
+  rd_kafka_conf_set_error_cb(cc, on_kafka_error);
+  rd_kafka_conf_set_log_cb(cc, on_kafka_log);
+  e->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, kerr, sizeof kerr);
+  if (!e->consumer) {
+    rd_kafka_conf_destroy(cc);
+    return rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                     "cannot create the consumer: %s", kerr);
+  }
+  rd_kafka_poll_set_consumer(e->consumer);
+  e->cq = rd_kafka_queue_get_consumer(e->consumer);
+  e->pq = rd_kafka_queue_get_main(e->producer);
+  if (make_pipe(e->cpipe) || make_pipe(e->ppipe))
+    return rs_seterr(errstr, errstr_size, RS_EIO, "pipe: %s", strerror(errno));
+  rd_kafka_queue_io_event_enable(e->cq, e->cpipe[1], "c", 1);
+  rd_kafka_queue_io_event_enable(e->pq, e->ppipe[1], "p", 1);
+  return 0;
+}
+
+static int start_embedded(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  const rs_config_t *cfg = e->cfg;
+  int rc =
+      rs_mock_start(cfg->kafka.embedded_brokers, &e->mock, errstr, errstr_size);
+  if (rc)
+    return rc;
+  int dflt = cfg->kafka.embedded_partitions;
+  for (size_t i = 0; i < cfg->n_sources && !rc; i++) {
+    const rs_source_cfg_t *s = &cfg->sources[i];
+    char dlq[512];
+    snprintf(dlq, sizeof dlq, "%s.dlq", s->topic);
+    rc = rs_mock_create_topic(e->mock, s->topic,
+                              s->partitions ? s->partitions : dflt, errstr,
+                              errstr_size);
+    if (!rc)
+      rc = rs_mock_create_topic(e->mock, dlq, dflt, errstr, errstr_size);
+  }
+  for (size_t i = 0; i < cfg->n_sinks && !rc; i++)
+    rc = rs_mock_create_topic(
+        e->mock, cfg->sinks[i].topic,
+        cfg->sinks[i].partitions ? cfg->sinks[i].partitions : dflt, errstr,
+        errstr_size);
+  for (size_t i = 0; i < cfg->n_operators && !rc; i++)
+    if (cfg->operators[i].dead_letter_topic)
+      rc = rs_mock_create_topic(e->mock, cfg->operators[i].dead_letter_topic,
+                                dflt, errstr, errstr_size);
+  if (!rc) {
+    e->bootstrap = rs_strdup(e->mock->bootstraps);
+    rs_log(RS_LOG_INFO, "engine", "embedded broker listening on %s",
+           e->bootstrap);
+  }
+  return rc;
+}
+
+static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  const rs_graph_t *g = e->g;
+  e->nodes = rs_calloc(g->n, sizeof(*e->nodes));
+  if (!e->nodes)
+    return RS_ENOMEM;
+  e->host = host_api_template;
+  for (size_t i = 0; i < g->n; i++) {
+    const rs_gnode_t *gn = &g->nodes[i];
+    node_rt_t *n = &e->nodes[i];
+    n->n_ports = gn->n_ports;
+    n->out = rs_calloc(n->n_ports ? n->n_ports : 1, sizeof(outbuf_t));
+    if (!n->out)
+      return RS_ENOMEM;
+    if (gn->kind == RS_NODE_SINK) {
+      n->rkt = rd_kafka_topic_new(e->producer,
+                                  e->cfg->sinks[gn->cfg_index].topic, NULL);
+      if (!n->rkt)
+        return rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                         "sink '%s': cannot create topic handle: %s", gn->name,
+                         rd_kafka_err2str(rd_kafka_last_error()));
+      continue;
+    }
+    if (gn->kind != RS_NODE_OPERATOR)
+      continue;
+    struct rs_op *op = rs_calloc(1, sizeof(*op));
+    if (!op)
+      return RS_ENOMEM;
+    n->op = op;
+    op->e = e;
+    op->node = i;
+    op->def = gn->def;
+    op->seed = rs_hash64(gn->name, strlen(gn->name), 0x7265637374726d);
+    op->ctx = rs_calloc(1, gn->def->ctx_size ? gn->def->ctx_size : 1);
+    if (!op->ctx)
+      return RS_ENOMEM;
+    char label[160];
+    snprintf(label, sizeof label, "operators '%s'", gn->name);
+    int rc =
+        rs_options_apply(e->cfg, gn->def, e->cfg->operators[gn->cfg_index].node,
+                         label, op->ctx, errstr, errstr_size);
+    if (rc)
+      return rc;
+    op->c_in = host_counter(op, "records_in", "records handed to the operator");
+    op->c_out = host_counter(op, "records_out", "records the operator emitted");
+    op->c_dlq = host_counter(op, "dead_lettered",
+                             "records sent to the dead-letter topic");
+    if (RS_OPDEF_HAS(gn->def, init)) {
+      char oerr[512] = "";
+      rc = gn->def->init(op, op->ctx, &e->host, oerr, sizeof oerr);
+      if (rc)
+        return rs_seterr(errstr, errstr_size, rc < 0 ? rc : RS_EINTERNAL,
+                         "operator '%s' (%s) failed to start: %s", gn->name,
+                         gn->def->name, oerr[0] ? oerr : rs_strerror(rc));
+    }
+    op->inited = 1;
+  }
+  return 0;
+}
+
+int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
+                  const rs_engine_opts_t *opts, rs_engine_t **out, char *errstr,
+                  size_t errstr_size) {
+  *out = NULL;
+  rs_engine_t *e = rs_calloc(1, sizeof(*e));
+  if (!e)
+    return RS_ENOMEM;
+  e->cfg = cfg;
+  e->g = g;
+  e->cpipe[0] = e->cpipe[1] = e->ppipe[0] = e->ppipe[1] = -1;
+  if (opts)
+    e->opts = *opts;
+  rs_arena_init(&e->arena, 256 * 1024);
+  int rc = 0;
+  e->parts = rs_calloc(cfg->n_sources, sizeof(*e->parts));
+  e->n_parts = rs_calloc(cfg->n_sources, sizeof(*e->n_parts));
+  e->msgs = rs_calloc((size_t)cfg->processing.batch_size, sizeof(*e->msgs));
+  if (!e->parts || !e->n_parts || !e->msgs)
+    rc = RS_ENOMEM;
+  if (!rc && !strcmp(cfg->kafka.brokers, "embedded"))
+    rc = start_embedded(e, errstr, errstr_size);
+  else if (!rc && !(e->bootstrap = rs_strdup(cfg->kafka.brokers)))
+    rc = RS_ENOMEM;
+  if (!rc)
+    rc = rs_codec_new(&e->codec, NULL, errstr, errstr_size);
+  if (!rc)
+    rc = create_clients(e, errstr, errstr_size);
+  if (!rc)
+    rc = init_operators(e, errstr, errstr_size);
+  if (rc) {
+    if (rc == RS_ENOMEM && errstr && !errstr[0])
+      rs_seterr(errstr, errstr_size, rc, "out of memory");
+    rs_engine_destroy(e);
+    return rc;
+  }
+  *out = e;
+  return 0;
+}
+
+int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  if (e->state != ST_INIT)
+    return rs_seterr(errstr, errstr_size, RS_EINVAL, "engine already ran");
+  const rs_config_t *cfg = e->cfg;
+  uv_loop_init(&e->loop);
+  e->loop_inited = 1;
+  uv_handle_t *hs[] = {
+      (uv_handle_t *)&e->cpoll,  (uv_handle_t *)&e->ppoll,
+      (uv_handle_t *)&e->idle,   (uv_handle_t *)&e->commit_timer,
+      (uv_handle_t *)&e->async,  (uv_handle_t *)&e->sigint,
+      (uv_handle_t *)&e->sigterm};
+  uv_poll_init(&e->loop, &e->cpoll, e->cpipe[0]);
+  uv_poll_init(&e->loop, &e->ppoll, e->ppipe[0]);
+  uv_idle_init(&e->loop, &e->idle);
+  uv_timer_init(&e->loop, &e->commit_timer);
+  uv_async_init(&e->loop, &e->async, on_async);
+  uv_signal_init(&e->loop, &e->sigint);
+  uv_signal_init(&e->loop, &e->sigterm);
+  for (size_t i = 0; i < RS_ARRAY_SIZE(hs); i++)
+    hs[i]->data = e;
+
+  rd_kafka_topic_partition_list_t *topics =
+      rd_kafka_topic_partition_list_new((int)cfg->n_sources);
+  for (size_t i = 0; i < cfg->n_sources; i++)
+    rd_kafka_topic_partition_list_add(topics, cfg->sources[i].topic,
+                                      RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t kerr = rd_kafka_subscribe(e->consumer, topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+  if (kerr)
+    return rs_seterr(errstr, errstr_size, rs_err_from_kafka(kerr),
+                     "cannot subscribe to the source topics: %s",
+                     rd_kafka_err2str(kerr));
+
+  e->state = ST_RUNNING;
+  uv_poll_start(&e->cpoll, UV_READABLE, on_consumer_ready);
+  uv_poll_start(&e->ppoll, UV_READABLE, on_producer_ready);
+  uint64_t ci = (uint64_t)cfg->state.commit_interval_ms;
+  uv_timer_start(&e->commit_timer, on_commit_timer, ci, ci);
+  if (e->opts.handle_signals) {
+    uv_signal_start(&e->sigint, on_signal, SIGINT);
+    uv_signal_start(&e->sigterm, on_signal, SIGTERM);
+  }
+  /* Anything already queued before the pipe was watched. */
+  drain(e);
+  uv_run(&e->loop, UV_RUN_DEFAULT);
+
+  /* The loop has ended: blocking calls are allowed from here on. */
+  while (rd_kafka_poll(e->producer, 0) > 0)
+    ;
+  advance(e);
+  commit_offsets(e, 1);
+  rd_kafka_consumer_close(e->consumer);
+  if (e->paused)
+    set_paused(e, 0);
+  for (size_t i = 0; i < e->g->n; i++)
+    if (e->g->nodes[i].kind == RS_NODE_SINK)
+      e->stats.records_out += e->nodes[i].produced;
+  if (e->err) {
+    rs_seterr(errstr, errstr_size, e->err, "%s", e->errstr);
+    return e->err;
+  }
+  return 0;
+}
+
+void rs_engine_stop(rs_engine_t *e) {
+  if (e->loop_inited)
+    uv_async_send(&e->async);
+}
+
+void rs_engine_get_stats(const rs_engine_t *e, rs_engine_stats_t *out) {
+  *out = e->stats;
+  uint64_t dlq = 0;
+  for (size_t i = 0; i < e->g->n; i++)
+    if (e->nodes && e->nodes[i].op && e->nodes[i].op->c_dlq)
+      dlq += e->nodes[i].op->c_dlq->value;
+  out->dead_lettered = dlq;
+}
+
+const char *rs_engine_bootstrap(const rs_engine_t *e) {
+  return e->bootstrap;
+}
+
+uint64_t rs_engine_counter(const rs_engine_t *e, const char *op,
+                           const char *counter) {
+  for (size_t i = 0; i < e->g->n; i++) {
+    if (!e->nodes[i].op || strcmp(e->g->nodes[i].name, op))
+      continue;
+    for (rs_counter_t *c = e->nodes[i].op->counters; c; c = c->next)
+      if (!strcmp(c->name, counter))
+        return c->value;
+  }
+  return 0;
+}
+
+void rs_engine_destroy(rs_engine_t *e) {
+  if (!e)
+    return;
+  if (e->loop_inited) {
+    if (e->state != ST_DONE) {
+      e->state = ST_DONE;
+      close_all(e);
+    }
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&e->loop);
+  }
+  for (size_t i = 0; e->nodes && i < e->g->n; i++) {
+    node_rt_t *n = &e->nodes[i];
+    struct rs_op *op = n->op;
+    if (op) {
+      if (op->inited && RS_OPDEF_HAS(op->def, destroy))
+        op->def->destroy(op, op->ctx);
+      if (op->ctx) {
+        rs_options_free(op->def, op->ctx);
+        rs_free(op->ctx);
+      }
+      while (op->counters) {
+        rs_counter_t *c = op->counters;
+        op->counters = c->next;
+        rs_free(c->name);
+        rs_free(c->help);
+        rs_free(c);
+      }
+      rs_free(op);
+    }
+    for (size_t k = 0; k < n->n_ports; k++)
+      rs_free(n->out[k].recs);
+    rs_free(n->out);
+    if (n->rkt)
+      rd_kafka_topic_destroy(n->rkt);
+  }
+  rs_free(e->nodes);
+  for (size_t i = 0; i < e->n_dlqs; i++) {
+    rd_kafka_topic_destroy(e->dlqs[i].rkt);
+    rs_free(e->dlqs[i].name);
+  }
+  rs_free(e->dlqs);
+  if (e->cq)
+    rd_kafka_queue_destroy(e->cq);
+  if (e->pq)
+    rd_kafka_queue_destroy(e->pq);
+  if (e->consumer)
+    rd_kafka_destroy(e->consumer);
+  if (e->producer) {
+    rd_kafka_purge(e->producer,
+                   RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    while (rd_kafka_poll(e->producer, 0) > 0)
+      ;
+    rd_kafka_destroy(e->producer);
+  }
+  for (int i = 0; i < 2; i++) {
+    if (e->cpipe[i] >= 0)
+      close(e->cpipe[i]);
+    if (e->ppipe[i] >= 0)
+      close(e->ppipe[i]);
+  }
+  for (size_t s = 0; e->parts && s < e->cfg->n_sources; s++) {
+    for (int32_t i = 0; i < e->n_parts[s]; i++) {
+      part_t *p = e->parts[s][i];
+      while (p && p->head) {
+        tracker_t *t = p->head;
+        p->head = t->next;
+        rs_free(t);
+      }
+      rs_free(p);
+    }
+    rs_free(e->parts[s]);
+  }
+  rs_free(e->parts);
+  rs_free(e->n_parts);
+  rs_free(e->msgs);
+  rs_codec_destroy(e->codec);
+  rs_buf_free(&e->enc);
+  rs_arena_free(&e->arena);
+  rs_mock_destroy(e->mock);
+  rs_free(e->bootstrap);
+  rs_free(e);
+}

@@ -1,0 +1,59 @@
+/* The dataflow runtime: one libuv loop that consumes the source topics,
+ * pushes batches through the operator graph as plain function calls,
+ * produces sink and dead-letter records, applies backpressure and commits
+ * input offsets once every output derived from them is acknowledged
+ * (at-least-once). See DESIGN.md section 2.
+ */
+#ifndef RS_RUNTIME_H
+#define RS_RUNTIME_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "graph.h"
+
+typedef struct rs_engine rs_engine_t;
+
+typedef struct rs_engine_opts {
+  /* Stop (cleanly) once every assigned partition has reached its end. */
+  int exit_at_end;
+  /* Handle SIGINT/SIGTERM: the first drains and stops, a second one stops
+   * without waiting for outstanding deliveries (nothing unacknowledged is
+   * committed either way). */
+  int handle_signals;
+} rs_engine_opts_t;
+
+typedef struct rs_engine_stats {
+  uint64_t records_in; /* consumed from sources */
+  uint64_t
+      records_out; /* produced to sinks (all acknowledged after a clean stop) */
+  uint64_t dead_lettered; /* acknowledged dead-letter records */
+  uint64_t delivery_failures;
+  uint64_t batches;
+  uint64_t pauses; /* backpressure pauses */
+  uint64_t paused_ns;
+  uint64_t commits;
+  uint64_t queue_full_waits;
+  int64_t max_inflight_bytes;
+} rs_engine_stats_t;
+
+/* cfg and g are borrowed and must outlive the engine. Starts the embedded
+ * broker when kafka.brokers is "embedded", creates the Kafka clients and
+ * initialises every operator. Free with rs_engine_destroy(). */
+int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
+                  const rs_engine_opts_t *opts, rs_engine_t **out, char *errstr,
+                  size_t errstr_size);
+/* Runs until stopped. 0 after a clean stop; otherwise an rs_err_t with the
+ * reason in errstr. Committed offsets never pass an unacknowledged output. */
+int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size);
+/* Asks a running engine to drain and stop. Safe from any thread. */
+void rs_engine_stop(rs_engine_t *e);
+void rs_engine_get_stats(const rs_engine_t *e, rs_engine_stats_t *out);
+/* Bootstrap servers the engine uses (the embedded broker's if any). */
+const char *rs_engine_bootstrap(const rs_engine_t *e);
+/* Reads an operator counter by operator and counter name (0 if absent). */
+uint64_t rs_engine_counter(const rs_engine_t *e, const char *op,
+                           const char *counter);
+void rs_engine_destroy(rs_engine_t *e);
+
+#endif
