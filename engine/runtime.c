@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -119,6 +120,9 @@ struct rs_engine {
   uv_signal_t sigint, sigterm;
   int loop_inited;
   int handles_open;
+  atomic_int loop_running;   /* async handle usable from other threads */
+  uv_mutex_t stop_lock;      /* orders uv_async_send against its close */
+  atomic_int stop_requested; /* rs_engine_stop() before the loop ran */
 
   node_rt_t *nodes;
   rs_host_api_t host;
@@ -872,6 +876,9 @@ static void close_cb(uv_handle_t *h) {
 }
 
 static void close_all(rs_engine_t *e) {
+  uv_mutex_lock(&e->stop_lock);
+  atomic_store(&e->loop_running, 0);
+  uv_mutex_unlock(&e->stop_lock);
   uv_handle_t *hs[] = {
       (uv_handle_t *)&e->cpoll,  (uv_handle_t *)&e->ppoll,
       (uv_handle_t *)&e->idle,   (uv_handle_t *)&e->commit_timer,
@@ -1087,6 +1094,7 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
   e->cpipe[0] = e->cpipe[1] = e->ppipe[0] = e->ppipe[1] = -1;
   if (opts)
     e->opts = *opts;
+  uv_mutex_init(&e->stop_lock);
   rs_arena_init(&e->arena, 256 * 1024);
   int rc = 0;
   e->parts = rs_calloc(cfg->n_sources, sizeof(*e->parts));
@@ -1156,6 +1164,9 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
     uv_signal_start(&e->sigint, on_signal, SIGINT);
     uv_signal_start(&e->sigterm, on_signal, SIGTERM);
   }
+  atomic_store(&e->loop_running, 1);
+  if (atomic_load(&e->stop_requested))
+    begin_stop(e);
   /* Anything already queued before the pipe was watched. */
   drain(e);
   uv_run(&e->loop, UV_RUN_DEFAULT);
@@ -1179,8 +1190,11 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
 }
 
 void rs_engine_stop(rs_engine_t *e) {
-  if (e->loop_inited)
+  atomic_store(&e->stop_requested, 1);
+  uv_mutex_lock(&e->stop_lock);
+  if (atomic_load(&e->loop_running))
     uv_async_send(&e->async);
+  uv_mutex_unlock(&e->stop_lock);
 }
 
 void rs_engine_get_stats(const rs_engine_t *e, rs_engine_stats_t *out) {
@@ -1289,5 +1303,6 @@ void rs_engine_destroy(rs_engine_t *e) {
   rs_arena_free(&e->arena);
   rs_mock_destroy(e->mock);
   rs_free(e->bootstrap);
+  uv_mutex_destroy(&e->stop_lock);
   rs_free(e);
 }

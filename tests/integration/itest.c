@@ -1,0 +1,285 @@
+/* Integration test helpers (see itest.h). */
+#include "itest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "util.h"
+
+rs_mock_t *it_cluster(int brokers, int partitions, const char *const *topics) {
+  rs_mock_t *m = NULL;
+  char err[512];
+  if (rs_mock_start(brokers, &m, err, sizeof err)) {
+    fprintf(stderr, "it_cluster: %s\n", err);
+    return NULL;
+  }
+  for (size_t i = 0; topics && topics[i]; i++)
+    if (rs_mock_create_topic(m, topics[i], partitions, err, sizeof err)) {
+      fprintf(stderr, "it_cluster: %s\n", err);
+      rs_mock_destroy(m);
+      return NULL;
+    }
+  return m;
+}
+
+static rd_kafka_t *client(const char *bootstrap, rd_kafka_type_t type,
+                          const char *group) {
+  char err[512];
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, err, sizeof err);
+  rd_kafka_conf_set(c, "log_level", "3", err, sizeof err);
+  if (type == RD_KAFKA_PRODUCER) {
+    rd_kafka_conf_set(c, "linger.ms", "5", err, sizeof err);
+    rd_kafka_conf_set(c, "enable.idempotence", "true", err, sizeof err);
+  } else {
+    rd_kafka_conf_set(c, "group.id", group ? group : "it-reader", err,
+                      sizeof err);
+    rd_kafka_conf_set(c, "enable.partition.eof", "true", err, sizeof err);
+    rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
+  }
+  rd_kafka_t *rk = rd_kafka_new(type, c, err, sizeof err);
+  if (!rk)
+    fprintf(stderr, "client: %s\n", err);
+  return rk;
+}
+
+long it_produce(const char *bootstrap, const char *topic, long n, int users,
+                long bad_every, const char *format) {
+  rd_kafka_t *p = client(bootstrap, RD_KAFKA_PRODUCER, NULL);
+  rs_codec_t *codec = NULL;
+  char err[512];
+  if (!p || rs_codec_new(&codec, NULL, err, sizeof err))
+    return -1;
+  rs_format_t fmt = strcmp(format, "json") ? RS_FORMAT_AVRO : RS_FORMAT_JSON;
+  rs_buf_t b = {0};
+  long bad = 0;
+  static const char *events[] = {"VIEW", "CLICK", "PURCHASE"};
+  (void)events;
+  for (long k = 0; k < n; k++) {
+    char user[32], item[32], page[32];
+    snprintf(user, sizeof user, "u%ld", k % users);
+    snprintf(item, sizeof item, "i%ld", (k * 7919) % 1000);
+    snprintf(page, sizeof page, "seq-%ld", k);
+    rs_interaction_t it = {
+        .user = user,
+        .user_len = (uint32_t)strlen(user),
+        .item = item,
+        .item_len = (uint32_t)strlen(item),
+        .page = page,
+        .page_len = (uint32_t)strlen(page),
+        .event_type = (int32_t)(k % 3),
+        .has_value = 1,
+        .value = 1.5,
+        .timestamp_ms = 1767225600000LL + k,
+    };
+    rs_buf_reset(&b);
+    if (rs_codec_encode(codec, fmt, &it, 1, &b, err, sizeof err)) {
+      fprintf(stderr, "encode: %s\n", err);
+      return -1;
+    }
+    const void *val = b.data;
+    size_t len = b.len;
+    if (bad_every && (k + 1) % bad_every == 0) {
+      if (bad % 2 == 0)
+        len = len / 2; /* truncated */
+      else {
+        val = "\xff\xfe not a record";
+        len = 15;
+      }
+      bad++;
+    }
+    for (;;) {
+      rd_kafka_resp_err_t e = rd_kafka_producev(
+          p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(user, strlen(user)),
+          RD_KAFKA_V_VALUE((void *)val, len),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+      if (!e)
+        break;
+      if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        fprintf(stderr, "produce: %s\n", rd_kafka_err2str(e));
+        return -1;
+      }
+      rd_kafka_poll(p, 50);
+    }
+    rd_kafka_poll(p, 0);
+  }
+  int left = rd_kafka_flush(p, 60000) ? rd_kafka_outq_len(p) : 0;
+  rs_buf_free(&b);
+  rs_codec_destroy(codec);
+  rd_kafka_destroy(p);
+  return left ? -1 : bad;
+}
+
+static char *hdr(rd_kafka_headers_t *h, const char *name) {
+  const void *v;
+  size_t sz;
+  if (!h || rd_kafka_header_get_last(h, name, &v, &sz))
+    return NULL;
+  return rs_strndup(v, sz);
+}
+
+size_t it_consume_all(const char *bootstrap, const char *topic, size_t min,
+                      int timeout_ms, it_msg_t **out) {
+  rd_kafka_t *c = client(bootstrap, RD_KAFKA_CONSUMER, NULL);
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topic, NULL);
+  *out = NULL;
+  if (rd_kafka_metadata(c, 0, rkt, &md, 10000) || md->topic_cnt != 1) {
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(c);
+    return 0;
+  }
+  int np = md->topics[0].partition_cnt;
+  rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(rkt);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
+  for (int i = 0; i < np; i++)
+    rd_kafka_topic_partition_list_add(l, topic, i)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(c, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  size_t n = 0, cap = 1024;
+  it_msg_t *msgs = calloc(cap, sizeof(*msgs));
+  int *eof = calloc((size_t)np, sizeof(int));
+  uint64_t deadline = rs_now_ns() + (uint64_t)timeout_ms * 1000000u;
+  for (;;) {
+    int all = 1;
+    for (int i = 0; i < np; i++)
+      all &= eof[i];
+    if ((all && n >= min) || rs_now_ns() > deadline)
+      break;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+    if (!m)
+      continue;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      eof[m->partition] = 1;
+    } else if (!m->err) {
+      eof[m->partition] = 0;
+      if (n == cap) {
+        cap *= 2;
+        msgs = realloc(msgs, cap * sizeof(*msgs));
+      }
+      it_msg_t *x = &msgs[n++];
+      memset(x, 0, sizeof *x);
+      x->partition = m->partition;
+      x->offset = m->offset;
+      x->key = rs_strndup(m->key ? m->key : "", m->key_len);
+      x->key_len = m->key_len;
+      x->val = rs_strndup(m->payload ? m->payload : "", m->len);
+      x->len = m->len;
+      rd_kafka_headers_t *h = NULL;
+      rd_kafka_message_headers(m, &h);
+      x->hdr_error = hdr(h, "error");
+      x->hdr_source_offset = hdr(h, "source.offset");
+      x->hdr_source_topic = hdr(h, "source.topic");
+      x->hdr_source_partition = hdr(h, "source.partition");
+    }
+    rd_kafka_message_destroy(m);
+  }
+  free(eof);
+  rd_kafka_consumer_close(c);
+  rd_kafka_destroy(c);
+  *out = msgs;
+  return n;
+}
+
+void it_msgs_free(it_msg_t *m, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    rs_free(m[i].key);
+    rs_free(m[i].val);
+    rs_free(m[i].hdr_error);
+    rs_free(m[i].hdr_source_offset);
+    rs_free(m[i].hdr_source_topic);
+    rs_free(m[i].hdr_source_partition);
+  }
+  free(m);
+}
+
+int64_t it_committed(const char *bootstrap, const char *group,
+                     const char *topic, int32_t partition) {
+  rd_kafka_t *c = client(bootstrap, RD_KAFKA_CONSUMER, group);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, partition);
+  int64_t off = -2;
+  if (!rd_kafka_committed(c, l, 10000))
+    off = l->elems[0].offset;
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_destroy(c);
+  return off;
+}
+
+int64_t it_end_offset(const char *bootstrap, const char *topic,
+                      int32_t partition) {
+  rd_kafka_t *c = client(bootstrap, RD_KAFKA_CONSUMER, NULL);
+  int64_t lo = -1, hi = -1;
+  rd_kafka_query_watermark_offsets(c, topic, partition, &lo, &hi, 10000);
+  rd_kafka_destroy(c);
+  return hi;
+}
+
+static void *engine_thread(void *arg) {
+  it_engine_t *t = arg;
+  t->rc = rs_engine_run(t->e, t->err, sizeof t->err);
+  return NULL;
+}
+
+int it_engine_start(it_engine_t *t, const char *yaml, const char *const *sets,
+                    size_t n_sets, int exit_at_end) {
+  memset(t, 0, sizeof *t);
+  int rc = rs_config_load_string("itest.yaml", yaml, strlen(yaml), sets,
+                                 n_sets, &t->cfg, t->err, sizeof t->err);
+  if (!rc)
+    rc = rs_registry_new(&t->reg, t->err, sizeof t->err);
+  for (size_t i = 0; !rc && i < t->cfg->n_plugins; i++)
+    rc = rs_registry_load_plugin(t->reg, t->cfg->plugins[i], t->err,
+                                 sizeof t->err);
+  if (!rc)
+    rc = rs_graph_build(t->cfg, t->reg, &t->graph, t->err, sizeof t->err);
+  rs_engine_opts_t o = {.exit_at_end = exit_at_end};
+  if (!rc)
+    rc = rs_engine_new(t->cfg, t->graph, &o, &t->e, t->err, sizeof t->err);
+  if (!rc && pthread_create(&t->thread, NULL, engine_thread, t))
+    rc = RS_EINTERNAL;
+  if (rc)
+    fprintf(stderr, "it_engine_start: %s\n", t->err);
+  return rc;
+}
+
+int it_engine_join(it_engine_t *t, int stop) {
+  if (stop)
+    rs_engine_stop(t->e);
+  pthread_join(t->thread, NULL);
+  return t->rc;
+}
+
+void it_engine_free(it_engine_t *t) {
+  rs_engine_destroy(t->e);
+  rs_graph_destroy(t->graph);
+  rs_registry_destroy(t->reg);
+  rs_config_destroy(t->cfg);
+}
+
+int it_wait(int (*cond)(void *), void *arg, int timeout_ms) {
+  uint64_t deadline = rs_now_ns() + (uint64_t)timeout_ms * 1000000u;
+  int v;
+  while (!(v = cond(arg)) && rs_now_ns() < deadline) {
+    struct timespec ts = {0, 20 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return v;
+}
+
+long it_seq_of(const rs_interaction_t *it) {
+  if (!it->page || it->page_len < 5 || strncmp(it->page, "seq-", 4))
+    return -1;
+  char buf[32];
+  size_t n = it->page_len - 4 < sizeof buf - 1 ? it->page_len - 4
+                                                : sizeof buf - 1;
+  memcpy(buf, it->page + 4, n);
+  buf[n] = '\0';
+  return strtol(buf, NULL, 10);
+}

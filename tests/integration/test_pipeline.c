@@ -1,0 +1,263 @@
+/* Whole graphs on the embedded broker: records flow from a topic through
+ * parse to an output topic and the dead-letter topic; nothing is lost,
+ * order per key is kept, offsets are committed only behind acknowledged
+ * outputs, and memory stays bounded behind a slow sink. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "itest.h"
+#include "util.h"
+
+static const char *const topics[] = {"in", "in.dlq", "out", NULL};
+
+static const char pipeline_yaml[] =
+    "app: itest\n"
+    "kafka: { brokers: embedded }\n"
+    "state: { commit_interval: 200ms }\n"
+    "sources: [ { name: in, topic: in } ]\n"
+    "operators:\n"
+    "  - { name: parse, type: parse, input: in, format: avro }\n"
+    "sinks: [ { name: out, input: parse, topic: out, format: json } ]\n";
+
+/* Decodes every output record and checks: each valid input seq appears
+ * exactly once, and per key the seqs rise in output order. Returns the
+ * number of distinct seqs seen; *dups gets duplicates. */
+static long check_outputs(it_msg_t *m, size_t n, long total, long bad_every,
+                          long *dups) {
+  rs_codec_t *codec;
+  char err[256];
+  cr_assert_eq(rs_codec_new(&codec, NULL, err, sizeof err), 0);
+  unsigned char *seen = calloc((size_t)total, 1);
+  long *last = calloc(100000, sizeof(long));
+  for (size_t i = 0; i < 100000; i++)
+    last[i] = -1;
+  rs_arena_t a;
+  rs_arena_init(&a, 4096);
+  long distinct = 0;
+  *dups = 0;
+  for (size_t i = 0; i < n; i++) {
+    rs_interaction_t it;
+    rs_arena_reset(&a);
+    int rc = rs_codec_decode(codec, RS_FORMAT_JSON, m[i].val, m[i].len, &it,
+                             (void *(*)(void *, size_t))rs_arena_alloc, &a, err,
+                             sizeof err);
+    cr_assert_eq(rc, 0, "output %zu does not decode: %s", i, err);
+    long seq = it_seq_of(&it);
+    cr_assert(seq >= 0 && seq < total, "bad seq %ld", seq);
+    cr_assert(!bad_every || (seq + 1) % bad_every != 0,
+              "a bad record's seq %ld came out", seq);
+    long user = strtol(it.user + 1, NULL, 10);
+    cr_assert_eq(m[i].key_len, it.user_len);
+    cr_assert(!memcmp(m[i].key, it.user, it.user_len), "key is not the user");
+    if (seen[seq]) {
+      (*dups)++;
+    } else {
+      seen[seq] = 1;
+      distinct++;
+      cr_assert_gt(seq, last[user],
+                   "user u%ld: seq %ld came after %ld (order broken)", user,
+                   seq, last[user]);
+      last[user] = seq;
+    }
+  }
+  rs_arena_free(&a);
+  free(seen);
+  free(last);
+  rs_codec_destroy(codec);
+  return distinct;
+}
+
+static void assert_committed_to_end(const char *bootstrap, const char *group,
+                                    int partitions) {
+  for (int p = 0; p < partitions; p++) {
+    int64_t end = it_end_offset(bootstrap, "in", p);
+    int64_t c = it_committed(bootstrap, group, "in", p);
+    cr_assert_eq(c, end, "partition %d: committed %lld, end %lld", p,
+                 (long long)c, (long long)end);
+  }
+}
+
+Test(pipeline, fifty_thousand_records_flow_through_parse_to_sink_and_dlq,
+     .timeout = 300) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  const long total = 50050, bad_every = 1001;
+  long bad = it_produce(m->bootstraps, "in", total, 997, bad_every, "avro");
+  cr_assert_eq(bad, 50);
+  char brokers[512];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, pipeline_yaml, sets, 1, 1), 0, "%s", t.err);
+  cr_assert_eq(it_engine_join(&t, 0), 0, "%s", t.err);
+  rs_engine_stats_t st;
+  rs_engine_get_stats(t.e, &st);
+  cr_assert_eq(st.records_in, (uint64_t)total);
+  cr_assert_eq(st.records_out, (uint64_t)(total - bad));
+  cr_assert_eq(st.dead_lettered, (uint64_t)bad);
+  cr_assert_eq(rs_engine_counter(t.e, "parse", "dead_lettered"), (uint64_t)bad);
+  it_engine_free(&t);
+
+  it_msg_t *out;
+  size_t n = it_consume_all(m->bootstraps, "out", (size_t)(total - bad), 60000,
+                            &out);
+  cr_assert_eq(n, (size_t)(total - bad), "output holds %zu records", n);
+  long dups;
+  cr_assert_eq(check_outputs(out, n, total, bad_every, &dups), total - bad);
+  cr_assert_eq(dups, 0);
+  it_msgs_free(out, n);
+
+  /* The DLQ holds exactly the bad records, with their original bytes and
+   * headers naming the error and the source position. */
+  it_msg_t *dlq, *in;
+  size_t nd = it_consume_all(m->bootstraps, "in.dlq", (size_t)bad, 30000, &dlq);
+  size_t ni = it_consume_all(m->bootstraps, "in", (size_t)total, 60000, &in);
+  cr_assert_eq(nd, (size_t)bad);
+  cr_assert_eq(ni, (size_t)total);
+  for (size_t i = 0; i < nd; i++) {
+    cr_assert(dlq[i].hdr_error && *dlq[i].hdr_error);
+    cr_assert_str_eq(dlq[i].hdr_source_topic, "in");
+    int32_t sp = (int32_t)atoi(dlq[i].hdr_source_partition);
+    int64_t so = atoll(dlq[i].hdr_source_offset);
+    int found = 0;
+    for (size_t k = 0; k < ni && !found; k++)
+      if (in[k].partition == sp && in[k].offset == so) {
+        found = 1;
+        cr_assert_eq(in[k].len, dlq[i].len);
+        cr_assert(!memcmp(in[k].val, dlq[i].val, in[k].len),
+                  "DLQ bytes differ from the original");
+        cr_assert_eq(in[k].key_len, dlq[i].key_len);
+      }
+    cr_assert(found, "DLQ record names %d/%lld, which does not exist", sp,
+              (long long)so);
+  }
+  it_msgs_free(dlq, nd);
+  it_msgs_free(in, ni);
+  assert_committed_to_end(m->bootstraps, "itest", 4);
+  rs_mock_destroy(m);
+}
+
+typedef struct outage {
+  rs_mock_t *m;
+  const char *bootstrap;
+  long want;
+  int down;
+} outage_t;
+
+static int has_some_output(void *arg) {
+  outage_t *o = arg;
+  int64_t sum = 0;
+  for (int p = 0; p < 4; p++)
+    sum += it_end_offset(o->bootstrap, "out", p);
+  return sum >= o->want;
+}
+
+Test(pipeline, produce_errors_and_broker_outage_lose_nothing,
+     .timeout = 300) {
+  rs_mock_t *m = it_cluster(3, 4, topics);
+  cr_assert(m != NULL);
+  const long total = 20000;
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 500, 0, "avro"), 0);
+  /* Retriable produce errors: librdkafka must retry them, the engine must
+   * not lose or duplicate (idempotent producer). */
+  rd_kafka_mock_push_request_errors(
+      m->mc, RD_KAFKAP_Produce, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+  char brokers[512];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers, "processing.batch_size=200"};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, pipeline_yaml, sets, 2, 0), 0, "%s", t.err);
+  /* Once output flows, take the leader of the output partitions down for
+   * a few seconds mid-stream. */
+  outage_t o = {m, m->bootstraps, 2000, 0};
+  cr_assert(it_wait(has_some_output, &o, 60000));
+  for (int p = 0; p < 4; p++)
+    rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
+  rd_kafka_mock_broker_set_down(m->mc, 2);
+  struct timespec ts = {3, 0};
+  nanosleep(&ts, NULL); /* the outage itself, not a synchronisation */
+  rd_kafka_mock_broker_set_up(m->mc, 2);
+  o.want = total;
+  cr_assert(it_wait(has_some_output, &o, 120000), "output did not complete");
+  cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  rs_engine_stats_t st;
+  rs_engine_get_stats(t.e, &st);
+  cr_assert_eq(st.delivery_failures, 0);
+  it_engine_free(&t);
+  it_msg_t *out;
+  size_t n = it_consume_all(m->bootstraps, "out", (size_t)total, 60000, &out);
+  long dups;
+  cr_assert_eq(check_outputs(out, n, total, 0, &dups), total);
+  cr_assert_eq(dups, 0, "%ld duplicates", dups);
+  it_msgs_free(out, n);
+  assert_committed_to_end(m->bootstraps, "itest", 4);
+  rs_mock_destroy(m);
+}
+
+Test(pipeline, permanent_delivery_failure_stops_without_committing_past_it,
+     .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 2, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 3000, 50, 0, "avro"), 0);
+  /* A non-retriable error on every produce to the output topic. */
+  rd_kafka_mock_topic_set_error(m->mc, "out",
+                                RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  char brokers[512];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers, "kafka.properties.message.timeout.ms=5000"};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, pipeline_yaml, sets, 2, 0), 0, "%s", t.err);
+  int rc = it_engine_join(&t, 0); /* it must stop by itself */
+  cr_assert_eq(rc, RS_EDELIVERY, "rc %d: %s", rc, t.err);
+  cr_assert(strstr(t.err, "failed permanently") != NULL, "%s", t.err);
+  it_engine_free(&t);
+  for (int p = 0; p < 2; p++) {
+    int64_t c = it_committed(m->bootstraps, "itest", "in", p);
+    cr_assert(c < 0, "partition %d committed %lld although nothing was "
+                     "delivered",
+              p, (long long)c);
+  }
+  rs_mock_destroy(m);
+}
+
+Test(pipeline, slow_sink_pauses_input_and_bounds_memory, .timeout = 300) {
+  rs_mock_t *m = it_cluster(2, 2, topics);
+  cr_assert(m != NULL);
+  const long total = 20000;
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 300, 0, "avro"), 0);
+  /* The output lives on broker 2, which answers slowly. */
+  for (int p = 0; p < 2; p++)
+    rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
+  rd_kafka_mock_broker_set_rtt(m->mc, 2, 300);
+  char brokers[512];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers, "processing.high_water=64KiB",
+                        "processing.low_water=16KiB",
+                        "processing.max_inflight_records=1000",
+                        "processing.batch_size=100"};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, pipeline_yaml, sets, 5, 1), 0, "%s", t.err);
+  cr_assert_eq(it_engine_join(&t, 0), 0, "%s", t.err);
+  rs_engine_stats_t st;
+  rs_engine_get_stats(t.e, &st);
+  it_engine_free(&t);
+  cr_assert_gt(st.pauses, 0, "the input was never paused");
+  /* In flight never exceeds the high-water mark plus one batch of output
+   * (each JSON record here is under 300 bytes). */
+  cr_assert_leq(st.max_inflight_bytes, 64 * 1024 + 100 * 300,
+                "max in flight %lld bytes", (long long)st.max_inflight_bytes);
+  cr_assert_eq(st.records_out, (uint64_t)total);
+  it_msg_t *out;
+  size_t n = it_consume_all(m->bootstraps, "out", (size_t)total, 60000, &out);
+  long dups;
+  cr_assert_eq(check_outputs(out, n, total, 0, &dups), total);
+  it_msgs_free(out, n);
+  rs_mock_destroy(m);
+}

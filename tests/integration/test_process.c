@@ -1,0 +1,294 @@
+/* The recstream program as a process: help and exit codes, clean shutdown
+ * on SIGTERM mid-stream and a restart that continues from the committed
+ * offsets, and interoperation with kcat, another Kafka client. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "itest.h"
+#include "util.h"
+
+static const char *bin(void) {
+  static char path[1024];
+  snprintf(path, sizeof path, "%s/recstream", RS_BINARY_DIR);
+  return path;
+}
+
+/* Runs a shell command; returns its exit status, stdout in *out. */
+static int sh(const char *cmd, rs_buf_t *out) {
+  FILE *f = popen(cmd, "r");
+  cr_assert(f != NULL);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+    if (out)
+      rs_buf_append(out, buf, n);
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+Test(cli, help_and_exit_codes) {
+  char cmd[2048];
+  rs_buf_t b = {0};
+  snprintf(cmd, sizeof cmd, "%s --help", bin());
+  cr_assert_eq(sh(cmd, &b), 0);
+  cr_assert(strstr(b.data, "Commands:") != NULL);
+  const char *cmds[] = {"run", "validate", "graph", "operators", "broker",
+                        "generate"};
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+    rs_buf_reset(&b);
+    snprintf(cmd, sizeof cmd, "%s %s --help", bin(), cmds[i]);
+    cr_assert_eq(sh(cmd, &b), 0, "%s --help", cmds[i]);
+    char want[64];
+    snprintf(want, sizeof want, "recstream %s", cmds[i]);
+    cr_assert(b.data && strstr(b.data, want) != NULL, "%s: %s", cmds[i],
+              b.data ? b.data : "");
+  }
+  snprintf(cmd, sizeof cmd, "%s frobnicate 2>/dev/null", bin());
+  cr_assert_eq(sh(cmd, NULL), 2);
+  snprintf(cmd, sizeof cmd, "%s run 2>/dev/null", bin());
+  cr_assert_eq(sh(cmd, NULL), 2);
+  snprintf(cmd, sizeof cmd, "%s run --bogus x.yaml 2>/dev/null", bin());
+  cr_assert_eq(sh(cmd, NULL), 2);
+  snprintf(cmd, sizeof cmd, "%s validate /nonexistent.yaml 2>&1", bin());
+  rs_buf_reset(&b);
+  cr_assert_eq(sh(cmd, &b), 2);
+  cr_assert(strstr(b.data, "/nonexistent.yaml: cannot open") != NULL);
+  snprintf(cmd, sizeof cmd,
+           "%s validate %s/configs/demo.yaml --set state.commit_interval=9h "
+           "2>&1",
+           bin(), RS_SOURCE_DIR);
+  rs_buf_reset(&b);
+  cr_assert_eq(sh(cmd, &b), 2);
+  cr_assert(strstr(b.data, "state.commit_interval: 9h is out of range") !=
+                NULL,
+            "%s", b.data);
+  snprintf(cmd, sizeof cmd, "%s validate %s/configs/demo.yaml", bin(),
+           RS_SOURCE_DIR);
+  cr_assert_eq(sh(cmd, NULL), 0);
+  rs_buf_reset(&b);
+  snprintf(cmd, sizeof cmd, "%s graph %s/configs/demo.yaml", bin(),
+           RS_SOURCE_DIR);
+  cr_assert_eq(sh(cmd, &b), 0);
+  cr_assert(strstr(b.data, "\"interactions\" -> \"parse\"") != NULL);
+  rs_buf_reset(&b);
+  snprintf(cmd, sizeof cmd, "%s operators parse", bin());
+  cr_assert_eq(sh(cmd, &b), 0);
+  cr_assert(strstr(b.data, "max_record_bytes") != NULL);
+  rs_buf_free(&b);
+}
+
+Test(cli, operators_markdown_matches_checked_in_docs) {
+  char cmd[2048];
+  rs_buf_t b = {0}, d = {0};
+  snprintf(cmd, sizeof cmd, "%s operators --markdown", bin());
+  cr_assert_eq(sh(cmd, &b), 0);
+  snprintf(cmd, sizeof cmd, "cat %s/docs/OPERATORS.md", RS_SOURCE_DIR);
+  cr_assert_eq(sh(cmd, &d), 0);
+  cr_assert_str_eq(b.data, d.data,
+                   "docs/OPERATORS.md is stale: run 'cmake --build build "
+                   "--target docs'");
+  rs_buf_free(&b);
+  rs_buf_free(&d);
+}
+
+static const char *const topics[] = {"in", "in.dlq", "out", NULL};
+
+static void write_config(const char *path, const char *format) {
+  FILE *f = fopen(path, "w");
+  cr_assert(f != NULL);
+  fprintf(f,
+          "app: proc\n"
+          "kafka: { brokers: \"${RS_TEST_BROKERS}\" }\n"
+          "state: { commit_interval: 200ms }\n"
+          "processing: { batch_size: 200 }\n"
+          "sources: [ { name: in, topic: in } ]\n"
+          "operators: [ { name: parse, type: parse, input: in, format: %s } ]\n"
+          "sinks: [ { name: out, input: parse, topic: out, format: json } ]\n",
+          format);
+  fclose(f);
+}
+
+static pid_t spawn_run(const char *cfg, int exit_at_end) {
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    freopen("/dev/null", "w", stdout);
+    execl(bin(), bin(), "run", cfg, "--log-level", "warn",
+          exit_at_end ? "--exit-at-end" : NULL, (char *)NULL);
+    _exit(127);
+  }
+  return pid;
+}
+
+typedef struct progress {
+  const char *bootstrap;
+  int64_t want;
+} progress_t;
+
+static int output_at_least(void *arg) {
+  progress_t *p = arg;
+  int64_t sum = 0;
+  for (int i = 0; i < 4; i++)
+    sum += it_end_offset(p->bootstrap, "out", i);
+  return sum >= p->want;
+}
+
+/* seq -> number of outputs carrying it. */
+static int *count_outputs(const char *bootstrap, long total, size_t *n_out) {
+  it_msg_t *m;
+  size_t n = it_consume_all(bootstrap, "out", 0, 30000, &m);
+  int *cnt = calloc((size_t)total, sizeof(int));
+  rs_codec_t *codec;
+  char err[256];
+  cr_assert_eq(rs_codec_new(&codec, NULL, err, sizeof err), 0);
+  rs_arena_t a;
+  rs_arena_init(&a, 4096);
+  for (size_t i = 0; i < n; i++) {
+    rs_interaction_t it;
+    rs_arena_reset(&a);
+    cr_assert_eq(rs_codec_decode(codec, RS_FORMAT_JSON, m[i].val, m[i].len,
+                                 &it, (void *(*)(void *, size_t))rs_arena_alloc,
+                                 &a, err, sizeof err),
+                 0, "%s", err);
+    long s = it_seq_of(&it);
+    cr_assert(s >= 0 && s < total);
+    cnt[s]++;
+  }
+  rs_arena_free(&a);
+  rs_codec_destroy(codec);
+  it_msgs_free(m, n);
+  *n_out = n;
+  return cnt;
+}
+
+Test(process, sigterm_mid_stream_then_restart_continues_from_commits,
+     .timeout = 300) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  const long total = 60000;
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 1000, 0, "avro"), 0);
+  char cfg[] = "/tmp/rs-proc-XXXXXX";
+  int fd = mkstemp(cfg);
+  close(fd);
+  write_config(cfg, "avro");
+  setenv("RS_TEST_BROKERS", m->bootstraps, 1);
+
+  pid_t pid = spawn_run(cfg, 0);
+  progress_t pr = {m->bootstraps, 5000};
+  cr_assert(it_wait(output_at_least, &pr, 60000), "no output appeared");
+  kill(pid, SIGTERM);
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+
+  /* Every input below the committed offset has its output. */
+  size_t n1;
+  int *cnt = count_outputs(m->bootstraps, total, &n1);
+  cr_assert_lt(n1, (size_t)total, "the run finished before SIGTERM");
+  it_msg_t *in;
+  size_t ni = it_consume_all(m->bootstraps, "in", (size_t)total, 60000, &in);
+  cr_assert_eq(ni, (size_t)total);
+  rs_codec_t *codec;
+  char err[256];
+  cr_assert_eq(rs_codec_new(&codec, NULL, err, sizeof err), 0);
+  rs_arena_t a;
+  rs_arena_init(&a, 4096);
+  int64_t committed[4];
+  for (int p = 0; p < 4; p++)
+    committed[p] = it_committed(m->bootstraps, "proc", "in", p);
+  long below = 0;
+  for (size_t i = 0; i < ni; i++) {
+    if (in[i].offset >= committed[in[i].partition])
+      continue;
+    rs_interaction_t it;
+    rs_arena_reset(&a);
+    cr_assert_eq(rs_codec_decode(codec, RS_FORMAT_AVRO, in[i].val, in[i].len,
+                                 &it, (void *(*)(void *, size_t))rs_arena_alloc,
+                                 &a, err, sizeof err),
+                 0);
+    cr_assert_eq(cnt[it_seq_of(&it)], 1, "committed input seq %ld has %d "
+                                         "outputs",
+                 it_seq_of(&it), cnt[it_seq_of(&it)]);
+    below++;
+  }
+  cr_assert_eq((size_t)below, n1,
+               "a clean stop commits exactly what it output (%ld committed, "
+               "%zu output)",
+               below, n1);
+  free(cnt);
+  it_msgs_free(in, ni);
+  rs_arena_free(&a);
+  rs_codec_destroy(codec);
+
+  /* The restart carries on from the commits to the end: no gap, and after
+   * a clean stop, no duplicate either. */
+  pid = spawn_run(cfg, 1);
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+  size_t n2;
+  cnt = count_outputs(m->bootstraps, total, &n2);
+  for (long s = 0; s < total; s++)
+    cr_assert_eq(cnt[s], 1, "seq %ld has %d outputs", s, cnt[s]);
+  free(cnt);
+  unlink(cfg);
+  rs_mock_destroy(m);
+}
+
+Test(process, kcat_produces_and_reads, .timeout = 120) {
+  if (system("command -v kcat >/dev/null 2>&1") != 0)
+    cr_fatal("kcat is not installed; the set-up command installs it "
+             "(apt-get install kcat)");
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  char cfg[] = "/tmp/rs-kcat-XXXXXX";
+  int fd = mkstemp(cfg);
+  close(fd);
+  write_config(cfg, "json");
+  /* kcat writes 200 JSON interactions, key:value per line. */
+  char data[] = "/tmp/rs-kcat-data-XXXXXX";
+  fd = mkstemp(data);
+  FILE *f = fdopen(fd, "w");
+  for (int i = 0; i < 200; i++)
+    fprintf(f,
+            "u%d|{\"user_id\":\"u%d\",\"item_id\":\"i%d\",\"event_type\":"
+            "\"CLICK\",\"timestamp\":%d,\"page\":\"seq-%d\"}\n",
+            i % 7, i % 7, i, 1000 + i, i);
+  fprintf(f, "u1|{\"user_id\":\"u1\",\"oops\":1}\n"); /* goes to the DLQ */
+  fclose(f);
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "kcat -P -b %s -t in -K '|' -l %s", m->bootstraps,
+           data);
+  cr_assert_eq(sh(cmd, NULL), 0, "kcat -P failed");
+  setenv("RS_TEST_BROKERS", m->bootstraps, 1);
+  pid_t pid = spawn_run(cfg, 1);
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+  rs_buf_t b = {0};
+  snprintf(cmd, sizeof cmd,
+           "kcat -C -b %s -t out -o beginning -e -q -f '%%k %%s\\n'",
+           m->bootstraps);
+  cr_assert_eq(sh(cmd, &b), 0, "kcat -C failed");
+  int lines = 0;
+  for (char *p = b.data; p && (p = strchr(p, '\n')); p++)
+    lines++;
+  cr_assert_eq(lines, 200, "kcat read %d records", lines);
+  cr_assert(strstr(b.data, "\"item_id\":\"i199\"") != NULL, "%.300s", b.data);
+  rs_buf_reset(&b);
+  snprintf(cmd, sizeof cmd,
+           "kcat -C -b %s -t in.dlq -o beginning -e -q -f '%%h\\n'",
+           m->bootstraps);
+  cr_assert_eq(sh(cmd, &b), 0);
+  cr_assert(strstr(b.data, "source.topic=in") != NULL, "%s", b.data);
+  cr_assert(strstr(b.data, "item_id") != NULL, "%s", b.data);
+  rs_buf_free(&b);
+  unlink(cfg);
+  unlink(data);
+  rs_mock_destroy(m);
+}

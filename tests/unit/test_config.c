@@ -1,0 +1,341 @@
+/* Config loader and graph validation: good configs load with the values they
+ * say; each class of mistake yields its own message with file:line:column. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "graph.h"
+#include "registry.h"
+
+/* Loads yaml as "bad.yaml", builds the graph; returns rc, message in err. */
+static int load(const char *yaml, const char *const *sets, size_t n_sets,
+                char *err, size_t errsz) {
+  rs_config_t *cfg = NULL;
+  rs_registry_t *reg = NULL;
+  rs_graph_t *g = NULL;
+  err[0] = '\0';
+  int rc = rs_config_load_string("bad.yaml", yaml, strlen(yaml), sets, n_sets,
+                                 &cfg, err, errsz);
+  if (!rc)
+    rc = rs_registry_new(&reg, err, errsz);
+  if (!rc)
+    rc = rs_graph_build(cfg, reg, &g, err, errsz);
+  rs_graph_destroy(g);
+  rs_registry_destroy(reg);
+  rs_config_destroy(cfg);
+  return rc;
+}
+
+#define HEAD                                                                   \
+  "app: t\n"                                                                   \
+  "sources:\n"                                                                 \
+  "  - { name: in, topic: in }\n"
+
+#define TAIL                                                                   \
+  "sinks:\n"                                                                   \
+  "  - { name: out, input: parse, topic: out }\n"
+
+#define PARSE                                                                  \
+  "operators:\n"                                                               \
+  "  - { name: parse, type: parse, input: in }\n"
+
+Test(config, good_demo_config_loads) {
+  char err[1024];
+  char path[1024];
+  snprintf(path, sizeof path, "%s/configs/demo.yaml", RS_SOURCE_DIR);
+  rs_config_t *cfg = NULL;
+  unsetenv("KAFKA_BROKERS");
+  int rc = rs_config_load(path, NULL, 0, &cfg, err, sizeof err);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_str_eq(cfg->app, "demo");
+  cr_assert_str_eq(cfg->kafka.brokers, "embedded");
+  cr_assert_eq(cfg->state.commit_interval_ms, 1000);
+  cr_assert_eq(cfg->n_sources, 1);
+  cr_assert_eq(cfg->n_operators, 1);
+  cr_assert_str_eq(cfg->operators[0].dead_letter_topic, "interactions.dlq");
+  cr_assert_eq(cfg->sinks[0].format, 2 /* json */);
+  rs_config_destroy(cfg);
+}
+
+Test(config, good_full_config_values_and_env) {
+  char err[1024], path[1024];
+  snprintf(path, sizeof path, "%s/tests/data/configs/good_full.yaml",
+           RS_SOURCE_DIR);
+  setenv("RS_TEST_BROKERS", "127.0.0.1:1234", 1);
+  rs_config_t *cfg = NULL;
+  int rc = rs_config_load(path, NULL, 0, &cfg, err, sizeof err);
+  unsetenv("RS_TEST_BROKERS");
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_str_eq(cfg->kafka.brokers, "127.0.0.1:1234");
+  cr_assert_str_eq(cfg->kafka.group_id, "full-group");
+  cr_assert_str_eq(cfg->kafka.auto_offset_reset, "latest");
+  cr_assert_eq(cfg->kafka.n_props, 2);
+  cr_assert_str_eq(cfg->kafka.prop_keys[0], "statistics.interval.ms");
+  cr_assert_eq(cfg->state.commit_interval_ms, 250);
+  cr_assert_eq(cfg->processing.high_water_bytes, 1 << 20);
+  cr_assert_eq(cfg->processing.low_water_bytes, 256 << 10);
+  cr_assert_eq(cfg->sources[0].partitions, 3);
+  cr_assert_eq(cfg->n_sinks, 2);
+  rs_config_destroy(cfg);
+}
+
+Test(config, env_default_used_when_unset) {
+  unsetenv("RS_TEST_BROKERS");
+  const char *y = "app: t\nkafka: { brokers: \"${RS_TEST_BROKERS:-h:1}\" }\n"
+                  HEAD TAIL PARSE;
+  rs_config_t *cfg = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("x.yaml", y + 7, strlen(y + 7), NULL, 0,
+                                     &cfg, err, sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->kafka.brokers, "h:1");
+  rs_config_destroy(cfg);
+}
+
+Test(config, set_overrides_values_operators_and_properties) {
+  const char *y = HEAD PARSE TAIL;
+  const char *sets[] = {"state.commit_interval=5s", "kafka.brokers=b:9",
+                        "kafka.properties.security.protocol=SSL",
+                        "operators.parse.format=json"};
+  rs_config_t *cfg = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), sets, 4, &cfg,
+                                     err, sizeof err),
+               0, "%s", err);
+  cr_assert_eq(cfg->state.commit_interval_ms, 5000);
+  cr_assert_str_eq(cfg->kafka.brokers, "b:9");
+  cr_assert_eq(cfg->kafka.n_props, 1);
+  cr_assert_str_eq(cfg->kafka.prop_keys[0], "security.protocol");
+  cr_assert_str_eq(cfg->kafka.prop_values[0], "SSL");
+  rs_ypair_t *p = rs_ymap_find(cfg->operators[0].node, "format");
+  cr_assert(p != NULL);
+  cr_assert_str_eq(p->value->scalar, "json");
+  rs_config_destroy(cfg);
+}
+
+typedef struct bad_case {
+  const char *name;
+  const char *yaml;
+  const char *set; /* optional --set */
+  const char *expected;
+} bad_case_t;
+
+static const bad_case_t bad_cases[] = {
+    {"yaml_syntax", "app: t\nsources: [ { name: in\n", NULL,
+     "bad.yaml:3:1: YAML syntax: did not find expected ',' or '}' while "
+     "parsing a flow mapping"},
+    {"unknown_top_key", HEAD PARSE TAIL "sinkz: []\n", NULL,
+     "bad.yaml:8:1: config: unknown key 'sinkz' (expected one of: app, kafka, "
+     "state, processing, sources, operators, sinks, plugins)"},
+    {"unknown_state_key", "state: { dir: /tmp/x, comit_interval: 1s }\n" HEAD
+     PARSE TAIL, NULL,
+     "bad.yaml:1:23: state: unknown key 'comit_interval' (expected one of: "
+     "dir, commit_interval, guarantee)"},
+    {"bad_duration", "state:\n  commit_interval: fast\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:2:20: state.commit_interval: expected a duration like 250ms, "
+     "30s, 5m or 2h, got 'fast'"},
+    {"duration_out_of_range", "state:\n  commit_interval: 2h\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:2:20: state.commit_interval: 2h is out of range [10ms, 1h]"},
+    {"bad_size", "processing: { high_water: lots }\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:27: processing.high_water: expected a size like 512, 64KiB "
+     "or 1MiB, got 'lots'"},
+    {"bad_enum", "state: { guarantee: sometimes }\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:21: state.guarantee: expected one of at_least_once, "
+     "exactly_once, transactional, got 'sometimes'"},
+    {"missing_sources", "app: t\n" PARSE TAIL, NULL,
+     "bad.yaml:1:1: config: missing required key 'sources'"},
+    {"unset_env", "kafka: { brokers: \"${RS_SURELY_UNSET_VAR}\" }\n" HEAD PARSE
+     TAIL, NULL,
+     "bad.yaml:1:19: environment variable RS_SURELY_UNSET_VAR is not set (set "
+     "it, or write ${RS_SURELY_UNSET_VAR:-default})"},
+    {"unknown_operator_type",
+     HEAD "operators:\n  - { name: parse, type: parze, input: in }\n" TAIL,
+     NULL,
+     "bad.yaml:5:31: operators 'parse'.type: unknown operator type 'parze' "
+     "(known: parse; plugins: add more)"},
+    {"unknown_input",
+     HEAD "operators:\n  - { name: parse, type: parse, input: inn }\n" TAIL,
+     NULL,
+     "bad.yaml:5:44: operator 'parse'.input: no source or operator named "
+     "'inn'"},
+    {"cycle",
+     HEAD "operators:\n"
+          "  - { name: parse, type: parse, input: p2 }\n"
+          "  - { name: p2, type: parse, input: parse }\n" TAIL,
+     NULL,
+     "bad.yaml:5:5: operators 'parse': the graph has a cycle (p2 reads from "
+     "parse, which depends on it): parse -> p2 -> parse"},
+    {"no_path_to_sink",
+     HEAD "operators:\n"
+          "  - { name: parse, type: parse, input: in }\n"
+          "  - { name: orphan, type: parse, input: parse }\n" TAIL,
+     NULL,
+     "bad.yaml:6:13: operators 'orphan': has no path to a sink, so its "
+     "output would be discarded; add a sink or remove it"},
+    {"duplicate_name",
+     HEAD "operators:\n  - { name: in, type: parse, input: in }\n" TAIL, NULL,
+     "bad.yaml:5:13: operator 'in': the name is already used by the source "
+     "at line 3; names must be unique across sources, operators and sinks"},
+    {"unknown_option",
+     HEAD "operators:\n  - { name: parse, type: parse, input: in, fromat: "
+          "json }\n" TAIL,
+     NULL, NULL /* prefix checked below */},
+    {"option_out_of_range",
+     HEAD "operators:\n  - { name: parse, type: parse, input: in, "
+          "max_record_bytes: 1GiB }\n" TAIL,
+     NULL,
+     "bad.yaml:5:62: operators 'parse'.max_record_bytes: 1GiB is out of range "
+     "[64, 67108864]"},
+    {"option_bad_enum",
+     HEAD "operators:\n  - { name: parse, type: parse, input: in, format: xml "
+          "}\n" TAIL,
+     NULL,
+     "bad.yaml:5:52: operators 'parse'.format: expected one of "
+     "avro|confluent|json, got 'xml'"},
+    {"sink_into_source",
+     HEAD PARSE "sinks:\n  - { name: out, input: parse, topic: in }\n", NULL,
+     "bad.yaml:7:40: sinks 'out'.topic: 'in' is also read by source 'in'; the "
+     "pipeline would consume its own output"},
+    {"input_and_inputs",
+     HEAD "operators:\n  - { name: parse, type: parse, input: in, inputs: "
+          "[in] }\n" TAIL,
+     NULL,
+     "bad.yaml:5:46: operators 'parse': give either 'input' or 'inputs', not "
+     "both"},
+    {"duplicate_key", "app: t\napp: u\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:2:1: duplicate key 'app' (first at line 1)"},
+    {"section_wrong_type", "state: [1, 2]\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:8: config.state: expected a mapping, got a list"},
+    {"bad_set", HEAD PARSE TAIL, "commit_interval", 
+     "--set 'commit_interval': expected section.key=value"},
+    {"set_unknown_operator", HEAD PARSE TAIL, "operators.nope.format=json",
+     "--set 'operators.nope.format=json': no entry named 'nope' in "
+     "'operators'"},
+    {"sink_unknown_port",
+     HEAD PARSE "sinks:\n  - { name: out, input: parse.late, topic: out }\n",
+     NULL,
+     "bad.yaml:7:30: sink 'out'.input: operator 'parse' has no output port "
+     "'late' (ports: out)"},
+    {"missing_type", HEAD "operators:\n  - { name: parse, input: in }\n" TAIL,
+     NULL, "bad.yaml:5:5: operators 'parse': missing required key 'type'"},
+    {"bad_name", HEAD "operators:\n  - { name: \"pa rse\", type: parse, "
+                      "input: in }\n" TAIL,
+     NULL,
+     "bad.yaml:5:13: operators[0].name: 'pa rse' may only contain letters, "
+     "digits, '_' and '-'"},
+};
+
+Test(config, every_bad_config_has_its_exact_message) {
+  char err[2048];
+  size_t checked = 0;
+  for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+    const bad_case_t *c = &bad_cases[i];
+    const char *sets[1] = {c->set};
+    int rc = load(c->yaml, sets, c->set ? 1 : 0, err, sizeof err);
+    cr_expect_neq(rc, 0, "%s: loaded, but should fail", c->name);
+    if (c->expected)
+      cr_expect_str_eq(err, c->expected, "%s", c->name);
+    checked++;
+  }
+  cr_assert_geq(checked, 12);
+}
+
+Test(config, unknown_option_lists_the_valid_ones) {
+  char err[2048];
+  int rc = load(bad_cases[14].yaml, NULL, 0, err, sizeof err);
+  cr_assert_eq(rc, RS_ECONFIG);
+  cr_assert(strstr(err, "bad.yaml:5:47: operators 'parse': unknown option "
+                        "'fromat' for operator type 'parse' (expected one "
+                        "of: name, type, input(s), dead_letter_topic, format") ==
+                err,
+            "%s", err);
+}
+
+Test(config, missing_file_names_the_file) {
+  rs_config_t *cfg = NULL;
+  char err[512];
+  int rc = rs_config_load("/nonexistent/x.yaml", NULL, 0, &cfg, err,
+                          sizeof err);
+  cr_assert_eq(rc, RS_ECONFIG);
+  cr_assert_str_eq(err, "/nonexistent/x.yaml: cannot open: No such file or "
+                        "directory");
+}
+
+Test(config, empty_file_is_an_error) {
+  rs_config_t *cfg = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("e.yaml", "", 0, NULL, 0, &cfg, err,
+                                     sizeof err),
+               RS_ECONFIG);
+  cr_assert_str_eq(err, "e.yaml:1:1: the file is empty (expected a pipeline "
+                        "mapping)");
+}
+
+Test(config, alias_bomb_is_refused) {
+  /* Each level doubles: 2^20 nodes when expanded. */
+  char y[4096] = "a0: &a0 [x, x]\n";
+  for (int i = 1; i <= 20; i++) {
+    char line[64];
+    snprintf(line, sizeof line, "a%d: &a%d [*a%d, *a%d]\n", i, i, i - 1, i - 1);
+    strcat(y, line);
+  }
+  rs_config_t *cfg = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("bomb.yaml", y, strlen(y), NULL, 0, &cfg,
+                                     err, sizeof err),
+               RS_ECONFIG);
+  cr_assert(strstr(err, "more than 100000 nodes") != NULL, "%s", err);
+}
+
+Test(config, dot_output_names_every_node_and_edge) {
+  const char *y = HEAD PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  rs_registry_t *reg = NULL;
+  rs_graph_t *g = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg,
+                                     err, sizeof err),
+               0);
+  cr_assert_eq(rs_registry_new(&reg, err, sizeof err), 0);
+  cr_assert_eq(rs_graph_build(cfg, reg, &g, err, sizeof err), 0, "%s", err);
+  rs_buf_t b = {0};
+  rs_graph_to_dot(g, &b);
+  cr_assert(strstr(b.data, "digraph \"t\"") != NULL);
+  cr_assert(strstr(b.data, "\"in\" -> \"parse\";") != NULL, "%s", b.data);
+  cr_assert(strstr(b.data, "\"parse\" -> \"out\";") != NULL, "%s", b.data);
+  rs_buf_free(&b);
+  rs_graph_destroy(g);
+  rs_registry_destroy(reg);
+  rs_config_destroy(cfg);
+}
+
+Test(util, durations_and_sizes) {
+  int64_t v;
+  cr_assert_eq(rs_parse_duration_ms("250ms", &v), 0);
+  cr_assert_eq(v, 250);
+  cr_assert_eq(rs_parse_duration_ms("30s", &v), 0);
+  cr_assert_eq(v, 30000);
+  cr_assert_eq(rs_parse_duration_ms("5m", &v), 0);
+  cr_assert_eq(v, 300000);
+  cr_assert_eq(rs_parse_duration_ms("2h", &v), 0);
+  cr_assert_eq(v, 7200000);
+  cr_assert_eq(rs_parse_duration_ms("1.5s", &v), 0);
+  cr_assert_eq(v, 1500);
+  cr_assert_neq(rs_parse_duration_ms("-1s", &v), 0);
+  cr_assert_neq(rs_parse_duration_ms("5 parsecs", &v), 0);
+  cr_assert_neq(rs_parse_duration_ms("0.5ms", &v), 0);
+  cr_assert_eq(rs_parse_size("64KiB", &v), 0);
+  cr_assert_eq(v, 65536);
+  cr_assert_eq(rs_parse_size("1MiB", &v), 0);
+  cr_assert_eq(v, 1048576);
+  cr_assert_eq(rs_parse_size("10kB", &v), 0);
+  cr_assert_eq(v, 10000);
+  cr_assert_neq(rs_parse_size("1XB", &v), 0);
+  char buf[32];
+  rs_format_duration(90000, buf, sizeof buf);
+  cr_assert_str_eq(buf, "90s");
+  rs_format_duration(1500, buf, sizeof buf);
+  cr_assert_str_eq(buf, "1500ms");
+}
