@@ -16,6 +16,12 @@ static const char *kind_name(rs_node_kind_t k) {
                              : "operator";
 }
 
+/* The config section a node comes from, as errors name it. */
+static const char *section_name(rs_node_kind_t k) {
+  return k == RS_NODE_SOURCE ? "sources" : k == RS_NODE_SINK ? "sinks"
+                                                               : "operators";
+}
+
 static const rs_ynode_t *node_cfg(const rs_graph_t *g, const rs_gnode_t *n) {
   switch (n->kind) {
   case RS_NODE_SOURCE:
@@ -62,17 +68,17 @@ static int resolve_input(rs_graph_t *g, rs_gnode_t *self, const char *ref,
   if (idx < 0)
     return rs_seterr(errstr, errstr_size, RS_EGRAPH,
                      "%s%s '%s'.%s: no source or operator named '%.*s'", where,
-                     kind_name(self->kind), self->name, key, (int)nl, ref);
+                     section_name(self->kind), self->name, key, (int)nl, ref);
   rs_gnode_t *from = &g->nodes[idx];
   if (from->kind == RS_NODE_SINK)
     return rs_seterr(errstr, errstr_size, RS_EGRAPH,
                      "%s%s '%s'.%s: '%s' is a sink; sinks have no output to "
                      "read",
-                     where, kind_name(self->kind), self->name, key, from->name);
+                     where, section_name(self->kind), self->name, key, from->name);
   if (from == self)
     return rs_seterr(errstr, errstr_size, RS_EGRAPH,
                      "%s%s '%s'.%s: an operator cannot read its own output",
-                     where, kind_name(self->kind), self->name, key);
+                     where, section_name(self->kind), self->name, key);
   uint32_t port = 0;
   if (dot) {
     int found = 0;
@@ -87,7 +93,7 @@ static int resolve_input(rs_graph_t *g, rs_gnode_t *self, const char *ref,
         rs_buf_printf(&b, "%s%s", p ? ", " : "", from->port_names[p]);
       rs_seterr(errstr, errstr_size, RS_EGRAPH,
                 "%s%s '%s'.%s: %s '%s' has no output port '%s' (ports: %s)",
-                where, kind_name(self->kind), self->name, key,
+                where, section_name(self->kind), self->name, key,
                 kind_name(from->kind), from->name, dot + 1,
                 b.data ? b.data : "");
       rs_buf_free(&b);
@@ -114,7 +120,7 @@ static int add_node(rs_graph_t *g, rs_node_kind_t kind, const char *name,
                        "%s%s '%s': the name is already used by the %s at "
                        "line %d; names must be unique across sources, "
                        "operators and sinks",
-                       where, kind_name(kind), name,
+                       where, section_name(kind), name,
                        kind_name(g->nodes[i].kind), first->line);
     }
   g->n++;

@@ -101,9 +101,9 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
   if (!c->sets)
     return EXIT_RUNTIME;
   int ch;
-  optind = 1;
+  optind = 0;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (ch) {
     case 's':
       c->sets[c->n_sets++] = optarg;
@@ -306,9 +306,9 @@ static int cmd_operators(int argc, char **argv) {
     return EXIT_RUNTIME;
   }
   int rc = EXIT_OK;
-  optind = 1;
+  optind = 0;
   opterr = 0;
-  while (!rc && (ch = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+  while (!rc && (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (ch) {
     case 'm':
       markdown = 1;
@@ -396,9 +396,9 @@ static int cmd_broker(int argc, char **argv) {
   long partitions = 4, brokers = 1;
   const char *topics = NULL;
   int ch, rc;
-  optind = 1;
+  optind = 0;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (ch) {
     case 'p':
       if ((rc = parse_int_arg("broker", "--partitions", optarg, 1, 1024,

@@ -607,6 +607,8 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   p->tail = t;
   e->cur = NULL;
   e->stats.batches++;
+  if (!e->stats.records_in)
+    e->stats.first_input_ns = rs_now_ns();
   e->stats.records_in += n;
   rs_arena_reset(&e->arena);
   return rc;
@@ -754,8 +756,11 @@ static void maybe_finish(rs_engine_t *e);
 static void on_producer_ready(uv_poll_t *h, int status, int events) {
   rs_engine_t *e = h->data;
   read_pipe(e->ppipe[0]);
-  while (rd_kafka_poll(e->producer, 0) > 0)
-    ;
+  if (rd_kafka_poll(e->producer, 0) > 0) {
+    while (rd_kafka_poll(e->producer, 0) > 0)
+      ;
+    e->stats.last_ack_ns = rs_now_ns();
+  }
   advance(e);
   if (e->paused && e->state == ST_RUNNING && under_low_water(e)) {
     set_paused(e, 0);

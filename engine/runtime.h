@@ -35,6 +35,8 @@ typedef struct rs_engine_stats {
   uint64_t commits;
   uint64_t queue_full_waits;
   int64_t max_inflight_bytes;
+  uint64_t first_input_ns; /* rs_now_ns() when the first record arrived */
+  uint64_t last_ack_ns;    /* rs_now_ns() of the last delivery report */
 } rs_engine_stats_t;
 
 /* cfg and g are borrowed and must outlive the engine. Starts the embedded

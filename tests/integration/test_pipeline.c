@@ -164,7 +164,7 @@ Test(pipeline, produce_errors_and_broker_outage_lose_nothing,
   /* Retriable produce errors: librdkafka must retry them, the engine must
    * not lose or duplicate (idempotent producer). */
   rd_kafka_mock_push_request_errors(
-      m->mc, RD_KAFKAP_Produce, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+      m->mc, 0 /* ApiKey Produce */, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
@@ -230,12 +230,12 @@ Test(pipeline, permanent_delivery_failure_stops_without_committing_past_it,
 Test(pipeline, slow_sink_pauses_input_and_bounds_memory, .timeout = 300) {
   rs_mock_t *m = it_cluster(2, 2, topics);
   cr_assert(m != NULL);
-  const long total = 20000;
+  const long total = 8000;
   cr_assert_eq(it_produce(m->bootstraps, "in", total, 300, 0, "avro"), 0);
   /* The output lives on broker 2, which answers slowly. */
   for (int p = 0; p < 2; p++)
     rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
-  rd_kafka_mock_broker_set_rtt(m->mc, 2, 300);
+  rd_kafka_mock_broker_set_rtt(m->mc, 2, 200);
   char brokers[512];
   snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
   const char *sets[] = {brokers, "processing.high_water=64KiB",

@@ -1,0 +1,193 @@
+/* Benchmark: source -> parse -> sink against raw librdkafka consumption of
+ * the same topic, in one run on the embedded broker (in this process).
+ *
+ *   build/bench/bench_passthrough [--records N] [--partitions P]
+ *
+ * Prints the raw consume rate, recstream's rate (from its first consumed
+ * record to its last acknowledged output, and wall time including the
+ * consumer-group join), their ratio, and peak RSS. Absolute numbers on a
+ * shared machine are noise; the ratio is the figure of merit.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "codec.h"
+#include "config.h"
+#include "graph.h"
+#include "kafka.h"
+#include "registry.h"
+#include "runtime.h"
+#include "util.h"
+
+static void die(const char *what, const char *err) {
+  fprintf(stderr, "bench_passthrough: %s: %s\n", what, err);
+  exit(1);
+}
+
+static void produce_input(const char *bootstrap, long n) {
+  char err[512];
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, err, sizeof err);
+  rd_kafka_conf_set(c, "linger.ms", "20", err, sizeof err);
+  rd_kafka_conf_set(c, "queue.buffering.max.messages", "1000000", err,
+                    sizeof err);
+  rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
+  if (!p)
+    die("producer", err);
+  rs_codec_t *codec;
+  if (rs_codec_new(&codec, NULL, err, sizeof err))
+    die("codec", err);
+  rs_buf_t b = {0};
+  for (long k = 0; k < n; k++) {
+    char user[16], item[16];
+    snprintf(user, sizeof user, "u%ld", k % 10000);
+    snprintf(item, sizeof item, "i%ld", (k * 7919) % 5000);
+    rs_interaction_t it = {.user = user,
+                           .user_len = (uint32_t)strlen(user),
+                           .item = item,
+                           .item_len = (uint32_t)strlen(item),
+                           .event_type = (int32_t)(k % 4),
+                           .has_value = 1,
+                           .value = 12.5,
+                           .timestamp_ms = 1767225600000LL + k};
+    rs_buf_reset(&b);
+    if (rs_codec_encode(codec, RS_FORMAT_AVRO, &it, 0, &b, err, sizeof err))
+      die("encode", err);
+    while (rd_kafka_producev(p, RD_KAFKA_V_TOPIC("bench"),
+                             RD_KAFKA_V_KEY(user, strlen(user)),
+                             RD_KAFKA_V_VALUE(b.data, b.len),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+      rd_kafka_poll(p, 10);
+    rd_kafka_poll(p, 0);
+  }
+  if (rd_kafka_flush(p, 120000))
+    die("flush", "input not delivered");
+  rs_buf_free(&b);
+  rs_codec_destroy(codec);
+  rd_kafka_destroy(p);
+}
+
+/* Raw consumption: assign every partition, count messages. */
+static double raw_consume(const char *bootstrap, int partitions, long n) {
+  char err[512];
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, err, sizeof err);
+  rd_kafka_conf_set(c, "group.id", "bench-raw", err, sizeof err);
+  rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_conf_set(c, "queued.min.messages", "20000", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
+  if (!rk)
+    die("consumer", err);
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new(partitions);
+  for (int i = 0; i < partitions; i++)
+    rd_kafka_topic_partition_list_add(l, "bench", i)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
+  rd_kafka_message_t *msgs[1000];
+  long got = 0;
+  uint64_t t0 = 0;
+  while (got < n) {
+    ssize_t k = rd_kafka_consume_batch_queue(q, 100, msgs, 1000);
+    for (ssize_t i = 0; i < k; i++) {
+      if (!msgs[i]->err) {
+        if (!t0)
+          t0 = rs_now_ns();
+        got++;
+      }
+      rd_kafka_message_destroy(msgs[i]);
+    }
+  }
+  double secs = (double)(rs_now_ns() - t0) / 1e9;
+  rd_kafka_queue_destroy(q);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return (double)n / secs;
+}
+
+int main(int argc, char **argv) {
+  long n = 1000000;
+  int partitions = 16;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--records") && i + 1 < argc)
+      n = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--partitions") && i + 1 < argc)
+      partitions = atoi(argv[++i]);
+    else {
+      fprintf(stderr, "usage: bench_passthrough [--records N] "
+                      "[--partitions P]\n");
+      return 2;
+    }
+  }
+  char err[2048];
+  rs_mock_t *m;
+  if (rs_mock_start(1, &m, err, sizeof err))
+    die("broker", err);
+  const char *topics[] = {"bench", "bench.out", "bench.dlq"};
+  for (int i = 0; i < 3; i++)
+    if (rs_mock_create_topic(m, topics[i], partitions, err, sizeof err))
+      die("topic", err);
+  printf("producing %ld Avro interactions over %d partitions...\n", n,
+         partitions);
+  produce_input(m->bootstraps, n);
+
+  double raw = raw_consume(m->bootstraps, partitions, n);
+  printf("raw librdkafka consume:        %10.0f records/s\n", raw);
+
+  char yaml[2048];
+  snprintf(yaml, sizeof yaml,
+           "app: bench\n"
+           "kafka: { brokers: \"%s\" }\n"
+           "sources: [ { name: in, topic: bench } ]\n"
+           "operators: [ { name: parse, type: parse, input: in } ]\n"
+           "sinks: [ { name: out, input: parse, topic: bench.out, format: "
+           "avro } ]\n",
+           m->bootstraps);
+  rs_config_t *cfg;
+  rs_registry_t *reg;
+  rs_graph_t *g;
+  rs_engine_t *e;
+  if (rs_config_load_string("bench.yaml", yaml, strlen(yaml), NULL, 0, &cfg,
+                            err, sizeof err) ||
+      rs_registry_new(&reg, err, sizeof err) ||
+      rs_graph_build(cfg, reg, &g, err, sizeof err))
+    die("config", err);
+  rs_engine_opts_t o = {.exit_at_end = 1};
+  if (rs_engine_new(cfg, g, &o, &e, err, sizeof err))
+    die("engine", err);
+  uint64_t t0 = rs_now_ns();
+  if (rs_engine_run(e, err, sizeof err))
+    die("run", err);
+  double wall = (double)(rs_now_ns() - t0) / 1e9;
+  rs_engine_stats_t st;
+  rs_engine_get_stats(e, &st);
+  double busy = (double)(st.last_ack_ns - st.first_input_ns) / 1e9;
+  double rate = (double)st.records_in / busy;
+  if ((long)st.records_out != n)
+    die("run", "not every record came out");
+  printf("recstream source->parse->sink: %10.0f records/s (first input to "
+         "last ack, %.2f s; wall incl. group join %.2f s)\n",
+         rate, busy, wall);
+  printf("ratio recstream / raw consume: %10.2f  (target >= 0.40)\n",
+         rate / raw);
+  printf("backpressure pauses: %llu, max in-flight %.1f MiB\n",
+         (unsigned long long)st.pauses,
+         (double)st.max_inflight_bytes / (1 << 20));
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf("peak RSS: %.1f MiB (whole process, including the in-process "
+         "broker's copy of the topics)\n",
+         (double)ru.ru_maxrss / 1024);
+  rs_engine_destroy(e);
+  rs_graph_destroy(g);
+  rs_registry_destroy(reg);
+  rs_config_destroy(cfg);
+  rs_mock_destroy(m);
+  return 0;
+}
