@@ -60,7 +60,7 @@ int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
         {"auto.offset.reset", cfg->kafka.auto_offset_reset},
         {"enable.partition.eof", "true"},
         {"fetch.wait.max.ms", "100"},
-        {"queued.min.messages", "20000"},
+        {"queued.min.messages", "1000000"},
     };
     for (size_t i = 0; i < RS_ARRAY_SIZE(defaults) && !rc; i++)
       rc = rs_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr,

@@ -1,11 +1,14 @@
 /* The dataflow runtime (see runtime.h).
  *
  * Threads: everything here runs on one libuv loop thread. librdkafka's own
- * threads only wake us: the consumer queue and the producer's main queue
- * write a byte to a non-blocking pipe when they become non-empty
- * (rd_kafka_queue_io_event_enable) and uv_poll_t watches the pipes. We then
+ * threads only wake us: when the consumer queue or the producer's main queue
+ * goes from empty to non-empty, librdkafka calls on_queue_event
+ * (rd_kafka_queue_cb_event_enable), which does a uv_async_send. We then
  * drain with zero-timeout calls. No timer polls Kafka; the only timer is the
- * commit interval.
+ * commit interval. (The fd-based rd_kafka_queue_io_event_enable is not
+ * used: in librdkafka 2.0.2 rd_kafka_consume_batch_queue() does not re-arm
+ * its one-wakeup-per-read flag, so wakeups were lost and the loop stalled
+ * until the next timer; measured with tests/bench/bench_passthrough.)
  *
  * Delivery: every consumed run of records (one source partition) gets a
  * tracker; every record produced from it (sink or dead letter) carries the
@@ -110,10 +113,9 @@ struct rs_engine {
 
   rd_kafka_t *consumer, *producer;
   rd_kafka_queue_t *cq, *pq;
-  int cpipe[2], ppipe[2];
 
   uv_loop_t loop;
-  uv_poll_t cpoll, ppoll;
+  uv_async_t cwake, pwake; /* "queue became non-empty", from librdkafka */
   uv_idle_t idle;
   uv_timer_t commit_timer;
   uv_async_t async;
@@ -734,28 +736,26 @@ static void drain(rs_engine_t *e) {
     uv_idle_start(&e->idle, on_idle);
 }
 
-static void read_pipe(int fd) {
-  char buf[256];
-  while (read(fd, buf, sizeof buf) > 0)
-    ;
-}
-
 static void on_idle(uv_idle_t *h) {
   drain(h->data);
 }
 
-static void on_consumer_ready(uv_poll_t *h, int status, int events) {
+/* Runs on a librdkafka thread, with the queue's lock held, when a queue
+ * goes from empty to non-empty: only wake the loop. */
+static void on_queue_event(rd_kafka_t *rk, void *opaque) {
+  uv_async_send(opaque);
+}
+
+static void on_consumer_ready(uv_async_t *h) {
   rs_engine_t *e = h->data;
-  read_pipe(e->cpipe[0]);
   if (e->state == ST_RUNNING && !e->paused)
     drain(e);
 }
 
 static void maybe_finish(rs_engine_t *e);
 
-static void on_producer_ready(uv_poll_t *h, int status, int events) {
+static void on_producer_ready(uv_async_t *h) {
   rs_engine_t *e = h->data;
-  read_pipe(e->ppipe[0]);
   if (rd_kafka_poll(e->producer, 0) > 0) {
     while (rd_kafka_poll(e->producer, 0) > 0)
       ;
@@ -881,11 +881,17 @@ static void close_cb(uv_handle_t *h) {
 }
 
 static void close_all(rs_engine_t *e) {
+  /* Once these return, librdkafka calls on_queue_event no more and the
+   * async handles can close. */
+  if (e->cq)
+    rd_kafka_queue_cb_event_enable(e->cq, NULL, NULL);
+  if (e->pq)
+    rd_kafka_queue_cb_event_enable(e->pq, NULL, NULL);
   uv_mutex_lock(&e->stop_lock);
   atomic_store(&e->loop_running, 0);
   uv_mutex_unlock(&e->stop_lock);
   uv_handle_t *hs[] = {
-      (uv_handle_t *)&e->cpoll,  (uv_handle_t *)&e->ppoll,
+      (uv_handle_t *)&e->cwake,  (uv_handle_t *)&e->pwake,
       (uv_handle_t *)&e->idle,   (uv_handle_t *)&e->commit_timer,
       (uv_handle_t *)&e->async,  (uv_handle_t *)&e->sigint,
       (uv_handle_t *)&e->sigterm};
@@ -940,17 +946,6 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
 }
 
-static int make_pipe(int fds[2]) {
-  if (pipe(fds))
-    return RS_EIO;
-  for (int i = 0; i < 2; i++) {
-    int fl = fcntl(fds[i], F_GETFL);
-    fcntl(fds[i], F_SETFL, fl | O_NONBLOCK);
-    fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-  }
-  return 0;
-}
-
 static int create_clients(rs_engine_t *e, char *errstr, size_t errstr_size) {
   const rs_config_t *cfg = e->cfg;
   rd_kafka_conf_t *pc = NULL, *cc = NULL;
@@ -987,10 +982,6 @@ static int create_clients(rs_engine_t *e, char *errstr, size_t errstr_size) {
   rd_kafka_poll_set_consumer(e->consumer);
   e->cq = rd_kafka_queue_get_consumer(e->consumer);
   e->pq = rd_kafka_queue_get_main(e->producer);
-  if (make_pipe(e->cpipe) || make_pipe(e->ppipe))
-    return rs_seterr(errstr, errstr_size, RS_EIO, "pipe: %s", strerror(errno));
-  rd_kafka_queue_io_event_enable(e->cq, e->cpipe[1], "c", 1);
-  rd_kafka_queue_io_event_enable(e->pq, e->ppipe[1], "p", 1);
   return 0;
 }
 
@@ -1096,7 +1087,6 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
     return RS_ENOMEM;
   e->cfg = cfg;
   e->g = g;
-  e->cpipe[0] = e->cpipe[1] = e->ppipe[0] = e->ppipe[1] = -1;
   if (opts)
     e->opts = *opts;
   uv_mutex_init(&e->stop_lock);
@@ -1134,12 +1124,12 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   uv_loop_init(&e->loop);
   e->loop_inited = 1;
   uv_handle_t *hs[] = {
-      (uv_handle_t *)&e->cpoll,  (uv_handle_t *)&e->ppoll,
+      (uv_handle_t *)&e->cwake,  (uv_handle_t *)&e->pwake,
       (uv_handle_t *)&e->idle,   (uv_handle_t *)&e->commit_timer,
       (uv_handle_t *)&e->async,  (uv_handle_t *)&e->sigint,
       (uv_handle_t *)&e->sigterm};
-  uv_poll_init(&e->loop, &e->cpoll, e->cpipe[0]);
-  uv_poll_init(&e->loop, &e->ppoll, e->ppipe[0]);
+  uv_async_init(&e->loop, &e->cwake, on_consumer_ready);
+  uv_async_init(&e->loop, &e->pwake, on_producer_ready);
   uv_idle_init(&e->loop, &e->idle);
   uv_timer_init(&e->loop, &e->commit_timer);
   uv_async_init(&e->loop, &e->async, on_async);
@@ -1161,8 +1151,8 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
                      rd_kafka_err2str(kerr));
 
   e->state = ST_RUNNING;
-  uv_poll_start(&e->cpoll, UV_READABLE, on_consumer_ready);
-  uv_poll_start(&e->ppoll, UV_READABLE, on_producer_ready);
+  rd_kafka_queue_cb_event_enable(e->cq, on_queue_event, &e->cwake);
+  rd_kafka_queue_cb_event_enable(e->pq, on_queue_event, &e->pwake);
   uint64_t ci = (uint64_t)cfg->state.commit_interval_ms;
   uv_timer_start(&e->commit_timer, on_commit_timer, ci, ci);
   if (e->opts.handle_signals) {
@@ -1172,7 +1162,7 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   atomic_store(&e->loop_running, 1);
   if (atomic_load(&e->stop_requested))
     begin_stop(e);
-  /* Anything already queued before the pipe was watched. */
+  /* Anything queued before the wakeups were enabled. */
   drain(e);
   uv_run(&e->loop, UV_RUN_DEFAULT);
 
@@ -1281,12 +1271,6 @@ void rs_engine_destroy(rs_engine_t *e) {
     while (rd_kafka_poll(e->producer, 0) > 0)
       ;
     rd_kafka_destroy(e->producer);
-  }
-  for (int i = 0; i < 2; i++) {
-    if (e->cpipe[i] >= 0)
-      close(e->cpipe[i]);
-    if (e->ppipe[i] >= 0)
-      close(e->ppipe[i]);
   }
   for (size_t s = 0; e->parts && s < e->cfg->n_sources; s++) {
     for (int32_t i = 0; i < e->n_parts[s]; i++) {

@@ -114,11 +114,14 @@ static double raw_consume(const char *bootstrap, int partitions, long n) {
 int main(int argc, char **argv) {
   long n = 1000000;
   int partitions = 16;
+  const char *props = "";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--records") && i + 1 < argc)
       n = atol(argv[++i]);
     else if (!strcmp(argv[i], "--partitions") && i + 1 < argc)
       partitions = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--properties") && i + 1 < argc)
+      props = argv[++i]; /* YAML flow mapping body, e.g. "a: 1, b: 2" */
     else {
       fprintf(stderr, "usage: bench_passthrough [--records N] "
                       "[--partitions P]\n");
@@ -143,12 +146,12 @@ int main(int argc, char **argv) {
   char yaml[2048];
   snprintf(yaml, sizeof yaml,
            "app: bench\n"
-           "kafka: { brokers: \"%s\" }\n"
+           "kafka: { brokers: \"%s\", properties: { %s } }\n"
            "sources: [ { name: in, topic: bench } ]\n"
            "operators: [ { name: parse, type: parse, input: in } ]\n"
            "sinks: [ { name: out, input: parse, topic: bench.out, format: "
            "avro } ]\n",
-           m->bootstraps);
+           m->bootstraps, props);
   rs_config_t *cfg;
   rs_registry_t *reg;
   rs_graph_t *g;
