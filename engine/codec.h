@@ -50,7 +50,8 @@ int rs_codec_add_schema_id(rs_codec_t *c, int32_t id, const char *schema_path,
  * alloc(opaque, n) (e.g. a batch arena) so they outlive the next call.
  * Checks required fields and ranges (timestamp >= 0, non-empty user and
  * item, rating value finite). On failure returns RS_EDECODE with a short
- * reason in errstr, e.g. "truncated Avro record" or "unknown schema id 7". */
+ * reason in errstr, prefixed by the format, e.g. "avro: truncated record in
+ * field 'item_id' (at byte 9 of 12)" or "confluent: unknown schema id 7". */
 int rs_codec_decode(rs_codec_t *c, rs_format_t fmt, const void *buf, size_t len,
                     rs_interaction_t *out,
                     void *(*alloc)(void *opaque, size_t n), void *opaque,
@@ -61,5 +62,30 @@ int rs_codec_decode(rs_codec_t *c, rs_format_t fmt, const void *buf, size_t len,
 int rs_codec_encode(rs_codec_t *c, rs_format_t fmt, const rs_interaction_t *in,
                     int32_t schema_id, rs_buf_t *out, char *errstr,
                     size_t errstr_size);
+
+/* Like rs_codec_add_schema_id(), with the writer schema given as JSON text
+ * (`json`, `len` bytes; borrowed) instead of a file. */
+int rs_codec_add_schema_json(rs_codec_t *c, int32_t id, const char *json,
+                             size_t len, char *errstr, size_t errstr_size);
+
+/* The rules every decoded interaction obeys, whatever its format: non-empty
+ * user and item, all strings valid UTF-8, a known event type, timestamp >= 0,
+ * a finite value, a value present for RATING and >= 0 (dwell seconds) for
+ * the other event types. Returns 0, or RS_EDECODE with a reason naming the
+ * field in errstr (no format prefix). */
+int rs_interaction_validate(const rs_interaction_t *in, char *errstr,
+                            size_t errstr_size);
+
+/* JSON records are read by a strict allocation-free scanner when they are
+ * plain (flat object, no escapes, no duplicate keys) and by jansson
+ * otherwise; both give the same result. enabled = 0 sends every record to
+ * jansson (for tests and the fuzzer, which compare the two). Default 1. */
+void rs_codec_set_json_fast_path(rs_codec_t *c, int enabled);
+
+/* "VIEW", "CLICK", ... for an rs_event_type_t; NULL if out of range. */
+const char *rs_event_type_name(int type);
+/* The rs_event_type_t whose name is the `len` bytes at `s` (exact,
+ * case-sensitive), or -1. */
+int rs_event_type_parse(const char *s, size_t len);
 
 #endif

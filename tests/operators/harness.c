@@ -1,0 +1,548 @@
+/* The operator test harness (see harness.h): a host that records what an
+ * operator does instead of talking to Kafka. It is deliberately independent
+ * of the engine's runtime and config loader, so an operator can be tested
+ * before or without them; it shares only util.c (arena, typed scalars). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "util.h"
+
+/* The opaque handle operators see. Each translation unit may give these
+ * tags its own definition; the harness never meets the engine's. */
+struct rs_op {
+  rs_harness_t *h;
+};
+
+struct rs_counter {
+  char *name;
+  char *help;
+  uint64_t value;
+};
+
+typedef struct emitted {
+  uint32_t port;
+  rs_record_t rec;
+} emitted_t;
+
+typedef struct log_line {
+  int level;
+  char *text;
+} log_line_t;
+
+struct rs_harness {
+  const rs_operator_def_t *def;
+  struct rs_op op;
+  rs_host_api_t host;
+  void *ctx;
+  int initialized;
+  uint32_t n_ports;
+  char **strings; /* option strings */
+  size_t n_strings;
+  rs_arena_t arena;
+  emitted_t *emitted;
+  size_t n_emitted, cap_emitted;
+  rs_harness_dead_t *dead;
+  size_t n_dead, cap_dead;
+  rs_counter_t **counters;
+  size_t n_counters;
+  log_line_t *log;
+  size_t n_log;
+  uint64_t seed;
+  /* Counted for every operator, as the engine's runtime does. */
+  rs_counter_t *c_in, *c_out, *c_dlq;
+};
+
+static int grow(void **arr, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap)
+    return 0;
+  size_t n = *cap ? *cap * 2 : 16;
+  while (n < need)
+    n *= 2;
+  void *p = rs_realloc(*arr, n * elem);
+  if (!p)
+    return RS_ENOMEM;
+  *arr = p;
+  *cap = n;
+  return 0;
+}
+
+static void *dup_bytes(const void *p, size_t n) {
+  if (!p)
+    return NULL;
+  char *d = rs_malloc(n + 1);
+  if (d) {
+    memcpy(d, p, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+/* ---- option parsing ---- */
+
+static int grow_strings(char ***strings, size_t *n) {
+  char **p = rs_realloc(*strings, (*n + 1) * sizeof(char *));
+  if (!p)
+    return RS_ENOMEM;
+  *strings = p;
+  return 0;
+}
+
+static int enum_index(const char *values, const char *v, int *out) {
+  int i = 0;
+  size_t vl = strlen(v);
+  for (const char *s = values; s; i++) {
+    const char *bar = strchr(s, '|');
+    size_t n = bar ? (size_t)(bar - s) : strlen(s);
+    if (n == vl && strncmp(s, v, n) == 0) {
+      *out = i;
+      return 0;
+    }
+    s = bar ? bar + 1 : NULL;
+  }
+  return RS_EINVAL;
+}
+
+static int in_bounds(const rs_option_def_t *o, double v) {
+  return o->min > o->max || (v >= o->min && v <= o->max);
+}
+
+static int set_option(const rs_option_def_t *o, void *ctx, const char *v,
+                      char ***strings, size_t *n_strings, char *errstr,
+                      size_t errstr_size) {
+  char *field = (char *)ctx + o->offset;
+  int64_t i64 = 0;
+  double d = 0;
+  int b = 0, rc = 0;
+  const char *expected = "";
+  switch (o->type) {
+  case RS_OPT_BOOL:
+    rc = rs_parse_bool(v, &b);
+    expected = "a boolean (true/false)";
+    if (!rc)
+      memcpy(field, &b, sizeof(int));
+    return rc ? rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                          "option '%s': '%s' is not %s", o->name, v, expected)
+              : 0;
+  case RS_OPT_INT:
+    rc = rs_parse_int64(v, &i64);
+    expected = "an integer";
+    d = (double)i64;
+    break;
+  case RS_OPT_DOUBLE:
+    rc = rs_parse_double(v, &d);
+    expected = "a number";
+    break;
+  case RS_OPT_DURATION:
+    rc = rs_parse_duration_ms(v, &i64);
+    expected = "a duration (e.g. 250ms, 30s, 5m)";
+    d = (double)i64;
+    break;
+  case RS_OPT_SIZE:
+    rc = rs_parse_size(v, &i64);
+    expected = "a size (e.g. 512, 64KiB, 1MiB)";
+    d = (double)i64;
+    break;
+  case RS_OPT_STRING: {
+    char *s = rs_strdup(v);
+    if (!s || grow_strings(strings, n_strings)) {
+      rs_free(s);
+      return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+    }
+    (*strings)[(*n_strings)++] = s;
+    memcpy(field, &s, sizeof(char *));
+    return 0;
+  }
+  case RS_OPT_ENUM:
+    if (!o->enum_values || enum_index(o->enum_values, v, &b))
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "option '%s': '%s' is not one of %s", o->name, v,
+                       o->enum_values ? o->enum_values : "(none)");
+    memcpy(field, &b, sizeof(int));
+    return 0;
+  default:
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "option '%s': unknown option type %d", o->name,
+                     (int)o->type);
+  }
+  if (rc)
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "option '%s': '%s' is not %s", o->name, v, expected);
+  if (!in_bounds(o, d))
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "option '%s': %s is out of range [%.17g, %.17g]", o->name,
+                     v, o->min, o->max);
+  if (o->type == RS_OPT_DOUBLE)
+    memcpy(field, &d, sizeof(double));
+  else
+    memcpy(field, &i64, sizeof(int64_t));
+  return 0;
+}
+
+int rs_harness_set_options(const rs_operator_def_t *def, void *ctx,
+                           const char *const *options, char ***strings,
+                           size_t *n_strings, char *errstr,
+                           size_t errstr_size) {
+  size_t n_given = 0;
+  while (options && options[2 * n_given])
+    n_given++;
+  for (size_t i = 0; i < n_given; i++) {
+    const char *key = options[2 * i], *val = options[2 * i + 1];
+    if (!val)
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "option '%s' has no value", key);
+    size_t k = 0;
+    while (k < def->n_options && strcmp(def->options[k].name, key) != 0)
+      k++;
+    if (k == def->n_options)
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "unknown option '%s' for operator %s", key, def->name);
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(options[2 * j], key) == 0)
+        return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                         "option '%s' is given twice", key);
+  }
+  for (size_t k = 0; k < def->n_options; k++) {
+    const rs_option_def_t *o = &def->options[k];
+    const char *v = o->default_value;
+    for (size_t i = 0; i < n_given; i++)
+      if (strcmp(options[2 * i], o->name) == 0)
+        v = options[2 * i + 1];
+    if (!v)
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "missing required option '%s' for operator %s", o->name,
+                       def->name);
+    int rc = set_option(o, ctx, v, strings, n_strings, errstr, errstr_size);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* ---- the host API ---- */
+
+static int h_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
+  rs_harness_t *h = op->h;
+  if (port >= h->n_ports || !rec)
+    return RS_EINVAL;
+  if (grow((void **)&h->emitted, &h->cap_emitted, h->n_emitted + 1,
+           sizeof(emitted_t)))
+    return RS_ENOMEM;
+  rs_record_t r = *rec;
+  r.key = dup_bytes(rec->key, rec->key_len);
+  r.value = dup_bytes(rec->value, rec->value_len);
+  r.payload = NULL;
+  if (rec->kind == RS_KIND_INTERACTION && rec->payload) {
+    const rs_interaction_t *in = rec->payload;
+    rs_interaction_t *c = rs_malloc(sizeof(*c));
+    if (c) {
+      *c = *in;
+      c->user = dup_bytes(in->user, in->user_len);
+      c->item = dup_bytes(in->item, in->item_len);
+      c->device = dup_bytes(in->device, in->device_len);
+      c->page = dup_bytes(in->page, in->page_len);
+    }
+    r.payload = c;
+  }
+  h->emitted[h->n_emitted++] = (emitted_t){port, r};
+  h->c_out->value++;
+  return 0;
+}
+
+static int h_dead_letter(rs_op_t *op, const rs_record_t *rec,
+                         const char *error) {
+  rs_harness_t *h = op->h;
+  if (!rec || !error)
+    return RS_EINVAL;
+  if (grow((void **)&h->dead, &h->cap_dead, h->n_dead + 1,
+           sizeof(rs_harness_dead_t)))
+    return RS_ENOMEM;
+  h->dead[h->n_dead++] = (rs_harness_dead_t){
+      .key = dup_bytes(rec->key, rec->key_len),
+      .key_len = rec->key_len,
+      .value = dup_bytes(rec->value, rec->value_len),
+      .value_len = rec->value_len,
+      .error = rs_strdup(error),
+      .src_partition = rec->src_partition,
+      .src_offset = rec->src_offset,
+  };
+  h->c_dlq->value++;
+  return 0;
+}
+
+static void *h_batch_alloc(rs_op_t *op, size_t size) {
+  return rs_arena_alloc(&op->h->arena, size);
+}
+
+static void h_log(rs_op_t *op, int level, const char *fmt, ...) {
+  rs_harness_t *h = op->h;
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  log_line_t *l = rs_realloc(h->log, (h->n_log + 1) * sizeof(*l));
+  if (!l)
+    return;
+  h->log = l;
+  h->log[h->n_log++] = (log_line_t){level, rs_strdup(buf)};
+  if (getenv("RS_HARNESS_VERBOSE"))
+    fprintf(stderr, "[%s] %d: %s\n", h->def->name, level, buf);
+}
+
+static rs_counter_t *h_counter(rs_op_t *op, const char *name,
+                               const char *help) {
+  rs_harness_t *h = op->h;
+  for (size_t i = 0; i < h->n_counters; i++)
+    if (strcmp(h->counters[i]->name, name) == 0)
+      return h->counters[i];
+  rs_counter_t **arr =
+      rs_realloc(h->counters, (h->n_counters + 1) * sizeof(*arr));
+  if (!arr)
+    return NULL;
+  h->counters = arr;
+  rs_counter_t *c = rs_calloc(1, sizeof(*c));
+  if (!c)
+    return NULL;
+  c->name = rs_strdup(name);
+  c->help = rs_strdup(help ? help : "");
+  h->counters[h->n_counters++] = c;
+  return c;
+}
+
+static void h_counter_add(rs_counter_t *c, uint64_t n) {
+  if (c)
+    c->value += n;
+}
+
+static int h_state_get(rs_op_t *op, int32_t partition, const void *key,
+                       size_t key_len, void **value, size_t *value_len) {
+  return RS_ENOTSUP;
+}
+
+static int h_state_put(rs_op_t *op, int32_t partition, const void *key,
+                       size_t key_len, const void *value, size_t value_len) {
+  return RS_ENOTSUP;
+}
+
+static int h_state_delete(rs_op_t *op, int32_t partition, const void *key,
+                          size_t key_len) {
+  return RS_ENOTSUP;
+}
+
+static int h_state_scan(rs_op_t *op, int32_t partition, const void *prefix,
+                        size_t prefix_len,
+                        int (*cb)(void *opaque, const void *key, size_t key_len,
+                                  const void *value, size_t value_len),
+                        void *opaque) {
+  return RS_ENOTSUP;
+}
+
+static int h_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
+                       const void *tag, size_t tag_len) {
+  return RS_ENOTSUP;
+}
+
+static uint64_t h_random(rs_op_t *op, const void *key, size_t key_len,
+                         int64_t offset, uint64_t stream) {
+  uint64_t k = rs_hash64(key, key_len, op->h->seed);
+  return rs_mix64(k ^ rs_mix64((uint64_t)offset ^ rs_mix64(stream + 1)));
+}
+
+/* ---- lifecycle ---- */
+
+static void free_collected(rs_harness_t *h) {
+  for (size_t i = 0; i < h->n_emitted; i++) {
+    rs_record_t *r = &h->emitted[i].rec;
+    rs_free((void *)r->key);
+    rs_free((void *)r->value);
+    if (r->kind == RS_KIND_INTERACTION && r->payload) {
+      rs_interaction_t *in = (rs_interaction_t *)r->payload;
+      rs_free((void *)in->user);
+      rs_free((void *)in->item);
+      rs_free((void *)in->device);
+      rs_free((void *)in->page);
+      rs_free(in);
+    }
+  }
+  h->n_emitted = 0;
+  for (size_t i = 0; i < h->n_dead; i++) {
+    rs_free((void *)h->dead[i].key);
+    rs_free((void *)h->dead[i].value);
+    rs_free((void *)h->dead[i].error);
+  }
+  h->n_dead = 0;
+}
+
+void rs_harness_destroy(rs_harness_t *h) {
+  if (!h)
+    return;
+  if (h->initialized && RS_OPDEF_HAS(h->def, destroy))
+    h->def->destroy(&h->op, h->ctx);
+  free_collected(h);
+  rs_free(h->emitted);
+  rs_free(h->dead);
+  for (size_t i = 0; i < h->n_counters; i++) {
+    rs_free(h->counters[i]->name);
+    rs_free(h->counters[i]->help);
+    rs_free(h->counters[i]);
+  }
+  rs_free(h->counters);
+  for (size_t i = 0; i < h->n_log; i++)
+    rs_free(h->log[i].text);
+  rs_free(h->log);
+  for (size_t i = 0; i < h->n_strings; i++)
+    rs_free(h->strings[i]);
+  rs_free(h->strings);
+  rs_arena_free(&h->arena);
+  rs_free(h->ctx);
+  rs_free(h);
+}
+
+rs_harness_t *rs_harness_new(const rs_operator_def_t *def,
+                             const char *const *options, char *errstr,
+                             size_t errstr_size) {
+  if (!def || RS_ABI_MAJOR_OF(def->abi_version) != RS_ABI_MAJOR ||
+      def->struct_size < offsetof(rs_operator_def_t, init)) {
+    rs_seterr(errstr, errstr_size, RS_EABI,
+              "operator definition has another ABI major or is truncated");
+    return NULL;
+  }
+  rs_harness_t *h = rs_calloc(1, sizeof(*h));
+  if (!h) {
+    rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+    return NULL;
+  }
+  h->def = def;
+  h->op.h = h;
+  h->seed = 42;
+  h->n_ports = 1;
+  if (def->output_ports) {
+    h->n_ports = 0;
+    while (def->output_ports[h->n_ports])
+      h->n_ports++;
+  }
+  rs_arena_init(&h->arena, 64 * 1024);
+  h->host = (rs_host_api_t){
+      .abi_version = RS_ABI_VERSION,
+      .struct_size = sizeof(rs_host_api_t),
+      .emit = h_emit,
+      .dead_letter = h_dead_letter,
+      .batch_alloc = h_batch_alloc,
+      .malloc = rs_malloc,
+      .calloc = rs_calloc,
+      .realloc = rs_realloc,
+      .free = rs_free,
+      .log = h_log,
+      .counter = h_counter,
+      .counter_add = h_counter_add,
+      .state_get = h_state_get,
+      .state_put = h_state_put,
+      .state_delete = h_state_delete,
+      .state_scan = h_state_scan,
+      .timer_set = h_timer_set,
+      .random = h_random,
+  };
+  h->ctx = rs_calloc(1, def->ctx_size ? def->ctx_size : 1);
+  h->c_in = h_counter(&h->op, "records_in", "records handed to the operator");
+  h->c_out = h_counter(&h->op, "records_out", "records the operator emitted");
+  h->c_dlq = h_counter(&h->op, "dead_lettered",
+                       "records sent to the dead-letter topic");
+  if (!h->ctx || !h->c_in || !h->c_out || !h->c_dlq) {
+    rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+    rs_harness_destroy(h);
+    return NULL;
+  }
+  if (rs_harness_set_options(def, h->ctx, options, &h->strings, &h->n_strings,
+                             errstr, errstr_size)) {
+    rs_harness_destroy(h);
+    return NULL;
+  }
+  if (RS_OPDEF_HAS(def, init) &&
+      def->init(&h->op, h->ctx, &h->host, errstr, errstr_size) < 0) {
+    rs_harness_destroy(h);
+    return NULL;
+  }
+  h->initialized = 1;
+  return h;
+}
+
+int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
+                          const rs_record_t *recs, size_t n) {
+  if (!RS_OPDEF_HAS(h->def, process))
+    return RS_ENOTSUP;
+  rs_arena_reset(&h->arena);
+  h->c_in->value += n;
+  rs_batch_t batch = {recs, n, partition, input};
+  return h->def->process(&h->op, h->ctx, &batch);
+}
+
+int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
+                    size_t n) {
+  return rs_harness_push_input(h, 0, partition, recs, n);
+}
+
+int rs_harness_checkpoint(rs_harness_t *h) {
+  return RS_OPDEF_HAS(h->def, checkpoint) ? h->def->checkpoint(&h->op, h->ctx)
+                                          : 0;
+}
+
+size_t rs_harness_emitted_count(const rs_harness_t *h, uint32_t port) {
+  size_t n = 0;
+  for (size_t i = 0; i < h->n_emitted; i++)
+    n += h->emitted[i].port == port;
+  return n;
+}
+
+const rs_record_t *rs_harness_emitted(const rs_harness_t *h, uint32_t port,
+                                      size_t i) {
+  for (size_t k = 0; k < h->n_emitted; k++)
+    if (h->emitted[k].port == port && i-- == 0)
+      return &h->emitted[k].rec;
+  return NULL;
+}
+
+size_t rs_harness_dead_count(const rs_harness_t *h) {
+  return h->n_dead;
+}
+
+const rs_harness_dead_t *rs_harness_dead(const rs_harness_t *h, size_t i) {
+  return i < h->n_dead ? &h->dead[i] : NULL;
+}
+
+void rs_harness_clear(rs_harness_t *h) {
+  free_collected(h);
+}
+
+int64_t rs_harness_counter(const rs_harness_t *h, const char *name) {
+  for (size_t i = 0; i < h->n_counters; i++)
+    if (strcmp(h->counters[i]->name, name) == 0)
+      return (int64_t)h->counters[i]->value;
+  return -1;
+}
+
+size_t rs_harness_log_count(const rs_harness_t *h) {
+  return h->n_log;
+}
+
+const char *rs_harness_log_line(const rs_harness_t *h, size_t i, int *level) {
+  if (i >= h->n_log)
+    return NULL;
+  if (level)
+    *level = h->log[i].level;
+  return h->log[i].text;
+}
+
+void *rs_harness_ctx(rs_harness_t *h) {
+  return h->ctx;
+}
+
+const rs_host_api_t *rs_harness_host(rs_harness_t *h) {
+  return &h->host;
+}
+
+void rs_harness_set_seed(rs_harness_t *h, uint64_t seed) {
+  h->seed = seed;
+}
