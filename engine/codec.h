@@ -88,4 +88,9 @@ const char *rs_event_type_name(int type);
  * case-sensitive), or -1. */
 int rs_event_type_parse(const char *s, size_t len);
 
+/* The direct Avro path (records in exactly the compiled-in schema are read
+ * and written without avro-c's generic values) is on by default; tests and
+ * the fuzzer turn it off to compare it with the generic path. */
+void rs_codec_set_avro_fast_path(rs_codec_t *c, int enabled);
+
 #endif

@@ -18,8 +18,9 @@ static const char *kind_name(rs_node_kind_t k) {
 
 /* The config section a node comes from, as errors name it. */
 static const char *section_name(rs_node_kind_t k) {
-  return k == RS_NODE_SOURCE ? "sources" : k == RS_NODE_SINK ? "sinks"
-                                                               : "operators";
+  return k == RS_NODE_SOURCE ? "sources"
+         : k == RS_NODE_SINK ? "sinks"
+                             : "operators";
 }
 
 static const rs_ynode_t *node_cfg(const rs_graph_t *g, const rs_gnode_t *n) {
@@ -74,7 +75,8 @@ static int resolve_input(rs_graph_t *g, rs_gnode_t *self, const char *ref,
     return rs_seterr(errstr, errstr_size, RS_EGRAPH,
                      "%s%s '%s'.%s: '%s' is a sink; sinks have no output to "
                      "read",
-                     where, section_name(self->kind), self->name, key, from->name);
+                     where, section_name(self->kind), self->name, key,
+                     from->name);
   if (from == self)
     return rs_seterr(errstr, errstr_size, RS_EGRAPH,
                      "%s%s '%s'.%s: an operator cannot read its own output",

@@ -32,10 +32,12 @@ static const char main_usage[] =
     "\n"
     "Commands:\n"
     "  run CONFIG        run a pipeline until SIGINT/SIGTERM\n"
-    "  validate CONFIG   check a pipeline config and its graph (no connections)\n"
+    "  validate CONFIG   check a pipeline config and its graph (no "
+    "connections)\n"
     "  graph CONFIG      print the operator graph as Graphviz DOT\n"
     "  operators [NAME]  describe operators and their options\n"
-    "  broker            run a standalone embedded Kafka broker (mock cluster)\n"
+    "  broker            run a standalone embedded Kafka broker (mock "
+    "cluster)\n"
     "  generate          produce a synthetic interaction stream\n"
     "  version           print the version\n"
     "\n"
@@ -143,8 +145,8 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
 /* Loads config, plugins and graph. Exit status on failure. */
 static int load_all(cfgcmd_t *c) {
   char err[2048] = "";
-  int rc = rs_config_load(c->path, c->sets, c->n_sets, &c->cfg, err,
-                          sizeof err);
+  int rc =
+      rs_config_load(c->path, c->sets, c->n_sets, &c->cfg, err, sizeof err);
   if (!rc)
     rc = rs_registry_new(&c->reg, err, sizeof err);
   for (size_t i = 0; !rc && i < c->cfg->n_plugins; i++)
@@ -185,9 +187,8 @@ static int cmd_validate(int argc, char **argv) {
   if (!rc)
     rc = load_all(&c);
   if (!rc)
-    printf("%s: ok (app '%s': %zu sources, %zu operators, %zu sinks)\n",
-           c.path, c.cfg->app, c.cfg->n_sources, c.cfg->n_operators,
-           c.cfg->n_sinks);
+    printf("%s: ok (app '%s': %zu sources, %zu operators, %zu sinks)\n", c.path,
+           c.cfg->app, c.cfg->n_sources, c.cfg->n_operators, c.cfg->n_sinks);
   free_cfgcmd(&c);
   return rc < 0 ? EXIT_OK : rc;
 }
@@ -259,8 +260,7 @@ static int cmd_run(int argc, char **argv) {
   double secs = (double)(rs_now_ns() - t0) / 1e9;
   rs_engine_stats_t st;
   rs_engine_get_stats(e, &st);
-  printf("recstream run: %s after %.1f s\n", erc ? "failed" : "stopped",
-         secs);
+  printf("recstream run: %s after %.1f s\n", erc ? "failed" : "stopped", secs);
   printf("  records in:         %llu (%.0f records/s)\n",
          (unsigned long long)st.records_in,
          secs > 0 ? (double)st.records_in / secs : 0.0);
@@ -293,11 +293,10 @@ static const char operators_help[] =
     "  -h, --help     this help\n";
 
 static int cmd_operators(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"markdown", no_argument, NULL, 'm'},
-      {"plugin", required_argument, NULL, 'p'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"markdown", no_argument, NULL, 'm'},
+                                       {"plugin", required_argument, NULL, 'p'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
   int markdown = 0, ch;
   char err[1024] = "";
   rs_registry_t *reg = NULL;
@@ -330,8 +329,7 @@ static int cmd_operators(int argc, char **argv) {
   }
   const char *name = !rc && optind < argc ? argv[optind] : NULL;
   if (!rc && name && optind + 1 < argc)
-    rc = usage_error("operators", "unexpected argument '%s'",
-                     argv[optind + 1]);
+    rc = usage_error("operators", "unexpected argument '%s'", argv[optind + 1]);
   if (!rc && name && !rs_registry_find(reg, name)) {
     fprintf(stderr, "recstream operators: no operator named '%s'\n", name);
     rc = EXIT_USAGE;
@@ -475,15 +473,16 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
     printf("recstream %s (operator ABI %u.%u, librdkafka %s)\n",
-           RS_VERSION_STRING, RS_ABI_MAJOR, RS_ABI_MINOR, rd_kafka_version_str());
+           RS_VERSION_STRING, RS_ABI_MAJOR, RS_ABI_MINOR,
+           rd_kafka_version_str());
     return EXIT_OK;
   }
   static const struct {
     const char *name;
     int (*fn)(int, char **);
-  } cmds[] = {{"run", cmd_run},           {"validate", cmd_validate},
-              {"graph", cmd_graph},       {"operators", cmd_operators},
-              {"broker", cmd_broker},     {"generate", rs_cmd_generate}};
+  } cmds[] = {{"run", cmd_run},       {"validate", cmd_validate},
+              {"graph", cmd_graph},   {"operators", cmd_operators},
+              {"broker", cmd_broker}, {"generate", rs_cmd_generate}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);

@@ -71,7 +71,9 @@ struct part {
   size_t src;
   int32_t partition;
   int assigned;
-  int eof;
+  int eof;             /* an end-of-partition event came since the last run */
+  int64_t eof_offset;  /* offset that event named (-1: none yet) */
+  int64_t next_offset; /* after the last record processed (-1: none yet) */
   uint32_t generation; /* bumped on every assignment */
   int64_t committable; /* -1: nothing to commit yet */
   int64_t committed;
@@ -212,6 +214,7 @@ static part_t *get_part(rs_engine_t *e, size_t src, int32_t partition) {
     p->src = src;
     p->partition = partition;
     p->committable = p->committed = -1;
+    p->eof_offset = p->next_offset = -1;
     e->parts[src][partition] = p;
   }
   return p;
@@ -541,6 +544,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   e->cur_src = src;
   e->cur_partition = partition;
   p->eof = 0;
+  p->next_offset = t->end_offset;
 
   const rs_graph_t *g = e->g;
   for (size_t i = 0; i < g->n; i++)
@@ -618,13 +622,25 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
 
 /* ------------------------------------------------------ consumer side */
 
+/* A partition is at its end when the end-of-partition event names an
+ * offset we have processed up to. The offset matters: pausing purges
+ * fetched records that are fetched again on resume, so an end event may
+ * arrive before records that precede it are (re)delivered. */
+static int at_end(const part_t *p) {
+  if (p->eof_offset < 0)
+    return 0;
+  if (p->next_offset >= 0)
+    return p->next_offset >= p->eof_offset;
+  return p->eof; /* nothing processed since assignment */
+}
+
 static int all_at_end(rs_engine_t *e) {
   if (e->n_assigned == 0)
     return 0;
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++) {
       part_t *p = e->parts[s][i];
-      if (p && p->assigned && !p->eof)
+      if (p && p->assigned && !at_end(p))
         return 0;
     }
   return 1;
@@ -665,8 +681,10 @@ static void handle_consumer_error(rs_engine_t *e, rd_kafka_message_t *m) {
   if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
     ssize_t s = m->rkt ? source_of_topic(e, rd_kafka_topic_name(m->rkt)) : -1;
     part_t *p = s >= 0 ? get_part(e, (size_t)s, m->partition) : NULL;
-    if (p)
+    if (p) {
       p->eof = 1;
+      p->eof_offset = m->offset;
+    }
     return;
   }
   const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
@@ -791,6 +809,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         e->n_assigned++;
       p->assigned = 1;
       p->eof = 0;
+      p->eof_offset = p->next_offset = -1;
       p->generation++;
       p->committable = p->committed = -1;
       rs_log(RS_LOG_INFO, "engine",

@@ -63,8 +63,9 @@ static int filter_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
   for (size_t i = 0; i < batch->count; i++) {
     const rs_record_t *r = &batch->records[i];
     if (r->kind != RS_KIND_INTERACTION) {
-      int rc = ctx->host->dead_letter(op, r, "event_filter: not an interaction "
-                                             "(put a parse operator before it)");
+      int rc = ctx->host->dead_letter(op, r,
+                                      "event_filter: not an interaction "
+                                      "(put a parse operator before it)");
       if (rc)
         return rc;
       continue;
@@ -94,19 +95,19 @@ static const rs_option_def_t filter_options[] = {
      -1e9, 1e9, NULL, "RATING events below this value are dropped."},
 };
 
-__attribute__((visibility("default"))) const rs_operator_def_t
-    recstream_operator = {
-        .abi_version = RS_ABI_VERSION,
-        .struct_size = sizeof(rs_operator_def_t),
-        .name = "event_filter",
-        .description = "Example plugin: keeps interactions of the listed "
-                       "event types and drops the rest (counted).",
-        .ctx_size = sizeof(event_filter_t),
-        .options = filter_options,
-        .n_options = sizeof filter_options / sizeof filter_options[0],
-        .output_ports = NULL,
-        .min_inputs = 1,
-        .max_inputs = 1,
-        .init = filter_init,
-        .process = filter_process,
+__attribute__((visibility("default")))
+const rs_operator_def_t recstream_operator = {
+    .abi_version = RS_ABI_VERSION,
+    .struct_size = sizeof(rs_operator_def_t),
+    .name = "event_filter",
+    .description = "Example plugin: keeps interactions of the listed "
+                   "event types and drops the rest (counted).",
+    .ctx_size = sizeof(event_filter_t),
+    .options = filter_options,
+    .n_options = sizeof filter_options / sizeof filter_options[0],
+    .output_ports = NULL,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .init = filter_init,
+    .process = filter_process,
 };

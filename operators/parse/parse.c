@@ -24,10 +24,9 @@
 
 typedef struct parse_ctx {
   /* Options, written by the host before init(). */
-  int format;              /* index into "avro|confluent|json" */
-  char *schema;            /* reader schema path; "" = compiled-in */
-  char *schema_ids;        /* "id=path,id=path" for Confluent */
-  char *dead_letter_topic; /* read by the host; "" = <source topic>.dlq */
+  int format;       /* index into "avro|confluent|json" */
+  char *schema;     /* reader schema path; "" = compiled-in */
+  char *schema_ids; /* "id=path,id=path" for Confluent */
   int64_t max_record_bytes;
 
   rs_op_t *op;
@@ -60,11 +59,6 @@ static const rs_option_def_t parse_options[] = {
      "from their writer schema into the reader schema (Avro schema "
      "resolution); a record whose id is not listed is dead-lettered. "
      "Required when format is `confluent`."},
-    {RS_OPT_STRING, "dead_letter_topic", "",
-     offsetof(parse_ctx_t, dead_letter_topic), 0, -1, NULL,
-     "Topic that receives records that cannot be parsed, with their original "
-     "key and bytes and headers naming the error and the source "
-     "topic/partition/offset. Empty: `<source topic>.dlq`."},
     {RS_OPT_SIZE, "max_record_bytes", "1MiB",
      offsetof(parse_ctx_t, max_record_bytes), 64, 64.0 * 1024 * 1024, NULL,
      "Largest record accepted, in bytes (64 to 64MiB). Larger records are "

@@ -17,8 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   rs_config_t *cfg = NULL;
   /* Half the inputs also get --set overrides applied. */
   size_t n_sets = size && (data[0] & 1) ? 2 : 0;
-  if (rs_config_load_string("fuzz.yaml", (const char *)data, size, sets,
-                            n_sets, &cfg, err, sizeof err))
+  if (rs_config_load_string("fuzz.yaml", (const char *)data, size, sets, n_sets,
+                            &cfg, err, sizeof err))
     return 0;
   rs_registry_t *reg = NULL;
   rs_graph_t *g = NULL;

@@ -230,8 +230,8 @@ static void *engine_thread(void *arg) {
 int it_engine_start(it_engine_t *t, const char *yaml, const char *const *sets,
                     size_t n_sets, int exit_at_end) {
   memset(t, 0, sizeof *t);
-  int rc = rs_config_load_string("itest.yaml", yaml, strlen(yaml), sets,
-                                 n_sets, &t->cfg, t->err, sizeof t->err);
+  int rc = rs_config_load_string("itest.yaml", yaml, strlen(yaml), sets, n_sets,
+                                 &t->cfg, t->err, sizeof t->err);
   if (!rc)
     rc = rs_registry_new(&t->reg, t->err, sizeof t->err);
   for (size_t i = 0; !rc && i < t->cfg->n_plugins; i++)
@@ -277,8 +277,8 @@ long it_seq_of(const rs_interaction_t *it) {
   if (!it->page || it->page_len < 5 || strncmp(it->page, "seq-", 4))
     return -1;
   char buf[32];
-  size_t n = it->page_len - 4 < sizeof buf - 1 ? it->page_len - 4
-                                                : sizeof buf - 1;
+  size_t n =
+      it->page_len - 4 < sizeof buf - 1 ? it->page_len - 4 : sizeof buf - 1;
   memcpy(buf, it->page + 4, n);
   buf[n] = '\0';
   return strtol(buf, NULL, 10);

@@ -33,7 +33,7 @@ typedef struct it_msg {
   size_t key_len;
   char *val;
   size_t len;
-  char *hdr_error;         /* DLQ headers, NULL when absent */
+  char *hdr_error; /* DLQ headers, NULL when absent */
   char *hdr_source_offset;
   char *hdr_source_topic;
   char *hdr_source_partition;

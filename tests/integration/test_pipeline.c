@@ -102,8 +102,8 @@ Test(pipeline, fifty_thousand_records_flow_through_parse_to_sink_and_dlq,
   it_engine_free(&t);
 
   it_msg_t *out;
-  size_t n = it_consume_all(m->bootstraps, "out", (size_t)(total - bad), 60000,
-                            &out);
+  size_t n =
+      it_consume_all(m->bootstraps, "out", (size_t)(total - bad), 60000, &out);
   cr_assert_eq(n, (size_t)(total - bad), "output holds %zu records", n);
   long dups;
   cr_assert_eq(check_outputs(out, n, total, bad_every, &dups), total - bad);
@@ -155,8 +155,7 @@ static int has_some_output(void *arg) {
   return sum >= o->want;
 }
 
-Test(pipeline, produce_errors_and_broker_outage_lose_nothing,
-     .timeout = 300) {
+Test(pipeline, produce_errors_and_broker_outage_lose_nothing, .timeout = 300) {
   rs_mock_t *m = it_cluster(3, 4, topics);
   cr_assert(m != NULL);
   const long total = 20000;
@@ -164,9 +163,11 @@ Test(pipeline, produce_errors_and_broker_outage_lose_nothing,
   /* Retriable produce errors: librdkafka must retry them, the engine must
    * not lose or duplicate (idempotent producer). */
   rd_kafka_mock_push_request_errors(
-      m->mc, 0 /* ApiKey Produce */, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+      m->mc, 0 /* ApiKey Produce */, 6,
+      RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+      RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
       RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
   char brokers[512];
@@ -220,8 +221,9 @@ Test(pipeline, permanent_delivery_failure_stops_without_committing_past_it,
   it_engine_free(&t);
   for (int p = 0; p < 2; p++) {
     int64_t c = it_committed(m->bootstraps, "itest", "in", p);
-    cr_assert(c < 0, "partition %d committed %lld although nothing was "
-                     "delivered",
+    cr_assert(c < 0,
+              "partition %d committed %lld although nothing was "
+              "delivered",
               p, (long long)c);
   }
   rs_mock_destroy(m);
@@ -238,10 +240,9 @@ Test(pipeline, slow_sink_pauses_input_and_bounds_memory, .timeout = 300) {
   rd_kafka_mock_broker_set_rtt(m->mc, 2, 200);
   char brokers[512];
   snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
-  const char *sets[] = {brokers, "processing.high_water=64KiB",
-                        "processing.low_water=16KiB",
-                        "processing.max_inflight_records=1000",
-                        "processing.batch_size=100"};
+  const char *sets[] = {
+      brokers, "processing.high_water=64KiB", "processing.low_water=16KiB",
+      "processing.max_inflight_records=1000", "processing.batch_size=100"};
   it_engine_t t;
   cr_assert_eq(it_engine_start(&t, pipeline_yaml, sets, 5, 1), 0, "%s", t.err);
   cr_assert_eq(it_engine_join(&t, 0), 0, "%s", t.err);
@@ -253,7 +254,10 @@ Test(pipeline, slow_sink_pauses_input_and_bounds_memory, .timeout = 300) {
    * (each JSON record here is under 300 bytes). */
   cr_assert_leq(st.max_inflight_bytes, 64 * 1024 + 100 * 300,
                 "max in flight %lld bytes", (long long)st.max_inflight_bytes);
-  cr_assert_eq(st.records_out, (uint64_t)total);
+  cr_assert_eq(
+      st.records_out, (uint64_t)total, "records in %llu, out %llu, pauses %llu",
+      (unsigned long long)st.records_in, (unsigned long long)st.records_out,
+      (unsigned long long)st.pauses);
   it_msg_t *out;
   size_t n = it_consume_all(m->bootstraps, "out", (size_t)total, 60000, &out);
   long dups;

@@ -38,8 +38,8 @@ Test(cli, help_and_exit_codes) {
   snprintf(cmd, sizeof cmd, "%s --help", bin());
   cr_assert_eq(sh(cmd, &b), 0);
   cr_assert(strstr(b.data, "Commands:") != NULL);
-  const char *cmds[] = {"run", "validate", "graph", "operators", "broker",
-                        "generate"};
+  const char *cmds[] = {"run",       "validate", "graph",
+                        "operators", "broker",   "generate"};
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
     rs_buf_reset(&b);
     snprintf(cmd, sizeof cmd, "%s %s --help", bin(), cmds[i]);
@@ -65,8 +65,7 @@ Test(cli, help_and_exit_codes) {
            bin(), RS_SOURCE_DIR);
   rs_buf_reset(&b);
   cr_assert_eq(sh(cmd, &b), 2);
-  cr_assert(strstr(b.data, "state.commit_interval: 9h is out of range") !=
-                NULL,
+  cr_assert(strstr(b.data, "state.commit_interval: 9h is out of range") != NULL,
             "%s", b.data);
   snprintf(cmd, sizeof cmd, "%s validate %s/configs/demo.yaml", bin(),
            RS_SOURCE_DIR);
@@ -152,9 +151,9 @@ static int *count_outputs(const char *bootstrap, long total, size_t *n_out) {
   for (size_t i = 0; i < n; i++) {
     rs_interaction_t it;
     rs_arena_reset(&a);
-    cr_assert_eq(rs_codec_decode(codec, RS_FORMAT_JSON, m[i].val, m[i].len,
-                                 &it, (void *(*)(void *, size_t))rs_arena_alloc,
-                                 &a, err, sizeof err),
+    cr_assert_eq(rs_codec_decode(codec, RS_FORMAT_JSON, m[i].val, m[i].len, &it,
+                                 (void *(*)(void *, size_t))rs_arena_alloc, &a,
+                                 err, sizeof err),
                  0, "%s", err);
     long s = it_seq_of(&it);
     cr_assert(s >= 0 && s < total);
@@ -212,8 +211,9 @@ Test(process, sigterm_mid_stream_then_restart_continues_from_commits,
                                  &it, (void *(*)(void *, size_t))rs_arena_alloc,
                                  &a, err, sizeof err),
                  0);
-    cr_assert_eq(cnt[it_seq_of(&it)], 1, "committed input seq %ld has %d "
-                                         "outputs",
+    cr_assert_eq(cnt[it_seq_of(&it)], 1,
+                 "committed input seq %ld has %d "
+                 "outputs",
                  it_seq_of(&it), cnt[it_seq_of(&it)]);
     below++;
   }
@@ -243,7 +243,7 @@ Test(process, sigterm_mid_stream_then_restart_continues_from_commits,
 Test(process, kcat_produces_and_reads, .timeout = 120) {
   if (system("command -v kcat >/dev/null 2>&1") != 0)
     cr_assert_fail("kcat is not installed; the set-up command installs it "
-             "(apt-get install kcat)");
+                   "(apt-get install kcat)");
   rs_mock_t *m = it_cluster(1, 4, topics);
   cr_assert(m != NULL);
   char cfg[] = "/tmp/rs-kcat-XXXXXX";

@@ -378,7 +378,7 @@ Test(parse, option_errors) {
 Test(parse, option_table_is_documented) {
   cr_assert_str_eq(rs_op_parse.name, "parse");
   cr_assert_eq(rs_op_parse.abi_version, RS_ABI_VERSION);
-  cr_assert_eq(rs_op_parse.n_options, 5);
+  cr_assert_eq(rs_op_parse.n_options, 4);
   for (size_t i = 0; i < rs_op_parse.n_options; i++) {
     const rs_option_def_t *o = &rs_op_parse.options[i];
     cr_assert(o->description && strlen(o->description) > 40,

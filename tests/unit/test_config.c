@@ -83,8 +83,9 @@ Test(config, good_full_config_values_and_env) {
 
 Test(config, env_default_used_when_unset) {
   unsetenv("RS_TEST_BROKERS");
-  const char *y = "app: t\nkafka: { brokers: \"${RS_TEST_BROKERS:-h:1}\" }\n"
-                  HEAD TAIL PARSE;
+  const char *y =
+      "app: t\nkafka: { brokers: \"${RS_TEST_BROKERS:-h:1}\" }\n" HEAD TAIL
+          PARSE;
   rs_config_t *cfg = NULL;
   char err[512];
   cr_assert_eq(rs_config_load_string("x.yaml", y + 7, strlen(y + 7), NULL, 0,
@@ -101,8 +102,8 @@ Test(config, set_overrides_values_operators_and_properties) {
                         "operators.parse.format=json"};
   rs_config_t *cfg = NULL;
   char err[512];
-  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), sets, 4, &cfg,
-                                     err, sizeof err),
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), sets, 4, &cfg, err,
+                                     sizeof err),
                0, "%s", err);
   cr_assert_eq(cfg->state.commit_interval_ms, 5000);
   cr_assert_str_eq(cfg->kafka.brokers, "b:9");
@@ -129,8 +130,8 @@ static const bad_case_t bad_cases[] = {
     {"unknown_top_key", HEAD PARSE TAIL "sinkz: []\n", NULL,
      "bad.yaml:8:1: config: unknown key 'sinkz' (expected one of: app, kafka, "
      "state, processing, sources, operators, sinks, plugins)"},
-    {"unknown_state_key", "state: { dir: /tmp/x, comit_interval: 1s }\n" HEAD
-     PARSE TAIL, NULL,
+    {"unknown_state_key",
+     "state: { dir: /tmp/x, comit_interval: 1s }\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:23: state: unknown key 'comit_interval' (expected one of: "
      "dir, commit_interval, guarantee)"},
     {"bad_duration", "state:\n  commit_interval: fast\n" HEAD PARSE TAIL, NULL,
@@ -147,8 +148,8 @@ static const bad_case_t bad_cases[] = {
      "exactly_once, transactional, got 'sometimes'"},
     {"missing_sources", "app: t\n" PARSE TAIL, NULL,
      "bad.yaml:1:1: config: missing required key 'sources'"},
-    {"unset_env", "kafka: { brokers: \"${RS_SURELY_UNSET_VAR}\" }\n" HEAD PARSE
-     TAIL, NULL,
+    {"unset_env",
+     "kafka: { brokers: \"${RS_SURELY_UNSET_VAR}\" }\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:19: environment variable RS_SURELY_UNSET_VAR is not set (set "
      "it, or write ${RS_SURELY_UNSET_VAR:-default})"},
     {"unknown_operator_type",
@@ -209,7 +210,7 @@ static const bad_case_t bad_cases[] = {
      "bad.yaml:2:1: duplicate key 'app' (first at line 1)"},
     {"section_wrong_type", "state: [1, 2]\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:8: config.state: expected a mapping, got a list"},
-    {"bad_set", HEAD PARSE TAIL, "commit_interval", 
+    {"bad_set", HEAD PARSE TAIL, "commit_interval",
      "--set 'commit_interval': expected section.key=value"},
     {"set_unknown_operator", HEAD PARSE TAIL, "operators.nope.format=json",
      "--set 'operators.nope.format=json': no entry named 'nope' in "
@@ -221,8 +222,9 @@ static const bad_case_t bad_cases[] = {
      "'late' (ports: out)"},
     {"missing_type", HEAD "operators:\n  - { name: parse, input: in }\n" TAIL,
      NULL, "bad.yaml:5:5: operators 'parse': missing required key 'type'"},
-    {"bad_name", HEAD "operators:\n  - { name: \"pa rse\", type: parse, "
-                      "input: in }\n" TAIL,
+    {"bad_name",
+     HEAD "operators:\n  - { name: \"pa rse\", type: parse, "
+          "input: in }\n" TAIL,
      NULL,
      "bad.yaml:5:13: operators[0].name: 'pa rse' may only contain letters, "
      "digits, '_' and '-'"},
@@ -247,18 +249,18 @@ Test(config, unknown_option_lists_the_valid_ones) {
   char err[2048];
   int rc = load(bad_cases[14].yaml, NULL, 0, err, sizeof err);
   cr_assert_eq(rc, RS_ECONFIG);
-  cr_assert(strstr(err, "bad.yaml:5:44: operators 'parse': unknown option "
-                        "'fromat' for operator type 'parse' (expected one "
-                        "of: name, type, input(s), dead_letter_topic, format") ==
-                err,
-            "%s", err);
+  cr_assert(
+      strstr(err, "bad.yaml:5:44: operators 'parse': unknown option "
+                  "'fromat' for operator type 'parse' (expected one "
+                  "of: name, type, input(s), dead_letter_topic, format") == err,
+      "%s", err);
 }
 
 Test(config, missing_file_names_the_file) {
   rs_config_t *cfg = NULL;
   char err[512];
-  int rc = rs_config_load("/nonexistent/x.yaml", NULL, 0, &cfg, err,
-                          sizeof err);
+  int rc =
+      rs_config_load("/nonexistent/x.yaml", NULL, 0, &cfg, err, sizeof err);
   cr_assert_eq(rc, RS_ECONFIG);
   cr_assert_str_eq(err, "/nonexistent/x.yaml: cannot open: No such file or "
                         "directory");
@@ -267,9 +269,9 @@ Test(config, missing_file_names_the_file) {
 Test(config, empty_file_is_an_error) {
   rs_config_t *cfg = NULL;
   char err[512];
-  cr_assert_eq(rs_config_load_string("e.yaml", "", 0, NULL, 0, &cfg, err,
-                                     sizeof err),
-               RS_ECONFIG);
+  cr_assert_eq(
+      rs_config_load_string("e.yaml", "", 0, NULL, 0, &cfg, err, sizeof err),
+      RS_ECONFIG);
   cr_assert_str_eq(err, "e.yaml:1:1: the file is empty (expected a pipeline "
                         "mapping)");
 }
@@ -296,8 +298,8 @@ Test(config, dot_output_names_every_node_and_edge) {
   rs_registry_t *reg = NULL;
   rs_graph_t *g = NULL;
   char err[512];
-  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg,
-                                     err, sizeof err),
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
                0);
   cr_assert_eq(rs_registry_new(&reg, err, sizeof err), 0);
   cr_assert_eq(rs_graph_build(cfg, reg, &g, err, sizeof err), 0, "%s", err);

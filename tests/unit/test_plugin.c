@@ -29,8 +29,7 @@ Test(plugin, example_operator_loads_and_describes_itself) {
   cr_assert(strstr(b.data, "| `keep` | string |") != NULL, "%s", b.data);
   rs_buf_free(&b);
   /* Loading the same operator twice is a name clash, not a crash. */
-  cr_assert_eq(rs_registry_load_plugin(reg, path, err, sizeof err),
-               RS_EPLUGIN);
+  cr_assert_eq(rs_registry_load_plugin(reg, path, err, sizeof err), RS_EPLUGIN);
   cr_assert(strstr(err, "an operator named 'event_filter' is already "
                         "registered") != NULL,
             "%s", err);
@@ -98,8 +97,7 @@ Test(plugin, missing_symbol_is_refused) {
   char err[1024], path[1024];
   cr_assert_eq(rs_registry_new(&reg, err, sizeof err), 0);
   plugin_path(path, sizeof path, "rs_test_no_symbol");
-  cr_assert_eq(rs_registry_load_plugin(reg, path, err, sizeof err),
-               RS_EPLUGIN);
+  cr_assert_eq(rs_registry_load_plugin(reg, path, err, sizeof err), RS_EPLUGIN);
   cr_assert(strstr(err, "does not export the symbol 'recstream_operator'") !=
                 NULL,
             "%s", err);
@@ -110,11 +108,11 @@ Test(plugin, missing_file_is_refused) {
   rs_registry_t *reg;
   char err[1024];
   cr_assert_eq(rs_registry_new(&reg, err, sizeof err), 0);
-  cr_assert_eq(rs_registry_load_plugin(reg, "/nonexistent/op.so", err,
-                                       sizeof err),
-               RS_EPLUGIN);
-  cr_assert(strstr(err, "plugin /nonexistent/op.so: cannot load:") == err,
-            "%s", err);
+  cr_assert_eq(
+      rs_registry_load_plugin(reg, "/nonexistent/op.so", err, sizeof err),
+      RS_EPLUGIN);
+  cr_assert(strstr(err, "plugin /nonexistent/op.so: cannot load:") == err, "%s",
+            err);
   rs_registry_destroy(reg);
 }
 
