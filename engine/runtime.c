@@ -646,7 +646,8 @@ static int all_at_end(rs_engine_t *e) {
   return 1;
 }
 
-static void set_paused(rs_engine_t *e, int pause) {
+/* Pauses or resumes fetching of every assigned partition. */
+static void pause_input(rs_engine_t *e, int pause) {
   rd_kafka_topic_partition_list_t *l = NULL;
   if (rd_kafka_assignment(e->consumer, &l) == 0 && l) {
     if (l->cnt) {
@@ -657,6 +658,11 @@ static void set_paused(rs_engine_t *e, int pause) {
     }
     rd_kafka_topic_partition_list_destroy(l);
   }
+}
+
+/* Backpressure: pause or resume the input, and account for it. */
+static void set_paused(rs_engine_t *e, int pause) {
+  pause_input(e, pause);
   if (pause && !e->paused) {
     e->paused = 1;
     e->paused_since = rs_now_ns();
@@ -933,7 +939,7 @@ static void begin_stop(rs_engine_t *e) {
     return;
   e->state = ST_STOPPING;
   uv_idle_stop(&e->idle);
-  set_paused(e, 1); /* stop fetching */
+  pause_input(e, 1); /* stop fetching */
   rs_log(RS_LOG_INFO, "engine",
          "stopping: %lld output records in flight, waiting for their "
          "delivery reports",
