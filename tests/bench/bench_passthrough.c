@@ -21,7 +21,7 @@
 #include "runtime.h"
 #include "util.h"
 
-static void die(const char *what, const char *err) {
+_Noreturn static void die(const char *what, const char *err) {
   fprintf(stderr, "bench_passthrough: %s: %s\n", what, err);
   exit(1);
 }
@@ -152,10 +152,10 @@ int main(int argc, char **argv) {
            "sinks: [ { name: out, input: parse, topic: bench.out, format: "
            "avro } ]\n",
            m->bootstraps, props);
-  rs_config_t *cfg;
-  rs_registry_t *reg;
-  rs_graph_t *g;
-  rs_engine_t *e;
+  rs_config_t *cfg = NULL;
+  rs_registry_t *reg = NULL;
+  rs_graph_t *g = NULL;
+  rs_engine_t *e = NULL;
   if (rs_config_load_string("bench.yaml", yaml, strlen(yaml), NULL, 0, &cfg,
                             err, sizeof err) ||
       rs_registry_new(&reg, err, sizeof err) ||

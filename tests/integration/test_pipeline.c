@@ -265,3 +265,38 @@ Test(pipeline, slow_sink_pauses_input_and_bounds_memory, .timeout = 300) {
   it_msgs_free(out, n);
   rs_mock_destroy(m);
 }
+
+Test(pipeline, example_plugin_runs_in_a_pipeline, .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 2, topics);
+  cr_assert(m != NULL);
+  const long total = 3000; /* event types cycle VIEW, CLICK, ADD_TO_CART */
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 40, 0, "avro"), 0);
+  char yaml[2048];
+  snprintf(
+      yaml, sizeof yaml,
+      "app: plug\n"
+      "kafka: { brokers: \"%s\" }\n"
+      "plugins: [ \"%s/plugins/rs_example_operator.so\" ]\n"
+      "sources: [ { name: in, topic: in } ]\n"
+      "operators:\n"
+      "  - { name: parse, type: parse, input: in }\n"
+      "  - { name: clicks, type: event_filter, input: parse, keep: CLICK "
+      "}\n"
+      "sinks: [ { name: out, input: clicks, topic: out, format: json } ]\n",
+      m->bootstraps, RS_BINARY_DIR);
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, yaml, NULL, 0, 1), 0, "%s", t.err);
+  cr_assert_eq(it_engine_join(&t, 0), 0, "%s", t.err);
+  cr_assert_eq(rs_engine_counter(t.e, "clicks", "dropped"),
+               (uint64_t)(total - total / 3));
+  it_engine_free(&t);
+  it_msg_t *out;
+  size_t n =
+      it_consume_all(m->bootstraps, "out", (size_t)total / 3, 30000, &out);
+  cr_assert_eq(n, (size_t)total / 3);
+  for (size_t i = 0; i < n; i++)
+    cr_assert(strstr(out[i].val, "\"event_type\":\"CLICK\"") != NULL, "%s",
+              out[i].val);
+  it_msgs_free(out, n);
+  rs_mock_destroy(m);
+}
