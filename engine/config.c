@@ -539,14 +539,23 @@ static int name_entry(cctx_t *c, const rs_ynode_t *item, const char *section,
 
 /* ------------------------------------------------------------ sections */
 
+/* An optional top-level section: *sec is the mapping or NULL when absent;
+ * *m is what readers should read (an empty mapping when absent). */
+static int open_section(cctx_t *c, const rs_ynode_t *root, const char *name,
+                        rs_ynode_t **sec, const rs_ynode_t **m) {
+  static const rs_ynode_t empty = {.type = RS_Y_MAP, .line = 1, .col = 1};
+  int rc = get(c, root, "config", name, RS_Y_MAP, 0, sec);
+  *m = *sec ? *sec : &empty;
+  return rc;
+}
+
 static int read_kafka(cctx_t *c, const rs_ynode_t *root) {
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *k;
-  int rc = get(c, root, "config", "kafka", RS_Y_MAP, 0, &k);
+  const rs_ynode_t *m;
+  int rc = open_section(c, root, "kafka", &k, &m);
   if (rc)
     return rc;
-  static const rs_ynode_t empty = {.type = RS_Y_MAP, .line = 1, .col = 1};
-  const rs_ynode_t *m = k ? k : &empty;
   if ((rc = get_str(c, m, "kafka", "brokers", "embedded", 0,
                     &cfg->kafka.brokers)) ||
       (rc = get_str(c, m, "kafka", "group_id", cfg->app, 0,
@@ -580,7 +589,8 @@ static int read_kafka(cctx_t *c, const rs_ynode_t *root) {
   rs_ynode_t *emb;
   if ((rc = get(c, m, "kafka", "embedded", RS_Y_MAP, 0, &emb)))
     return rc;
-  const rs_ynode_t *em = emb ? emb : &empty;
+  static const rs_ynode_t no_embedded = {.type = RS_Y_MAP, .line = 1, .col = 1};
+  const rs_ynode_t *em = emb ? emb : &no_embedded;
   int64_t parts, brokers;
   if ((rc = get_num(c, em, "kafka.embedded", "partitions", T_INT, 4, 1, 1024,
                     &parts)) ||
@@ -602,11 +612,10 @@ static int read_kafka(cctx_t *c, const rs_ynode_t *root) {
 static int read_state(cctx_t *c, const rs_ynode_t *root) {
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *s;
-  int rc = get(c, root, "config", "state", RS_Y_MAP, 0, &s);
+  const rs_ynode_t *m;
+  int rc = open_section(c, root, "state", &s, &m);
   if (rc)
     return rc;
-  static const rs_ynode_t empty = {.type = RS_Y_MAP, .line = 1, .col = 1};
-  const rs_ynode_t *m = s ? s : &empty;
   char dflt[512];
   snprintf(dflt, sizeof dflt, ".recstream/%s", cfg->app);
   static const char *const guarantees[] = {"at_least_once", "exactly_once",
@@ -634,11 +643,10 @@ static int read_state(cctx_t *c, const rs_ynode_t *root) {
 static int read_processing(cctx_t *c, const rs_ynode_t *root) {
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *s;
-  int rc = get(c, root, "config", "processing", RS_Y_MAP, 0, &s);
+  const rs_ynode_t *m;
+  int rc = open_section(c, root, "processing", &s, &m);
   if (rc)
     return rc;
-  static const rs_ynode_t empty = {.type = RS_Y_MAP, .line = 1, .col = 1};
-  const rs_ynode_t *m = s ? s : &empty;
   static const char *const orders[] = {"arrival", "deterministic", NULL};
   int o;
   if ((rc = get_enum(c, m, "processing", "order", orders, 0, &o)) ||

@@ -179,13 +179,19 @@ static const char validate_help[] =
     "\n"
     "Options:\n";
 
+/* Parses the shared flags and CONFIG, then loads config, plugins and
+ * graph. Returns 0 to go on, -1 after printing help, or an exit status. */
+static int open_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *usage,
+                       int allow_run_flags) {
+  char help[4096];
+  snprintf(help, sizeof help, "%s%s", usage, set_help);
+  int rc = parse_cfgcmd(c, argc, argv, help, allow_run_flags);
+  return rc ? rc : load_all(c);
+}
+
 static int cmd_validate(int argc, char **argv) {
   cfgcmd_t c = {.cmd = "validate"};
-  char help[2048];
-  snprintf(help, sizeof help, "%s%s", validate_help, set_help);
-  int rc = parse_cfgcmd(&c, argc, argv, help, 0);
-  if (!rc)
-    rc = load_all(&c);
+  int rc = open_cfgcmd(&c, argc, argv, validate_help, 0);
   if (!rc)
     printf("%s: ok (app '%s': %zu sources, %zu operators, %zu sinks)\n", c.path,
            c.cfg->app, c.cfg->n_sources, c.cfg->n_operators, c.cfg->n_sinks);
@@ -203,11 +209,7 @@ static const char graph_help[] =
 
 static int cmd_graph(int argc, char **argv) {
   cfgcmd_t c = {.cmd = "graph"};
-  char help[2048];
-  snprintf(help, sizeof help, "%s%s", graph_help, set_help);
-  int rc = parse_cfgcmd(&c, argc, argv, help, 0);
-  if (!rc)
-    rc = load_all(&c);
+  int rc = open_cfgcmd(&c, argc, argv, graph_help, 0);
   if (!rc) {
     rs_buf_t b = {0};
     rs_graph_to_dot(c.graph, &b);
@@ -237,11 +239,7 @@ static const char run_help[] =
 
 static int cmd_run(int argc, char **argv) {
   cfgcmd_t c = {.cmd = "run"};
-  char help[4096];
-  snprintf(help, sizeof help, "%s%s", run_help, set_help);
-  int rc = parse_cfgcmd(&c, argc, argv, help, 1);
-  if (!rc)
-    rc = load_all(&c);
+  int rc = open_cfgcmd(&c, argc, argv, run_help, 1);
   if (rc) {
     free_cfgcmd(&c);
     return rc < 0 ? EXIT_OK : rc;
