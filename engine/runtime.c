@@ -886,15 +886,17 @@ static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason,
          buf);
     return;
   }
-  rs_log(RS_LOG_WARN, "kafka", "%s: %s", rd_kafka_name(rk), reason);
+  /* Connection failures are already in librdkafka's own log line, and
+   * librdkafka keeps retrying them; say them once. */
+  if (err != RD_KAFKA_RESP_ERR__TRANSPORT)
+    rs_log(RS_LOG_WARN, "kafka", "%s: %s", rd_kafka_name(rk), reason);
 }
 
 static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
                          const char *buf) {
-  int l = level <= 3   ? RS_LOG_ERROR
-          : level <= 4 ? RS_LOG_WARN
-          : level <= 6 ? RS_LOG_INFO
-                       : RS_LOG_DEBUG;
+  /* librdkafka's errors (syslog level 3) are conditions it retries, so
+   * they are warnings here; what stops the engine is logged as ERROR. */
+  int l = level <= 4 ? RS_LOG_WARN : level <= 6 ? RS_LOG_INFO : RS_LOG_DEBUG;
   rs_log(l, "kafka", "%s %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
