@@ -1,0 +1,634 @@
+/* The write-back state cache (see cache.h for the contract and why evicted
+ * dirty entries go to a pending batch rather than the database).
+ *
+ * Layout: a chained hash table (xxh3 of the key, seeded by column family
+ * and partition) over entries that each live in one block holding header,
+ * key and value. Blocks come from size classes (64, 96, 128, 192, ... 1 MiB,
+ * larger ones exact) with a small per-class free list, so a hit allocates
+ * nothing and a put that fits its block updates in place. Entries sit on an
+ * LRU list (head = most recent) and, while dirty, on a dirty list so a
+ * checkpoint costs O(dirty entries), not O(cache).
+ *
+ * Accounting: total bytes = live blocks + free-list blocks + the bucket
+ * array. After any call returns it is <= the bound; an entry that alone
+ * would not fit is not cached (a put then goes straight to the pending
+ * batch, a read is served from a scratch buffer).
+ */
+#include "state/cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define F_DIRTY 1u
+#define F_ABSENT 2u  /* a cached miss, or a tombstone when also dirty */
+#define N_CLASSES 29 /* 64 << 14 = 1 MiB is the largest class */
+#define CLS_LARGE 0xffu
+
+typedef struct entry entry_t;
+struct entry {
+  entry_t *hnext; /* hash chain; free-list link when free */
+  entry_t *lprev, *lnext;
+  entry_t *dprev, *dnext;
+  uint64_t hash;
+  int32_t partition;
+  int32_t cf;
+  uint32_t klen, vlen;
+  uint32_t cap;   /* bytes available for key + value */
+  uint32_t bytes; /* accounted size of the block */
+  uint8_t flags;
+  uint8_t cls;
+  unsigned char data[]; /* key, then value */
+};
+
+struct rs_cache {
+  rs_store_t *store;
+  rs__rocks_t *db;
+  rs__rocks_batch_t *spill;
+  entry_t **buckets;
+  size_t nbuckets; /* a power of two */
+  size_t n;
+  entry_t *lhead, *ltail;
+  entry_t *dhead;
+  entry_t *freel[N_CLASSES];
+  size_t free_bytes, free_cap;
+  size_t live_bytes, dirty_bytes, bound;
+  uint64_t hits, misses, evictions, writebacks;
+  rs_buf_t key;  /* prefixed key of the current call */
+  rs_buf_t ekey; /* prefixed key of an entry being spilled or staged */
+  rs_buf_t val;  /* values read but too large to cache */
+  rs_buf_t fbuf; /* encoded float vectors */
+  entry_t **scan;
+  size_t scan_cap;
+};
+
+static size_t class_size(unsigned cls) {
+  return (size_t)((cls & 1) ? 96 : 64) << (cls / 2);
+}
+
+static unsigned class_for(size_t size) {
+  for (unsigned i = 0; i < N_CLASSES; i++)
+    if (class_size(i) >= size)
+      return i;
+  return CLS_LARGE;
+}
+
+static size_t total_bytes(const rs_cache_t *c) {
+  return c->live_bytes + c->free_bytes + c->nbuckets * sizeof(entry_t *);
+}
+
+static uint64_t key_hash(int cf, int32_t partition, const void *key,
+                         size_t klen) {
+  uint64_t seed = (uint64_t)(uint32_t)cf << 32 | (uint32_t)partition;
+  return rs_hash64(key, klen, seed);
+}
+
+int rs_cache_create(rs_store_t *store, size_t bound_bytes, rs_cache_t **out) {
+  *out = NULL;
+  rs_cache_t *c = rs_calloc(1, sizeof *c);
+  if (!c)
+    return RS_ENOMEM;
+  c->store = store;
+  c->db = rs__store_rocks(store);
+  c->bound = bound_bytes ? bound_bytes : RS_CACHE_DEFAULT_BYTES;
+  c->free_cap = RS_MIN(c->bound / 64, (size_t)4 << 20);
+  c->nbuckets = 64;
+  while (c->nbuckets * sizeof(entry_t *) * 64 < c->bound &&
+         c->nbuckets < ((size_t)1 << 16))
+    c->nbuckets *= 2;
+  c->buckets = rs_calloc(c->nbuckets, sizeof *c->buckets);
+  c->spill = rs__rocks_batch_create();
+  if (!c->buckets || !c->spill) {
+    rs_cache_destroy(c);
+    return RS_ENOMEM;
+  }
+  *out = c;
+  return 0;
+}
+
+void rs_cache_destroy(rs_cache_t *c) {
+  if (!c)
+    return;
+  for (entry_t *e = c->lhead, *next; e; e = next) {
+    next = e->lnext;
+    rs_free(e);
+  }
+  for (unsigned i = 0; i < N_CLASSES; i++)
+    for (entry_t *e = c->freel[i], *next; e; e = next) {
+      next = e->hnext;
+      rs_free(e);
+    }
+  rs__rocks_batch_destroy(c->spill);
+  rs_free(c->buckets);
+  rs_free(c->scan);
+  rs_buf_free(&c->key);
+  rs_buf_free(&c->ekey);
+  rs_buf_free(&c->val);
+  rs_buf_free(&c->fbuf);
+  rs_free(c);
+}
+
+/* ---- lists ---- */
+
+static void lru_unlink(rs_cache_t *c, entry_t *e) {
+  if (e->lprev)
+    e->lprev->lnext = e->lnext;
+  else
+    c->lhead = e->lnext;
+  if (e->lnext)
+    e->lnext->lprev = e->lprev;
+  else
+    c->ltail = e->lprev;
+  e->lprev = e->lnext = NULL;
+}
+
+static void lru_push(rs_cache_t *c, entry_t *e) {
+  e->lprev = NULL;
+  e->lnext = c->lhead;
+  if (c->lhead)
+    c->lhead->lprev = e;
+  else
+    c->ltail = e;
+  c->lhead = e;
+}
+
+static void lru_touch(rs_cache_t *c, entry_t *e) {
+  if (c->lhead != e) {
+    lru_unlink(c, e);
+    lru_push(c, e);
+  }
+}
+
+static void dirty_set(rs_cache_t *c, entry_t *e) {
+  if (e->flags & F_DIRTY)
+    return;
+  e->flags |= F_DIRTY;
+  e->dprev = NULL;
+  e->dnext = c->dhead;
+  if (c->dhead)
+    c->dhead->dprev = e;
+  c->dhead = e;
+  c->dirty_bytes += e->bytes;
+}
+
+static void dirty_clear(rs_cache_t *c, entry_t *e) {
+  if (!(e->flags & F_DIRTY))
+    return;
+  e->flags &= (uint8_t)~F_DIRTY;
+  if (e->dprev)
+    e->dprev->dnext = e->dnext;
+  else
+    c->dhead = e->dnext;
+  if (e->dnext)
+    e->dnext->dprev = e->dprev;
+  e->dprev = e->dnext = NULL;
+  c->dirty_bytes -= e->bytes;
+}
+
+static void hash_unlink(rs_cache_t *c, entry_t *e) {
+  entry_t **pp = &c->buckets[e->hash & (c->nbuckets - 1)];
+  while (*pp != e)
+    pp = &(*pp)->hnext;
+  *pp = e->hnext;
+  e->hnext = NULL;
+}
+
+static entry_t *find(rs_cache_t *c, uint64_t h, int cf, int32_t partition,
+                     const void *key, size_t klen) {
+  for (entry_t *e = c->buckets[h & (c->nbuckets - 1)]; e; e = e->hnext)
+    if (e->hash == h && e->klen == klen && e->cf == cf &&
+        e->partition == partition && memcmp(e->data, key, klen) == 0)
+      return e;
+  return NULL;
+}
+
+/* ---- blocks ---- */
+
+static entry_t *block_alloc(rs_cache_t *c, size_t payload) {
+  size_t size = sizeof(entry_t) + payload;
+  unsigned cls = class_for(size);
+  entry_t *e;
+  size_t bytes;
+  if (cls == CLS_LARGE) {
+    bytes = size;
+    e = rs_malloc(size);
+  } else {
+    bytes = class_size(cls);
+    e = c->freel[cls];
+    if (e) {
+      c->freel[cls] = e->hnext;
+      c->free_bytes -= bytes;
+    } else {
+      e = rs_malloc(bytes);
+    }
+  }
+  if (!e)
+    return NULL;
+  memset(e, 0, sizeof *e);
+  e->cls = (uint8_t)cls;
+  e->bytes = (uint32_t)bytes;
+  e->cap = (uint32_t)(bytes - sizeof(entry_t));
+  c->live_bytes += bytes;
+  return e;
+}
+
+/* keep: worth reusing soon (a resize or delete), not an eviction. */
+static void block_free(rs_cache_t *c, entry_t *e, int keep) {
+  c->live_bytes -= e->bytes;
+  if (keep && e->cls != CLS_LARGE && c->free_bytes + e->bytes <= c->free_cap) {
+    e->hnext = c->freel[e->cls];
+    c->freel[e->cls] = e;
+    c->free_bytes += e->bytes;
+  } else {
+    rs_free(e);
+  }
+}
+
+static int trim_free_block(rs_cache_t *c) {
+  for (int i = N_CLASSES - 1; i >= 0; i--) {
+    entry_t *e = c->freel[i];
+    if (e) {
+      c->freel[i] = e->hnext;
+      c->free_bytes -= class_size((unsigned)i);
+      rs_free(e);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* ---- spill and eviction ---- */
+
+static void stage(rs_cache_t *c, entry_t *e, rs_buf_t *kb) {
+  /* rs__state_key only fails on ENOMEM growing kb; kb was sized for this
+   * key when the entry was created, except for ekey, which grows once. */
+  if (rs__state_key(kb, e->partition, e->data, e->klen))
+    return;
+  if (e->flags & F_ABSENT)
+    rs__rocks_batch_delete(c->db, c->spill, e->cf, kb->data, kb->len);
+  else
+    rs__rocks_batch_put(c->db, c->spill, e->cf, kb->data, kb->len,
+                        e->data + e->klen, e->vlen);
+}
+
+static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
+  dirty_clear(c, e);
+  hash_unlink(c, e);
+  lru_unlink(c, e);
+  block_free(c, e, keep);
+  c->n--;
+}
+
+static void evict(rs_cache_t *c, entry_t *e) {
+  if (e->flags & F_DIRTY) {
+    stage(c, e, &c->ekey);
+    c->writebacks++;
+  }
+  c->evictions++;
+  remove_entry(c, e, 0);
+}
+
+static void make_room(rs_cache_t *c, const entry_t *protect) {
+  while (total_bytes(c) > c->bound) {
+    if (c->ltail && c->ltail != protect)
+      evict(c, c->ltail);
+    else if (!trim_free_block(c))
+      break;
+  }
+}
+
+static void grow_table(rs_cache_t *c) {
+  size_t nb = c->nbuckets * 2;
+  entry_t **b = rs_calloc(nb, sizeof *b);
+  if (!b)
+    return; /* longer chains, still correct */
+  for (size_t i = 0; i < c->nbuckets; i++)
+    for (entry_t *e = c->buckets[i], *next; e; e = next) {
+      next = e->hnext;
+      e->hnext = b[e->hash & (nb - 1)];
+      b[e->hash & (nb - 1)] = e;
+    }
+  rs_free(c->buckets);
+  c->buckets = b;
+  c->nbuckets = nb;
+}
+
+/* Caches (key, value) with flags. *out is NULL when the entry alone would
+ * not fit in the bound (the caller then bypasses the cache). */
+static int insert(rs_cache_t *c, uint64_t h, int cf, int32_t partition,
+                  const void *key, size_t klen, const void *val, size_t vlen,
+                  unsigned flags, entry_t **out) {
+  *out = NULL;
+  size_t need = sizeof(entry_t) + klen + vlen;
+  unsigned cls = class_for(need);
+  size_t bytes = cls == CLS_LARGE ? need : class_size(cls);
+  if (klen > UINT32_MAX || vlen > UINT32_MAX ||
+      bytes + c->nbuckets * sizeof(entry_t *) > c->bound)
+    return 0;
+  if (c->n >= c->nbuckets &&
+      (c->nbuckets * 2 * sizeof(entry_t *)) * 4 <= c->bound)
+    grow_table(c);
+  entry_t *e = block_alloc(c, klen + vlen);
+  if (!e) {
+    make_room(c, NULL);
+    return RS_ENOMEM;
+  }
+  e->hash = h;
+  e->cf = cf;
+  e->partition = partition;
+  e->klen = (uint32_t)klen;
+  e->vlen = (uint32_t)vlen;
+  memcpy(e->data, key, klen);
+  if (vlen)
+    memcpy(e->data + klen, val, vlen);
+  entry_t **b = &c->buckets[h & (c->nbuckets - 1)];
+  e->hnext = *b;
+  *b = e;
+  lru_push(c, e);
+  c->n++;
+  e->flags = (uint8_t)(flags & F_ABSENT);
+  if (flags & F_DIRTY)
+    dirty_set(c, e);
+  make_room(c, e);
+  *out = e;
+  return 0;
+}
+
+static int bad_args(rs_cache_t *c, int cf, const void *key, size_t klen) {
+  return cf < 0 || (size_t)cf >= rs__rocks_cf_count(c->db) || (klen && !key);
+}
+
+/* ---- public API ---- */
+
+int rs_cache_get(rs_cache_t *c, int cf, int32_t partition, const void *key,
+                 size_t key_len, const void **value, size_t *value_len) {
+  if (bad_args(c, cf, key, key_len))
+    return RS_EINVAL;
+  uint64_t h = key_hash(cf, partition, key, key_len);
+  entry_t *e = find(c, h, cf, partition, key, key_len);
+  if (e) {
+    c->hits++;
+    lru_touch(c, e);
+    if (e->flags & F_ABSENT)
+      return RS_ENOENT;
+    *value = e->data + e->klen;
+    *value_len = e->vlen;
+    return 0;
+  }
+  c->misses++;
+  int rc = rs__state_key(&c->key, partition, key, key_len);
+  if (!rc)
+    rc = rs__rocks_get(c->db, c->spill, cf, c->key.data, c->key.len, &c->val);
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  int found = rc == 0;
+  rc = insert(c, h, cf, partition, key, key_len, c->val.data,
+              found ? c->val.len : 0, found ? 0 : F_ABSENT, &e);
+  if (rc)
+    return rc;
+  if (!found)
+    return RS_ENOENT;
+  *value = e ? e->data + e->klen : (const void *)c->val.data;
+  *value_len = e ? e->vlen : c->val.len;
+  return 0;
+}
+
+int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
+                 size_t key_len, const void *value, size_t value_len) {
+  if (bad_args(c, cf, key, key_len) || (value_len && !value))
+    return RS_EINVAL;
+  uint64_t h = key_hash(cf, partition, key, key_len);
+  entry_t *e = find(c, h, cf, partition, key, key_len);
+  if (e && key_len + value_len <= e->cap) {
+    memmove(e->data + key_len, value, value_len);
+    e->vlen = (uint32_t)value_len;
+    e->flags &= (uint8_t)~F_ABSENT;
+    dirty_set(c, e);
+    lru_touch(c, e);
+    return 0;
+  }
+  if (e)
+    remove_entry(c, e, 1); /* outgrew its block */
+  int rc =
+      insert(c, h, cf, partition, key, key_len, value, value_len, F_DIRTY, &e);
+  if (rc || e)
+    return rc;
+  /* Too large to cache: it goes to the pending batch like an eviction. */
+  if ((rc = rs__state_key(&c->key, partition, key, key_len)))
+    return rc;
+  rs__rocks_batch_put(c->db, c->spill, cf, c->key.data, c->key.len, value,
+                      value_len);
+  c->writebacks++;
+  return 0;
+}
+
+int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
+                    size_t key_len) {
+  if (bad_args(c, cf, key, key_len))
+    return RS_EINVAL;
+  uint64_t h = key_hash(cf, partition, key, key_len);
+  entry_t *e = find(c, h, cf, partition, key, key_len);
+  if (e) {
+    e->flags |= F_ABSENT;
+    e->vlen = 0;
+    dirty_set(c, e);
+    lru_touch(c, e);
+    return 0;
+  }
+  int rc = insert(c, h, cf, partition, key, key_len, NULL, 0,
+                  F_ABSENT | F_DIRTY, &e);
+  if (rc || e)
+    return rc;
+  if ((rc = rs__state_key(&c->key, partition, key, key_len)))
+    return rc;
+  rs__rocks_batch_delete(c->db, c->spill, cf, c->key.data, c->key.len);
+  return 0;
+}
+
+static int key_cmp(const void *a, size_t an, const void *b, size_t bn) {
+  int r = memcmp(a, b, RS_MIN(an, bn));
+  return r ? r : (an < bn ? -1 : an > bn);
+}
+
+static int entry_cmp(const void *pa, const void *pb) {
+  const entry_t *a = *(const entry_t *const *)pa;
+  const entry_t *b = *(const entry_t *const *)pb;
+  return key_cmp(a->data, a->klen, b->data, b->klen);
+}
+
+int rs_cache_scan(rs_cache_t *c, int cf, int32_t partition, const void *prefix,
+                  size_t prefix_len, rs_state_scan_cb cb, void *opaque) {
+  if (bad_args(c, cf, prefix, prefix_len))
+    return RS_EINVAL;
+  size_t m = 0;
+  for (size_t i = 0; i < c->nbuckets; i++)
+    for (entry_t *e = c->buckets[i]; e; e = e->hnext) {
+      if (e->cf != cf || e->partition != partition || e->klen < prefix_len ||
+          memcmp(e->data, prefix, prefix_len) != 0)
+        continue;
+      if (m == c->scan_cap) {
+        size_t cap = c->scan_cap ? c->scan_cap * 2 : 64;
+        entry_t **s = rs_realloc(c->scan, cap * sizeof *s);
+        if (!s)
+          return RS_ENOMEM;
+        c->scan = s;
+        c->scan_cap = cap;
+      }
+      c->scan[m++] = e;
+    }
+  if (m > 1)
+    qsort(c->scan, m, sizeof *c->scan, entry_cmp);
+
+  int rc = rs__state_key(&c->key, partition, prefix, prefix_len);
+  if (rc)
+    return rc;
+  int has_end = rs__state_prefix_end(c->key.data, c->key.len, &c->ekey) == 0;
+  rs__rocks_iter_t *it =
+      rs__rocks_iter_create(c->db, c->spill, cf, c->key.data, c->key.len,
+                            has_end ? c->ekey.data : NULL, c->ekey.len);
+  if (!it)
+    return RS_ENOMEM;
+  size_t i = 0;
+  while (!rc) {
+    const char *dk = NULL;
+    size_t dkn = 0;
+    if (rs__rocks_iter_valid(it)) {
+      dk = rs__rocks_iter_key(it, &dkn);
+      if (dkn < c->key.len || memcmp(dk, c->key.data, c->key.len) != 0)
+        dk = NULL; /* past the prefix */
+    }
+    entry_t *e = i < m ? c->scan[i] : NULL;
+    if (!dk && !e)
+      break;
+    int cmp = !dk ? 1 : !e ? -1 : key_cmp(dk + 4, dkn - 4, e->data, e->klen);
+    if (cmp < 0) {
+      size_t vn;
+      const void *v = rs__rocks_iter_value(it, &vn);
+      rc = cb(opaque, dk + 4, dkn - 4, v, vn);
+      rs__rocks_iter_next(it);
+      continue;
+    }
+    if (cmp == 0)
+      rs__rocks_iter_next(it); /* the cache's version wins */
+    i++;
+    if (!(e->flags & F_ABSENT))
+      rc = cb(opaque, e->data, e->klen, e->data + e->klen, e->vlen);
+  }
+  if (!rc)
+    rc = rs__rocks_iter_status(c->db, it);
+  rs__rocks_iter_destroy(it);
+  return rc;
+}
+
+static int collect_key(void *opaque, const void *key, size_t key_len,
+                       const void *value, size_t value_len) {
+  rs_buf_t *b = opaque;
+  uint32_t n = (uint32_t)key_len;
+  if (rs_buf_append(b, &n, sizeof n) || rs_buf_append(b, key, key_len))
+    return RS_ENOMEM;
+  return 0;
+}
+
+int rs_cache_drop_partition(rs_cache_t *c, int cf, int32_t partition) {
+  /* Tombstones rather than a range delete: the pending batch is a
+   * WriteBatchWithIndex, which does not support DeleteRange, and the drop
+   * must land in the same checkpoint as the offsets. */
+  rs_buf_t keys = {0};
+  int rc = rs_cache_scan(c, cf, partition, NULL, 0, collect_key, &keys);
+  for (size_t off = 0; !rc && off < keys.len;) {
+    uint32_t n;
+    memcpy(&n, keys.data + off, sizeof n);
+    off += sizeof n;
+    rc = rs_cache_delete(c, cf, partition, keys.data + off, n);
+    off += n;
+  }
+  rs_buf_free(&keys);
+  return rc;
+}
+
+int rs_cache_get_floats(rs_cache_t *c, int cf, int32_t partition,
+                        const void *key, size_t key_len, float *out,
+                        size_t dim) {
+  const void *v;
+  size_t n;
+  int rc = rs_cache_get(c, cf, partition, key, key_len, &v, &n);
+  if (rc)
+    return rc;
+  if (n != dim * 4)
+    return RS_ERANGE;
+  rs__state_floats_decode(out, v, dim);
+  return 0;
+}
+
+int rs_cache_put_floats(rs_cache_t *c, int cf, int32_t partition,
+                        const void *key, size_t key_len, const float *v,
+                        size_t dim) {
+  rs_buf_reset(&c->fbuf);
+  if (rs_buf_reserve(&c->fbuf, dim * 4 + 1))
+    return RS_ENOMEM;
+  rs__state_floats_encode((unsigned char *)c->fbuf.data, v, dim);
+  return rs_cache_put(c, cf, partition, key, key_len, c->fbuf.data, dim * 4);
+}
+
+int rs_cache_counter_add(rs_cache_t *c, int cf, int32_t partition,
+                         const void *key, size_t key_len, int64_t delta,
+                         int64_t *result) {
+  const void *v;
+  size_t n;
+  int64_t cur = 0;
+  int rc = rs_cache_get(c, cf, partition, key, key_len, &v, &n);
+  if (rc == 0) {
+    if (n != 8)
+      return RS_ERANGE;
+    cur = rs__state_i64_decode(v);
+  } else if (rc != RS_ENOENT) {
+    return rc;
+  }
+  cur = (int64_t)((uint64_t)cur + (uint64_t)delta); /* wraps, never UB */
+  unsigned char b[8];
+  rs__state_i64_encode(b, cur);
+  if (result)
+    *result = cur;
+  return rs_cache_put(c, cf, partition, key, key_len, b, 8);
+}
+
+void rs_cache_stats(const rs_cache_t *c, rs_cache_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  out->hits = c->hits;
+  out->misses = c->misses;
+  out->evictions = c->evictions;
+  out->writebacks = c->writebacks;
+  out->entries = c->n;
+  out->total_bytes = total_bytes(c);
+  out->dirty_bytes = c->dirty_bytes;
+  out->spill_bytes =
+      rs__rocks_batch_count(c->spill) ? rs__rocks_batch_bytes(c->spill) : 0;
+  out->bound_bytes = c->bound;
+}
+
+int rs_cache_needs_checkpoint(const rs_cache_t *c) {
+  return rs__rocks_batch_count(c->spill) &&
+         rs__rocks_batch_bytes(c->spill) > c->bound / 4;
+}
+
+rs__rocks_batch_t *rs__cache_batch(rs_cache_t *c) {
+  return c->spill;
+}
+
+int rs__cache_stage_dirty(rs_cache_t *c) {
+  for (entry_t *e = c->dhead; e; e = e->dnext) {
+    if (rs__state_key(&c->ekey, e->partition, e->data, e->klen))
+      return RS_ENOMEM;
+    stage(c, e, &c->ekey);
+  }
+  return 0;
+}
+
+void rs__cache_mark_clean(rs_cache_t *c) {
+  for (entry_t *e = c->dhead, *next; e; e = next) {
+    next = e->dnext;
+    e->flags &= (uint8_t)~F_DIRTY;
+    e->dprev = e->dnext = NULL;
+  }
+  c->dhead = NULL;
+  c->dirty_bytes = 0;
+}

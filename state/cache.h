@@ -1,0 +1,96 @@
+/* The write-back state cache in front of the store (DESIGN.md section 3):
+ * the engine's hot path. Entries are keyed by (column family, partition,
+ * key) and bounded in bytes (state.cache). A hit costs a hash lookup and
+ * no allocation; a miss reads RocksDB once and caches the value, or the
+ * fact that it is absent. Writes and deletes only mark entries dirty.
+ *
+ * Deviation from "evicting a dirty entry writes it to RocksDB": an evicted
+ * dirty entry goes into a pending indexed WriteBatch (RocksDB's
+ * WriteBatchWithIndex, one batch for all evictions), not into the
+ * database. Reads of evicted keys see it; the next checkpoint writes it
+ * together with the other dirty entries and the offsets. Writing it to the
+ * database at eviction would put state ahead of the stored offsets, and a
+ * crash would then replay inputs into state that already counted them. The
+ * price is that evicted dirty bytes stay in memory until the next
+ * checkpoint: rs_cache_stats().spill_bytes reports them, and the engine
+ * checkpoints early when they grow (see rs_cache_needs_checkpoint()).
+ *
+ * Not thread-safe: one cache per engine thread (or external locking).
+ */
+#ifndef RS_STATE_CACHE_H
+#define RS_STATE_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "state/store.h"
+
+#define RS_CACHE_DEFAULT_BYTES ((size_t)256 << 20)
+
+typedef struct rs_cache_stats {
+  uint64_t hits;
+  uint64_t misses;     /* reads that went to RocksDB */
+  uint64_t evictions;  /* entries evicted for space */
+  uint64_t writebacks; /* dirty entries among them, spilled to the batch */
+  size_t entries;
+  size_t total_bytes; /* entries (key + value + overhead), free blocks and
+                         the hash table; <= bound_bytes after every call */
+  size_t dirty_bytes;
+  size_t spill_bytes; /* evicted dirty data awaiting the next checkpoint */
+  size_t bound_bytes;
+} rs_cache_stats_t;
+
+/* A cache of at most bound_bytes (0: RS_CACHE_DEFAULT_BYTES) over store,
+ * which must outlive it. Free with rs_cache_destroy(); dirty entries not
+ * checkpointed are then dropped, as in a crash. */
+int rs_cache_create(rs_store_t *store, size_t bound_bytes, rs_cache_t **out);
+void rs_cache_destroy(rs_cache_t *c);
+
+/* 0 and *value and *value_len set (borrowed until the next call on the cache),
+ * RS_ENOENT if absent or deleted, RS_ESTATE if RocksDB failed (message in
+ * rs_store_errmsg()). */
+int rs_cache_get(rs_cache_t *c, int cf, int32_t partition, const void *key,
+                 size_t key_len, const void **value, size_t *value_len);
+/* Copies value in; the entry is dirty until the next checkpoint. */
+int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
+                 size_t key_len, const void *value, size_t value_len);
+/* A tombstone until the next checkpoint. Deleting an absent key is 0. */
+int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
+                    size_t key_len);
+/* Every live entry of the partition whose key starts with prefix, in key
+ * order, merging the cache (dirty values and tombstones win), the pending
+ * spill batch and RocksDB. Costs a walk of the cache's entries plus the
+ * range in RocksDB: for occasional use, not per event. cb must not call
+ * into the cache or the store. */
+int rs_cache_scan(rs_cache_t *c, int cf, int32_t partition, const void *prefix,
+                  size_t prefix_len, rs_state_scan_cb cb, void *opaque);
+/* Deletes all of a partition's state in cf, as tombstones that the next
+ * checkpoint writes (so the drop is atomic with the offsets). Cost is
+ * proportional to the partition's size. */
+int rs_cache_drop_partition(rs_cache_t *c, int cf, int32_t partition);
+
+/* Float vectors and counters as in store.h, through the cache. */
+int rs_cache_get_floats(rs_cache_t *c, int cf, int32_t partition,
+                        const void *key, size_t key_len, float *out,
+                        size_t dim);
+int rs_cache_put_floats(rs_cache_t *c, int cf, int32_t partition,
+                        const void *key, size_t key_len, const float *v,
+                        size_t dim);
+int rs_cache_counter_add(rs_cache_t *c, int cf, int32_t partition,
+                         const void *key, size_t key_len, int64_t delta,
+                         int64_t *result);
+
+void rs_cache_stats(const rs_cache_t *c, rs_cache_stats_t *out);
+/* 1 when the spill batch exceeds a quarter of the bound: the engine should
+ * checkpoint at its next consistent point instead of waiting for the
+ * commit interval, to keep memory near the bound. */
+int rs_cache_needs_checkpoint(const rs_cache_t *c);
+
+/* ---- internal to state/ (used by rs_store_checkpoint) ---- */
+rs__rocks_batch_t *rs__cache_batch(rs_cache_t *c);
+/* Adds every dirty entry to the batch (puts and deletes). */
+int rs__cache_stage_dirty(rs_cache_t *c);
+/* After the batch was written: every entry is clean. */
+void rs__cache_mark_clean(rs_cache_t *c);
+
+#endif

@@ -1,0 +1,135 @@
+/* The keyed state store: one RocksDB database per instance directory, one
+ * column family per operator instance plus "__offsets" (DESIGN.md
+ * section 3).
+ *
+ * Keys are stored as a 4-byte big-endian input partition followed by the
+ * operator's key, so a partition's state is one contiguous range that can
+ * be scanned, moved or dropped as a whole. The calls here go straight to
+ * RocksDB (microseconds each): the engine's hot path goes through the
+ * write-back cache (cache.h) instead, and the raw calls serve tools (state
+ * inspect), restore and benchmarks.
+ *
+ * A checkpoint writes one atomic WriteBatch holding every dirty cache entry
+ * and the next input offsets, so state and its input position are always
+ * consistent; without a checkpoint call nothing of the cache reaches disk.
+ *
+ * Errors: rs_err_t values. Runtime calls keep a message readable with
+ * rs_store_errmsg() until the next call on the store.
+ */
+#ifndef RS_STATE_STORE_H
+#define RS_STATE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "state/rocks.h"
+
+#define RS_STORE_OFFSETS_CF "__offsets"
+/* Extra int64 fields an offset record may carry (e.g. the acknowledged
+ * end offset of each output partition, for exactly_once). */
+#define RS_OFFSET_MAX_EXTRA 8
+
+typedef struct rs_store rs_store_t;
+typedef struct rs_cache rs_cache_t;
+
+/* Called per entry of a scan, in ascending key order, with the key without
+ * its partition prefix. Key and value are borrowed until the callback
+ * returns. A non-zero return stops the scan and is returned by it. */
+typedef int (*rs_state_scan_cb)(void *opaque, const void *key, size_t key_len,
+                                const void *value, size_t value_len);
+
+/* Opens `dir` (creating it when opts->create_if_missing) with one column
+ * family per name in cf_names plus "__offsets"; column families already on
+ * disk are opened too. opts may be NULL for the defaults. Errors (with a
+ * message naming the directory and how to recover): RS_ESTATE (locked by
+ * another process, corrupt, unreadable), RS_ENOENT (missing and
+ * create_if_missing off), RS_ECONFIG. Nothing is ever wiped. Free with
+ * rs_store_destroy(). */
+int rs_store_open(const char *dir, const char *const *cf_names, size_t n_cf,
+                  const rs_store_opts_t *opts, rs_store_t **out, char *errstr,
+                  size_t errstr_size);
+/* Closes the database. Dirty entries of a cache not checkpointed are lost
+ * (as in a crash); destroy caches first. */
+void rs_store_destroy(rs_store_t *s);
+
+/* The index of a column family (>= 0) or RS_ENOENT. */
+int rs_store_cf(const rs_store_t *s, const char *name);
+/* Borrowed until rs_store_destroy() returns. */
+const char *rs_store_dir(const rs_store_t *s);
+/* Message of the last failed runtime call; borrowed until the next call on
+ * the store. */
+const char *rs_store_errmsg(const rs_store_t *s);
+
+/* Point read. 0 and *value and *value_len set (borrowed until the next call on
+ * the store), RS_ENOENT if absent, RS_ESTATE on failure. */
+int rs_store_get(rs_store_t *s, int cf, int32_t partition, const void *key,
+                 size_t key_len, const void **value, size_t *value_len);
+/* Unbatched, unsynced writes, visible immediately: for tools and tests.
+ * The engine writes through the cache and checkpoints instead. */
+int rs_store_put(rs_store_t *s, int cf, int32_t partition, const void *key,
+                 size_t key_len, const void *value, size_t value_len);
+int rs_store_delete(rs_store_t *s, int cf, int32_t partition, const void *key,
+                    size_t key_len);
+/* Every entry of `partition` whose key starts with prefix (prefix_len may
+ * be 0), in key order. cb must not call into the store. */
+int rs_store_scan(rs_store_t *s, int cf, int32_t partition, const void *prefix,
+                  size_t prefix_len, rs_state_scan_cb cb, void *opaque);
+/* Deletes all of a partition's state in cf with one range tombstone,
+ * written at once (synced if opts.sync). Not for partitions a live cache
+ * holds entries of: use rs_cache_drop_partition() there. */
+int rs_store_drop_partition(rs_store_t *s, int cf, int32_t partition);
+
+/* Fixed-size float vectors, stored as little-endian float32 arrays.
+ * get: RS_ENOENT if absent, RS_ERANGE if the stored dimension differs from
+ * dim; out is the caller's buffer of dim floats. */
+int rs_store_get_floats(rs_store_t *s, int cf, int32_t partition,
+                        const void *key, size_t key_len, float *out,
+                        size_t dim);
+int rs_store_put_floats(rs_store_t *s, int cf, int32_t partition,
+                        const void *key, size_t key_len, const float *v,
+                        size_t dim);
+/* int64 counters, stored as 8 little-endian bytes; an absent counter is 0.
+ * Adds delta and stores the sum in *result (may be NULL). RS_ERANGE if
+ * the stored value is not 8 bytes. */
+int rs_store_counter_add(rs_store_t *s, int cf, int32_t partition,
+                         const void *key, size_t key_len, int64_t delta,
+                         int64_t *result);
+
+/* The position of one input partition (or, by convention of the caller,
+ * any other stream position) stored in "__offsets". */
+typedef struct rs_offset {
+  const char *topic; /* borrowed until the call returns; see read_offsets */
+  int32_t partition;
+  int64_t next_offset; /* the next input offset to process */
+  size_t n_extra;      /* <= RS_OFFSET_MAX_EXTRA */
+  int64_t extra[RS_OFFSET_MAX_EXTRA];
+} rs_offset_t;
+
+/* Writes ONE atomic WriteBatch holding every dirty entry of cache (may be
+ * NULL), the entries it spilled on eviction since the last checkpoint, and
+ * the n offsets (upserted; offsets not given keep their stored value),
+ * with the WAL fsynced if opts.sync. On success the cache's entries are
+ * clean; on failure (RS_ESTATE) nothing was written and the cache is as
+ * before, so the call may be retried. */
+int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
+                        const rs_offset_t *offsets, size_t n);
+/* Every stored offset record, sorted by (topic, partition). *out is an
+ * array of *n records (topics included); free with
+ * rs_store_offsets_free(). */
+int rs_store_read_offsets(rs_store_t *s, rs_offset_t **out, size_t *n);
+void rs_store_offsets_free(rs_offset_t *offsets, size_t n);
+
+/* ---- internal to state/ ---- */
+rs__rocks_t *rs__store_rocks(rs_store_t *s);
+/* Writes the 4-byte partition prefix and key into b (replacing it). */
+int rs__state_key(rs_buf_t *b, int32_t partition, const void *key,
+                  size_t key_len);
+/* The exclusive upper bound of all keys starting with p[0..n): 0 and the
+ * bound in out, or RS_ENOENT if there is none (all bytes 0xff). */
+int rs__state_prefix_end(const void *p, size_t n, rs_buf_t *out);
+void rs__state_floats_encode(unsigned char *dst, const float *v, size_t dim);
+void rs__state_floats_decode(float *dst, const unsigned char *src, size_t dim);
+void rs__state_i64_encode(unsigned char dst[8], int64_t v);
+int64_t rs__state_i64_decode(const unsigned char src[8]);
+
+#endif
