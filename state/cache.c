@@ -353,15 +353,18 @@ static int insert(rs_cache_t *c, uint64_t h, int cf, int32_t partition,
   return 0;
 }
 
-static int bad_args(rs_cache_t *c, int cf, const void *key, size_t klen) {
-  return cf < 0 || (size_t)cf >= rs__rocks_cf_count(c->db) || (klen && !key);
+/* Also points empty keys at "" so memcmp/memcpy never see NULL. */
+static int bad_args(rs_cache_t *c, int cf, const void **key, size_t klen) {
+  if (!klen)
+    *key = "";
+  return cf < 0 || (size_t)cf >= rs__rocks_cf_count(c->db) || !*key;
 }
 
 /* ---- public API ---- */
 
 int rs_cache_get(rs_cache_t *c, int cf, int32_t partition, const void *key,
                  size_t key_len, const void **value, size_t *value_len) {
-  if (bad_args(c, cf, key, key_len))
+  if (bad_args(c, cf, &key, key_len))
     return RS_EINVAL;
   uint64_t h = key_hash(cf, partition, key, key_len);
   entry_t *e = find(c, h, cf, partition, key, key_len);
@@ -394,7 +397,7 @@ int rs_cache_get(rs_cache_t *c, int cf, int32_t partition, const void *key,
 
 int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
                  size_t key_len, const void *value, size_t value_len) {
-  if (bad_args(c, cf, key, key_len) || (value_len && !value))
+  if (bad_args(c, cf, &key, key_len) || bad_args(c, cf, &value, value_len))
     return RS_EINVAL;
   uint64_t h = key_hash(cf, partition, key, key_len);
   entry_t *e = find(c, h, cf, partition, key, key_len);
@@ -423,7 +426,7 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
 
 int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
                     size_t key_len) {
-  if (bad_args(c, cf, key, key_len))
+  if (bad_args(c, cf, &key, key_len))
     return RS_EINVAL;
   uint64_t h = key_hash(cf, partition, key, key_len);
   entry_t *e = find(c, h, cf, partition, key, key_len);
@@ -457,7 +460,7 @@ static int entry_cmp(const void *pa, const void *pb) {
 
 int rs_cache_scan(rs_cache_t *c, int cf, int32_t partition, const void *prefix,
                   size_t prefix_len, rs_state_scan_cb cb, void *opaque) {
-  if (bad_args(c, cf, prefix, prefix_len))
+  if (bad_args(c, cf, &prefix, prefix_len))
     return RS_EINVAL;
   size_t m = 0;
   for (size_t i = 0; i < c->nbuckets; i++)
