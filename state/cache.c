@@ -258,16 +258,17 @@ static int trim_free_block(rs_cache_t *c) {
 
 /* ---- spill and eviction ---- */
 
-static void stage(rs_cache_t *c, entry_t *e, rs_buf_t *kb) {
+static void stage(rs_cache_t *c, rs__rocks_batch_t *b, entry_t *e,
+                  rs_buf_t *kb) {
   /* rs__state_key only fails on ENOMEM growing kb; kb was sized for this
    * key when the entry was created, except for ekey, which grows once. */
   if (rs__state_key(kb, e->partition, e->data, e->klen))
     return;
   if (e->flags & F_ABSENT)
-    rs__rocks_batch_delete(c->db, c->spill, e->cf, kb->data, kb->len);
+    rs__rocks_batch_delete(c->db, b, e->cf, kb->data, kb->len);
   else
-    rs__rocks_batch_put(c->db, c->spill, e->cf, kb->data, kb->len,
-                        e->data + e->klen, e->vlen);
+    rs__rocks_batch_put(c->db, b, e->cf, kb->data, kb->len, e->data + e->klen,
+                        e->vlen);
 }
 
 static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
@@ -280,7 +281,7 @@ static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
 
 static void evict(rs_cache_t *c, entry_t *e) {
   if (e->flags & F_DIRTY) {
-    stage(c, e, &c->ekey);
+    stage(c, c->spill, e, &c->ekey);
     c->writebacks++;
   }
   c->evictions++;
@@ -617,16 +618,17 @@ rs__rocks_batch_t *rs__cache_batch(rs_cache_t *c) {
   return c->spill;
 }
 
-int rs__cache_stage_dirty(rs_cache_t *c) {
+int rs__cache_stage_dirty(rs_cache_t *c, rs__rocks_batch_t *b) {
   for (entry_t *e = c->dhead; e; e = e->dnext) {
     if (rs__state_key(&c->ekey, e->partition, e->data, e->klen))
       return RS_ENOMEM;
-    stage(c, e, &c->ekey);
+    stage(c, b, e, &c->ekey);
   }
   return 0;
 }
 
-void rs__cache_mark_clean(rs_cache_t *c) {
+void rs__cache_checkpointed(rs_cache_t *c) {
+  rs__rocks_batch_clear(c->spill);
   for (entry_t *e = c->dhead, *next; e; e = next) {
     next = e->dnext;
     e->flags &= (uint8_t)~F_DIRTY;

@@ -88,9 +88,10 @@ int rs_cache_needs_checkpoint(const rs_cache_t *c);
 
 /* ---- internal to state/ (used by rs_store_checkpoint) ---- */
 rs__rocks_batch_t *rs__cache_batch(rs_cache_t *c);
-/* Adds every dirty entry to the batch (puts and deletes). */
-int rs__cache_stage_dirty(rs_cache_t *c);
-/* After the batch was written: every entry is clean. */
-void rs__cache_mark_clean(rs_cache_t *c);
+/* Adds every dirty entry to b (puts and deletes). */
+int rs__cache_stage_dirty(rs_cache_t *c, rs__rocks_batch_t *b);
+/* After the checkpoint batch was written: every entry is clean and the
+ * spill batch is empty. */
+void rs__cache_checkpointed(rs_cache_t *c);
 
 #endif

@@ -30,7 +30,8 @@ struct rs__rocks {
 };
 
 struct rs__rocks_batch {
-  rocksdb_writebatch_wi_t *wb;
+  rocksdb_writebatch_wi_t *wi; /* indexed, or */
+  rocksdb_writebatch_t *wb;    /* plain */
 };
 
 struct rs__rocks_iter {
@@ -306,10 +307,12 @@ int rs__rocks_get(rs__rocks_t *r, rs__rocks_batch_t *batch, int cf,
     return RS_EINVAL;
   char *err = NULL;
   size_t n = 0;
+  if (batch && !batch->wi)
+    batch = NULL; /* plain batches are write-only */
   char *v =
       batch
           ? rocksdb_writebatch_wi_get_from_batch_and_db_cf(
-                batch->wb, r->db, r->ropts, r->cfs[cf], key, key_len, &n, &err)
+                batch->wi, r->db, r->ropts, r->cfs[cf], key, key_len, &n, &err)
           : rocksdb_get_cf(r->db, r->ropts, r->cfs[cf], key, key_len, &n, &err);
   if (err)
     return take_err(r, err, "read");
@@ -350,62 +353,86 @@ int rs__rocks_delete_range(rs__rocks_t *r, int cf, const void *begin,
 }
 
 rs__rocks_batch_t *rs__rocks_batch_create(void) {
-  rs__rocks_batch_t *b = rs_malloc(sizeof *b);
+  rs__rocks_batch_t *b = rs_calloc(1, sizeof *b);
   if (!b)
     return NULL;
   /* overwrite_keys=1: a key written twice is indexed once, so reads see
    * the newest pending value. */
-  b->wb = rocksdb_writebatch_wi_create(0, 1);
+  b->wi = rocksdb_writebatch_wi_create(0, 1);
+  return b;
+}
+
+rs__rocks_batch_t *rs__rocks_batch_plain(rs__rocks_batch_t *src) {
+  rs__rocks_batch_t *b = rs_calloc(1, sizeof *b);
+  if (!b)
+    return NULL;
+  size_t n = 0;
+  const char *rep = NULL;
+  if (src && src->wi && rocksdb_writebatch_wi_count(src->wi))
+    rep = rocksdb_writebatch_wi_data(src->wi, &n);
+  else if (src && src->wb && rocksdb_writebatch_count(src->wb))
+    rep = rocksdb_writebatch_data(src->wb, &n);
+  b->wb = rep ? rocksdb_writebatch_create_from(rep, n)
+              : rocksdb_writebatch_create();
   return b;
 }
 
 void rs__rocks_batch_destroy(rs__rocks_batch_t *b) {
   if (!b)
     return;
-  rocksdb_writebatch_wi_destroy(b->wb);
+  if (b->wi)
+    rocksdb_writebatch_wi_destroy(b->wi);
+  if (b->wb)
+    rocksdb_writebatch_destroy(b->wb);
   rs_free(b);
 }
 
 void rs__rocks_batch_put(rs__rocks_t *r, rs__rocks_batch_t *b, int cf,
                          const void *key, size_t key_len, const void *val,
                          size_t val_len) {
-  rocksdb_writebatch_wi_put_cf(b->wb, r->cfs[cf], key, key_len, val, val_len);
+  if (b->wi)
+    rocksdb_writebatch_wi_put_cf(b->wi, r->cfs[cf], key, key_len, val, val_len);
+  else
+    rocksdb_writebatch_put_cf(b->wb, r->cfs[cf], key, key_len, val, val_len);
 }
 
 void rs__rocks_batch_delete(rs__rocks_t *r, rs__rocks_batch_t *b, int cf,
                             const void *key, size_t key_len) {
-  rocksdb_writebatch_wi_delete_cf(b->wb, r->cfs[cf], key, key_len);
+  if (b->wi)
+    rocksdb_writebatch_wi_delete_cf(b->wi, r->cfs[cf], key, key_len);
+  else
+    rocksdb_writebatch_delete_cf(b->wb, r->cfs[cf], key, key_len);
 }
 
 int rs__rocks_batch_count(rs__rocks_batch_t *b) {
-  return rocksdb_writebatch_wi_count(b->wb);
+  return b->wi ? rocksdb_writebatch_wi_count(b->wi)
+               : rocksdb_writebatch_count(b->wb);
 }
 
 size_t rs__rocks_batch_bytes(rs__rocks_batch_t *b) {
   size_t n = 0;
-  rocksdb_writebatch_wi_data(b->wb, &n);
+  if (b->wi)
+    rocksdb_writebatch_wi_data(b->wi, &n);
+  else
+    rocksdb_writebatch_data(b->wb, &n);
   return n;
 }
 
-void rs__rocks_batch_savepoint(rs__rocks_batch_t *b) {
-  rocksdb_writebatch_wi_set_save_point(b->wb);
-}
-
-void rs__rocks_batch_rollback(rs__rocks_batch_t *b) {
-  char *err = NULL;
-  rocksdb_writebatch_wi_rollback_to_save_point(b->wb, &err);
-  rocksdb_free(err); /* only "no savepoint", which callers never cause */
-}
-
 void rs__rocks_batch_clear(rs__rocks_batch_t *b) {
-  rocksdb_writebatch_wi_clear(b->wb);
+  if (b->wi)
+    rocksdb_writebatch_wi_clear(b->wi);
+  else
+    rocksdb_writebatch_clear(b->wb);
 }
 
 int rs__rocks_batch_write(rs__rocks_t *r, rs__rocks_batch_t *b, int sync) {
   char *err = NULL;
   int s = sync < 0 ? r->sync : sync;
-  rocksdb_write_writebatch_wi(r->db, s ? r->wopts_sync : r->wopts_nosync, b->wb,
-                              &err);
+  const rocksdb_writeoptions_t *wo = s ? r->wopts_sync : r->wopts_nosync;
+  if (b->wi)
+    rocksdb_write_writebatch_wi(r->db, wo, b->wi, &err);
+  else
+    rocksdb_write(r->db, wo, b->wb, &err);
   return err ? take_err(r, err, "checkpoint write") : 0;
 }
 
@@ -435,9 +462,10 @@ rs__rocks_iter_t *rs__rocks_iter_create(rs__rocks_t *r,
                                                 upper_len);
   rocksdb_iterator_t *base =
       rocksdb_create_iterator_cf(r->db, it->ropts, r->cfs[cf]);
-  it->it = batch ? rocksdb_writebatch_wi_create_iterator_with_base_cf(
-                       batch->wb, base, r->cfs[cf])
-                 : base;
+  it->it = batch && batch->wi
+               ? rocksdb_writebatch_wi_create_iterator_with_base_cf(
+                     batch->wi, base, r->cfs[cf])
+               : base;
   rocksdb_iter_seek(it->it, lower, lower_len);
   return it;
 }

@@ -78,10 +78,14 @@ int rs__rocks_delete(rs__rocks_t *r, int cf, const void *key, size_t key_len);
 int rs__rocks_delete_range(rs__rocks_t *r, int cf, const void *begin,
                            size_t begin_len, const void *end, size_t end_len);
 
-/* An indexed write batch: readable through rs__rocks_get/iter before it is
- * written, written atomically by rs__rocks_batch_write(). Free with
+/* A write batch, written atomically by rs__rocks_batch_write(). An
+ * indexed one (rs__rocks_batch_create) is also readable through
+ * rs__rocks_get/iter before it is written, at the cost of a skiplist insert
+ * per write; a plain one (rs__rocks_batch_plain) only appends. Free with
  * rs__rocks_batch_destroy(). */
 rs__rocks_batch_t *rs__rocks_batch_create(void);
+/* A plain batch starting with a copy of src's writes (src may be NULL). */
+rs__rocks_batch_t *rs__rocks_batch_plain(rs__rocks_batch_t *src);
 void rs__rocks_batch_destroy(rs__rocks_batch_t *b);
 void rs__rocks_batch_put(rs__rocks_t *r, rs__rocks_batch_t *b, int cf,
                          const void *key, size_t key_len, const void *val,
@@ -91,8 +95,6 @@ void rs__rocks_batch_delete(rs__rocks_t *r, rs__rocks_batch_t *b, int cf,
 int rs__rocks_batch_count(rs__rocks_batch_t *b);
 /* Bytes of the batch's serialized form (what it holds in memory, roughly). */
 size_t rs__rocks_batch_bytes(rs__rocks_batch_t *b);
-void rs__rocks_batch_savepoint(rs__rocks_batch_t *b);
-void rs__rocks_batch_rollback(rs__rocks_batch_t *b);
 void rs__rocks_batch_clear(rs__rocks_batch_t *b);
 /* Writes the whole batch as one atomic write; sync per the open options
  * (or forced when sync > 0; sync < 0 means "per options"). */

@@ -13,10 +13,9 @@
 struct rs_store {
   rs__rocks_t *db;
   int offsets_cf;
-  rs_buf_t key;             /* scratch: prefixed key */
-  rs_buf_t key2;            /* scratch: range ends */
-  rs_buf_t val;             /* the value rs_store_get() lends out */
-  rs__rocks_batch_t *batch; /* for checkpoints without a cache */
+  rs_buf_t key;  /* scratch: prefixed key */
+  rs_buf_t key2; /* scratch: range ends */
+  rs_buf_t val;  /* the value rs_store_get() lends out */
 };
 
 int rs__state_key(rs_buf_t *b, int32_t partition, const void *key,
@@ -101,7 +100,6 @@ int rs_store_open(const char *dir, const char *const *cf_names, size_t n_cf,
 void rs_store_destroy(rs_store_t *s) {
   if (!s)
     return;
-  rs__rocks_batch_destroy(s->batch);
   rs__rocks_close(s->db);
   rs_buf_free(&s->key);
   rs_buf_free(&s->key2);
@@ -254,19 +252,14 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
   for (size_t i = 0; i < n; i++)
     if (!offsets[i].topic || offsets[i].n_extra > RS_OFFSET_MAX_EXTRA)
       return RS_EINVAL;
-  rs__rocks_batch_t *b;
-  if (cache) {
-    b = rs__cache_batch(cache);
-  } else {
-    if (!s->batch && !(s->batch = rs__rocks_batch_create()))
-      return RS_ENOMEM;
-    b = s->batch;
-    rs__rocks_batch_clear(b);
-  }
-  /* The batch may already hold entries the cache spilled on eviction; a
-   * failed write rolls back to them so the call can be retried. */
-  rs__rocks_batch_savepoint(b);
-  int rc = cache ? rs__cache_stage_dirty(cache) : 0;
+  /* A plain batch seeded with what the cache spilled since the last
+   * checkpoint: appending the dirty entries to it costs a copy each, where
+   * the spill's indexed batch would cost a skiplist insert each. */
+  rs__rocks_batch_t *b =
+      rs__rocks_batch_plain(cache ? rs__cache_batch(cache) : NULL);
+  if (!b)
+    return RS_ENOMEM;
+  int rc = cache ? rs__cache_stage_dirty(cache, b) : 0;
   for (size_t i = 0; !rc && i < n; i++) {
     unsigned char v[8 * (1 + RS_OFFSET_MAX_EXTRA)];
     rs__state_i64_encode(v, offsets[i].next_offset);
@@ -279,14 +272,11 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
   }
   if (!rc)
     rc = rs__rocks_batch_write(s->db, b, -1);
-  if (rc) {
-    rs__rocks_batch_rollback(b);
-    return rc;
-  }
-  rs__rocks_batch_clear(b);
-  if (cache)
-    rs__cache_mark_clean(cache);
-  return 0;
+  rs__rocks_batch_destroy(b);
+  /* On failure nothing was written and the cache is untouched. */
+  if (!rc && cache)
+    rs__cache_checkpointed(cache);
+  return rc;
 }
 
 typedef struct offs_acc {
