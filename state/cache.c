@@ -6,7 +6,7 @@
  * key and value. Blocks come from size classes (64, 96, 128, 192, ... 1 MiB,
  * larger ones exact) with a small per-class free list, so a hit allocates
  * nothing and a put that fits its block updates in place. Entries sit on an
- * LRU list (head = most recent) and, while dirty, on a dirty list so a
+ * CLOCK ring and, while dirty, on a dirty list so a
  * checkpoint costs O(dirty entries), not O(cache).
  *
  * Accounting: total bytes = live blocks + free-list blocks + the bucket
@@ -21,6 +21,7 @@
 
 #define F_DIRTY 1u
 #define F_ABSENT 2u  /* a cached miss, or a tombstone when also dirty */
+#define F_REF 4u     /* used since the CLOCK hand last passed */
 #define N_CLASSES 29 /* 64 << 14 = 1 MiB is the largest class */
 #define CLS_LARGE 0xffu
 
@@ -47,7 +48,7 @@ struct rs_cache {
   entry_t **buckets;
   size_t nbuckets; /* a power of two */
   size_t n;
-  entry_t *lhead, *ltail;
+  entry_t *hand; /* CLOCK hand on the ring of entries */
   entry_t *dhead;
   entry_t *freel[N_CLASSES];
   size_t free_bytes, free_cap;
@@ -108,14 +109,16 @@ int rs_cache_create(rs_store_t *store, size_t bound_bytes, rs_cache_t **out) {
 void rs_cache_destroy(rs_cache_t *c) {
   if (!c)
     return;
-  for (entry_t *e = c->lhead, *next; e; e = next) {
-    next = e->lnext;
+  entry_t *e = c->hand;
+  for (size_t i = 0; i < c->n; i++) {
+    entry_t *next = e->lnext;
     rs_free(e);
+    e = next;
   }
   for (unsigned i = 0; i < N_CLASSES; i++)
-    for (entry_t *e = c->freel[i], *next; e; e = next) {
-      next = e->hnext;
-      rs_free(e);
+    for (entry_t *f = c->freel[i], *next; f; f = next) {
+      next = f->hnext;
+      rs_free(f);
     }
   rs__rocks_batch_destroy(c->spill);
   rs_free(c->buckets);
@@ -129,33 +132,50 @@ void rs_cache_destroy(rs_cache_t *c) {
 
 /* ---- lists ---- */
 
-static void lru_unlink(rs_cache_t *c, entry_t *e) {
-  if (e->lprev)
+/* CLOCK: entries form a ring; a hit only sets F_REF in the entry it
+ * already touched, where LRU would also write both list neighbours (two
+ * more cache misses per hit on a large cache). The hand sweeps, clearing
+ * F_REF, and evicts the first entry found without it. */
+static void ring_unlink(rs_cache_t *c, entry_t *e) {
+  if (e->lnext == e) {
+    c->hand = NULL;
+  } else {
     e->lprev->lnext = e->lnext;
-  else
-    c->lhead = e->lnext;
-  if (e->lnext)
     e->lnext->lprev = e->lprev;
-  else
-    c->ltail = e->lprev;
+    if (c->hand == e)
+      c->hand = e->lnext;
+  }
   e->lprev = e->lnext = NULL;
 }
 
-static void lru_push(rs_cache_t *c, entry_t *e) {
-  e->lprev = NULL;
-  e->lnext = c->lhead;
-  if (c->lhead)
-    c->lhead->lprev = e;
-  else
-    c->ltail = e;
-  c->lhead = e;
+/* New entries go just behind the hand: a full sweep before eviction. */
+static void ring_push(rs_cache_t *c, entry_t *e) {
+  entry_t *h = c->hand;
+  if (!h) {
+    e->lprev = e->lnext = c->hand = e;
+    return;
+  }
+  e->lnext = h;
+  e->lprev = h->lprev;
+  h->lprev->lnext = e;
+  h->lprev = e;
 }
 
-static void lru_touch(rs_cache_t *c, entry_t *e) {
-  if (c->lhead != e) {
-    lru_unlink(c, e);
-    lru_push(c, e);
+static void touch(entry_t *e) {
+  e->flags |= F_REF;
+}
+
+static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
+  entry_t *h = c->hand;
+  for (size_t i = 0; h && i <= 2 * c->n; i++) {
+    if (h != protect && !(h->flags & F_REF)) {
+      c->hand = h->lnext;
+      return h;
+    }
+    h->flags &= (uint8_t)~F_REF;
+    h = h->lnext;
   }
+  return NULL;
 }
 
 static void dirty_set(rs_cache_t *c, entry_t *e) {
@@ -274,7 +294,7 @@ static void stage(rs_cache_t *c, rs__rocks_batch_t *b, entry_t *e,
 static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
   dirty_clear(c, e);
   hash_unlink(c, e);
-  lru_unlink(c, e);
+  ring_unlink(c, e);
   block_free(c, e, keep);
   c->n--;
 }
@@ -290,8 +310,9 @@ static void evict(rs_cache_t *c, entry_t *e) {
 
 static void make_room(rs_cache_t *c, const entry_t *protect) {
   while (total_bytes(c) > c->bound) {
-    if (c->ltail && c->ltail != protect)
-      evict(c, c->ltail);
+    entry_t *v = victim(c, protect);
+    if (v)
+      evict(c, v);
     else if (!trim_free_block(c))
       break;
   }
@@ -344,7 +365,7 @@ static int insert(rs_cache_t *c, uint64_t h, int cf, int32_t partition,
   entry_t **b = &c->buckets[h & (c->nbuckets - 1)];
   e->hnext = *b;
   *b = e;
-  lru_push(c, e);
+  ring_push(c, e);
   c->n++;
   e->flags = (uint8_t)(flags & F_ABSENT);
   if (flags & F_DIRTY)
@@ -371,7 +392,7 @@ int rs_cache_get(rs_cache_t *c, int cf, int32_t partition, const void *key,
   entry_t *e = find(c, h, cf, partition, key, key_len);
   if (e) {
     c->hits++;
-    lru_touch(c, e);
+    touch(e);
     if (e->flags & F_ABSENT)
       return RS_ENOENT;
     *value = e->data + e->klen;
@@ -407,7 +428,7 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
     e->vlen = (uint32_t)value_len;
     e->flags &= (uint8_t)~F_ABSENT;
     dirty_set(c, e);
-    lru_touch(c, e);
+    touch(e);
     return 0;
   }
   if (e)
@@ -435,7 +456,7 @@ int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
     e->flags |= F_ABSENT;
     e->vlen = 0;
     dirty_set(c, e);
-    lru_touch(c, e);
+    touch(e);
     return 0;
   }
   int rc = insert(c, h, cf, partition, key, key_len, NULL, 0,
