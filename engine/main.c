@@ -269,6 +269,10 @@ static int cmd_run(int argc, char **argv) {
   printf("  backpressure:       %llu pauses, %.2f s paused\n",
          (unsigned long long)st.pauses, (double)st.paused_ns / 1e9);
   printf("  offset commits:     %llu\n", (unsigned long long)st.commits);
+  if (st.refetched)
+    printf("  skipped refetches:  %llu (records the client delivered again "
+           "after a pause)\n",
+           (unsigned long long)st.refetched);
   fflush(stdout);
   if (erc)
     fprintf(stderr, "recstream run: %s\n", err[0] ? err : rs_strerror(erc));

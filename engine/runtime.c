@@ -532,11 +532,21 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
 static int process_run(rs_engine_t *e, size_t src, int32_t partition,
                        rd_kafka_message_t **msgs, size_t n) {
   part_t *p = get_part(e, src, partition);
-  tracker_t *t = rs_calloc(1, sizeof(*t));
-  if (!p || !t) {
-    rs_free(t);
+  if (!p)
     return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
-  }
+  /* Pausing a partition drops what librdkafka had fetched, and resuming may
+   * fetch again from before our position: never process a record twice. */
+  size_t skip = 0;
+  while (skip < n && p->next_offset >= 0 && msgs[skip]->offset < p->next_offset)
+    skip++;
+  e->stats.refetched += skip;
+  msgs += skip;
+  n -= skip;
+  if (n == 0)
+    return 0;
+  tracker_t *t = rs_calloc(1, sizeof(*t));
+  if (!t)
+    return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
   t->part = p;
   t->generation = p->generation;
   t->end_offset = msgs[n - 1]->offset + 1;

@@ -24,7 +24,9 @@ typedef struct rs_engine_opts {
 } rs_engine_opts_t;
 
 typedef struct rs_engine_stats {
-  uint64_t records_in; /* consumed from sources */
+  uint64_t records_in; /* consumed from sources and processed */
+  uint64_t refetched;  /* delivered again by the client after a pause;
+                          skipped: nothing is processed twice */
   uint64_t
       records_out; /* produced to sinks (all acknowledged after a clean stop) */
   uint64_t dead_lettered; /* acknowledged dead-letter records */

@@ -262,6 +262,7 @@ Test(pipeline, slow_sink_pauses_input_and_bounds_memory, .timeout = 300) {
   size_t n = it_consume_all(m->bootstraps, "out", (size_t)total, 60000, &out);
   long dups;
   cr_assert_eq(check_outputs(out, n, total, 0, &dups), total);
+  cr_assert_eq(dups, 0, "pausing made %ld duplicates", dups);
   it_msgs_free(out, n);
   rs_mock_destroy(m);
 }
