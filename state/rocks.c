@@ -144,6 +144,19 @@ static void set_options(rs__rocks_t *r, const rs_store_opts_t *o,
 void rs__rocks_close(rs__rocks_t *r) {
   if (!r)
     return;
+  if (r->db) {
+    /* Flush memtables so a clean restart does not replay the WAL (a crash
+     * still does). A failed flush loses nothing: the WAL has the data. */
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    for (size_t i = 0; i < r->n_cf; i++) {
+      char *err = NULL;
+      rocksdb_flush_cf(r->db, fo, r->cfs[i], &err);
+      rocksdb_free(err);
+    }
+    rocksdb_flushoptions_destroy(fo);
+  }
+  /* Handles go before the database they belong to. */
   if (r->cfs) {
     for (size_t i = 0; i < r->n_cf; i++)
       if (r->cfs[i])
@@ -307,8 +320,8 @@ int rs__rocks_get(rs__rocks_t *r, rs__rocks_batch_t *batch, int cf,
     return RS_EINVAL;
   char *err = NULL;
   size_t n = 0;
-  if (batch && !batch->wi)
-    batch = NULL; /* plain batches are write-only */
+  if (batch && (!batch->wi || !rocksdb_writebatch_wi_count(batch->wi)))
+    batch = NULL; /* plain batches are write-only; empty ones cost a lookup */
   char *v =
       batch
           ? rocksdb_writebatch_wi_get_from_batch_and_db_cf(
