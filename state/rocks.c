@@ -82,6 +82,10 @@ static int open_error(const char *dir, char *err, int defaulted_compression,
                    "state directory, rebuild it with `recstream replay`, or "
                    "start empty with --reset-state (%s)",
                    dir, err);
+  else if (strstr(err, "Permission denied"))
+    rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                   "state directory %s is not accessible to this user: %s", dir,
+                   err);
   else if (strstr(err, "is not linked with the binary") &&
            !defaulted_compression)
     rc = rs_seterr(errstr, errstr_size, RS_ECONFIG,
@@ -199,14 +203,22 @@ int rs__rocks_open(const char *dir, const char *const *cf_names, size_t n_cf,
   }
   struct stat st;
   if (stat(dir, &st) != 0) {
-    if (errno != ENOENT || !o.create_if_missing)
-      return rs_seterr(errstr, errstr_size,
-                       errno == ENOENT ? RS_ENOENT : RS_ESTATE,
-                       "state directory %s: %s%s", dir, strerror(errno),
-                       errno == ENOENT ? " (create_if_missing is off; point "
-                                         "state.dir at the instance's state "
-                                         "directory or enable it)"
-                                       : "");
+    if (errno != ENOENT)
+      return rs_seterr(errstr, errstr_size, RS_ESTATE, "state directory %s: %s",
+                       dir, strerror(errno));
+    if (!o.create_if_missing)
+      return rs_seterr(errstr, errstr_size, RS_ENOENT,
+                       "state directory %s does not exist and "
+                       "create_if_missing is off; point state.dir at the "
+                       "instance's state directory, or enable it to start "
+                       "empty",
+                       dir);
+    /* RocksDB would create it too, but a missing parent should be reported
+     * as such, not as an unreadable database. */
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+      return rs_seterr(errstr, errstr_size, RS_ESTATE,
+                       "cannot create state directory %s: %s", dir,
+                       strerror(errno));
   } else if (!S_ISDIR(st.st_mode)) {
     return rs_seterr(errstr, errstr_size, RS_ESTATE,
                      "state directory %s is not a directory", dir);

@@ -206,6 +206,7 @@ Test(state, byte_bound_is_respected_and_evictions_write_back) {
   /* Evicted dirty entries are readable through the cache (from the
    * pending batch) but not yet in the database: a crash now must not leave
    * state ahead of the offsets. */
+  cr_expect_eq(rs_cache_needs_checkpoint(c), 1);
   cr_expect_null(raw_str(s, cf, 0, "key-00000"));
   const void *v;
   size_t n;
@@ -214,6 +215,7 @@ Test(state, byte_bound_is_respected_and_evictions_write_back) {
   cr_expect_eq(((const char *)v)[0], 'a');
 
   cr_assert_eq(rs_store_checkpoint(s, c, NULL, 0), 0);
+  cr_expect_eq(rs_cache_needs_checkpoint(c), 0);
   rs_cache_stats(c, &st);
   cr_expect_eq(st.spill_bytes, 0);
   cr_expect_eq(st.dirty_bytes, 0);
@@ -231,6 +233,34 @@ Test(state, byte_bound_is_respected_and_evictions_write_back) {
     cr_assert_eq(rn, (size_t)(50 + i % 150));
     cr_assert_eq(((const char *)rv)[0], 'a' + i % 26);
   }
+  rs_store_destroy(s);
+}
+
+Test(state, hot_entries_survive_a_stream_of_cold_ones) {
+  rs_store_t *s = open_store();
+  int cf = rs_store_cf(s, "counts");
+  rs_cache_t *c;
+  cr_assert_eq(rs_cache_create(s, 32 * 1024, &c), 0);
+  char key[32], val[100] = {0};
+  for (int i = 0; i < 5; i++) {
+    snprintf(key, sizeof key, "hot-%d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), val, sizeof val), 0);
+  }
+  rs_cache_stats_t st0, st;
+  rs_cache_stats(c, &st0);
+  for (int i = 0; i < 3000; i++) {
+    snprintf(key, sizeof key, "cold-%d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), val, sizeof val), 0);
+    snprintf(key, sizeof key, "hot-%d", i % 5);
+    const void *v;
+    size_t n;
+    cr_assert_eq(rs_cache_get(c, cf, 0, key, strlen(key), &v, &n), 0);
+  }
+  rs_cache_stats(c, &st);
+  cr_expect_gt(st.evictions, 2000);
+  cr_expect_eq(st.misses, st0.misses, "hot keys were evicted: %llu misses",
+               (unsigned long long)(st.misses - st0.misses));
+  rs_cache_destroy(c);
   rs_store_destroy(s);
 }
 
@@ -635,6 +665,21 @@ Test(state, missing_directory_without_create) {
   cr_expect_eq(rc, RS_ENOENT, "%s", g_err);
   cr_expect(strstr(g_err, g_dir) != NULL, "%s", g_err);
   cr_expect(strstr(g_err, "recstream replay") != NULL, "%s", g_err);
+  /* A missing parent is reported as such. */
+  char deep[160];
+  snprintf(deep, sizeof deep, "%s/a/b", g_dir);
+  o.create_if_missing = 1;
+  rc = rs_store_open(deep, NULL, 0, &o, &s, g_err, sizeof g_err);
+  cr_expect_eq(rc, RS_ESTATE);
+  cr_expect(strstr(g_err, "cannot create state directory") != NULL, "%s",
+            g_err);
+  /* A file is not a state directory. */
+  char file[160];
+  snprintf(file, sizeof file, "%s/file", g_dir);
+  fclose(fopen(file, "w"));
+  rc = rs_store_open(file, NULL, 0, &o, &s, g_err, sizeof g_err);
+  cr_expect_eq(rc, RS_ESTATE);
+  cr_expect(strstr(g_err, "is not a directory") != NULL, "%s", g_err);
   /* With create_if_missing the same call creates it. */
   o.create_if_missing = 1;
   cr_assert_eq(rs_store_open(missing, NULL, 0, &o, &s, g_err, sizeof g_err), 0,
