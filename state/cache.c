@@ -278,17 +278,16 @@ static int trim_free_block(rs_cache_t *c) {
 
 /* ---- spill and eviction ---- */
 
-static void stage(rs_cache_t *c, rs__rocks_batch_t *b, entry_t *e,
-                  rs_buf_t *kb) {
-  /* rs__state_key only fails on ENOMEM growing kb; kb was sized for this
-   * key when the entry was created, except for ekey, which grows once. */
+static int stage(rs_cache_t *c, rs__rocks_batch_t *b, entry_t *e,
+                 rs_buf_t *kb) {
   if (rs__state_key(kb, e->partition, e->data, e->klen))
-    return;
+    return RS_ENOMEM;
   if (e->flags & F_ABSENT)
     rs__rocks_batch_delete(c->db, b, e->cf, kb->data, kb->len);
   else
     rs__rocks_batch_put(c->db, b, e->cf, kb->data, kb->len, e->data + e->klen,
                         e->vlen);
+  return 0;
 }
 
 static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
@@ -299,23 +298,30 @@ static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
   c->n--;
 }
 
-static void evict(rs_cache_t *c, entry_t *e) {
+static int evict(rs_cache_t *c, entry_t *e) {
   if (e->flags & F_DIRTY) {
-    stage(c, c->spill, e, &c->ekey);
+    if (stage(c, c->spill, e, &c->ekey))
+      return RS_ENOMEM; /* keep it: dropping it would lose the write */
     c->writebacks++;
   }
   c->evictions++;
   remove_entry(c, e, 0);
+  return 0;
 }
 
-static void make_room(rs_cache_t *c, const entry_t *protect) {
+/* RS_ENOMEM only if a dirty victim could not be spilled; the cache is then
+ * over its bound until memory is available again. */
+static int make_room(rs_cache_t *c, const entry_t *protect) {
   while (total_bytes(c) > c->bound) {
     entry_t *v = victim(c, protect);
-    if (v)
-      evict(c, v);
-    else if (!trim_free_block(c))
+    if (v) {
+      if (evict(c, v))
+        return RS_ENOMEM;
+    } else if (!trim_free_block(c)) {
       break;
+    }
   }
+  return 0;
 }
 
 static void grow_table(rs_cache_t *c) {
@@ -350,10 +356,8 @@ static int insert(rs_cache_t *c, uint64_t h, int cf, int32_t partition,
       (c->nbuckets * 2 * sizeof(entry_t *)) * 4 <= c->bound)
     grow_table(c);
   entry_t *e = block_alloc(c, klen + vlen);
-  if (!e) {
-    make_room(c, NULL);
+  if (!e)
     return RS_ENOMEM;
-  }
   e->hash = h;
   e->cf = cf;
   e->partition = partition;
@@ -370,9 +374,8 @@ static int insert(rs_cache_t *c, uint64_t h, int cf, int32_t partition,
   e->flags = (uint8_t)(flags & F_ABSENT);
   if (flags & F_DIRTY)
     dirty_set(c, e);
-  make_room(c, e);
   *out = e;
-  return 0;
+  return make_room(c, e);
 }
 
 /* Also points empty keys at "" so memcmp/memcpy never see NULL. */
@@ -641,9 +644,8 @@ rs__rocks_batch_t *rs__cache_batch(rs_cache_t *c) {
 
 int rs__cache_stage_dirty(rs_cache_t *c, rs__rocks_batch_t *b) {
   for (entry_t *e = c->dhead; e; e = e->dnext) {
-    if (rs__state_key(&c->ekey, e->partition, e->data, e->klen))
+    if (stage(c, b, e, &c->ekey))
       return RS_ENOMEM;
-    stage(c, b, e, &c->ekey);
   }
   return 0;
 }

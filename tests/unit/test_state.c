@@ -703,3 +703,83 @@ Test(state, compression_choices_open) {
     rs_store_destroy(s);
   }
 }
+
+/* ---- allocation failure ---- */
+
+static unsigned long g_allocs, g_fail_every;
+static void *failing_malloc(size_t n) {
+  return ++g_allocs % g_fail_every == 0 ? NULL : malloc(n);
+}
+static void *failing_calloc(size_t n, size_t m) {
+  return ++g_allocs % g_fail_every == 0 ? NULL : calloc(n, m);
+}
+static void *failing_realloc(void *p, size_t n) {
+  return ++g_allocs % g_fail_every == 0 ? NULL : realloc(p, n);
+}
+
+Test(state, allocation_failures_are_errors_not_crashes) {
+  rs_store_t *s = open_store();
+  int cf = rs_store_cf(s, "counts");
+  rs_cache_t *c;
+  cr_assert_eq(rs_cache_create(s, 16 * 1024, &c), 0);
+  const rs_allocator_t failing = {failing_malloc, failing_calloc,
+                                  failing_realloc, free};
+  char key[32], val[600];
+  memset(val, 'q', sizeof val);
+  int enomem = 0;
+  for (unsigned long every = 3; every < 12; every++) {
+    g_allocs = 0;
+    g_fail_every = every;
+    rs_set_allocator(&failing);
+    for (int i = 0; i < 400; i++) {
+      size_t kl = (size_t)snprintf(key, sizeof key, "k%d", (i * 7) % 97);
+      const void *v;
+      size_t n;
+      int rc;
+      switch (i % 5) {
+      case 0:
+      case 1:
+        rc = rs_cache_put(c, cf, i % 2, key, kl, val, (size_t)(i % 600));
+        break;
+      case 2:
+        rc = rs_cache_get(c, cf, i % 2, key, kl, &v, &n);
+        rc = rc == RS_ENOENT ? 0 : rc;
+        break;
+      case 3:
+        rc = rs_cache_delete(c, cf, i % 2, key, kl);
+        break;
+      default: {
+        int cnt = 0;
+        rc = rs_cache_scan(c, cf, i % 2, "k1", 2, count_cb, &cnt);
+      }
+      }
+      cr_assert(rc == 0 || rc == RS_ENOMEM, "op %d: %d", i % 5, rc);
+      enomem += rc == RS_ENOMEM;
+    }
+    rs_set_allocator(NULL);
+    cr_assert_eq(rs_store_checkpoint(s, c, NULL, 0), 0);
+  }
+  cr_expect_gt(enomem, 0);
+  /* After memory returns, the cache and the database agree. */
+  for (int k = 0; k < 97; k++)
+    for (int p = 0; p < 2; p++) {
+      size_t kl = (size_t)snprintf(key, sizeof key, "k%d", k);
+      const void *v;
+      size_t n;
+      int rc = rs_cache_get(c, cf, p, key, kl, &v, &n);
+      char copy[600];
+      size_t cn = 0;
+      if (rc == 0)
+        memcpy(copy, v, cn = n);
+      const void *rv;
+      size_t rn;
+      int rrc = rs_store_get(s, cf, p, key, kl, &rv, &rn);
+      cr_assert_eq(rc, rrc, "k%d p%d: cache %d, db %d", k, p, rc, rrc);
+      if (rc == 0) {
+        cr_assert_eq(cn, rn);
+        cr_assert_eq(memcmp(copy, rv, rn), 0);
+      }
+    }
+  rs_cache_destroy(c);
+  rs_store_destroy(s);
+}
