@@ -138,6 +138,9 @@ static void set_options(rs__rocks_t *r, const rs_store_opts_t *o,
   rocksdb_options_set_create_missing_column_families(r->opts, 1);
   rocksdb_options_set_write_buffer_size(r->opts, o->write_buffer_bytes);
   rocksdb_options_set_max_write_buffer_number(r->opts, 2);
+  /* Bound memtables across all column families (one per operator), not
+   * just per family: four write buffers' worth in total. */
+  rocksdb_options_set_db_write_buffer_size(r->opts, 4 * o->write_buffer_bytes);
   rocksdb_options_set_compression(r->opts, compression);
   /* Column families keep one LOG and few background threads: the engine is
    * the only writer and its checkpoints are already batched. */
@@ -317,6 +320,11 @@ const char *rs__rocks_dir(const rs__rocks_t *r) {
 
 const char *rs__rocks_errmsg(const rs__rocks_t *r) {
   return r->errmsg;
+}
+
+int rs__rocks_fail(rs__rocks_t *r, int err, const char *what) {
+  snprintf(r->errmsg, sizeof r->errmsg, "state directory %s: %s", r->dir, what);
+  return err;
 }
 
 static int bad_cf(rs__rocks_t *r, int cf) {

@@ -31,7 +31,8 @@ typedef enum rs_compression {
  * (see rs_store_opts_init()). */
 typedef struct rs_store_opts {
   size_t block_cache_bytes;  /* shared LRU block cache; default 64 MiB */
-  size_t write_buffer_bytes; /* memtable size per column family; 16 MiB */
+  size_t write_buffer_bytes; /* memtable size per column family; 16 MiB;
+                                all memtables together stay under 4x this */
   rs_compression_t compression;
   int create_if_missing; /* create the directory and database if absent */
   int sync;              /* fsync the WAL on every checkpoint write */
@@ -65,6 +66,8 @@ const char *rs__rocks_dir(const rs__rocks_t *r);
 /* The message of the last failed runtime call; borrowed until the next
  * call on r. */
 const char *rs__rocks_errmsg(const rs__rocks_t *r);
+/* Sets the message to "state directory DIR: what" and returns err. */
+int rs__rocks_fail(rs__rocks_t *r, int err, const char *what);
 
 /* Point read. If batch is non-NULL, its pending writes override the DB.
  * 0 and the value copied into *val (replacing its contents), RS_ENOENT if

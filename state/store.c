@@ -328,6 +328,11 @@ int rs_store_read_offsets(rs_store_t *s, rs_offset_t **out, size_t *n) {
     const char *k = rs__rocks_iter_key(it, &kn);
     const void *v = rs__rocks_iter_value(it, &vn);
     rc = offs_cb(&a, k, kn, v, vn);
+    if (rc == RS_ESTATE)
+      rs__rocks_fail(s->db, rc,
+                     "a record in __offsets is malformed; rebuild the state "
+                     "with `recstream replay`, or start empty with "
+                     "--reset-state");
   }
   if (!rc)
     rc = rs__rocks_iter_status(s->db, it);

@@ -15,6 +15,8 @@
  *
  * Errors: rs_err_t values. Runtime calls keep a message readable with
  * rs_store_errmsg() until the next call on the store.
+ *
+ * Not thread-safe: a store (and its caches) is used by one thread at a time.
  */
 #ifndef RS_STATE_STORE_H
 #define RS_STATE_STORE_H

@@ -324,6 +324,13 @@ Test(state, offsets_round_trip_sorted_with_extras) {
   rs_store_offsets_free(out, n);
   rs_offset_t bad = {.topic = "t", .n_extra = RS_OFFSET_MAX_EXTRA + 1};
   cr_expect_eq(rs_store_checkpoint(s, NULL, &bad, 1), RS_EINVAL);
+  /* A malformed record is a clear error, not garbage offsets. */
+  int ocf = rs_store_cf(s, RS_STORE_OFFSETS_CF);
+  cr_assert_eq(rs_store_put(s, ocf, 0, "x", 1, "short", 5), 0);
+  cr_expect_eq(rs_store_read_offsets(s, &out, &n), RS_ESTATE);
+  cr_expect(strstr(rs_store_errmsg(s), "__offsets is malformed") != NULL, "%s",
+            rs_store_errmsg(s));
+  cr_expect(strstr(rs_store_errmsg(s), g_dir) != NULL);
   rs_store_destroy(s);
 }
 
