@@ -199,10 +199,7 @@ static void run_model(size_t bound, int steps, uint64_t seed) {
     } else if (op < 450) {
       sl->present = 0;
       cr_assert_eq(rs_cache_delete(c, cfids[cf], p, kb, kl), 0);
-    } else if (op < 550) { /* counter on its own key range */
-      char ck[16];
-      size_t cl = (size_t)snprintf(ck, sizeof ck, "z%d", k);
-      (void)cl;
+    } else if (op < 550) { /* counter; RS_ERANGE on a non-counter value */
       int64_t r;
       int rc = rs_cache_counter_add(c, cfids[cf], p, kb, kl, 3, &r);
       if (sl->present && sl->len != 8) {
