@@ -60,6 +60,10 @@ int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
         {"auto.offset.reset", cfg->kafka.auto_offset_reset},
         {"enable.partition.eof", "true"},
         {"fetch.wait.max.ms", "100"},
+        /* Kafka's pre-3.0 default: a restarted or failed instance's
+         * partitions move on in 10 s rather than 45 s (heartbeats run on
+         * librdkafka's thread, so a busy loop does not miss them). */
+        {"session.timeout.ms", "10000"},
         {"queued.min.messages", "1000000"},
     };
     for (size_t i = 0; i < RS_ARRAY_SIZE(defaults) && !rc; i++)

@@ -266,8 +266,10 @@ static int cmd_run(int argc, char **argv) {
   printf("  dead-lettered:      %llu\n", (unsigned long long)st.dead_lettered);
   printf("  delivery failures:  %llu\n",
          (unsigned long long)st.delivery_failures);
-  printf("  backpressure:       %llu pauses, %.2f s paused\n",
-         (unsigned long long)st.pauses, (double)st.paused_ns / 1e9);
+  printf("  backpressure:       %llu episodes (%llu long enough to pause the "
+         "partitions), %.2f s in all\n",
+         (unsigned long long)st.pauses, (unsigned long long)st.partition_pauses,
+         (double)st.paused_ns / 1e9);
   printf("  offset commits:     %llu\n", (unsigned long long)st.commits);
   if (st.refetched)
     printf("  skipped refetches:  %llu (records the client delivered again "

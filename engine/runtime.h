@@ -32,7 +32,8 @@ typedef struct rs_engine_stats {
   uint64_t dead_lettered; /* acknowledged dead-letter records */
   uint64_t delivery_failures;
   uint64_t batches;
-  uint64_t pauses; /* backpressure pauses */
+  uint64_t pauses;           /* backpressure episodes (draining stopped) */
+  uint64_t partition_pauses; /* ...long enough to pause the partitions */
   uint64_t paused_ns;
   uint64_t commits;
   uint64_t queue_full_waits;

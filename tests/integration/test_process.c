@@ -105,7 +105,7 @@ static void write_config(const char *path, const char *format) {
           "app: proc\n"
           "kafka: { brokers: \"${RS_TEST_BROKERS}\" }\n"
           "state: { commit_interval: 200ms }\n"
-          "processing: { batch_size: 200 }\n"
+          "processing: { batch_size: 200, max_inflight_records: 1000 }\n"
           "sources: [ { name: in, topic: in } ]\n"
           "operators: [ { name: parse, type: parse, input: in, format: %s } ]\n"
           "sinks: [ { name: out, input: parse, topic: out, format: json } ]\n",
@@ -168,10 +168,18 @@ static int *count_outputs(const char *bootstrap, long total, size_t *n_out) {
 
 Test(process, sigterm_mid_stream_then_restart_continues_from_commits,
      .timeout = 300) {
-  rs_mock_t *m = it_cluster(1, 4, topics);
+  rs_mock_t *m = it_cluster(2, 4, topics);
   cr_assert(m != NULL);
   const long total = 60000;
   cr_assert_eq(it_produce(m->bootstraps, "in", total, 1000, 0, "avro"), 0);
+  /* A slow output broker and a small in-flight cap hold the run to a few
+   * thousand records/s, so SIGTERM lands mid-stream however fast the
+   * engine. The delay is lifted once the signal is sent: the mock cluster
+   * loses requests still delayed when a client disconnects, and a lost
+   * LeaveGroup would make the restart wait out the session timeout. */
+  for (int p = 0; p < 4; p++)
+    rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
+  rd_kafka_mock_broker_set_rtt(m->mc, 2, 100);
   char cfg[] = "/tmp/rs-proc-XXXXXX";
   int fd = mkstemp(cfg);
   close(fd);
@@ -182,6 +190,7 @@ Test(process, sigterm_mid_stream_then_restart_continues_from_commits,
   progress_t pr = {m->bootstraps, 5000};
   cr_assert(it_wait(output_at_least, &pr, 60000), "no output appeared");
   kill(pid, SIGTERM);
+  rd_kafka_mock_broker_set_rtt(m->mc, 2, 0);
   int st;
   cr_assert_eq(waitpid(pid, &st, 0), pid);
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
