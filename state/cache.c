@@ -573,50 +573,35 @@ int rs_cache_drop_partition(rs_cache_t *c, int cf, int32_t partition) {
   return rc;
 }
 
+static int cache_get(void *h, int cf, int32_t partition, const void *key,
+                     size_t key_len, const void **value, size_t *value_len) {
+  return rs_cache_get(h, cf, partition, key, key_len, value, value_len);
+}
+
+static int cache_put(void *h, int cf, int32_t partition, const void *key,
+                     size_t key_len, const void *value, size_t value_len) {
+  return rs_cache_put(h, cf, partition, key, key_len, value, value_len);
+}
+
 int rs_cache_get_floats(rs_cache_t *c, int cf, int32_t partition,
                         const void *key, size_t key_len, float *out,
                         size_t dim) {
-  const void *v;
-  size_t n;
-  int rc = rs_cache_get(c, cf, partition, key, key_len, &v, &n);
-  if (rc)
-    return rc;
-  if (n != dim * 4)
-    return RS_ERANGE;
-  rs__state_floats_decode(out, v, dim);
-  return 0;
+  rs__kv_t kv = {c, cache_get, cache_put, &c->fbuf};
+  return rs__kv_get_floats(&kv, cf, partition, key, key_len, out, dim);
 }
 
 int rs_cache_put_floats(rs_cache_t *c, int cf, int32_t partition,
                         const void *key, size_t key_len, const float *v,
                         size_t dim) {
-  rs_buf_reset(&c->fbuf);
-  if (rs_buf_reserve(&c->fbuf, dim * 4 + 1))
-    return RS_ENOMEM;
-  rs__state_floats_encode((unsigned char *)c->fbuf.data, v, dim);
-  return rs_cache_put(c, cf, partition, key, key_len, c->fbuf.data, dim * 4);
+  rs__kv_t kv = {c, cache_get, cache_put, &c->fbuf};
+  return rs__kv_put_floats(&kv, cf, partition, key, key_len, v, dim);
 }
 
 int rs_cache_counter_add(rs_cache_t *c, int cf, int32_t partition,
                          const void *key, size_t key_len, int64_t delta,
                          int64_t *result) {
-  const void *v;
-  size_t n;
-  int64_t cur = 0;
-  int rc = rs_cache_get(c, cf, partition, key, key_len, &v, &n);
-  if (rc == 0) {
-    if (n != 8)
-      return RS_ERANGE;
-    cur = rs__state_i64_decode(v);
-  } else if (rc != RS_ENOENT) {
-    return rc;
-  }
-  cur = (int64_t)((uint64_t)cur + (uint64_t)delta); /* wraps, never UB */
-  unsigned char b[8];
-  rs__state_i64_encode(b, cur);
-  if (result)
-    *result = cur;
-  return rs_cache_put(c, cf, partition, key, key_len, b, 8);
+  rs__kv_t kv = {c, cache_get, cache_put, &c->fbuf};
+  return rs__kv_counter_add(&kv, cf, partition, key, key_len, delta, result);
 }
 
 void rs_cache_stats(const rs_cache_t *c, rs_cache_stats_t *out) {

@@ -188,12 +188,11 @@ int rs_store_drop_partition(rs_store_t *s, int cf, int32_t partition) {
                                 s->key2.len);
 }
 
-int rs_store_get_floats(rs_store_t *s, int cf, int32_t partition,
-                        const void *key, size_t key_len, float *out,
-                        size_t dim) {
+int rs__kv_get_floats(const rs__kv_t *kv, int cf, int32_t partition,
+                      const void *key, size_t key_len, float *out, size_t dim) {
   const void *v;
   size_t n;
-  int rc = rs_store_get(s, cf, partition, key, key_len, &v, &n);
+  int rc = kv->get(kv->h, cf, partition, key, key_len, &v, &n);
   if (rc)
     return rc;
   if (n != dim * 4)
@@ -202,23 +201,24 @@ int rs_store_get_floats(rs_store_t *s, int cf, int32_t partition,
   return 0;
 }
 
-int rs_store_put_floats(rs_store_t *s, int cf, int32_t partition,
-                        const void *key, size_t key_len, const float *v,
-                        size_t dim) {
-  rs_buf_reset(&s->val);
-  if (rs_buf_reserve(&s->val, dim * 4 + 1))
+int rs__kv_put_floats(const rs__kv_t *kv, int cf, int32_t partition,
+                      const void *key, size_t key_len, const float *v,
+                      size_t dim) {
+  rs_buf_reset(kv->scratch);
+  if (rs_buf_reserve(kv->scratch, dim * 4 + 1))
     return RS_ENOMEM;
-  rs__state_floats_encode((unsigned char *)s->val.data, v, dim);
-  return rs_store_put(s, cf, partition, key, key_len, s->val.data, dim * 4);
+  rs__state_floats_encode((unsigned char *)kv->scratch->data, v, dim);
+  return kv->put(kv->h, cf, partition, key, key_len, kv->scratch->data,
+                 dim * 4);
 }
 
-int rs_store_counter_add(rs_store_t *s, int cf, int32_t partition,
-                         const void *key, size_t key_len, int64_t delta,
-                         int64_t *result) {
+int rs__kv_counter_add(const rs__kv_t *kv, int cf, int32_t partition,
+                       const void *key, size_t key_len, int64_t delta,
+                       int64_t *result) {
   const void *v;
   size_t n;
   int64_t cur = 0;
-  int rc = rs_store_get(s, cf, partition, key, key_len, &v, &n);
+  int rc = kv->get(kv->h, cf, partition, key, key_len, &v, &n);
   if (rc == 0) {
     if (n != 8)
       return RS_ERANGE;
@@ -231,7 +231,38 @@ int rs_store_counter_add(rs_store_t *s, int cf, int32_t partition,
   rs__state_i64_encode(b, cur);
   if (result)
     *result = cur;
-  return rs_store_put(s, cf, partition, key, key_len, b, 8);
+  return kv->put(kv->h, cf, partition, key, key_len, b, 8);
+}
+
+static int store_get(void *h, int cf, int32_t partition, const void *key,
+                     size_t key_len, const void **value, size_t *value_len) {
+  return rs_store_get(h, cf, partition, key, key_len, value, value_len);
+}
+
+static int store_put(void *h, int cf, int32_t partition, const void *key,
+                     size_t key_len, const void *value, size_t value_len) {
+  return rs_store_put(h, cf, partition, key, key_len, value, value_len);
+}
+
+int rs_store_get_floats(rs_store_t *s, int cf, int32_t partition,
+                        const void *key, size_t key_len, float *out,
+                        size_t dim) {
+  rs__kv_t kv = {s, store_get, store_put, &s->val};
+  return rs__kv_get_floats(&kv, cf, partition, key, key_len, out, dim);
+}
+
+int rs_store_put_floats(rs_store_t *s, int cf, int32_t partition,
+                        const void *key, size_t key_len, const float *v,
+                        size_t dim) {
+  rs__kv_t kv = {s, store_get, store_put, &s->val};
+  return rs__kv_put_floats(&kv, cf, partition, key, key_len, v, dim);
+}
+
+int rs_store_counter_add(rs_store_t *s, int cf, int32_t partition,
+                         const void *key, size_t key_len, int64_t delta,
+                         int64_t *result) {
+  rs__kv_t kv = {s, store_get, store_put, &s->val};
+  return rs__kv_counter_add(&kv, cf, partition, key, key_len, delta, result);
 }
 
 /* __offsets key: topic bytes, a NUL, the partition big-endian. Value: the

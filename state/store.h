@@ -134,4 +134,24 @@ void rs__state_floats_decode(float *dst, const unsigned char *src, size_t dim);
 void rs__state_i64_encode(unsigned char dst[8], int64_t v);
 int64_t rs__state_i64_decode(const unsigned char src[8]);
 
+/* The float-vector and counter helpers, written once for any keyed
+ * get/put pair (the store's and the cache's). `h` is the store or cache;
+ * `scratch` holds the encoded vector until put returns. */
+typedef struct rs__kv {
+  void *h;
+  int (*get)(void *h, int cf, int32_t partition, const void *key,
+             size_t key_len, const void **value, size_t *value_len);
+  int (*put)(void *h, int cf, int32_t partition, const void *key,
+             size_t key_len, const void *value, size_t value_len);
+  rs_buf_t *scratch;
+} rs__kv_t;
+int rs__kv_get_floats(const rs__kv_t *kv, int cf, int32_t partition,
+                      const void *key, size_t key_len, float *out, size_t dim);
+int rs__kv_put_floats(const rs__kv_t *kv, int cf, int32_t partition,
+                      const void *key, size_t key_len, const float *v,
+                      size_t dim);
+int rs__kv_counter_add(const rs__kv_t *kv, int cf, int32_t partition,
+                       const void *key, size_t key_len, int64_t delta,
+                       int64_t *result);
+
 #endif
