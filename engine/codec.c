@@ -559,6 +559,13 @@ struct rs_codec {
   int avro_fast;         /* use the direct paths where they apply */
 };
 
+/* avro_schema_equal() compares enums and unions over its first argument's
+ * symbols and branches only, so a schema with fewer enum symbols or union
+ * branches passes as "equal" one way round. Equal both ways is equal. */
+static int same_schema(avro_schema_t a, avro_schema_t b) {
+  return avro_schema_equal(a, b) && avro_schema_equal(b, a);
+}
+
 static avro_schema_t resolve_link(avro_schema_t s) {
   return is_avro_link(s) ? avro_schema_link_target(s) : s;
 }
@@ -657,8 +664,8 @@ static int plan_init(rs_codec_t *c, plan_t *p, int32_t id, avro_schema_t w,
               what);
     goto fail;
   }
-  p->direct = avro_schema_equal(w, c->builtin) && c->direct_reader;
-  if (w == c->reader || avro_schema_equal(w, c->reader)) {
+  p->direct = same_schema(w, c->builtin) && c->direct_reader;
+  if (w == c->reader || same_schema(w, c->reader)) {
     p->reader = avro_schema_incref(c->reader);
     for (int f = 0; f < F__COUNT; f++)
       p->fidx[f] = c->layout[f].index;
@@ -845,7 +852,7 @@ int rs_codec_new(rs_codec_t **out, const char *schema_path, char *errstr,
         rs_schema_interaction_json, strlen(rs_schema_interaction_json),
         "the compiled-in interaction schema", &c->builtin, errstr, errstr_size);
   if (!rc) {
-    c->direct_reader = avro_schema_equal(c->reader, c->builtin);
+    c->direct_reader = same_schema(c->reader, c->builtin);
     c->avro_fast = 1;
   }
   if (!rc)
@@ -1653,6 +1660,8 @@ int rs_codec_decode(rs_codec_t *c, rs_format_t fmt, const void *buf, size_t len,
 static int set_string(rs_codec_t *c, avro_value_t *v, const char *s,
                       uint32_t len) {
   rs_buf_reset(&c->scratch);
+  if (!s)
+    len = 0;
   if (rs_buf_append(&c->scratch, s ? s : "", len))
     return RS_ENOMEM;
   return avro_value_set_string_len(v, c->scratch.data, (size_t)len + 1)
@@ -1845,9 +1854,9 @@ static int encode_json(const rs_interaction_t *in, rs_buf_t *out, char *errstr,
     o += sizeof(lit) - 1;                                                      \
   } while (0)
   PUT_LIT("{\"user_id\":");
-  o = json_put_str(o, in->user ? in->user : "", in->user_len);
+  o = json_put_str(o, in->user ? in->user : "", in->user ? in->user_len : 0);
   PUT_LIT(",\"item_id\":");
-  o = json_put_str(o, in->item ? in->item : "", in->item_len);
+  o = json_put_str(o, in->item ? in->item : "", in->item ? in->item_len : 0);
   PUT_LIT(",\"event_type\":");
   o = json_put_str(o, ev, (uint32_t)strlen(ev));
   if (in->has_value) {

@@ -247,9 +247,10 @@ static int parse_args(int argc, char **argv, cmd_opts_t *o) {
       o->schema_id = (int32_t)v;
       break;
     case OPT_RATE:
-      if (rs_parse_double(optarg, &o->rate) || o->rate < 0)
-        return usage_error("--rate expects a number of records per second "
-                           ">= 0 (0 = unlimited), got '%s'",
+      if (rs_parse_double(optarg, &o->rate) || o->rate < 0 ||
+          (o->rate > 0 && o->rate < 0.001))
+        return usage_error("--rate expects a number of records per second, "
+                           "0 (unlimited) or at least 0.001, got '%s'",
                            optarg);
       break;
     case OPT_START_TIME:

@@ -57,6 +57,22 @@ static const char writer_complex[] =
     "{\"name\":\"timestamp\",\"type\":\"int\"},"
     "{\"name\":\"device\",\"type\":\"string\"}]}";
 
+/* The compiled-in schema with one enum symbol and one union branch fewer:
+ * avro_schema_equal() calls it equal one way round, so it exercises the
+ * choice between the direct and the generic path. */
+static const char writer_short[] =
+    "{\"type\":\"record\",\"name\":\"Interaction\",\"namespace\":"
+    "\"recstream\",\"fields\":["
+    "{\"name\":\"user_id\",\"type\":\"string\"},"
+    "{\"name\":\"item_id\",\"type\":\"string\"},"
+    "{\"name\":\"event_type\",\"type\":{\"type\":\"enum\",\"name\":"
+    "\"EventType\",\"symbols\":[\"VIEW\",\"CLICK\",\"ADD_TO_CART\","
+    "\"PURCHASE\"]}},"
+    "{\"name\":\"value\",\"type\":[\"null\"]},"
+    "{\"name\":\"timestamp\",\"type\":\"long\"},"
+    "{\"name\":\"device\",\"type\":[\"null\",\"string\"]},"
+    "{\"name\":\"page\",\"type\":[\"null\",\"string\"]}]}";
+
 static rs_codec_t *codec;
 static rs_arena_t arena;
 
@@ -74,6 +90,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       rs_codec_add_schema_json(codec, 2, writer_v0, strlen(writer_v0), err,
                                sizeof(err)) ||
       rs_codec_add_schema_json(codec, 3, writer_complex, strlen(writer_complex),
+                               err, sizeof(err)) ||
+      rs_codec_add_schema_json(codec, 4, writer_short, strlen(writer_short),
                                err, sizeof(err))) {
     fprintf(stderr, "fuzz_codec: %s\n", err);
     abort();
@@ -188,10 +206,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!framed)
     return 0;
   memcpy(framed + 5, data, size);
-  for (uint8_t id = 1; id <= 3; id++) {
+  for (uint8_t id = 1; id <= 4; id++) {
     const uint8_t hdr[5] = {0, 0, 0, 0, id};
     memcpy(framed, hdr, 5);
-    decode(RS_FORMAT_CONFLUENT, framed, size + 5, &out, err, sizeof(err));
+    rs_codec_set_avro_fast_path(codec, 1);
+    rc = decode(RS_FORMAT_CONFLUENT, framed, size + 5, &out, err, sizeof(err));
+    rs_codec_set_avro_fast_path(codec, 0);
+    rc2 = decode(RS_FORMAT_CONFLUENT, framed, size + 5, &out2, err2,
+                 sizeof(err2));
+    rs_codec_set_avro_fast_path(codec, 1);
+    if (rc != rc2 || (rc && strcmp(err, err2) != 0)) {
+      fprintf(stderr, "fuzz_codec: id %u paths disagree: '%s' vs '%s'\n", id,
+              rc ? err : "", rc2 ? err2 : "");
+      abort();
+    }
+    if (rc == 0)
+      check_same(&out, &out2, "direct Confluent path");
   }
   free(framed);
   return 0;

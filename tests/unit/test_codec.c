@@ -604,3 +604,37 @@ Test(codec, names) {
   cr_assert_str_eq(rs_event_type_name(RS_EVENT_RATING), "RATING");
   cr_assert_null(rs_event_type_name(RS_EVENT__COUNT));
 }
+
+/* A writer schema that is the compiled-in one with fewer enum symbols looks
+ * "equal" to avro_schema_equal() one way round; it must not take the direct
+ * path, which would accept a symbol index the writer cannot have. */
+Test(codec, shortened_enum_writer_does_not_take_the_direct_path) {
+  static const char four_symbols[] =
+      "{\"type\":\"record\",\"name\":\"Interaction\",\"namespace\":"
+      "\"recstream\",\"fields\":["
+      "{\"name\":\"user_id\",\"type\":\"string\"},"
+      "{\"name\":\"item_id\",\"type\":\"string\"},"
+      "{\"name\":\"event_type\",\"type\":{\"type\":\"enum\",\"name\":"
+      "\"EventType\",\"symbols\":[\"VIEW\",\"CLICK\",\"ADD_TO_CART\","
+      "\"PURCHASE\"]}},"
+      "{\"name\":\"value\",\"type\":[\"null\",\"double\"],\"default\":null},"
+      "{\"name\":\"timestamp\",\"type\":\"long\"},"
+      "{\"name\":\"device\",\"type\":[\"null\",\"string\"],\"default\":null},"
+      "{\"name\":\"page\",\"type\":[\"null\",\"string\"],\"default\":null}]}";
+  cr_assert_eq(rs_codec_add_schema_json(codec, 2, four_symbols,
+                                        strlen(four_symbols), err, sizeof(err)),
+               0, "%s", err);
+  abuf_t a = {0};
+  a_bytes(&a, "\0\0\0\0\x02", 5);
+  a_str(&a, "u");
+  a_str(&a, "i");
+  a_long(&a, 4); /* RATING: not a symbol of this writer */
+  a_long(&a, 1);
+  a_double(&a, 3.0);
+  a_long(&a, 10);
+  a_long(&a, 0);
+  a_long(&a, 0);
+  rs_interaction_t out;
+  cr_assert_eq(decode(RS_FORMAT_CONFLUENT, a.b, a.n, &out), RS_EDECODE);
+  cr_assert(strstr(err, "enum symbol index out of range") != NULL, "%s", err);
+}
