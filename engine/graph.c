@@ -328,6 +328,26 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
   if (rc)
     goto done;
 
+  /* One source per topic, and a literal topic name: librdkafka would read
+   * a name starting with '^' as a regular expression. */
+  for (size_t i = 0; i < cfg->n_sources && !rc; i++) {
+    const rs_source_cfg_t *src = &cfg->sources[i];
+    rs_ypair_t *p = rs_ymap_find(src->node, "topic");
+    const rs_ynode_t *at = p ? p->value : src->node;
+    rs_config_where(cfg, at->line, at->col, where, sizeof where);
+    if (src->topic[0] == '^')
+      rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%ssources '%s'.topic: '%s' looks like a pattern; "
+                     "sources name one topic each",
+                     where, src->name, src->topic);
+    for (size_t j = 0; j < i && !rc; j++)
+      if (!strcmp(cfg->sources[j].topic, src->topic))
+        rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%ssources '%s'.topic: topic '%s' is already read by "
+                       "source '%s'; read it once and fan out from there",
+                       where, src->name, src->topic, cfg->sources[j].name);
+  }
+
   /* A sink writing into a source topic would feed itself forever. */
   for (size_t i = 0; i < cfg->n_sinks && !rc; i++)
     for (size_t j = 0; j < cfg->n_sources && !rc; j++)

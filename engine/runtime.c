@@ -130,6 +130,7 @@ struct rs_engine {
   uv_signal_t sigint, sigterm;
   int loop_inited;
   int handles_open;
+  int destroying;            /* rs_engine_destroy() is purging the producer */
   atomic_int loop_running;   /* async handle usable from other threads */
   uv_mutex_t stop_lock;      /* orders uv_async_send against its close */
   atomic_int stop_requested; /* rs_engine_stop() before the loop ran */
@@ -178,10 +179,12 @@ static void begin_stop(rs_engine_t *e);
 static void fail(rs_engine_t *e, int err, const char *fmt, ...) {
   if (!e->err) {
     e->err = err;
+    char msg[sizeof e->errstr]; /* fmt's arguments may be e->errstr */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->errstr, sizeof e->errstr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(e->errstr, msg, sizeof msg);
     rs_log(RS_LOG_ERROR, "engine", "%s", e->errstr);
   }
   begin_stop(e);
@@ -331,15 +334,23 @@ static const char *dlq_name(const rs_engine_t *e, const struct rs_op *op,
 static int host_dead_letter(rs_op_t *op, const rs_record_t *rec,
                             const char *error) {
   rs_engine_t *e = op->e;
+  if (!e->cur)
+    return rs_seterr(e->errstr, sizeof e->errstr, RS_EINVAL,
+                     "operator '%s': dead_letter() is only allowed while "
+                     "processing a batch",
+                     e->g->nodes[op->node].name);
   char name[512];
-  rd_kafka_topic_t *rkt =
-      dlq_topic(e, dlq_name(e, op, e->cur_src, name, sizeof name));
+  const char *topic = dlq_name(e, op, e->cur_src, name, sizeof name);
+  rd_kafka_topic_t *rkt = dlq_topic(e, topic);
   if (!rkt)
-    return RS_ENOMEM;
-  if (op->c_dlq)
+    return rs_seterr(e->errstr, sizeof e->errstr, RS_EKAFKA,
+                     "dead-letter topic '%s' cannot be used: %s", topic,
+                     rd_kafka_err2str(rd_kafka_last_error()));
+  int rc = produce(e, rkt, rec->key, rec->key_len, rec->value, rec->value_len,
+                   rec, error ? error : "unknown error");
+  if (!rc && op->c_dlq)
     op->c_dlq->value++;
-  return produce(e, rkt, rec->key, rec->key_len, rec->value, rec->value_len,
-                 rec, error ? error : "unknown error");
+  return rc;
 }
 
 static void *host_batch_alloc(rs_op_t *op, size_t size) {
@@ -437,6 +448,7 @@ static int produce(rs_engine_t *e, rd_kafka_topic_t *rkt, const void *key,
                    size_t key_len, const void *val, size_t val_len,
                    const rs_record_t *dlq_rec, const char *dlq_error) {
   tracker_t *t = e->cur;
+  uint64_t waited_ns = 0;
   char part[16] = "", off[24] = "";
   if (dlq_rec) {
     snprintf(part, sizeof part, "%d", (int)dlq_rec->src_partition);
@@ -479,6 +491,13 @@ static int produce(rs_engine_t *e, rd_kafka_topic_t *rkt, const void *key,
      * happens when one batch fans out far more than its size: wait for
      * delivery reports, which is what frees space. */
     e->stats.queue_full_waits++;
+    if (!waited_ns)
+      waited_ns = rs_now_ns();
+    else if (rs_now_ns() - waited_ns > 30ull * 1000000000u)
+      return rs_seterr(e->errstr, sizeof e->errstr, RS_EDELIVERY,
+                       "produce to %s: the producer queue stayed full for "
+                       "30 s (is the broker reachable?)",
+                       rd_kafka_topic_name(rkt));
     rd_kafka_poll(e->producer, 10);
   }
 }
@@ -487,6 +506,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
                         void *opaque) {
   rs_engine_t *e = opaque;
   tracker_t *t = m->_private;
+  if (e->destroying)
+    return; /* purged at destroy: nothing waits for these any more */
   e->inflight_records--;
   e->inflight_bytes -= (int64_t)(m->len + m->key_len);
   if (m->err) {
@@ -555,6 +576,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   tracker_t *t = rs_calloc(1, sizeof(*t));
   if (!t)
     return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
+  e->errstr[0] = '\0'; /* messages below are about this run */
   t->part = p;
   t->generation = p->generation;
   t->end_offset = msgs[n - 1]->offset + 1;
@@ -681,12 +703,15 @@ static void pause_input(rs_engine_t *e, int pause) {
 /* Backpressure: pause or resume the input, and account for it. */
 #define PAUSE_AFTER_MS 500
 
+static void drain(rs_engine_t *e);
+
 static void on_pause_timer(uv_timer_t *h) {
   rs_engine_t *e = h->data;
   if (e->paused && !e->input_paused && e->state == ST_RUNNING) {
     pause_input(e, 1);
     e->input_paused = 1;
     e->stats.partition_pauses++;
+    drain(e); /* serve what queued up meanwhile (rebalances, errors) */
   }
 }
 
@@ -743,12 +768,20 @@ static void handle_consumer_error(rs_engine_t *e, rd_kafka_message_t *m) {
 
 static void on_idle(uv_idle_t *h);
 
+/* Whether to read the consumer queue now. While backpressure only stops
+ * draining, no; once the partitions are paused in the client, yes again:
+ * the queue also carries rebalances, commit results and errors, and a
+ * member that stops reading it for max.poll.interval.ms leaves the group. */
+static int may_drain(const rs_engine_t *e) {
+  return e->state == ST_RUNNING && (!e->paused || e->input_paused);
+}
+
 /* Drains the consumer queue: at most `budget` batches, then yields to the
  * loop (uv_idle brings us back) so delivery reports are not starved. */
 static void drain(rs_engine_t *e) {
   int budget = 16;
   size_t max = (size_t)e->cfg->processing.batch_size;
-  while (e->state == ST_RUNNING && !e->paused && budget-- > 0) {
+  while (may_drain(e) && budget-- > 0) {
     ssize_t n = rd_kafka_consume_batch_queue(e->cq, 0, e->msgs, max);
     if (n <= 0) {
       uv_idle_stop(&e->idle);
@@ -792,7 +825,7 @@ static void drain(rs_engine_t *e) {
       return;
     }
   }
-  if (e->state == ST_RUNNING && !e->paused)
+  if (may_drain(e))
     uv_idle_start(&e->idle, on_idle);
 }
 
@@ -808,7 +841,7 @@ static void on_queue_event(rd_kafka_t *rk, void *opaque) {
 
 static void on_consumer_ready(uv_async_t *h) {
   rs_engine_t *e = h->data;
-  if (e->state == ST_RUNNING && !e->paused)
+  if (may_drain(e))
     drain(e);
 }
 
@@ -1003,6 +1036,14 @@ static void on_signal(uv_signal_t *h, int signum) {
     if (e->state == ST_RUNNING)
       e->state = ST_STOPPING;
     if (e->state == ST_STOPPING) {
+      if (!e->err && e->inflight_records > 0) {
+        e->err = RS_EDELIVERY;
+        snprintf(e->errstr, sizeof e->errstr,
+                 "interrupted by a second signal with %lld outputs not yet "
+                 "acknowledged; their inputs were not committed and will be "
+                 "processed again",
+                 (long long)e->inflight_records);
+      }
       e->state = ST_DONE;
       close_all(e);
     }
@@ -1091,10 +1132,10 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
   for (size_t i = 0; i < g->n; i++) {
     const rs_gnode_t *gn = &g->nodes[i];
     node_rt_t *n = &e->nodes[i];
-    n->n_ports = gn->n_ports;
-    n->out = rs_calloc(n->n_ports ? n->n_ports : 1, sizeof(outbuf_t));
+    n->out = rs_calloc(gn->n_ports ? gn->n_ports : 1, sizeof(outbuf_t));
     if (!n->out)
       return RS_ENOMEM;
+    n->n_ports = gn->n_ports;
     if (gn->kind == RS_NODE_SINK) {
       n->rkt = rd_kafka_topic_new(e->producer,
                                   e->cfg->sinks[gn->cfg_index].topic, NULL);
@@ -1332,6 +1373,7 @@ void rs_engine_destroy(rs_engine_t *e) {
   if (e->consumer)
     rd_kafka_destroy(e->consumer);
   if (e->producer) {
+    e->destroying = 1;
     rd_kafka_purge(e->producer,
                    RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     while (rd_kafka_poll(e->producer, 0) > 0)

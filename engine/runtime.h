@@ -29,7 +29,7 @@ typedef struct rs_engine_stats {
                           skipped: nothing is processed twice */
   uint64_t
       records_out; /* produced to sinks (all acknowledged after a clean stop) */
-  uint64_t dead_lettered; /* acknowledged dead-letter records */
+  uint64_t dead_lettered; /* dead letters produced (acked after a clean stop) */
   uint64_t delivery_failures;
   uint64_t batches;
   uint64_t pauses;           /* backpressure episodes (draining stopped) */

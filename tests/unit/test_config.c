@@ -220,6 +220,19 @@ static const bad_case_t bad_cases[] = {
      NULL,
      "bad.yaml:7:25: sinks 'out'.input: operator 'parse' has no output port "
      "'late' (ports: out)"},
+    {"duplicate_source_topic",
+     "sources:\n  - { name: a, topic: t }\n  - { name: b, topic: t }\n"
+     "operators:\n  - { name: parse, type: parse, input: a }\n"
+     "  - { name: p2, type: parse, input: b }\n"
+     "sinks:\n  - { name: out, input: parse, topic: out }\n"
+     "  - { name: out2, input: p2, topic: out2 }\n",
+     NULL,
+     "bad.yaml:3:23: sources 'b'.topic: topic 't' is already read by source "
+     "'a'; read it once and fan out from there"},
+    {"pattern_topic",
+     "sources:\n  - { name: in, topic: \"^in.*\" }\n" PARSE TAIL, NULL,
+     "bad.yaml:2:24: sources 'in'.topic: '^in.*' looks like a pattern; "
+     "sources name one topic each"},
     {"missing_type", HEAD "operators:\n  - { name: parse, input: in }\n" TAIL,
      NULL, "bad.yaml:5:5: operators 'parse': missing required key 'type'"},
     {"bad_name",
