@@ -1,7 +1,8 @@
 /* librdkafka adapter: client configuration from a pipeline config, the
  * embedded broker (librdkafka's mock cluster), and translation of
- * rd_kafka_resp_err_t into rs_err_t. No other file builds an rd_kafka_conf_t
- * or interprets a librdkafka error code. */
+ * rd_kafka_resp_err_t into rs_err_t. No other engine file builds an
+ * rd_kafka_conf_t or interprets a librdkafka error code (the generator and
+ * the tests, which have no pipeline config, configure their own clients). */
 #ifndef RS_KAFKA_H
 #define RS_KAFKA_H
 
