@@ -4,11 +4,12 @@
  * threads only wake us: when the consumer queue or the producer's main queue
  * goes from empty to non-empty, librdkafka calls on_queue_event
  * (rd_kafka_queue_cb_event_enable), which does a uv_async_send. We then
- * drain with zero-timeout calls. No timer polls Kafka; the only timer is the
- * commit interval. (The fd-based rd_kafka_queue_io_event_enable is not
- * used: in librdkafka 2.0.2 rd_kafka_consume_batch_queue() does not re-arm
- * its one-wakeup-per-read flag, so wakeups were lost and the loop stalled
- * until the next timer; measured with tests/bench/bench_passthrough.)
+ * drain with zero-timeout calls. No timer polls Kafka; the timers are the
+ * commit interval and the backpressure pause delay. (The fd-based
+ * rd_kafka_queue_io_event_enable is not used: in librdkafka 2.0.2
+ * rd_kafka_consume_batch_queue() does not re-arm its one-wakeup-per-read flag,
+ * so wakeups were lost and the loop stalled until the next timer; measured with
+ * tests/bench/bench_passthrough.)
  *
  * Delivery: every consumed run of records (one source partition) gets a
  * tracker; every record produced from it (sink or dead letter) carries the
@@ -32,14 +33,11 @@
  */
 #include "runtime.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 #include <uv.h>
 
 #include "codec.h"
