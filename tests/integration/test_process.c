@@ -55,6 +55,36 @@ Test(cli, help_and_exit_codes) {
   cr_assert_eq(sh(cmd, NULL), 2);
   snprintf(cmd, sizeof cmd, "%s run --bogus x.yaml 2>/dev/null", bin());
   cr_assert_eq(sh(cmd, NULL), 2);
+  /* Bad arguments of every command: exit 2 with a message naming them. */
+  static const struct {
+    const char *args, *says;
+  } bad[] = {
+      {"broker --partitions 0", "--partitions: expected an integer in [1, "
+                                "1024], got '0'"},
+      {"broker --brokers many", "--brokers: expected an integer"},
+      {"broker extra", "unexpected argument 'extra'"},
+      {"operators nope", "no operator named 'nope'"},
+      {"operators --plugin /nonexistent.so", "plugin /nonexistent.so: cannot "
+                                             "load"},
+      {"validate configs/demo.yaml extra", "unexpected argument 'extra' after "
+                                           "CONFIG"},
+      {"validate configs/demo.yaml --set nonsense",
+       "--set 'nonsense': "
+       "expected section.key=value"},
+      {"run configs/demo.yaml --log-level loud", "--log-level: expected "
+                                                 "error, warn, info or debug"},
+      {"graph --exit-at-end configs/demo.yaml", "unknown option "
+                                                "'--exit-at-end'"},
+      {"generate --events -5 --out /tmp/x.avro", "--events"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    rs_buf_reset(&b);
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", RS_SOURCE_DIR, bin(),
+             bad[i].args);
+    cr_expect_eq(sh(cmd, &b), 2, "recstream %s", bad[i].args);
+    cr_expect(b.data && strstr(b.data, bad[i].says) != NULL,
+              "recstream %s said: %s", bad[i].args, b.data ? b.data : "");
+  }
   snprintf(cmd, sizeof cmd, "%s validate /nonexistent.yaml 2>&1", bin());
   rs_buf_reset(&b);
   cr_assert_eq(sh(cmd, &b), 2);
