@@ -331,3 +331,45 @@ Test(process, kcat_produces_and_reads, .timeout = 120) {
   unlink(data);
   rs_mock_destroy(m);
 }
+
+Test(process, second_signal_with_outputs_in_flight_exits_1, .timeout = 120) {
+  rs_mock_t *m = it_cluster(2, 4, topics);
+  cr_assert(m != NULL);
+  const long total = 20000;
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 500, 0, "avro"), 0);
+  for (int p = 0; p < 4; p++)
+    rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
+  rd_kafka_mock_broker_set_rtt(m->mc, 2, 100);
+  char cfg[] = "/tmp/rs-sig2-XXXXXX";
+  int fd = mkstemp(cfg);
+  close(fd);
+  write_config(cfg, "avro");
+  setenv("RS_TEST_BROKERS", m->bootstraps, 1);
+  pid_t pid = spawn_run(cfg, 0);
+  progress_t pr = {m->bootstraps, 1000};
+  cr_assert(it_wait(output_at_least, &pr, 60000), "no output appeared");
+  /* With the output broker down nothing in flight can be acknowledged, so
+   * the second signal surely finds outputs in flight. */
+  rd_kafka_mock_broker_set_down(m->mc, 2);
+  kill(pid, SIGTERM);
+  struct timespec ts = {0, 300 * 1000000};
+  nanosleep(&ts, NULL); /* lets the first signal be handled on its own */
+  kill(pid, SIGTERM);
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "exit status %d", st);
+  rd_kafka_mock_broker_set_up(m->mc, 2);
+  /* Nothing was committed past what the output holds. */
+  size_t n;
+  int *cnt = count_outputs(m->bootstraps, total, &n);
+  free(cnt);
+  int64_t committed = 0;
+  for (int p = 0; p < 4; p++) {
+    int64_t c = it_committed(m->bootstraps, "proc", "in", p);
+    committed += c > 0 ? c : 0;
+  }
+  cr_assert_leq(committed, (int64_t)n, "committed %lld inputs, %zu outputs",
+                (long long)committed, n);
+  unlink(cfg);
+  rs_mock_destroy(m);
+}
