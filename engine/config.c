@@ -682,15 +682,25 @@ static int read_processing(cctx_t *c, const rs_ynode_t *root) {
   return 0;
 }
 
+/* A top-level list section and the array its entries are read into. */
+static int open_list(cctx_t *c, const rs_ynode_t *root, const char *name,
+                     int required, size_t elem_size, rs_ynode_t **seq,
+                     void **array) {
+  int rc = get(c, root, "config", name, RS_Y_SEQ, required, seq);
+  if (rc || !*seq)
+    return rc;
+  *array = rs_calloc((*seq)->n ? (*seq)->n : 1, elem_size);
+  return *array ? 0 : RS_ENOMEM;
+}
+
 static int read_sources(cctx_t *c, const rs_ynode_t *root) {
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *s;
-  int rc = get(c, root, "config", "sources", RS_Y_SEQ, 1, &s);
+  void *array = NULL;
+  int rc = open_list(c, root, "sources", 1, sizeof(*cfg->sources), &s, &array);
+  cfg->sources = array;
   if (rc)
     return rc;
-  cfg->sources = rs_calloc(s->n ? s->n : 1, sizeof(*cfg->sources));
-  if (!cfg->sources)
-    return RS_ENOMEM;
   for (size_t i = 0; i < s->n; i++) {
     rs_source_cfg_t *src = &cfg->sources[cfg->n_sources++];
     char label[160];
@@ -712,12 +722,12 @@ static int read_sources(cctx_t *c, const rs_ynode_t *root) {
 static int read_operators(cctx_t *c, const rs_ynode_t *root) {
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *s;
-  int rc = get(c, root, "config", "operators", RS_Y_SEQ, 0, &s);
+  void *array = NULL;
+  int rc =
+      open_list(c, root, "operators", 0, sizeof(*cfg->operators), &s, &array);
+  cfg->operators = array;
   if (rc || !s)
     return rc;
-  cfg->operators = rs_calloc(s->n ? s->n : 1, sizeof(*cfg->operators));
-  if (!cfg->operators)
-    return RS_ENOMEM;
   for (size_t i = 0; i < s->n; i++) {
     rs_operator_cfg_t *op = &cfg->operators[cfg->n_operators++];
     char label[160];
@@ -777,12 +787,11 @@ static int read_operators(cctx_t *c, const rs_ynode_t *root) {
 static int read_sinks(cctx_t *c, const rs_ynode_t *root) {
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *s;
-  int rc = get(c, root, "config", "sinks", RS_Y_SEQ, 1, &s);
+  void *array = NULL;
+  int rc = open_list(c, root, "sinks", 1, sizeof(*cfg->sinks), &s, &array);
+  cfg->sinks = array;
   if (rc)
     return rc;
-  cfg->sinks = rs_calloc(s->n ? s->n : 1, sizeof(*cfg->sinks));
-  if (!cfg->sinks)
-    return RS_ENOMEM;
   static const char *const formats[] = {"avro", "confluent", "json", NULL};
   for (size_t i = 0; i < s->n; i++) {
     rs_sink_cfg_t *sk = &cfg->sinks[cfg->n_sinks++];
