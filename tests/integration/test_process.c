@@ -196,27 +196,33 @@ static int *count_outputs(const char *bootstrap, long total, size_t *n_out) {
   return cnt;
 }
 
+/* Starts `recstream run` against m with the output topic led by broker 2,
+ * which answers 100 ms late: with the config's small in-flight cap this
+ * holds a run to a few thousand records/s, so a signal lands mid-stream
+ * however fast the engine is. cfg is a mkstemp template, filled in. */
+static pid_t start_throttled(rs_mock_t *m, char *cfg) {
+  for (int p = 0; p < 4; p++)
+    rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
+  rd_kafka_mock_broker_set_rtt(m->mc, 2, 100);
+  int fd = mkstemp(cfg);
+  cr_assert(fd >= 0);
+  close(fd);
+  write_config(cfg, "avro");
+  setenv("RS_TEST_BROKERS", m->bootstraps, 1);
+  return spawn_run(cfg, 0);
+}
+
 Test(process, sigterm_mid_stream_then_restart_continues_from_commits,
      .timeout = 300) {
   rs_mock_t *m = it_cluster(2, 4, topics);
   cr_assert(m != NULL);
   const long total = 60000;
   cr_assert_eq(it_produce(m->bootstraps, "in", total, 1000, 0, "avro"), 0);
-  /* A slow output broker and a small in-flight cap hold the run to a few
-   * thousand records/s, so SIGTERM lands mid-stream however fast the
-   * engine. The delay is lifted once the signal is sent: the mock cluster
+  /* The output delay is lifted once the signal is sent: the mock cluster
    * loses requests still delayed when a client disconnects, and a lost
    * LeaveGroup would make the restart wait out the session timeout. */
-  for (int p = 0; p < 4; p++)
-    rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
-  rd_kafka_mock_broker_set_rtt(m->mc, 2, 100);
   char cfg[] = "/tmp/rs-proc-XXXXXX";
-  int fd = mkstemp(cfg);
-  close(fd);
-  write_config(cfg, "avro");
-  setenv("RS_TEST_BROKERS", m->bootstraps, 1);
-
-  pid_t pid = spawn_run(cfg, 0);
+  pid_t pid = start_throttled(m, cfg);
   progress_t pr = {m->bootstraps, 5000};
   cr_assert(it_wait(output_at_least, &pr, 60000), "no output appeared");
   kill(pid, SIGTERM);
@@ -337,15 +343,8 @@ Test(process, second_signal_with_outputs_in_flight_exits_1, .timeout = 120) {
   cr_assert(m != NULL);
   const long total = 20000;
   cr_assert_eq(it_produce(m->bootstraps, "in", total, 500, 0, "avro"), 0);
-  for (int p = 0; p < 4; p++)
-    rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
-  rd_kafka_mock_broker_set_rtt(m->mc, 2, 100);
   char cfg[] = "/tmp/rs-sig2-XXXXXX";
-  int fd = mkstemp(cfg);
-  close(fd);
-  write_config(cfg, "avro");
-  setenv("RS_TEST_BROKERS", m->bootstraps, 1);
-  pid_t pid = spawn_run(cfg, 0);
+  pid_t pid = start_throttled(m, cfg);
   progress_t pr = {m->bootstraps, 1000};
   cr_assert(it_wait(output_at_least, &pr, 60000), "no output appeared");
   /* With the output broker down nothing in flight can be acknowledged, so
