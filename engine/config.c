@@ -620,22 +620,40 @@ static int read_state(cctx_t *c, const rs_ynode_t *root) {
   snprintf(dflt, sizeof dflt, ".recstream/%s", cfg->app);
   static const char *const guarantees[] = {"at_least_once", "exactly_once",
                                            "transactional", NULL};
-  int g;
+  /* In rs_compression_t order (state/rocks.h). */
+  static const char *const compressions[] = {"default", "none", "lz4",
+                                             "zstd", "snappy", NULL};
+  static const char *const bools[] = {"false", "true", NULL};
+  int g, comp, sync;
   if ((rc = get_str(c, m, "state", "dir", dflt, 0, &cfg->state.dir)) ||
       (rc = get_num(c, m, "state", "commit_interval", T_DURATION, 1000, 10,
                     3600 * 1000, &cfg->state.commit_interval_ms)) ||
-      (rc = get_enum(c, m, "state", "guarantee", guarantees, 0, &g)))
+      (rc = get_enum(c, m, "state", "guarantee", guarantees, 0, &g)) ||
+      (rc = get_num(c, m, "state", "cache", T_SIZE, (int64_t)128 << 20,
+                    (int64_t)1 << 20, (int64_t)256 << 30,
+                    &cfg->state.cache_bytes)) ||
+      (rc = get_num(c, m, "state", "block_cache", T_SIZE, (int64_t)64 << 20,
+                    (int64_t)1 << 20, (int64_t)256 << 30,
+                    &cfg->state.block_cache_bytes)) ||
+      (rc = get_num(c, m, "state", "write_buffer", T_SIZE, (int64_t)16 << 20,
+                    (int64_t)1 << 20, (int64_t)4 << 30,
+                    &cfg->state.write_buffer_bytes)) ||
+      (rc = get_enum(c, m, "state", "compression", compressions, 0, &comp)) ||
+      (rc = get_enum(c, m, "state", "sync", bools, 1, &sync)))
     return rc;
   cfg->state.guarantee = (rs_guarantee_t)g;
-  if (g != RS_GUARANTEE_AT_LEAST_ONCE) {
+  cfg->state.compression = comp;
+  cfg->state.sync = sync;
+  if (g == RS_GUARANTEE_TRANSACTIONAL) {
     rs_ypair_t *p = rs_ymap_find(m, "guarantee");
     return cerr(c, p->value->line, p->value->col,
-                "state.guarantee: '%s' needs the keyed state store, which "
-                "this build does not have yet; use at_least_once",
-                guarantees[g]);
+                "state.guarantee: 'transactional' is not implemented; use "
+                "exactly_once, which holds on any broker (docs/CONFIG.md)");
   }
-  if (s &&
-      (rc = check_unknown(c, s, "state", "dir, commit_interval, guarantee")))
+  if (s && (rc = check_unknown(c, s, "state",
+                               "dir, commit_interval, guarantee, cache, "
+                               "block_cache, write_buffer, compression, "
+                               "sync")))
     return rc;
   return 0;
 }
@@ -664,12 +682,6 @@ static int read_processing(cctx_t *c, const rs_ynode_t *root) {
                     1000, 10000000, &cfg->processing.max_inflight_records)))
     return rc;
   cfg->processing.order = (rs_order_t)o;
-  if (o == RS_ORDER_DETERMINISTIC) {
-    rs_ypair_t *p = rs_ymap_find(m, "order");
-    return cerr(c, p->value->line, p->value->col,
-                "processing.order: 'deterministic' needs the keyed state "
-                "store, which this build does not have yet; use arrival");
-  }
   if (cfg->processing.low_water_bytes >= cfg->processing.high_water_bytes) {
     rs_ypair_t *p = rs_ymap_find(m, "low_water");
     return cerr(c, p ? p->value->line : m->line, p ? p->value->col : m->col,

@@ -86,6 +86,11 @@ typedef struct rs_config {
     char *dir;
     int64_t commit_interval_ms;
     rs_guarantee_t guarantee;
+    int64_t cache_bytes;        /* write-back cache bound */
+    int64_t block_cache_bytes;  /* RocksDB block cache */
+    int64_t write_buffer_bytes; /* RocksDB memtable per column family */
+    int compression;            /* rs_compression_t */
+    int sync;                   /* fsync the WAL at each checkpoint */
   } state;
   struct {
     rs_order_t order;

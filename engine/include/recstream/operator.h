@@ -99,8 +99,16 @@ typedef struct rs_host_api {
   rs_counter_t *(*counter)(rs_op_t *op, const char *name, const char *help);
   void (*counter_add)(rs_counter_t *c, uint64_t n);
 
-  /* Keyed state, partition-scoped. Not yet backed by a store in this ABI
-   * minor: these return RS_ENOTSUP until the state store lands. */
+  /* Keyed state (DESIGN.md section 3), scoped by input partition: pass the
+   * batch's partition, or RS_PARTITION_SHARED for state every partition
+   * reads and writes (model parameters, popularity). Reads go through the
+   * engine's write-back cache; writes reach RocksDB atomically with the
+   * input offsets at the next checkpoint. state_get's *value is borrowed
+   * until the next state_* call: copy what you keep. RS_ENOENT when
+   * absent. state_scan visits the partition's entries whose key starts
+   * with prefix, in key order; cb must not call state_* (a non-zero return
+   * stops the scan and is returned). A scan walks the cache: not per
+   * event. */
   int (*state_get)(rs_op_t *op, int32_t partition, const void *key,
                    size_t key_len, void **value, size_t *value_len);
   int (*state_put)(rs_op_t *op, int32_t partition, const void *key,
@@ -120,7 +128,29 @@ typedef struct rs_host_api {
    * operator's seed, the key and the input offset. */
   uint64_t (*random)(rs_op_t *op, const void *key, size_t key_len,
                      int64_t offset, uint64_t stream);
+
+  /* ---- ABI minor 1 (check struct_size before use) ---- */
+  /* Fixed-size float vectors (stored as little-endian float32): get fills
+   * out[0..dim) or returns RS_ENOENT (absent) / RS_ERANGE (stored with
+   * another dimension). */
+  int (*state_get_floats)(rs_op_t *op, int32_t partition, const void *key,
+                          size_t key_len, float *out, size_t dim);
+  int (*state_put_floats)(rs_op_t *op, int32_t partition, const void *key,
+                          size_t key_len, const float *v, size_t dim);
+  /* int64 counter (8 bytes little-endian; absent = 0): adds delta, stores
+   * the sum in *result (may be NULL). */
+  int (*state_counter_add)(rs_op_t *op, int32_t partition, const void *key,
+                           size_t key_len, int64_t delta, int64_t *result);
 } rs_host_api_t;
+
+/* The partition argument of state_* for state shared by all partitions. */
+#define RS_PARTITION_SHARED (-1)
+
+/* Whether host provides `field` (it lies within host->struct_size). */
+#define RS_HOST_HAS(host, field)                                               \
+  (offsetof(rs_host_api_t, field) + sizeof((host)->field) <=                  \
+       (host)->struct_size &&                                                  \
+   (host)->field != NULL)
 
 typedef struct rs_operator_def {
   uint32_t abi_version; /* RS_ABI_VERSION */
