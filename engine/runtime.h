@@ -21,6 +21,10 @@ typedef struct rs_engine_opts {
    * without waiting for outstanding deliveries (nothing unacknowledged is
    * committed either way). */
   int handle_signals;
+  /* The state directory was just wiped or restored on purpose (run
+   * --reset-state / --restore-from): do not refuse to start when the store
+   * holds no offsets for partitions the consumer group has committed. */
+  int state_reset;
 } rs_engine_opts_t;
 
 typedef struct rs_engine_stats {
@@ -40,6 +44,13 @@ typedef struct rs_engine_stats {
   int64_t max_inflight_bytes;
   uint64_t first_input_ns; /* rs_now_ns() when the first record arrived */
   uint64_t last_ack_ns;    /* rs_now_ns() of the last delivery report */
+  uint64_t checkpoints;     /* state checkpoints written */
+  uint64_t checkpoint_ns;   /* time spent in them (barrier wait included) */
+  uint64_t suppressed;      /* exactly_once: regenerated outputs not sent
+                               again because the output topic had them */
+  uint64_t scanned_outputs; /* exactly_once: output records read at start */
+  uint64_t ordering_giveups; /* deterministic order: waits for a lagging
+                                partition that ran out (processing.max_idle) */
 } rs_engine_stats_t;
 
 /* cfg and g are borrowed and must outlive the engine. Starts the embedded
