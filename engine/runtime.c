@@ -33,18 +33,28 @@
  */
 #include "runtime.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "codec.h"
 #include "kafka.h"
 #include "log.h"
 #include "options.h"
+#include "state/cache.h"
+#include "state/store.h"
 #include "util.h"
+
+/* Header naming an output's source under exactly_once:
+ * "<input topic>/<partition>/<offset>/<ordinal>". */
+#define SRC_HEADER "recstream.src"
 
 /* ------------------------------------------------------------- types */
 
@@ -75,6 +85,14 @@ struct part {
   size_t src;
   int32_t partition;
   int assigned;
+  int64_t stored_offset; /* next offset in the last checkpoint (-1: none) */
+  int64_t sup_until;     /* exactly_once: highest input offset with an
+                            output already in an output topic (-1: none) */
+  /* processing.order: deterministic: fetched, not yet processed. */
+  rd_kafka_message_t **buf;
+  size_t bhead, bn, bcap;
+  uint64_t empty_since; /* when it ran out of buffered records (0: not) */
+  int gave_up;          /* the wait for it ran out (counted once) */
   int eof;             /* an end-of-partition event came since the last run */
   int64_t eof_offset;  /* offset that event named (-1: none yet) */
   int64_t next_offset; /* after the last record processed (-1: none yet) */
@@ -84,10 +102,31 @@ struct part {
   tracker_t *head, *tail;
 };
 
-typedef struct dlq_topic {
+/* exactly_once: the highest source position already in one output
+ * partition from one input partition, learnt at start. */
+typedef struct sup_entry {
+  int32_t out_partition;
+  int32_t src_partition;
+  size_t src;
+  int64_t offset;
+  uint32_t ordinal;
+} sup_entry_t;
+
+/* An output topic: a sink's or a dead-letter topic. */
+typedef struct outtopic {
   char *name;
   rd_kafka_topic_t *rkt;
-} dlq_topic_t;
+  int32_t n_parts;      /* exactly_once: from metadata (explicit partitioning) */
+  int32_t n_track;      /* length of the arrays below */
+  int64_t *acked_end;   /* highest acknowledged offset + 1 (-1: none) */
+  int64_t *stored_end;  /* the same, as of the last checkpoint */
+  sup_entry_t *sup;
+  size_t n_sup, cap_sup;
+  /* Ordinals: the n-th output to this topic from one input record. */
+  int32_t last_src_partition;
+  int64_t last_src_offset;
+  uint32_t ordinal;
+} outtopic_t;
 
 struct rs_op {
   rs_engine_t *e;
@@ -98,13 +137,14 @@ struct rs_op {
   rs_counter_t *counters;
   rs_counter_t *c_in, *c_out, *c_dlq;
   uint64_t seed;
+  int cf; /* column family of its state */
 };
 
 typedef struct node_rt {
   outbuf_t *out; /* one per output port */
   size_t n_ports;
-  struct rs_op *op;      /* operators */
-  rd_kafka_topic_t *rkt; /* sinks */
+  struct rs_op *op; /* operators */
+  outtopic_t *sink; /* sinks */
   uint64_t produced;
 } node_rt_t;
 
@@ -147,8 +187,21 @@ struct rs_engine {
   int32_t *n_parts;
   size_t n_assigned;
 
-  dlq_topic_t *dlqs;
-  size_t n_dlqs;
+  outtopic_t **outs; /* sink and dead-letter topics */
+  size_t n_outs;
+
+  rs_store_t *store;
+  rs_cache_t *cache;
+  int eo;         /* state.guarantee: exactly_once */
+  int ordered;    /* processing.order: deterministic */
+  int ckpt_pending; /* a checkpoint waits for in-flight outputs */
+  uint64_t ckpt_requested_ns;
+  int savepoint_requested;
+  char *pid_file;
+  size_t buffered; /* deterministic order: records in part buffers */
+  int64_t buffered_bytes;
+  uv_timer_t order_timer;
+  uv_signal_t sigusr1;
 
   /* Current run. */
   tracker_t *cur;
@@ -173,6 +226,7 @@ struct rs_engine {
 static void fail(rs_engine_t *e, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void begin_stop(rs_engine_t *e);
+static outtopic_t *find_out(const rs_engine_t *e, const char *name);
 
 static void fail(rs_engine_t *e, int err, const char *fmt, ...) {
   if (!e->err) {
@@ -224,6 +278,7 @@ static part_t *get_part(rs_engine_t *e, size_t src, int32_t partition) {
     p->partition = partition;
     p->committable = p->committed = -1;
     p->eof_offset = p->next_offset = -1;
+    p->stored_offset = p->sup_until = -1;
     e->parts[src][partition] = p;
   }
   return p;
@@ -281,6 +336,97 @@ static void commit_offsets(rs_engine_t *e, int sync) {
   rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* ------------------------------------------------------- checkpoints */
+
+/* Writes dirty state, the next input offset of every assigned partition
+ * and (exactly_once) the acknowledged end of every output partition in
+ * one RocksDB batch, then commits the input offsets to Kafka. Only called
+ * with no output in flight: every output derived from the offsets stored
+ * here has been acknowledged, so a restart from them loses nothing. */
+static int write_checkpoint(rs_engine_t *e, int sync_commit) {
+  if (!e->store || e->err)
+    return e->err;
+  size_t cap = 1;
+  for (size_t s = 0; s < e->cfg->n_sources; s++)
+    cap += (size_t)e->n_parts[s];
+  for (size_t i = 0; i < e->n_outs; i++)
+    cap += (size_t)e->outs[i]->n_track;
+  rs_offset_t *offs = rs_calloc(cap, sizeof(*offs));
+  if (!offs) {
+    fail(e, RS_ENOMEM, "checkpoint: out of memory");
+    return RS_ENOMEM;
+  }
+  size_t n = 0;
+  for (size_t s = 0; s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++) {
+      part_t *p = e->parts[s][i];
+      if (p && p->assigned && p->next_offset >= 0 &&
+          p->next_offset != p->stored_offset)
+        offs[n++] = (rs_offset_t){.topic = e->cfg->sources[s].topic,
+                                  .partition = i,
+                                  .next_offset = p->next_offset};
+    }
+  for (size_t k = 0; e->eo && k < e->n_outs; k++) {
+    outtopic_t *ot = e->outs[k];
+    for (int32_t i = 0; i < ot->n_track; i++)
+      if (ot->acked_end[i] >= 0 && ot->acked_end[i] != ot->stored_end[i])
+        offs[n++] = (rs_offset_t){.topic = ot->name,
+                                  .partition = i,
+                                  .next_offset = ot->acked_end[i]};
+  }
+  uint64_t t0 = rs_now_ns();
+  int rc = rs_store_checkpoint(e->store, e->cache, offs, n);
+  if (rc) {
+    rs_free(offs);
+    fail(e, rc, "checkpoint to %s failed: %s; stopping (the previous "
+         "checkpoint is intact)",
+         rs_store_dir(e->store), rs_store_errmsg(e->store));
+    return rc;
+  }
+  for (size_t k = 0; k < n; k++) {
+    ssize_t s = source_of_topic(e, offs[k].topic);
+    if (s >= 0) {
+      e->parts[s][offs[k].partition]->stored_offset = offs[k].next_offset;
+    } else {
+      outtopic_t *ot = find_out(e, offs[k].topic);
+      ot->stored_end[offs[k].partition] = offs[k].next_offset;
+    }
+  }
+  rs_free(offs);
+  e->stats.checkpoints++;
+  e->stats.checkpoint_ns += rs_now_ns() - t0;
+  advance(e);
+  commit_offsets(e, sync_commit);
+  return 0;
+}
+
+static void on_idle(uv_idle_t *h);
+static void savepoint(rs_engine_t *e);
+
+/* The checkpoint barrier: processing stops until every output in flight
+ * is acknowledged, then the checkpoint is written and processing goes
+ * on. Called when requested and after every batch of delivery reports. */
+static void try_checkpoint(rs_engine_t *e) {
+  if (!e->ckpt_pending || e->inflight_records > 0 || e->state != ST_RUNNING)
+    return;
+  e->ckpt_pending = 0;
+  if (write_checkpoint(e, 0))
+    return;
+  e->stats.checkpoint_wait_ns += rs_now_ns() - e->ckpt_requested_ns;
+  if (e->savepoint_requested)
+    savepoint(e);
+  uv_idle_start(&e->idle, on_idle); /* resume processing */
+}
+
+static void request_checkpoint(rs_engine_t *e) {
+  if (e->ckpt_pending || !e->store || e->state != ST_RUNNING)
+    return;
+  e->ckpt_pending = 1;
+  e->ckpt_requested_ns = rs_now_ns();
+  uv_idle_stop(&e->idle);
+  try_checkpoint(e);
+}
+
 /* --------------------------------------------------------- host API */
 
 static int host_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
@@ -293,30 +439,73 @@ static int host_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   return rc;
 }
 
-static int produce(rs_engine_t *e, rd_kafka_topic_t *rkt, const void *key,
+static int produce(rs_engine_t *e, outtopic_t *ot, const void *key,
                    size_t key_len, const void *val, size_t val_len,
-                   const rs_record_t *dlq_rec, const char *dlq_error);
+                   int64_t src_offset, const char *dlq_error);
 
-static rd_kafka_topic_t *dlq_topic(rs_engine_t *e, const char *name) {
-  for (size_t i = 0; i < e->n_dlqs; i++)
-    if (!strcmp(e->dlqs[i].name, name))
-      return e->dlqs[i].rkt;
-  dlq_topic_t *d = rs_realloc(e->dlqs, (e->n_dlqs + 1) * sizeof(*d));
-  if (!d)
+static int ensure_track(outtopic_t *ot, int32_t partition) {
+  if (partition < ot->n_track)
+    return 0;
+  int32_t n = partition + 1 > 2 * ot->n_track ? partition + 1 : 2 * ot->n_track;
+  int64_t *a = rs_realloc(ot->acked_end, (size_t)n * sizeof(*a));
+  if (!a)
+    return RS_ENOMEM;
+  ot->acked_end = a;
+  int64_t *b = rs_realloc(ot->stored_end, (size_t)n * sizeof(*b));
+  if (!b)
+    return RS_ENOMEM;
+  ot->stored_end = b;
+  for (int32_t i = ot->n_track; i < n; i++)
+    a[i] = b[i] = -1;
+  ot->n_track = n;
+  return 0;
+}
+
+static outtopic_t *find_out(const rs_engine_t *e, const char *name) {
+  for (size_t i = 0; i < e->n_outs; i++)
+    if (!strcmp(e->outs[i]->name, name))
+      return e->outs[i];
+  return NULL;
+}
+
+/* The output topic `name`, created on first use. NULL: out of memory or
+ * librdkafka refused the handle. */
+static outtopic_t *out_topic(rs_engine_t *e, const char *name) {
+  outtopic_t *ot = find_out(e, name);
+  if (ot)
+    return ot;
+  outtopic_t **arr = rs_realloc(e->outs, (e->n_outs + 1) * sizeof(*arr));
+  if (!arr)
     return NULL;
-  e->dlqs = d;
-  rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->producer, name, NULL);
-  char *copy = rs_strdup(name);
-  if (!rkt || !copy) {
-    if (rkt)
-      rd_kafka_topic_destroy(rkt);
-    rs_free(copy);
+  e->outs = arr;
+  ot = rs_calloc(1, sizeof(*ot));
+  if (!ot || !(ot->name = rs_strdup(name))) {
+    rs_free(ot);
     return NULL;
   }
-  d[e->n_dlqs].name = copy;
-  d[e->n_dlqs].rkt = rkt;
-  e->n_dlqs++;
-  return rkt;
+  ot->last_src_partition = -1;
+  /* A copy of the client's default topic settings (message.timeout.ms
+   * and the like from kafka.properties), plus the opaque. */
+  rd_kafka_topic_conf_t *tc = rd_kafka_default_topic_conf_dup(e->producer);
+  rd_kafka_topic_conf_set_opaque(tc, ot);
+  ot->rkt = rd_kafka_topic_new(e->producer, name, tc);
+  if (!ot->rkt) {
+    rs_free(ot->name);
+    rs_free(ot);
+    return NULL;
+  }
+  e->outs[e->n_outs++] = ot;
+  return ot;
+}
+
+static void out_topic_free(outtopic_t *ot) {
+  if (ot->rkt)
+    rd_kafka_topic_destroy(ot->rkt);
+  rs_free(ot->name);
+  rs_free(ot->acked_end);
+  rs_free(ot->stored_end);
+  rs_free(ot->sup);
+  rs_free(ot);
 }
 
 static const char *dlq_name(const rs_engine_t *e, const struct rs_op *op,
@@ -339,13 +528,13 @@ static int host_dead_letter(rs_op_t *op, const rs_record_t *rec,
                      e->g->nodes[op->node].name);
   char name[512];
   const char *topic = dlq_name(e, op, e->cur_src, name, sizeof name);
-  rd_kafka_topic_t *rkt = dlq_topic(e, topic);
-  if (!rkt)
+  outtopic_t *ot = out_topic(e, topic);
+  if (!ot)
     return rs_seterr(e->errstr, sizeof e->errstr, RS_EKAFKA,
                      "dead-letter topic '%s' cannot be used: %s", topic,
                      rd_kafka_err2str(rd_kafka_last_error()));
-  int rc = produce(e, rkt, rec->key, rec->key_len, rec->value, rec->value_len,
-                   rec, error ? error : "unknown error");
+  int rc = produce(e, ot, rec->key, rec->key_len, rec->value, rec->value_len,
+                   rec->src_offset, error ? error : "unknown error");
   if (!rc && op->c_dlq)
     op->c_dlq->value++;
   return rc;
@@ -388,24 +577,55 @@ static void host_counter_add(rs_counter_t *c, uint64_t n) {
     c->value += n;
 }
 
+static int state_fail(rs_op_t *op, int rc) {
+  if (rc == RS_ESTATE)
+    host_log(op, RS_LOG_ERROR, "state: %s", rs_store_errmsg(op->e->store));
+  return rc;
+}
+
 static int host_state_get(rs_op_t *op, int32_t partition, const void *key,
                           size_t key_len, void **value, size_t *value_len) {
-  return RS_ENOTSUP;
+  const void *v = NULL;
+  int rc = rs_cache_get(op->e->cache, op->cf, partition, key, key_len, &v,
+                        value_len);
+  *value = (void *)v;
+  return state_fail(op, rc);
 }
 static int host_state_put(rs_op_t *op, int32_t partition, const void *key,
                           size_t key_len, const void *value, size_t value_len) {
-  return RS_ENOTSUP;
+  return state_fail(op, rs_cache_put(op->e->cache, op->cf, partition, key,
+                                     key_len, value, value_len));
 }
 static int host_state_delete(rs_op_t *op, int32_t partition, const void *key,
                              size_t key_len) {
-  return RS_ENOTSUP;
+  return state_fail(
+      op, rs_cache_delete(op->e->cache, op->cf, partition, key, key_len));
 }
 static int host_state_scan(rs_op_t *op, int32_t partition, const void *prefix,
                            size_t prefix_len,
                            int (*cb)(void *, const void *, size_t, const void *,
                                      size_t),
                            void *opaque) {
-  return RS_ENOTSUP;
+  return state_fail(op, rs_cache_scan(op->e->cache, op->cf, partition, prefix,
+                                      prefix_len, cb, opaque));
+}
+static int host_state_get_floats(rs_op_t *op, int32_t partition,
+                                 const void *key, size_t key_len, float *out,
+                                 size_t dim) {
+  return state_fail(op, rs_cache_get_floats(op->e->cache, op->cf, partition,
+                                            key, key_len, out, dim));
+}
+static int host_state_put_floats(rs_op_t *op, int32_t partition,
+                                 const void *key, size_t key_len,
+                                 const float *v, size_t dim) {
+  return state_fail(op, rs_cache_put_floats(op->e->cache, op->cf, partition,
+                                            key, key_len, v, dim));
+}
+static int host_state_counter_add(rs_op_t *op, int32_t partition,
+                                  const void *key, size_t key_len,
+                                  int64_t delta, int64_t *result) {
+  return state_fail(op, rs_cache_counter_add(op->e->cache, op->cf, partition,
+                                             key, key_len, delta, result));
 }
 static int host_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
                           const void *tag, size_t tag_len) {
@@ -438,41 +658,103 @@ static const rs_host_api_t host_api_template = {
     .state_scan = host_state_scan,
     .timer_set = host_timer_set,
     .random = host_random,
+    .state_get_floats = host_state_get_floats,
+    .state_put_floats = host_state_put_floats,
+    .state_counter_add = host_state_counter_add,
 };
 
 /* ------------------------------------------------------------ produce */
 
-static int produce(rs_engine_t *e, rd_kafka_topic_t *rkt, const void *key,
+/* exactly_once: the partition an output goes to, computed here (not by
+ * the client) so that a replay knows it before producing: murmur2 of the
+ * key like the Java client's default, the input partition for keyless
+ * records. */
+static int32_t out_partition(const outtopic_t *ot, const void *key,
+                             size_t key_len, int32_t src_partition) {
+  if (key && key_len)
+    return rd_kafka_msg_partitioner_murmur2(ot->rkt, key, key_len, ot->n_parts,
+                                            NULL, NULL);
+  return src_partition % ot->n_parts;
+}
+
+/* exactly_once: whether the output at this source position is already in
+ * destination partition dpart (learnt by the output scan at start). */
+static int already_written(const rs_engine_t *e, const outtopic_t *ot,
+                           int32_t dpart, int64_t offset, uint32_t ordinal) {
+  for (size_t i = 0; i < ot->n_sup; i++) {
+    const sup_entry_t *s = &ot->sup[i];
+    if (s->out_partition == dpart && s->src == e->cur_src &&
+        s->src_partition == e->cur_partition)
+      return offset < s->offset ||
+             (offset == s->offset && ordinal <= s->ordinal);
+  }
+  return 0;
+}
+
+static int produce(rs_engine_t *e, outtopic_t *ot, const void *key,
                    size_t key_len, const void *val, size_t val_len,
-                   const rs_record_t *dlq_rec, const char *dlq_error) {
+                   int64_t src_offset, const char *dlq_error) {
   tracker_t *t = e->cur;
   uint64_t waited_ns = 0;
-  char part[16] = "", off[24] = "";
-  if (dlq_rec) {
-    snprintf(part, sizeof part, "%d", (int)dlq_rec->src_partition);
-    snprintf(off, sizeof off, "%lld", (long long)dlq_rec->src_offset);
+  int32_t dpart = RD_KAFKA_PARTITION_UA;
+  const char *topic = e->cfg->sources[e->cur_src].topic;
+  char src[320] = "";
+  if (e->eo) {
+    if (ot->n_parts <= 0)
+      return rs_seterr(e->errstr, sizeof e->errstr, RS_EKAFKA,
+                       "output topic %s: its partition count is unknown "
+                       "(does the topic exist?); exactly_once partitions "
+                       "outputs itself and needs it",
+                       ot->name);
+    uint32_t ord = 0;
+    if (ot->last_src_partition == e->cur_partition &&
+        ot->last_src_offset == src_offset)
+      ord = ot->ordinal + 1;
+    ot->last_src_partition = e->cur_partition;
+    ot->last_src_offset = src_offset;
+    ot->ordinal = ord;
+    dpart = out_partition(ot, key, key_len, e->cur_partition);
+    if (t->part->sup_until >= src_offset &&
+        already_written(e, ot, dpart, src_offset, ord)) {
+      e->stats.suppressed++;
+      return 0;
+    }
+    snprintf(src, sizeof src, "%s/%d/%lld/%u", topic, (int)e->cur_partition,
+             (long long)src_offset, ord);
   }
   for (;;) {
+    rd_kafka_headers_t *h = NULL;
+    if (dlq_error || src[0]) {
+      h = rd_kafka_headers_new(5);
+      if (src[0])
+        rd_kafka_header_add(h, SRC_HEADER, -1, src, -1);
+      if (dlq_error) {
+        char part[16], off[24];
+        snprintf(part, sizeof part, "%d", (int)e->cur_partition);
+        snprintf(off, sizeof off, "%lld", (long long)src_offset);
+        rd_kafka_header_add(h, "error", -1, dlq_error, -1);
+        rd_kafka_header_add(h, "source.topic", -1, topic, -1);
+        rd_kafka_header_add(h, "source.partition", -1, part, -1);
+        rd_kafka_header_add(h, "source.offset", -1, off, -1);
+      }
+    }
     rd_kafka_resp_err_t err;
-    if (dlq_rec) {
-      const char *topic = e->cfg->sources[e->cur_src].topic;
+    if (h)
       err = rd_kafka_producev(
-          e->producer, RD_KAFKA_V_RKT(rkt),
+          e->producer, RD_KAFKA_V_RKT(ot->rkt), RD_KAFKA_V_PARTITION(dpart),
           RD_KAFKA_V_KEY((void *)key, key_len),
           RD_KAFKA_V_VALUE((void *)val, val_len),
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(t),
-          RD_KAFKA_V_HEADER("error", dlq_error, (ssize_t)strlen(dlq_error)),
-          RD_KAFKA_V_HEADER("source.topic", topic, (ssize_t)strlen(topic)),
-          RD_KAFKA_V_HEADER("source.partition", part, (ssize_t)strlen(part)),
-          RD_KAFKA_V_HEADER("source.offset", off, (ssize_t)strlen(off)),
+          RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    else
+      err = rd_kafka_producev(
+          e->producer, RD_KAFKA_V_RKT(ot->rkt), RD_KAFKA_V_PARTITION(dpart),
+          RD_KAFKA_V_KEY((void *)key, key_len),
+          RD_KAFKA_V_VALUE((void *)val, val_len),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(t),
           RD_KAFKA_V_END);
-    } else {
-      err = rd_kafka_producev(e->producer, RD_KAFKA_V_RKT(rkt),
-                              RD_KAFKA_V_KEY((void *)key, key_len),
-                              RD_KAFKA_V_VALUE((void *)val, val_len),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
-    }
+    if (err && h)
+      rd_kafka_headers_destroy(h); /* ours again when producev fails */
     if (!err) {
       t->pending++;
       e->inflight_records++;
@@ -483,7 +765,7 @@ static int produce(rs_engine_t *e, rd_kafka_topic_t *rkt, const void *key,
     }
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
       return rs_seterr(e->errstr, sizeof e->errstr, rs_err_from_kafka(err),
-                       "produce to %s failed: %s", rd_kafka_topic_name(rkt),
+                       "produce to %s failed: %s", ot->name,
                        rd_kafka_err2str(err));
     /* The local queue is bounded above the high-water mark, so this only
      * happens when one batch fans out far more than its size: wait for
@@ -495,7 +777,7 @@ static int produce(rs_engine_t *e, rd_kafka_topic_t *rkt, const void *key,
       return rs_seterr(e->errstr, sizeof e->errstr, RS_EDELIVERY,
                        "produce to %s: the producer queue stayed full for "
                        "30 s (is the broker reachable?)",
-                       rd_kafka_topic_name(rkt));
+                       ot->name);
     rd_kafka_poll(e->producer, 10);
   }
 }
@@ -516,6 +798,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
          "committing past it",
          rd_kafka_topic_name(m->rkt), (int)m->partition,
          rd_kafka_err2str(m->err));
+  } else {
+    outtopic_t *ot = rd_kafka_topic_opaque(m->rkt);
+    if (ot && m->partition >= 0 && m->offset >= 0 &&
+        !ensure_track(ot, m->partition) &&
+        m->offset + 1 > ot->acked_end[m->partition])
+      ot->acked_end[m->partition] = m->offset + 1;
   }
   t->pending--;
 }
@@ -547,7 +835,8 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
                        "sink '%s': records of kind %u cannot be written yet",
                        sc->name, r->kind);
     }
-    int rc = produce(e, n->rkt, r->key, r->key_len, val, len, NULL, NULL);
+    int rc = produce(e, n->sink, r->key, r->key_len, val, len, r->src_offset,
+                     NULL);
     if (rc)
       return rc;
     n->produced++;
@@ -678,7 +967,7 @@ static int all_at_end(rs_engine_t *e) {
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++) {
       part_t *p = e->parts[s][i];
-      if (p && p->assigned && !at_end(p))
+      if (p && p->assigned && (p->bn > 0 || !at_end(p)))
         return 0;
     }
   return 1;
@@ -764,19 +1053,205 @@ static void handle_consumer_error(rs_engine_t *e, rd_kafka_message_t *m) {
          rd_kafka_message_errstr(m));
 }
 
-static void on_idle(uv_idle_t *h);
-
 /* Whether to read the consumer queue now. While backpressure only stops
  * draining, no; once the partitions are paused in the client, yes again:
  * the queue also carries rebalances, commit results and errors, and a
  * member that stops reading it for max.poll.interval.ms leaves the group. */
 static int may_drain(const rs_engine_t *e) {
-  return e->state == ST_RUNNING && (!e->paused || e->input_paused);
+  return e->state == ST_RUNNING && !e->ckpt_pending &&
+         (!e->paused || e->input_paused);
+}
+
+/* Whether to push records through the graph now. */
+static int may_process(const rs_engine_t *e) {
+  return e->state == ST_RUNNING && !e->ckpt_pending && !e->paused;
+}
+
+/* After a batch: release what completed, apply backpressure, checkpoint
+ * early when the cache's spill batch grows. 1: stop processing. */
+static int after_run(rs_engine_t *e) {
+  advance(e);
+  if (over_high_water(e)) {
+    set_paused(e, 1);
+    uv_idle_stop(&e->idle);
+    return 1;
+  }
+  if (e->cache && rs_cache_needs_checkpoint(e->cache)) {
+    request_checkpoint(e);
+    return 1;
+  }
+  return 0;
+}
+
+/* ------------------------------------------- deterministic order merge */
+
+/* With processing.order: deterministic, fetched records wait in their
+ * partition's buffer and are processed in (timestamp, source, partition,
+ * offset) order across all assigned partitions. A partition with nothing
+ * buffered that is not at its end holds everything up for at most
+ * processing.max_idle (then it is passed over and the give-up counted),
+ * like Kafka Streams' max.task.idle.ms. */
+#define ORDER_MAX_BUFFERED 500000
+
+static int buf_push(part_t *p, rd_kafka_message_t *m) {
+  if (p->bhead + p->bn == p->bcap) {
+    if (p->bhead > 0) {
+      memmove(p->buf, p->buf + p->bhead, p->bn * sizeof(*p->buf));
+      p->bhead = 0;
+    } else {
+      size_t cap = p->bcap ? p->bcap * 2 : 1024;
+      rd_kafka_message_t **b = rs_realloc(p->buf, cap * sizeof(*b));
+      if (!b)
+        return RS_ENOMEM;
+      p->buf = b;
+      p->bcap = cap;
+    }
+  }
+  p->buf[p->bhead + p->bn++] = m;
+  return 0;
+}
+
+static void buf_drop(rs_engine_t *e, part_t *p) {
+  for (size_t i = 0; i < p->bn; i++) {
+    rd_kafka_message_t *m = p->buf[p->bhead + i];
+    e->buffered_bytes -= (int64_t)m->len;
+    rd_kafka_message_destroy(m);
+  }
+  e->buffered -= p->bn;
+  p->bhead = p->bn = 0;
+}
+
+/* Orders the record at position i of p's buffer against q's head. */
+static int before(const part_t *p, size_t i, const part_t *q) {
+  int64_t a = rd_kafka_message_timestamp(p->buf[p->bhead + i], NULL);
+  int64_t b = rd_kafka_message_timestamp(q->buf[q->bhead], NULL);
+  if (a != b)
+    return a < b;
+  if (p->src != q->src)
+    return p->src < q->src;
+  return p->partition < q->partition;
+}
+
+static void on_order_timer(uv_timer_t *h);
+
+static void merge(rs_engine_t *e) {
+  const int64_t max_idle = e->cfg->processing.max_idle_ms;
+  size_t max = (size_t)e->cfg->processing.batch_size;
+  while (may_process(e)) {
+    uint64_t now = rs_now_ns();
+    part_t *best = NULL, *second = NULL;
+    int64_t wait_ms = -1;
+    for (size_t s = 0; s < e->cfg->n_sources; s++)
+      for (int32_t i = 0; i < e->n_parts[s]; i++) {
+        part_t *p = e->parts[s][i];
+        if (!p || !p->assigned)
+          continue;
+        if (p->bn > 0) {
+          p->empty_since = 0;
+          p->gave_up = 0;
+          if (!best || before(p, 0, best)) {
+            second = best;
+            best = p;
+          } else if (!second || before(p, 0, second)) {
+            second = p;
+          }
+          continue;
+        }
+        if (at_end(p) || p->gave_up)
+          continue;
+        if (!p->empty_since)
+          p->empty_since = now;
+        int64_t waited = (int64_t)((now - p->empty_since) / 1000000u);
+        if (waited < max_idle) {
+          if (wait_ms < 0 || max_idle - waited < wait_ms)
+            wait_ms = max_idle - waited;
+        } else {
+          p->gave_up = 1;
+          e->stats.ordering_giveups++;
+          rs_log(RS_LOG_DEBUG, "engine",
+                 "%s [%d]: nothing fetched for processing.max_idle; "
+                 "ordering proceeds without it",
+                 e->cfg->sources[s].topic, (int)i);
+        }
+      }
+    if (!best)
+      return;
+    if (wait_ms >= 0) {
+      uv_timer_start(&e->order_timer, on_order_timer, (uint64_t)wait_ms + 1, 0);
+      return;
+    }
+    size_t k = 1;
+    while (k < best->bn && k < max && (!second || before(best, k, second)))
+      k++;
+    rd_kafka_message_t **ms = &best->buf[best->bhead];
+    int rc = process_run(e, best->src, best->partition, ms, k);
+    for (size_t j = 0; j < k; j++) {
+      e->buffered_bytes -= (int64_t)ms[j]->len;
+      rd_kafka_message_destroy(ms[j]);
+    }
+    best->bhead += k;
+    best->bn -= k;
+    e->buffered -= k;
+    if (!best->bn)
+      best->bhead = 0;
+    if (rc) {
+      fail(e, rc, "%s", e->errstr[0] ? e->errstr : rs_strerror(rc));
+      return;
+    }
+    if (after_run(e))
+      return;
+  }
+}
+
+/* Fills the partition buffers from the consumer queue and merges. */
+static void drain_ordered(rs_engine_t *e) {
+  int budget = 16, more = 0;
+  size_t max = (size_t)e->cfg->processing.batch_size;
+  while (may_drain(e) && budget-- > 0 && e->buffered < ORDER_MAX_BUFFERED &&
+         e->buffered_bytes < e->cfg->processing.high_water_bytes) {
+    ssize_t n = rd_kafka_consume_batch_queue(e->cq, 0, e->msgs, max);
+    if (n <= 0) {
+      more = 0;
+      break;
+    }
+    more = 1;
+    for (ssize_t i = 0; i < n; i++) {
+      rd_kafka_message_t *m = e->msgs[i];
+      ssize_t s = m->err || !m->rkt
+                      ? -1
+                      : source_of_topic(e, rd_kafka_topic_name(m->rkt));
+      part_t *p = s >= 0 ? get_part(e, (size_t)s, m->partition) : NULL;
+      if (m->err)
+        handle_consumer_error(e, m);
+      else if (s < 0)
+        rs_log(RS_LOG_WARN, "engine", "message from unexpected topic %s",
+               rd_kafka_topic_name(m->rkt));
+      if (!m->err && p && p->assigned && !buf_push(p, m)) {
+        e->buffered++;
+        e->buffered_bytes += (int64_t)m->len;
+        continue;
+      }
+      if (!m->err && s >= 0 && (!p || p->assigned))
+        fail(e, RS_ENOMEM, "out of memory buffering input");
+      rd_kafka_message_destroy(m);
+    }
+  }
+  merge(e);
+  if (more && may_drain(e))
+    uv_idle_start(&e->idle, on_idle);
+  else
+    uv_idle_stop(&e->idle);
+  if (e->opts.exit_at_end && e->state == ST_RUNNING && all_at_end(e))
+    begin_stop(e);
 }
 
 /* Drains the consumer queue: at most `budget` batches, then yields to the
  * loop (uv_idle brings us back) so delivery reports are not starved. */
 static void drain(rs_engine_t *e) {
+  if (e->ordered) {
+    drain_ordered(e);
+    return;
+  }
   int budget = 16;
   size_t max = (size_t)e->cfg->processing.batch_size;
   while (may_drain(e) && budget-- > 0) {
@@ -816,15 +1291,15 @@ static void drain(rs_engine_t *e) {
       fail(e, rc, "%s", e->errstr[0] ? e->errstr : rs_strerror(rc));
       return;
     }
-    advance(e);
-    if (over_high_water(e)) {
-      set_paused(e, 1);
-      uv_idle_stop(&e->idle);
+    if (after_run(e))
       return;
-    }
   }
   if (may_drain(e))
     uv_idle_start(&e->idle, on_idle);
+}
+
+static void on_order_timer(uv_timer_t *h) {
+  drain(h->data);
 }
 
 static void on_idle(uv_idle_t *h) {
@@ -853,6 +1328,7 @@ static void on_producer_ready(uv_async_t *h) {
     e->stats.last_ack_ns = rs_now_ns();
   }
   advance(e);
+  try_checkpoint(e);
   if (e->paused && e->state == ST_RUNNING && under_low_water(e)) {
     set_paused(e, 0);
     drain(e);
@@ -863,8 +1339,12 @@ static void on_producer_ready(uv_async_t *h) {
 
 static void on_commit_timer(uv_timer_t *h) {
   rs_engine_t *e = h->data;
-  advance(e);
-  commit_offsets(e, 0);
+  if (e->store)
+    request_checkpoint(e);
+  else {
+    advance(e);
+    commit_offsets(e, 0);
+  }
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -885,11 +1365,25 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       p->eof_offset = p->next_offset = -1;
       p->generation++;
       p->committable = p->committed = -1;
-      rs_log(RS_LOG_INFO, "engine",
-             "assigned %s [%d]: starting from the group's committed offset "
-             "(or auto_offset_reset=%s when there is none)",
-             parts->elems[i].topic, (int)parts->elems[i].partition,
-             e->cfg->kafka.auto_offset_reset);
+      p->empty_since = 0;
+      p->gave_up = 0;
+      /* The offset stored with the state wins over the group's: state and
+       * position must stay together (README, "Offsets and state"). */
+      if (p->stored_offset >= 0) {
+        parts->elems[i].offset = p->stored_offset;
+        p->next_offset = p->stored_offset;
+        rs_log(RS_LOG_INFO, "engine",
+               "assigned %s [%d]: resuming at offset %lld, stored with the "
+               "state in %s",
+               parts->elems[i].topic, (int)parts->elems[i].partition,
+               (long long)p->stored_offset, rs_store_dir(e->store));
+      } else {
+        rs_log(RS_LOG_INFO, "engine",
+               "assigned %s [%d]: no stored state; starting from the group's "
+               "committed offset (or auto_offset_reset=%s when there is none)",
+               parts->elems[i].topic, (int)parts->elems[i].partition,
+               e->cfg->kafka.auto_offset_reset);
+      }
     }
     if (coop)
       rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
@@ -899,10 +1393,23 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       rd_kafka_pause_partitions(rk, parts);
   } else {
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-      /* Commit what is acknowledged before the partitions move on. The
-       * outputs still in flight are redelivered by the next owner. */
-      advance(e);
-      commit_offsets(e, 0);
+      /* Checkpoint before the partitions move on: wait (bounded) for the
+       * outputs in flight, then write state and offsets and commit. This
+       * blocks the loop, which a rebalance callback does anyway. If the
+       * outputs cannot be acknowledged in time, nothing is checkpointed
+       * and the next owner starts from the previous checkpoint. */
+      if (e->store && !e->err) {
+        if (e->inflight_records > 0)
+          rd_kafka_flush(e->producer, 30000);
+        advance(e);
+        if (e->inflight_records == 0)
+          write_checkpoint(e, 0);
+        else
+          rs_log(RS_LOG_WARN, "engine",
+                 "revoke: %lld outputs still unacknowledged after 30 s; "
+                 "releasing the partitions without a checkpoint",
+                 (long long)e->inflight_records);
+      }
     } else {
       rs_log(RS_LOG_WARN, "engine", "rebalance error: %s",
              rd_kafka_err2str(err));
@@ -914,6 +1421,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       if (p && p->assigned) {
         p->assigned = 0;
         e->n_assigned--;
+        buf_drop(e, p);
       }
     }
     if (coop)
@@ -967,6 +1475,378 @@ static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
   rs_log(l, "kafka", "%s %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
+/* ---------------------------------------------------------- state */
+
+/* mkdir -p of dir's parents (RocksDB creates the last component). */
+static int make_parents(const char *dir, char *errstr, size_t errstr_size) {
+  char path[4096];
+  if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "state.dir: path too long");
+  for (char *q = path + 1; *q; q++) {
+    if (*q != '/')
+      continue;
+    *q = '\0';
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+      return rs_seterr(errstr, errstr_size, RS_ESTATE,
+                       "state.dir %s: cannot create %s: %s", dir, path,
+                       strerror(errno));
+    *q = '/';
+  }
+  return 0;
+}
+
+static int open_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  const rs_config_t *cfg = e->cfg;
+  int rc = make_parents(cfg->state.dir, errstr, errstr_size);
+  if (rc)
+    return rc;
+  const char **names = rs_calloc(e->g->n + 1, sizeof(*names));
+  if (!names)
+    return RS_ENOMEM;
+  size_t n = 0;
+  for (size_t i = 0; i < e->g->n; i++)
+    if (e->g->nodes[i].kind == RS_NODE_OPERATOR)
+      names[n++] = e->g->nodes[i].name;
+  rs_store_opts_t so;
+  rs_store_opts_init(&so);
+  so.block_cache_bytes = (size_t)cfg->state.block_cache_bytes;
+  so.write_buffer_bytes = (size_t)cfg->state.write_buffer_bytes;
+  so.compression = (rs_compression_t)cfg->state.compression;
+  so.sync = cfg->state.sync;
+  so.create_if_missing = 1;
+  rc = rs_store_open(cfg->state.dir, names, n, &so, &e->store, errstr,
+                     errstr_size);
+  rs_free(names);
+  if (rc)
+    return rc;
+  rc = rs_cache_create(e->store, (size_t)cfg->state.cache_bytes, &e->cache);
+  if (rc)
+    return rs_seterr(errstr, errstr_size, rc,
+                     "state: cannot create the cache: %s", rs_strerror(rc));
+  char pid[64];
+  size_t plen = strlen(cfg->state.dir) + sizeof "/RECSTREAM_PID";
+  e->pid_file = rs_malloc(plen);
+  if (!e->pid_file)
+    return RS_ENOMEM;
+  snprintf(e->pid_file, plen, "%s/RECSTREAM_PID", cfg->state.dir);
+  FILE *f = fopen(e->pid_file, "w");
+  if (f) {
+    snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    fputs(pid, f);
+    fclose(f);
+  }
+  return 0;
+}
+
+/* Applies the offsets stored with the state: input positions to their
+ * partitions, output ends (exactly_once) to their topics. Returns the
+ * number of input positions found. */
+static int load_offsets(rs_engine_t *e, size_t *n_inputs, char *errstr,
+                        size_t errstr_size) {
+  rs_offset_t *offs = NULL;
+  size_t n = 0;
+  *n_inputs = 0;
+  int rc = rs_store_read_offsets(e->store, &offs, &n);
+  if (rc)
+    return rs_seterr(errstr, errstr_size, rc,
+                     "state %s: cannot read the stored offsets: %s",
+                     rs_store_dir(e->store), rs_store_errmsg(e->store));
+  for (size_t i = 0; i < n && !rc; i++) {
+    ssize_t s = source_of_topic(e, offs[i].topic);
+    if (s >= 0) {
+      part_t *p = get_part(e, (size_t)s, offs[i].partition);
+      if (!p)
+        rc = RS_ENOMEM;
+      else
+        p->stored_offset = offs[i].next_offset;
+      (*n_inputs)++;
+      continue;
+    }
+    outtopic_t *ot = find_out(e, offs[i].topic);
+    if (ot && offs[i].partition >= 0) {
+      rc = ensure_track(ot, offs[i].partition);
+      if (!rc)
+        ot->stored_end[offs[i].partition] = ot->acked_end[offs[i].partition] =
+            offs[i].next_offset;
+    }
+  }
+  rs_store_offsets_free(offs, n);
+  return rc;
+}
+
+/* Partition count of a topic from the cluster's metadata (blocking). */
+static int32_t topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt) {
+  const struct rd_kafka_metadata *md = NULL;
+  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return -1;
+  int32_t n = -1;
+  if (md->topic_cnt == 1 && !md->topics[0].err)
+    n = md->topics[0].partition_cnt;
+  rd_kafka_metadata_destroy(md);
+  return n;
+}
+
+/* Refuses to start with empty state while the consumer group has
+ * committed offsets: the state that went with them is gone (deleted
+ * directory, another machine), and starting from the group's offsets
+ * with nothing would silently produce wrong results. */
+static int check_state_present(rs_engine_t *e, char *errstr,
+                               size_t errstr_size) {
+  const rs_config_t *cfg = e->cfg;
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+  for (size_t s = 0; s < cfg->n_sources; s++) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->consumer, cfg->sources[s].topic,
+                                               NULL);
+    int32_t n = rkt ? topic_partitions(e->consumer, rkt) : -1;
+    if (rkt)
+      rd_kafka_topic_destroy(rkt);
+    for (int32_t i = 0; i < n; i++)
+      rd_kafka_topic_partition_list_add(l, cfg->sources[s].topic, i);
+  }
+  int rc = 0;
+  if (l->cnt > 0 && rd_kafka_committed(e->consumer, l, 10000) == 0) {
+    for (int i = 0; i < l->cnt && !rc; i++)
+      if (!l->elems[i].err && l->elems[i].offset >= 0)
+        rc = rs_seterr(
+            errstr, errstr_size, RS_ESTATE,
+            "state directory %s holds no state, but consumer group '%s' has "
+            "committed %s [%d] at offset %lld: the state that went with it "
+            "is missing (deleted, or another machine's). Rebuild it with "
+            "'recstream replay', restore a savepoint with 'recstream run "
+            "--restore-from DIR', or accept empty state from the group's "
+            "offsets with 'recstream run --reset-state'",
+            rs_store_dir(e->store), cfg->kafka.group_id, l->elems[i].topic,
+            (int)l->elems[i].partition, (long long)l->elems[i].offset);
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  return rc;
+}
+
+/* Records one output's source position for the suppression table. */
+static int note_written(rs_engine_t *e, outtopic_t *ot, int32_t out_partition,
+                        size_t src, int32_t src_partition, int64_t offset,
+                        uint32_t ordinal) {
+  part_t *p = get_part(e, src, src_partition);
+  if (!p)
+    return RS_ENOMEM;
+  if (offset > p->sup_until)
+    p->sup_until = offset;
+  for (size_t i = 0; i < ot->n_sup; i++) {
+    sup_entry_t *x = &ot->sup[i];
+    if (x->out_partition == out_partition && x->src == src &&
+        x->src_partition == src_partition) {
+      if (offset > x->offset || (offset == x->offset && ordinal > x->ordinal)) {
+        x->offset = offset;
+        x->ordinal = ordinal;
+      }
+      return 0;
+    }
+  }
+  if (ot->n_sup == ot->cap_sup) {
+    size_t cap = ot->cap_sup ? 2 * ot->cap_sup : 16;
+    sup_entry_t *a = rs_realloc(ot->sup, cap * sizeof(*a));
+    if (!a)
+      return RS_ENOMEM;
+    ot->sup = a;
+    ot->cap_sup = cap;
+  }
+  ot->sup[ot->n_sup++] = (sup_entry_t){out_partition, src_partition, src,
+                                       offset, ordinal};
+  return 0;
+}
+
+/* Parses "<topic>/<partition>/<offset>/<ordinal>". */
+static int parse_src_header(const rs_engine_t *e, const char *v, size_t len,
+                            size_t *src, int32_t *partition, int64_t *offset,
+                            uint32_t *ordinal) {
+  char buf[320];
+  if (len >= sizeof buf)
+    return -1;
+  memcpy(buf, v, len);
+  buf[len] = '\0';
+  char *slash = strchr(buf, '/');
+  if (!slash)
+    return -1;
+  *slash = '\0';
+  ssize_t s = source_of_topic(e, buf);
+  long long p, o;
+  unsigned ord;
+  char tail;
+  if (s < 0 || sscanf(slash + 1, "%lld/%lld/%u%c", &p, &o, &ord, &tail) != 3 ||
+      p < 0 || p > INT32_MAX || o < 0)
+    return -1;
+  *src = (size_t)s;
+  *partition = (int32_t)p;
+  *offset = o;
+  *ordinal = ord;
+  return 0;
+}
+
+/* exactly_once at start: learns the partition count of every output topic,
+ * stores an output end for partitions that have none yet (the first start
+ * writes a checkpoint with the current ends), then reads every output
+ * partition from its stored end to its current end and records, per
+ * (output partition, input partition), the highest source position
+ * already written. Replay then suppresses exactly those outputs. */
+static int eo_prepare(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  int rc = 0;
+  for (size_t k = 0; k < e->n_outs && !rc; k++) {
+    outtopic_t *ot = e->outs[k];
+    ot->n_parts = topic_partitions(e->producer, ot->rkt);
+    if (ot->n_parts <= 0) {
+      rs_log(RS_LOG_WARN, "engine",
+             "output topic %s: no partition metadata (does it exist?); "
+             "producing to it will fail",
+             ot->name);
+      continue;
+    }
+    rc = ensure_track(ot, ot->n_parts - 1);
+  }
+  if (rc)
+    return rc;
+  rd_kafka_conf_t *c = NULL;
+  rc = rs_kafka_conf_new(e->cfg, e->bootstrap, RS_CLIENT_CONSUMER, &c, errstr,
+                         errstr_size);
+  if (!rc)
+    rc = rs_kafka_conf_set(c, "auto.offset.reset", "earliest", errstr,
+                           errstr_size);
+  if (!rc)
+    rc = rs_kafka_conf_set(c, "enable.partition.eof", "false", errstr,
+                           errstr_size);
+  if (rc) {
+    if (c)
+      rd_kafka_conf_destroy(c);
+    return rc;
+  }
+  char kerr[512];
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, kerr, sizeof kerr);
+  if (!rk) {
+    rd_kafka_conf_destroy(c);
+    return rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                     "exactly_once: cannot create the output reader: %s", kerr);
+  }
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+  /* The end to read up to, per (output topic, partition), in list order. */
+  int64_t *ends = NULL;
+  size_t n_new = 0;
+  rs_offset_t *init = NULL;
+  size_t n_total = 0;
+  for (size_t k = 0; k < e->n_outs; k++)
+    n_total += (size_t)(e->outs[k]->n_parts > 0 ? e->outs[k]->n_parts : 0);
+  ends = rs_calloc(n_total + 1, sizeof(*ends));
+  init = rs_calloc(n_total + 1, sizeof(*init));
+  if (!ends || !init)
+    rc = RS_ENOMEM;
+  for (size_t k = 0; k < e->n_outs && !rc; k++) {
+    outtopic_t *ot = e->outs[k];
+    for (int32_t i = 0; i < ot->n_parts && !rc; i++) {
+      int64_t lo = 0, hi = 0;
+      rd_kafka_resp_err_t err =
+          rd_kafka_query_watermark_offsets(rk, ot->name, i, &lo, &hi, 10000);
+      if (err) {
+        rc = rs_seterr(errstr, errstr_size, rs_err_from_kafka(err),
+                       "exactly_once: cannot read the end of %s [%d]: %s",
+                       ot->name, (int)i, rd_kafka_err2str(err));
+        break;
+      }
+      if (ot->stored_end[i] < 0) {
+        /* Never checkpointed: everything up to here predates this state. */
+        ot->stored_end[i] = ot->acked_end[i] = hi;
+        init[n_new++] = (rs_offset_t){
+            .topic = ot->name, .partition = i, .next_offset = hi};
+        continue;
+      }
+      int64_t from = ot->stored_end[i] > lo ? ot->stored_end[i] : lo;
+      if (from >= hi)
+        continue;
+      ends[l->cnt] = hi;
+      rd_kafka_topic_partition_list_add(l, ot->name, i)->offset = from;
+    }
+  }
+  if (!rc && n_new > 0 && rs_store_checkpoint(e->store, NULL, init, n_new))
+    rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                   "state %s: cannot store the output ends: %s",
+                   rs_store_dir(e->store), rs_store_errmsg(e->store));
+  int remaining = l->cnt;
+  if (!rc && remaining > 0) {
+    rd_kafka_resp_err_t err = rd_kafka_assign(rk, l);
+    if (err)
+      rc = rs_seterr(errstr, errstr_size, rs_err_from_kafka(err),
+                     "exactly_once: cannot read the output topics: %s",
+                     rd_kafka_err2str(err));
+  }
+  uint64_t last_progress = rs_now_ns();
+  while (!rc && remaining > 0) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+    if (!m) {
+      if (rs_now_ns() - last_progress > 60ull * 1000000000u)
+        rc = rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                       "exactly_once: reading the output topics made no "
+                       "progress for 60 s (%d partitions left)",
+                       remaining);
+      continue;
+    }
+    last_progress = rs_now_ns();
+    if (m->err) {
+      rs_log(RS_LOG_WARN, "engine", "exactly_once: output scan: %s",
+             rd_kafka_message_errstr(m));
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    outtopic_t *ot = find_out(e, topic);
+    int idx = -1;
+    for (int j = 0; j < l->cnt; j++)
+      if (l->elems[j].partition == m->partition &&
+          !strcmp(l->elems[j].topic, topic))
+        idx = j;
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t vlen = 0;
+    size_t src;
+    int32_t sp;
+    int64_t so;
+    uint32_t ord;
+    e->stats.scanned_outputs++;
+    if (ot && !rd_kafka_message_headers(m, &h) &&
+        !rd_kafka_header_get_last(h, SRC_HEADER, &v, &vlen) &&
+        !parse_src_header(e, v, vlen, &src, &sp, &so, &ord))
+      rc = note_written(e, ot, m->partition, src, sp, so, ord);
+    if (idx >= 0 && ends[idx] >= 0 && m->offset + 1 >= ends[idx]) {
+      ends[idx] = -1;
+      remaining--;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  rs_free(ends);
+  rs_free(init);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  if (!rc && e->stats.scanned_outputs)
+    rs_log(RS_LOG_INFO, "engine",
+           "exactly_once: read %llu outputs written since the last "
+           "checkpoint; their regenerated copies will be suppressed",
+           (unsigned long long)e->stats.scanned_outputs);
+  return rc;
+}
+
+static void savepoint(rs_engine_t *e) {
+  e->savepoint_requested = 0;
+}
+
+/* Runs before the loop (blocking calls allowed). */
+static int prepare_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  size_t n_inputs = 0;
+  int rc = load_offsets(e, &n_inputs, errstr, errstr_size);
+  if (!rc && n_inputs == 0 && !e->opts.state_reset)
+    rc = check_state_present(e, errstr, errstr_size);
+  if (!rc && e->eo)
+    rc = eo_prepare(e, errstr, errstr_size);
+  return rc;
+}
+
 /* ------------------------------------------------------- lifecycle */
 
 static void close_cb(uv_handle_t *h) {
@@ -988,7 +1868,8 @@ static void close_all(rs_engine_t *e) {
       (uv_handle_t *)&e->cwake,       (uv_handle_t *)&e->pwake,
       (uv_handle_t *)&e->idle,        (uv_handle_t *)&e->commit_timer,
       (uv_handle_t *)&e->pause_timer, (uv_handle_t *)&e->async,
-      (uv_handle_t *)&e->sigint,      (uv_handle_t *)&e->sigterm};
+      (uv_handle_t *)&e->sigint,      (uv_handle_t *)&e->sigterm,
+      (uv_handle_t *)&e->order_timer, (uv_handle_t *)&e->sigusr1};
   for (size_t i = 0; i < RS_ARRAY_SIZE(hs); i++)
     if (!uv_is_closing(hs[i])) {
       e->handles_open++;
@@ -1135,9 +2016,8 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
       return RS_ENOMEM;
     n->n_ports = gn->n_ports;
     if (gn->kind == RS_NODE_SINK) {
-      n->rkt = rd_kafka_topic_new(e->producer,
-                                  e->cfg->sinks[gn->cfg_index].topic, NULL);
-      if (!n->rkt)
+      n->sink = out_topic(e, e->cfg->sinks[gn->cfg_index].topic);
+      if (!n->sink)
         return rs_seterr(errstr, errstr_size, RS_EKAFKA,
                          "sink '%s': cannot create topic handle: %s", gn->name,
                          rd_kafka_err2str(rd_kafka_last_error()));
@@ -1153,6 +2033,7 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
     op->node = i;
     op->def = gn->def;
     op->seed = rs_hash64(gn->name, strlen(gn->name), 0x7265637374726d);
+    op->cf = rs_store_cf(e->store, gn->name);
     op->ctx = rs_calloc(1, gn->def->ctx_size ? gn->def->ctx_size : 1);
     if (!op->ctx)
       return RS_ENOMEM;
@@ -1205,10 +2086,29 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
     rc = RS_ENOMEM;
   if (!rc)
     rc = rs_codec_new(&e->codec, NULL, errstr, errstr_size);
+  e->eo = cfg->state.guarantee == RS_GUARANTEE_EXACTLY_ONCE;
+  e->ordered = cfg->processing.order == RS_ORDER_DETERMINISTIC;
+  if (!rc)
+    rc = open_state(e, errstr, errstr_size);
   if (!rc)
     rc = create_clients(e, errstr, errstr_size);
   if (!rc)
     rc = init_operators(e, errstr, errstr_size);
+  /* exactly_once needs every output topic up front (partition counts, the
+   * output scan): the dead-letter topics too. */
+  for (size_t i = 0; !rc && e->eo && i < cfg->n_operators; i++) {
+    if (cfg->operators[i].dead_letter_topic) {
+      if (!out_topic(e, cfg->operators[i].dead_letter_topic))
+        rc = RS_ENOMEM;
+      continue;
+    }
+    for (size_t s = 0; !rc && s < cfg->n_sources; s++) {
+      char dlq[512];
+      snprintf(dlq, sizeof dlq, "%s.dlq", cfg->sources[s].topic);
+      if (!out_topic(e, dlq))
+        rc = RS_ENOMEM;
+    }
+  }
   if (rc) {
     if (rc == RS_ENOMEM && errstr && !errstr[0])
       rs_seterr(errstr, errstr_size, rc, "out of memory");
@@ -1229,8 +2129,11 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
       (uv_handle_t *)&e->cwake,       (uv_handle_t *)&e->pwake,
       (uv_handle_t *)&e->idle,        (uv_handle_t *)&e->commit_timer,
       (uv_handle_t *)&e->pause_timer, (uv_handle_t *)&e->async,
-      (uv_handle_t *)&e->sigint,      (uv_handle_t *)&e->sigterm};
+      (uv_handle_t *)&e->sigint,      (uv_handle_t *)&e->sigterm,
+      (uv_handle_t *)&e->order_timer, (uv_handle_t *)&e->sigusr1};
   uv_async_init(&e->loop, &e->cwake, on_consumer_ready);
+  uv_timer_init(&e->loop, &e->order_timer);
+  uv_signal_init(&e->loop, &e->sigusr1);
   uv_async_init(&e->loop, &e->pwake, on_producer_ready);
   uv_idle_init(&e->loop, &e->idle);
   uv_timer_init(&e->loop, &e->commit_timer);
@@ -1240,6 +2143,10 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   uv_signal_init(&e->loop, &e->sigterm);
   for (size_t i = 0; i < RS_ARRAY_SIZE(hs); i++)
     hs[i]->data = e;
+
+  int prc = prepare_state(e, errstr, errstr_size);
+  if (prc)
+    return prc;
 
   rd_kafka_topic_partition_list_t *topics =
       rd_kafka_topic_partition_list_new((int)cfg->n_sources);
@@ -1273,7 +2180,16 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   while (rd_kafka_poll(e->producer, 0) > 0)
     ;
   advance(e);
-  commit_offsets(e, 1);
+  /* The final checkpoint, when every output is acknowledged (a second
+   * signal or a failure leaves the previous one: what was processed since
+   * is processed again at the next start). Kafka commits follow
+   * checkpoints, never precede them. */
+  if (!e->err && e->inflight_records == 0)
+    write_checkpoint(e, 1);
+  for (size_t s = 0; s < cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++)
+      if (e->parts[s][i])
+        buf_drop(e, e->parts[s][i]);
   rd_kafka_consumer_close(e->consumer);
   if (e->paused) {
     e->stats.paused_ns += rs_now_ns() - e->paused_since;
@@ -1355,15 +2271,11 @@ void rs_engine_destroy(rs_engine_t *e) {
     for (size_t k = 0; k < n->n_ports; k++)
       rs_free(n->out[k].recs);
     rs_free(n->out);
-    if (n->rkt)
-      rd_kafka_topic_destroy(n->rkt);
   }
   rs_free(e->nodes);
-  for (size_t i = 0; i < e->n_dlqs; i++) {
-    rd_kafka_topic_destroy(e->dlqs[i].rkt);
-    rs_free(e->dlqs[i].name);
-  }
-  rs_free(e->dlqs);
+  for (size_t i = 0; i < e->n_outs; i++)
+    out_topic_free(e->outs[i]);
+  rs_free(e->outs);
   if (e->cq)
     rd_kafka_queue_destroy(e->cq);
   if (e->pq)
@@ -1386,6 +2298,8 @@ void rs_engine_destroy(rs_engine_t *e) {
         p->head = t->next;
         rs_free(t);
       }
+      if (p)
+        rs_free(p->buf);
       rs_free(p);
     }
     rs_free(e->parts[s]);
@@ -1398,6 +2312,12 @@ void rs_engine_destroy(rs_engine_t *e) {
   rs_arena_free(&e->arena);
   rs_mock_destroy(e->mock);
   rs_free(e->bootstrap);
+  rs_cache_destroy(e->cache);
+  rs_store_destroy(e->store);
+  if (e->pid_file) {
+    unlink(e->pid_file);
+    rs_free(e->pid_file);
+  }
   uv_mutex_destroy(&e->stop_lock);
   rs_free(e);
 }

@@ -45,7 +45,8 @@ typedef struct rs_engine_stats {
   uint64_t first_input_ns; /* rs_now_ns() when the first record arrived */
   uint64_t last_ack_ns;    /* rs_now_ns() of the last delivery report */
   uint64_t checkpoints;     /* state checkpoints written */
-  uint64_t checkpoint_ns;   /* time spent in them (barrier wait included) */
+  uint64_t checkpoint_ns;   /* time spent writing them */
+  uint64_t checkpoint_wait_ns; /* ...plus waiting for in-flight outputs */
   uint64_t suppressed;      /* exactly_once: regenerated outputs not sent
                                again because the output topic had them */
   uint64_t scanned_outputs; /* exactly_once: output records read at start */

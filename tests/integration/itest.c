@@ -177,6 +177,7 @@ size_t it_consume_all(const char *bootstrap, const char *topic, size_t min,
       x->hdr_source_offset = hdr(h, "source.offset");
       x->hdr_source_topic = hdr(h, "source.topic");
       x->hdr_source_partition = hdr(h, "source.partition");
+      x->hdr_src = hdr(h, "recstream.src");
     }
     rd_kafka_message_destroy(m);
   }
@@ -195,6 +196,7 @@ void it_msgs_free(it_msg_t *m, size_t n) {
     rs_free(m[i].hdr_source_offset);
     rs_free(m[i].hdr_source_topic);
     rs_free(m[i].hdr_source_partition);
+    rs_free(m[i].hdr_src);
   }
   free(m);
 }
@@ -227,10 +229,50 @@ static void *engine_thread(void *arg) {
   return NULL;
 }
 
+/* Criterion runs every test in its own process: one state directory per
+ * process keeps tests apart and lets a test restart an engine on the same
+ * state. Removed when the process exits. */
+static char state_dir[64];
+
+static void remove_state_dir(void) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", state_dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "itest: could not remove %s\n", state_dir);
+}
+
+const char *it_state_dir(void) {
+  if (!state_dir[0]) {
+    snprintf(state_dir, sizeof state_dir, "/tmp/rs-itest-state-%ld",
+             (long)getpid());
+    atexit(remove_state_dir);
+  }
+  return state_dir;
+}
+
 int it_engine_start(it_engine_t *t, const char *yaml, const char *const *sets,
                     size_t n_sets, int exit_at_end) {
+  return it_engine_start_opts(t, yaml, sets, n_sets, exit_at_end, 0);
+}
+
+int it_engine_start_opts(it_engine_t *t, const char *yaml,
+                         const char *const *sets, size_t n_sets,
+                         int exit_at_end, int state_reset) {
   memset(t, 0, sizeof *t);
-  int rc = rs_config_load_string("itest.yaml", yaml, strlen(yaml), sets, n_sets,
+  /* state.dir defaults to this process's directory unless a set names it. */
+  const char *all[64];
+  char dirset[128];
+  size_t n_all = 0;
+  int has_dir = 0;
+  for (size_t i = 0; i < n_sets && n_all < 63; i++) {
+    has_dir |= !strncmp(sets[i], "state.dir=", 10);
+    all[n_all++] = sets[i];
+  }
+  if (!has_dir && !strstr(yaml, "dir:")) {
+    snprintf(dirset, sizeof dirset, "state.dir=%s", it_state_dir());
+    all[n_all++] = dirset;
+  }
+  int rc = rs_config_load_string("itest.yaml", yaml, strlen(yaml), all, n_all,
                                  &t->cfg, t->err, sizeof t->err);
   if (!rc)
     rc = rs_registry_new(&t->reg, t->err, sizeof t->err);
@@ -239,7 +281,8 @@ int it_engine_start(it_engine_t *t, const char *yaml, const char *const *sets,
                                  sizeof t->err);
   if (!rc)
     rc = rs_graph_build(t->cfg, t->reg, &t->graph, t->err, sizeof t->err);
-  rs_engine_opts_t o = {.exit_at_end = exit_at_end};
+  rs_engine_opts_t o = {.exit_at_end = exit_at_end,
+                        .state_reset = state_reset};
   if (!rc)
     rc = rs_engine_new(t->cfg, t->graph, &o, &t->e, t->err, sizeof t->err);
   if (!rc && pthread_create(&t->thread, NULL, engine_thread, t))

@@ -37,6 +37,7 @@ typedef struct it_msg {
   char *hdr_source_offset;
   char *hdr_source_topic;
   char *hdr_source_partition;
+  char *hdr_src; /* exactly_once source header "topic/partition/offset/ord" */
 } it_msg_t;
 
 /* Reads a whole topic from the beginning until every partition is at its
@@ -63,9 +64,17 @@ typedef struct it_engine {
   char err[2048];
 } it_engine_t;
 
-/* Loads yaml with the sets, builds and starts the engine. 0 or rs_err_t. */
+/* This test process's state directory (removed at exit). */
+const char *it_state_dir(void);
+
+/* Loads yaml with the sets, builds and starts the engine. 0 or rs_err_t.
+ * Unless yaml or a set names state.dir, it is it_state_dir(). */
 int it_engine_start(it_engine_t *t, const char *yaml, const char *const *sets,
                     size_t n_sets, int exit_at_end);
+/* The same with rs_engine_opts_t.state_reset. */
+int it_engine_start_opts(it_engine_t *t, const char *yaml,
+                         const char *const *sets, size_t n_sets,
+                         int exit_at_end, int state_reset);
 /* Waits for the engine thread to end (stopping it first if stop != 0);
  * returns rs_engine_run's result. */
 int it_engine_join(it_engine_t *t, int stop);

@@ -134,13 +134,21 @@ static void write_config(const char *path, const char *format) {
   fprintf(f,
           "app: proc\n"
           "kafka: { brokers: \"${RS_TEST_BROKERS}\" }\n"
-          "state: { commit_interval: 200ms }\n"
+          "state: { commit_interval: 200ms, dir: \"%s.state\" }\n"
           "processing: { batch_size: 200, max_inflight_records: 1000 }\n"
           "sources: [ { name: in, topic: in } ]\n"
           "operators: [ { name: parse, type: parse, input: in, format: %s } ]\n"
           "sinks: [ { name: out, input: parse, topic: out, format: json } ]\n",
-          format);
+          path, format);
   fclose(f);
+}
+
+/* Removes the config file and the state directory beside it. */
+static void remove_config(const char *path) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s.state'", path);
+  cr_assert_eq(system(cmd), 0);
+  unlink(path);
 }
 
 static pid_t spawn_run(const char *cfg, int exit_at_end) {
@@ -281,7 +289,7 @@ Test(process, sigterm_mid_stream_then_restart_continues_from_commits,
   for (long s = 0; s < total; s++)
     cr_assert_eq(cnt[s], 1, "seq %ld has %d outputs", s, cnt[s]);
   free(cnt);
-  unlink(cfg);
+  remove_config(cfg);
   rs_mock_destroy(m);
 }
 
@@ -333,7 +341,7 @@ Test(process, kcat_produces_and_reads, .timeout = 120) {
   cr_assert(strstr(b.data, "source.topic=in") != NULL, "%s", b.data);
   cr_assert(strstr(b.data, "item_id") != NULL, "%s", b.data);
   rs_buf_free(&b);
-  unlink(cfg);
+  remove_config(cfg);
   unlink(data);
   rs_mock_destroy(m);
 }
@@ -369,6 +377,6 @@ Test(process, second_signal_with_outputs_in_flight_exits_1, .timeout = 120) {
   }
   cr_assert_leq(committed, (int64_t)n, "committed %lld inputs, %zu outputs",
                 (long long)committed, n);
-  unlink(cfg);
+  remove_config(cfg);
   rs_mock_destroy(m);
 }

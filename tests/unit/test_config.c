@@ -133,7 +133,8 @@ static const bad_case_t bad_cases[] = {
     {"unknown_state_key",
      "state: { dir: /tmp/x, comit_interval: 1s }\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:23: state: unknown key 'comit_interval' (expected one of: "
-     "dir, commit_interval, guarantee)"},
+     "dir, commit_interval, guarantee, cache, block_cache, write_buffer, "
+     "compression, sync)"},
     {"bad_duration", "state:\n  commit_interval: fast\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:2:20: state.commit_interval: expected a duration like 250ms, "
      "30s, 5m or 2h, got 'fast'"},

@@ -1,0 +1,248 @@
+/* The engine with its state store on the embedded broker: offsets stored
+ * with the state win over the group's, a lost state directory is refused
+ * rather than silently restarted, exactly_once suppresses precisely the
+ * regenerated outputs already in the output topic (and at_least_once
+ * does not), and deterministic order makes two runs write identical
+ * output partitions. Crashes are simulated by rolling the stored
+ * checkpoint back, which is what a SIGKILL between checkpoints leaves;
+ * the crash harness (tests/crash) does it with real kills. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "itest.h"
+#include "state/store.h"
+#include "util.h"
+
+static const char *const topics[] = {"in", "in.dlq", "out", NULL};
+
+static const char yaml[] = "app: st\n"
+                           "state: { commit_interval: 100ms }\n"
+                           "sources: [ { name: in, topic: in } ]\n"
+                           "operators:\n"
+                           "  - { name: parse, type: parse, input: in, "
+                           "format: avro }\n"
+                           "sinks: [ { name: out, input: parse, topic: out, "
+                           "format: json } ]\n";
+
+/* Runs the pipeline to the end of its input; returns its stats. */
+static const char *group_set = "kafka.group_id=st";
+
+static rs_engine_stats_t run(const char *bootstrap, const char *guarantee,
+                             const char *order, const char *out_topic,
+                             int reset, int expect_rc, char *err_out) {
+  char b[512], g[64], o[64];
+  snprintf(b, sizeof b, "kafka.brokers=%s", bootstrap);
+  snprintf(g, sizeof g, "state.guarantee=%s", guarantee);
+  snprintf(o, sizeof o, "processing.order=%s", order);
+  const char *sets[] = {b, g, o, "processing.max_idle=5s", group_set};
+  char y[1024];
+  snprintf(y, sizeof y, "%s", yaml);
+  if (strcmp(out_topic, "out")) { /* a second output topic */
+    char *at = strstr(y, "topic: out");
+    cr_assert(at != NULL);
+    char tail[512];
+    snprintf(tail, sizeof tail, "%s", at + strlen("topic: out"));
+    snprintf(at, sizeof y - (size_t)(at - y), "topic: %s%s", out_topic, tail);
+  }
+  it_engine_t e;
+  memset(&e, 0, sizeof e);
+  int rc = it_engine_start_opts(&e, y, sets, 5, 1, reset);
+  if (!rc)
+    rc = it_engine_join(&e, 0);
+  if (err_out)
+    snprintf(err_out, 2048, "%s", e.err);
+  cr_assert_eq(rc, expect_rc, "rc %d: %s", rc, e.err);
+  rs_engine_stats_t st;
+  memset(&st, 0, sizeof st);
+  if (e.e)
+    rs_engine_get_stats(e.e, &st);
+  it_engine_free(&e);
+  return st;
+}
+
+/* Rewrites the stored checkpoint as if the process had died earlier:
+ * input partitions back to `in_off` (or their stored value, if lower),
+ * output ends back to `out_off`. */
+static void roll_back(int64_t in_off, int64_t out_off) {
+  rs_store_t *s;
+  char err[512];
+  cr_assert_eq(rs_store_open(it_state_dir(), NULL, 0, NULL, &s, err,
+                             sizeof err),
+               0, "%s", err);
+  rs_offset_t *offs;
+  size_t n;
+  cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
+  cr_assert_gt(n, 0);
+  for (size_t i = 0; i < n; i++) {
+    int64_t to = !strcmp(offs[i].topic, "in") ? in_off : out_off;
+    if (offs[i].next_offset > to)
+      offs[i].next_offset = to;
+  }
+  cr_assert_eq(rs_store_checkpoint(s, NULL, offs, n), 0);
+  rs_store_offsets_free(offs, n);
+  rs_store_destroy(s);
+}
+
+static int64_t topic_total(const char *bootstrap, const char *topic) {
+  int64_t sum = 0;
+  for (int p = 0; p < 4; p++)
+    sum += it_end_offset(bootstrap, topic, p);
+  return sum;
+}
+
+Test(state_engine, stored_offsets_win_over_the_group, .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 2000, 50, 0, "avro"), 0);
+  rs_engine_stats_t st =
+      run(m->bootstraps, "at_least_once", "arrival", "out", 0, 0, NULL);
+  cr_assert_eq(st.records_in, 2000);
+  cr_assert_geq(st.checkpoints, 1);
+  for (int p = 0; p < 4; p++)
+    cr_assert_eq(it_committed(m->bootstraps, "st", "in", p),
+                 it_end_offset(m->bootstraps, "in", p));
+  /* The group has committed the end of every partition; the state says
+   * 100. The state's position wins: 4 x (end - 100) records again. */
+  roll_back(100, 0);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 300, 50, 0, "avro"), 0);
+  st = run(m->bootstraps, "at_least_once", "arrival", "out", 0, 0, NULL);
+  cr_assert_eq(st.records_in, 2300 - 400, "records_in %llu",
+               (unsigned long long)st.records_in);
+  /* And the next run, with state and group agreeing, reads nothing. */
+  st = run(m->bootstraps, "at_least_once", "arrival", "out", 0, 0, NULL);
+  cr_assert_eq(st.records_in, 0);
+  rs_mock_destroy(m);
+}
+
+Test(state_engine, lost_state_directory_is_refused, .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 500, 50, 0, "avro"), 0);
+  run(m->bootstraps, "at_least_once", "arrival", "out", 0, 0, NULL);
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", it_state_dir());
+  cr_assert_eq(system(cmd), 0);
+  char err[2048];
+  run(m->bootstraps, "at_least_once", "arrival", "out", 0, RS_ESTATE, err);
+  cr_assert(strstr(err, "holds no state") && strstr(err, "--reset-state") &&
+                strstr(err, it_state_dir()),
+            "%s", err);
+  /* Told to, it starts empty from the group's offsets: nothing new. */
+  rs_engine_stats_t st =
+      run(m->bootstraps, "at_least_once", "arrival", "out", 1, 0, NULL);
+  cr_assert_eq(st.records_in, 0);
+  rs_mock_destroy(m);
+}
+
+/* A "crash" after everything was written but before any checkpoint of
+ * the second half: the replay regenerates those outputs. */
+static void crash_and_replay(const char *guarantee, int64_t *total_out,
+                             rs_engine_stats_t *second) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 4000, 100, 0, "avro"), 0);
+  /* it_produce keys by user: the partitions hold about 1000 each; the
+   * rollback below needs each to hold more than 300. */
+  rs_engine_stats_t st = run(m->bootstraps, guarantee, "deterministic", "out",
+                             0, 0, NULL);
+  cr_assert_eq(st.records_in, 4000);
+  int64_t first = topic_total(m->bootstraps, "out");
+  cr_assert_eq(first, 4000);
+  /* Back to input offset 300 per partition, and output ends back to 100
+   * per partition (before the outputs of inputs 300+ were written). */
+  roll_back(300, 100);
+  *second = run(m->bootstraps, guarantee, "deterministic", "out", 0, 0, NULL);
+  cr_assert_eq(second->records_in, 4000 - 4 * 300);
+  *total_out = topic_total(m->bootstraps, "out");
+  it_msg_t *msgs;
+  size_t n = it_consume_all(m->bootstraps, "out", (size_t)*total_out, 30000,
+                            &msgs);
+  cr_assert_eq((int64_t)n, *total_out);
+  if (!strcmp(guarantee, "exactly_once")) {
+    /* Every output names its source; each source position once. */
+    for (size_t i = 0; i < n; i++) {
+      cr_assert(msgs[i].hdr_src != NULL, "output %zu has no source header",
+                i);
+      cr_assert(!strncmp(msgs[i].hdr_src, "in/", 3), "%s", msgs[i].hdr_src);
+      for (size_t j = i + 1; j < n && j < i + 50; j++)
+        cr_assert(strcmp(msgs[i].hdr_src, msgs[j].hdr_src),
+                  "source %s written twice", msgs[i].hdr_src);
+    }
+  }
+  it_msgs_free(msgs, n);
+  rs_mock_destroy(m);
+}
+
+Test(state_engine, exactly_once_suppresses_regenerated_outputs,
+     .timeout = 180) {
+  int64_t total;
+  rs_engine_stats_t st;
+  crash_and_replay("exactly_once", &total, &st);
+  cr_assert_eq(total, 4000, "%lld outputs", (long long)total);
+  cr_assert_eq(st.suppressed, st.records_in,
+               "suppressed %llu of %llu",
+               (unsigned long long)st.suppressed,
+               (unsigned long long)st.records_in);
+  cr_assert_gt(st.scanned_outputs, 0);
+}
+
+Test(state_engine, at_least_once_duplicates_whole_records, .timeout = 180) {
+  int64_t total;
+  rs_engine_stats_t st;
+  crash_and_replay("at_least_once", &total, &st);
+  cr_assert_eq(st.suppressed, 0);
+  cr_assert_eq(total, 4000 + (int64_t)st.records_in);
+}
+
+Test(state_engine, deterministic_order_writes_identical_partitions,
+     .timeout = 180) {
+  static const char *const t2[] = {"in", "in.dlq", "out", "out2", NULL};
+  rs_mock_t *m = it_cluster(1, 4, t2);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 6000, 200, 0, "avro"), 0);
+  rs_engine_stats_t a =
+      run(m->bootstraps, "exactly_once", "deterministic", "out", 0, 0, NULL);
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", it_state_dir());
+  cr_assert_eq(system(cmd), 0);
+  group_set = "kafka.group_id=st-second"; /* from the start again */
+  rs_engine_stats_t b =
+      run(m->bootstraps, "exactly_once", "deterministic", "out2", 0, 0, NULL);
+  cr_assert_eq(a.records_in, 6000);
+  cr_assert_eq(b.records_in, 6000);
+  cr_assert_eq(a.ordering_giveups, 0);
+  cr_assert_eq(b.ordering_giveups, 0);
+  it_msg_t *x, *y;
+  size_t nx = it_consume_all(m->bootstraps, "out", 6000, 30000, &x);
+  size_t ny = it_consume_all(m->bootstraps, "out2", 6000, 30000, &y);
+  cr_assert_eq(nx, (size_t)6000);
+  cr_assert_eq(ny, nx);
+  /* Per partition, record for record. */
+  size_t checked = 0;
+  for (int p = 0; p < 4; p++) {
+    size_t i = 0, j = 0;
+    for (;;) {
+      while (i < nx && x[i].partition != p)
+        i++;
+      while (j < ny && y[j].partition != p)
+        j++;
+      if (i == nx || j == ny) {
+        cr_assert(i == nx && j == ny, "partition %d lengths differ", p);
+        break;
+      }
+      cr_assert_eq(x[i].offset, y[j].offset);
+      cr_assert_str_eq(x[i].hdr_src, y[j].hdr_src);
+      cr_assert_eq(x[i].len, y[j].len);
+      cr_assert(!memcmp(x[i].val, y[j].val, x[i].len));
+      checked++;
+      i++;
+      j++;
+    }
+  }
+  cr_assert_eq(checked, nx);
+  it_msgs_free(x, nx);
+  it_msgs_free(y, ny);
+  rs_mock_destroy(m);
+}
