@@ -25,7 +25,9 @@
  * checks the borrowing rules: the value state_get lends is overwritten at
  * the next state_* call, state_* from inside a scan callback is refused,
  * and partitions below 0 other than RS_PARTITION_SHARED are RS_EINVAL.
- * The directory is removed by rs_harness_destroy().
+ * The directory is removed by rs_harness_destroy(); a test that fails an
+ * assertion before destroying its harness leaves it behind for inspection
+ * (rs_harness_state_dir names it).
  *
  * Not thread-safe; one harness per test is the intended use.
  */
