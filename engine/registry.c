@@ -11,8 +11,10 @@
 #include "util.h"
 
 extern const rs_operator_def_t rs_op_parse;
+extern const rs_operator_def_t rs_op_user_stats;
 
-static const rs_operator_def_t *const builtins[] = {&rs_op_parse};
+static const rs_operator_def_t *const builtins[] = {&rs_op_parse,
+                                                    &rs_op_user_stats};
 
 struct rs_registry {
   const rs_operator_def_t **defs;

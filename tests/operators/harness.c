@@ -1,7 +1,14 @@
 /* The operator test harness (see harness.h): a host that records what an
  * operator does instead of talking to Kafka. It is deliberately independent
  * of the engine's runtime and config loader, so an operator can be tested
- * before or without them; it shares only util.c (arena, typed scalars). */
+ * before or without them; it shares only util.c (arena, typed scalars) and
+ * the state library (state/), which backs state_* exactly as the engine is
+ * meant to: a store in a private temporary directory, one column family
+ * named after the operator type, and a write-back cache in front of it.
+ * Restarts close and reopen that directory, so what survives one is what a
+ * checkpoint wrote, nothing more. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +60,21 @@ struct rs_harness {
   uint64_t seed;
   /* Counted for every operator, as the engine's runtime does. */
   rs_counter_t *c_in, *c_out, *c_dlq;
+  char **opt_copy; /* the options as given, kept for restarts */
+
+  /* Keyed state. */
+  char state_dir[4096];
+  rs_store_t *store;
+  rs_cache_t *cache;
+  int cf;
+  size_t cache_bytes;
+  /* What state_get lends the operator. Poisoned at the next state_* call
+   * so a value used after its borrow ends shows up as wrong data (or, if
+   * the buffer moved, as a use-after-free under ASan). */
+  rs_buf_t lent;
+  rs_buf_t peek; /* what rs_harness_state_get lends the test */
+  int in_scan;
+  char errmsg[1024];
 };
 
 static int grow(void **arr, size_t *cap, size_t need, size_t elem) {
@@ -317,19 +339,88 @@ static void h_counter_add(rs_counter_t *c, uint64_t n) {
     c->value += n;
 }
 
+/* ---- keyed state ---- */
+
+static int state_fail(rs_harness_t *h, const char *what, int rc) {
+  snprintf(h->errmsg, sizeof(h->errmsg), "%s: %s (%s)", what,
+           rc == RS_ESTATE ? rs_store_errmsg(h->store) : rs_strerror(rc),
+           rs_err_name(rc));
+  return rc;
+}
+
+/* Every state_* call starts here: it ends the borrow of the last value
+ * state_get lent, and refuses what the engine would refuse. */
+static int state_enter(rs_harness_t *h, const char *what, int32_t partition,
+                       const void *key, size_t key_len) {
+  if (h->lent.len)
+    memset(h->lent.data, 0xA5, h->lent.len);
+  if (h->in_scan) {
+    snprintf(h->errmsg, sizeof(h->errmsg),
+             "%s called from a state_scan callback", what);
+    return RS_EINVAL;
+  }
+  if (partition < 0 && partition != RS_PARTITION_SHARED) {
+    snprintf(h->errmsg, sizeof(h->errmsg),
+             "%s: partition %d is neither a partition nor "
+             "RS_PARTITION_SHARED",
+             what, (int)partition);
+    return RS_EINVAL;
+  }
+  if (!key && key_len) {
+    snprintf(h->errmsg, sizeof(h->errmsg), "%s: NULL key of %zu bytes", what,
+             key_len);
+    return RS_EINVAL;
+  }
+  if (!h->cache) {
+    snprintf(h->errmsg, sizeof(h->errmsg), "%s: no state store is open", what);
+    return RS_ESTATE;
+  }
+  return 0;
+}
+
 static int h_state_get(rs_op_t *op, int32_t partition, const void *key,
                        size_t key_len, void **value, size_t *value_len) {
-  return RS_ENOTSUP;
+  rs_harness_t *h = op->h;
+  int rc = state_enter(h, "state_get", partition, key, key_len);
+  if (rc)
+    return rc;
+  const void *v;
+  size_t n;
+  rc = rs_cache_get(h->cache, h->cf, partition, key, key_len, &v, &n);
+  if (rc == RS_ENOENT)
+    return rc;
+  if (rc)
+    return state_fail(h, "state_get", rc);
+  rs_buf_reset(&h->lent);
+  if (rs_buf_reserve(&h->lent, n + 1))
+    return RS_ENOMEM;
+  if (n)
+    memcpy(h->lent.data, v, n);
+  h->lent.len = n;
+  *value = h->lent.data;
+  *value_len = n;
+  return 0;
 }
 
 static int h_state_put(rs_op_t *op, int32_t partition, const void *key,
                        size_t key_len, const void *value, size_t value_len) {
-  return RS_ENOTSUP;
+  rs_harness_t *h = op->h;
+  int rc = state_enter(h, "state_put", partition, key, key_len);
+  if (!rc && !value && value_len)
+    rc = RS_EINVAL;
+  if (!rc && (rc = rs_cache_put(h->cache, h->cf, partition, key, key_len, value,
+                                value_len)))
+    state_fail(h, "state_put", rc);
+  return rc;
 }
 
 static int h_state_delete(rs_op_t *op, int32_t partition, const void *key,
                           size_t key_len) {
-  return RS_ENOTSUP;
+  rs_harness_t *h = op->h;
+  int rc = state_enter(h, "state_delete", partition, key, key_len);
+  if (!rc && (rc = rs_cache_delete(h->cache, h->cf, partition, key, key_len)))
+    state_fail(h, "state_delete", rc);
+  return rc;
 }
 
 static int h_state_scan(rs_op_t *op, int32_t partition, const void *prefix,
@@ -337,7 +428,51 @@ static int h_state_scan(rs_op_t *op, int32_t partition, const void *prefix,
                         int (*cb)(void *opaque, const void *key, size_t key_len,
                                   const void *value, size_t value_len),
                         void *opaque) {
-  return RS_ENOTSUP;
+  rs_harness_t *h = op->h;
+  int rc = state_enter(h, "state_scan", partition, prefix, prefix_len);
+  if (rc)
+    return rc;
+  if (!cb)
+    return RS_EINVAL;
+  h->in_scan = 1;
+  rc =
+      rs_cache_scan(h->cache, h->cf, partition, prefix, prefix_len, cb, opaque);
+  h->in_scan = 0;
+  if (rc == RS_ESTATE)
+    state_fail(h, "state_scan", rc);
+  return rc;
+}
+
+static int h_state_get_floats(rs_op_t *op, int32_t partition, const void *key,
+                              size_t key_len, float *out, size_t dim) {
+  rs_harness_t *h = op->h;
+  int rc = state_enter(h, "state_get_floats", partition, key, key_len);
+  if (!rc &&
+      (rc = rs_cache_get_floats(h->cache, h->cf, partition, key, key_len, out,
+                                dim)) &&
+      rc != RS_ENOENT)
+    state_fail(h, "state_get_floats", rc);
+  return rc;
+}
+
+static int h_state_put_floats(rs_op_t *op, int32_t partition, const void *key,
+                              size_t key_len, const float *v, size_t dim) {
+  rs_harness_t *h = op->h;
+  int rc = state_enter(h, "state_put_floats", partition, key, key_len);
+  if (!rc && (rc = rs_cache_put_floats(h->cache, h->cf, partition, key, key_len,
+                                       v, dim)))
+    state_fail(h, "state_put_floats", rc);
+  return rc;
+}
+
+static int h_state_counter_add(rs_op_t *op, int32_t partition, const void *key,
+                               size_t key_len, int64_t delta, int64_t *result) {
+  rs_harness_t *h = op->h;
+  int rc = state_enter(h, "state_counter_add", partition, key, key_len);
+  if (!rc && (rc = rs_cache_counter_add(h->cache, h->cf, partition, key,
+                                        key_len, delta, result)))
+    state_fail(h, "state_counter_add", rc);
+  return rc;
 }
 
 static int h_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
@@ -376,11 +511,115 @@ static void free_collected(rs_harness_t *h) {
   h->n_dead = 0;
 }
 
+static int rm_one(const char *path, const struct stat *st, int flag,
+                  struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+/* Opens the store in h->state_dir with the operator's column family and a
+ * new cache over it. */
+static int state_open(rs_harness_t *h, char *errstr, size_t errstr_size) {
+  rs_store_opts_t o;
+  rs_store_opts_init(&o);
+  /* Small memory per test; restarts simulate a process going away, not
+   * the machine, so the WAL need not be fsynced. */
+  o.block_cache_bytes = 1u << 20;
+  o.write_buffer_bytes = 1u << 20;
+  o.sync = 0;
+  const char *cfs[] = {h->def->name};
+  int rc =
+      rs_store_open(h->state_dir, cfs, 1, &o, &h->store, errstr, errstr_size);
+  if (rc)
+    return rc;
+  h->cf = rs_store_cf(h->store, h->def->name);
+  if (h->cf < 0)
+    return rs_seterr(errstr, errstr_size, RS_EINTERNAL,
+                     "state: column family '%s' missing after open",
+                     h->def->name);
+  rc = rs_cache_create(h->store, h->cache_bytes, &h->cache);
+  if (rc)
+    return rs_seterr(errstr, errstr_size, rc, "state: cannot create cache: %s",
+                     rs_strerror(rc));
+  return 0;
+}
+
+/* Drops the cache (dirty entries are lost, as in a crash) and closes the
+ * store. */
+static void state_close(rs_harness_t *h) {
+  rs_cache_destroy(h->cache);
+  h->cache = NULL;
+  rs_store_destroy(h->store);
+  h->store = NULL;
+  rs_buf_reset(&h->lent);
+  rs_buf_reset(&h->peek);
+}
+
+/* Writes options into a zeroed context and runs init(). */
+static int op_start(rs_harness_t *h, char *errstr, size_t errstr_size) {
+  memset(h->ctx, 0, h->def->ctx_size ? h->def->ctx_size : 1);
+  int rc =
+      rs_harness_set_options(h->def, h->ctx, (const char *const *)h->opt_copy,
+                             &h->strings, &h->n_strings, errstr, errstr_size);
+  if (rc)
+    return rc;
+  if (RS_OPDEF_HAS(h->def, init) &&
+      (rc = h->def->init(&h->op, h->ctx, &h->host, errstr, errstr_size)) < 0)
+    return rc;
+  h->initialized = 1;
+  return 0;
+}
+
+/* Runs destroy() and frees the option strings it could still read. */
+static void op_stop(rs_harness_t *h) {
+  if (h->initialized && RS_OPDEF_HAS(h->def, destroy))
+    h->def->destroy(&h->op, h->ctx);
+  h->initialized = 0;
+  for (size_t i = 0; i < h->n_strings; i++)
+    rs_free(h->strings[i]);
+  rs_free(h->strings);
+  h->strings = NULL;
+  h->n_strings = 0;
+}
+
+static void free_options(char **opts) {
+  for (size_t i = 0; opts && opts[i]; i += 2) {
+    rs_free(opts[i]);
+    rs_free(opts[i + 1]);
+  }
+  rs_free(opts);
+}
+
+/* A NULL-terminated copy of key/value pairs; values may be NULL (the
+ * option parser reports those). */
+static char **copy_options(const char *const *options) {
+  size_t n = 0;
+  while (options && options[2 * n])
+    n++;
+  char **c = rs_calloc(2 * n + 1, sizeof(char *));
+  if (!c)
+    return NULL;
+  for (size_t i = 0; i < n; i++) {
+    c[2 * i] = rs_strdup(options[2 * i]);
+    c[2 * i + 1] = options[2 * i + 1] ? rs_strdup(options[2 * i + 1]) : NULL;
+    if (!c[2 * i] || (options[2 * i + 1] && !c[2 * i + 1])) {
+      free_options(c);
+      return NULL;
+    }
+  }
+  return c;
+}
+
 void rs_harness_destroy(rs_harness_t *h) {
   if (!h)
     return;
-  if (h->initialized && RS_OPDEF_HAS(h->def, destroy))
-    h->def->destroy(&h->op, h->ctx);
+  op_stop(h);
+  state_close(h);
+  if (h->state_dir[0])
+    nftw(h->state_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  free_options(h->opt_copy);
   free_collected(h);
   rs_free(h->emitted);
   rs_free(h->dead);
@@ -393,9 +632,8 @@ void rs_harness_destroy(rs_harness_t *h) {
   for (size_t i = 0; i < h->n_log; i++)
     rs_free(h->log[i].text);
   rs_free(h->log);
-  for (size_t i = 0; i < h->n_strings; i++)
-    rs_free(h->strings[i]);
-  rs_free(h->strings);
+  rs_buf_free(&h->lent);
+  rs_buf_free(&h->peek);
   rs_arena_free(&h->arena);
   rs_free(h->ctx);
   rs_free(h);
@@ -405,7 +643,7 @@ rs_harness_t *rs_harness_new(const rs_operator_def_t *def,
                              const char *const *options, char *errstr,
                              size_t errstr_size) {
   if (!def || RS_ABI_MAJOR_OF(def->abi_version) != RS_ABI_MAJOR ||
-      def->struct_size < offsetof(rs_operator_def_t, init)) {
+      def->struct_size < offsetof(rs_operator_def_t, init) || !def->name) {
     rs_seterr(errstr, errstr_size, RS_EABI,
               "operator definition has another ABI major or is truncated");
     return NULL;
@@ -418,6 +656,7 @@ rs_harness_t *rs_harness_new(const rs_operator_def_t *def,
   h->def = def;
   h->op.h = h;
   h->seed = 42;
+  h->cache_bytes = RS_HARNESS_CACHE_BYTES;
   h->n_ports = 1;
   if (def->output_ports) {
     h->n_ports = 0;
@@ -444,28 +683,36 @@ rs_harness_t *rs_harness_new(const rs_operator_def_t *def,
       .state_scan = h_state_scan,
       .timer_set = h_timer_set,
       .random = h_random,
+      .state_get_floats = h_state_get_floats,
+      .state_put_floats = h_state_put_floats,
+      .state_counter_add = h_state_counter_add,
   };
   h->ctx = rs_calloc(1, def->ctx_size ? def->ctx_size : 1);
+  h->opt_copy = copy_options(options);
   h->c_in = h_counter(&h->op, "records_in", "records handed to the operator");
   h->c_out = h_counter(&h->op, "records_out", "records the operator emitted");
   h->c_dlq = h_counter(&h->op, "dead_lettered",
                        "records sent to the dead-letter topic");
-  if (!h->ctx || !h->c_in || !h->c_out || !h->c_dlq) {
+  if (!h->ctx || !h->opt_copy || !h->c_in || !h->c_out || !h->c_dlq) {
     rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
     rs_harness_destroy(h);
     return NULL;
   }
-  if (rs_harness_set_options(def, h->ctx, options, &h->strings, &h->n_strings,
-                             errstr, errstr_size)) {
+  const char *tmp = getenv("TMPDIR");
+  snprintf(h->state_dir, sizeof(h->state_dir), "%s/rs_harness_XXXXXX",
+           tmp && *tmp ? tmp : "/tmp");
+  if (!mkdtemp(h->state_dir)) {
+    rs_seterr(errstr, errstr_size, RS_EIO, "state: mkdtemp %s failed",
+              h->state_dir);
+    h->state_dir[0] = '\0';
     rs_harness_destroy(h);
     return NULL;
   }
-  if (RS_OPDEF_HAS(def, init) &&
-      def->init(&h->op, h->ctx, &h->host, errstr, errstr_size) < 0) {
+  if (state_open(h, errstr, errstr_size) || op_start(h, errstr, errstr_size)) {
+    h->initialized = 0; /* a failed init() is not followed by destroy() */
     rs_harness_destroy(h);
     return NULL;
   }
-  h->initialized = 1;
   return h;
 }
 
@@ -473,6 +720,8 @@ int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
                           const rs_record_t *recs, size_t n) {
   if (!RS_OPDEF_HAS(h->def, process))
     return RS_ENOTSUP;
+  if (!h->initialized)
+    return RS_EINVAL;
   rs_arena_reset(&h->arena);
   h->c_in->value += n;
   rs_batch_t batch = {recs, n, partition, input};
@@ -485,8 +734,110 @@ int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
 }
 
 int rs_harness_checkpoint(rs_harness_t *h) {
-  return RS_OPDEF_HAS(h->def, checkpoint) ? h->def->checkpoint(&h->op, h->ctx)
-                                          : 0;
+  int rc = 0;
+  if (h->initialized && RS_OPDEF_HAS(h->def, checkpoint) &&
+      (rc = h->def->checkpoint(&h->op, h->ctx)) < 0)
+    return rc;
+  if (!h->store)
+    return RS_ESTATE;
+  rc = rs_store_checkpoint(h->store, h->cache, NULL, 0);
+  return rc ? state_fail(h, "checkpoint", rc) : 0;
+}
+
+int rs_harness_restart(rs_harness_t *h, int crash) {
+  int rc;
+  h->errmsg[0] = '\0';
+  /* The operator's own checkpoint() runs while it is alive; the store's
+   * checkpoint after destroy(), so it also holds anything destroy() put. */
+  if (!crash && h->initialized && RS_OPDEF_HAS(h->def, checkpoint) &&
+      (rc = h->def->checkpoint(&h->op, h->ctx)) < 0)
+    return rc;
+  op_stop(h);
+  if (!crash && h->store &&
+      (rc = rs_store_checkpoint(h->store, h->cache, NULL, 0)))
+    return state_fail(h, "checkpoint", rc);
+  state_close(h);
+  rs_arena_reset(&h->arena);
+  if ((rc = state_open(h, h->errmsg, sizeof(h->errmsg))) ||
+      (rc = op_start(h, h->errmsg, sizeof(h->errmsg)))) {
+    h->initialized = 0;
+    return rc;
+  }
+  return 0;
+}
+
+int rs_harness_set_cache_bytes(rs_harness_t *h, size_t bytes) {
+  if (!bytes)
+    bytes = RS_HARNESS_CACHE_BYTES;
+  if (h->cache) {
+    rs_cache_stats_t st;
+    rs_cache_stats(h->cache, &st);
+    if (st.dirty_bytes || st.spill_bytes) {
+      snprintf(h->errmsg, sizeof(h->errmsg),
+               "set_cache_bytes: the cache holds state not checkpointed");
+      return RS_EINVAL;
+    }
+    rs_cache_t *c;
+    int rc = rs_cache_create(h->store, bytes, &c);
+    if (rc)
+      return rc;
+    rs_cache_destroy(h->cache);
+    h->cache = c;
+  }
+  h->cache_bytes = bytes;
+  return 0;
+}
+
+void rs_harness_cache_stats(const rs_harness_t *h, rs_cache_stats_t *out) {
+  if (h->cache)
+    rs_cache_stats(h->cache, out);
+  else
+    memset(out, 0, sizeof(*out));
+}
+
+int rs_harness_state_get(rs_harness_t *h, int32_t partition, const void *key,
+                         size_t key_len, const void **value,
+                         size_t *value_len) {
+  if (!h->cache)
+    return RS_ESTATE;
+  const void *v;
+  size_t n;
+  int rc = rs_cache_get(h->cache, h->cf, partition, key, key_len, &v, &n);
+  if (rc)
+    return rc == RS_ENOENT ? rc : state_fail(h, "rs_harness_state_get", rc);
+  rs_buf_reset(&h->peek);
+  if (rs_buf_reserve(&h->peek, n + 1))
+    return RS_ENOMEM;
+  if (n)
+    memcpy(h->peek.data, v, n);
+  h->peek.len = n;
+  h->peek.data[n] = '\0';
+  *value = h->peek.data;
+  *value_len = n;
+  return 0;
+}
+
+int rs_harness_state_put(rs_harness_t *h, int32_t partition, const void *key,
+                         size_t key_len, const void *value, size_t value_len) {
+  if (!h->cache)
+    return RS_ESTATE;
+  int rc =
+      rs_cache_put(h->cache, h->cf, partition, key, key_len, value, value_len);
+  return rc ? state_fail(h, "rs_harness_state_put", rc) : 0;
+}
+
+const char *rs_harness_state_dir(const rs_harness_t *h) {
+  return h->state_dir;
+}
+
+const char *rs_harness_errmsg(const rs_harness_t *h) {
+  return h->errmsg;
+}
+
+void rs_harness_set_host_struct_size(rs_harness_t *h, uint32_t struct_size) {
+  h->host.struct_size = struct_size && struct_size < sizeof(rs_host_api_t)
+                            ? struct_size
+                            : (uint32_t)sizeof(rs_host_api_t);
 }
 
 size_t rs_harness_emitted_count(const rs_harness_t *h, uint32_t port) {

@@ -1,17 +1,35 @@
 /* In-process operator harness: plays the engine's side of the operator ABI
  * without Kafka, so an operator test can push records in and assert on what
- * comes out.
+ * comes out and on the state it keeps.
  *
- * It implements a whole rs_host_api_t: emit() and dead_letter() collect
- * deep copies (they survive later pushes), batch_alloc() serves from an
- * arena reset at the start of every push, counters are readable by name,
- * random() is deterministic, and state_* / timer_set return RS_ENOTSUP like
- * the current ABI minor. Like the engine's runtime, it counts records_in
- * (records pushed), records_out (successful emits) and dead_lettered for
- * every operator; host->counter() with one of those names returns the same
- * counter. Options are given as YAML scalar strings and
+ * It implements a whole rs_host_api_t (ABI minor 1): emit() and
+ * dead_letter() collect deep copies (they survive later pushes),
+ * batch_alloc() serves from an arena reset at the start of every push,
+ * counters are readable by name, random() is deterministic, and timer_set
+ * returns RS_ENOTSUP like the current engine. Like the engine's runtime, it
+ * counts records_in (records pushed), records_out (successful emits) and
+ * dead_lettered for every operator; host->counter() with one of those names
+ * returns the same counter. Options are given as YAML scalar strings and
  * written into the operator context from its option table, with defaults,
  * bounds and unknown-key rejection, before init() runs.
+ *
+ * Keyed state is the real thing: each harness owns a RocksDB store (state/)
+ * in a private mkdtemp directory under $TMPDIR (default /tmp), with one
+ * column family named after the operator type, and a write-back cache over
+ * it bounded at RS_HARNESS_CACHE_BYTES (see rs_harness_set_cache_bytes to
+ * exercise eviction). state_get/put/delete/scan and the minor-1 helpers
+ * go through that cache, RS_PARTITION_SHARED included (stored under the
+ * partition prefix 0xFFFFFFFF). Nothing reaches the store before
+ * rs_harness_checkpoint(); rs_harness_restart() closes and reopens it, so
+ * a test sees exactly what a restarted engine would. The harness also
+ * checks the borrowing rules: the value state_get lends is overwritten at
+ * the next state_* call, state_* from inside a scan callback is refused,
+ * and partitions below 0 other than RS_PARTITION_SHARED are RS_EINVAL.
+ * The directory is removed by rs_harness_destroy(); a test that fails an
+ * assertion before destroying its harness leaves it behind for inspection
+ * (rs_harness_state_dir names it).
+ *
+ * Not thread-safe; one harness per test is the intended use.
  */
 #ifndef RS_TEST_HARNESS_H
 #define RS_TEST_HARNESS_H
@@ -20,6 +38,10 @@
 #include <stdint.h>
 
 #include "recstream/operator.h"
+#include "state/cache.h"
+
+/* Default bound of the harness's state cache. */
+#define RS_HARNESS_CACHE_BYTES ((size_t)1 << 20)
 
 typedef struct rs_harness rs_harness_t;
 
@@ -35,10 +57,12 @@ typedef struct rs_harness_dead {
   int64_t src_offset;
 } rs_harness_dead_t;
 
-/* Creates an instance of `def`. `options` is NULL or a NULL-terminated list
- * of key, value, key, value, ... with values as YAML scalars ("1MiB",
- * "true", "30s"). On failure returns NULL with a message in errstr (option
- * errors and init() errors alike). Free with rs_harness_destroy(). */
+/* Creates an instance of `def` with an empty state directory. `options` is
+ * NULL or a NULL-terminated list of key, value, key, value, ... with values
+ * as YAML scalars ("1MiB", "true", "30s"); they are copied (restarts reuse
+ * them). On failure returns NULL with a message in errstr (state, option
+ * and init() errors alike). Free with rs_harness_destroy(), which runs
+ * destroy(), drops state not checkpointed and removes the directory. */
 rs_harness_t *rs_harness_new(const rs_operator_def_t *def,
                              const char *const *options, char *errstr,
                              size_t errstr_size);
@@ -61,8 +85,51 @@ int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
                     size_t n);
 int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
                           const rs_record_t *recs, size_t n);
-/* Runs checkpoint() if the operator has one (else returns 0). */
+/* Runs checkpoint() if the operator has one, then writes every dirty
+ * state entry to the store in one batch (rs_store_checkpoint with no
+ * offsets). Returns the first error: the operator's, or RS_ESTATE with a
+ * message in rs_harness_errmsg(). */
 int rs_harness_checkpoint(rs_harness_t *h);
+
+/* Simulates the engine process going away and coming back over the same
+ * state directory. crash == 0 (clean shutdown): the operator's
+ * checkpoint(), destroy(), then a store checkpoint. crash != 0: destroy()
+ * only (to free the instance), so state written since the last
+ * rs_harness_checkpoint() is lost. Either way the cache is dropped, the
+ * store closed and reopened, a new cache (same bound) created, and the
+ * operator re-created: zeroed context, the same options, init(). Counters,
+ * logs and collected records are the harness's and carry over (the
+ * operator's host->counter() calls find its counters again). Returns 0, or
+ * the error of the failing step with a message in rs_harness_errmsg();
+ * after a failed re-init, pushes return RS_EINVAL. */
+int rs_harness_restart(rs_harness_t *h, int crash);
+
+/* Sets the state cache's byte bound (0: RS_HARNESS_CACHE_BYTES). Replaces
+ * the cache at once, which is only allowed while it holds nothing dirty
+ * (before the first state write, or right after a checkpoint): else
+ * RS_EINVAL. The bound also applies after restarts. */
+int rs_harness_set_cache_bytes(rs_harness_t *h, size_t bytes);
+/* The state cache's statistics (evictions, spill bytes, ...). */
+void rs_harness_cache_stats(const rs_harness_t *h, rs_cache_stats_t *out);
+
+/* Reads state as the operator would (through the cache, so uncheckpointed
+ * writes are visible). 0 with *value (NUL-terminated for convenience)
+ * borrowed until the next rs_harness_* call, RS_ENOENT if absent. */
+int rs_harness_state_get(rs_harness_t *h, int32_t partition, const void *key,
+                         size_t key_len, const void **value, size_t *value_len);
+/* Writes state as the operator would (dirty until the next checkpoint),
+ * e.g. to plant a corrupt value. */
+int rs_harness_state_put(rs_harness_t *h, int32_t partition, const void *key,
+                         size_t key_len, const void *value, size_t value_len);
+/* The state directory; borrowed until rs_harness_destroy(). */
+const char *rs_harness_state_dir(const rs_harness_t *h);
+/* Why the last failing state call, checkpoint or restart failed. */
+const char *rs_harness_errmsg(const rs_harness_t *h);
+/* Emulates an older host: host->struct_size becomes struct_size (0 or
+ * anything larger than the table restores the full size), so RS_HOST_HAS
+ * reports later fields absent. Operators usually look once, in init():
+ * restart after setting it. */
+void rs_harness_set_host_struct_size(rs_harness_t *h, uint32_t struct_size);
 
 /* Records emitted on `port` since creation or the last clear, in order.
  * Key, value and (for RS_KIND_INTERACTION) payload are deep copies owned by
