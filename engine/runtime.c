@@ -198,6 +198,8 @@ struct rs_engine {
   uint64_t ckpt_requested_ns;
   int savepoint_requested;
   char *pid_file;
+  char crash_name[64]; /* RECSTREAM_CRASH_POINT (tests only) */
+  long crash_countdown;
   size_t buffered; /* deterministic order: records in part buffers */
   int64_t buffered_bytes;
   uv_timer_t order_timer;
@@ -338,6 +340,22 @@ static void commit_offsets(rs_engine_t *e, int sync) {
 
 /* ------------------------------------------------------- checkpoints */
 
+/* Fault injection for the crash harness (tests/crash): with
+ * RECSTREAM_CRASH_POINT=<name>:<n> in the environment the process kills
+ * itself with SIGKILL the n-th time it passes the point named <name>
+ * (checkpoint_before_write: the batch is staged, nothing written;
+ * checkpoint_after_write: state and offsets written, Kafka not yet
+ * committed). Read once at start; costs a compare per checkpoint. */
+static void crash_point(rs_engine_t *e, const char *name) {
+  if (!e->crash_name[0] || strcmp(e->crash_name, name))
+    return;
+  if (--e->crash_countdown == 0) {
+    rs_log(RS_LOG_WARN, "engine", "RECSTREAM_CRASH_POINT: killing myself at %s",
+           name);
+    raise(SIGKILL);
+  }
+}
+
 /* Writes dirty state, the next input offset of every assigned partition
  * and (exactly_once) the acknowledged end of every output partition in
  * one RocksDB batch, then commits the input offsets to Kafka. Only called
@@ -375,7 +393,10 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
                                   .next_offset = ot->acked_end[i]};
   }
   uint64_t t0 = rs_now_ns();
+  crash_point(e, "checkpoint_before_write");
   int rc = rs_store_checkpoint(e->store, e->cache, offs, n);
+  if (!rc)
+    crash_point(e, "checkpoint_after_write");
   if (rc) {
     rs_free(offs);
     fail(e, rc, "checkpoint to %s failed: %s; stopping (the previous "
@@ -2086,6 +2107,12 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
     rc = RS_ENOMEM;
   if (!rc)
     rc = rs_codec_new(&e->codec, NULL, errstr, errstr_size);
+  const char *cp = getenv("RECSTREAM_CRASH_POINT");
+  const char *colon = cp ? strchr(cp, ':') : NULL;
+  if (colon && (size_t)(colon - cp) < sizeof e->crash_name) {
+    memcpy(e->crash_name, cp, (size_t)(colon - cp));
+    e->crash_countdown = strtol(colon + 1, NULL, 10);
+  }
   e->eo = cfg->state.guarantee == RS_GUARANTEE_EXACTLY_ONCE;
   e->ordered = cfg->processing.order == RS_ORDER_DETERMINISTIC;
   if (!rc)
