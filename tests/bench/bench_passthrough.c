@@ -22,125 +22,13 @@
 #include <string.h>
 
 #include "codec.h"
+#include "common.h"
 #include "config.h"
 #include "graph.h"
 #include "kafka.h"
 #include "registry.h"
 #include "runtime.h"
 #include "util.h"
-
-_Noreturn static void die(const char *what, const char *err) {
-  fprintf(stderr, "bench_passthrough: %s: %s\n", what, err);
-  exit(1);
-}
-
-static void produce_input(const char *bootstrap, long n) {
-  char err[512];
-  rd_kafka_conf_t *c = rd_kafka_conf_new();
-  rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, err, sizeof err);
-  rd_kafka_conf_set(c, "linger.ms", "20", err, sizeof err);
-  rd_kafka_conf_set(c, "queue.buffering.max.messages", "1000000", err,
-                    sizeof err);
-  rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
-  if (!p)
-    die("producer", err);
-  rs_codec_t *codec;
-  if (rs_codec_new(&codec, NULL, err, sizeof err))
-    die("codec", err);
-  rs_buf_t b = {0};
-  for (long k = 0; k < n; k++) {
-    char user[16], item[16];
-    snprintf(user, sizeof user, "u%ld", k % 10000);
-    snprintf(item, sizeof item, "i%ld", (k * 7919) % 5000);
-    rs_interaction_t it = {.user = user,
-                           .user_len = (uint32_t)strlen(user),
-                           .item = item,
-                           .item_len = (uint32_t)strlen(item),
-                           .event_type = (int32_t)(k % 4),
-                           .has_value = 1,
-                           .value = 12.5,
-                           .timestamp_ms = 1767225600000LL + k};
-    rs_buf_reset(&b);
-    if (rs_codec_encode(codec, RS_FORMAT_AVRO, &it, 0, &b, err, sizeof err))
-      die("encode", err);
-    while (rd_kafka_producev(p, RD_KAFKA_V_TOPIC("bench"),
-                             RD_KAFKA_V_KEY(user, strlen(user)),
-                             RD_KAFKA_V_VALUE(b.data, b.len),
-                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                             RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-      rd_kafka_poll(p, 10);
-    rd_kafka_poll(p, 0);
-  }
-  if (rd_kafka_flush(p, 120000))
-    die("flush", "input not delivered");
-  rs_buf_free(&b);
-  rs_codec_destroy(codec);
-  rd_kafka_destroy(p);
-}
-
-/* Raw consumption: assign every partition, count messages. */
-static double raw_consume(const char *bootstrap, int partitions, long n) {
-  char err[512];
-  rd_kafka_conf_t *c = rd_kafka_conf_new();
-  rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, err, sizeof err);
-  rd_kafka_conf_set(c, "group.id", "bench-raw", err, sizeof err);
-  rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
-  /* The engine's fetch settings (engine/kafka.c), so both read alike. */
-  rd_kafka_conf_set(c, "queued.min.messages", "1000000", err, sizeof err);
-  rd_kafka_conf_set(c, "fetch.wait.max.ms", "100", err, sizeof err);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
-  if (!rk)
-    die("consumer", err);
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t *l =
-      rd_kafka_topic_partition_list_new(partitions);
-  for (int i = 0; i < partitions; i++)
-    rd_kafka_topic_partition_list_add(l, "bench", i)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-  rd_kafka_assign(rk, l);
-  rd_kafka_topic_partition_list_destroy(l);
-  rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
-  rd_kafka_message_t *msgs[1000];
-  long got = 0;
-  uint64_t t0 = 0;
-  while (got < n) {
-    ssize_t k = rd_kafka_consume_batch_queue(q, 100, msgs, 1000);
-    for (ssize_t i = 0; i < k; i++) {
-      if (!msgs[i]->err) {
-        if (!t0)
-          t0 = rs_now_ns();
-        got++;
-      }
-      rd_kafka_message_destroy(msgs[i]);
-    }
-  }
-  double secs = (double)(rs_now_ns() - t0) / 1e9;
-  rd_kafka_queue_destroy(q);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
-  return (double)n / secs;
-}
-
-/* Peak RSS since the last reset_peak_rss(), in MiB (Linux VmHWM). */
-static double peak_rss_mib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  double kib = 0;
-  while (f && fgets(line, sizeof line, f))
-    if (!strncmp(line, "VmHWM:", 6))
-      kib = atof(line + 6);
-  if (f)
-    fclose(f);
-  return kib / 1024;
-}
-
-static void reset_peak_rss(void) {
-  FILE *f = fopen("/proc/self/clear_refs", "w");
-  if (f) {
-    fputs("5", f);
-    fclose(f);
-  }
-}
 
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -210,7 +98,7 @@ static void *lat_read(void *arg) {
 static void *engine_main(void *arg) {
   char err[1024];
   if (rs_engine_run(arg, err, sizeof err))
-    die("latency run", err);
+    bench_die("latency run", err);
   return NULL;
 }
 
@@ -220,10 +108,11 @@ static void measure_latency(const char *bootstrap, long n, int rate) {
            "app: bench-lat\n"
            "kafka: { brokers: \"%s\", properties: { linger.ms: \"1\", "
            "fetch.wait.max.ms: \"5\" } }\n"
+           "state: { dir: \"%s/lat\" }\n"
            "sources: [ { name: in, topic: lat } ]\n"
            "operators: [ { name: parse, type: parse, input: in } ]\n"
            "sinks: [ { name: out, input: parse, topic: lat.out } ]\n",
-           bootstrap);
+           bootstrap, bench_state_root());
   rs_config_t *cfg = NULL;
   rs_registry_t *reg = NULL;
   rs_graph_t *g = NULL;
@@ -233,7 +122,7 @@ static void measure_latency(const char *bootstrap, long n, int rate) {
       rs_registry_new(&reg, err, sizeof err) ||
       rs_graph_build(cfg, reg, &g, err, sizeof err) ||
       rs_engine_new(cfg, g, NULL, &e, err, sizeof err))
-    die("latency config", err);
+    bench_die("latency config", err);
   pthread_t et, rt;
   pthread_create(&et, NULL, engine_main, e);
   lat_reader_t r = {bootstrap, n, calloc((size_t)n, sizeof(uint64_t)), 0, 0, 0};
@@ -354,34 +243,36 @@ int main(int argc, char **argv) {
     }
   }
   char err[2048];
+  bench_init("bench_passthrough");
   rs_mock_t *m;
   if (rs_mock_start(1, &m, err, sizeof err))
-    die("broker", err);
+    bench_die("broker", err);
   const char *topics[] = {"bench", "bench.out", "bench.dlq",
                           "lat",   "lat.out",   "lat.dlq"};
   for (int i = 0; i < 6; i++)
     if (rs_mock_create_topic(m, topics[i], i < 3 ? partitions : 4, err,
                              sizeof err))
-      die("topic", err);
+      bench_die("topic", err);
   printf("producing %ld Avro interactions over %d partitions...\n", n,
          partitions);
-  produce_input(m->bootstraps, n);
+  bench_produce(m->bootstraps, "bench", n, 10000);
 
-  double base_rss = peak_rss_mib();
-  reset_peak_rss();
-  double raw = raw_consume(m->bootstraps, partitions, n);
-  double raw_rss = peak_rss_mib();
+  double base_rss = bench_peak_rss_mib();
+  bench_reset_peak_rss();
+  double raw = bench_raw_consume(m->bootstraps, "bench", partitions, n);
+  double raw_rss = bench_peak_rss_mib();
   printf("raw librdkafka consume:        %10.0f records/s\n", raw);
 
   char yaml[2048];
   snprintf(yaml, sizeof yaml,
            "app: bench\n"
            "kafka: { brokers: \"%s\", properties: { %s } }\n"
+           "state: { dir: \"%s/main\" }\n"
            "sources: [ { name: in, topic: bench } ]\n"
            "operators: [ { name: parse, type: parse, input: in } ]\n"
            "sinks: [ { name: out, input: parse, topic: bench.out, format: "
            "avro } ]\n",
-           m->bootstraps, props);
+           m->bootstraps, props, bench_state_root());
   rs_config_t *cfg = NULL;
   rs_registry_t *reg = NULL;
   rs_graph_t *g = NULL;
@@ -390,21 +281,21 @@ int main(int argc, char **argv) {
                             err, sizeof err) ||
       rs_registry_new(&reg, err, sizeof err) ||
       rs_graph_build(cfg, reg, &g, err, sizeof err))
-    die("config", err);
+    bench_die("config", err);
   rs_engine_opts_t o = {.exit_at_end = 1};
-  reset_peak_rss();
+  bench_reset_peak_rss();
   if (rs_engine_new(cfg, g, &o, &e, err, sizeof err))
-    die("engine", err);
+    bench_die("engine", err);
   uint64_t t0 = rs_now_ns();
   if (rs_engine_run(e, err, sizeof err))
-    die("run", err);
+    bench_die("run", err);
   double wall = (double)(rs_now_ns() - t0) / 1e9;
   rs_engine_stats_t st;
   rs_engine_get_stats(e, &st);
   double busy = (double)(st.last_ack_ns - st.first_input_ns) / 1e9;
   double rate = (double)st.records_in / busy;
   if ((long)st.records_out != n)
-    die("run", "not every record came out");
+    bench_die("run", "not every record came out");
   printf("recstream source->parse->sink: %10.0f records/s (first input to "
          "last ack, %.2f s; wall incl. group join %.2f s)\n",
          rate, busy, wall);
@@ -416,7 +307,7 @@ int main(int argc, char **argv) {
   printf("peak RSS (whole process, in-process broker included): after "
          "producing the input %.0f MiB; raw consume phase %.0f MiB; "
          "recstream phase %.0f MiB\n",
-         base_rss, raw_rss, peak_rss_mib());
+         base_rss, raw_rss, bench_peak_rss_mib());
   rs_engine_destroy(e);
   rs_graph_destroy(g);
   rs_registry_destroy(reg);

@@ -1,0 +1,40 @@
+/* Shared by the benchmarks in tests/bench (not part of the test suite):
+ * input generation, raw librdkafka consumption as the baseline, peak RSS,
+ * running an engine from a YAML string, and a per-run state directory. */
+#ifndef RS_BENCH_COMMON_H
+#define RS_BENCH_COMMON_H
+
+#include <stdint.h>
+
+#include "runtime.h"
+
+/* Prints "<prog>: what: err" and exits 1. */
+_Noreturn void bench_die(const char *what, const char *err);
+/* Sets the program name used in messages. */
+void bench_init(const char *prog);
+
+/* Produces n Avro interactions to topic, keyed by user "u<k % users>",
+ * event time base + k ms (so partitions interleave in time). */
+void bench_produce(const char *bootstrap, const char *topic, long n,
+                   long users);
+/* Consumes n messages of topic (partitions 0..partitions-1) from the
+ * start with the engine's fetch settings; records/s. */
+double bench_raw_consume(const char *bootstrap, const char *topic,
+                         int partitions, long n);
+
+/* Peak RSS since the last reset, in MiB (Linux VmHWM). */
+double bench_peak_rss_mib(void);
+void bench_reset_peak_rss(void);
+
+/* A directory for this process's state directories, removed at exit. */
+const char *bench_state_root(void);
+
+/* Loads yaml, runs the engine to the end of its input (exit_at_end) and
+ * returns its stats; dies on any failure. state_reset as in
+ * rs_engine_opts_t. wall_s gets the wall time of rs_engine_run, cpu_s the
+ * CPU time (user + system) of the whole process meanwhile (either may be
+ * NULL). */
+rs_engine_stats_t bench_run(const char *yaml, int state_reset, double *wall_s,
+                            double *cpu_s);
+
+#endif
