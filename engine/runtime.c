@@ -93,6 +93,7 @@ struct part {
   size_t bhead, bn, bcap;
   uint64_t empty_since; /* when it ran out of buffered records (0: not) */
   int gave_up;          /* the wait for it ran out (counted once) */
+  int resumed;          /* assigned at its stored offset, nothing since */
   int eof;             /* an end-of-partition event came since the last run */
   int64_t eof_offset;  /* offset that event named (-1: none yet) */
   int64_t next_offset; /* after the last record processed (-1: none yet) */
@@ -158,7 +159,13 @@ struct rs_engine {
   char *bootstrap;
 
   rd_kafka_t *consumer, *producer;
-  rd_kafka_queue_t *cq, *pq;
+  /* cq: the consumer's events (rebalances, commit results, errors), served
+   * always; mq: records (and per-partition events such as end-of-partition)
+   * of every assigned partition, forwarded there at assignment, drained
+   * only when the engine may process. Apart, a rebalance is never stuck
+   * behind prefetched records while processing waits (backpressure, a
+   * checkpoint barrier). */
+  rd_kafka_queue_t *cq, *mq, *pq;
 
   uv_loop_t loop;
   uv_async_t cwake, pwake; /* "queue became non-empty", from librdkafka */
@@ -910,6 +917,22 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   n -= skip;
   if (n == 0)
     return 0;
+  /* The first record after resuming from stored offsets lies further on:
+   * the records in between are gone (retention, then the client's offset
+   * reset) or were not data (compaction, transaction markers). Said, not
+   * silent. (Gaps later in a run are normal for those topics.) */
+  if (p->resumed && p->next_offset >= 0 &&
+      msgs[0]->offset > p->next_offset) {
+    e->stats.input_gaps += (uint64_t)(msgs[0]->offset - p->next_offset);
+    rs_log(RS_LOG_WARN, "engine",
+           "%s [%d]: resumed at the stored offset %lld but the first record "
+           "is at %lld: %lld offsets were removed before they were processed "
+           "(retention) or hold no records (compaction, transaction "
+           "markers); removed records are missing from the state",
+           e->cfg->sources[src].topic, (int)partition,
+           (long long)p->next_offset, (long long)msgs[0]->offset,
+           (long long)(msgs[0]->offset - p->next_offset));
+  }
   tracker_t *t = rs_calloc(1, sizeof(*t));
   if (!t)
     return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
@@ -920,6 +943,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   e->cur = t;
   e->cur_src = src;
   e->cur_partition = partition;
+  p->resumed = 0;
   p->eof = 0;
   p->next_offset = t->end_offset;
 
@@ -1048,7 +1072,7 @@ static void on_pause_timer(uv_timer_t *h) {
     pause_input(e, 1);
     e->input_paused = 1;
     e->stats.partition_pauses++;
-    drain(e); /* serve what queued up meanwhile (rebalances, errors) */
+    drain(e); /* the client dropped what it had fetched for them */
   }
 }
 
@@ -1103,10 +1127,9 @@ static void handle_consumer_error(rs_engine_t *e, rd_kafka_message_t *m) {
          rd_kafka_message_errstr(m));
 }
 
-/* Whether to read the consumer queue now. While backpressure only stops
- * draining, no; once the partitions are paused in the client, yes again:
- * the queue also carries rebalances, commit results and errors, and a
- * member that stops reading it for max.poll.interval.ms leaves the group. */
+/* Whether to read the record queue now. Not while a checkpoint waits or
+ * backpressure holds (until the partitions are paused in the client too,
+ * which drops what it had fetched). Events (cq) are served regardless. */
 static int may_drain(const rs_engine_t *e) {
   return e->state == ST_RUNNING && !e->ckpt_pending &&
          (!e->paused || e->input_paused);
@@ -1259,7 +1282,7 @@ static void drain_ordered(rs_engine_t *e) {
   size_t max = (size_t)e->cfg->processing.batch_size;
   while (may_drain(e) && budget-- > 0 && e->buffered < ORDER_MAX_BUFFERED &&
          e->buffered_bytes < e->cfg->processing.high_water_bytes) {
-    ssize_t n = rd_kafka_consume_batch_queue(e->cq, 0, e->msgs, max);
+    ssize_t n = rd_kafka_consume_batch_queue(e->mq, 0, e->msgs, max);
     if (n <= 0) {
       more = 0;
       break;
@@ -1305,7 +1328,7 @@ static void drain(rs_engine_t *e) {
   int budget = 16;
   size_t max = (size_t)e->cfg->processing.batch_size;
   while (may_drain(e) && budget-- > 0) {
-    ssize_t n = rd_kafka_consume_batch_queue(e->cq, 0, e->msgs, max);
+    ssize_t n = rd_kafka_consume_batch_queue(e->mq, 0, e->msgs, max);
     if (n <= 0) {
       uv_idle_stop(&e->idle);
       if (e->opts.exit_at_end && all_at_end(e))
@@ -1362,8 +1385,23 @@ static void on_queue_event(rd_kafka_t *rk, void *opaque) {
   uv_async_send(opaque);
 }
 
+/* Serves the consumer's event queue: rebalance and commit callbacks run
+ * inside; errors come back as messages. */
+static void serve_events(rs_engine_t *e) {
+  rd_kafka_message_t *ev[16];
+  ssize_t n;
+  while (e->state != ST_DONE &&
+         (n = rd_kafka_consume_batch_queue(e->cq, 0, ev, 16)) > 0)
+    for (ssize_t i = 0; i < n; i++) {
+      if (ev[i]->err)
+        handle_consumer_error(e, ev[i]);
+      rd_kafka_message_destroy(ev[i]);
+    }
+}
+
 static void on_consumer_ready(uv_async_t *h) {
   rs_engine_t *e = h->data;
+  serve_events(e);
   if (may_drain(e))
     drain(e);
 }
@@ -1422,6 +1460,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       if (p->stored_offset >= 0) {
         parts->elems[i].offset = p->stored_offset;
         p->next_offset = p->stored_offset;
+        p->resumed = 1;
         rs_log(RS_LOG_INFO, "engine",
                "assigned %s [%d]: resuming at offset %lld, stored with the "
                "state in %s",
@@ -1433,6 +1472,14 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                "committed offset (or auto_offset_reset=%s when there is none)",
                parts->elems[i].topic, (int)parts->elems[i].partition,
                e->cfg->kafka.auto_offset_reset);
+      }
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+      rd_kafka_queue_t *q = rd_kafka_queue_get_partition(
+          rk, parts->elems[i].topic, parts->elems[i].partition);
+      if (q) {
+        rd_kafka_queue_forward(q, e->mq);
+        rd_kafka_queue_destroy(q);
       }
     }
     if (coop)
@@ -1452,8 +1499,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (e->inflight_records > 0)
           rd_kafka_flush(e->producer, 30000);
         advance(e);
-        if (e->inflight_records == 0)
-          write_checkpoint(e, 0);
+        /* A synchronous commit: the next owner reads the committed
+         * offsets as soon as this callback returns. */
+        if (e->inflight_records == 0 && write_checkpoint(e, 1) == 0)
+          rs_log(RS_LOG_INFO, "engine",
+                 "revoked %d partitions: state and offsets checkpointed%s",
+                 parts->cnt,
+                 rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
         else
           rs_log(RS_LOG_WARN, "engine",
                  "revoke: %lld outputs still unacknowledged after 30 s; "
@@ -1956,6 +2008,8 @@ static void close_all(rs_engine_t *e) {
    * async handles can close. */
   if (e->cq)
     rd_kafka_queue_cb_event_enable(e->cq, NULL, NULL);
+  if (e->mq)
+    rd_kafka_queue_cb_event_enable(e->mq, NULL, NULL);
   if (e->pq)
     rd_kafka_queue_cb_event_enable(e->pq, NULL, NULL);
   uv_mutex_lock(&e->stop_lock);
@@ -2061,6 +2115,7 @@ static int create_clients(rs_engine_t *e, char *errstr, size_t errstr_size) {
   }
   rd_kafka_poll_set_consumer(e->consumer);
   e->cq = rd_kafka_queue_get_consumer(e->consumer);
+  e->mq = rd_kafka_queue_new(e->consumer);
   e->pq = rd_kafka_queue_get_main(e->producer);
   return 0;
 }
@@ -2267,6 +2322,7 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
 
   e->state = ST_RUNNING;
   rd_kafka_queue_cb_event_enable(e->cq, on_queue_event, &e->cwake);
+  rd_kafka_queue_cb_event_enable(e->mq, on_queue_event, &e->cwake);
   rd_kafka_queue_cb_event_enable(e->pq, on_queue_event, &e->pwake);
   uint64_t ci = (uint64_t)cfg->state.commit_interval_ms;
   uv_timer_start(&e->commit_timer, on_commit_timer, ci, ci);
@@ -2278,6 +2334,7 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   if (atomic_load(&e->stop_requested))
     begin_stop(e);
   /* Anything queued before the wakeups were enabled. */
+  serve_events(e);
   drain(e);
   uv_run(&e->loop, UV_RUN_DEFAULT);
 
@@ -2383,6 +2440,8 @@ void rs_engine_destroy(rs_engine_t *e) {
   rs_free(e->outs);
   if (e->cq)
     rd_kafka_queue_destroy(e->cq);
+  if (e->mq)
+    rd_kafka_queue_destroy(e->mq);
   if (e->pq)
     rd_kafka_queue_destroy(e->pq);
   if (e->consumer)

@@ -52,6 +52,8 @@ typedef struct rs_engine_stats {
   uint64_t scanned_outputs; /* exactly_once: output records read at start */
   uint64_t ordering_giveups; /* deterministic order: waits for a lagging
                                 partition that ran out (processing.max_idle) */
+  uint64_t input_gaps;   /* input records skipped over (removed by
+                            retention before they were processed) */
   uint64_t run_start_ns; /* rs_now_ns() when rs_engine_run() began */
   uint64_t prepare_ns;   /* spent before consuming: stored offsets, checks,
                             the exactly_once output scan */
