@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "itest.h"
 #include "state/store.h"
@@ -331,5 +332,45 @@ Test(state_engine, rebalance_hands_partitions_over_at_their_checkpoint,
                  it_end_offset(m->bootstraps, "in", p), "partition %d", p);
   it_engine_free(&one);
   it_engine_free(&two);
+  rs_mock_destroy(m);
+}
+
+/* A state directory is one process's: a second engine on it is refused
+ * with a message naming the directory; a corrupt one likewise, and it is
+ * left as it was (never wiped). */
+Test(state_engine, locked_and_corrupt_state_directories_are_refused,
+     .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  char b[512];
+  snprintf(b, sizeof b, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {b};
+  it_engine_t one, two;
+  cr_assert_eq(it_engine_start(&one, yaml, sets, 1, 0), 0, "%s", one.err);
+  int rc = it_engine_start(&two, yaml, sets, 1, 0);
+  cr_assert_eq(rc, RS_ESTATE, "rc %d: %s", rc, two.err);
+  cr_assert(strstr(two.err, it_state_dir()) && strstr(two.err, "lock"),
+            "%s", two.err);
+  it_engine_free(&two);
+  cr_assert_eq(it_engine_join(&one, 1), 0, "%s", one.err);
+  it_engine_free(&one);
+
+  char dir[256], path[300];
+  snprintf(dir, sizeof dir, "%s/corrupt", it_state_dir());
+  cr_assert_eq(mkdir(dir, 0755), 0);
+  snprintf(path, sizeof path, "%s/CURRENT", dir);
+  FILE *f = fopen(path, "w");
+  cr_assert(f != NULL);
+  fputs("MANIFEST-999999\n", f);
+  fclose(f);
+  char ds[300];
+  snprintf(ds, sizeof ds, "state.dir=%s", dir);
+  const char *sets2[] = {b, ds};
+  rc = it_engine_start(&two, yaml, sets2, 2, 0);
+  cr_assert_eq(rc, RS_ESTATE, "rc %d: %s", rc, two.err);
+  cr_assert(strstr(two.err, dir) != NULL, "%s", two.err);
+  it_engine_free(&two);
+  struct stat st;
+  cr_assert_eq(stat(path, &st), 0, "the corrupt directory was touched");
   rs_mock_destroy(m);
 }
