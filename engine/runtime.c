@@ -90,6 +90,7 @@ struct part {
                             output already in an output topic (-1: none) */
   /* processing.order: deterministic: fetched, not yet processed. */
   rd_kafka_message_t **buf;
+  int64_t *bts; /* their timestamps, read once */
   size_t bhead, bn, bcap;
   uint64_t empty_since; /* when it ran out of buffered records (0: not) */
   int gave_up;          /* the wait for it ran out (counted once) */
@@ -398,6 +399,15 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
         offs[n++] = (rs_offset_t){.topic = ot->name,
                                   .partition = i,
                                   .next_offset = ot->acked_end[i]};
+  }
+  rs_cache_stats_t cs;
+  rs_cache_stats(e->cache, &cs);
+  if (n == 0 && cs.dirty_bytes == 0 && cs.spill_bytes == 0) {
+    /* Nothing moved since the last one: no write (and no fsync). */
+    rs_free(offs);
+    advance(e);
+    commit_offsets(e, sync_commit);
+    return 0;
   }
   uint64_t t0 = rs_now_ns();
   crash_point(e, "checkpoint_before_write");
@@ -1143,7 +1153,8 @@ static int may_process(const rs_engine_t *e) {
 /* After a batch: release what completed, apply backpressure, checkpoint
  * early when the cache's spill batch grows. 1: stop processing. */
 static int after_run(rs_engine_t *e) {
-  advance(e);
+  /* Completed trackers are released on delivery reports and before each
+   * checkpoint (advance() walks every partition: not per batch). */
   if (over_high_water(e)) {
     set_paused(e, 1);
     uv_idle_stop(&e->idle);
@@ -1170,6 +1181,7 @@ static int buf_push(part_t *p, rd_kafka_message_t *m) {
   if (p->bhead + p->bn == p->bcap) {
     if (p->bhead > 0) {
       memmove(p->buf, p->buf + p->bhead, p->bn * sizeof(*p->buf));
+      memmove(p->bts, p->bts + p->bhead, p->bn * sizeof(*p->bts));
       p->bhead = 0;
     } else {
       size_t cap = p->bcap ? p->bcap * 2 : 1024;
@@ -1177,9 +1189,14 @@ static int buf_push(part_t *p, rd_kafka_message_t *m) {
       if (!b)
         return RS_ENOMEM;
       p->buf = b;
+      int64_t *t = rs_realloc(p->bts, cap * sizeof(*t));
+      if (!t)
+        return RS_ENOMEM;
+      p->bts = t;
       p->bcap = cap;
     }
   }
+  p->bts[p->bhead + p->bn] = rd_kafka_message_timestamp(m, NULL);
   p->buf[p->bhead + p->bn++] = m;
   return 0;
 }
@@ -1196,8 +1213,8 @@ static void buf_drop(rs_engine_t *e, part_t *p) {
 
 /* Orders the record at position i of p's buffer against q's head. */
 static int before(const part_t *p, size_t i, const part_t *q) {
-  int64_t a = rd_kafka_message_timestamp(p->buf[p->bhead + i], NULL);
-  int64_t b = rd_kafka_message_timestamp(q->buf[q->bhead], NULL);
+  int64_t a = p->bts[p->bhead + i];
+  int64_t b = q->bts[q->bhead];
   if (a != b)
     return a < b;
   if (p->src != q->src)
@@ -1211,7 +1228,7 @@ static void merge(rs_engine_t *e) {
   const int64_t max_idle = e->cfg->processing.max_idle_ms;
   size_t max = (size_t)e->cfg->processing.batch_size;
   while (may_process(e)) {
-    uint64_t now = rs_now_ns();
+    uint64_t now = 0;
     part_t *best = NULL, *second = NULL;
     int64_t wait_ms = -1;
     for (size_t s = 0; s < e->cfg->n_sources; s++)
@@ -1232,6 +1249,8 @@ static void merge(rs_engine_t *e) {
         }
         if (at_end(p) || p->gave_up)
           continue;
+        if (!now)
+          now = rs_now_ns();
         if (!p->empty_since)
           p->empty_since = now;
         int64_t waited = (int64_t)((now - p->empty_since) / 1000000u);
@@ -2462,8 +2481,10 @@ void rs_engine_destroy(rs_engine_t *e) {
         p->head = t->next;
         rs_free(t);
       }
-      if (p)
+      if (p) {
         rs_free(p->buf);
+        rs_free(p->bts);
+      }
       rs_free(p);
     }
     rs_free(e->parts[s]);

@@ -53,8 +53,10 @@ Test(config, good_demo_config_loads) {
   cr_assert_str_eq(cfg->kafka.brokers, "embedded");
   cr_assert_eq(cfg->state.commit_interval_ms, 1000);
   cr_assert_eq(cfg->n_sources, 1);
-  cr_assert_eq(cfg->n_operators, 1);
+  cr_assert_eq(cfg->n_operators, 2);
   cr_assert_str_eq(cfg->operators[0].dead_letter_topic, "interactions.dlq");
+  cr_assert_str_eq(cfg->operators[1].type, "user_stats");
+  cr_assert_eq(cfg->state.guarantee, RS_GUARANTEE_EXACTLY_ONCE);
   cr_assert_eq(cfg->sinks[0].format, 2 /* json */);
   rs_config_destroy(cfg);
 }
