@@ -909,6 +909,7 @@ typedef struct run {
   rd_kafka_t *mon; /* watches the output topic's end offsets */
   double j_ref;    /* reference: seconds from exec to the first output */
   double t_ref;    /* reference: seconds from exec to exit */
+  long ckpt_adj;   /* learnt correction of the checkpoint count */
   int attempts;
   /* results */
   int kills, ckpt_kills, ckpt_mid, ckpt_before, ckpt_after, startup_kills;
@@ -1155,7 +1156,8 @@ static void prepare_kill(run_t *r, plan_t *pl, int64_t stored) {
   double dur = (double)(pl->target - stored) / rate;
   long first = (long)((r->j_ref - 0.1) * 1000.0 / COMMIT_MS) + 1;
   long ticks = (long)(dur * 1000.0 / COMMIT_MS);
-  pl->ckpt_n = first + (long)(rng_next(&r->rng) % (uint64_t)(ticks + 1));
+  pl->ckpt_n = first + r->ckpt_adj +
+               (long)(rng_next(&r->rng) % (uint64_t)(ticks + 1));
   if (pl->ckpt_n < 1)
     pl->ckpt_n = 1;
   pl->guard = last;
@@ -1251,6 +1253,8 @@ static void *run_guarantee(void *arg) {
     if ((k == K_CKPT_BEFORE || k == K_CKPT_AFTER) && oc.killed_by_us) {
       /* The crash point had not fired when the run passed its guard. */
       how = "progress (checkpoint kill not reached)";
+      /* Processing outran the checkpoints: aim one earlier next time. */
+      r->ckpt_adj--;
       if (extras < O.kills && r->ckpt_kills + ckpt_left(pl, i + 1, n_plan) < 2 &&
           pos < O.events * 9 / 10) {
         plan_t x = {k, 0, oc.pos + (O.events - oc.pos) / 3, 0, 0};
@@ -1267,6 +1271,8 @@ static void *run_guarantee(void *arg) {
        * running pipeline, not one of the empty ones before assignment. */
       if (mid)
         r->ckpt_mid++;
+      else
+        r->ckpt_adj++; /* died before records came: aim one later */
     } else if (k == K_STARTUP) {
       r->startup_kills++;
     }
