@@ -45,9 +45,12 @@
  *       checkpoint_before_write / checkpoint_after_write - the engine's
  *                   fault injection (RECSTREAM_CRASH_POINT=<point>:<n>, see
  *                   crash_point() in engine/runtime.c): the process kills
- *                   itself the n-th time it passes that point; n is picked
- *                   from the reference's timing (a checkpoint every 200 ms)
- *                   to fall after processing starts.
+ *                   itself the n-th time it passes that point. Every
+ *                   checkpoint counts, also the empty ones every 200 ms
+ *                   while the group join is pending, so n is picked from
+ *                   the reference's timing to fall after records arrive,
+ *                   and corrected by one after a miss (too early: nothing
+ *                   processed yet; too late: the harness had to kill).
  *     Progress is measured from the outside: user_stats writes exactly one
  *     output per input (the generated input has no invalid record), so the
  *     records processed are, for exactly_once, the output topic's total end
@@ -91,7 +94,8 @@
  *  7. Prints kills (and how many in checkpoint writes), records compared
  *     and mismatches; exits 0 only with 0 mismatches, at least K kills and
  *     2 checkpoint kills per guarantee. The temporary directory (configs,
- *     state, every start's log) is kept on failure or with --keep.
+ *     state, every start's log: <tag>-start00.log is the reference) is kept
+ *     on failure or with --keep.
  *
  * Both guarantees run at the same time, one thread each (their topics,
  * groups and state directories are separate), which halves the wall time
@@ -1000,12 +1004,17 @@ typedef struct outcome {
   int64_t out_start, out_end;
 } outcome_t;
 
+/* The log of the current start: <tag>-start00.log is the reference. */
+static void start_log(const run_t *r, char *buf, size_t size) {
+  snprintf(buf, size, "%s/%s-start%02d.log", g_tmp, r->tag, r->attempts);
+}
+
 /* One start of `recstream run`, killed per plan. */
 static int run_once(run_t *r, const char *cfg, const char *topic,
                     const char *group, const plan_t *pl, int64_t stored_pos,
                     outcome_t *oc) {
   char log[PATH_MAX + 64], set[256], crash[128];
-  snprintf(log, sizeof log, "%s/%s-%s.log", g_tmp, r->tag, group);
+  start_log(r, log, sizeof log);
   snprintf(set, sizeof set, "kafka.group_id=%s", group);
   const char *crash_env = NULL;
   if (pl->kind == K_CKPT_BEFORE || pl->kind == K_CKPT_AFTER) {
@@ -1200,8 +1209,9 @@ static void *run_guarantee(void *arg) {
       what, oc.secs, r->j_ref, (long long)oc.out_end);
   if (!WIFEXITED(oc.status) || WEXITSTATUS(oc.status) != 0 ||
       oc.out_end != O.events) {
-    say(r->tag, "error: the reference run failed (log: %s/%s-%s.log)", g_tmp,
-        r->tag, group);
+    char log[PATH_MAX + 64];
+    start_log(r, log, sizeof log);
+    say(r->tag, "error: the reference run failed (log: %s)", log);
     r->errors++;
     goto out;
   }
@@ -1234,16 +1244,16 @@ static void *run_guarantee(void *arg) {
     if (!sigkill) {
       say(r->tag,
           "start %d (%s kill planned) ended by itself: %s after %.1f s - the "
-          "input ran out before the planned kills (log: %s/%s-%s.log)",
+          "input ran out before the planned kills (log: %s/%s-start%02d.log)",
           r->attempts, kind_name[pl[i].kind], what, oc.secs, g_tmp, r->tag,
-          group);
+          r->attempts);
       r->errors++;
       break;
     }
     r->kills++;
     kind_t k = pl[i].kind;
     char log[PATH_MAX + 64];
-    snprintf(log, sizeof log, "%s/%s-%s.log", g_tmp, r->tag, group);
+    start_log(r, log, sizeof log);
     int assigned = file_contains(log, "engine: assigned ");
     /* Records were processed in that start (for exactly_once a replay of
      * records whose outputs are already written shows no output). */
@@ -1320,8 +1330,8 @@ static void *run_guarantee(void *arg) {
       say(r->tag, "final start: %s after %.1f s, output topic at %lld", what,
           oc.secs, (long long)oc.out_end);
       if (!WIFEXITED(oc.status) || WEXITSTATUS(oc.status) != 0) {
-        say(r->tag, "error: the final start failed (log: %s/%s-%s.log)", g_tmp,
-            r->tag, group);
+        say(r->tag, "error: the final start failed (log: %s/%s-start%02d.log)",
+            g_tmp, r->tag, r->attempts);
         r->errors++;
       }
     }
