@@ -555,7 +555,7 @@ static int read_topic(const char *tag, const char *topic, int32_t parts,
 
 /* ------------------------------------------------------------ comparing */
 
-/* Printable form of bytes: \xHH for anything outside graphic ASCII. */
+/* Printable form of bytes: \xHH for anything outside printable ASCII. */
 static void show(const char *p, size_t n, size_t max, char *out, size_t size) {
   size_t o = 0;
   for (size_t i = 0; i < n && o + 8 < size; i++) {
@@ -564,7 +564,7 @@ static void show(const char *p, size_t n, size_t max, char *out, size_t size) {
       break;
     }
     unsigned char c = (unsigned char)p[i];
-    if (c > 0x20 && c < 0x7f && c != '\\')
+    if (c >= 0x20 && c < 0x7f && c != '\\')
       out[o++] = (char)c;
     else
       o += (size_t)snprintf(out + o, size - o, "\\x%02X", c);
