@@ -31,9 +31,9 @@
  *     (byte records pass unchanged) to the run's own output topic, state
  *     with commit_interval 200ms, order deterministic, max_idle 10s.
  *  4. Reference: one uninterrupted `recstream run CFG --exit-at-end` per
- *     guarantee (output partitioning differs between the guarantees:
- *     exactly_once partitions by murmur2 itself, at_least_once leaves it to
- *     librdkafka's default partitioner), into out-ref-eo / out-ref-alo.
+ *     guarantee (outputs are compared within a guarantee only:
+ *     exactly_once adds a source header and picks partitions itself), into
+ *     out-ref-eo / out-ref-alo.
  *  5. Crash run into out-crash-eo / out-crash-alo: K planned kills, then
  *     a final start that must run to the end and exit 0. Kinds of kill,
  *     shuffled by the seed:
@@ -45,10 +45,10 @@
  *       checkpoint_before_write / checkpoint_after_write - the engine's
  *                   fault injection (RECSTREAM_CRASH_POINT=<point>:<n>, see
  *                   crash_point() in engine/runtime.c): the process kills
- *                   itself the n-th time it passes that point. Every
- *                   checkpoint counts, also the empty ones every 200 ms
- *                   while the group join is pending, so n is picked from
- *                   the reference's timing to fall after records arrive,
+ *                   itself the n-th time it passes that point. Only
+ *                   checkpoints that write something count (the engine
+ *                   skips the ones where nothing moved), so n is picked
+ *                   from the reference's rate to fall before the target,
  *                   and corrected by one after a miss (too early: nothing
  *                   processed yet; too late: the harness had to kill).
  *     Progress is measured from the outside: user_stats writes exactly one
@@ -247,8 +247,11 @@ static int copy_dir(const char *from, const char *to) {
   char buf[1 << 16];
   while (!rc && (de = readdir(d))) {
     char a[PATH_MAX], b[PATH_MAX];
-    snprintf(a, sizeof a, "%s/%s", from, de->d_name);
-    snprintf(b, sizeof b, "%s/%s", to, de->d_name);
+    if (snprintf(a, sizeof a, "%s/%s", from, de->d_name) >= (int)sizeof a ||
+        snprintf(b, sizeof b, "%s/%s", to, de->d_name) >= (int)sizeof b) {
+      rc = -1;
+      break;
+    }
     struct stat st;
     if (lstat(a, &st) || !S_ISREG(st.st_mode))
       continue;
@@ -1155,15 +1158,15 @@ static void prepare_kill(run_t *r, plan_t *pl, int64_t stored) {
     pl->target = last;
   if (pl->kind == K_PROGRESS)
     return;
-  /* Checkpoints come every COMMIT_MS from the loop's start (~0.1 s after
-   * exec); records arrive after about j_ref and are processed at the
-   * reference's rate. Die in one of the checkpoints between the first
-   * one after processing starts and the target. */
+  /* A checkpoint is written every COMMIT_MS once records are processed
+   * (the engine skips the write, and the crash point, when nothing moved
+   * since the last one), at the reference's rate. Die in one of the
+   * checkpoints between the first one and the target. */
   double rate = (double)O.events / (r->t_ref - r->j_ref > 0.05
                                         ? r->t_ref - r->j_ref
                                         : 0.05);
   double dur = (double)(pl->target - stored) / rate;
-  long first = (long)((r->j_ref - 0.1) * 1000.0 / COMMIT_MS) + 1;
+  long first = 1;
   long ticks = (long)(dur * 1000.0 / COMMIT_MS);
   pl->ckpt_n = first + r->ckpt_adj +
                (long)(rng_next(&r->rng) % (uint64_t)(ticks + 1));
