@@ -121,6 +121,37 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
 int rs_store_read_offsets(rs_store_t *s, rs_offset_t **out, size_t *n);
 void rs_store_offsets_free(rs_offset_t *offsets, size_t n);
 
+/* ---- tools: inspect and purge (docs/STATE.md) ---- */
+
+/* Opens an existing state database read-only with all its column
+ * families. It takes no lock, so it works while an engine runs on the
+ * directory (showing its last checkpoint), and writes nothing there.
+ * Errors: RS_ENOENT (no such directory), RS_ESTATE (not a database,
+ * corrupt, unreadable; the message names the directory and says how to
+ * recover: `recstream replay` or `recstream run --reset-state`). Writes
+ * through the store fail with RS_ESTATE. */
+int rs_store_open_readonly(const char *dir, rs_store_t **out, char *errstr,
+                           size_t errstr_size);
+/* Column families, "default" and "__offsets" included: indexes
+ * 0..count-1; the name is borrowed until rs_store_destroy() (NULL for a
+ * bad index). */
+int rs_store_cf_count(const rs_store_t *s);
+const char *rs_store_cf_name(const rs_store_t *s, int cf);
+
+/* Called per entry of rs_store_scan_all() with the partition decoded from
+ * the key's prefix (RS_PARTITION_SHARED, -1, for shared state) and the
+ * operator's key. Borrowed until it returns; non-zero stops the scan. */
+typedef int (*rs_state_scan_all_cb)(void *opaque, int32_t partition,
+                                    const void *key, size_t key_len,
+                                    const void *value, size_t value_len);
+/* Every entry of cf in stored order: by partition (0, 1, ..., then
+ * shared), then key. RS_ESTATE if a key is shorter than its prefix. */
+int rs_store_scan_all(rs_store_t *s, int cf, rs_state_scan_all_cb cb,
+                      void *opaque);
+/* Deletes the stored offset record of (topic, partition): 0, or RS_ENOENT
+ * if there was none. */
+int rs_store_delete_offset(rs_store_t *s, const char *topic, int32_t partition);
+
 /* ---- internal to state/ ---- */
 rs__rocks_t *rs__store_rocks(rs_store_t *s);
 /* Writes the 4-byte partition prefix and key into b (replacing it). */
