@@ -409,6 +409,50 @@ int rs__rocks_open_readonly(const char *dir, rs__rocks_t **out, char *errstr,
   return 0;
 }
 
+int rs__rocks_checkpoint(rs__rocks_t *r, const char *target, char *errstr,
+                         size_t errstr_size) {
+  if (r->readonly)
+    return rs_seterr(errstr, errstr_size, RS_EINVAL,
+                     "state directory %s is open read-only: a savepoint "
+                     "needs the database open for writing",
+                     r->dir);
+  char *err = NULL;
+  rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(r->db, &err);
+  if (!err)
+    rocksdb_checkpoint_create(cp, target, 0, &err);
+  if (cp)
+    rocksdb_checkpoint_object_destroy(cp);
+  if (err) {
+    int rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                       "cannot write a savepoint of state directory %s into "
+                       "%s: %s",
+                       r->dir, target, err);
+    rocksdb_free(err);
+    return rc;
+  }
+  return 0;
+}
+
+int rs__rocks_destroy_db(const char *dir, char *errstr, size_t errstr_size) {
+  rocksdb_options_t *o = rocksdb_options_create();
+  char *err = NULL;
+  rocksdb_destroy_db(o, dir, &err);
+  rocksdb_options_destroy(o);
+  if (!err)
+    return 0;
+  int rc;
+  if (is_lock_error(err))
+    rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                   "state directory %s " RS_STORE_LOCKED_MSG
+                   " (lock held); stop it first (%s)",
+                   dir, err);
+  else
+    rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                   "cannot delete the state database in %s: %s", dir, err);
+  rocksdb_free(err);
+  return rc;
+}
+
 int rs__rocks_cf_find(const rs__rocks_t *r, const char *name) {
   for (size_t i = 0; i < r->n_cf; i++)
     if (strcmp(r->cf_names[i], name) == 0)

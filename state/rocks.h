@@ -70,6 +70,15 @@ void rs__rocks_close(rs__rocks_t *r);
  * handle fail with RS_ESTATE. */
 int rs__rocks_open_readonly(const char *dir, rs__rocks_t **out, char *errstr,
                             size_t errstr_size);
+/* A consistent RocksDB checkpoint of r into `target`, which must not exist
+ * (RocksDB creates it; SST files are hard-linked when on the same file
+ * system). Memtables are flushed first (log_size_for_flush 0). */
+int rs__rocks_checkpoint(rs__rocks_t *r, const char *target, char *errstr,
+                         size_t errstr_size);
+/* rocksdb_destroy_db(): deletes RocksDB's own files in dir (and dir if it
+ * is then empty). Fails with RS_ESTATE if the database is open anywhere
+ * (lock held). The caller decides whether dir is a state directory. */
+int rs__rocks_destroy_db(const char *dir, char *errstr, size_t errstr_size);
 
 /* Index of a column family, or -1. */
 int rs__rocks_cf_find(const rs__rocks_t *r, const char *name);
