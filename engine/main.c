@@ -20,6 +20,7 @@
 #include "recstream/version.h"
 #include "registry.h"
 #include "runtime.h"
+#include "state_cmd.h"
 #include "util.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -39,6 +40,7 @@ static const char main_usage[] =
     "  broker            run a standalone embedded Kafka broker (mock "
     "cluster)\n"
     "  generate          produce a synthetic interaction stream\n"
+    "  state SUB CONFIG  inspect, savepoint or purge the keyed state\n"
     "  version           print the version\n"
     "\n"
     "Run 'recstream <command> --help' for the options of a command.\n"
@@ -487,7 +489,8 @@ int main(int argc, char **argv) {
     int (*fn)(int, char **);
   } cmds[] = {{"run", cmd_run},       {"validate", cmd_validate},
               {"graph", cmd_graph},   {"operators", cmd_operators},
-              {"broker", cmd_broker}, {"generate", rs_cmd_generate}};
+              {"broker", cmd_broker}, {"generate", rs_cmd_generate},
+              {"state", rs_cmd_state}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);
