@@ -20,6 +20,8 @@
 #include "recstream/version.h"
 #include "registry.h"
 #include "runtime.h"
+#include "state/store.h"
+#include "state_cmd.h"
 #include "util.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -39,6 +41,7 @@ static const char main_usage[] =
     "  broker            run a standalone embedded Kafka broker (mock "
     "cluster)\n"
     "  generate          produce a synthetic interaction stream\n"
+    "  state SUB CONFIG  inspect, savepoint or purge the keyed state\n"
     "  version           print the version\n"
     "\n"
     "Run 'recstream <command> --help' for the options of a command.\n"
@@ -65,6 +68,8 @@ typedef struct cfgcmd {
   const char **sets;
   size_t n_sets;
   int exit_at_end;
+  const char *restore_from; /* run --restore-from DIR */
+  int reset_state;          /* run --reset-state */
   int markdown;
   rs_config_t *cfg;
   rs_registry_t *reg;
@@ -97,6 +102,8 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
       {"set", required_argument, NULL, 's'},
       {"log-level", required_argument, NULL, 'l'},
       {"exit-at-end", no_argument, NULL, 'e'},
+      {"restore-from", required_argument, NULL, 'r'},
+      {"reset-state", no_argument, NULL, 'R'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   c->sets = calloc((size_t)argc, sizeof(char *));
@@ -124,6 +131,16 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
       if (!allow_run_flags)
         return usage_error(c->cmd, "unknown option '--exit-at-end'");
       c->exit_at_end = 1;
+      break;
+    case 'r':
+      if (!allow_run_flags)
+        return usage_error(c->cmd, "unknown option '--restore-from'");
+      c->restore_from = optarg;
+      break;
+    case 'R':
+      if (!allow_run_flags)
+        return usage_error(c->cmd, "unknown option '--reset-state'");
+      c->reset_state = 1;
       break;
     case 'h':
       fputs(help, stdout);
@@ -236,7 +253,19 @@ static const char run_help[] =
     "\n"
     "Options:\n"
     "  --exit-at-end            stop cleanly once every assigned partition\n"
-    "                           has reached its end (batch-like runs, demos)\n";
+    "                           has reached its end (batch-like runs, demos)\n"
+    "  --reset-state            delete the state database in state.dir first\n"
+    "                           and start with empty state; only ever deletes\n"
+    "                           a recstream state directory, never while\n"
+    "                           another process has it open\n"
+    "  --restore-from DIR       start from the savepoint in DIR (written by\n"
+    "                           `recstream state checkpoint`): it is copied\n"
+    "                           into state.dir, which must hold no state;\n"
+    "                           with --reset-state too, the old state is\n"
+    "                           deleted first. Partitions then resume at the\n"
+    "                           savepoint's offsets.\n"
+    "See docs/STATE.md for savepoints and recovering a missing, locked or\n"
+    "corrupt state directory.\n";
 
 static int cmd_run(int argc, char **argv) {
   cfgcmd_t c = {.cmd = "run"};
@@ -248,7 +277,44 @@ static int cmd_run(int argc, char **argv) {
   char err[2048] = "";
   rs_engine_t *e = NULL;
   rs_engine_opts_t opts = {.exit_at_end = c.exit_at_end, .handle_signals = 1};
-  int erc = rs_engine_new(c.cfg, c.graph, &opts, &e, err, sizeof err);
+  /* Reset, then restore: both before the engine opens the store. */
+  int erc = 0;
+  if (c.restore_from && c.reset_state) {
+    /* Check the savepoint before deleting anything. */
+    rs_store_t *sp = NULL;
+    char e2[1536] = "";
+    erc = rs_store_open_readonly(c.restore_from, &sp, e2, sizeof e2);
+    rs_store_destroy(sp);
+    if (erc == RS_ENOENT)
+      snprintf(err, sizeof err,
+               "cannot restore from savepoint %s: no such directory",
+               c.restore_from);
+    else if (erc)
+      snprintf(err, sizeof err,
+               "cannot restore from savepoint %s: it is not a readable state "
+               "database (%s)",
+               c.restore_from, e2);
+  }
+  if (!erc && c.reset_state) {
+    erc = rs_store_destroy_dir(c.cfg->state.dir, err, sizeof err);
+    if (!erc)
+      fprintf(stderr, "recstream run: --reset-state: state in %s deleted\n",
+              c.cfg->state.dir);
+  }
+  if (!erc && c.restore_from) {
+    erc =
+        rs_store_restore_dir(c.restore_from, c.cfg->state.dir, err, sizeof err);
+    if (!erc)
+      fprintf(stderr, "recstream run: --restore-from: %s restored into %s\n",
+              c.restore_from, c.cfg->state.dir);
+  }
+  if (erc) {
+    fprintf(stderr, "recstream run: %s\n", err[0] ? err : rs_strerror(erc));
+    free_cfgcmd(&c);
+    return EXIT_RUNTIME;
+  }
+  opts.state_reset = c.reset_state || c.restore_from;
+  erc = rs_engine_new(c.cfg, c.graph, &opts, &e, err, sizeof err);
   if (erc) {
     fprintf(stderr, "recstream run: %s\n", err[0] ? err : rs_strerror(erc));
     free_cfgcmd(&c);
@@ -487,7 +553,8 @@ int main(int argc, char **argv) {
     int (*fn)(int, char **);
   } cmds[] = {{"run", cmd_run},       {"validate", cmd_validate},
               {"graph", cmd_graph},   {"operators", cmd_operators},
-              {"broker", cmd_broker}, {"generate", rs_cmd_generate}};
+              {"broker", cmd_broker}, {"generate", rs_cmd_generate},
+              {"state", rs_cmd_state}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);

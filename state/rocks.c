@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define RS__OFFSETS_CF "__offsets"
 
@@ -22,6 +24,7 @@ struct rs__rocks {
   rocksdb_writeoptions_t *wopts_nosync;
   rocksdb_writeoptions_t *wopts_sync;
   int sync;
+  int readonly; /* opened with rocksdb_open_for_read_only_column_families */
   size_t n_cf;
   char **cf_names;
   rocksdb_column_family_handle_t **cfs;
@@ -71,16 +74,15 @@ static int open_error(const char *dir, char *err, int defaulted_compression,
   int rc;
   if (is_lock_error(err))
     rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
-                   "state directory %s is in use by another recstream "
-                   "process (lock held); stop it or use another state.dir "
-                   "(%s)",
+                   "state directory %s " RS_STORE_LOCKED_MSG
+                   " (lock held); stop it or use another state.dir (%s)",
                    dir, err);
   else if (strstr(err, "create_if_missing is false"))
     rc = rs_seterr(errstr, errstr_size, RS_ENOENT,
                    "state directory %s holds no state database and "
                    "create_if_missing is off; point state.dir at an existing "
                    "state directory, rebuild it with `recstream replay`, or "
-                   "start empty with --reset-state (%s)",
+                   "start empty with `recstream run --reset-state` (%s)",
                    dir, err);
   else if (strstr(err, "Permission denied"))
     rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
@@ -96,7 +98,7 @@ static int open_error(const char *dir, char *err, int defaulted_compression,
     rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
                    "state directory %s is corrupt or unreadable: %s; rebuild "
                    "it with `recstream replay`, or start empty with "
-                   "--reset-state (nothing was deleted)",
+                   "`recstream run --reset-state` (nothing was deleted)",
                    dir, err);
   rocksdb_free(err);
   return rc;
@@ -151,7 +153,7 @@ static void set_options(rs__rocks_t *r, const rs_store_opts_t *o,
 void rs__rocks_close(rs__rocks_t *r) {
   if (!r)
     return;
-  if (r->db) {
+  if (r->db && !r->readonly) {
     /* Flush memtables so a clean restart does not replay the WAL (a crash
      * still does). A failed flush loses nothing: the WAL has the data. */
     rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
@@ -191,6 +193,25 @@ void rs__rocks_close(rs__rocks_t *r) {
   rs_free(r);
 }
 
+/* A handle with its options and read/write options but no database yet. */
+static rs__rocks_t *rocks_new(const char *dir, size_t block_cache_bytes) {
+  rs__rocks_t *r = rs_calloc(1, sizeof *r);
+  if (!r || !(r->dir = rs_strdup(dir))) {
+    rs_free(r);
+    return NULL;
+  }
+  r->opts = rocksdb_options_create();
+  r->cache = rocksdb_cache_create_lru(block_cache_bytes);
+  r->table = rocksdb_block_based_options_create();
+  rocksdb_block_based_options_set_block_cache(r->table, r->cache);
+  rocksdb_options_set_block_based_table_factory(r->opts, r->table);
+  r->ropts = rocksdb_readoptions_create();
+  r->wopts_sync = rocksdb_writeoptions_create();
+  rocksdb_writeoptions_set_sync(r->wopts_sync, 1);
+  r->wopts_nosync = rocksdb_writeoptions_create();
+  return r;
+}
+
 int rs__rocks_open(const char *dir, const char *const *cf_names, size_t n_cf,
                    const rs_store_opts_t *opts, rs__rocks_t **out, char *errstr,
                    size_t errstr_size) {
@@ -227,21 +248,10 @@ int rs__rocks_open(const char *dir, const char *const *cf_names, size_t n_cf,
                      "state directory %s is not a directory", dir);
   }
 
-  rs__rocks_t *r = rs_calloc(1, sizeof *r);
-  if (!r || !(r->dir = rs_strdup(dir))) {
-    rs_free(r);
+  rs__rocks_t *r = rocks_new(dir, o.block_cache_bytes);
+  if (!r)
     return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
-  }
   r->sync = o.sync;
-  r->opts = rocksdb_options_create();
-  r->cache = rocksdb_cache_create_lru(o.block_cache_bytes);
-  r->table = rocksdb_block_based_options_create();
-  rocksdb_block_based_options_set_block_cache(r->table, r->cache);
-  rocksdb_options_set_block_based_table_factory(r->opts, r->table);
-  r->ropts = rocksdb_readoptions_create();
-  r->wopts_sync = rocksdb_writeoptions_create();
-  rocksdb_writeoptions_set_sync(r->wopts_sync, 1);
-  r->wopts_nosync = rocksdb_writeoptions_create();
 
   /* Every column family on disk must be opened, so list them first. A
    * failure here means no database yet (or a broken one, which the open
@@ -297,6 +307,150 @@ int rs__rocks_open(const char *dir, const char *const *cf_names, size_t n_cf,
   }
   *out = r;
   return 0;
+}
+
+/* One attempt of a read-only open: 0, or the RocksDB message in *err. */
+static int open_readonly_once(rs__rocks_t *r, char **err) {
+  size_t n_have = 0;
+  char **have = rocksdb_list_column_families(r->opts, r->dir, &n_have, err);
+  if (*err)
+    return RS_ESTATE;
+  int rc = 0;
+  for (size_t i = 0; !rc && i < n_have; i++)
+    rc = add_name(r, have[i]);
+  rocksdb_list_column_families_destroy(have, n_have);
+  if (!rc && !(r->cfs = rs_calloc(r->n_cf, sizeof *r->cfs)))
+    rc = RS_ENOMEM;
+  const rocksdb_options_t **cf_opts =
+      rc ? NULL : rs_calloc(r->n_cf, sizeof *cf_opts);
+  if (rc || !cf_opts)
+    return RS_ENOMEM;
+  for (size_t i = 0; i < r->n_cf; i++)
+    cf_opts[i] = r->opts;
+  r->db = rocksdb_open_for_read_only_column_families(
+      r->opts, r->dir, (int)r->n_cf, (const char *const *)r->cf_names, cf_opts,
+      r->cfs, 0, err);
+  rs_free(cf_opts);
+  if (*err) {
+    memset(r->cfs, 0, r->n_cf * sizeof *r->cfs);
+    r->db = NULL;
+    return RS_ESTATE;
+  }
+  return 0;
+}
+
+/* Forgets the column families of a failed attempt. */
+static void forget_cfs(rs__rocks_t *r) {
+  for (size_t i = 0; i < r->n_cf; i++)
+    rs_free(r->cf_names[i]);
+  rs_free(r->cf_names);
+  rs_free(r->cfs);
+  r->cf_names = NULL;
+  r->cfs = NULL;
+  r->n_cf = 0;
+}
+
+int rs__rocks_open_readonly(const char *dir, rs__rocks_t **out, char *errstr,
+                            size_t errstr_size) {
+  *out = NULL;
+  struct stat st;
+  if (stat(dir, &st) != 0) {
+    if (errno == ENOENT)
+      return rs_seterr(errstr, errstr_size, RS_ENOENT,
+                       "state directory %s does not exist; check state.dir "
+                       "(a relative path is taken from the current "
+                       "directory)",
+                       dir);
+    return rs_seterr(errstr, errstr_size, RS_ESTATE, "state directory %s: %s",
+                     dir, strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode))
+    return rs_seterr(errstr, errstr_size, RS_ESTATE,
+                     "state directory %s is not a directory", dir);
+  char cur[4096];
+  snprintf(cur, sizeof cur, "%s/CURRENT", dir);
+  if (access(cur, F_OK) != 0 && errno == ENOENT)
+    return rs_seterr(errstr, errstr_size, RS_ESTATE,
+                     "state directory %s holds no state database (no CURRENT "
+                     "file); rebuild it with `recstream replay`, or start "
+                     "empty with `recstream run --reset-state`",
+                     dir);
+  rs__rocks_t *r = rocks_new(dir, 8u << 20);
+  if (!r)
+    return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+  r->readonly = 1;
+  rocksdb_options_set_create_if_missing(r->opts, 0);
+  rocksdb_options_set_max_background_jobs(r->opts, 1);
+  char *err = NULL;
+  int rc = 0;
+  /* A running engine may delete a WAL or table file between our reading
+   * the MANIFEST and opening the file (flush, compaction): try again. */
+  for (int attempt = 0; attempt < 3; attempt++) {
+    if (err) {
+      rocksdb_free(err);
+      err = NULL;
+      forget_cfs(r);
+      struct timespec ts = {0, 50 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    rc = open_readonly_once(r, &err);
+    if (!rc || !err || !strstr(err, "No such file"))
+      break;
+  }
+  if (rc) {
+    if (err)
+      rc = open_error(dir, err, 1, errstr, errstr_size);
+    else
+      rs_seterr(errstr, errstr_size, rc, "out of memory");
+    rs__rocks_close(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+int rs__rocks_checkpoint(rs__rocks_t *r, const char *target, char *errstr,
+                         size_t errstr_size) {
+  if (r->readonly)
+    return rs_seterr(errstr, errstr_size, RS_EINVAL,
+                     "state directory %s is open read-only: a savepoint "
+                     "needs the database open for writing",
+                     r->dir);
+  char *err = NULL;
+  rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(r->db, &err);
+  if (!err)
+    rocksdb_checkpoint_create(cp, target, 0, &err);
+  if (cp)
+    rocksdb_checkpoint_object_destroy(cp);
+  if (err) {
+    int rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                       "cannot write a savepoint of state directory %s into "
+                       "%s: %s",
+                       r->dir, target, err);
+    rocksdb_free(err);
+    return rc;
+  }
+  return 0;
+}
+
+int rs__rocks_destroy_db(const char *dir, char *errstr, size_t errstr_size) {
+  rocksdb_options_t *o = rocksdb_options_create();
+  char *err = NULL;
+  rocksdb_destroy_db(o, dir, &err);
+  rocksdb_options_destroy(o);
+  if (!err)
+    return 0;
+  int rc;
+  if (is_lock_error(err))
+    rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                   "state directory %s " RS_STORE_LOCKED_MSG
+                   " (lock held); stop it first (%s)",
+                   dir, err);
+  else
+    rc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                   "cannot delete the state database in %s: %s", dir, err);
+  rocksdb_free(err);
+  return rc;
 }
 
 int rs__rocks_cf_find(const rs__rocks_t *r, const char *name) {

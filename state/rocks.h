@@ -19,6 +19,11 @@
 
 #include "util.h"
 
+/* Part of the message of a failed open when another process holds the
+ * database's lock: callers that must tell "running" apart from "broken"
+ * (recstream state checkpoint/purge) look for it. */
+#define RS_STORE_LOCKED_MSG "is in use by another recstream process"
+
 typedef enum rs_compression {
   RS_COMPRESSION_DEFAULT = 0, /* lz4 if this RocksDB has it, else none */
   RS_COMPRESSION_NONE,
@@ -56,6 +61,24 @@ int rs__rocks_open(const char *dir, const char *const *cf_names, size_t n_cf,
                    const rs_store_opts_t *opts, rs__rocks_t **out, char *errstr,
                    size_t errstr_size);
 void rs__rocks_close(rs__rocks_t *r);
+/* Opens an existing database read-only with every column family on disk.
+ * Takes no lock, so it works while another process has the database open
+ * (it sees what that process had written when it was opened: for the
+ * engine, which writes only at checkpoints, its last checkpoint), and it
+ * writes nothing into `dir`. Errors: RS_ENOENT (no such directory),
+ * RS_ESTATE (not a database, corrupt, unreadable). Writes through the
+ * handle fail with RS_ESTATE. */
+int rs__rocks_open_readonly(const char *dir, rs__rocks_t **out, char *errstr,
+                            size_t errstr_size);
+/* A consistent RocksDB checkpoint of r into `target`, which must not exist
+ * (RocksDB creates it; SST files are hard-linked when on the same file
+ * system). Memtables are flushed first (log_size_for_flush 0). */
+int rs__rocks_checkpoint(rs__rocks_t *r, const char *target, char *errstr,
+                         size_t errstr_size);
+/* rocksdb_destroy_db(): deletes RocksDB's own files in dir (and dir if it
+ * is then empty). Fails with RS_ESTATE if the database is open anywhere
+ * (lock held). The caller decides whether dir is a state directory. */
+int rs__rocks_destroy_db(const char *dir, char *errstr, size_t errstr_size);
 
 /* Index of a column family, or -1. */
 int rs__rocks_cf_find(const rs__rocks_t *r, const char *name);

@@ -97,6 +97,32 @@ int rs_store_open(const char *dir, const char *const *cf_names, size_t n_cf,
   return 0;
 }
 
+int rs_store_open_readonly(const char *dir, rs_store_t **out, char *errstr,
+                           size_t errstr_size) {
+  *out = NULL;
+  rs_store_t *s = rs_calloc(1, sizeof *s);
+  if (!s)
+    return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+  int rc = rs__rocks_open_readonly(dir, &s->db, errstr, errstr_size);
+  if (rc) {
+    rs_free(s);
+    return rc;
+  }
+  s->offsets_cf = rs__rocks_cf_find(s->db, RS_STORE_OFFSETS_CF);
+  if (s->offsets_cf < 0) {
+    rs_store_destroy(s);
+    return rs_seterr(errstr, errstr_size, RS_ESTATE,
+                     "state directory %s holds a RocksDB database without "
+                     "the " RS_STORE_OFFSETS_CF " column family: not a "
+                     "recstream state directory; rebuild it with `recstream "
+                     "replay`, or start empty with `recstream run "
+                     "--reset-state`",
+                     dir);
+  }
+  *out = s;
+  return 0;
+}
+
 void rs_store_destroy(rs_store_t *s) {
   if (!s)
     return;
@@ -114,6 +140,14 @@ rs__rocks_t *rs__store_rocks(rs_store_t *s) {
 int rs_store_cf(const rs_store_t *s, const char *name) {
   int i = rs__rocks_cf_find(s->db, name);
   return i < 0 ? RS_ENOENT : i;
+}
+
+int rs_store_cf_count(const rs_store_t *s) {
+  return (int)rs__rocks_cf_count(s->db);
+}
+
+const char *rs_store_cf_name(const rs_store_t *s, int cf) {
+  return rs__rocks_cf_name(s->db, cf);
 }
 
 const char *rs_store_dir(const rs_store_t *s) {
@@ -167,6 +201,33 @@ int rs_store_scan(rs_store_t *s, int cf, int32_t partition, const void *prefix,
     const char *k = rs__rocks_iter_key(it, &kn);
     const void *v = rs__rocks_iter_value(it, &vn);
     rc = cb(opaque, k + 4, kn - 4, v, vn);
+  }
+  if (!rc)
+    rc = rs__rocks_iter_status(s->db, it);
+  rs__rocks_iter_destroy(it);
+  return rc;
+}
+
+int rs_store_scan_all(rs_store_t *s, int cf, rs_state_scan_all_cb cb,
+                      void *opaque) {
+  rs__rocks_iter_t *it = rs__rocks_iter_create(s->db, NULL, cf, "", 0, NULL, 0);
+  if (!it)
+    return cf < 0 || (size_t)cf >= rs__rocks_cf_count(s->db) ? RS_EINVAL
+                                                             : RS_ENOMEM;
+  int rc = 0;
+  for (; !rc && rs__rocks_iter_valid(it); rs__rocks_iter_next(it)) {
+    size_t kn, vn;
+    const unsigned char *k = rs__rocks_iter_key(it, &kn);
+    const void *v = rs__rocks_iter_value(it, &vn);
+    if (kn < 4) {
+      rc = rs__rocks_fail(s->db, RS_ESTATE,
+                          "a key is shorter than its 4-byte partition "
+                          "prefix: not a recstream operator column family");
+      break;
+    }
+    int32_t p = (int32_t)((uint32_t)k[0] << 24 | (uint32_t)k[1] << 16 |
+                          (uint32_t)k[2] << 8 | (uint32_t)k[3]);
+    rc = cb(opaque, p, k + 4, kn - 4, v, vn);
   }
   if (!rc)
     rc = rs__rocks_iter_status(s->db, it);
@@ -276,6 +337,17 @@ static int offset_key(rs_buf_t *b, const char *topic, int32_t partition) {
   unsigned char pre[4] = {(unsigned char)(p >> 24), (unsigned char)(p >> 16),
                           (unsigned char)(p >> 8), (unsigned char)p};
   return rs_buf_append(b, pre, 4);
+}
+
+int rs_store_delete_offset(rs_store_t *s, const char *topic,
+                           int32_t partition) {
+  int rc = offset_key(&s->key, topic, partition);
+  if (!rc)
+    rc = rs__rocks_get(s->db, NULL, s->offsets_cf, s->key.data, s->key.len,
+                       &s->val);
+  if (!rc)
+    rc = rs__rocks_delete(s->db, s->offsets_cf, s->key.data, s->key.len);
+  return rc;
 }
 
 int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,

@@ -121,6 +121,73 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
 int rs_store_read_offsets(rs_store_t *s, rs_offset_t **out, size_t *n);
 void rs_store_offsets_free(rs_offset_t *offsets, size_t n);
 
+/* ---- tools: inspect, savepoints, reset and restore (docs/STATE.md) ---- */
+
+/* Files recstream itself keeps in a state directory, next to RocksDB's:
+ * the pid of the running engine and the savepoint request/result files of
+ * `recstream state checkpoint` (protocol in engine/state_cmd.h). */
+#define RS_STATE_PID_FILE "RECSTREAM_PID"
+#define RS_STATE_SAVEPOINT_REQUEST "SAVEPOINT_REQUEST"
+#define RS_STATE_SAVEPOINT_REQUEST_TMP "SAVEPOINT_REQUEST.tmp"
+#define RS_STATE_SAVEPOINT_RESULT "SAVEPOINT_RESULT"
+#define RS_STATE_SAVEPOINT_RESULT_TMP "SAVEPOINT_RESULT.tmp"
+
+/* Opens an existing state database read-only with all its column
+ * families. It takes no lock, so it works while an engine runs on the
+ * directory (showing its last checkpoint), and writes nothing there.
+ * Errors: RS_ENOENT (no such directory), RS_ESTATE (not a database,
+ * corrupt, unreadable; the message names the directory and says how to
+ * recover: `recstream replay` or `recstream run --reset-state`). Writes
+ * through the store fail with RS_ESTATE. */
+int rs_store_open_readonly(const char *dir, rs_store_t **out, char *errstr,
+                           size_t errstr_size);
+/* Column families, "default" and "__offsets" included: indexes
+ * 0..count-1; the name is borrowed until rs_store_destroy() (NULL for a
+ * bad index). */
+int rs_store_cf_count(const rs_store_t *s);
+const char *rs_store_cf_name(const rs_store_t *s, int cf);
+
+/* Called per entry of rs_store_scan_all() with the partition decoded from
+ * the key's prefix (RS_PARTITION_SHARED, -1, for shared state) and the
+ * operator's key. Borrowed until it returns; non-zero stops the scan. */
+typedef int (*rs_state_scan_all_cb)(void *opaque, int32_t partition,
+                                    const void *key, size_t key_len,
+                                    const void *value, size_t value_len);
+/* Every entry of cf in stored order: by partition (0, 1, ..., then
+ * shared), then key. RS_ESTATE if a key is shorter than its prefix. */
+int rs_store_scan_all(rs_store_t *s, int cf, rs_state_scan_all_cb cb,
+                      void *opaque);
+/* Deletes the stored offset record of (topic, partition): 0, or RS_ENOENT
+ * if there was none. */
+int rs_store_delete_offset(rs_store_t *s, const char *topic, int32_t partition);
+
+/* Writes a consistent copy of the database (a RocksDB checkpoint,
+ * memtables flushed first) into target_dir, which must not exist yet
+ * (RS_EINVAL if it does) and whose parent must (RS_ENOENT). Table files
+ * are hard-linked when on the same file system. Call it where the store
+ * holds a checkpoint (state and offsets together), e.g. right after
+ * rs_store_checkpoint(). Not on a read-only store. */
+int rs_store_savepoint(rs_store_t *s, const char *target_dir, char *errstr,
+                       size_t errstr_size);
+/* Deletes the state database in dir (`run --reset-state`). Only a state
+ * directory is touched: one holding RocksDB's files (CURRENT, IDENTITY,
+ * MANIFEST-*, LOCK, ...); any other non-empty directory is refused with
+ * RS_EINVAL and nothing in it is deleted. A missing or empty directory is
+ * a success. RocksDB's files and recstream's own (RS_STATE_*) are
+ * removed, anything else is left, and dir itself is removed once empty.
+ * RS_ESTATE if a process has the database open (lock held). */
+int rs_store_destroy_dir(const char *dir, char *errstr, size_t errstr_size);
+/* Makes state_dir a copy of the savepoint in savepoint_dir (`run
+ * --restore-from`). The savepoint is opened read-only first and must be a
+ * valid database. state_dir must be missing or empty: RS_EINVAL if it
+ * holds a database (the message says to pass --reset-state) or anything
+ * else. Table files are hard-linked when on the same file system (they
+ * are immutable), the rest copied, into a new sibling directory renamed
+ * to state_dir at the end, so a failure leaves state_dir as it was.
+ * Missing parents of state_dir are created. */
+int rs_store_restore_dir(const char *savepoint_dir, const char *state_dir,
+                         char *errstr, size_t errstr_size);
+
 /* ---- internal to state/ ---- */
 rs__rocks_t *rs__store_rocks(rs_store_t *s);
 /* Writes the 4-byte partition prefix and key into b (replacing it). */

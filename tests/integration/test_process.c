@@ -38,8 +38,10 @@ Test(cli, help_and_exit_codes) {
   snprintf(cmd, sizeof cmd, "%s --help", bin());
   cr_assert_eq(sh(cmd, &b), 0);
   cr_assert(strstr(b.data, "Commands:") != NULL);
-  const char *cmds[] = {"run",       "validate", "graph",
-                        "operators", "broker",   "generate"};
+  const char *cmds[] = {"run",        "validate",      "graph",
+                        "operators",  "broker",        "generate",
+                        "state",      "state inspect", "state checkpoint",
+                        "state purge"};
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
     rs_buf_reset(&b);
     snprintf(cmd, sizeof cmd, "%s %s --help", bin(), cmds[i]);
@@ -76,6 +78,21 @@ Test(cli, help_and_exit_codes) {
       {"graph --exit-at-end configs/demo.yaml", "unknown option "
                                                 "'--exit-at-end'"},
       {"generate --events -5 --out /tmp/x.avro", "--events"},
+      {"run configs/demo.yaml --restore-from", "unknown or incomplete option "
+                                               "'--restore-from'"},
+      {"state", "missing command"},
+      {"state frob configs/demo.yaml", "unknown command 'frob'"},
+      {"state inspect configs/demo.yaml --limit x", "--limit: expected"},
+      {"state inspect configs/demo.yaml --partition -1", "--partition: "
+                                                         "expected"},
+      {"state inspect", "missing CONFIG"},
+      {"state checkpoint configs/demo.yaml", "missing DIR"},
+      {"state checkpoint configs/demo.yaml a b", "unexpected argument 'b'"},
+      {"state checkpoint configs/demo.yaml /tmp/x --timeout never",
+       "--timeout: expected a duration"},
+      {"state purge configs/demo.yaml", "--partition is required"},
+      {"state purge configs/demo.yaml --partition 0 --limit 3",
+       "unknown or incomplete option '--limit'"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     rs_buf_reset(&b);
