@@ -338,6 +338,21 @@ static int cmd_run(int argc, char **argv) {
          (unsigned long long)st.pauses, (unsigned long long)st.partition_pauses,
          (double)st.paused_ns / 1e9);
   printf("  offset commits:     %llu\n", (unsigned long long)st.commits);
+  printf("  checkpoints:        %llu (%.1f ms writing, %.1f ms waiting for "
+         "acknowledgements too)\n",
+         (unsigned long long)st.checkpoints, (double)st.checkpoint_ns / 1e6,
+         (double)st.checkpoint_wait_ns / 1e6);
+  if (c.cfg->state.guarantee == RS_GUARANTEE_EXACTLY_ONCE)
+    printf("  exactly_once:       %llu outputs read at start, %llu "
+           "regenerated outputs suppressed\n",
+           (unsigned long long)st.scanned_outputs,
+           (unsigned long long)st.suppressed);
+  if (c.cfg->processing.order == RS_ORDER_DETERMINISTIC)
+    printf("  ordering give-ups:  %llu (processing.max_idle ran out)\n",
+           (unsigned long long)st.ordering_giveups);
+  if (st.input_gaps)
+    printf("  input gaps:         %llu offsets skipped over (see the log)\n",
+           (unsigned long long)st.input_gaps);
   if (st.refetched)
     printf("  skipped refetches:  %llu (records the client delivered again "
            "after a pause)\n",

@@ -50,6 +50,7 @@
 #include "options.h"
 #include "state/cache.h"
 #include "state/store.h"
+#include "state_cmd.h"
 #include "util.h"
 
 /* Header naming an output's source under exactly_once:
@@ -205,7 +206,7 @@ struct rs_engine {
   int ckpt_pending; /* a checkpoint waits for in-flight outputs */
   uint64_t ckpt_requested_ns;
   int savepoint_requested;
-  char *pid_file;
+  int pid_written;
   char crash_name[64]; /* RECSTREAM_CRASH_POINT (tests only) */
   long crash_countdown;
   size_t buffered; /* deterministic order: records in part buffers */
@@ -1645,19 +1646,13 @@ static int open_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
   if (rc)
     return rs_seterr(errstr, errstr_size, rc,
                      "state: cannot create the cache: %s", rs_strerror(rc));
-  char pid[64];
-  size_t plen = strlen(cfg->state.dir) + sizeof "/RECSTREAM_PID";
-  e->pid_file = rs_malloc(plen);
-  if (!e->pid_file)
-    return RS_ENOMEM;
-  snprintf(e->pid_file, plen, "%s/RECSTREAM_PID", cfg->state.dir);
-  FILE *f = fopen(e->pid_file, "w");
-  if (f) {
-    snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    fputs(pid, f);
-    fclose(f);
-  }
-  return 0;
+  /* The pid file promises that SIGUSR1 asks for a savepoint (docs/STATE.md);
+   * the handler is installed with the loop, before anything could read
+   * the file and signal. */
+  rc = rs_state_pid_file_write(cfg->state.dir, errstr, errstr_size);
+  if (!rc)
+    e->pid_written = 1;
+  return rc;
 }
 
 /* Applies the offsets stored with the state: input positions to their
@@ -1953,8 +1948,23 @@ static int eo_prepare(rs_engine_t *e, char *errstr, size_t errstr_size) {
   return rc;
 }
 
+/* Serves `recstream state checkpoint` for this running instance: right
+ * after a checkpoint, the database is a consistent savepoint. */
 static void savepoint(rs_engine_t *e) {
   e->savepoint_requested = 0;
+  int rc = rs_state_savepoint_serve(e->store, e->cfg->state.dir);
+  if (rc == 0)
+    rs_log(RS_LOG_INFO, "engine", "savepoint written on request");
+  else if (rc != RS_ENOENT)
+    rs_log(RS_LOG_WARN, "engine", "savepoint request failed: %s",
+           rs_strerror(rc));
+}
+
+static void on_sigusr1(uv_signal_t *h, int signum) {
+  rs_engine_t *e = h->data;
+  e->savepoint_requested = 1;
+  if (e->state == ST_RUNNING)
+    request_checkpoint(e);
 }
 
 /* Stored input positions must lie within their partitions: one past the
@@ -2349,6 +2359,7 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
     uv_signal_start(&e->sigint, on_signal, SIGINT);
     uv_signal_start(&e->sigterm, on_signal, SIGTERM);
   }
+  uv_signal_start(&e->sigusr1, on_sigusr1, RS_STATE_SAVEPOINT_SIGNAL);
   atomic_store(&e->loop_running, 1);
   if (atomic_load(&e->stop_requested))
     begin_stop(e);
@@ -2365,8 +2376,9 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
    * signal or a failure leaves the previous one: what was processed since
    * is processed again at the next start). Kafka commits follow
    * checkpoints, never precede them. */
-  if (!e->err && e->inflight_records == 0)
-    write_checkpoint(e, 1);
+  if (!e->err && e->inflight_records == 0 && write_checkpoint(e, 1) == 0 &&
+      e->savepoint_requested)
+    savepoint(e);
   for (size_t s = 0; s < cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++)
       if (e->parts[s][i])
@@ -2499,10 +2511,8 @@ void rs_engine_destroy(rs_engine_t *e) {
   rs_free(e->bootstrap);
   rs_cache_destroy(e->cache);
   rs_store_destroy(e->store);
-  if (e->pid_file) {
-    unlink(e->pid_file);
-    rs_free(e->pid_file);
-  }
+  if (e->pid_written)
+    rs_state_pid_file_remove(e->cfg->state.dir);
   uv_mutex_destroy(&e->stop_lock);
   rs_free(e);
 }

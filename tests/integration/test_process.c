@@ -397,3 +397,55 @@ Test(process, second_signal_with_outputs_in_flight_exits_1, .timeout = 120) {
   remove_config(cfg);
   rs_mock_destroy(m);
 }
+
+/* A savepoint of a running instance (state checkpoint talks to it through
+ * its state directory and SIGUSR1), inspected while it runs, then restored
+ * into a fresh start that resumes exactly where the savepoint stood. */
+Test(process, savepoint_of_a_running_instance_restores, .timeout = 180) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 2000, 100, 0, "avro"), 0);
+  char cfg[] = "/tmp/rs-savepoint-XXXXXX";
+  int fd = mkstemp(cfg);
+  cr_assert(fd >= 0);
+  close(fd);
+  write_config(cfg, "avro");
+  setenv("RS_TEST_BROKERS", m->bootstraps, 1);
+  pid_t pid = spawn_run(cfg, 0);
+  progress_t pr = {m->bootstraps, 2000};
+  cr_assert(it_wait(output_at_least, &pr, 60000), "no output appeared");
+  char cmd[2048], sp[600];
+  snprintf(sp, sizeof sp, "%s.savepoint", cfg);
+  rs_buf_t b = {0};
+  snprintf(cmd, sizeof cmd, "%s state checkpoint %s %s 2>&1", bin(), cfg, sp);
+  int rc = sh(cmd, &b);
+  rs_buf_append(&b, "", 1);
+  cr_assert_eq(rc, 0, "%s", b.data);
+  /* Inspecting works while the instance holds the database. */
+  rs_buf_reset(&b);
+  snprintf(cmd, sizeof cmd, "%s state inspect %s 2>&1", bin(), cfg);
+  rc = sh(cmd, &b);
+  rs_buf_append(&b, "", 1);
+  cr_assert_eq(rc, 0, "%s", b.data);
+  cr_assert(strstr(b.data, "in [0]") != NULL, "%s", b.data);
+  kill(pid, SIGTERM);
+  int st;
+  cr_assert_eq(waitpid(pid, &st, 0), pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
+  /* 500 more; the restored instance processes exactly those. */
+  cr_assert_eq(it_produce(m->bootstraps, "in", 500, 100, 0, "avro"), 0);
+  rs_buf_reset(&b);
+  snprintf(cmd, sizeof cmd,
+           "%s run %s --reset-state --restore-from %s --exit-at-end "
+           "--log-level warn 2>&1",
+           bin(), cfg, sp);
+  rc = sh(cmd, &b);
+  rs_buf_append(&b, "", 1);
+  cr_assert_eq(rc, 0, "%s", b.data);
+  cr_assert(strstr(b.data, "records in:         500 ") != NULL, "%s", b.data);
+  rs_buf_free(&b);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", sp);
+  cr_assert_eq(system(cmd), 0);
+  remove_config(cfg);
+  rs_mock_destroy(m);
+}

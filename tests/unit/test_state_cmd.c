@@ -147,12 +147,14 @@ static int run(rs_buf_t *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static int run(rs_buf_t *out, const char *fmt, ...) {
-  char args[1024], cmd[2048];
+  char args[1024], cmd[4096];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(args, sizeof args, fmt, ap);
   va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", g_tmp, bin(), args);
+  cr_assert_lt(snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", g_tmp, bin(),
+                        args),
+               (int)sizeof cmd);
   rs_buf_reset(out);
   FILE *f = popen(cmd, "r");
   cr_assert_not_null(f);
