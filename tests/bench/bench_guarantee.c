@@ -57,10 +57,11 @@ static long n_records = 800000;
 static int n_partitions = 32;
 
 static void make_yaml(char *yaml, size_t size, const char *bootstrap,
-                      const char *guarantee, const char *order) {
+                      const char *guarantee, const char *order,
+                      const char *group) {
   snprintf(yaml, size,
            "app: bench\n"
-           "kafka: { brokers: \"%s\" }\n"
+           "kafka: { brokers: \"%s\", group_id: %s }\n"
            "state: { dir: \"%s/state\", guarantee: %s }\n"
            "processing: { order: %s, max_idle: 5s }\n"
            "sources: [ { name: in, topic: in } ]\n"
@@ -68,7 +69,7 @@ static void make_yaml(char *yaml, size_t size, const char *bootstrap,
            "  - { name: parse, type: parse, input: in }\n"
            "  - { name: stats, type: user_stats, input: parse }\n"
            "sinks: [ { name: out, input: stats, topic: out } ]\n",
-           bootstrap, bench_state_root(), guarantee, order);
+           bootstrap, group, bench_state_root(), guarantee, order);
 }
 
 static double rate_of(const rs_engine_stats_t *st) {
@@ -144,7 +145,7 @@ static result_t measure(const char *kind) {
   int recovery = comma && !strcmp(comma + 1, "recovery");
   char yaml[2048];
   make_yaml(yaml, sizeof yaml, m->bootstraps, guarantee,
-            deterministic ? "deterministic" : "arrival");
+            deterministic ? "deterministic" : "arrival", "bench");
   double cpu;
   r.st = bench_run(yaml, 0, &r.wall, &cpu);
   if ((long)r.st.records_in != n_records)
@@ -154,6 +155,12 @@ static result_t measure(const char *kind) {
   r.rss_mib = bench_peak_rss_mib();
   if (recovery) {
     roll_back_to_middle();
+    /* The restart joins a group of its own: the embedded broker makes a
+     * member rejoining a group it just left wait out the session timeout
+     * (~9 s measured), which a real broker does not; where the restart
+     * resumes comes from the offsets stored with the state either way. */
+    make_yaml(yaml, sizeof yaml, m->bootstraps, guarantee, "arrival",
+              "bench-restart");
     r.rec = bench_run(yaml, 0, &r.rec_wall, NULL);
     r.out_total = topic_total(m->bootstraps, "out");
   }
