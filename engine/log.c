@@ -2,6 +2,7 @@
  * fprintf so lines from librdkafka's threads do not interleave. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "log.h"
@@ -40,4 +41,14 @@ void rs_log(int level, const char *component, const char *fmt, ...) {
   va_start(ap, fmt);
   rs_vlog(level, component, fmt, ap);
   va_end(ap);
+}
+
+int rs_log_parse_level(const char *s, int *out) {
+  static const char *const names[] = {"error", "warn", "info", "debug"};
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(s, names[i])) {
+      *out = i;
+      return 0;
+    }
+  return -1;
 }

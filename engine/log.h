@@ -8,6 +8,8 @@
 #include "recstream/operator.h"
 
 void rs_log_set_level(int level);
+/* "error", "warn", "info" or "debug" to its level: 0, or -1 if unknown. */
+int rs_log_parse_level(const char *s, int *out);
 int rs_log_level(void);
 void rs_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

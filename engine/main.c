@@ -85,15 +85,6 @@ static const char set_help[] =
     "  --log-level LEVEL        error, warn, info (default) or debug\n"
     "  -h, --help               this help\n";
 
-static int parse_level(const char *s, int *out) {
-  static const char *names[] = {"error", "warn", "info", "debug"};
-  for (int i = 0; i < 4; i++)
-    if (!strcmp(s, names[i])) {
-      *out = i;
-      return 0;
-    }
-  return -1;
-}
 
 /* Parses CONFIG and the shared flags; prints help when asked (returns -1). */
 static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
@@ -119,7 +110,7 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
       break;
     case 'l': {
       int lvl;
-      if (parse_level(optarg, &lvl))
+      if (rs_log_parse_level(optarg, &lvl))
         return usage_error(c->cmd,
                            "--log-level: expected error, warn, info or "
                            "debug, got '%s'",

@@ -368,15 +368,6 @@ typedef struct sub {
   int (*run)(sargs_t *a);
 } sub_t;
 
-static int parse_level(const char *s, int *out) {
-  static const char *names[] = {"error", "warn", "info", "debug"};
-  for (int i = 0; i < 4; i++)
-    if (!strcmp(s, names[i])) {
-      *out = i;
-      return 0;
-    }
-  return -1;
-}
 
 static int parse_partition(sargs_t *a, const char *s) {
   int64_t v;
@@ -431,7 +422,7 @@ static int parse_args(const sub_t *sub, sargs_t *a, int argc, char **argv) {
       break;
     case OPT_LOG: {
       int lvl;
-      if (parse_level(optarg, &lvl))
+      if (rs_log_parse_level(optarg, &lvl))
         return usage_error(a,
                            "--log-level: expected error, warn, info or "
                            "debug, got '%s'",

@@ -273,25 +273,9 @@ int main(int argc, char **argv) {
            "sinks: [ { name: out, input: parse, topic: bench.out, format: "
            "avro } ]\n",
            m->bootstraps, props, bench_state_root());
-  rs_config_t *cfg = NULL;
-  rs_registry_t *reg = NULL;
-  rs_graph_t *g = NULL;
-  rs_engine_t *e = NULL;
-  if (rs_config_load_string("bench.yaml", yaml, strlen(yaml), NULL, 0, &cfg,
-                            err, sizeof err) ||
-      rs_registry_new(&reg, err, sizeof err) ||
-      rs_graph_build(cfg, reg, &g, err, sizeof err))
-    bench_die("config", err);
-  rs_engine_opts_t o = {.exit_at_end = 1};
   bench_reset_peak_rss();
-  if (rs_engine_new(cfg, g, &o, &e, err, sizeof err))
-    bench_die("engine", err);
-  uint64_t t0 = rs_now_ns();
-  if (rs_engine_run(e, err, sizeof err))
-    bench_die("run", err);
-  double wall = (double)(rs_now_ns() - t0) / 1e9;
-  rs_engine_stats_t st;
-  rs_engine_get_stats(e, &st);
+  double wall;
+  rs_engine_stats_t st = bench_run(yaml, 0, &wall, NULL);
   double busy = (double)(st.last_ack_ns - st.first_input_ns) / 1e9;
   double rate = (double)st.records_in / busy;
   if ((long)st.records_out != n)
@@ -308,10 +292,6 @@ int main(int argc, char **argv) {
          "producing the input %.0f MiB; raw consume phase %.0f MiB; "
          "recstream phase %.0f MiB\n",
          base_rss, raw_rss, bench_peak_rss_mib());
-  rs_engine_destroy(e);
-  rs_graph_destroy(g);
-  rs_registry_destroy(reg);
-  rs_config_destroy(cfg);
   measure_latency(m->bootstraps, lat_n, lat_rate);
   rs_mock_destroy(m);
   return 0;
