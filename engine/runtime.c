@@ -1481,6 +1481,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         parts->elems[i].offset = p->stored_offset;
         p->next_offset = p->stored_offset;
         p->resumed = 1;
+        /* Every output below it was acknowledged when it was stored: the
+         * group may have it now (its own commit may have been refused, or
+         * lag), even if no record follows. */
+        p->committable = p->stored_offset;
         rs_log(RS_LOG_INFO, "engine",
                "assigned %s [%d]: resuming at offset %lld, stored with the "
                "state in %s",

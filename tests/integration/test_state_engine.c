@@ -319,7 +319,7 @@ Test(state_engine, rebalance_hands_partitions_over_at_their_checkpoint,
   rs_engine_get_stats(one.e, &st1);
   rs_engine_get_stats(two.e, &st2);
   cr_assert_gt(st2.records_in, 0, "the second instance got no partition");
-  /* Nothing lost: every input processed and committed, every output
+  /* Nothing lost: every input processed and checkpointed, every output
    * there. Exact handover (no input processed twice) needs the revoking
    * member's commit to be accepted; the embedded broker refuses commits
    * while the group is joining (REBALANCE_IN_PROGRESS), which real Kafka
@@ -327,11 +327,32 @@ Test(state_engine, rebalance_hands_partitions_over_at_their_checkpoint,
    * last accepted commit. */
   cr_assert_geq(st1.records_in + st2.records_in, (uint64_t)total);
   cr_assert_geq(topic_total(m->bootstraps, "out"), total);
-  for (int p = 0; p < 4; p++)
-    cr_assert_eq(it_committed(m->bootstraps, "st", "in", p),
-                 it_end_offset(m->bootstraps, "in", p), "partition %d", p);
   it_engine_free(&one);
   it_engine_free(&two);
+  /* Where each partition stands is what the states say (they win over the
+   * group's offsets, which the embedded broker may have refused during
+   * the rebalances): the later of the two states is the end of the
+   * input. */
+  int64_t stored[4] = {-1, -1, -1, -1};
+  const char *dirs[] = {d1 + strlen("state.dir="), d2 + strlen("state.dir=")};
+  for (int k = 0; k < 2; k++) {
+    rs_store_t *s;
+    char err[512];
+    cr_assert_eq(rs_store_open(dirs[k], NULL, 0, NULL, &s, err, sizeof err),
+                 0, "%s", err);
+    rs_offset_t *offs;
+    size_t n;
+    cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
+    for (size_t i = 0; i < n; i++)
+      if (!strcmp(offs[i].topic, "in") && offs[i].partition < 4 &&
+          offs[i].next_offset > stored[offs[i].partition])
+        stored[offs[i].partition] = offs[i].next_offset;
+    rs_store_offsets_free(offs, n);
+    rs_store_destroy(s);
+  }
+  for (int p = 0; p < 4; p++)
+    cr_assert_eq(stored[p], it_end_offset(m->bootstraps, "in", p),
+                 "partition %d", p);
   rs_mock_destroy(m);
 }
 
