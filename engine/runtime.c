@@ -105,15 +105,32 @@ struct part {
   tracker_t *head, *tail;
 };
 
-/* exactly_once: the highest source position already in one output
- * partition from one input partition, learnt at start. */
-typedef struct sup_entry {
+/* exactly_once: one source position found in an output partition by the
+ * scan at start (a set, keyed by every field). */
+typedef struct pos {
+  uint32_t used;
+  uint32_t out;       /* output topic index */
   int32_t out_partition;
+  uint32_t src;       /* source index */
   int32_t src_partition;
-  size_t src;
-  int64_t offset;
   uint32_t ordinal;
-} sup_entry_t;
+  int64_t offset;
+} pos_t;
+
+typedef struct posset {
+  pos_t *slots;
+  size_t cap, n; /* cap: a power of two */
+} posset_t;
+
+/* Ordinals: per run, outputs so far per (output topic, input offset). All
+ * outputs of one input record are produced within the run that carries
+ * it, so the count is the same however a replay batches the input, and
+ * whatever order the operators emit in. */
+typedef struct ordslot {
+  uint32_t out_plus1; /* 0: empty */
+  uint32_t count;
+  int64_t offset;
+} ordslot_t;
 
 /* An output topic: a sink's or a dead-letter topic. */
 typedef struct outtopic {
@@ -123,12 +140,7 @@ typedef struct outtopic {
   int32_t n_track;      /* length of the arrays below */
   int64_t *acked_end;   /* highest acknowledged offset + 1 (-1: none) */
   int64_t *stored_end;  /* the same, as of the last checkpoint */
-  sup_entry_t *sup;
-  size_t n_sup, cap_sup;
-  /* Ordinals: the n-th output to this topic from one input record. */
-  int32_t last_src_partition;
-  int64_t last_src_offset;
-  uint32_t ordinal;
+  uint32_t idx; /* in e->outs */
 } outtopic_t;
 
 struct rs_op {
@@ -198,6 +210,10 @@ struct rs_engine {
 
   outtopic_t **outs; /* sink and dead-letter topics */
   size_t n_outs;
+  posset_t written;   /* exactly_once: outputs found by the start scan */
+  ordslot_t *ords;    /* exactly_once: ordinals of the current run */
+  size_t ords_cap, ords_n;
+  size_t *ords_used;
 
   rs_store_t *store;
   rs_cache_t *cache;
@@ -238,6 +254,7 @@ static void fail(rs_engine_t *e, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void begin_stop(rs_engine_t *e);
 static outtopic_t *find_out(const rs_engine_t *e, const char *name);
+static void reset_idle_clocks(rs_engine_t *e);
 
 static void fail(rs_engine_t *e, int err, const char *fmt, ...) {
   if (!e->err) {
@@ -454,6 +471,7 @@ static void try_checkpoint(rs_engine_t *e) {
   e->stats.checkpoint_wait_ns += rs_now_ns() - e->ckpt_requested_ns;
   if (e->savepoint_requested)
     savepoint(e);
+  reset_idle_clocks(e);
   uv_idle_start(&e->idle, on_idle); /* resume processing */
 }
 
@@ -522,7 +540,7 @@ static outtopic_t *out_topic(rs_engine_t *e, const char *name) {
     rs_free(ot);
     return NULL;
   }
-  ot->last_src_partition = -1;
+  ot->idx = (uint32_t)e->n_outs;
   /* A copy of the client's default topic settings (message.timeout.ms
    * and the like from kafka.properties), plus the opaque. */
   rd_kafka_topic_conf_t *tc = rd_kafka_default_topic_conf_dup(e->producer);
@@ -543,7 +561,6 @@ static void out_topic_free(outtopic_t *ot) {
   rs_free(ot->name);
   rs_free(ot->acked_end);
   rs_free(ot->stored_end);
-  rs_free(ot->sup);
   rs_free(ot);
 }
 
@@ -721,18 +738,105 @@ static int32_t out_partition(const outtopic_t *ot, const void *key,
   return src_partition % ot->n_parts;
 }
 
-/* exactly_once: whether the output at this source position is already in
- * destination partition dpart (learnt by the output scan at start). */
-static int already_written(const rs_engine_t *e, const outtopic_t *ot,
-                           int32_t dpart, int64_t offset, uint32_t ordinal) {
-  for (size_t i = 0; i < ot->n_sup; i++) {
-    const sup_entry_t *s = &ot->sup[i];
-    if (s->out_partition == dpart && s->src == e->cur_src &&
-        s->src_partition == e->cur_partition)
-      return offset < s->offset ||
-             (offset == s->offset && ordinal <= s->ordinal);
+static uint64_t pos_hash(const pos_t *p) {
+  uint64_t h = rs_mix64(((uint64_t)p->out << 32) ^ (uint32_t)p->out_partition);
+  h = rs_mix64(h ^ (((uint64_t)p->src << 32) | (uint32_t)p->src_partition));
+  h = rs_mix64(h ^ (uint64_t)p->offset);
+  return rs_mix64(h ^ p->ordinal);
+}
+
+static int pos_eq(const pos_t *a, const pos_t *b) {
+  return a->out == b->out && a->out_partition == b->out_partition &&
+         a->src == b->src && a->src_partition == b->src_partition &&
+         a->offset == b->offset && a->ordinal == b->ordinal;
+}
+
+static int posset_has(const posset_t *set, const pos_t *p) {
+  if (!set->n)
+    return 0;
+  for (size_t i = pos_hash(p) & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+    if (!set->slots[i].used)
+      return 0;
+    if (pos_eq(&set->slots[i], p))
+      return 1;
   }
+}
+
+static int posset_add(posset_t *set, const pos_t *p) {
+  if (2 * (set->n + 1) > set->cap) {
+    size_t cap = set->cap ? 2 * set->cap : 1024;
+    pos_t *slots = rs_calloc(cap, sizeof(*slots));
+    if (!slots)
+      return RS_ENOMEM;
+    for (size_t i = 0; i < set->cap; i++)
+      if (set->slots[i].used) {
+        size_t j = pos_hash(&set->slots[i]) & (cap - 1);
+        while (slots[j].used)
+          j = (j + 1) & (cap - 1);
+        slots[j] = set->slots[i];
+      }
+    rs_free(set->slots);
+    set->slots = slots;
+    set->cap = cap;
+  }
+  size_t i = pos_hash(p) & (set->cap - 1);
+  for (; set->slots[i].used; i = (i + 1) & (set->cap - 1))
+    if (pos_eq(&set->slots[i], p))
+      return 0;
+  set->slots[i] = *p;
+  set->slots[i].used = 1;
+  set->n++;
   return 0;
+}
+
+/* The ordinal of the next output to ot derived from the input at offset:
+ * how many went to ot from it earlier in this run. */
+static int next_ordinal(rs_engine_t *e, const outtopic_t *ot, int64_t offset,
+                        uint32_t *ordinal) {
+  if (2 * (e->ords_n + 1) > e->ords_cap) {
+    size_t cap = e->ords_cap ? 2 * e->ords_cap : 1024;
+    ordslot_t *slots = rs_calloc(cap, sizeof(*slots));
+    size_t *used = rs_malloc(cap * sizeof(*used));
+    if (!slots || !used) {
+      rs_free(slots);
+      rs_free(used);
+      return RS_ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t k = 0; k < e->ords_n; k++) {
+      const ordslot_t *o = &e->ords[e->ords_used[k]];
+      size_t j = rs_mix64((uint64_t)o->offset ^ ((uint64_t)o->out_plus1 << 48)) &
+                 (cap - 1);
+      while (slots[j].out_plus1)
+        j = (j + 1) & (cap - 1);
+      slots[j] = *o;
+      used[n++] = j;
+    }
+    rs_free(e->ords);
+    rs_free(e->ords_used);
+    e->ords = slots;
+    e->ords_used = used;
+    e->ords_cap = cap;
+  }
+  uint32_t key = ot->idx + 1;
+  size_t i = rs_mix64((uint64_t)offset ^ ((uint64_t)key << 48)) &
+             (e->ords_cap - 1);
+  for (; e->ords[i].out_plus1; i = (i + 1) & (e->ords_cap - 1))
+    if (e->ords[i].out_plus1 == key && e->ords[i].offset == offset) {
+      *ordinal = ++e->ords[i].count;
+      return 0;
+    }
+  e->ords[i] = (ordslot_t){.out_plus1 = key, .count = 0, .offset = offset};
+  e->ords_used[e->ords_n++] = i;
+  *ordinal = 0;
+  return 0;
+}
+
+/* Forgets the ordinals of the previous run. */
+static void ordinals_reset(rs_engine_t *e) {
+  for (size_t k = 0; k < e->ords_n; k++)
+    e->ords[e->ords_used[k]].out_plus1 = 0;
+  e->ords_n = 0;
 }
 
 /* Appends v in decimal and then `sep` (if not NUL); returns the end. */
@@ -765,22 +869,27 @@ static int produce(rs_engine_t *e, outtopic_t *ot, const void *key,
                        "(does the topic exist?); exactly_once partitions "
                        "outputs itself and needs it",
                        ot->name);
-    uint32_t ord = 0;
-    if (ot->last_src_partition == e->cur_partition &&
-        ot->last_src_offset == src_offset)
-      ord = ot->ordinal + 1;
-    ot->last_src_partition = e->cur_partition;
-    ot->last_src_offset = src_offset;
-    ot->ordinal = ord;
+    uint32_t ord;
+    if (next_ordinal(e, ot, src_offset, &ord))
+      return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM,
+                       "out of memory");
     dpart = out_partition(ot, key, key_len, e->cur_partition);
-    if (t->part->sup_until >= src_offset &&
-        already_written(e, ot, dpart, src_offset, ord)) {
+    pos_t here = {.out = ot->idx,
+                  .out_partition = dpart,
+                  .src = (uint32_t)e->cur_src,
+                  .src_partition = e->cur_partition,
+                  .ordinal = ord,
+                  .offset = src_offset};
+    if (t->part->sup_until >= src_offset && posset_has(&e->written, &here)) {
       e->stats.suppressed++;
       return 0;
     }
     /* "<topic>/<partition>/<offset>/<ordinal>", without printf: this runs
      * for every output. Topic names are at most 249 bytes. */
     size_t tl = strlen(topic);
+    if (tl > 249) /* Kafka's own limit; the header must fit src[] */
+      return rs_seterr(e->errstr, sizeof e->errstr, RS_ECONFIG,
+                       "source topic name longer than Kafka's 249 bytes");
     memcpy(src, topic, tl);
     char *q = src + tl;
     *q++ = '/';
@@ -954,6 +1063,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   e->cur = t;
   e->cur_src = src;
   e->cur_partition = partition;
+  ordinals_reset(e);
   p->resumed = 0;
   p->eof = 0;
   p->next_offset = t->end_offset;
@@ -1091,6 +1201,7 @@ static void set_paused(rs_engine_t *e, int pause) {
   if (pause && !e->paused)
     uv_timer_start(&e->pause_timer, on_pause_timer, PAUSE_AFTER_MS, 0);
   if (!pause && e->paused) {
+    reset_idle_clocks(e);
     uv_timer_stop(&e->pause_timer);
     if (e->input_paused)
       pause_input(e, 0);
@@ -1225,6 +1336,15 @@ static int before(const part_t *p, size_t i, const part_t *q) {
 
 static void on_order_timer(uv_timer_t *h);
 
+/* The engine itself held processing (a checkpoint barrier, backpressure):
+ * time waited meanwhile is not a partition lagging. */
+static void reset_idle_clocks(rs_engine_t *e) {
+  for (size_t s = 0; s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++)
+      if (e->parts[s][i])
+        e->parts[s][i]->empty_since = 0;
+}
+
 static void merge(rs_engine_t *e) {
   const int64_t max_idle = e->cfg->processing.max_idle_ms;
   size_t max = (size_t)e->cfg->processing.batch_size;
@@ -1330,7 +1450,11 @@ static void drain_ordered(rs_engine_t *e) {
     }
   }
   merge(e);
-  if (more && may_drain(e))
+  /* librdkafka wakes us only when the record queue goes from empty to
+   * non-empty: keep coming back while it holds records we can take. */
+  if (may_drain(e) && e->buffered < ORDER_MAX_BUFFERED &&
+      e->buffered_bytes < e->cfg->processing.high_water_bytes &&
+      (more || rd_kafka_queue_length(e->mq) > 0))
     uv_idle_start(&e->idle, on_idle);
   else
     uv_idle_stop(&e->idle);
@@ -1530,11 +1654,16 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                  "revoked %d partitions: state and offsets checkpointed%s",
                  parts->cnt,
                  rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
-        else
-          rs_log(RS_LOG_WARN, "engine",
-                 "revoke: %lld outputs still unacknowledged after 30 s; "
-                 "releasing the partitions without a checkpoint",
-                 (long long)e->inflight_records);
+        else if (e->inflight_records > 0)
+          /* The cache holds their effects beyond the stored offsets and
+           * outputs may still be delivered: going on would count them
+           * twice on a reassignment. A restart recovers cleanly from the
+           * last checkpoint. */
+          fail(e, RS_EDELIVERY,
+               "revoke: %lld outputs still unacknowledged after 30 s, so "
+               "the revoked partitions cannot be checkpointed; stopping "
+               "(the next start resumes from the last checkpoint)",
+               (long long)e->inflight_records);
       }
     } else {
       rs_log(RS_LOG_WARN, "engine", "rebalance error: %s",
@@ -1650,9 +1779,10 @@ static int open_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
   if (rc)
     return rs_seterr(errstr, errstr_size, rc,
                      "state: cannot create the cache: %s", rs_strerror(rc));
-  /* The pid file promises that SIGUSR1 asks for a savepoint (docs/STATE.md);
-   * the handler is installed with the loop, before anything could read
-   * the file and signal. */
+  /* The pid file promises that SIGUSR1 asks for a savepoint (docs/STATE.md)
+   * and does no harm otherwise: it is ignored until the loop handles it,
+   * and again once the loop has ended (a request then times out). */
+  signal(RS_STATE_SAVEPOINT_SIGNAL, SIG_IGN); /* until the loop handles it */
   rc = rs_state_pid_file_write(cfg->state.dir, errstr, errstr_size);
   if (!rc)
     e->pid_written = 1;
@@ -1743,7 +1873,7 @@ static int check_state_present(rs_engine_t *e, char *errstr,
   return rc;
 }
 
-/* Records one output's source position for the suppression table. */
+/* Records one output's source position for the suppression set. */
 static int note_written(rs_engine_t *e, outtopic_t *ot, int32_t out_partition,
                         size_t src, int32_t src_partition, int64_t offset,
                         uint32_t ordinal) {
@@ -1752,28 +1882,13 @@ static int note_written(rs_engine_t *e, outtopic_t *ot, int32_t out_partition,
     return RS_ENOMEM;
   if (offset > p->sup_until)
     p->sup_until = offset;
-  for (size_t i = 0; i < ot->n_sup; i++) {
-    sup_entry_t *x = &ot->sup[i];
-    if (x->out_partition == out_partition && x->src == src &&
-        x->src_partition == src_partition) {
-      if (offset > x->offset || (offset == x->offset && ordinal > x->ordinal)) {
-        x->offset = offset;
-        x->ordinal = ordinal;
-      }
-      return 0;
-    }
-  }
-  if (ot->n_sup == ot->cap_sup) {
-    size_t cap = ot->cap_sup ? 2 * ot->cap_sup : 16;
-    sup_entry_t *a = rs_realloc(ot->sup, cap * sizeof(*a));
-    if (!a)
-      return RS_ENOMEM;
-    ot->sup = a;
-    ot->cap_sup = cap;
-  }
-  ot->sup[ot->n_sup++] = (sup_entry_t){out_partition, src_partition, src,
-                                       offset, ordinal};
-  return 0;
+  pos_t x = {.out = ot->idx,
+             .out_partition = out_partition,
+             .src = (uint32_t)src,
+             .src_partition = src_partition,
+             .ordinal = ordinal,
+             .offset = offset};
+  return posset_add(&e->written, &x);
 }
 
 /* Parses "<topic>/<partition>/<offset>/<ordinal>". */
@@ -1831,8 +1946,11 @@ static int eo_prepare(rs_engine_t *e, char *errstr, size_t errstr_size) {
   if (!rc)
     rc = rs_kafka_conf_set(c, "auto.offset.reset", "earliest", errstr,
                            errstr_size);
-  if (!rc)
-    rc = rs_kafka_conf_set(c, "enable.partition.eof", "false", errstr,
+  if (!rc) /* the end is known also when the tail holds no records */
+    rc = rs_kafka_conf_set(c, "enable.partition.eof", "true", errstr,
+                           errstr_size);
+  if (!rc) /* read to the high watermark, whoever else writes there */
+    rc = rs_kafka_conf_set(c, "isolation.level", "read_uncommitted", errstr,
                            errstr_size);
   if (rc) {
     if (c)
@@ -1907,20 +2025,28 @@ static int eo_prepare(rs_engine_t *e, char *errstr, size_t errstr_size) {
                        remaining);
       continue;
     }
-    last_progress = rs_now_ns();
+    const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+    int idx = -1;
+    for (int j = 0; j < l->cnt; j++)
+      if (l->elems[j].partition == m->partition &&
+          !strcmp(l->elems[j].topic, topic))
+        idx = j;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      if (idx >= 0 && ends[idx] >= 0 && m->offset >= ends[idx]) {
+        ends[idx] = -1;
+        remaining--;
+      }
+      rd_kafka_message_destroy(m);
+      continue;
+    }
     if (m->err) {
       rs_log(RS_LOG_WARN, "engine", "exactly_once: output scan: %s",
              rd_kafka_message_errstr(m));
       rd_kafka_message_destroy(m);
       continue;
     }
-    const char *topic = rd_kafka_topic_name(m->rkt);
+    last_progress = rs_now_ns();
     outtopic_t *ot = find_out(e, topic);
-    int idx = -1;
-    for (int j = 0; j < l->cnt; j++)
-      if (l->elems[j].partition == m->partition &&
-          !strcmp(l->elems[j].topic, topic))
-        idx = j;
     rd_kafka_headers_t *h = NULL;
     const void *v = NULL;
     size_t vlen = 0;
@@ -2372,7 +2498,10 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   drain(e);
   uv_run(&e->loop, UV_RUN_DEFAULT);
 
-  /* The loop has ended: blocking calls are allowed from here on. */
+  /* The loop has ended: blocking calls are allowed from here on. libuv
+   * restored SIGUSR1's default action (termination) when its handle
+   * closed; the pid file still promises it is harmless. */
+  signal(RS_STATE_SAVEPOINT_SIGNAL, SIG_IGN);
   while (rd_kafka_poll(e->producer, 0) > 0)
     ;
   advance(e);
@@ -2473,6 +2602,9 @@ void rs_engine_destroy(rs_engine_t *e) {
   for (size_t i = 0; i < e->n_outs; i++)
     out_topic_free(e->outs[i]);
   rs_free(e->outs);
+  rs_free(e->written.slots);
+  rs_free(e->ords);
+  rs_free(e->ords_used);
   if (e->cq)
     rd_kafka_queue_destroy(e->cq);
   if (e->mq)
