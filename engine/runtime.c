@@ -1418,11 +1418,12 @@ static void merge(rs_engine_t *e) {
 
 /* Fills the partition buffers from the consumer queue and merges. */
 static void drain_ordered(rs_engine_t *e) {
-  int budget = 16, more = 0;
+  int budget = 16, more = 0, tried = 0;
   size_t max = (size_t)e->cfg->processing.batch_size;
   while (may_drain(e) && budget-- > 0 && e->buffered < ORDER_MAX_BUFFERED &&
          e->buffered_bytes < e->cfg->processing.high_water_bytes) {
     ssize_t n = rd_kafka_consume_batch_queue(e->mq, 0, e->msgs, max);
+    tried = 1;
     if (n <= 0) {
       more = 0;
       break;
@@ -1449,12 +1450,20 @@ static void drain_ordered(rs_engine_t *e) {
       rd_kafka_message_destroy(m);
     }
   }
-  merge(e);
+  /* Again while it makes progress: a checkpoint requested by a batch may
+   * complete at once, leaving buffered records with nothing to wake us. */
+  for (;;) {
+    size_t left = e->buffered;
+    merge(e);
+    if (!may_process(e) || !e->buffered || e->buffered == left)
+      break;
+  }
   /* librdkafka wakes us only when the record queue goes from empty to
-   * non-empty: keep coming back while it holds records we can take. */
+   * non-empty: come back while it may hold records we can take (the last
+   * read got some, or the buffers were full and we did not read). */
   if (may_drain(e) && e->buffered < ORDER_MAX_BUFFERED &&
       e->buffered_bytes < e->cfg->processing.high_water_bytes &&
-      (more || rd_kafka_queue_length(e->mq) > 0))
+      (more || !tried))
     uv_idle_start(&e->idle, on_idle);
   else
     uv_idle_stop(&e->idle);
