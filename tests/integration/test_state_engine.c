@@ -419,3 +419,23 @@ Test(state_engine, locked_and_corrupt_state_directories_are_refused,
   cr_assert_eq(stat(path, &st), 0, "the corrupt directory was touched");
   rs_mock_destroy(m);
 }
+
+/* State stored against one log, started against another (a restarted
+ * embedded broker holds fewer records than the state has processed): the
+ * engine refuses instead of silently skipping or reprocessing. */
+Test(state_engine, state_of_another_log_is_refused, .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 2000, 50, 0, "avro"), 0);
+  run(m->bootstraps, "at_least_once", "arrival", "out", 0, 0, NULL);
+  rs_mock_destroy(m);
+  m = it_cluster(1, 4, topics); /* empty again */
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 40, 50, 0, "avro"), 0);
+  char err[2048];
+  run(m->bootstraps, "at_least_once", "arrival", "out", 0, RS_ESTATE, err);
+  cr_assert(strstr(err, "belongs to another log") &&
+                strstr(err, "--reset-state") && strstr(err, it_state_dir()),
+            "%s", err);
+  rs_mock_destroy(m);
+}
