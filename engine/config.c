@@ -621,8 +621,8 @@ static int read_state(cctx_t *c, const rs_ynode_t *root) {
   static const char *const guarantees[] = {"at_least_once", "exactly_once",
                                            "transactional", NULL};
   /* In rs_compression_t order (state/rocks.h). */
-  static const char *const compressions[] = {"default", "none", "lz4",
-                                             "zstd", "snappy", NULL};
+  static const char *const compressions[] = {"default", "none",   "lz4",
+                                             "zstd",    "snappy", NULL};
   static const char *const bools[] = {"false", "true", NULL};
   int g, comp, sync;
   if ((rc = get_str(c, m, "state", "dir", dflt, 0, &cfg->state.dir)) ||

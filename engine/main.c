@@ -85,7 +85,6 @@ static const char set_help[] =
     "  --log-level LEVEL        error, warn, info (default) or debug\n"
     "  -h, --help               this help\n";
 
-
 /* Parses CONFIG and the shared flags; prints help when asked (returns -1). */
 static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
                         int allow_run_flags) {

@@ -96,11 +96,11 @@ struct part {
   uint64_t empty_since; /* when it ran out of buffered records (0: not) */
   int gave_up;          /* the wait for it ran out (counted once) */
   int resumed;          /* assigned at its stored offset, nothing since */
-  int eof;             /* an end-of-partition event came since the last run */
-  int64_t eof_offset;  /* offset that event named (-1: none yet) */
-  int64_t next_offset; /* after the last record processed (-1: none yet) */
-  uint32_t generation; /* bumped on every assignment */
-  int64_t committable; /* -1: nothing to commit yet */
+  int eof;              /* an end-of-partition event came since the last run */
+  int64_t eof_offset;   /* offset that event named (-1: none yet) */
+  int64_t next_offset;  /* after the last record processed (-1: none yet) */
+  uint32_t generation;  /* bumped on every assignment */
+  int64_t committable;  /* -1: nothing to commit yet */
   int64_t committed;
   tracker_t *head, *tail;
 };
@@ -109,9 +109,9 @@ struct part {
  * scan at start (a set, keyed by every field). */
 typedef struct pos {
   uint32_t used;
-  uint32_t out;       /* output topic index */
+  uint32_t out; /* output topic index */
   int32_t out_partition;
-  uint32_t src;       /* source index */
+  uint32_t src; /* source index */
   int32_t src_partition;
   uint32_t ordinal;
   int64_t offset;
@@ -136,11 +136,11 @@ typedef struct ordslot {
 typedef struct outtopic {
   char *name;
   rd_kafka_topic_t *rkt;
-  int32_t n_parts;      /* exactly_once: from metadata (explicit partitioning) */
-  int32_t n_track;      /* length of the arrays below */
-  int64_t *acked_end;   /* highest acknowledged offset + 1 (-1: none) */
-  int64_t *stored_end;  /* the same, as of the last checkpoint */
-  uint32_t idx; /* in e->outs */
+  int32_t n_parts;     /* exactly_once: from metadata (explicit partitioning) */
+  int32_t n_track;     /* length of the arrays below */
+  int64_t *acked_end;  /* highest acknowledged offset + 1 (-1: none) */
+  int64_t *stored_end; /* the same, as of the last checkpoint */
+  uint32_t idx;        /* in e->outs */
 } outtopic_t;
 
 struct rs_op {
@@ -210,15 +210,15 @@ struct rs_engine {
 
   outtopic_t **outs; /* sink and dead-letter topics */
   size_t n_outs;
-  posset_t written;   /* exactly_once: outputs found by the start scan */
-  ordslot_t *ords;    /* exactly_once: ordinals of the current run */
+  posset_t written; /* exactly_once: outputs found by the start scan */
+  ordslot_t *ords;  /* exactly_once: ordinals of the current run */
   size_t ords_cap, ords_n;
   size_t *ords_used;
 
   rs_store_t *store;
   rs_cache_t *cache;
-  int eo;         /* state.guarantee: exactly_once */
-  int ordered;    /* processing.order: deterministic */
+  int eo;           /* state.guarantee: exactly_once */
+  int ordered;      /* processing.order: deterministic */
   int ckpt_pending; /* a checkpoint waits for in-flight outputs */
   uint64_t ckpt_requested_ns;
   int savepoint_requested;
@@ -414,9 +414,8 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
     outtopic_t *ot = e->outs[k];
     for (int32_t i = 0; i < ot->n_track; i++)
       if (ot->acked_end[i] >= 0 && ot->acked_end[i] != ot->stored_end[i])
-        offs[n++] = (rs_offset_t){.topic = ot->name,
-                                  .partition = i,
-                                  .next_offset = ot->acked_end[i]};
+        offs[n++] = (rs_offset_t){
+            .topic = ot->name, .partition = i, .next_offset = ot->acked_end[i]};
   }
   rs_cache_stats_t cs;
   rs_cache_stats(e->cache, &cs);
@@ -434,7 +433,8 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
     crash_point(e, "checkpoint_after_write");
   if (rc) {
     rs_free(offs);
-    fail(e, rc, "checkpoint to %s failed: %s; stopping (the previous "
+    fail(e, rc,
+         "checkpoint to %s failed: %s; stopping (the previous "
          "checkpoint is intact)",
          rs_store_dir(e->store), rs_store_errmsg(e->store));
     return rc;
@@ -805,8 +805,9 @@ static int next_ordinal(rs_engine_t *e, const outtopic_t *ot, int64_t offset,
     size_t n = 0;
     for (size_t k = 0; k < e->ords_n; k++) {
       const ordslot_t *o = &e->ords[e->ords_used[k]];
-      size_t j = rs_mix64((uint64_t)o->offset ^ ((uint64_t)o->out_plus1 << 48)) &
-                 (cap - 1);
+      size_t j =
+          rs_mix64((uint64_t)o->offset ^ ((uint64_t)o->out_plus1 << 48)) &
+          (cap - 1);
       while (slots[j].out_plus1)
         j = (j + 1) & (cap - 1);
       slots[j] = *o;
@@ -819,8 +820,8 @@ static int next_ordinal(rs_engine_t *e, const outtopic_t *ot, int64_t offset,
     e->ords_cap = cap;
   }
   uint32_t key = ot->idx + 1;
-  size_t i = rs_mix64((uint64_t)offset ^ ((uint64_t)key << 48)) &
-             (e->ords_cap - 1);
+  size_t i =
+      rs_mix64((uint64_t)offset ^ ((uint64_t)key << 48)) & (e->ords_cap - 1);
   for (; e->ords[i].out_plus1; i = (i + 1) & (e->ords_cap - 1))
     if (e->ords[i].out_plus1 == key && e->ords[i].offset == offset) {
       *ordinal = ++e->ords[i].count;
@@ -871,8 +872,7 @@ static int produce(rs_engine_t *e, outtopic_t *ot, const void *key,
                        ot->name);
     uint32_t ord;
     if (next_ordinal(e, ot, src_offset, &ord))
-      return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM,
-                       "out of memory");
+      return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
     dpart = out_partition(ot, key, key_len, e->cur_partition);
     pos_t here = {.out = ot->idx,
                   .out_partition = dpart,
@@ -924,12 +924,12 @@ static int produce(rs_engine_t *e, outtopic_t *ot, const void *key,
           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(t),
           RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     else
-      err = rd_kafka_producev(
-          e->producer, RD_KAFKA_V_RKT(ot->rkt), RD_KAFKA_V_PARTITION(dpart),
-          RD_KAFKA_V_KEY((void *)key, key_len),
-          RD_KAFKA_V_VALUE((void *)val, val_len),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(t),
-          RD_KAFKA_V_END);
+      err = rd_kafka_producev(e->producer, RD_KAFKA_V_RKT(ot->rkt),
+                              RD_KAFKA_V_PARTITION(dpart),
+                              RD_KAFKA_V_KEY((void *)key, key_len),
+                              RD_KAFKA_V_VALUE((void *)val, val_len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
     if (err && h)
       rd_kafka_headers_destroy(h); /* ours again when producev fails */
     if (!err) {
@@ -1012,8 +1012,8 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
                        "sink '%s': records of kind %u cannot be written yet",
                        sc->name, r->kind);
     }
-    int rc = produce(e, n->sink, r->key, r->key_len, val, len, r->src_offset,
-                     NULL);
+    int rc =
+        produce(e, n->sink, r->key, r->key_len, val, len, r->src_offset, NULL);
     if (rc)
       return rc;
     n->produced++;
@@ -1041,8 +1041,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
    * the records in between are gone (retention, then the client's offset
    * reset) or were not data (compaction, transaction markers). Said, not
    * silent. (Gaps later in a run are normal for those topics.) */
-  if (p->resumed && p->next_offset >= 0 &&
-      msgs[0]->offset > p->next_offset) {
+  if (p->resumed && p->next_offset >= 0 && msgs[0]->offset > p->next_offset) {
     e->stats.input_gaps += (uint64_t)(msgs[0]->offset - p->next_offset);
     rs_log(RS_LOG_WARN, "engine",
            "%s [%d]: resumed at the stored offset %lld but the first record "
@@ -1855,8 +1854,8 @@ static int check_state_present(rs_engine_t *e, char *errstr,
   const rs_config_t *cfg = e->cfg;
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
   for (size_t s = 0; s < cfg->n_sources; s++) {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->consumer, cfg->sources[s].topic,
-                                               NULL);
+    rd_kafka_topic_t *rkt =
+        rd_kafka_topic_new(e->consumer, cfg->sources[s].topic, NULL);
     int32_t n = rkt ? topic_partitions(e->consumer, rkt) : -1;
     if (rkt)
       rd_kafka_topic_destroy(rkt);
@@ -2000,8 +1999,8 @@ static int eo_prepare(rs_engine_t *e, char *errstr, size_t errstr_size) {
       if (ot->stored_end[i] < 0) {
         /* Never checkpointed: everything up to here predates this state. */
         ot->stored_end[i] = ot->acked_end[i] = hi;
-        init[n_new++] = (rs_offset_t){
-            .topic = ot->name, .partition = i, .next_offset = hi};
+        init[n_new++] =
+            (rs_offset_t){.topic = ot->name, .partition = i, .next_offset = hi};
         continue;
       }
       int64_t from = ot->stored_end[i] > lo ? ot->stored_end[i] : lo;
@@ -2137,8 +2136,8 @@ static int check_stored_offsets(rs_engine_t *e, char *errstr,
             "another log (recreated topic, other cluster, or a restarted "
             "embedded broker). Start over with 'recstream run "
             "--reset-state', or point state.dir elsewhere",
-            rs_store_dir(e->store), topic, (int)i,
-            (long long)p->stored_offset, (long long)hi);
+            rs_store_dir(e->store), topic, (int)i, (long long)p->stored_offset,
+            (long long)hi);
       if (p->stored_offset < lo)
         rs_log(RS_LOG_WARN, "engine",
                "%s [%d]: the state stopped at offset %lld but the partition "

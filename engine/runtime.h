@@ -42,21 +42,21 @@ typedef struct rs_engine_stats {
   uint64_t commits;
   uint64_t queue_full_waits;
   int64_t max_inflight_bytes;
-  uint64_t first_input_ns; /* rs_now_ns() when the first record arrived */
-  uint64_t last_ack_ns;    /* rs_now_ns() of the last delivery report */
-  uint64_t checkpoints;     /* state checkpoints written */
-  uint64_t checkpoint_ns;   /* time spent writing them */
+  uint64_t first_input_ns;     /* rs_now_ns() when the first record arrived */
+  uint64_t last_ack_ns;        /* rs_now_ns() of the last delivery report */
+  uint64_t checkpoints;        /* state checkpoints written */
+  uint64_t checkpoint_ns;      /* time spent writing them */
   uint64_t checkpoint_wait_ns; /* ...plus waiting for in-flight outputs */
-  uint64_t suppressed;      /* exactly_once: regenerated outputs not sent
-                               again because the output topic had them */
-  uint64_t scanned_outputs; /* exactly_once: output records read at start */
-  uint64_t ordering_giveups; /* deterministic order: waits for a lagging
-                                partition that ran out (processing.max_idle) */
-  uint64_t input_gaps;   /* input records skipped over (removed by
-                            retention before they were processed) */
-  uint64_t run_start_ns; /* rs_now_ns() when rs_engine_run() began */
-  uint64_t prepare_ns;   /* spent before consuming: stored offsets, checks,
-                            the exactly_once output scan */
+  uint64_t suppressed;         /* exactly_once: regenerated outputs not sent
+                                  again because the output topic had them */
+  uint64_t scanned_outputs;    /* exactly_once: output records read at start */
+  uint64_t ordering_giveups;   /* deterministic order: waits for a lagging
+                                  partition that ran out (processing.max_idle) */
+  uint64_t input_gaps;         /* input records skipped over (removed by
+                                  retention before they were processed) */
+  uint64_t run_start_ns;       /* rs_now_ns() when rs_engine_run() began */
+  uint64_t prepare_ns; /* spent before consuming: stored offsets, checks,
+                          the exactly_once output scan */
 } rs_engine_stats_t;
 
 /* cfg and g are borrowed and must outlive the engine. Starts the embedded

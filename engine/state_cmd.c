@@ -368,7 +368,6 @@ typedef struct sub {
   int (*run)(sargs_t *a);
 } sub_t;
 
-
 static int parse_partition(sargs_t *a, const char *s) {
   int64_t v;
   if (!strcmp(s, "shared")) {

@@ -53,12 +53,12 @@ void bench_produce(const char *bootstrap, const char *topic, long n,
     rs_buf_reset(&b);
     if (rs_codec_encode(codec, RS_FORMAT_AVRO, &it, 0, &b, err, sizeof err))
       bench_die("encode", err);
-    while (rd_kafka_producev(
-               p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(user, strlen(user)),
-               RD_KAFKA_V_VALUE(b.data, b.len),
-               RD_KAFKA_V_TIMESTAMP(it.timestamp_ms),
-               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-               RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    while (rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic),
+                             RD_KAFKA_V_KEY(user, strlen(user)),
+                             RD_KAFKA_V_VALUE(b.data, b.len),
+                             RD_KAFKA_V_TIMESTAMP(it.timestamp_ms),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
       rd_kafka_poll(p, 10);
     rd_kafka_poll(p, 0);
   }

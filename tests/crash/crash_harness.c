@@ -641,7 +641,8 @@ static void compare_cf(const char *tag, rs_store_t *a, rs_store_t *b,
   }
   uint64_t shown = 0, n = 0;
   for (;;) {
-    int va = ia && rs__rocks_iter_valid(ia), vb = ib && rs__rocks_iter_valid(ib);
+    int va = ia && rs__rocks_iter_valid(ia),
+        vb = ib && rs__rocks_iter_valid(ib);
     if (!va && !vb)
       break;
     size_t kan = 0, kbn = 0, van = 0, vbn = 0;
@@ -737,8 +738,8 @@ static void compare_offsets(const char *tag, rs_store_t *a, rs_store_t *b,
   }
 }
 
-static void compare_state(const char *tag, const char *ref_dir,
-                          const char *dir, cmp_stats_t *st) {
+static void compare_state(const char *tag, const char *ref_dir, const char *dir,
+                          cmp_stats_t *st) {
   rs_store_t *a = open_state(tag, ref_dir);
   rs_store_t *b = a ? open_state(tag, dir) : NULL;
   if (!a || !b) {
@@ -1051,9 +1052,8 @@ static int run_once(run_t *r, const char *cfg, const char *topic,
     snprintf(crash, sizeof crash, "%s:%ld", kind_name[pl->kind], pl->ckpt_n);
     crash_env = crash;
   }
-  char *argv[] = {(char *)bin(), "run",         (char *)cfg,    "--set",
-                  set,           "--log-level", "info",         "--exit-at-end",
-                  NULL};
+  char *argv[] = {(char *)bin(), "run",  (char *)cfg,     "--set", set,
+                  "--log-level", "info", "--exit-at-end", NULL};
   memset(oc, 0, sizeof *oc);
   oc->first_out = oc->last_out = -1;
   oc->out_start = topic_end(r->mon, topic, g_out_parts, NULL);
@@ -1134,7 +1134,7 @@ static plan_t *make_plan(run_t *r, int *n_out) {
   if (n_ckpt + n_start > k)
     n_start = k - n_ckpt;
   for (int i = 0; i < k; i++)
-    pl[i].kind = i < n_ckpt ? (i % 2 ? K_CKPT_BEFORE : K_CKPT_AFTER)
+    pl[i].kind = i < n_ckpt             ? (i % 2 ? K_CKPT_BEFORE : K_CKPT_AFTER)
                  : i < n_ckpt + n_start ? K_STARTUP
                                         : K_PROGRESS;
   for (int i = k - 1; i > 0; i--) {
@@ -1244,8 +1244,7 @@ static void *run_guarantee(void *arg) {
   outcome_t oc;
   char what[64];
   r->mon = kclient(RD_KAFKA_PRODUCER, NULL);
-  if (!r->mon ||
-      write_config(r, r->ref_cfg, r->ref_state, r->ref_topic) ||
+  if (!r->mon || write_config(r, r->ref_cfg, r->ref_state, r->ref_topic) ||
       write_config(r, r->cfg, r->state, r->topic)) {
     r->errors++;
     goto out;
@@ -1575,8 +1574,7 @@ static void init_run(run_t *r, int eo) {
   snprintf(r->topic, sizeof r->topic, "out-crash-%s", r->tag);
   snprintf(r->ref_cfg, sizeof r->ref_cfg, "%s/ref-%s.yaml", g_tmp, r->tag);
   snprintf(r->cfg, sizeof r->cfg, "%s/crash-%s.yaml", g_tmp, r->tag);
-  snprintf(r->ref_state, sizeof r->ref_state, "%s/state-ref-%s", g_tmp,
-           r->tag);
+  snprintf(r->ref_state, sizeof r->ref_state, "%s/state-ref-%s", g_tmp, r->tag);
   snprintf(r->state, sizeof r->state, "%s/state-crash-%s", g_tmp, r->tag);
   r->rng = O.seed * 0x100000001b3ULL + (uint64_t)eo + 1;
 }
@@ -1599,7 +1597,7 @@ int main(int argc, char **argv) {
       "crash harness: %ld events, %d kills per guarantee, %s, seed %" PRIu64
       ", %d input partitions, %d output partitions; work dir %s",
       O.events, O.kills,
-      O.guarantees == 3 ? "both guarantees"
+      O.guarantees == 3   ? "both guarantees"
       : O.guarantees == 1 ? "exactly_once"
                           : "at_least_once",
       O.seed, IN_PARTS, (int)g_out_parts, g_tmp);
@@ -1648,7 +1646,8 @@ int main(int argc, char **argv) {
     rd_kafka_destroy(rk);
   if (gst == -1 || !WIFEXITED(gst) || WEXITSTATUS(gst) != 0 ||
       in_total != O.events) {
-    say(NULL, "error: generating the input failed (%lld records in %s; log: %s)",
+    say(NULL,
+        "error: generating the input failed (%lld records in %s; log: %s)",
         (long long)in_total, IN_TOPIC, log);
     failed = 1;
     goto done;
@@ -1679,8 +1678,8 @@ int main(int argc, char **argv) {
     run_t *r = &runs[i];
     printf("== %s: kills %d (in checkpoint writes %d: %d before, %d after "
            "the write; at start-up %d), starts %d, %.1f s\n",
-           r->guarantee, r->kills, r->ckpt_kills, r->ckpt_before,
-           r->ckpt_after, r->startup_kills, r->attempts, r->secs);
+           r->guarantee, r->kills, r->ckpt_kills, r->ckpt_before, r->ckpt_after,
+           r->startup_kills, r->attempts, r->secs);
     printf("   checkpoint kills: %d shown to follow records processed in "
            "that start, %d in the final checkpoint at the input's end; %d "
            "planned ones not reached (done by the harness instead)\n",

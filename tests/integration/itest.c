@@ -281,8 +281,7 @@ int it_engine_start_opts(it_engine_t *t, const char *yaml,
                                  sizeof t->err);
   if (!rc)
     rc = rs_graph_build(t->cfg, t->reg, &t->graph, t->err, sizeof t->err);
-  rs_engine_opts_t o = {.exit_at_end = exit_at_end,
-                        .state_reset = state_reset};
+  rs_engine_opts_t o = {.exit_at_end = exit_at_end, .state_reset = state_reset};
   if (!rc)
     rc = rs_engine_new(t->cfg, t->graph, &o, &t->e, t->err, sizeof t->err);
   if (!rc && pthread_create(&t->thread, NULL, engine_thread, t))

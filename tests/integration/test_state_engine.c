@@ -70,9 +70,9 @@ static rs_engine_stats_t run(const char *bootstrap, const char *guarantee,
 static void roll_back(int64_t in_off, int64_t out_off) {
   rs_store_t *s;
   char err[512];
-  cr_assert_eq(rs_store_open(it_state_dir(), NULL, 0, NULL, &s, err,
-                             sizeof err),
-               0, "%s", err);
+  cr_assert_eq(
+      rs_store_open(it_state_dir(), NULL, 0, NULL, &s, err, sizeof err), 0,
+      "%s", err);
   rs_offset_t *offs;
   size_t n;
   cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
@@ -147,8 +147,8 @@ static void crash_and_replay(const char *guarantee, int per_input,
   cr_assert_eq(it_produce(m->bootstraps, "in", 4000, 100, 0, "avro"), 0);
   /* it_produce keys by user: the partitions hold about 1000 each; the
    * rollback below needs each to hold more than 300. */
-  rs_engine_stats_t st = run(m->bootstraps, guarantee, "deterministic", "out",
-                             0, 0, NULL);
+  rs_engine_stats_t st =
+      run(m->bootstraps, guarantee, "deterministic", "out", 0, 0, NULL);
   cr_assert_eq(st.records_in, 4000);
   int64_t first = topic_total(m->bootstraps, "out");
   cr_assert_eq(first, 4000 * per_input);
@@ -159,14 +159,13 @@ static void crash_and_replay(const char *guarantee, int per_input,
   cr_assert_eq(second->records_in, 4000 - 4 * 300);
   *total_out = topic_total(m->bootstraps, "out");
   it_msg_t *msgs;
-  size_t n = it_consume_all(m->bootstraps, "out", (size_t)*total_out, 30000,
-                            &msgs);
+  size_t n =
+      it_consume_all(m->bootstraps, "out", (size_t)*total_out, 30000, &msgs);
   cr_assert_eq((int64_t)n, *total_out);
   if (!strcmp(guarantee, "exactly_once")) {
     /* Every output names its source; each source position once. */
     for (size_t i = 0; i < n; i++) {
-      cr_assert(msgs[i].hdr_src != NULL, "output %zu has no source header",
-                i);
+      cr_assert(msgs[i].hdr_src != NULL, "output %zu has no source header", i);
       cr_assert(!strncmp(msgs[i].hdr_src, "in/", 3), "%s", msgs[i].hdr_src);
       for (size_t j = i + 1; j < n && j < i + 50; j++)
         cr_assert(strcmp(msgs[i].hdr_src, msgs[j].hdr_src),
@@ -183,8 +182,7 @@ Test(state_engine, exactly_once_suppresses_regenerated_outputs,
   rs_engine_stats_t st;
   crash_and_replay("exactly_once", 1, &total, &st);
   cr_assert_eq(total, 4000, "%lld outputs", (long long)total);
-  cr_assert_eq(st.suppressed, st.records_in,
-               "suppressed %llu of %llu",
+  cr_assert_eq(st.suppressed, st.records_in, "suppressed %llu of %llu",
                (unsigned long long)st.suppressed,
                (unsigned long long)st.records_in);
   cr_assert_gt(st.scanned_outputs, 0);
@@ -323,13 +321,11 @@ Test(state_engine, rebalance_hands_partitions_over_at_their_checkpoint,
    * state of moved partitions does not follow them; DESIGN.md section 4),
    * otherwise it refuses. */
   it_engine_t refused;
-  cr_assert_eq(it_engine_start(&refused, yaml, s2, 5, 0), 0, "%s",
-               refused.err);
+  cr_assert_eq(it_engine_start(&refused, yaml, s2, 5, 0), 0, "%s", refused.err);
   cr_assert_eq(it_engine_join(&refused, 0), RS_ESTATE, "%s", refused.err);
   cr_assert(strstr(refused.err, "holds no state") != NULL, "%s", refused.err);
   it_engine_free(&refused);
-  cr_assert_eq(it_engine_start_opts(&two, yaml, s2, 5, 0, 1), 0, "%s",
-               two.err);
+  cr_assert_eq(it_engine_start_opts(&two, yaml, s2, 5, 0, 1), 0, "%s", two.err);
   /* The group rebalances (which takes the embedded broker seconds); the
    * output stays slow until the second instance has work. */
   cr_assert(it_wait(processed_some, two.e, 120000),
@@ -362,8 +358,8 @@ Test(state_engine, rebalance_hands_partitions_over_at_their_checkpoint,
   for (int k = 0; k < 2; k++) {
     rs_store_t *s;
     char err[512];
-    cr_assert_eq(rs_store_open(dirs[k], NULL, 0, NULL, &s, err, sizeof err),
-                 0, "%s", err);
+    cr_assert_eq(rs_store_open(dirs[k], NULL, 0, NULL, &s, err, sizeof err), 0,
+                 "%s", err);
     rs_offset_t *offs;
     size_t n;
     cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
@@ -394,8 +390,8 @@ Test(state_engine, locked_and_corrupt_state_directories_are_refused,
   cr_assert_eq(it_engine_start(&one, yaml, sets, 1, 0), 0, "%s", one.err);
   int rc = it_engine_start(&two, yaml, sets, 1, 0);
   cr_assert_eq(rc, RS_ESTATE, "rc %d: %s", rc, two.err);
-  cr_assert(strstr(two.err, it_state_dir()) && strstr(two.err, "lock"),
-            "%s", two.err);
+  cr_assert(strstr(two.err, it_state_dir()) && strstr(two.err, "lock"), "%s",
+            two.err);
   it_engine_free(&two);
   cr_assert_eq(it_engine_join(&one, 1), 0, "%s", one.err);
   it_engine_free(&one);

@@ -152,9 +152,9 @@ static int run(rs_buf_t *out, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(args, sizeof args, fmt, ap);
   va_end(ap);
-  cr_assert_lt(snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", g_tmp, bin(),
-                        args),
-               (int)sizeof cmd);
+  cr_assert_lt(
+      snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", g_tmp, bin(), args),
+      (int)sizeof cmd);
   rs_buf_reset(out);
   FILE *f = popen(cmd, "r");
   cr_assert_not_null(f);

@@ -148,7 +148,7 @@ typedef struct rs_host_api {
 
 /* Whether host provides `field` (it lies within host->struct_size). */
 #define RS_HOST_HAS(host, field)                                               \
-  (offsetof(rs_host_api_t, field) + sizeof((host)->field) <=                  \
+  (offsetof(rs_host_api_t, field) + sizeof((host)->field) <=                   \
        (host)->struct_size &&                                                  \
    (host)->field != NULL)
 
