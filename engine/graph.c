@@ -362,6 +362,27 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
                        cfg->sources[j].name);
       }
 
+  /* Nor may dead letters go into a source topic (they would be read back
+   * and fail again; and the state store keeps input and output positions
+   * by topic name). */
+  for (size_t i = 0; i < cfg->n_operators && !rc; i++)
+    for (size_t j = 0; j < cfg->n_sources && !rc; j++)
+      if (cfg->operators[i].dead_letter_topic &&
+          !strcmp(cfg->operators[i].dead_letter_topic,
+                  cfg->sources[j].topic)) {
+        rs_ypair_t *p =
+            rs_ymap_find(cfg->operators[i].node, "dead_letter_topic");
+        rs_config_where(cfg, p->value->line, p->value->col, where,
+                        sizeof where);
+        rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%soperators '%s'.dead_letter_topic: '%s' is also "
+                       "read by source '%s'; dead letters would be consumed "
+                       "again",
+                       where, cfg->operators[i].name,
+                       cfg->operators[i].dead_letter_topic,
+                       cfg->sources[j].name);
+      }
+
   for (size_t i = 0; i < g->n && !rc; i++)
     if (g->nodes[i].kind == RS_NODE_OPERATOR)
       rc = check_options(g, &g->nodes[i], errstr, errstr_size);

@@ -203,6 +203,12 @@ static const bad_case_t bad_cases[] = {
      HEAD PARSE "sinks:\n  - { name: out, input: parse, topic: in }\n", NULL,
      "bad.yaml:7:39: sinks 'out'.topic: 'in' is also read by source 'in'; the "
      "pipeline would consume its own output"},
+    {"dead_letters_into_source",
+     HEAD "operators:\n  - { name: parse, type: parse, input: in, "
+          "dead_letter_topic: in }\n" TAIL,
+     NULL,
+     "bad.yaml:5:63: operators 'parse'.dead_letter_topic: 'in' is also read "
+     "by source 'in'; dead letters would be consumed again"},
     {"input_and_inputs",
      HEAD "operators:\n  - { name: parse, type: parse, input: in, inputs: "
           "[in] }\n" TAIL,
