@@ -368,8 +368,7 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
   for (size_t i = 0; i < cfg->n_operators && !rc; i++)
     for (size_t j = 0; j < cfg->n_sources && !rc; j++)
       if (cfg->operators[i].dead_letter_topic &&
-          !strcmp(cfg->operators[i].dead_letter_topic,
-                  cfg->sources[j].topic)) {
+          !strcmp(cfg->operators[i].dead_letter_topic, cfg->sources[j].topic)) {
         rs_ypair_t *p =
             rs_ymap_find(cfg->operators[i].node, "dead_letter_topic");
         rs_config_where(cfg, p->value->line, p->value->col, where,

@@ -229,8 +229,9 @@ Test(pipeline, produce_errors_and_broker_outage_lose_nothing, .timeout = 300) {
    * printed, and must be whole records (check_outputs decodes each). */
   cr_assert_eq(check_outputs(out, n, total, 0, &dups), total);
   if (dups)
-    fprintf(stderr, "broker outage: %ld duplicate outputs (embedded broker "
-                    "idempotence gap)\n",
+    fprintf(stderr,
+            "broker outage: %ld duplicate outputs (embedded broker "
+            "idempotence gap)\n",
             dups);
   it_msgs_free(out, n);
   assert_committed_to_end(m->bootstraps, "itest", 4);
