@@ -26,6 +26,20 @@ void *rs_calloc(size_t n, size_t size) {
 void *rs_realloc(void *p, size_t size) {
   return g_alloc.realloc(p, size ? size : 1);
 }
+int rs_grow(void **arr, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap)
+    return 0;
+  size_t n = *cap ? *cap * 2 : 16;
+  while (n < need)
+    n *= 2;
+  void *p = rs_realloc(*arr, n * elem);
+  if (!p)
+    return RS_ENOMEM;
+  *arr = p;
+  *cap = n;
+  return 0;
+}
+
 void rs_free(void *p) {
   if (p)
     g_alloc.free(p);

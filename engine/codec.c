@@ -254,22 +254,9 @@ static void vprog_free(vprog_t *p) {
   memset(p, 0, sizeof(*p));
 }
 
-static int grow(void **arr, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap)
-    return 0;
-  size_t n = *cap ? *cap * 2 : 16;
-  while (n < need)
-    n *= 2;
-  void *p = rs_realloc(*arr, n * elem);
-  if (!p)
-    return RS_ENOMEM;
-  *arr = p;
-  *cap = n;
-  return 0;
-}
-
 static int vprog_node(vprog_t *p, avro_type_t type, uint32_t *out) {
-  if (grow((void **)&p->nodes, &p->cap_nodes, p->n_nodes + 1, sizeof(vnode_t)))
+  if (rs_grow((void **)&p->nodes, &p->cap_nodes, p->n_nodes + 1,
+              sizeof(vnode_t)))
     return RS_ENOMEM;
   p->nodes[p->n_nodes] = (vnode_t){.type = type};
   *out = (uint32_t)p->n_nodes++;
@@ -277,7 +264,7 @@ static int vprog_node(vprog_t *p, avro_type_t type, uint32_t *out) {
 }
 
 static int vprog_kids(vprog_t *p, size_t n, uint32_t *first) {
-  if (grow((void **)&p->kids, &p->cap_kids, p->n_kids + n, sizeof(uint32_t)))
+  if (rs_grow((void **)&p->kids, &p->cap_kids, p->n_kids + n, sizeof(uint32_t)))
     return RS_ENOMEM;
   *first = (uint32_t)p->n_kids;
   p->n_kids += n;
@@ -299,9 +286,9 @@ static int vcompile(vprog_t *p, vmemo_t *m, avro_schema_t s, int depth,
   if (vprog_node(p, avro_typeof(s), &ni))
     return RS_ENOMEM;
   /* Memoize before the children so recursive types terminate. */
-  if (grow((void **)&m->schemas, &m->cap_schemas, m->n + 1,
-           sizeof(avro_schema_t)) ||
-      grow((void **)&m->nodes, &m->cap_nodes, m->n + 1, sizeof(uint32_t)))
+  if (rs_grow((void **)&m->schemas, &m->cap_schemas, m->n + 1,
+              sizeof(avro_schema_t)) ||
+      rs_grow((void **)&m->nodes, &m->cap_nodes, m->n + 1, sizeof(uint32_t)))
     return RS_ENOMEM;
   m->schemas[m->n] = s;
   m->nodes[m->n++] = ni;
@@ -926,7 +913,7 @@ static int add_schema(rs_codec_t *c, int32_t id, avro_schema_t w,
   if (find_id(c, id))
     return rs_seterr(errstr, errstr_size, RS_EINVAL,
                      "schema id %" PRId32 " is registered twice", id);
-  if (grow((void **)&c->ids, &c->cap_ids, c->n_ids + 1, sizeof(plan_t *)))
+  if (rs_grow((void **)&c->ids, &c->cap_ids, c->n_ids + 1, sizeof(plan_t *)))
     return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
   plan_t *p = rs_malloc(sizeof(*p));
   if (!p)

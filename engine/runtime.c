@@ -271,14 +271,8 @@ static void fail(rs_engine_t *e, int err, const char *fmt, ...) {
 }
 
 static int outbuf_push(outbuf_t *b, const rs_record_t *r) {
-  if (b->n == b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 256;
-    rs_record_t *n = rs_realloc(b->recs, cap * sizeof(*n));
-    if (!n)
-      return RS_ENOMEM;
-    b->recs = n;
-    b->cap = cap;
-  }
+  if (rs_grow((void **)&b->recs, &b->cap, b->n + 1, sizeof(*b->recs)))
+    return RS_ENOMEM;
   b->recs[b->n++] = *r;
   return 0;
 }

@@ -19,6 +19,9 @@ void *rs_calloc(size_t n, size_t size);
 void *rs_realloc(void *p, size_t size);
 void rs_free(void *p);
 char *rs_strdup(const char *s);
+/* Makes room for `need` elements of `elem` bytes in *arr (capacity *cap,
+ * doubled as needed, at least 16). 0 or RS_ENOMEM (*arr unchanged). */
+int rs_grow(void **arr, size_t *cap, size_t need, size_t elem);
 char *rs_strndup(const char *s, size_t n);
 /* Replace the allocator (NULL restores libc). Not thread-safe: call before
  * anything allocates. */

@@ -77,20 +77,6 @@ struct rs_harness {
   char errmsg[1024];
 };
 
-static int grow(void **arr, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap)
-    return 0;
-  size_t n = *cap ? *cap * 2 : 16;
-  while (n < need)
-    n *= 2;
-  void *p = rs_realloc(*arr, n * elem);
-  if (!p)
-    return RS_ENOMEM;
-  *arr = p;
-  *cap = n;
-  return 0;
-}
-
 static void *dup_bytes(const void *p, size_t n) {
   if (!p)
     return NULL;
@@ -249,8 +235,8 @@ static int h_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   rs_harness_t *h = op->h;
   if (port >= h->n_ports || !rec)
     return RS_EINVAL;
-  if (grow((void **)&h->emitted, &h->cap_emitted, h->n_emitted + 1,
-           sizeof(emitted_t)))
+  if (rs_grow((void **)&h->emitted, &h->cap_emitted, h->n_emitted + 1,
+              sizeof(emitted_t)))
     return RS_ENOMEM;
   rs_record_t r = *rec;
   r.key = dup_bytes(rec->key, rec->key_len);
@@ -278,8 +264,8 @@ static int h_dead_letter(rs_op_t *op, const rs_record_t *rec,
   rs_harness_t *h = op->h;
   if (!rec || !error)
     return RS_EINVAL;
-  if (grow((void **)&h->dead, &h->cap_dead, h->n_dead + 1,
-           sizeof(rs_harness_dead_t)))
+  if (rs_grow((void **)&h->dead, &h->cap_dead, h->n_dead + 1,
+              sizeof(rs_harness_dead_t)))
     return RS_ENOMEM;
   h->dead[h->n_dead++] = (rs_harness_dead_t){
       .key = dup_bytes(rec->key, rec->key_len),
