@@ -291,7 +291,7 @@ static int outputs_reach(void *arg) {
  * (CI chroot and locally), after the rebalance the output stops growing
  * and the 180 s wait for every input runs out; the cause (engine or the
  * embedded broker's group/RTT handling) is not yet known. Issue 3 stays
- * open for it. Run it with --filter 'state_engine/rebalance*'. */
+ * open for it; remove .disabled to run it. */
 Test(state_engine, rebalance_hands_partitions_over_at_their_checkpoint,
      .timeout = 240, .disabled = true) {
   rs_mock_t *m = it_cluster(2, 4, topics);
