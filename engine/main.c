@@ -19,6 +19,7 @@
 #include "options.h"
 #include "recstream/version.h"
 #include "registry.h"
+#include "replay.h"
 #include "runtime.h"
 #include "state/store.h"
 #include "state_cmd.h"
@@ -42,6 +43,7 @@ static const char main_usage[] =
     "cluster)\n"
     "  generate          produce a synthetic interaction stream\n"
     "  state SUB CONFIG  inspect, savepoint or purge the keyed state\n"
+    "  replay CONFIG     backfill state from a range of the source topics\n"
     "  version           print the version\n"
     "\n"
     "Run 'recstream <command> --help' for the options of a command.\n"
@@ -70,6 +72,7 @@ typedef struct cfgcmd {
   int exit_at_end;
   const char *restore_from; /* run --restore-from DIR */
   int reset_state;          /* run --reset-state */
+  char *state_dir_set;      /* run --state-dir DIR, as "state.dir=DIR" */
   int markdown;
   rs_config_t *cfg;
   rs_registry_t *reg;
@@ -94,6 +97,7 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
       {"exit-at-end", no_argument, NULL, 'e'},
       {"restore-from", required_argument, NULL, 'r'},
       {"reset-state", no_argument, NULL, 'R'},
+      {"state-dir", required_argument, NULL, 'd'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   c->sets = calloc((size_t)argc, sizeof(char *));
@@ -132,6 +136,19 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
         return usage_error(c->cmd, "unknown option '--reset-state'");
       c->reset_state = 1;
       break;
+    case 'd': {
+      if (!allow_run_flags)
+        return usage_error(c->cmd, "unknown option '--state-dir'");
+      if (!*optarg)
+        return usage_error(c->cmd, "--state-dir: empty directory name");
+      size_t n = strlen(optarg) + sizeof "state.dir=";
+      free(c->state_dir_set);
+      c->state_dir_set = malloc(n);
+      if (!c->state_dir_set)
+        return EXIT_RUNTIME;
+      snprintf(c->state_dir_set, n, "state.dir=%s", optarg);
+      break;
+    }
     case 'h':
       fputs(help, stdout);
       return -1;
@@ -146,6 +163,9 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
     return usage_error(c->cmd, "unexpected argument '%s' after CONFIG",
                        argv[optind + 1]);
   c->path = argv[optind];
+  /* After every --set: --state-dir wins over a --set state.dir. */
+  if (c->state_dir_set)
+    c->sets[c->n_sets++] = c->state_dir_set;
   return 0;
 }
 
@@ -173,6 +193,7 @@ static void free_cfgcmd(cfgcmd_t *c) {
   rs_registry_destroy(c->reg);
   rs_config_destroy(c->cfg);
   free(c->sets);
+  free(c->state_dir_set);
 }
 
 static const char validate_help[] =
@@ -254,6 +275,9 @@ static const char run_help[] =
     "                           with --reset-state too, the old state is\n"
     "                           deleted first. Partitions then resume at the\n"
     "                           savepoint's offsets.\n"
+    "  --state-dir DIR          use DIR as state.dir (e.g. the one `recstream\n"
+    "                           replay` built: each partition continues at\n"
+    "                           the offset stored with the state)\n"
     "See docs/STATE.md for savepoints and recovering a missing, locked or\n"
     "corrupt state directory.\n";
 
@@ -556,10 +580,10 @@ int main(int argc, char **argv) {
   static const struct {
     const char *name;
     int (*fn)(int, char **);
-  } cmds[] = {{"run", cmd_run},       {"validate", cmd_validate},
-              {"graph", cmd_graph},   {"operators", cmd_operators},
-              {"broker", cmd_broker}, {"generate", rs_cmd_generate},
-              {"state", rs_cmd_state}};
+  } cmds[] = {{"run", cmd_run},        {"validate", cmd_validate},
+              {"graph", cmd_graph},    {"operators", cmd_operators},
+              {"broker", cmd_broker},  {"generate", rs_cmd_generate},
+              {"state", rs_cmd_state}, {"replay", rs_cmd_replay}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);

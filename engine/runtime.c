@@ -100,6 +100,7 @@ struct part {
   int64_t eof_offset;   /* offset that event named (-1: none yet) */
   int64_t next_offset;  /* after the last record processed (-1: none yet) */
   uint32_t generation;  /* bumped on every assignment */
+  int64_t end_offset;   /* replay: first offset not to process (-1: none) */
   int64_t committable;  /* -1: nothing to commit yet */
   int64_t committed;
   tracker_t *head, *tail;
@@ -229,6 +230,8 @@ struct rs_engine {
   int64_t buffered_bytes;
   uv_timer_t order_timer;
   uv_signal_t sigusr1;
+  uv_timer_t progress_timer;
+  int replay; /* opts.replay: ranges assigned directly, no group */
 
   /* Current run. */
   tracker_t *cur;
@@ -301,6 +304,7 @@ static part_t *get_part(rs_engine_t *e, size_t src, int32_t partition) {
     p->committable = p->committed = -1;
     p->eof_offset = p->next_offset = -1;
     p->stored_offset = p->sup_until = -1;
+    p->end_offset = -1;
     e->parts[src][partition] = p;
   }
   return p;
@@ -331,6 +335,8 @@ static void advance(rs_engine_t *e) {
 }
 
 static void commit_offsets(rs_engine_t *e, int sync) {
+  if (e->replay)
+    return; /* outside the group: the position lives in the state only */
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++) {
@@ -560,6 +566,8 @@ static void out_topic_free(outtopic_t *ot) {
 
 static const char *dlq_name(const rs_engine_t *e, const struct rs_op *op,
                             size_t src, char *buf, size_t size) {
+  if (e->opts.dlq_topic)
+    return e->opts.dlq_topic;
   const char *t =
       e->cfg->operators[e->g->nodes[op->node].cfg_index].dead_letter_topic;
   if (t)
@@ -576,6 +584,13 @@ static int host_dead_letter(rs_op_t *op, const rs_record_t *rec,
                      "operator '%s': dead_letter() is only allowed while "
                      "processing a batch",
                      e->g->nodes[op->node].name);
+  if (e->opts.suppress_output) {
+    e->stats.withheld++;
+    e->stats.withheld_dead_letters++;
+    if (op->c_dlq)
+      op->c_dlq->value++;
+    return 0;
+  }
   char name[512];
   const char *topic = dlq_name(e, op, e->cur_src, name, sizeof name);
   outtopic_t *ot = out_topic(e, topic);
@@ -1006,6 +1021,10 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
                        "sink '%s': records of kind %u cannot be written yet",
                        sc->name, r->kind);
     }
+    if (e->opts.suppress_output) {
+      e->stats.withheld++;
+      continue;
+    }
     int rc =
         produce(e, n->sink, r->key, r->key_len, val, len, r->src_offset, NULL);
     if (rc)
@@ -1029,6 +1048,9 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   e->stats.refetched += skip;
   msgs += skip;
   n -= skip;
+  /* Replay: nothing at or past the end of the range. */
+  while (n > 0 && p->end_offset >= 0 && msgs[n - 1]->offset >= p->end_offset)
+    n--;
   if (n == 0)
     return 0;
   /* The first record after resuming from stored offsets lies further on:
@@ -1118,14 +1140,26 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
     }
   }
   /* The tracker joins its partition's queue even on error so that nothing
-   * after it can be committed. */
+   * after it can be committed. A run that wrote nothing needs no tracker
+   * of its own: it is complete now, so it extends the one before it (or
+   * is committable at once). Replays and filters make such runs by the
+   * hundred thousand. */
   if (rc)
     t->failed = 1;
-  if (p->tail)
+  if (!rc && t->pending == 0 &&
+      (!p->tail || p->tail->generation == t->generation)) {
+    if (p->tail)
+      p->tail->end_offset = t->end_offset;
+    else
+      p->committable = t->end_offset;
+    rs_free(t);
+    t = NULL;
+  } else if (p->tail)
     p->tail->next = t;
   else
     p->head = t;
-  p->tail = t;
+  if (t)
+    p->tail = t;
   e->cur = NULL;
   e->stats.batches++;
   if (!e->stats.records_in)
@@ -1142,6 +1176,12 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
  * fetched records that are fetched again on resume, so an end event may
  * arrive before records that precede it are (re)delivered. */
 static int at_end(const part_t *p) {
+  /* Replay: the range is done, or the partition ends before its end
+   * (offsets without records: transaction markers, compaction). */
+  if (p->end_offset >= 0 &&
+      ((p->next_offset >= 0 && p->next_offset >= p->end_offset) ||
+       (p->eof && p->eof_offset >= p->end_offset)))
+    return 1;
   if (p->eof_offset < 0)
     return 0;
   if (p->next_offset >= 0)
@@ -1433,6 +1473,10 @@ static void drain_ordered(rs_engine_t *e) {
       else if (s < 0)
         rs_log(RS_LOG_WARN, "engine", "message from unexpected topic %s",
                rd_kafka_topic_name(m->rkt));
+      if (!m->err && p && p->end_offset >= 0 && m->offset >= p->end_offset) {
+        rd_kafka_message_destroy(m); /* replay: past the range */
+        continue;
+      }
       if (!m->err && p && p->assigned && !buf_push(p, m)) {
         e->buffered++;
         e->buffered_bytes += (int64_t)m->len;
@@ -2148,7 +2192,7 @@ static int check_stored_offsets(rs_engine_t *e, char *errstr,
 static int prepare_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
   size_t n_inputs = 0;
   int rc = load_offsets(e, &n_inputs, errstr, errstr_size);
-  if (!rc && n_inputs == 0 && !e->opts.state_reset)
+  if (!rc && n_inputs == 0 && !e->opts.state_reset && !e->replay)
     rc = check_state_present(e, errstr, errstr_size);
   if (!rc && n_inputs > 0)
     rc = check_stored_offsets(e, errstr, errstr_size);
@@ -2177,11 +2221,12 @@ static void close_all(rs_engine_t *e) {
   atomic_store(&e->loop_running, 0);
   uv_mutex_unlock(&e->stop_lock);
   uv_handle_t *hs[] = {
-      (uv_handle_t *)&e->cwake,       (uv_handle_t *)&e->pwake,
-      (uv_handle_t *)&e->idle,        (uv_handle_t *)&e->commit_timer,
-      (uv_handle_t *)&e->pause_timer, (uv_handle_t *)&e->async,
-      (uv_handle_t *)&e->sigint,      (uv_handle_t *)&e->sigterm,
-      (uv_handle_t *)&e->order_timer, (uv_handle_t *)&e->sigusr1};
+      (uv_handle_t *)&e->cwake,         (uv_handle_t *)&e->pwake,
+      (uv_handle_t *)&e->idle,          (uv_handle_t *)&e->commit_timer,
+      (uv_handle_t *)&e->pause_timer,   (uv_handle_t *)&e->async,
+      (uv_handle_t *)&e->sigint,        (uv_handle_t *)&e->sigterm,
+      (uv_handle_t *)&e->order_timer,   (uv_handle_t *)&e->sigusr1,
+      (uv_handle_t *)&e->progress_timer};
   for (size_t i = 0; i < RS_ARRAY_SIZE(hs); i++)
     if (!uv_is_closing(hs[i])) {
       e->handles_open++;
@@ -2405,8 +2450,14 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
     memcpy(e->crash_name, cp, (size_t)(colon - cp));
     e->crash_countdown = strtol(colon + 1, NULL, 10);
   }
-  e->eo = cfg->state.guarantee == RS_GUARANTEE_EXACTLY_ONCE;
-  e->ordered = cfg->processing.order == RS_ORDER_DETERMINISTIC;
+  /* Without outputs there is nothing to make exactly-once. */
+  e->eo = cfg->state.guarantee == RS_GUARANTEE_EXACTLY_ONCE &&
+          !e->opts.suppress_output;
+  e->replay = e->opts.replay != NULL;
+  /* A replay is reproducible: always in deterministic order. */
+  e->ordered = cfg->processing.order == RS_ORDER_DETERMINISTIC || e->replay;
+  if (e->replay)
+    e->opts.exit_at_end = 1;
   if (!rc)
     rc = open_state(e, errstr, errstr_size);
   if (!rc)
@@ -2438,6 +2489,78 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
   return 0;
 }
 
+static void on_progress_timer(uv_timer_t *h) {
+  rs_engine_t *e = h->data;
+  rs_engine_stats_t st;
+  rs_engine_get_stats(e, &st);
+  e->opts.progress(e->opts.progress_opaque, &st);
+}
+
+/* Replay: assigns every range directly, at the offset stored with the
+ * state when there is one (an interrupted replay resumed), else at the
+ * range's start. */
+static int replay_assign(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new((int)e->opts.n_replay);
+  int rc = 0;
+  for (size_t i = 0; i < e->opts.n_replay && !rc; i++) {
+    const rs_replay_part_t *r = &e->opts.replay[i];
+    ssize_t s = source_of_topic(e, r->topic);
+    part_t *p = s >= 0 ? get_part(e, (size_t)s, r->partition) : NULL;
+    if (s < 0 || r->start < 0 || r->end < r->start) {
+      rc = rs_seterr(errstr, errstr_size, RS_EINVAL,
+                     "replay: bad range %s [%d] %lld..%lld", r->topic,
+                     (int)r->partition, (long long)r->start, (long long)r->end);
+      break;
+    }
+    if (!p) {
+      rc = rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+      break;
+    }
+    if (p->assigned) {
+      rc = rs_seterr(errstr, errstr_size, RS_EINVAL,
+                     "replay: %s [%d] listed twice", r->topic,
+                     (int)r->partition);
+      break;
+    }
+    p->assigned = 1;
+    e->n_assigned++;
+    p->generation++;
+    p->end_offset = r->end;
+    int64_t start = p->stored_offset >= 0 ? p->stored_offset : r->start;
+    /* Nothing stored yet counts as "stored at the start": the final
+     * checkpoint then records every partition, even one with nothing to
+     * replay, so that a `run` after it starts exactly there. */
+    p->next_offset = start;
+    p->resumed = 1;
+    rs_log(RS_LOG_INFO, "engine",
+           "replay %s [%d]: offsets %lld..%lld (%lld records), from %s",
+           r->topic, (int)r->partition, (long long)start, (long long)r->end,
+           (long long)(r->end > start ? r->end - start : 0),
+           p->stored_offset >= 0 ? "the offset stored with the state (resumed)"
+                                 : "the start of the range");
+    if (start >= r->end)
+      continue; /* nothing to read: already at its end */
+    rd_kafka_topic_partition_list_add(l, r->topic, r->partition)->offset =
+        start;
+    rd_kafka_queue_t *q =
+        rd_kafka_queue_get_partition(e->consumer, r->topic, r->partition);
+    if (q) {
+      rd_kafka_queue_forward(q, e->mq);
+      rd_kafka_queue_destroy(q);
+    }
+  }
+  if (!rc && l->cnt > 0) {
+    rd_kafka_resp_err_t kerr = rd_kafka_assign(e->consumer, l);
+    if (kerr)
+      rc = rs_seterr(errstr, errstr_size, rs_err_from_kafka(kerr),
+                     "replay: cannot assign the source partitions: %s",
+                     rd_kafka_err2str(kerr));
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+  return rc;
+}
+
 int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   if (e->state != ST_INIT)
     return rs_seterr(errstr, errstr_size, RS_EINVAL, "engine already ran");
@@ -2445,13 +2568,15 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   uv_loop_init(&e->loop);
   e->loop_inited = 1;
   uv_handle_t *hs[] = {
-      (uv_handle_t *)&e->cwake,       (uv_handle_t *)&e->pwake,
-      (uv_handle_t *)&e->idle,        (uv_handle_t *)&e->commit_timer,
-      (uv_handle_t *)&e->pause_timer, (uv_handle_t *)&e->async,
-      (uv_handle_t *)&e->sigint,      (uv_handle_t *)&e->sigterm,
-      (uv_handle_t *)&e->order_timer, (uv_handle_t *)&e->sigusr1};
+      (uv_handle_t *)&e->cwake,         (uv_handle_t *)&e->pwake,
+      (uv_handle_t *)&e->idle,          (uv_handle_t *)&e->commit_timer,
+      (uv_handle_t *)&e->pause_timer,   (uv_handle_t *)&e->async,
+      (uv_handle_t *)&e->sigint,        (uv_handle_t *)&e->sigterm,
+      (uv_handle_t *)&e->order_timer,   (uv_handle_t *)&e->sigusr1,
+      (uv_handle_t *)&e->progress_timer};
   uv_async_init(&e->loop, &e->cwake, on_consumer_ready);
   uv_timer_init(&e->loop, &e->order_timer);
+  uv_timer_init(&e->loop, &e->progress_timer);
   uv_signal_init(&e->loop, &e->sigusr1);
   uv_async_init(&e->loop, &e->pwake, on_producer_ready);
   uv_idle_init(&e->loop, &e->idle);
@@ -2469,17 +2594,23 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   if (prc)
     return prc;
 
-  rd_kafka_topic_partition_list_t *topics =
-      rd_kafka_topic_partition_list_new((int)cfg->n_sources);
-  for (size_t i = 0; i < cfg->n_sources; i++)
-    rd_kafka_topic_partition_list_add(topics, cfg->sources[i].topic,
-                                      RD_KAFKA_PARTITION_UA);
-  rd_kafka_resp_err_t kerr = rd_kafka_subscribe(e->consumer, topics);
-  rd_kafka_topic_partition_list_destroy(topics);
-  if (kerr)
-    return rs_seterr(errstr, errstr_size, rs_err_from_kafka(kerr),
-                     "cannot subscribe to the source topics: %s",
-                     rd_kafka_err2str(kerr));
+  if (e->replay) {
+    int arc = replay_assign(e, errstr, errstr_size);
+    if (arc)
+      return arc;
+  } else {
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new((int)cfg->n_sources);
+    for (size_t i = 0; i < cfg->n_sources; i++)
+      rd_kafka_topic_partition_list_add(topics, cfg->sources[i].topic,
+                                        RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(e->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr)
+      return rs_seterr(errstr, errstr_size, rs_err_from_kafka(kerr),
+                       "cannot subscribe to the source topics: %s",
+                       rd_kafka_err2str(kerr));
+  }
 
   e->state = ST_RUNNING;
   rd_kafka_queue_cb_event_enable(e->cq, on_queue_event, &e->cwake);
@@ -2492,6 +2623,9 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
     uv_signal_start(&e->sigterm, on_signal, SIGTERM);
   }
   uv_signal_start(&e->sigusr1, on_sigusr1, RS_STATE_SAVEPOINT_SIGNAL);
+  if (e->opts.progress && e->opts.progress_ms)
+    uv_timer_start(&e->progress_timer, on_progress_timer, e->opts.progress_ms,
+                   e->opts.progress_ms);
   atomic_store(&e->loop_running, 1);
   if (atomic_load(&e->stop_requested))
     begin_stop(e);

@@ -14,6 +14,17 @@
 
 typedef struct rs_engine rs_engine_t;
 
+struct rs_engine_stats;
+
+/* Replay (recstream replay): one source partition read over a fixed
+ * range of offsets, assigned directly (outside the consumer group). */
+typedef struct rs_replay_part {
+  const char *topic;
+  int32_t partition;
+  int64_t start; /* first offset to process (the stored one wins) */
+  int64_t end;   /* first offset not to process */
+} rs_replay_part_t;
+
 typedef struct rs_engine_opts {
   /* Stop (cleanly) once every assigned partition has reached its end. */
   int exit_at_end;
@@ -25,6 +36,22 @@ typedef struct rs_engine_opts {
    * --reset-state / --restore-from): do not refuse to start when the store
    * holds no offsets for partitions the consumer group has committed. */
   int state_reset;
+  /* Replay: read exactly these ranges (every source partition listed,
+   * none other), in deterministic order, without joining the consumer
+   * group or committing to it; stop once every range is processed. The
+   * final checkpoint stores each partition's next offset with the state
+   * (a later `run` on the same state continues there). */
+  const rs_replay_part_t *replay;
+  size_t n_replay;
+  /* Write no output at all (sinks and dead letters): counted in
+   * stats.withheld instead. */
+  int suppress_output;
+  /* Dead letters go to this topic instead of the configured ones. */
+  const char *dlq_topic;
+  /* Called on the loop thread every progress_ms (0: never). */
+  void (*progress)(void *opaque, const struct rs_engine_stats *st);
+  void *progress_opaque;
+  uint64_t progress_ms;
 } rs_engine_opts_t;
 
 typedef struct rs_engine_stats {
@@ -57,6 +84,8 @@ typedef struct rs_engine_stats {
   uint64_t run_start_ns;       /* rs_now_ns() when rs_engine_run() began */
   uint64_t prepare_ns; /* spent before consuming: stored offsets, checks,
                           the exactly_once output scan */
+  uint64_t withheld;   /* outputs not written (opts.suppress_output) */
+  uint64_t withheld_dead_letters; /* ...of them, dead letters */
 } rs_engine_stats_t;
 
 /* cfg and g are borrowed and must outlive the engine. Starts the embedded

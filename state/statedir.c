@@ -40,10 +40,13 @@ static int is_rocks_file(const char *name) {
          has_suffix(name, ".blob") || has_suffix(name, ".dbtmp");
 }
 
-static const char *const k_ours[] = {
-    RS_STATE_PID_FILE, RS_STATE_SAVEPOINT_REQUEST,
-    RS_STATE_SAVEPOINT_REQUEST_TMP, RS_STATE_SAVEPOINT_RESULT,
-    RS_STATE_SAVEPOINT_RESULT_TMP};
+static const char *const k_ours[] = {RS_STATE_PID_FILE,
+                                     RS_STATE_SAVEPOINT_REQUEST,
+                                     RS_STATE_SAVEPOINT_REQUEST_TMP,
+                                     RS_STATE_SAVEPOINT_RESULT,
+                                     RS_STATE_SAVEPOINT_RESULT_TMP,
+                                     RS_STATE_REPLAY_PLAN,
+                                     RS_STATE_REPLAY_PLAN_TMP};
 
 static int is_ours(const char *name) {
   for (size_t i = 0; i < RS_ARRAY_SIZE(k_ours); i++)

@@ -131,6 +131,9 @@ void rs_store_offsets_free(rs_offset_t *offsets, size_t n);
 #define RS_STATE_SAVEPOINT_REQUEST_TMP "SAVEPOINT_REQUEST.tmp"
 #define RS_STATE_SAVEPOINT_RESULT "SAVEPOINT_RESULT"
 #define RS_STATE_SAVEPOINT_RESULT_TMP "SAVEPOINT_RESULT.tmp"
+/* `recstream replay` records its plan here (engine/replay.c). */
+#define RS_STATE_REPLAY_PLAN "REPLAY_PLAN"
+#define RS_STATE_REPLAY_PLAN_TMP "REPLAY_PLAN.tmp"
 
 /* Opens an existing state database read-only with all its column
  * families. It takes no lock, so it works while an engine runs on the
