@@ -13,10 +13,13 @@
  */
 #include "replay.h"
 
+#include <avro.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <glob.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "config.h"
 #include "graph.h"
 #include "kafka.h"
@@ -148,7 +152,7 @@ static int parse_i64(const char *s, size_t n, int64_t *out) {
     return -1;
   int64_t v = 0;
   for (size_t i = 0; i < n; i++) {
-    if (!isdigit((unsigned char)s[i]))
+    if (!isdigit((unsigned char)s[i]) || v > (INT64_MAX - (s[i] - '0')) / 10)
       return -1;
     v = v * 10 + (s[i] - '0');
   }
@@ -680,10 +684,239 @@ static int build_plan(const rs_config_t *cfg, rd_kafka_t *rk,
   return rc;
 }
 
+/* ------------------------------------------------------------ files */
+
+/* Every record of the files matching a glob, in file (name) order, placed
+ * in partitions as librdkafka's default partitioner places keyed records
+ * (CRC32 of the key), each partition in file order. */
+typedef struct files {
+  rs_buf_t data;         /* raw Avro datums and keys, back to back */
+  size_t *off;           /* per record: value at data+off, then key */
+  uint32_t *vlen, *klen; /* per record */
+  int64_t *ts;           /* per record */
+  int32_t *part;         /* per record */
+  size_t n, cap;
+  size_t n_files;
+  rs_feed_rec_t **parts; /* after files_place() */
+  size_t *counts;
+  int32_t n_parts;
+} files_t;
+
+static void files_free(files_t *f) {
+  rs_buf_free(&f->data);
+  rs_free(f->off);
+  rs_free(f->vlen);
+  rs_free(f->klen);
+  rs_free(f->ts);
+  rs_free(f->part);
+  for (int32_t p = 0; f->parts && p < f->n_parts; p++)
+    rs_free(f->parts[p]);
+  rs_free(f->parts);
+  rs_free(f->counts);
+  memset(f, 0, sizeof *f);
+}
+
+static int files_grow(files_t *f) {
+  if (f->n < f->cap)
+    return 0;
+  size_t cap = f->cap ? f->cap * 2 : 4096;
+  size_t *off = rs_realloc(f->off, cap * sizeof(*off));
+  if (off)
+    f->off = off;
+  uint32_t *vl = rs_realloc(f->vlen, cap * sizeof(*vl));
+  if (vl)
+    f->vlen = vl;
+  uint32_t *kl = rs_realloc(f->klen, cap * sizeof(*kl));
+  if (kl)
+    f->klen = kl;
+  int64_t *ts = rs_realloc(f->ts, cap * sizeof(*ts));
+  if (ts)
+    f->ts = ts;
+  int32_t *pa = rs_realloc(f->part, cap * sizeof(*pa));
+  if (pa)
+    f->part = pa;
+  if (!off || !vl || !kl || !ts || !pa)
+    return RS_ENOMEM;
+  f->cap = cap;
+  return 0;
+}
+
+static int read_file(files_t *f, const char *path, avro_schema_t want,
+                     char *errstr, size_t errstr_size) {
+  avro_file_reader_t r;
+  if (avro_file_reader(path, &r))
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "%s: not a readable Avro object container file: %s", path,
+                     avro_strerror());
+  int rc = 0;
+  avro_schema_t ws = avro_file_reader_get_writer_schema(r);
+  avro_value_iface_t *iface = NULL;
+  avro_value_t v;
+  int has_v = 0;
+  if (!avro_schema_equal(ws, want)) {
+    rc = rs_seterr(errstr, errstr_size, RS_EDECODE,
+                   "%s: its records are not interactions (the writer schema "
+                   "is not schemas/interaction.avsc)",
+                   path);
+  } else {
+    iface = avro_generic_class_from_schema(ws);
+    if (!iface || avro_generic_value_new(iface, &v))
+      rc = rs_seterr(errstr, errstr_size, RS_ENOMEM, "avro: %s",
+                     avro_strerror());
+    else
+      has_v = 1;
+  }
+  int iu = avro_schema_record_field_get_index(want, "user_id");
+  int it = avro_schema_record_field_get_index(want, "timestamp");
+  if (!rc && (iu < 0 || it < 0))
+    rc = rs_seterr(errstr, errstr_size, RS_EINTERNAL,
+                   "interaction schema without user_id or timestamp");
+  size_t i_user = iu < 0 ? 0 : (size_t)iu, i_ts = it < 0 ? 0 : (size_t)it;
+  for (size_t rec = 0; !rc; rec++) {
+    int e = avro_file_reader_read_value(r, &v);
+    if (e == EOF)
+      break;
+    avro_value_t fu, ft;
+    const char *user = NULL;
+    size_t ulen = 0, vsize = 0;
+    int64_t ts = 0;
+    if (e || avro_value_get_by_index(&v, i_user, &fu, NULL) ||
+        avro_value_get_string(&fu, &user, &ulen) ||
+        avro_value_get_by_index(&v, i_ts, &ft, NULL) ||
+        avro_value_get_long(&ft, &ts) || avro_value_sizeof(&v, &vsize)) {
+      rc = rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "%s: record %zu cannot be read: %s", path, rec,
+                     avro_strerror());
+      break;
+    }
+    if (ulen > 0)
+      ulen--; /* avro-c counts the terminating NUL */
+    if (files_grow(f) || rs_buf_reserve(&f->data, vsize + ulen)) {
+      rc = rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+      break;
+    }
+    avro_writer_t w =
+        avro_writer_memory(f->data.data + f->data.len, (int64_t)vsize);
+    if (!w || avro_value_write(w, &v)) {
+      if (w)
+        avro_writer_free(w);
+      rc = rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "%s: record %zu cannot be encoded: %s", path, rec,
+                     avro_strerror());
+      break;
+    }
+    avro_writer_free(w);
+    f->off[f->n] = f->data.len;
+    f->vlen[f->n] = (uint32_t)vsize;
+    f->klen[f->n] = (uint32_t)ulen;
+    f->ts[f->n] = ts;
+    f->data.len += vsize;
+    memcpy(f->data.data + f->data.len, user, ulen);
+    f->data.len += ulen;
+    f->n++;
+  }
+  if (has_v)
+    avro_value_decref(&v);
+  if (iface)
+    avro_value_iface_decref(iface);
+  avro_file_reader_close(r);
+  return rc;
+}
+
+static int files_read(files_t *f, const char *pattern, char *errstr,
+                      size_t errstr_size) {
+  glob_t g;
+  int gr = glob(pattern, 0, NULL, &g);
+  if (gr == GLOB_NOMATCH)
+    return rs_seterr(errstr, errstr_size, RS_EINVAL,
+                     "--files %s: no file matches", pattern);
+  if (gr)
+    return rs_seterr(errstr, errstr_size, RS_EIO, "--files %s: %s", pattern,
+                     gr == GLOB_NOSPACE ? "out of memory" : "read error");
+  avro_schema_t want = NULL;
+  int rc = 0;
+  if (avro_schema_from_json_length(rs_schema_interaction_json,
+                                   strlen(rs_schema_interaction_json), &want))
+    rc = rs_seterr(errstr, errstr_size, RS_EINTERNAL,
+                   "compiled-in interaction schema: %s", avro_strerror());
+  for (size_t i = 0; !rc && i < g.gl_pathc; i++) { /* glob sorts names */
+    rc = read_file(f, g.gl_pathv[i], want, errstr, errstr_size);
+    f->n_files++;
+  }
+  if (want)
+    avro_schema_decref(want);
+  globfree(&g);
+  return rc;
+}
+
+/* Partitions (CRC32 of the key, librdkafka's default for keyed records). */
+static int files_place(files_t *f, rd_kafka_topic_t *rkt, int32_t n_parts,
+                       char *errstr, size_t errstr_size) {
+  f->n_parts = n_parts;
+  f->parts = rs_calloc((size_t)n_parts, sizeof(*f->parts));
+  f->counts = rs_calloc((size_t)n_parts, sizeof(*f->counts));
+  if (!f->parts || !f->counts)
+    return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+  for (size_t i = 0; i < f->n; i++) {
+    const char *key = f->data.data + f->off[i] + f->vlen[i];
+    f->part[i] = f->klen[i] ? rd_kafka_msg_partitioner_consistent(
+                                  rkt, key, f->klen[i], n_parts, NULL, NULL)
+                            : (int32_t)(i % (size_t)n_parts);
+    f->counts[f->part[i]]++;
+  }
+  for (int32_t p = 0; p < n_parts; p++) {
+    f->parts[p] =
+        rs_calloc(f->counts[p] ? f->counts[p] : 1, sizeof(**f->parts));
+    if (!f->parts[p])
+      return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+    f->counts[p] = 0;
+  }
+  for (size_t i = 0; i < f->n; i++) {
+    int32_t p = f->part[i];
+    const char *v = f->data.data + f->off[i];
+    f->parts[p][f->counts[p]++] = (rs_feed_rec_t){.key = v + f->vlen[i],
+                                                  .key_len = f->klen[i],
+                                                  .value = v,
+                                                  .len = f->vlen[i],
+                                                  .timestamp_ms = f->ts[i]};
+  }
+  return 0;
+}
+
+/* --files feeds raw Avro datums of the interaction schema: every parse
+ * operator reading the source must expect that. */
+static int check_parse_formats(const rs_config_t *cfg, char *errstr,
+                               size_t errstr_size) {
+  for (size_t i = 0; i < cfg->n_operators; i++) {
+    const rs_operator_cfg_t *o = &cfg->operators[i];
+    if (strcmp(o->type, "parse"))
+      continue;
+    rs_ypair_t *fmt = rs_ymap_find(o->node, "format");
+    const char *v = fmt && fmt->value && fmt->value->type == RS_Y_SCALAR
+                        ? fmt->value->scalar
+                        : "avro";
+    if (strcmp(v, "avro"))
+      return rs_seterr(errstr, errstr_size, RS_EINVAL,
+                       "--files feeds the records of Avro container files as "
+                       "raw Avro, but operator '%s' parses format '%s' (set "
+                       "operators.%s.format=avro)",
+                       o->name, v, o->name);
+  }
+  return 0;
+}
+
+static volatile sig_atomic_t g_interrupted;
+static void on_interrupt(int sig) {
+  (void)sig;
+  g_interrupted = 1;
+}
+
 /* ------------------------------------------------------------ progress */
 
 typedef struct progress {
   int tty;
+  int quiet;      /* --progress none */
+  rs_engine_t *e; /* --files: stopped here on SIGINT/SIGTERM */
   int64_t total;
   uint64_t t0;
   uint64_t last_line;
@@ -704,6 +937,12 @@ static void fmt_secs(char *buf, size_t n, double s) {
 
 static void on_progress(void *opaque, const struct rs_engine_stats *st) {
   progress_t *p = opaque;
+  if (g_interrupted && p->e) {
+    rs_engine_stop(p->e);
+    return;
+  }
+  if (p->quiet)
+    return;
   uint64_t now = rs_now_ns();
   if (!p->tty && now - p->last_line < 5ull * 1000000000u)
     return;
@@ -779,6 +1018,17 @@ static const char replay_help[] =
     "  --resume                 continue an interrupted replay in DIR (its\n"
     "                           recorded plan; --from/--to not allowed)\n"
     "  --yes                    confirm --output live\n"
+    "  --files GLOB             replay the Avro object container files\n"
+    "                           matching GLOB (e.g. exports, or `recstream\n"
+    "                           generate --out`) instead of topics: records\n"
+    "                           of the interaction schema, files in name\n"
+    "                           order, placed in partitions as librdkafka's\n"
+    "                           default partitioner places keyed records,\n"
+    "                           merged by event time like processing.order\n"
+    "                           deterministic; the state gets no input\n"
+    "                           offsets (files have no Kafka positions)\n"
+    "  --partitions N           --files: partitions of the source topic\n"
+    "                           (default: asked from the broker)\n"
     "  --seek-window N          records read back from a time's crossing for\n"
     "                           records out of timestamp order (default "
     "10000)\n"
@@ -819,7 +1069,8 @@ static int dir_state(const char *dir) {
 }
 
 typedef struct ropts {
-  const char *from, *to, *state_dir, *output;
+  const char *from, *to, *state_dir, *output, *files;
+  int partitions; /* --files: partitions of the source topic (0: ask) */
   int dry_run, force, resume, yes;
   int64_t window;
   const char *progress;
@@ -839,6 +1090,8 @@ static int parse_args(ropts_t *o, int argc, char **argv) {
       {"resume", no_argument, NULL, 'r'},
       {"yes", no_argument, NULL, 'y'},
       {"seek-window", required_argument, NULL, 'w'},
+      {"files", required_argument, NULL, 'g'},
+      {"partitions", required_argument, NULL, 'P'},
       {"progress", required_argument, NULL, 'p'},
       {"set", required_argument, NULL, 's'},
       {"log-level", required_argument, NULL, 'l'},
@@ -893,6 +1146,22 @@ static int parse_args(ropts_t *o, int argc, char **argv) {
       o->window = v;
       break;
     }
+    case 'g':
+      if (!*optarg)
+        return usage("--files: empty pattern");
+      o->files = optarg;
+      break;
+    case 'P': {
+      char *end;
+      errno = 0;
+      long v = strtol(optarg, &end, 10);
+      if (errno || *end || v < 1 || v > 100000)
+        return usage("--partitions: expected an integer in [1, 100000], got "
+                     "'%s'",
+                     optarg);
+      o->partitions = (int)v;
+      break;
+    }
     case 'p':
       if (strcmp(optarg, "auto") && strcmp(optarg, "bar") &&
           strcmp(optarg, "lines") && strcmp(optarg, "none"))
@@ -938,6 +1207,12 @@ static int parse_args(ropts_t *o, int argc, char **argv) {
   if (o->resume && o->force)
     return usage("--resume and --force contradict each other (--force "
                  "deletes the state --resume continues)");
+  if (o->files && (o->from || o->to || o->resume))
+    return usage("--files replays whole files from the start: --from, --to "
+                 "and --resume apply to topics (a files replay is "
+                 "deterministic: run it again with --force)");
+  if (o->partitions && !o->files)
+    return usage("--partitions goes with --files (topics have their own)");
   if (o->resume && !o->state_dir)
     return usage("--resume needs --state-dir (the interrupted replay's)");
   return 0;
@@ -1001,6 +1276,7 @@ int rs_cmd_replay(int argc, char **argv) {
   rs_replay_part_t *ranges = NULL;
   char *dir = NULL;
   char *dlq = NULL;
+  files_t files = {0};
   int exit_code = EXIT_OK;
   int64_t now_ms = (int64_t)time(NULL) * 1000;
 
@@ -1016,7 +1292,8 @@ int rs_cmd_replay(int argc, char **argv) {
     exit_code = erc == RS_ENOMEM ? EXIT_RUNTIME : EXIT_USAGE;
     goto out;
   }
-  if (!strcmp(cfg->kafka.brokers, "embedded")) {
+  int embedded = !strcmp(cfg->kafka.brokers, "embedded");
+  if (embedded && (!o.files || strcmp(o.output, "none"))) {
     exit_code = usage("kafka.brokers is 'embedded', which starts an empty "
                       "broker: point it at the broker that holds the topics "
                       "(--set kafka.brokers=HOST:PORT)");
@@ -1076,6 +1353,12 @@ int rs_cmd_replay(int argc, char **argv) {
                         plan.output);
       goto out;
     }
+    if (!strncmp(plan.from, "files:", 6)) {
+      exit_code = usage("--resume: %s holds a replay of files, which starts "
+                        "over: run it again with --force",
+                        dir);
+      goto out;
+    }
     if (plan.complete) {
       printf("recstream replay: the replay in %s is complete; nothing to "
              "resume\n",
@@ -1094,9 +1377,29 @@ int rs_cmd_replay(int argc, char **argv) {
 
   /* Plan (also for --resume: the watermarks, to report). */
   rd_kafka_conf_t *kc = NULL;
-  erc = rs_kafka_conf_new(cfg, cfg->kafka.brokers, RS_CLIENT_CONSUMER, &kc, err,
-                          sizeof err);
-  if (!erc) {
+  if (o.files) {
+    if (cfg->n_sources != 1) {
+      exit_code =
+          usage("--files feeds one source; the config has %zu", cfg->n_sources);
+      goto out;
+    }
+    if (check_parse_formats(cfg, err, sizeof err)) {
+      exit_code = usage("%s", err);
+      goto out;
+    }
+  }
+  if (o.files && embedded) {
+    kc = rd_kafka_conf_new(); /* only for the partitioner below */
+  } else {
+    erc = rs_kafka_conf_new(cfg, cfg->kafka.brokers, RS_CLIENT_CONSUMER, &kc,
+                            err, sizeof err);
+    if (erc) {
+      fprintf(stderr, "recstream replay: %s\n", err);
+      exit_code = EXIT_USAGE;
+      goto out;
+    }
+  }
+  {
     char kerr[512];
     rs_kafka_conf_set(kc, "enable.partition.eof", "true", kerr, sizeof kerr);
     rs_kafka_conf_set(kc, "fetch.wait.max.ms", "10", kerr, sizeof kerr);
@@ -1107,7 +1410,58 @@ int rs_cmd_replay(int argc, char **argv) {
                       "cannot create a Kafka client: %s", kerr);
     }
   }
-  if (!erc && !o.resume) {
+  if (!erc && o.files) {
+    int32_t np = o.partitions;
+    const char *topic = cfg->sources[0].topic;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt)
+      erc = rs_seterr(err, sizeof err, RS_EKAFKA, "%s: %s", topic,
+                      rd_kafka_err2str(rd_kafka_last_error()));
+    if (!erc && !np && embedded)
+      np = cfg->sources[0].partitions ? cfg->sources[0].partitions
+                                      : cfg->kafka.embedded_partitions;
+    if (!erc && !np) {
+      const struct rd_kafka_metadata *md = NULL;
+      rd_kafka_resp_err_t ke = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+      if (!ke && md->topic_cnt == 1 && !md->topics[0].err)
+        np = md->topics[0].partition_cnt;
+      if (md)
+        rd_kafka_metadata_destroy(md);
+      if (np <= 0)
+        erc = rs_seterr(err, sizeof err, RS_EKAFKA,
+                        "--files: the partition count of %s is unknown (%s); "
+                        "pass --partitions N",
+                        topic,
+                        rd_kafka_err2str(
+                            ke ? ke : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART));
+    }
+    if (!erc)
+      erc = files_read(&files, o.files, err, sizeof err);
+    if (!erc)
+      erc = files_place(&files, rkt, np, err, sizeof err);
+    if (rkt)
+      rd_kafka_topic_destroy(rkt);
+    size_t n = strlen(o.files) + 8;
+    plan.from = rs_malloc(n);
+    if (plan.from)
+      snprintf(plan.from, n, "files:%s", o.files);
+    plan.to = rs_strdup("end");
+    plan.output = rs_strdup(o.output);
+    plan.parts =
+        rs_calloc((size_t)np > 0 ? (size_t)np : 1, sizeof(*plan.parts));
+    if (!erc && (!plan.from || !plan.to || !plan.output || !plan.parts))
+      erc = rs_seterr(err, sizeof err, RS_ENOMEM, "out of memory");
+    for (int32_t p = 0; !erc && p < np; p++) {
+      pplan_t *q = &plan.parts[plan.n++];
+      q->topic = rs_strdup(topic);
+      q->partition = p;
+      q->lo = q->hi = -1;
+      q->start = 0;
+      q->end = (int64_t)files.counts[p];
+      if (!q->topic)
+        erc = rs_seterr(err, sizeof err, RS_ENOMEM, "out of memory");
+    }
+  } else if (!erc && !o.resume) {
     plan.from = rs_strdup(o.from ? o.from : "earliest");
     plan.to = rs_strdup(o.to ? o.to : "latest");
     plan.output = rs_strdup(o.output);
@@ -1123,6 +1477,10 @@ int rs_cmd_replay(int argc, char **argv) {
     rk = NULL;
   }
   print_plan(&plan, dir, o.output, o.dry_run ? stdout : stderr);
+  if (o.files)
+    fprintf(o.dry_run ? stdout : stderr,
+            "  files: %zu (%zu records), in %d partitions of %s\n",
+            files.n_files, files.n, (int)files.n_parts, cfg->sources[0].topic);
   if (o.dry_run) {
     if (ds == 2 && !o.resume)
       printf("  note: %s already holds state; the replay needs --force, "
@@ -1200,18 +1558,20 @@ int rs_cmd_replay(int argc, char **argv) {
                                    .end = plan.parts[i].end};
     total += plan.parts[i].end - plan.parts[i].start;
   }
-  progress_t prog = {.tty = isatty(STDERR_FILENO), .total = total};
+  progress_t prog = {.tty = isatty(STDERR_FILENO),
+                     .total = total,
+                     .quiet = !strcmp(o.progress, "none")};
   if (!strcmp(o.progress, "bar"))
     prog.tty = 1;
   else if (!strcmp(o.progress, "lines"))
     prog.tty = 0;
   rs_engine_opts_t eo = {.handle_signals = 1,
-                         .replay = ranges,
-                         .n_replay = plan.n,
+                         .replay = o.files ? NULL : ranges,
+                         .n_replay = o.files ? 0 : plan.n,
                          .suppress_output = !strcmp(o.output, "none"),
                          .dlq_topic = dlq,
                          .state_reset = 1};
-  if (strcmp(o.progress, "none")) {
+  if (strcmp(o.progress, "none") || o.files) {
     eo.progress = on_progress;
     eo.progress_opaque = &prog;
     eo.progress_ms = prog.tty ? 250 : 1000;
@@ -1223,7 +1583,20 @@ int rs_cmd_replay(int argc, char **argv) {
     goto out;
   }
   prog.t0 = prog.last_line = rs_now_ns();
-  erc = rs_engine_run(e, err, sizeof err);
+  if (o.files) {
+    /* No engine loop to take signals: the progress callback stops it. */
+    prog.e = e;
+    struct sigaction sa = {.sa_handler = on_interrupt}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    erc = rs_engine_run_feed(e, 0, (const rs_feed_rec_t *const *)files.parts,
+                             files.counts, files.n_parts, err, sizeof err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+  } else {
+    erc = rs_engine_run(e, err, sizeof err);
+  }
   double secs = (double)(rs_now_ns() - prog.t0) / 1e9;
   rs_engine_stats_t st;
   rs_engine_get_stats(e, &st);
@@ -1267,7 +1640,7 @@ int rs_cmd_replay(int argc, char **argv) {
            (unsigned long long)st.input_gaps);
   printf("  checkpoints:        %llu\n", (unsigned long long)st.checkpoints);
   printf("  state directory:    %s\n", dir);
-  if (!erc)
+  if (!erc && !o.files)
     printf("  continue live with: recstream run %s --state-dir %s\n", o.config,
            dir);
   fflush(stdout);
@@ -1286,6 +1659,7 @@ out:
   rs_free(ranges);
   rs_free(dlq);
   rs_free(dir);
+  files_free(&files);
   plan_free(&plan);
   rs_pos_free(&from);
   rs_pos_free(&to);

@@ -73,6 +73,17 @@ typedef struct outbuf {
 
 typedef struct part part_t;
 
+/* One input record as process_run() sees it: from a Kafka message or a
+ * file (rs_engine_run_feed). */
+typedef struct inrec {
+  const void *key;
+  size_t key_len;
+  const void *value;
+  size_t len;
+  int64_t timestamp_ms;
+  int64_t offset;
+} inrec_t;
+
 typedef struct tracker {
   struct tracker *next;
   part_t *part;
@@ -202,6 +213,7 @@ struct rs_engine {
   rs_arena_t arena;
 
   rd_kafka_message_t **msgs;
+  inrec_t *inrecs; /* process_run()'s view of a run: batch_size of them */
   size_t n_src_rkts;
   const rd_kafka_topic_t **src_rkts; /* consumer topic handle per source */
 
@@ -232,6 +244,7 @@ struct rs_engine {
   uv_signal_t sigusr1;
   uv_timer_t progress_timer;
   int replay; /* opts.replay: ranges assigned directly, no group */
+  int feed;   /* rs_engine_run_feed(): records from files, no consumer */
 
   /* Current run. */
   tracker_t *cur;
@@ -1034,22 +1047,37 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
   return 0;
 }
 
+/* process_run()'s view of n Kafka messages (ts: their timestamps when
+ * already read, else NULL). n <= processing.batch_size. */
+static const inrec_t *views(rs_engine_t *e, rd_kafka_message_t **ms,
+                            const int64_t *ts, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    e->inrecs[i] = (inrec_t){
+        .key = ms[i]->key,
+        .key_len = ms[i]->key_len,
+        .value = ms[i]->payload,
+        .len = ms[i]->len,
+        .timestamp_ms = ts ? ts[i] : rd_kafka_message_timestamp(ms[i], NULL),
+        .offset = ms[i]->offset};
+  return e->inrecs;
+}
+
 /* Pushes one run of records from one source partition through the graph. */
 static int process_run(rs_engine_t *e, size_t src, int32_t partition,
-                       rd_kafka_message_t **msgs, size_t n) {
+                       const inrec_t *msgs, size_t n) {
   part_t *p = get_part(e, src, partition);
   if (!p)
     return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
   /* Pausing a partition drops what librdkafka had fetched, and resuming may
    * fetch again from before our position: never process a record twice. */
   size_t skip = 0;
-  while (skip < n && p->next_offset >= 0 && msgs[skip]->offset < p->next_offset)
+  while (skip < n && p->next_offset >= 0 && msgs[skip].offset < p->next_offset)
     skip++;
   e->stats.refetched += skip;
   msgs += skip;
   n -= skip;
   /* Replay: nothing at or past the end of the range. */
-  while (n > 0 && p->end_offset >= 0 && msgs[n - 1]->offset >= p->end_offset)
+  while (n > 0 && p->end_offset >= 0 && msgs[n - 1].offset >= p->end_offset)
     n--;
   if (n == 0)
     return 0;
@@ -1057,16 +1085,16 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
    * the records in between are gone (retention, then the client's offset
    * reset) or were not data (compaction, transaction markers). Said, not
    * silent. (Gaps later in a run are normal for those topics.) */
-  if (p->resumed && p->next_offset >= 0 && msgs[0]->offset > p->next_offset) {
-    e->stats.input_gaps += (uint64_t)(msgs[0]->offset - p->next_offset);
+  if (p->resumed && p->next_offset >= 0 && msgs[0].offset > p->next_offset) {
+    e->stats.input_gaps += (uint64_t)(msgs[0].offset - p->next_offset);
     rs_log(RS_LOG_WARN, "engine",
            "%s [%d]: resumed at the stored offset %lld but the first record "
            "is at %lld: %lld offsets were removed before they were processed "
            "(retention) or hold no records (compaction, transaction "
            "markers); removed records are missing from the state",
            e->cfg->sources[src].topic, (int)partition,
-           (long long)p->next_offset, (long long)msgs[0]->offset,
-           (long long)(msgs[0]->offset - p->next_offset));
+           (long long)p->next_offset, (long long)msgs[0].offset,
+           (long long)(msgs[0].offset - p->next_offset));
   }
   tracker_t *t = rs_calloc(1, sizeof(*t));
   if (!t)
@@ -1074,7 +1102,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   e->errstr[0] = '\0'; /* messages below are about this run */
   t->part = p;
   t->generation = p->generation;
-  t->end_offset = msgs[n - 1]->offset + 1;
+  t->end_offset = msgs[n - 1].offset + 1;
   e->cur = t;
   e->cur_src = src;
   e->cur_partition = partition;
@@ -1096,14 +1124,14 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   outbuf_t *so = &e->nodes[src_node].out[0];
   int rc = 0;
   for (size_t i = 0; i < n && !rc; i++) {
-    rd_kafka_message_t *m = msgs[i];
+    const inrec_t *m = &msgs[i];
     rs_record_t r = {
         .kind = RS_KIND_BYTES,
         .key = m->key,
         .key_len = m->key_len,
-        .value = m->payload,
+        .value = m->value,
         .value_len = m->len,
-        .timestamp_ms = rd_kafka_message_timestamp(m, NULL),
+        .timestamp_ms = m->timestamp_ms,
         .src_partition = partition,
         .src_offset = m->offset,
     };
@@ -1430,7 +1458,8 @@ static void merge(rs_engine_t *e) {
     while (k < best->bn && k < max && (!second || before(best, k, second)))
       k++;
     rd_kafka_message_t **ms = &best->buf[best->bhead];
-    int rc = process_run(e, best->src, best->partition, ms, k);
+    int rc = process_run(e, best->src, best->partition,
+                         views(e, ms, &best->bts[best->bhead], k), k);
     for (size_t j = 0; j < k; j++) {
       e->buffered_bytes -= (int64_t)ms[j]->len;
       rd_kafka_message_destroy(ms[j]);
@@ -1544,7 +1573,8 @@ static void drain(rs_engine_t *e) {
         rs_log(RS_LOG_WARN, "engine", "message from unexpected topic %s",
                rd_kafka_topic_name(m->rkt));
       } else if (!rc) {
-        rc = process_run(e, (size_t)s, m->partition, &e->msgs[i], j - i);
+        rc = process_run(e, (size_t)s, m->partition,
+                         views(e, &e->msgs[i], NULL, j - i), j - i);
       }
       i = j;
     }
@@ -2436,7 +2466,8 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
   e->parts = rs_calloc(cfg->n_sources, sizeof(*e->parts));
   e->n_parts = rs_calloc(cfg->n_sources, sizeof(*e->n_parts));
   e->msgs = rs_calloc((size_t)cfg->processing.batch_size, sizeof(*e->msgs));
-  if (!e->parts || !e->n_parts || !e->msgs)
+  e->inrecs = rs_calloc((size_t)cfg->processing.batch_size, sizeof(*e->inrecs));
+  if (!e->parts || !e->n_parts || !e->msgs || !e->inrecs)
     rc = RS_ENOMEM;
   if (!rc && !strcmp(cfg->kafka.brokers, "embedded"))
     rc = start_embedded(e, errstr, errstr_size);
@@ -2667,6 +2698,118 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   return 0;
 }
 
+/* Waits until every output in flight is acknowledged (or the engine
+ * failed); 0 when none is left. */
+static int feed_drain_outputs(rs_engine_t *e) {
+  uint64_t t0 = rs_now_ns();
+  while (e->inflight_records > 0 && !e->err) {
+    rd_kafka_poll(e->producer, 100);
+    if (rs_now_ns() - t0 > 60ull * 1000000000u) {
+      fail(e, RS_EDELIVERY,
+           "%lld outputs still unacknowledged after 60 s (is the broker "
+           "reachable?)",
+           (long long)e->inflight_records);
+      break;
+    }
+  }
+  return e->inflight_records > 0;
+}
+
+int rs_engine_run_feed(rs_engine_t *e, size_t src,
+                       const rs_feed_rec_t *const *parts, const size_t *counts,
+                       int32_t n_parts, char *errstr, size_t errstr_size) {
+  if (e->state != ST_INIT)
+    return rs_seterr(errstr, errstr_size, RS_EINVAL, "engine already ran");
+  if (src >= e->cfg->n_sources)
+    return rs_seterr(errstr, errstr_size, RS_EINVAL, "no source %zu", src);
+  /* Records from files carry no Kafka positions: nothing to make
+   * exactly-once against, and nothing of theirs goes to __offsets (the
+   * parts are never "assigned"). */
+  e->eo = 0;
+  e->feed = 1;
+  e->state = ST_RUNNING;
+  e->stats.run_start_ns = rs_now_ns();
+  size_t *pos = rs_calloc(n_parts > 0 ? (size_t)n_parts : 1, sizeof(*pos));
+  if (!pos)
+    return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+  const size_t max = (size_t)e->cfg->processing.batch_size;
+  const uint64_t ci = (uint64_t)e->cfg->state.commit_interval_ms * 1000000u;
+  uint64_t last_ckpt = rs_now_ns(), last_prog = last_ckpt;
+  while (!e->err && !atomic_load(&e->stop_requested)) {
+    /* The same rule as processing.order deterministic: the partition
+     * whose next record has the smallest (timestamp, partition). */
+    int32_t best = -1, second = -1;
+    for (int32_t p = 0; p < n_parts; p++) {
+      if (pos[p] >= counts[p])
+        continue;
+      if (best < 0 ||
+          parts[p][pos[p]].timestamp_ms < parts[best][pos[best]].timestamp_ms) {
+        second = best;
+        best = p;
+      } else if (second < 0 || parts[p][pos[p]].timestamp_ms <
+                                   parts[second][pos[second]].timestamp_ms) {
+        second = p;
+      }
+    }
+    if (best < 0)
+      break;
+    size_t k = 0;
+    while (k < max && pos[best] + k < counts[best]) {
+      const rs_feed_rec_t *r = &parts[best][pos[best] + k];
+      if (k > 0 && second >= 0) {
+        int64_t ts2 = parts[second][pos[second]].timestamp_ms;
+        if (r->timestamp_ms > ts2 || (r->timestamp_ms == ts2 && best > second))
+          break;
+      }
+      e->inrecs[k] = (inrec_t){.key = r->key,
+                               .key_len = r->key_len,
+                               .value = r->value,
+                               .len = r->len,
+                               .timestamp_ms = r->timestamp_ms,
+                               .offset = (int64_t)(pos[best] + k)};
+      k++;
+    }
+    int rc = process_run(e, src, best, e->inrecs, k);
+    pos[best] += k;
+    if (rc) {
+      fail(e, rc, "%s", e->errstr[0] ? e->errstr : rs_strerror(rc));
+      break;
+    }
+    rd_kafka_poll(e->producer, 0);
+    while (over_high_water(e) && !e->err)
+      rd_kafka_poll(e->producer, 10);
+    uint64_t now = rs_now_ns();
+    if (now - last_ckpt >= ci) {
+      if (!feed_drain_outputs(e))
+        write_checkpoint(e, 0);
+      last_ckpt = rs_now_ns();
+    }
+    if (e->opts.progress && e->opts.progress_ms &&
+        now - last_prog >= e->opts.progress_ms * 1000000u) {
+      last_prog = now;
+      rs_engine_stats_t st;
+      rs_engine_get_stats(e, &st);
+      e->opts.progress(e->opts.progress_opaque, &st);
+    }
+  }
+  rs_free(pos);
+  if (!e->err && !feed_drain_outputs(e))
+    write_checkpoint(e, 0);
+  e->state = ST_DONE;
+  for (size_t i = 0; i < e->g->n; i++)
+    if (e->g->nodes[i].kind == RS_NODE_SINK)
+      e->stats.records_out += e->nodes[i].produced;
+  if (!e->err && atomic_load(&e->stop_requested)) {
+    e->err = RS_EINTERNAL;
+    snprintf(e->errstr, sizeof e->errstr,
+             "interrupted; the state holds what was processed up to the last "
+             "checkpoint");
+  }
+  if (e->err)
+    return rs_seterr(errstr, errstr_size, e->err, "%s", e->errstr);
+  return 0;
+}
+
 void rs_engine_stop(rs_engine_t *e) {
   atomic_store(&e->stop_requested, 1);
   uv_mutex_lock(&e->stop_lock);
@@ -2776,6 +2919,7 @@ void rs_engine_destroy(rs_engine_t *e) {
   rs_free(e->parts);
   rs_free(e->n_parts);
   rs_free(e->msgs);
+  rs_free(e->inrecs);
   rs_codec_destroy(e->codec);
   rs_buf_free(&e->enc);
   rs_arena_free(&e->arena);

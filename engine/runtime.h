@@ -98,6 +98,27 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
  * reason in errstr. Committed offsets never pass an unacknowledged output. */
 int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size);
 /* Asks a running engine to drain and stop. Safe from any thread. */
+/* One record of a replayed file (`recstream replay --files`). */
+typedef struct rs_feed_rec {
+  const void *key;
+  size_t key_len;
+  const void *value; /* as the source topic would hold it */
+  size_t len;
+  int64_t timestamp_ms;
+} rs_feed_rec_t;
+
+/* Instead of rs_engine_run(): processes records that do not come from
+ * Kafka through source `src`. parts[p][0..counts[p]) are partition p's
+ * records in order (their offsets 0, 1, ...), merged across partitions by
+ * the rule of processing.order deterministic ((timestamp, partition) of
+ * each partition's next record). State is checkpointed every
+ * state.commit_interval and at the end, without input offsets (records
+ * from files have no position in the topics). Outputs, unless suppressed,
+ * are produced at_least_once. rs_engine_stop() interrupts it. */
+int rs_engine_run_feed(rs_engine_t *e, size_t src,
+                       const rs_feed_rec_t *const *parts, const size_t *counts,
+                       int32_t n_parts, char *errstr, size_t errstr_size);
+
 void rs_engine_stop(rs_engine_t *e);
 void rs_engine_get_stats(const rs_engine_t *e, rs_engine_stats_t *out);
 /* Bootstrap servers the engine uses (the embedded broker's if any). */

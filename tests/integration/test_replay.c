@@ -4,6 +4,7 @@
  * time seek against a brute-force scan on out-of-order timestamps,
  * retention gaps reported, and the refusals that keep it safe.
  */
+#include <avro.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,7 +101,11 @@ static int dump_entry(void *opaque, int32_t partition, const void *key,
 
 /* Every operator entry and the input offsets (output ends differ by
  * design: another topic). */
+static char *dump_state_opt(const char *dir, size_t *entries, int offsets);
 static char *dump_state(const char *dir, size_t *entries) {
+  return dump_state_opt(dir, entries, 1);
+}
+static char *dump_state_opt(const char *dir, size_t *entries, int offsets) {
   rs_store_t *s;
   char err[512];
   cr_assert_eq(rs_store_open_readonly(dir, &s, err, sizeof err), 0, "%s", err);
@@ -119,7 +124,7 @@ static char *dump_state(const char *dir, size_t *entries) {
   rs_offset_t *offs;
   size_t n;
   cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
-  for (int p = 0; p < 4; p++)
+  for (int p = 0; p < 4 && offsets; p++)
     for (size_t i = 0; i < n; i++)
       if (!strcmp(offs[i].topic, "in") && offs[i].partition == p) {
         char line[64];
@@ -555,5 +560,133 @@ Test(replay, refusals_and_bad_arguments, .timeout = 120) {
   cr_assert(strstr(out, "records to replay: 200"), "%s", out);
   cr_assert_eq(access(dir_of("dry"), F_OK), -1, "--dry-run created %s",
                dir_of("dry"));
+  rs_mock_destroy(m);
+}
+
+/* The records of an Avro container file produced to a topic as the file
+ * holds them (raw Avro, key = user, Kafka timestamp = event time): a
+ * replay of the file and a replay of the topic build the same state. */
+Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  char file[300], out[16384];
+  snprintf(file, sizeof file, "%s-events.avro", it_state_dir());
+  int rc = cli(out, sizeof out,
+               "generate --out %s --events 6000 --users 150 --items 400 "
+               "--seed 11",
+               file);
+  cr_assert_eq(rc, 0, "%s", out);
+
+  avro_file_reader_t r;
+  cr_assert_eq(avro_file_reader(file, &r), 0, "%s", avro_strerror());
+  avro_schema_t ws = avro_file_reader_get_writer_schema(r);
+  avro_value_iface_t *iface = avro_generic_class_from_schema(ws);
+  avro_value_t v;
+  cr_assert_eq(avro_generic_value_new(iface, &v), 0);
+  int iu = avro_schema_record_field_get_index(ws, "user_id");
+  int it = avro_schema_record_field_get_index(ws, "timestamp");
+  cr_assert(iu >= 0 && it >= 0);
+  char e[512];
+  rd_kafka_conf_t *pc = rd_kafka_conf_new();
+  rd_kafka_conf_set(pc, "bootstrap.servers", m->bootstraps, e, sizeof e);
+  rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, e, sizeof e);
+  cr_assert(p != NULL);
+  static char buf[65536];
+  long n = 0;
+  while (avro_file_reader_read_value(r, &v) == 0) {
+    avro_value_t fu, ft;
+    const char *user;
+    size_t ulen, size;
+    int64_t ts;
+    cr_assert_eq(avro_value_get_by_index(&v, (size_t)iu, &fu, NULL), 0);
+    cr_assert_eq(avro_value_get_string(&fu, &user, &ulen), 0);
+    cr_assert_eq(avro_value_get_by_index(&v, (size_t)it, &ft, NULL), 0);
+    cr_assert_eq(avro_value_get_long(&ft, &ts), 0);
+    cr_assert_eq(avro_value_sizeof(&v, &size), 0);
+    cr_assert_leq(size, sizeof buf);
+    avro_writer_t w = avro_writer_memory(buf, (int64_t)size);
+    cr_assert_eq(avro_value_write(w, &v), 0);
+    avro_writer_free(w);
+    cr_assert_eq(rd_kafka_producev(
+                     p, RD_KAFKA_V_TOPIC("in"), RD_KAFKA_V_KEY(user, ulen - 1),
+                     RD_KAFKA_V_VALUE(buf, size), RD_KAFKA_V_TIMESTAMP(ts),
+                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 0);
+    rd_kafka_poll(p, 0);
+    n++;
+  }
+  cr_assert_eq(n, 6000);
+  cr_assert_eq(rd_kafka_flush(p, 30000), 0);
+  rd_kafka_destroy(p);
+  avro_value_decref(&v);
+  avro_value_iface_decref(iface);
+  avro_file_reader_close(r);
+
+  const char *cfg = config_file();
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --state-dir %s --progress none "
+           "--output topic:out",
+           cfg, m->bootstraps, dir_of("from-topic"));
+  cr_assert_eq(rc, 0, "%s", out);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
+           "--progress none --output topic:backfill",
+           cfg, m->bootstraps, dir_of("from-file"), file);
+  cr_assert_eq(rc, 0, "%s", out);
+  cr_assert(strstr(out, "records:            6000 of 6000 planned"), "%s", out);
+  size_t n1, n2;
+  char *a = dump_state_opt(dir_of("from-topic"), &n1, 0);
+  char *b = dump_state_opt(dir_of("from-file"), &n2, 0);
+  cr_assert_gt(n1, 150);
+  cr_assert_eq(n1, n2);
+  cr_assert(!strcmp(a, b), "the file replay differs from the topic replay");
+  free(a);
+  free(b);
+  /* The outputs too (they show the interleaving of partitions: each
+   * carries the item's count so far). */
+  it_msg_t *x, *y;
+  size_t nx = it_consume_all(m->bootstraps, "out", 6000, 30000, &x);
+  size_t ny = it_consume_all(m->bootstraps, "backfill", 6000, 30000, &y);
+  cr_assert_eq(nx, 6000);
+  cr_assert_eq(ny, nx);
+  qsort(x, nx, sizeof *x, by_pos);
+  qsort(y, ny, sizeof *y, by_pos);
+  for (size_t i = 0; i < nx; i++) {
+    cr_assert_eq(x[i].partition, y[i].partition);
+    cr_assert_eq(x[i].len, y[i].len, "record %zu", i);
+    cr_assert(!memcmp(x[i].val, y[i].val, x[i].len), "record %zu: %.*s / %.*s",
+              i, (int)x[i].len, x[i].val, (int)y[i].len, y[i].val);
+  }
+  it_msgs_free(x, nx);
+  it_msgs_free(y, ny);
+
+  /* Files that are not interaction containers, and a pattern matching
+   * nothing, are refused with the file named. */
+  char bad[300];
+  snprintf(bad, sizeof bad, "%s-bad.avro", it_state_dir());
+  FILE *f = fopen(bad, "w");
+  cr_assert(f != NULL);
+  fputs("not avro", f);
+  fclose(f);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --state-dir %s --files %s", cfg,
+           m->bootstraps, dir_of("bad"), bad);
+  cr_assert_eq(rc, 1, "%s", out);
+  cr_assert(strstr(out, bad) && strstr(out, "not a readable Avro"), "%s", out);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --state-dir %s --files '%s/none*'",
+           cfg, m->bootstraps, dir_of("bad"), it_state_dir());
+  cr_assert_eq(rc, 2, "%s", out);
+  cr_assert(strstr(out, "no file matches"), "%s", out);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --files %s --from earliest", cfg,
+           m->bootstraps, file);
+  cr_assert_eq(rc, 2, "%s", out);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --files %s --set "
+           "operators.parse.format=json --state-dir %s",
+           cfg, m->bootstraps, file, dir_of("json"));
+  cr_assert_eq(rc, 2, "%s", out);
+  cr_assert(strstr(out, "operators.parse.format=avro"), "%s", out);
   rs_mock_destroy(m);
 }
