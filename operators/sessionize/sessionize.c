@@ -94,8 +94,9 @@
 #define SZ_SESS_HDR 120
 #define SZ_EVENT_HDR 16
 #define SZ_PEND_HDR 40
-#define SZ_META_LEN 24
-#define SZ_PEND_KEY 17
+#define SZ_META_LEN 32
+#define SZ_CHUNK_KEY 9
+#define SZ_PEND_REC (8 + SZ_PEND_HDR)
 #define SZ_MAX_MERGED 16
 #define SZ_MAX_OPEN 65535
 
@@ -129,9 +130,25 @@ typedef struct sz_user {
   sz_sess_t *s;
 } sz_user_t;
 
+/* The records of one batch that had to wait for the watermark, encoded
+ * as in the state (one "p" entry per chunk); freed when the last of them
+ * is applied. */
+typedef struct sz_chunk {
+  struct sz_chunk *prev, *next;
+  uint64_t first_seq; /* its key */
+  uint32_t live;      /* records not applied yet */
+  int stored;         /* written to the state */
+  unsigned char *data;
+  size_t len, cap;
+} sz_chunk_t;
+
+/* A pending record: (time, arrival) and where its bytes are; chunk NULL
+ * for the record being processed, applied in the same step. */
 typedef struct sz_pend {
   int64_t t;
   uint64_t seq;
+  sz_chunk_t *chunk;
+  size_t off;
 } sz_pend_t;
 
 /* Agenda entry: close session `id` of `user`, or (purge) delete the
@@ -152,6 +169,8 @@ typedef struct sz_part {
   uint64_t saved_seq;
   sz_pend_t *pend;
   size_t n_pend, cap_pend;
+  sz_chunk_t *chunks; /* every chunk with live records */
+  sz_chunk_t *open;   /* the current batch's */
   sz_due_t *due;
   size_t n_due, cap_due;
 } sz_part_t;
@@ -166,15 +185,13 @@ typedef struct sz_ctx {
   sz_part_t **parts;
   size_t n_parts;
   sz_user_t u;
-  unsigned char *in, *out, *key; /* scratch: state copy, encoding, key */
-  size_t cap_in, cap_out, cap_key;
+  unsigned char *out, *key; /* scratch: encoding, key */
+  size_t cap_out, cap_key;
   struct sz_group *groups; /* scratch for distinct items */
   size_t cap_groups;
   /* The record being processed: outputs carry its source position. */
   const rs_record_t *cur;
   uint32_t ordinal;
-  uint64_t cur_seq; /* its arrival sequence while its pending entry is
-                       only in memory (0: none) */
   int scan_rc;
   char why[256];
   rs_counter_t *c_late, *c_late_acc, *c_opened, *c_closed, *c_merged, *c_split,
@@ -249,26 +266,45 @@ static int64_t diff(int64_t later, int64_t earlier) { /* later >= earlier */
   return d > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)d;
 }
 
+/* Little-endian fixed-width fields; one load or store on LE hosts. */
 static void put64(unsigned char *p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(p, &v, 8);
+#else
   for (int i = 0; i < 8; i++)
     p[i] = (unsigned char)(v >> (8 * i));
+#endif
 }
 
 static uint64_t get64(const unsigned char *p) {
   uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(&v, p, 8);
+#else
   for (int i = 0; i < 8; i++)
     v |= (uint64_t)p[i] << (8 * i);
+#endif
   return v;
 }
 
 static void put32(unsigned char *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(p, &v, 4);
+#else
   for (int i = 0; i < 4; i++)
     p[i] = (unsigned char)(v >> (8 * i));
+#endif
 }
 
 static uint32_t get32(const unsigned char *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+#else
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
          (uint32_t)p[3] << 24;
+#endif
 }
 
 static void put_be64(unsigned char *p, uint64_t v) {
@@ -343,10 +379,9 @@ static int user_key(sz_ctx_t *c, const char *user, size_t len) {
   return 0;
 }
 
-static void pend_key(unsigned char k[SZ_PEND_KEY], int64_t t, uint64_t seq) {
+static void chunk_key(unsigned char k[SZ_CHUNK_KEY], uint64_t first_seq) {
   k[0] = 'p';
-  put_be64(k + 1, (uint64_t)t ^ 0x8000000000000000ull);
-  put_be64(k + 9, seq);
+  put_be64(k + 1, first_seq);
 }
 
 /* ------------------------------------------------------------ heaps */
@@ -355,11 +390,12 @@ static int pend_less(const sz_pend_t *a, const sz_pend_t *b) {
   return a->t != b->t ? a->t < b->t : a->seq < b->seq;
 }
 
-static int pend_push(sz_ctx_t *c, sz_part_t *p, int64_t t, uint64_t seq) {
+static int pend_push(sz_ctx_t *c, sz_part_t *p, int64_t t, uint64_t seq,
+                     sz_chunk_t *chunk, size_t off) {
   if (grow(c->host, &p->pend, &p->cap_pend, p->n_pend + 1, sizeof(sz_pend_t)))
     return RS_ENOMEM;
   size_t i = p->n_pend++;
-  sz_pend_t x = {t, seq};
+  sz_pend_t x = {t, seq, chunk, off};
   while (i > 0 && pend_less(&x, &p->pend[(i - 1) / 2])) {
     p->pend[i] = p->pend[(i - 1) / 2];
     i = (i - 1) / 2;
@@ -437,7 +473,34 @@ static sz_due_t due_pop(sz_part_t *p) {
   return top;
 }
 
+static void chunk_free(sz_ctx_t *c, sz_part_t *p, sz_chunk_t *ch) {
+  if (ch->prev)
+    ch->prev->next = ch->next;
+  else
+    p->chunks = ch->next;
+  if (ch->next)
+    ch->next->prev = ch->prev;
+  if (p->open == ch)
+    p->open = NULL;
+  c->host->free(ch->data);
+  c->host->free(ch);
+}
+
+static sz_chunk_t *chunk_new(sz_ctx_t *c, sz_part_t *p, uint64_t first_seq) {
+  sz_chunk_t *ch = c->host->calloc(1, sizeof(*ch));
+  if (!ch)
+    return NULL;
+  ch->first_seq = first_seq;
+  ch->next = p->chunks;
+  if (p->chunks)
+    p->chunks->prev = ch;
+  p->chunks = ch;
+  return ch;
+}
+
 static void part_clear(sz_ctx_t *c, sz_part_t *p) {
+  while (p->chunks)
+    chunk_free(c, p, p->chunks);
   for (size_t i = 0; i < p->n_due; i++)
     c->host->free(p->due[i].user);
   p->n_due = 0;
@@ -502,9 +565,13 @@ static int user_decode(sz_ctx_t *c, const unsigned char *p, size_t n) {
       return -1;
     }
     const unsigned char *h = p + off;
-    sz_sess_t *s = sess_insert(c, u->n);
-    if (!s)
-      return RS_ENOMEM;
+    if (u->n + 1 > u->cap) {
+      size_t old = u->cap;
+      if (grow(c->host, &u->s, &u->cap, u->n + 1, sizeof(sz_sess_t)))
+        return RS_ENOMEM;
+      memset(u->s + old, 0, (u->cap - old) * sizeof(sz_sess_t));
+    }
+    sz_sess_t *s = &u->s[u->n++]; /* every field is set below */
     s->id = (int64_t)get64(h);
     s->start = (int64_t)get64(h + 8);
     s->end = (int64_t)get64(h + 16);
@@ -620,7 +687,10 @@ static int state_error(sz_ctx_t *c, int32_t partition, const char *what,
   return rc;
 }
 
-/* Loads the user's entry into c->u (empty when absent); *found says which. */
+/* Loads the user's entry into c->u (empty when absent); *found says which.
+ * Kept items point into the value state_get lent, which stays valid until
+ * the next state_* call: callers store (user_store) or drop the entry
+ * before any other state call, and copy what outlives it (summaries). */
 static int user_load(sz_ctx_t *c, int32_t partition, const char *user,
                      size_t len, int *found) {
   void *v;
@@ -635,10 +705,7 @@ static int user_load(sz_ctx_t *c, int32_t partition, const char *user,
     return 0;
   if (rc)
     return state_error(c, partition, "reading state", user, len, rc);
-  if (grow_bytes(c, &c->in, &c->cap_in, n ? n : 1))
-    return RS_ENOMEM;
-  memcpy(c->in, v, n);
-  rc = user_decode(c, c->in, n);
+  rc = user_decode(c, v, n);
   if (rc == RS_ENOMEM)
     return rc;
   if (rc) {
@@ -1008,13 +1075,24 @@ static int run_due(sz_ctx_t *c, sz_part_t *p, int32_t partition,
 
 /* ------------------------------------------------- pending records */
 
-static int pend_store(sz_ctx_t *c, int32_t partition, uint64_t seq,
-                      const rs_interaction_t *ia) {
+/* Appends ia, arrival `seq`, to the batch's chunk; *out_off gets where. */
+static int pend_append(sz_ctx_t *c, sz_part_t *p, uint64_t seq,
+                       const rs_interaction_t *ia, sz_chunk_t **out_ch,
+                       size_t *out_off) {
   size_t dl = ia->device ? ia->device_len : 0, pl = ia->page ? ia->page_len : 0;
-  size_t n = SZ_PEND_HDR + (size_t)ia->user_len + ia->item_len + dl + pl;
-  if (grow_bytes(c, &c->out, &c->cap_out, n))
+  size_t n = SZ_PEND_REC + (size_t)ia->user_len + ia->item_len + dl + pl;
+  sz_chunk_t *ch = p->open;
+  if (!ch && !(ch = p->open = chunk_new(c, p, seq)))
     return RS_ENOMEM;
-  unsigned char *v = c->out;
+  if (grow_bytes(c, &ch->data, &ch->cap, ch->len + n))
+    return RS_ENOMEM;
+  unsigned char *v = ch->data + ch->len;
+  *out_off = ch->len;
+  *out_ch = ch;
+  ch->len += n;
+  ch->live++;
+  put64(v, seq);
+  v += 8;
   memset(v, 0, SZ_PEND_HDR);
   v[0] = SZ_VERSION;
   v[1] = (unsigned char)ia->event_type;
@@ -1036,49 +1114,37 @@ static int pend_store(sz_ctx_t *c, int32_t partition, uint64_t seq,
   o += dl;
   if (pl)
     memcpy(o, ia->page, pl);
-  unsigned char k[SZ_PEND_KEY];
-  pend_key(k, ia->timestamp_ms, seq);
-  int rc = c->host->state_put(c->op, partition, k, sizeof k, v, n);
-  return rc ? state_error(c, partition, "writing a pending record", ia->user,
-                          ia->user_len, rc)
-            : 0;
+  return 0;
 }
 
-/* Reads and deletes pending record (t, seq) into batch memory. */
-static int pend_take(sz_ctx_t *c, int32_t partition, sz_pend_t e,
-                     rs_interaction_t **out) {
-  unsigned char k[SZ_PEND_KEY];
-  pend_key(k, e.t, e.seq);
-  void *vv;
-  size_t n;
-  int rc = c->host->state_get(c->op, partition, k, sizeof k, &vv, &n);
-  if (rc) {
-    c->host->log(c->op, RS_LOG_ERROR,
-                 "partition %" PRId32 ": pending record %" PRId64 "/%" PRIu64
-                 " cannot be read: %s",
-                 partition, e.t, e.seq, rs_strerror(rc));
-    return rc == RS_ENOENT ? RS_ESTATE : rc;
-  }
-  const unsigned char *v = vv;
+/* Length of the pending record at v (n bytes available), or 0 when it is
+ * malformed; its time in *t and arrival number in *seq. */
+static size_t pend_parse(const unsigned char *v, size_t n, int64_t *t,
+                         uint64_t *seq) {
+  if (n < SZ_PEND_REC)
+    return 0;
+  const unsigned char *h = v + 8;
+  uint64_t len = SZ_PEND_REC + (uint64_t)get32(h + 4) + get32(h + 8) +
+                 get32(h + 12) + get32(h + 16);
+  if (h[0] != SZ_VERSION || h[1] >= RS_EVENT__COUNT || (h[2] & ~7u) || h[3] ||
+      len > n)
+    return 0;
+  *seq = get64(v);
+  *t = (int64_t)get64(h + 32);
+  return (size_t)len;
+}
+
+/* The pending record at e into batch memory (its bytes may be freed
+ * before the batch leaves the graph). */
+static int pend_take(sz_ctx_t *c, const sz_pend_t *e, rs_interaction_t **out) {
+  const unsigned char *v = e->chunk->data + e->off + 8;
+  size_t ul = get32(v + 4), il = get32(v + 8), dl = get32(v + 12),
+         pl = get32(v + 16);
   rs_interaction_t *ia = c->host->batch_alloc(c->op, sizeof(*ia));
-  char *text = c->host->batch_alloc(c->op, n + 1);
+  char *text = c->host->batch_alloc(c->op, ul + il + dl + pl + 1);
   if (!ia || !text)
     return RS_ENOMEM;
-  uint64_t ul = n >= SZ_PEND_HDR ? get32(v + 4) : 0,
-           il = n >= SZ_PEND_HDR ? get32(v + 8) : 0,
-           dl = n >= SZ_PEND_HDR ? get32(v + 12) : 0,
-           pl = n >= SZ_PEND_HDR ? get32(v + 16) : 0;
-  if (n < SZ_PEND_HDR || v[0] != SZ_VERSION || v[1] >= RS_EVENT__COUNT ||
-      (v[2] & ~7u) || n != SZ_PEND_HDR + ul + il + dl + pl ||
-      (int64_t)get64(v + 32) != e.t) {
-    c->host->log(c->op, RS_LOG_ERROR,
-                 "partition %" PRId32 ": pending record %" PRId64 "/%" PRIu64
-                 " is not a version-%d sessionize record (%zu bytes); the "
-                 "state is corrupt: rebuild it by replay",
-                 partition, e.t, e.seq, SZ_VERSION, n);
-    return RS_ESTATE;
-  }
-  memcpy(text, v + SZ_PEND_HDR, n - SZ_PEND_HDR);
+  memcpy(text, v + SZ_PEND_HDR, ul + il + dl + pl);
   *ia = (rs_interaction_t){.user = text,
                            .user_len = (uint32_t)ul,
                            .item = text + ul,
@@ -1090,12 +1156,51 @@ static int pend_take(sz_ctx_t *c, int32_t partition, sz_pend_t e,
                            .event_type = v[1],
                            .has_value = v[2] & 1,
                            .value = get_f64(v + 24),
-                           .timestamp_ms = e.t};
-  rc = c->host->state_delete(c->op, partition, k, sizeof k);
-  if (rc)
-    return state_error(c, partition, "deleting a pending record", ia->user,
-                       ia->user_len, rc);
+                           .timestamp_ms = e->t};
   *out = ia;
+  return 0;
+}
+
+/* Deletes chunk ch, from the state too if it was written. */
+static int chunk_drop(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                      sz_chunk_t *ch) {
+  if (ch->stored) {
+    unsigned char k[SZ_CHUNK_KEY];
+    chunk_key(k, ch->first_seq);
+    int rc = c->host->state_delete(c->op, partition, k, sizeof k);
+    if (rc)
+      return state_error(c, partition, "deleting pending records", "", 0, rc);
+  }
+  chunk_free(c, p, ch);
+  return 0;
+}
+
+/* One record of chunk ch was applied: a chunk with none left goes,
+ * unless it is still the current batch's. */
+static int chunk_release(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                         sz_chunk_t *ch) {
+  if (--ch->live || ch == p->open)
+    return 0;
+  return chunk_drop(c, p, partition, ch);
+}
+
+/* At the end of a batch: its records still waiting go to the state as
+ * one entry. */
+static int chunk_close(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
+  sz_chunk_t *ch = p->open;
+  if (!ch)
+    return 0;
+  p->open = NULL;
+  if (!ch->live) {
+    chunk_free(c, p, ch);
+    return 0;
+  }
+  unsigned char k[SZ_CHUNK_KEY];
+  chunk_key(k, ch->first_seq);
+  int rc = c->host->state_put(c->op, partition, k, sizeof k, ch->data, ch->len);
+  if (rc)
+    return state_error(c, partition, "writing pending records", "", 0, rc);
+  ch->stored = 1;
   return 0;
 }
 
@@ -1107,6 +1212,9 @@ static int meta_store(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
   unsigned char v[SZ_META_LEN] = {SZ_VERSION};
   put64(v + 8, (uint64_t)p->max_t);
   put64(v + 16, p->seq);
+  /* Every record still pending now is later than this watermark, and
+   * every record of a stored chunk at or before it has been applied. */
+  put64(v + 24, (uint64_t)watermark(c, p));
   int rc = c->host->state_put(c->op, partition, "m", 1, v, sizeof v);
   if (rc)
     return state_error(c, partition, "writing the partition's watermark", "", 0,
@@ -1116,8 +1224,8 @@ static int meta_store(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
   return 0;
 }
 
-static int meta_decode(const void *vv, size_t n, int64_t *max_t,
-                       uint64_t *seq) {
+static int meta_decode(const void *vv, size_t n, int64_t *max_t, uint64_t *seq,
+                       int64_t *wm) {
   const unsigned char *v = vv;
   if (n != SZ_META_LEN || v[0] != SZ_VERSION)
     return -1;
@@ -1126,12 +1234,14 @@ static int meta_decode(const void *vv, size_t n, int64_t *max_t,
       return -1;
   *max_t = (int64_t)get64(v + 8);
   *seq = get64(v + 16);
+  *wm = (int64_t)get64(v + 24);
   return 0;
 }
 
 typedef struct scan_arg {
   sz_ctx_t *c;
   sz_part_t *p;
+  int64_t wm;       /* from the meta entry, which comes first */
   uint64_t max_seq; /* of the pending records */
   int64_t max_pend;
 } scan_arg_t;
@@ -1145,23 +1255,42 @@ static int scan_one(void *opaque, const void *kk, size_t klen, const void *vv,
   const unsigned char *k = kk, *v = vv;
   int rc = 0;
   if (klen == 1 && k[0] == 'm') {
-    if (meta_decode(v, vlen, &p->max_t, &p->seq)) {
+    if (meta_decode(v, vlen, &p->max_t, &p->seq, &a->wm)) {
       snprintf(c->why, sizeof c->why, "the partition's meta entry (%zu bytes)",
                vlen);
       return RS_ESTATE;
     }
     p->saved_max = p->max_t;
     p->saved_seq = p->seq;
-  } else if (klen == SZ_PEND_KEY && k[0] == 'p') {
-    int64_t t = (int64_t)(get_be64(k + 1) ^ 0x8000000000000000ull);
-    uint64_t seq = get_be64(k + 9);
-    rc = pend_push(c, p, t, seq);
-    /* Arrival numbers and the largest time must stay past every pending
-     * record's, whatever the meta entry says. */
-    if (seq > a->max_seq)
-      a->max_seq = seq;
-    if (a->max_pend == SZ_NONE || t > a->max_pend)
-      a->max_pend = t;
+  } else if (klen == SZ_CHUNK_KEY && k[0] == 'p') {
+    /* A chunk: its records after the stored watermark still wait; the
+     * others were applied (it is deleted after the scan if none wait). */
+    sz_chunk_t *ch = chunk_new(c, p, get_be64(k + 1));
+    if (!ch || grow_bytes(c, &ch->data, &ch->cap, vlen ? vlen : 1))
+      return RS_ENOMEM;
+    memcpy(ch->data, v, vlen);
+    ch->len = vlen;
+    ch->stored = 1;
+    for (size_t off = 0, n; off < vlen && !rc; off += n) {
+      int64_t t;
+      uint64_t seq;
+      if (!(n = pend_parse(v + off, vlen - off, &t, &seq))) {
+        snprintf(c->why, sizeof c->why,
+                 "pending records %" PRIu64 " (%zu bytes, bad at byte %zu)",
+                 ch->first_seq, vlen, off);
+        return RS_ESTATE;
+      }
+      if (a->wm != SZ_NONE && t <= a->wm)
+        continue;
+      rc = pend_push(c, p, t, seq, ch, off);
+      ch->live++;
+      /* Arrival numbers and the largest time stay past every pending
+       * record's, whatever the meta entry says. */
+      if (seq > a->max_seq)
+        a->max_seq = seq;
+      if (a->max_pend == SZ_NONE || t > a->max_pend)
+        a->max_pend = t;
+    }
   } else if (klen >= 1 && k[0] == 'u') {
     /* Only the ids, ends and horizon: headers at known offsets. */
     const char *user = (const char *)k + 1;
@@ -1229,7 +1358,8 @@ static int part_ready(sz_ctx_t *c, int32_t partition, sz_part_t **out) {
   if (rc && rc != RS_ENOENT)
     return state_error(c, partition, "reading the partition's watermark", "", 0,
                        rc);
-  if (!rc && meta_decode(v, n, &max_t, &seq)) {
+  int64_t wm;
+  if (!rc && meta_decode(v, n, &max_t, &seq, &wm)) {
     c->host->log(c->op, RS_LOG_ERROR,
                  "partition %" PRId32 ": stored watermark entry is not a "
                  "version-%d sessionize entry (%zu bytes); rebuild the state "
@@ -1242,8 +1372,13 @@ static int part_ready(sz_ctx_t *c, int32_t partition, sz_part_t **out) {
   if (p->loaded)
     c->host->counter_add(c->c_reloads, 1);
   part_clear(c, p);
-  scan_arg_t a = {c, p, 0, SZ_NONE};
+  scan_arg_t a = {c, p, SZ_NONE, 0, SZ_NONE};
   rc = c->host->state_scan(c->op, partition, "", 0, scan_one, &a);
+  for (sz_chunk_t *ch = p->chunks, *next; !rc && ch; ch = next) {
+    next = ch->next;
+    if (!ch->live)
+      rc = chunk_drop(c, p, partition, ch);
+  }
   if (!rc && a.max_seq > p->seq)
     p->seq = a.max_seq;
   if (!rc && a.max_pend != SZ_NONE &&
@@ -1312,27 +1447,26 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   if (t < w) {
     if ((rc = apply_late(c, p, partition, rec, ia, w)))
       return rc;
-  } else {
-    if ((rc = pend_push(c, p, t, seq)))
+  } else if (t <= w) {
+    /* Applied in this step, from the record itself. */
+    if ((rc = pend_push(c, p, t, seq, NULL, 0)))
       return rc;
-    c->cur_seq = seq;
+  } else {
+    sz_chunk_t *ch;
+    size_t off;
+    if ((rc = pend_append(c, p, seq, ia, &ch, &off)) ||
+        (rc = pend_push(c, p, t, seq, ch, off)))
+      return rc;
   }
-  /* Pending records the watermark has reached, in (time, arrival) order.
-   * This record's own entry is applied from the record itself, and only
-   * written to the state if it has to wait. */
+  /* Pending records the watermark has reached, in (time, arrival) order
+   * (this record among them when it is not later than the watermark). */
   while (p->n_pend && p->pend[0].t <= w) {
     sz_pend_t e = pend_pop(p);
     rs_interaction_t *pia = (rs_interaction_t *)ia;
-    if (e.seq == c->cur_seq)
-      c->cur_seq = 0;
-    else if ((rc = pend_take(c, partition, e, &pia)))
+    if (e.chunk && (rc = pend_take(c, &e, &pia)))
       return rc;
-    if ((rc = apply_in_bounds(c, p, partition, pia)))
-      return rc;
-  }
-  if (c->cur_seq) {
-    c->cur_seq = 0;
-    if ((rc = pend_store(c, partition, seq, ia)))
+    if ((rc = apply_in_bounds(c, p, partition, pia)) ||
+        (e.chunk && (rc = chunk_release(c, p, partition, e.chunk))))
       return rc;
   }
   /* Sessions (and idle users) the watermark has passed. */
@@ -1368,7 +1502,12 @@ static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
       part_clear(c, p);
     return rc;
   }
-  return meta_store(c, p, partition);
+  if ((rc = chunk_close(c, p, partition)) ||
+      (rc = meta_store(c, p, partition))) {
+    part_clear(c, p);
+    return rc;
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------- lifecycle */
@@ -1445,7 +1584,6 @@ static void sz_destroy(rs_op_t *op, void *vctx) {
   for (size_t k = 0; k < c->u.cap; k++)
     h->free(c->u.s[k].ev);
   h->free(c->u.s);
-  h->free(c->in);
   h->free(c->out);
   h->free(c->key);
   h->free(c->groups);

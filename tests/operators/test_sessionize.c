@@ -802,7 +802,7 @@ Test(sessionize, dropped_partition_state_is_noticed) {
   cr_assert_eq(rs_harness_emitted_count(h, OUT), 0, "pending");
   /* Someone replaces the partition's meta entry (as a restore of another
    * state would): the agenda is rebuilt from the state, not trusted. */
-  unsigned char meta[24] = {1};
+  unsigned char meta[32] = {1};
   cr_assert_eq(rs_harness_state_put(h, 0, "m", 1, meta, sizeof meta), 0);
   push1(h, 0, "b", "i", RS_EVENT_VIEW, 100000);
   cr_assert_eq(rs_harness_counter(h, "state_reloads"), 1);
