@@ -1093,3 +1093,31 @@ Test(sessionize, disorder_beyond_the_bound_is_not_hidden) {
   cr_assert_eq(rs_harness_counter(h, "late_records"), 1);
   rs_harness_destroy(h);
 }
+
+/* A batch's waiting records are stored together; after some of them were
+ * applied, a restart must apply only the others (the stored watermark
+ * says which), once each. */
+Test(sessionize, partly_applied_pending_records_survive_a_restart) {
+  const char *opts[] = {"gap", "1m", "grace", "0s", "max_out_of_orderness",
+                        "10s", NULL};
+  rs_harness_t *h = make(opts);
+  ev_t b1[2];
+  ev_set(&b1[0], "x", "i", RS_EVENT_VIEW, 10000, 0);
+  ev_set(&b1[1], "y", "i", RS_EVENT_VIEW, 12000, 1);
+  cr_assert_eq(push_n(h, 0, b1, 2, 2), 0); /* W = 2 s: both wait */
+  cr_assert_eq(rs_harness_emitted_count(h, OUT), 0);
+  push1(h, 0, "z", "i", RS_EVENT_VIEW, 20500); /* W = 10.5 s: x applied */
+  cr_assert_eq(rs_harness_emitted_count(h, OUT), 1);
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  push1(h, 0, "z", "i", RS_EVENT_VIEW, 30000); /* W = 20 s */
+  cr_assert_eq(rs_harness_emitted_count(h, OUT), 2, "y only (z@20.5 s waits)");
+  cr_assert_str_eq(event(h, 0)->interaction->user, "x");
+  cr_assert_str_eq(event(h, 1)->interaction->user, "y");
+  /* Once every record of the first batch is applied its entry is gone. */
+  const void *v;
+  size_t n;
+  unsigned char key[9] = {'p', 0, 0, 0, 0, 0, 0, 0, 1};
+  cr_assert_eq(rs_harness_state_get(h, 0, key, sizeof key, &v, &n), RS_ENOENT);
+  rs_harness_destroy(h);
+}
