@@ -1185,7 +1185,8 @@ static int chunk_release(sz_ctx_t *c, sz_part_t *p, int32_t partition,
 }
 
 /* At the end of a batch: its records still waiting go to the state as
- * one entry. */
+ * one entry (only those: with a time-ordered input most of a batch has
+ * been applied by then). */
 static int chunk_close(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
   sz_chunk_t *ch = p->open;
   if (!ch)
@@ -1195,6 +1196,53 @@ static int chunk_close(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
     chunk_free(c, p, ch);
     return 0;
   }
+  /* Keep only the records still waiting (those after the watermark; the
+   * applied ones are at or before it), and move their heap entries. */
+  int64_t w = watermark(c, p);
+  size_t *moved = c->host->malloc(2 * ch->live * sizeof(size_t)), m = 0;
+  if (!moved)
+    return RS_ENOMEM;
+  size_t in = 0, out = 0;
+  while (in < ch->len) {
+    int64_t t = 0;
+    uint64_t seq = 0;
+    size_t n = pend_parse(ch->data + in, ch->len - in, &t, &seq);
+    if (!n)
+      break; /* cannot happen: written above; caught by the count check */
+    if (w == SZ_NONE || t > w) {
+      if (m < ch->live) {
+        moved[2 * m] = in;
+        moved[2 * m + 1] = out;
+      }
+      m++;
+      memmove(ch->data + out, ch->data + in, n);
+      out += n;
+    }
+    in += n;
+  }
+  if (m != ch->live) {
+    c->host->free(moved);
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "partition %" PRId32 ": %zu records wait in a chunk that "
+                 "counts %" PRIu32 " (internal error)",
+                 partition, m, ch->live);
+    return RS_EINTERNAL;
+  }
+  ch->len = out;
+  for (size_t i = 0; i < p->n_pend; i++) {
+    if (p->pend[i].chunk != ch)
+      continue;
+    size_t lo = 0, hi = m;
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (moved[2 * mid] < p->pend[i].off)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    p->pend[i].off = moved[2 * lo + 1];
+  }
+  c->host->free(moved);
   unsigned char k[SZ_CHUNK_KEY];
   chunk_key(k, ch->first_seq);
   int rc = c->host->state_put(c->op, partition, k, sizeof k, ch->data, ch->len);

@@ -402,6 +402,15 @@ static result_t run(const input_t *in, const rs_operator_def_t *def2,
     }
   }
   double secs = (double)(rs_now_ns() - t0) / 1e9;
+  if (getenv("BENCH_CACHE_STATS")) {
+    rs_cache_stats_t cs;
+    rs_cache_stats(st.cache, &cs);
+    fprintf(stderr,
+            "%s: cache hits %llu misses %llu evictions %llu entries %zu "
+            "total %zu MiB\n",
+            tag, (unsigned long long)cs.hits, (unsigned long long)cs.misses,
+            (unsigned long long)cs.evictions, cs.entries, cs.total_bytes >> 20);
+  }
   r.rate = (double)in->n / secs;
   qsort(lat, k, sizeof *lat, cmp_u64);
   r.p50_us = (double)lat[k / 2] / 1e3;
@@ -495,8 +504,8 @@ static void engine_runs(long events, long users, int parts, const char *ooo) {
            "  - { name: ss, input: s.sessions, topic: bench.sessions }\n"
            "  - { name: late, input: s.late, topic: bench.late }\n",
            m->bootstraps, bench_state_root(), ooo);
-  double rate[2], cpu[2], rss[2];
-  uint64_t out[2];
+  double rate[2], cpu[2], rss[2], ckpt_s[2];
+  uint64_t out[2], ckpts[2];
   for (int k = 0; k < 2; k++) {
     bench_reset_peak_rss();
     double wall;
@@ -504,17 +513,21 @@ static void engine_runs(long events, long users, int parts, const char *ooo) {
     double busy = (double)(st.last_ack_ns - st.first_input_ns) / 1e9;
     rate[k] = (double)st.records_in / busy;
     out[k] = st.records_out;
+    ckpts[k] = st.checkpoints;
+    ckpt_s[k] = (double)st.checkpoint_ns / 1e9;
     rss[k] = bench_peak_rss_mib();
     if ((long)st.records_in != events)
       bench_die("engine run", "not every record was processed");
   }
   printf("\nengine, embedded broker (Kafka in and out, checkpoints):\n");
   printf("  source -> parse -> sink               %10.0f events/s, %llu "
-         "outputs, CPU %.1f s, peak RSS %.0f MiB\n",
-         rate[0], (unsigned long long)out[0], cpu[0], rss[0]);
+         "outputs, CPU %.1f s, %llu checkpoints %.2f s, peak RSS %.0f MiB\n",
+         rate[0], (unsigned long long)out[0], cpu[0],
+         (unsigned long long)ckpts[0], ckpt_s[0], rss[0]);
   printf("  source -> parse -> sessionize -> sinks %9.0f events/s, %llu "
-         "outputs, CPU %.1f s, peak RSS %.0f MiB\n",
-         rate[1], (unsigned long long)out[1], cpu[1], rss[1]);
+         "outputs, CPU %.1f s, %llu checkpoints %.2f s, peak RSS %.0f MiB\n",
+         rate[1], (unsigned long long)out[1], cpu[1],
+         (unsigned long long)ckpts[1], ckpt_s[1], rss[1]);
   printf("  ratio %.2f (target >= 0.50); the whole process, broker "
          "included, shares the machine's cores\n",
          rate[1] / rate[0]);
