@@ -138,6 +138,8 @@ Test(sessionize_pipeline, seeded_stream_gives_the_expected_sessions,
     i = j;
   }
   cr_assert_gt(nw, 1000, "the stream should have many sessions (%zu)", nw);
+  fprintf(stderr, "reference: %zu sessions from %ld events of %d users\n", nw,
+          n, users);
 
   /* The example pipeline, unchanged but for the brokers. */
   char path[1024], brokers[512];
