@@ -33,26 +33,29 @@
  * Departure from DESIGN.md ("timers fire on event time"): the host's
  * timer_set is not implemented (RS_ENOTSUP), so the operator keeps its own
  * event-time agenda per partition: an in-memory min-heap of (close
- * deadline, user, session id) and one of pending (event time, arrival
- * sequence). Both are rebuilt from the state by one state_scan the first
- * time a partition is seen in this process (and again if the partition's
- * state changed behind the operator's back, e.g. it was dropped), then
- * kept up to date on every change. Heap entries may be stale (a session
- * extended or merged since): each is checked against the state when it
- * reaches the top, re-queued at the session's current deadline or skipped.
- * `idle_close` (closing on wall-clock inactivity) would need a clock or
- * wall-clock timers from the host, which operators do not have: it is
- * accepted only as 0 (off) and refused otherwise.
+ * deadline, user, session id) and one of pending records (event time,
+ * arrival sequence; their bytes in memory, one chunk per batch). Both are
+ * rebuilt from the state by one state_scan the first time a partition is seen
+ * in this process (and again if the partition's state changed behind the
+ * operator's back, e.g. it was dropped), then kept up to date on every change.
+ * Heap entries may be stale (a session extended or merged since): each is
+ * checked against the state when it reaches the top, re-queued at the session's
+ * current deadline or skipped. `idle_close` (closing on wall-clock inactivity)
+ * would need a clock or wall-clock timers from the host, which operators do not
+ * have: it is accepted only as 0 (off) and refused otherwise.
  *
  * State (partition-scoped keys, integers little-endian unless said):
  *
- *   "m"                        partition meta, 24 bytes: version 1 (1
- *                              byte), 7 reserved zero bytes, largest event
- *                              time seen (int64; INT64_MIN: none), records
- *                              seen (uint64; the arrival sequence)
- *   "p" be64(t ^ 2^63) be64(s) a pending record (event time t, arrival
- *                              sequence s), layout PENDING below
- *   "u" user                   the user's open sessions, layout USER below
+ *   "m"           partition meta, 32 bytes: version 1 (1 byte), 7 reserved
+ *                 zero bytes, largest event time seen (int64; INT64_MIN:
+ *                 none), records seen (uint64: the arrival sequence), the
+ *                 watermark when it was written (int64)
+ *   "p" be64(s)   the records of one batch that still waited for the
+ *                 watermark at the batch's end (s: arrival number of the
+ *                 first), each as u64 arrival number + PENDING below.
+ *                 Records at or before the stored watermark have been
+ *                 applied since; the entry goes when all have.
+ *   "u" user      the user's open sessions, layout USER below
  *
  * USER, version 1:
  *   0 u8 version 1 | 1 u8 reserved | 2 u16 open sessions | 4 u32 reserved
@@ -104,7 +107,8 @@ enum { PORT_OUT = 0, PORT_SESSIONS = 1, PORT_LATE = 2 };
 
 static const char *const sz_ports[] = {"out", "sessions", "late", NULL};
 
-/* A kept event; item points into the decoded state copy or a record. */
+/* A kept event; item points into the state value being decoded or a
+ * record. */
 typedef struct sz_event {
   int64_t ts;
   const char *item;
@@ -192,7 +196,6 @@ typedef struct sz_ctx {
   /* The record being processed: outputs carry its source position. */
   const rs_record_t *cur;
   uint32_t ordinal;
-  int scan_rc;
   char why[256];
   rs_counter_t *c_late, *c_late_acc, *c_opened, *c_closed, *c_merged, *c_split,
       *c_purged, *c_reloads;
@@ -1495,7 +1498,7 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   if (t < w) {
     if ((rc = apply_late(c, p, partition, rec, ia, w)))
       return rc;
-  } else if (t <= w) {
+  } else if (t == w) {
     /* Applied in this step, from the record itself. */
     if ((rc = pend_push(c, p, t, seq, NULL, 0)))
       return rc;
