@@ -1906,3 +1906,25 @@ int rs_codec_encode(rs_codec_t *c, rs_format_t fmt, const rs_interaction_t *in,
                      (int)fmt);
   }
 }
+
+/* ---- shared with codec_session.c (the session record encoders) ---- */
+
+char *rs__codec_json_str(char *o, const char *s, uint32_t len) {
+  return json_put_str(o, s ? s : "", s ? len : 0);
+}
+
+int rs__codec_json_double(char *buf, size_t size, double v) {
+  return fmt_double(buf, size, v);
+}
+
+int rs__codec_utf8_valid(const char *s, size_t n) {
+  return !s || utf8_valid((const unsigned char *)s, n);
+}
+
+uint8_t *rs__codec_avro_long(uint8_t *o, int64_t v) {
+  return e_long(o, v);
+}
+
+uint8_t *rs__codec_avro_string(uint8_t *o, const char *s, uint32_t len) {
+  return e_string(o, s, len);
+}

@@ -31,6 +31,8 @@ typedef struct rs_codec rs_codec_t;
 extern const char rs_schema_interaction_json[];
 extern const char rs_schema_feedback_json[];
 extern const char rs_schema_recommendation_json[];
+extern const char rs_schema_session_json[];
+extern const char rs_schema_session_event_json[];
 
 /* Creates a codec whose reader schema is the interaction schema at
  * `schema_path` (NULL: the compiled-in one). The schema must be compatible
@@ -63,6 +65,18 @@ int rs_codec_encode(rs_codec_t *c, rs_format_t fmt, const rs_interaction_t *in,
                     int32_t schema_id, rs_buf_t *out, char *errstr,
                     size_t errstr_size);
 
+/* Appends the encoding of a typed record, whatever its kind: interactions
+ * as rs_codec_encode(); session events (RS_KIND_SESSION_EVENT) in
+ * schemas/session_event.avsc and session summaries (RS_KIND_SESSION) in
+ * schemas/session.avsc, as Avro binary, Confluent wire format (with
+ * `schema_id`) or JSON objects with the schema's field names. RS_EENCODE
+ * with a reason for a kind without a typed encoding (bytes included: they
+ * are written unchanged, not encoded), a missing payload or a value JSON
+ * cannot carry (non-finite double, invalid UTF-8). */
+int rs_codec_encode_record(rs_codec_t *c, rs_format_t fmt,
+                           const rs_record_t *rec, int32_t schema_id,
+                           rs_buf_t *out, char *errstr, size_t errstr_size);
+
 /* Like rs_codec_add_schema_id(), with the writer schema given as JSON text
  * (`json`, `len` bytes; borrowed) instead of a file. */
 int rs_codec_add_schema_json(rs_codec_t *c, int32_t id, const char *json,
@@ -92,5 +106,16 @@ int rs_event_type_parse(const char *s, size_t len);
  * and written without avro-c's generic values) is on by default; tests and
  * the fuzzer turn it off to compare it with the generic path. */
 void rs_codec_set_avro_fast_path(rs_codec_t *c, int enabled);
+
+/* Internal, for codec_session.c: the writers codec.c uses. json_str
+ * writes a quoted, escaped JSON string (up to 6 * len + 2 bytes);
+ * json_double the shortest form that reads back as v (up to 32 bytes);
+ * avro_long a zigzag varint (up to 10 bytes); avro_string a length and the
+ * bytes (NULL: empty). */
+char *rs__codec_json_str(char *o, const char *s, uint32_t len);
+int rs__codec_json_double(char *buf, size_t size, double v);
+int rs__codec_utf8_valid(const char *s, size_t n);
+uint8_t *rs__codec_avro_long(uint8_t *o, int64_t v);
+uint8_t *rs__codec_avro_string(uint8_t *o, const char *s, uint32_t len);
 
 #endif

@@ -1016,11 +1016,11 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
     const rs_record_t *r = &in->recs[i];
     const void *val = r->value;
     size_t len = r->value_len;
-    if (r->kind == RS_KIND_INTERACTION) {
+    if (r->kind != RS_KIND_BYTES) {
       rs_buf_reset(&e->enc);
       char err[256];
-      int rc = rs_codec_encode(e->codec, (rs_format_t)sc->format, r->payload,
-                               sc->schema_id, &e->enc, err, sizeof err);
+      int rc = rs_codec_encode_record(e->codec, (rs_format_t)sc->format, r,
+                                      sc->schema_id, &e->enc, err, sizeof err);
       if (rc)
         return rs_seterr(e->errstr, sizeof e->errstr, rc,
                          "sink '%s': cannot encode record from %s [%d] at "
@@ -1029,10 +1029,6 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
                          (int)r->src_partition, (long long)r->src_offset, err);
       val = e->enc.data;
       len = e->enc.len;
-    } else if (r->kind != RS_KIND_BYTES) {
-      return rs_seterr(e->errstr, sizeof e->errstr, RS_EENCODE,
-                       "sink '%s': records of kind %u cannot be written yet",
-                       sc->name, r->kind);
     }
     if (e->opts.suppress_output) {
       e->stats.withheld++;

@@ -231,6 +231,91 @@ int rs_harness_set_options(const rs_operator_def_t *def, void *ctx,
 
 /* ---- the host API ---- */
 
+static rs_interaction_t *dup_interaction(const rs_interaction_t *in) {
+  rs_interaction_t *c = rs_malloc(sizeof(*c));
+  if (c) {
+    *c = *in;
+    c->user = dup_bytes(in->user, in->user_len);
+    c->item = dup_bytes(in->item, in->item_len);
+    c->device = dup_bytes(in->device, in->device_len);
+    c->page = dup_bytes(in->page, in->page_len);
+  }
+  return c;
+}
+
+static void free_interaction(rs_interaction_t *in) {
+  if (!in)
+    return;
+  rs_free((void *)in->user);
+  rs_free((void *)in->item);
+  rs_free((void *)in->device);
+  rs_free((void *)in->page);
+  rs_free(in);
+}
+
+/* Deep copies of the payload kinds the harness knows (NULL: unknown kind
+ * or out of memory). */
+static const void *dup_payload(const rs_record_t *rec) {
+  if (!rec->payload)
+    return NULL;
+  if (rec->kind == RS_KIND_INTERACTION)
+    return dup_interaction(rec->payload);
+  if (rec->kind == RS_KIND_SESSION_EVENT) {
+    const rs_session_event_t *se = rec->payload;
+    rs_session_event_t *c = rs_malloc(sizeof(*c));
+    if (c) {
+      *c = *se;
+      c->interaction =
+          se->interaction ? dup_interaction(se->interaction) : NULL;
+    }
+    return c;
+  }
+  if (rec->kind == RS_KIND_SESSION) {
+    const rs_session_t *s = rec->payload;
+    rs_session_t *c = rs_malloc(sizeof(*c));
+    rs_session_item_t *items = rs_calloc(s->n_items + 1, sizeof(*items));
+    int64_t *merged = rs_calloc(s->n_merged + 1, sizeof(int64_t));
+    if (!c || !items || !merged) {
+      rs_free(c);
+      rs_free(items);
+      rs_free(merged);
+      return NULL;
+    }
+    *c = *s;
+    c->user = dup_bytes(s->user, s->user_len);
+    for (uint32_t i = 0; i < s->n_items; i++) {
+      items[i] = s->items[i];
+      items[i].item = dup_bytes(s->items[i].item, s->items[i].item_len);
+    }
+    if (s->n_merged)
+      memcpy(merged, s->merged_ids, s->n_merged * sizeof(int64_t));
+    c->items = items;
+    c->merged_ids = merged;
+    return c;
+  }
+  return NULL;
+}
+
+static void free_payload(const rs_record_t *r) {
+  if (!r->payload)
+    return;
+  if (r->kind == RS_KIND_INTERACTION) {
+    free_interaction((rs_interaction_t *)r->payload);
+  } else if (r->kind == RS_KIND_SESSION_EVENT) {
+    rs_session_event_t *se = (rs_session_event_t *)r->payload;
+    free_interaction((rs_interaction_t *)se->interaction);
+    rs_free(se);
+  } else if (r->kind == RS_KIND_SESSION) {
+    rs_session_t *s = (rs_session_t *)r->payload;
+    for (uint32_t i = 0; i < s->n_items; i++)
+      rs_free((void *)s->items[i].item);
+    rs_free((void *)s->items);
+    rs_free((void *)s->merged_ids);
+    rs_free((void *)s->user);
+    rs_free(s);
+  }
+}
+
 static int h_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   rs_harness_t *h = op->h;
   if (port >= h->n_ports || !rec)
@@ -241,19 +326,7 @@ static int h_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   rs_record_t r = *rec;
   r.key = dup_bytes(rec->key, rec->key_len);
   r.value = dup_bytes(rec->value, rec->value_len);
-  r.payload = NULL;
-  if (rec->kind == RS_KIND_INTERACTION && rec->payload) {
-    const rs_interaction_t *in = rec->payload;
-    rs_interaction_t *c = rs_malloc(sizeof(*c));
-    if (c) {
-      *c = *in;
-      c->user = dup_bytes(in->user, in->user_len);
-      c->item = dup_bytes(in->item, in->item_len);
-      c->device = dup_bytes(in->device, in->device_len);
-      c->page = dup_bytes(in->page, in->page_len);
-    }
-    r.payload = c;
-  }
+  r.payload = dup_payload(rec);
   h->emitted[h->n_emitted++] = (emitted_t){port, r};
   h->c_out->value++;
   return 0;
@@ -479,14 +552,7 @@ static void free_collected(rs_harness_t *h) {
     rs_record_t *r = &h->emitted[i].rec;
     rs_free((void *)r->key);
     rs_free((void *)r->value);
-    if (r->kind == RS_KIND_INTERACTION && r->payload) {
-      rs_interaction_t *in = (rs_interaction_t *)r->payload;
-      rs_free((void *)in->user);
-      rs_free((void *)in->item);
-      rs_free((void *)in->device);
-      rs_free((void *)in->page);
-      rs_free(in);
-    }
+    free_payload(r);
   }
   h->n_emitted = 0;
   for (size_t i = 0; i < h->n_dead; i++) {

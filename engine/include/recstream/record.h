@@ -18,8 +18,10 @@ extern "C" {
 
 /* What payload points at. Values are part of the ABI: append only. */
 typedef enum rs_kind {
-  RS_KIND_BYTES = 0,       /* no payload: value/value_len are the record */
-  RS_KIND_INTERACTION = 1, /* payload is a const rs_interaction_t * */
+  RS_KIND_BYTES = 0,         /* no payload: value/value_len are the record */
+  RS_KIND_INTERACTION = 1,   /* payload is a const rs_interaction_t * */
+  RS_KIND_SESSION_EVENT = 2, /* payload is a const rs_session_event_t * */
+  RS_KIND_SESSION = 3,       /* payload is a const rs_session_t * */
 } rs_kind_t;
 
 /* Event types of schemas/interaction.avsc, in schema order. */
@@ -49,6 +51,51 @@ typedef struct rs_interaction {
   double value;       /* rating (RATING) or dwell seconds (others) */
   int64_t timestamp_ms;
 } rs_interaction_t;
+
+/* An accepted interaction with its place in its user's session, as the
+ * sessionize operator emits it (schemas/session_event.avsc). */
+typedef struct rs_session_event {
+  const rs_interaction_t *interaction;
+  int64_t session_id;       /* stable for the session's lifetime */
+  int64_t session_start_ms; /* the session's start after this event */
+  /* Event time since the previous event of the session (the latest one
+   * at or before this event's time); -1 for the first event of a session,
+   * or when that predecessor was summarised away (max_events). */
+  int64_t since_prev_ms;
+  int64_t position; /* events in the session once this one was accepted */
+  int32_t late;     /* 1: accepted after the watermark had passed it */
+  int32_t reserved; /* 0 */
+} rs_session_event_t;
+
+/* One distinct item of a session summary, with how many kept events of
+ * the session name it. */
+typedef struct rs_session_item {
+  const char *item;
+  uint32_t item_len;
+  uint32_t reserved; /* 0 */
+  int64_t count;
+} rs_session_item_t;
+
+/* A closed session, as the sessionize operator emits it on port
+ * `sessions` (schemas/session.avsc). */
+typedef struct rs_session {
+  const char *user;
+  uint32_t user_len;
+  uint32_t n_items;               /* entries of items */
+  const rs_session_item_t *items; /* distinct items of the kept events */
+  const int64_t *merged_ids;      /* ids of sessions merged into this one */
+  uint32_t n_merged;
+  int32_t split; /* 1: ended by max_session_duration, not by the gap */
+  int64_t session_id;
+  int64_t start_ms; /* first event time */
+  int64_t end_ms;   /* last event time */
+  int64_t events;
+  int64_t counts[RS_EVENT__COUNT]; /* events per rs_event_type_t */
+  int64_t late_events;       /* accepted after the watermark passed them */
+  int64_t summarised_events; /* counted, but beyond max_events: not kept */
+  double dwell_seconds;      /* sum of value over non-RATING events */
+  double rating_sum;         /* sum of value over RATING events */
+} rs_session_t;
 
 typedef struct rs_record {
   uint32_t kind;  /* rs_kind_t */

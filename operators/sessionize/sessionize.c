@@ -1,0 +1,1672 @@
+/* The built-in `sessionize` operator: event-time session windows per user.
+ *
+ * Semantics (docs/SESSIONS.md has the full page). A session is a maximal
+ * run of one user's events whose consecutive event times are at most `gap`
+ * apart: a gap of exactly `gap` keeps the session together, `gap` + 1 ms
+ * starts a new one. A session whose span (last - first event time) would
+ * exceed `max_session_duration` is split: the event that would stretch it
+ * starts the next session and the first is marked `split`.
+ *
+ * Time. Each input partition has a watermark W = (largest event time seen
+ * in that partition) - max_out_of_orderness. A record with event time
+ * t >= W is *within bounds*: it waits (pending) until W reaches t and is
+ * then applied, pending records in (event time, arrival) order. So records
+ * out of order within the bound give exactly the sessions, ids, positions
+ * and outputs of the same records sorted by event time (ties keep arrival
+ * order). A record with t < W is *late*: it is applied at once if it falls
+ * within `gap` of an open session (extending it, or merging the open
+ * sessions it bridges: the earliest keeps its id and lists the others in
+ * merged_session_ids), or starts a session of its own if even that
+ * session would still be open (t + gap + grace >= W) and t is not within
+ * the gap after the user's last closed session; otherwise it is sent on
+ * port `late` unchanged and counted (late_records). A session closes when
+ * W > end + gap + grace; its summary goes out on port `sessions`.
+ *
+ * Everything is driven by the records themselves, one at a time, in input
+ * order: after each record the pending records W has reached are applied,
+ * then sessions are closed in (deadline, user, id) order, so the outputs
+ * are a pure function of the partition's input order, however it is cut
+ * into batches. Outputs caused by the watermark (applied pending records,
+ * summaries) carry the source position of the record that moved it; that
+ * keeps exactly_once's per-input output ordinals the same on a replay.
+ *
+ * Departure from DESIGN.md ("timers fire on event time"): the host's
+ * timer_set is not implemented (RS_ENOTSUP), so the operator keeps its own
+ * event-time agenda per partition: an in-memory min-heap of (close
+ * deadline, user, session id) and one of pending records (event time,
+ * arrival sequence; their bytes in memory, one chunk per batch). Both are
+ * rebuilt from the state by one state_scan the first time a partition is seen
+ * in this process (and again if the partition's state changed behind the
+ * operator's back, e.g. it was dropped), then kept up to date on every change.
+ * Heap entries may be stale (a session extended or merged since): each is
+ * checked against the state when it reaches the top, re-queued at the session's
+ * current deadline or skipped. `idle_close` (closing on wall-clock inactivity)
+ * would need a clock or wall-clock timers from the host, which operators do not
+ * have: it is accepted only as 0 (off) and refused otherwise.
+ *
+ * State (partition-scoped keys, integers little-endian unless said):
+ *
+ *   "m"           partition meta, 32 bytes: version 1 (1 byte), 7 reserved
+ *                 zero bytes, largest event time seen (int64; INT64_MIN:
+ *                 none), records seen (uint64: the arrival sequence), the
+ *                 watermark when it was written (int64)
+ *   "p" be64(s)   the records of one batch that still waited for the
+ *                 watermark at the batch's end (s: arrival number of the
+ *                 first), each as u64 arrival number + PENDING below.
+ *                 Records at or before the stored watermark have been
+ *                 applied since; the entry goes when all have.
+ *   "u" user      the user's open sessions, layout USER below
+ *
+ * USER, version 1:
+ *   0 u8 version 1 | 1 u8 reserved | 2 u16 open sessions | 4 u32 reserved
+ *   8 i64 end of the user's latest closed session (INT64_MIN: none)
+ *  16 the open sessions in start order, each:
+ *       0 id | 8 start | 16 end | 24 events | 32 summarised events |
+ *      40 latest summarised event time | 48 late events |
+ *      56 5 x i64 events per type | 96 f64 dwell sum | 104 f64 rating sum |
+ *     112 u32 kept events | 116 u8 merged ids | 117 u8 flags (1: split) |
+ *     118 u16 reserved | 120 merged ids (i64 each) | kept events, oldest
+ *     first, each: i64 time, u8 type, 3 reserved, u32 item length, item
+ * PENDING, version 1:
+ *   0 u8 version 1 | 1 u8 event type | 2 u8 flags (1 value, 2 device,
+ *   4 page) | 3 reserved | 4 u32 user length | 8 item | 12 device |
+ *  16 page lengths | 20 u32 reserved | 24 f64 value | 32 i64 time |
+ *  40 user, item, device, page bytes
+ *
+ * A user entry is deleted once the user has no open session and the
+ * watermark is more than max(state_ttl, 2 gap + grace) past the end of
+ * their last session (before that, it is what tells a late record that
+ * it belongs to a closed session). Stored values that do not parse stop
+ * the engine with a logged error (corrupt state, or another operator's).
+ *
+ * Session ids: FNV-1a 64 over the user id then the session's start when
+ * it was created (8 bytes little-endian), top bit cleared. Deterministic
+ * and stable: a late event that moves the start keeps the id.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recstream/operator.h"
+
+#define SZ_VERSION 1
+#define SZ_NONE INT64_MIN
+#define SZ_USER_HDR 16
+#define SZ_SESS_HDR 120
+#define SZ_EVENT_HDR 16
+#define SZ_PEND_HDR 40
+#define SZ_META_LEN 32
+#define SZ_CHUNK_KEY 9
+#define SZ_PEND_REC (8 + SZ_PEND_HDR)
+#define SZ_MAX_MERGED 16
+#define SZ_MAX_OPEN 65535
+
+enum { PORT_OUT = 0, PORT_SESSIONS = 1, PORT_LATE = 2 };
+
+static const char *const sz_ports[] = {"out", "sessions", "late", NULL};
+
+/* A kept event; item points into the state value being decoded or a
+ * record. */
+typedef struct sz_event {
+  int64_t ts;
+  const char *item;
+  uint32_t item_len;
+  uint32_t type;
+} sz_event_t;
+
+typedef struct sz_sess {
+  int64_t id, start, end, events, summarised, summ_max_ts, late;
+  int64_t counts[RS_EVENT__COUNT];
+  double dwell, rating;
+  uint32_t split;
+  uint32_t n_merged;
+  int64_t merged[SZ_MAX_MERGED];
+  sz_event_t *ev; /* owned, reused across users */
+  size_t n_ev, cap_ev;
+} sz_sess_t;
+
+/* A decoded user entry. Sessions past n keep their ev buffers as spares. */
+typedef struct sz_user {
+  int64_t horizon;
+  size_t n, cap;
+  sz_sess_t *s;
+} sz_user_t;
+
+/* The records of one batch that had to wait for the watermark, encoded
+ * as in the state (one "p" entry per chunk); freed when the last of them
+ * is applied. */
+typedef struct sz_chunk {
+  struct sz_chunk *prev, *next;
+  uint64_t first_seq; /* its key */
+  uint32_t live;      /* records not applied yet */
+  int stored;         /* written to the state */
+  unsigned char *data;
+  size_t len, cap;
+} sz_chunk_t;
+
+/* A pending record: (time, arrival) and where its bytes are; chunk NULL
+ * for the record being processed, applied in the same step. */
+typedef struct sz_pend {
+  int64_t t;
+  uint64_t seq;
+  sz_chunk_t *chunk;
+  size_t off;
+} sz_pend_t;
+
+/* Agenda entry: close session `id` of `user`, or (purge) delete the
+ * user's entry, once the watermark passes `key`. */
+typedef struct sz_due {
+  int64_t key;
+  int64_t id;
+  char *user; /* owned */
+  uint32_t user_len;
+  uint32_t purge;
+} sz_due_t;
+
+typedef struct sz_part {
+  int loaded;
+  int64_t max_t;     /* largest event time seen */
+  uint64_t seq;      /* records seen */
+  int64_t saved_max; /* what the meta entry holds */
+  uint64_t saved_seq;
+  sz_pend_t *pend;
+  size_t n_pend, cap_pend;
+  sz_chunk_t *chunks; /* every chunk with live records */
+  sz_chunk_t *open;   /* the current batch's */
+  sz_due_t *due;
+  size_t n_due, cap_due;
+} sz_part_t;
+
+typedef struct sz_ctx {
+  /* Options, written by the host before init(). */
+  int64_t gap, grace, ooo, max_duration, max_events, state_ttl, idle_close;
+
+  rs_op_t *op;
+  const rs_host_api_t *host;
+  int64_t ttl; /* effective: max(state_ttl, 2 gap + grace) */
+  sz_part_t **parts;
+  size_t n_parts;
+  sz_user_t u;
+  unsigned char *out, *key; /* scratch: encoding, key */
+  size_t cap_out, cap_key;
+  struct sz_group *groups; /* scratch for distinct items */
+  size_t cap_groups;
+  /* The record being processed: outputs carry its source position. */
+  const rs_record_t *cur;
+  uint32_t ordinal;
+  char why[256];
+  rs_counter_t *c_late, *c_late_acc, *c_opened, *c_closed, *c_merged, *c_split,
+      *c_purged, *c_reloads;
+} sz_ctx_t;
+
+typedef struct sz_group {
+  const char *item;
+  uint32_t item_len;
+  uint32_t first; /* index of its first kept event */
+  int64_t count;
+} sz_group_t;
+
+static const rs_option_def_t sz_options[] = {
+    {RS_OPT_DURATION, "gap", "30m", offsetof(sz_ctx_t, gap), 0, 30.0 * 86400000,
+     NULL,
+     "Inactivity gap: consecutive events of a user at most this far apart "
+     "in event time belong to one session. Inclusive: events exactly `gap` "
+     "apart share a session, `gap` + 1ms apart do not."},
+    {RS_OPT_DURATION, "grace", NULL, offsetof(sz_ctx_t, grace), 0,
+     30.0 * 86400000, NULL,
+     "Required, no default. How long after a session's end + gap, in event "
+     "time (watermark), it stays open for late records; a session closes "
+     "and its summary is emitted once the watermark is past end + gap + "
+     "grace. Records too late for any open session go to port `late`."},
+    {RS_OPT_DURATION, "max_out_of_orderness", "0s", offsetof(sz_ctx_t, ooo), 0,
+     86400000.0, NULL,
+     "Watermark lag: a partition's watermark is the largest event time seen "
+     "in it minus this. Records at or after the watermark wait until it "
+     "reaches them and are then applied in event-time order, so disorder "
+     "within this bound changes nothing; enriched events come out up to "
+     "this much (in event time) later. 0: records are applied on arrival "
+     "and any record older than the newest one seen is late."},
+    {RS_OPT_DURATION, "max_session_duration", "0",
+     offsetof(sz_ctx_t, max_duration), 0, 365.0 * 86400000, NULL,
+     "Longest session span (last - first event time, inclusive bound); the "
+     "event that would stretch a session further starts the next one and "
+     "the first is marked `split`. 0: no limit."},
+    {RS_OPT_INT, "max_events_per_session", "200",
+     offsetof(sz_ctx_t, max_events), 1, 100000, NULL,
+     "Events of a session kept in state with their item and time (for the "
+     "summary's item list, distinct items and late inserts). Older events "
+     "beyond this are summarised: still counted in events, types and sums, "
+     "but no longer kept."},
+    {RS_OPT_DURATION, "state_ttl", "0", offsetof(sz_ctx_t, state_ttl), 0,
+     3650.0 * 86400000, NULL,
+     "How long a user with no open session is remembered: their entry is "
+     "deleted once the watermark is this far past the end of their last "
+     "session. Raised to 2 x gap + grace when smaller (the entry tells a "
+     "late record that it belongs to a closed session); 0 means exactly "
+     "that."},
+    {RS_OPT_DURATION, "idle_close", "0", offsetof(sz_ctx_t, idle_close), 0,
+     86400000.0, NULL,
+     "Close sessions of a partition that receives nothing for this long in "
+     "wall-clock time (non-deterministic). Not available: operators have "
+     "no clock or wall-clock timers in this engine, so only 0 (off) is "
+     "accepted; a partition's sessions close when its watermark moves."},
+};
+
+/* ---------------------------------------------------------- helpers */
+
+static int64_t sat_add(int64_t a, int64_t b) { /* b >= 0 */
+  return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+static int64_t sat_sub(int64_t a, int64_t b) { /* b >= 0 */
+  return a < INT64_MIN + b ? INT64_MIN : a - b;
+}
+
+static int64_t diff(int64_t later, int64_t earlier) { /* later >= earlier */
+  uint64_t d = (uint64_t)later - (uint64_t)earlier;
+  return d > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)d;
+}
+
+/* Little-endian fixed-width fields; one load or store on LE hosts. */
+static void put64(unsigned char *p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(p, &v, 8);
+#else
+  for (int i = 0; i < 8; i++)
+    p[i] = (unsigned char)(v >> (8 * i));
+#endif
+}
+
+static uint64_t get64(const unsigned char *p) {
+  uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(&v, p, 8);
+#else
+  for (int i = 0; i < 8; i++)
+    v |= (uint64_t)p[i] << (8 * i);
+#endif
+  return v;
+}
+
+static void put32(unsigned char *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(p, &v, 4);
+#else
+  for (int i = 0; i < 4; i++)
+    p[i] = (unsigned char)(v >> (8 * i));
+#endif
+}
+
+static uint32_t get32(const unsigned char *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+#else
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+#endif
+}
+
+static void put_be64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++)
+    v = v << 8 | p[i];
+  return v;
+}
+
+static void put_f64(unsigned char *p, double d) {
+  uint64_t b;
+  memcpy(&b, &d, 8);
+  put64(p, b);
+}
+
+static double get_f64(const unsigned char *p) {
+  uint64_t b = get64(p);
+  double d;
+  memcpy(&d, &b, 8);
+  return d;
+}
+
+static int64_t session_id(const char *user, size_t len, int64_t start) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ (unsigned char)user[i]) * 0x100000001b3ull;
+  for (int i = 0; i < 8; i++)
+    h = (h ^ (unsigned char)((uint64_t)start >> (8 * i))) * 0x100000001b3ull;
+  return (int64_t)(h & (uint64_t)INT64_MAX);
+}
+
+static int64_t deadline(const sz_ctx_t *c, int64_t end) {
+  return sat_add(sat_add(end, c->gap), c->grace);
+}
+
+static int64_t watermark(const sz_ctx_t *c, const sz_part_t *p) {
+  return p->max_t == SZ_NONE ? SZ_NONE : sat_sub(p->max_t, c->ooo);
+}
+
+/* Grows *buf to hold n elements of size sz. */
+static int grow(const rs_host_api_t *h, void *buf, size_t *cap, size_t n,
+                size_t sz) {
+  void **b = buf;
+  if (n <= *cap)
+    return 0;
+  size_t nc = *cap ? *cap : 8;
+  while (nc < n)
+    nc *= 2;
+  void *p = h->realloc(*b, nc * sz);
+  if (!p)
+    return RS_ENOMEM;
+  *b = p;
+  *cap = nc;
+  return 0;
+}
+
+static int grow_bytes(sz_ctx_t *c, unsigned char **buf, size_t *cap, size_t n) {
+  return grow(c->host, buf, cap, n, 1);
+}
+
+/* "u" + user in c->key. */
+static int user_key(sz_ctx_t *c, const char *user, size_t len) {
+  if (grow_bytes(c, &c->key, &c->cap_key, len + 1))
+    return RS_ENOMEM;
+  c->key[0] = 'u';
+  memcpy(c->key + 1, user, len);
+  return 0;
+}
+
+static void chunk_key(unsigned char k[SZ_CHUNK_KEY], uint64_t first_seq) {
+  k[0] = 'p';
+  put_be64(k + 1, first_seq);
+}
+
+/* ------------------------------------------------------------ heaps */
+
+static int pend_less(const sz_pend_t *a, const sz_pend_t *b) {
+  return a->t != b->t ? a->t < b->t : a->seq < b->seq;
+}
+
+static int pend_push(sz_ctx_t *c, sz_part_t *p, int64_t t, uint64_t seq,
+                     sz_chunk_t *chunk, size_t off) {
+  if (grow(c->host, &p->pend, &p->cap_pend, p->n_pend + 1, sizeof(sz_pend_t)))
+    return RS_ENOMEM;
+  size_t i = p->n_pend++;
+  sz_pend_t x = {t, seq, chunk, off};
+  while (i > 0 && pend_less(&x, &p->pend[(i - 1) / 2])) {
+    p->pend[i] = p->pend[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  p->pend[i] = x;
+  return 0;
+}
+
+static sz_pend_t pend_pop(sz_part_t *p) {
+  sz_pend_t top = p->pend[0], x = p->pend[--p->n_pend];
+  size_t i = 0, n = p->n_pend;
+  for (;;) {
+    size_t k = 2 * i + 1;
+    if (k >= n)
+      break;
+    if (k + 1 < n && pend_less(&p->pend[k + 1], &p->pend[k]))
+      k++;
+    if (!pend_less(&p->pend[k], &x))
+      break;
+    p->pend[i] = p->pend[k];
+    i = k;
+  }
+  if (n)
+    p->pend[i] = x;
+  return top;
+}
+
+static int due_less(const sz_due_t *a, const sz_due_t *b) {
+  if (a->key != b->key)
+    return a->key < b->key;
+  size_t n = a->user_len < b->user_len ? a->user_len : b->user_len;
+  int r = memcmp(a->user, b->user, n);
+  if (r || a->user_len != b->user_len)
+    return r ? r < 0 : a->user_len < b->user_len;
+  if (a->purge != b->purge)
+    return a->purge < b->purge;
+  return a->id < b->id;
+}
+
+static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, const char *user,
+                    size_t user_len, int64_t id, int purge) {
+  if (grow(c->host, &p->due, &p->cap_due, p->n_due + 1, sizeof(sz_due_t)))
+    return RS_ENOMEM;
+  char *u = c->host->malloc(user_len ? user_len : 1);
+  if (!u)
+    return RS_ENOMEM;
+  memcpy(u, user, user_len);
+  sz_due_t x = {key, id, u, (uint32_t)user_len, (uint32_t)purge};
+  size_t i = p->n_due++;
+  while (i > 0 && due_less(&x, &p->due[(i - 1) / 2])) {
+    p->due[i] = p->due[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  p->due[i] = x;
+  return 0;
+}
+
+/* Removes the top; the caller owns its user bytes. */
+static sz_due_t due_pop(sz_part_t *p) {
+  sz_due_t top = p->due[0], x = p->due[--p->n_due];
+  size_t i = 0, n = p->n_due;
+  for (;;) {
+    size_t k = 2 * i + 1;
+    if (k >= n)
+      break;
+    if (k + 1 < n && due_less(&p->due[k + 1], &p->due[k]))
+      k++;
+    if (!due_less(&p->due[k], &x))
+      break;
+    p->due[i] = p->due[k];
+    i = k;
+  }
+  if (n)
+    p->due[i] = x;
+  return top;
+}
+
+static void chunk_free(sz_ctx_t *c, sz_part_t *p, sz_chunk_t *ch) {
+  if (ch->prev)
+    ch->prev->next = ch->next;
+  else
+    p->chunks = ch->next;
+  if (ch->next)
+    ch->next->prev = ch->prev;
+  if (p->open == ch)
+    p->open = NULL;
+  c->host->free(ch->data);
+  c->host->free(ch);
+}
+
+static sz_chunk_t *chunk_new(sz_ctx_t *c, sz_part_t *p, uint64_t first_seq) {
+  sz_chunk_t *ch = c->host->calloc(1, sizeof(*ch));
+  if (!ch)
+    return NULL;
+  ch->first_seq = first_seq;
+  ch->next = p->chunks;
+  if (p->chunks)
+    p->chunks->prev = ch;
+  p->chunks = ch;
+  return ch;
+}
+
+static void part_clear(sz_ctx_t *c, sz_part_t *p) {
+  while (p->chunks)
+    chunk_free(c, p, p->chunks);
+  for (size_t i = 0; i < p->n_due; i++)
+    c->host->free(p->due[i].user);
+  p->n_due = 0;
+  p->n_pend = 0;
+  p->max_t = p->saved_max = SZ_NONE;
+  p->seq = p->saved_seq = 0;
+  p->loaded = 0;
+}
+
+/* ---------------------------------------------------- user entries */
+
+static void sess_reset(sz_sess_t *s) {
+  sz_event_t *ev = s->ev;
+  size_t cap = s->cap_ev;
+  memset(s, 0, sizeof(*s));
+  s->ev = ev;
+  s->cap_ev = cap;
+  s->summ_max_ts = SZ_NONE;
+}
+
+/* Makes room for a session at index k (shifting the rest up) and resets
+ * it; the spare slot past n keeps its event buffer. */
+static sz_sess_t *sess_insert(sz_ctx_t *c, size_t k) {
+  sz_user_t *u = &c->u;
+  if (u->n + 1 > u->cap) {
+    size_t old = u->cap;
+    if (grow(c->host, &u->s, &u->cap, u->n + 1, sizeof(sz_sess_t)))
+      return NULL;
+    memset(u->s + old, 0, (u->cap - old) * sizeof(sz_sess_t));
+  }
+  sz_sess_t spare = u->s[u->n];
+  memmove(u->s + k + 1, u->s + k, (u->n - k) * sizeof(sz_sess_t));
+  u->s[k] = spare;
+  u->n++;
+  sess_reset(&u->s[k]);
+  return &u->s[k];
+}
+
+static void sess_remove(sz_user_t *u, size_t k) {
+  sz_sess_t gone = u->s[k];
+  memmove(u->s + k, u->s + k + 1, (u->n - k - 1) * sizeof(sz_sess_t));
+  u->s[--u->n] = gone;
+}
+
+static int user_decode(sz_ctx_t *c, const unsigned char *p, size_t n) {
+  sz_user_t *u = &c->u;
+  u->n = 0;
+  if (n < SZ_USER_HDR || p[0] != SZ_VERSION || p[1] || p[4] || p[5] || p[6] ||
+      p[7]) {
+    snprintf(c->why, sizeof c->why,
+             "%zu bytes, header %02x %02x (expected >= %d bytes, version %d)",
+             n, n ? p[0] : 0, n > 1 ? p[1] : 0, SZ_USER_HDR, SZ_VERSION);
+    return -1;
+  }
+  size_t count = (size_t)p[2] | (size_t)p[3] << 8;
+  u->horizon = (int64_t)get64(p + 8);
+  size_t off = SZ_USER_HDR;
+  for (size_t k = 0; k < count; k++) {
+    if (n - off < SZ_SESS_HDR) {
+      snprintf(c->why, sizeof c->why, "session %zu is cut short at byte %zu", k,
+               off);
+      return -1;
+    }
+    const unsigned char *h = p + off;
+    if (u->n + 1 > u->cap) {
+      size_t old = u->cap;
+      if (grow(c->host, &u->s, &u->cap, u->n + 1, sizeof(sz_sess_t)))
+        return RS_ENOMEM;
+      memset(u->s + old, 0, (u->cap - old) * sizeof(sz_sess_t));
+    }
+    sz_sess_t *s = &u->s[u->n++]; /* every field is set below */
+    s->id = (int64_t)get64(h);
+    s->start = (int64_t)get64(h + 8);
+    s->end = (int64_t)get64(h + 16);
+    s->events = (int64_t)get64(h + 24);
+    s->summarised = (int64_t)get64(h + 32);
+    s->summ_max_ts = (int64_t)get64(h + 40);
+    s->late = (int64_t)get64(h + 48);
+    for (int t = 0; t < RS_EVENT__COUNT; t++)
+      s->counts[t] = (int64_t)get64(h + 56 + 8 * t);
+    s->dwell = get_f64(h + 96);
+    s->rating = get_f64(h + 104);
+    uint32_t kept = get32(h + 112);
+    s->n_merged = h[116];
+    s->split = h[117] & 1;
+    off += SZ_SESS_HDR;
+    if (s->n_merged > SZ_MAX_MERGED || (h[117] & ~1u) || h[118] || h[119] ||
+        n - off < (size_t)s->n_merged * 8 || kept > (uint64_t)s->events ||
+        s->start > s->end) {
+      snprintf(c->why, sizeof c->why, "session %zu header is inconsistent", k);
+      return -1;
+    }
+    for (uint32_t m = 0; m < s->n_merged; m++, off += 8)
+      s->merged[m] = (int64_t)get64(p + off);
+    if (grow(c->host, &s->ev, &s->cap_ev, kept, sizeof(sz_event_t)))
+      return RS_ENOMEM;
+    for (uint32_t e = 0; e < kept; e++) {
+      if (n - off < SZ_EVENT_HDR) {
+        snprintf(c->why, sizeof c->why,
+                 "session %zu event %" PRIu32 " is cut short", k, e);
+        return -1;
+      }
+      sz_event_t *ev = &s->ev[e];
+      ev->ts = (int64_t)get64(p + off);
+      ev->type = p[off + 8];
+      ev->item_len = get32(p + off + 12);
+      off += SZ_EVENT_HDR;
+      if (ev->type >= RS_EVENT__COUNT || n - off < ev->item_len) {
+        snprintf(c->why, sizeof c->why,
+                 "session %zu event %" PRIu32 " is malformed", k, e);
+        return -1;
+      }
+      ev->item = (const char *)p + off;
+      off += ev->item_len;
+    }
+    s->n_ev = kept;
+  }
+  if (off != n) {
+    snprintf(c->why, sizeof c->why, "%zu trailing bytes", n - off);
+    return -1;
+  }
+  return 0;
+}
+
+/* Encodes c->u into c->out; the length in *len. */
+static int user_encode(sz_ctx_t *c, size_t *len) {
+  const sz_user_t *u = &c->u;
+  size_t n = SZ_USER_HDR;
+  for (size_t k = 0; k < u->n; k++) {
+    n += SZ_SESS_HDR + 8 * (size_t)u->s[k].n_merged;
+    for (size_t e = 0; e < u->s[k].n_ev; e++)
+      n += SZ_EVENT_HDR + u->s[k].ev[e].item_len;
+  }
+  if (grow_bytes(c, &c->out, &c->cap_out, n))
+    return RS_ENOMEM;
+  unsigned char *p = c->out;
+  memset(p, 0, SZ_USER_HDR);
+  p[0] = SZ_VERSION;
+  p[2] = (unsigned char)u->n;
+  p[3] = (unsigned char)(u->n >> 8);
+  put64(p + 8, (uint64_t)u->horizon);
+  size_t off = SZ_USER_HDR;
+  for (size_t k = 0; k < u->n; k++) {
+    const sz_sess_t *s = &u->s[k];
+    unsigned char *h = p + off;
+    memset(h, 0, SZ_SESS_HDR);
+    put64(h, (uint64_t)s->id);
+    put64(h + 8, (uint64_t)s->start);
+    put64(h + 16, (uint64_t)s->end);
+    put64(h + 24, (uint64_t)s->events);
+    put64(h + 32, (uint64_t)s->summarised);
+    put64(h + 40, (uint64_t)s->summ_max_ts);
+    put64(h + 48, (uint64_t)s->late);
+    for (int t = 0; t < RS_EVENT__COUNT; t++)
+      put64(h + 56 + 8 * t, (uint64_t)s->counts[t]);
+    put_f64(h + 96, s->dwell);
+    put_f64(h + 104, s->rating);
+    put32(h + 112, (uint32_t)s->n_ev);
+    h[116] = (unsigned char)s->n_merged;
+    h[117] = (unsigned char)(s->split ? 1 : 0);
+    off += SZ_SESS_HDR;
+    for (uint32_t m = 0; m < s->n_merged; m++, off += 8)
+      put64(p + off, (uint64_t)s->merged[m]);
+    for (size_t e = 0; e < s->n_ev; e++) {
+      const sz_event_t *ev = &s->ev[e];
+      memset(p + off, 0, SZ_EVENT_HDR);
+      put64(p + off, (uint64_t)ev->ts);
+      p[off + 8] = (unsigned char)ev->type;
+      put32(p + off + 12, ev->item_len);
+      off += SZ_EVENT_HDR;
+      memcpy(p + off, ev->item, ev->item_len);
+      off += ev->item_len;
+    }
+  }
+  *len = off;
+  return 0;
+}
+
+static int state_error(sz_ctx_t *c, int32_t partition, const char *what,
+                       const char *user, size_t len, int rc) {
+  c->host->log(c->op, RS_LOG_ERROR,
+               "partition %" PRId32 " user '%.*s': %s failed: %s", partition,
+               (int)(len > 64 ? 64 : len), user, what, rs_strerror(rc));
+  return rc;
+}
+
+/* Loads the user's entry into c->u (empty when absent); *found says which.
+ * Kept items point into the value state_get lent, which stays valid until
+ * the next state_* call: callers store (user_store) or drop the entry
+ * before any other state call, and copy what outlives it (summaries). */
+static int user_load(sz_ctx_t *c, int32_t partition, const char *user,
+                     size_t len, int *found) {
+  void *v;
+  size_t n;
+  if (user_key(c, user, len))
+    return RS_ENOMEM;
+  int rc = c->host->state_get(c->op, partition, c->key, len + 1, &v, &n);
+  c->u.n = 0;
+  c->u.horizon = SZ_NONE;
+  *found = 0;
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return state_error(c, partition, "reading state", user, len, rc);
+  rc = user_decode(c, v, n);
+  if (rc == RS_ENOMEM)
+    return rc;
+  if (rc) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "partition %" PRId32 " user '%.*s': stored state is not a "
+                 "version-%d sessionize entry: %s; it was written by another "
+                 "operator or is corrupt: rebuild the state by replay",
+                 partition, (int)(len > 64 ? 64 : len), user, SZ_VERSION,
+                 c->why);
+    return RS_ESTATE;
+  }
+  *found = 1;
+  return 0;
+}
+
+static int user_store(sz_ctx_t *c, int32_t partition, const char *user,
+                      size_t len) {
+  size_t n;
+  int rc;
+  if (c->u.n > SZ_MAX_OPEN) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "partition %" PRId32 " user '%.*s': more than %d open "
+                 "sessions (is grace far longer than the gap?)",
+                 partition, (int)(len > 64 ? 64 : len), user, SZ_MAX_OPEN);
+    return RS_ERANGE;
+  }
+  if ((rc = user_encode(c, &n)) || (rc = user_key(c, user, len)))
+    return rc;
+  rc = c->host->state_put(c->op, partition, c->key, len + 1, c->out, n);
+  return rc ? state_error(c, partition, "writing state", user, len, rc) : 0;
+}
+
+/* --------------------------------------------------------- outputs */
+
+static int emit(sz_ctx_t *c, uint32_t port, rs_record_t *r) {
+  r->src_partition = c->cur->src_partition;
+  r->src_offset = c->cur->src_offset;
+  r->src_ordinal = c->ordinal++;
+  return c->host->emit(c->op, port, r);
+}
+
+static int emit_event(sz_ctx_t *c, const rs_interaction_t *ia,
+                      const sz_sess_t *s, int64_t since_prev, int late) {
+  rs_session_event_t *se = c->host->batch_alloc(c->op, sizeof(*se));
+  if (!se)
+    return RS_ENOMEM;
+  *se = (rs_session_event_t){.interaction = ia,
+                             .session_id = s->id,
+                             .session_start_ms = s->start,
+                             .since_prev_ms = since_prev,
+                             .position = s->events,
+                             .late = late};
+  rs_record_t r = {.kind = RS_KIND_SESSION_EVENT,
+                   .key = ia->user,
+                   .key_len = ia->user_len,
+                   .payload = se,
+                   .timestamp_ms = ia->timestamp_ms};
+  return emit(c, PORT_OUT, &r);
+}
+
+static int group_by_item(const void *a, const void *b) {
+  const sz_group_t *x = a, *y = b;
+  size_t n = x->item_len < y->item_len ? x->item_len : y->item_len;
+  int r = memcmp(x->item, y->item, n);
+  if (r)
+    return r;
+  if (x->item_len != y->item_len)
+    return x->item_len < y->item_len ? -1 : 1;
+  return x->first < y->first ? -1 : x->first > y->first;
+}
+
+static int group_by_first(const void *a, const void *b) {
+  const sz_group_t *x = a, *y = b;
+  return x->first < y->first ? -1 : x->first > y->first;
+}
+
+static int emit_summary(sz_ctx_t *c, const char *user, size_t user_len,
+                        const sz_sess_t *s) {
+  /* Distinct items with counts, in order of first occurrence. */
+  size_t n = s->n_ev, m = 0, bytes = 0;
+  if (grow(c->host, &c->groups, &c->cap_groups, n ? n : 1, sizeof(sz_group_t)))
+    return RS_ENOMEM;
+  for (size_t e = 0; e < n; e++)
+    c->groups[e] =
+        (sz_group_t){s->ev[e].item, s->ev[e].item_len, (uint32_t)e, 1};
+  qsort(c->groups, n, sizeof(sz_group_t), group_by_item);
+  for (size_t e = 0; e < n; e++) {
+    if (m && c->groups[m - 1].item_len == c->groups[e].item_len &&
+        !memcmp(c->groups[m - 1].item, c->groups[e].item,
+                c->groups[e].item_len)) {
+      c->groups[m - 1].count++;
+      continue;
+    }
+    c->groups[m++] = c->groups[e];
+    bytes += c->groups[e].item_len;
+  }
+  qsort(c->groups, m, sizeof(sz_group_t), group_by_first);
+
+  rs_session_t *out = c->host->batch_alloc(c->op, sizeof(*out));
+  rs_session_item_t *items =
+      c->host->batch_alloc(c->op, (m ? m : 1) * sizeof(rs_session_item_t));
+  char *text = c->host->batch_alloc(c->op, bytes + user_len + 1);
+  int64_t *merged = c->host->batch_alloc(c->op, 8 * (s->n_merged + 1));
+  if (!out || !items || !text || !merged)
+    return RS_ENOMEM;
+  memcpy(text, user, user_len);
+  char *t = text + user_len;
+  for (size_t g = 0; g < m; g++) {
+    memcpy(t, c->groups[g].item, c->groups[g].item_len);
+    items[g] =
+        (rs_session_item_t){t, c->groups[g].item_len, 0, c->groups[g].count};
+    t += c->groups[g].item_len;
+  }
+  memcpy(merged, s->merged, 8 * (size_t)s->n_merged);
+  *out = (rs_session_t){.user = text,
+                        .user_len = (uint32_t)user_len,
+                        .n_items = (uint32_t)m,
+                        .items = items,
+                        .merged_ids = merged,
+                        .n_merged = s->n_merged,
+                        .split = (int32_t)s->split,
+                        .session_id = s->id,
+                        .start_ms = s->start,
+                        .end_ms = s->end,
+                        .events = s->events,
+                        .late_events = s->late,
+                        .summarised_events = s->summarised,
+                        .dwell_seconds = s->dwell,
+                        .rating_sum = s->rating};
+  memcpy(out->counts, s->counts, sizeof(out->counts));
+  rs_record_t r = {.kind = RS_KIND_SESSION,
+                   .key = text,
+                   .key_len = user_len,
+                   .payload = out,
+                   .timestamp_ms = s->end};
+  return emit(c, PORT_SESSIONS, &r);
+}
+
+/* ------------------------------------------------------ the model */
+
+/* Adds ia to s (kept in event-time order, ties after earlier arrivals);
+ * *since_prev gets the time since its predecessor in the session. */
+static int sess_add(sz_ctx_t *c, sz_sess_t *s, const rs_interaction_t *ia,
+                    int64_t *since_prev) {
+  int64_t t = ia->timestamp_ms;
+  if (grow(c->host, &s->ev, &s->cap_ev, s->n_ev + 1, sizeof(sz_event_t)))
+    return RS_ENOMEM;
+  size_t k = s->n_ev;
+  while (k > 0 && s->ev[k - 1].ts > t)
+    k--;
+  memmove(s->ev + k + 1, s->ev + k, (s->n_ev - k) * sizeof(sz_event_t));
+  s->ev[k] = (sz_event_t){t, ia->item, ia->item_len, (uint32_t)ia->event_type};
+  s->n_ev++;
+  if (k > 0)
+    *since_prev = diff(t, s->ev[k - 1].ts);
+  else if (s->summarised > 0 && s->summ_max_ts <= t)
+    *since_prev = diff(t, s->summ_max_ts);
+  else
+    *since_prev = -1;
+  if (s->events == 0 || t < s->start)
+    s->start = t;
+  if (s->events == 0 || t > s->end)
+    s->end = t;
+  s->events++;
+  s->counts[ia->event_type]++;
+  if (ia->has_value) {
+    if (ia->event_type == RS_EVENT_RATING)
+      s->rating += ia->value;
+    else
+      s->dwell += ia->value;
+  }
+  while (s->n_ev > (size_t)c->max_events) {
+    if (s->ev[0].ts > s->summ_max_ts)
+      s->summ_max_ts = s->ev[0].ts;
+    s->summarised++;
+    memmove(s->ev, s->ev + 1, (s->n_ev - 1) * sizeof(sz_event_t));
+    s->n_ev--;
+  }
+  return 0;
+}
+
+/* A new session for ia at its place in start order; queued for closing. */
+static int sess_new(sz_ctx_t *c, sz_part_t *p, const rs_interaction_t *ia,
+                    sz_sess_t **out) {
+  int64_t t = ia->timestamp_ms;
+  size_t k = c->u.n;
+  while (k > 0 && c->u.s[k - 1].start > t)
+    k--;
+  sz_sess_t *s = sess_insert(c, k);
+  if (!s)
+    return RS_ENOMEM;
+  s->id = session_id(ia->user, ia->user_len, t);
+  c->host->counter_add(c->c_opened, 1);
+  *out = s;
+  return due_push(c, p, deadline(c, t), ia->user, ia->user_len, s->id, 0);
+}
+
+/* Merges open sessions lo+1..hi into lo (they are consecutive in time). */
+static int sess_merge(sz_ctx_t *c, size_t lo, size_t hi) {
+  sz_sess_t *a = &c->u.s[lo];
+  for (size_t k = lo + 1; k <= hi; k++) {
+    const sz_sess_t *b = &c->u.s[k];
+    if (grow(c->host, &a->ev, &a->cap_ev, a->n_ev + b->n_ev,
+             sizeof(sz_event_t)))
+      return RS_ENOMEM;
+    memcpy(a->ev + a->n_ev, b->ev, b->n_ev * sizeof(sz_event_t));
+    a->n_ev += b->n_ev;
+    if (b->start < a->start)
+      a->start = b->start;
+    if (b->end > a->end)
+      a->end = b->end;
+    a->events += b->events;
+    a->summarised += b->summarised;
+    if (b->summarised && b->summ_max_ts > a->summ_max_ts)
+      a->summ_max_ts = b->summ_max_ts;
+    a->late += b->late;
+    for (int t = 0; t < RS_EVENT__COUNT; t++)
+      a->counts[t] += b->counts[t];
+    a->dwell += b->dwell;
+    a->rating += b->rating;
+    a->split = b->split;
+    if (a->n_merged < SZ_MAX_MERGED)
+      a->merged[a->n_merged++] = b->id;
+    for (uint32_t m = 0; m < b->n_merged && a->n_merged < SZ_MAX_MERGED; m++)
+      a->merged[a->n_merged++] = b->merged[m];
+  }
+  /* Events of later sessions are later: a is still in time order. */
+  c->host->counter_add(c->c_merged, hi - lo);
+  for (size_t k = hi; k > lo; k--)
+    sess_remove(&c->u, k);
+  return 0;
+}
+
+/* Applies an interaction that the watermark has reached: it joins the
+ * user's latest session or starts the next one. */
+static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                           const rs_interaction_t *ia) {
+  int found, rc;
+  int64_t t = ia->timestamp_ms, since_prev = -1;
+  if ((rc = user_load(c, partition, ia->user, ia->user_len, &found)))
+    return rc;
+  sz_sess_t *s = c->u.n ? &c->u.s[c->u.n - 1] : NULL;
+  if (s && t >= s->end && t <= sat_add(s->end, c->gap) &&
+      (!c->max_duration || t <= sat_add(s->start, c->max_duration))) {
+    rc = sess_add(c, s, ia, &since_prev);
+  } else {
+    if (s && t >= s->end && t <= sat_add(s->end, c->gap)) {
+      s->split = 1;
+      c->host->counter_add(c->c_split, 1);
+    }
+    if (!(rc = sess_new(c, p, ia, &s)))
+      rc = sess_add(c, s, ia, &since_prev);
+    since_prev = -1;
+  }
+  if (rc || (rc = user_store(c, partition, ia->user, ia->user_len)))
+    return rc;
+  return emit_event(c, ia, s, since_prev, 0);
+}
+
+/* Span of session s if t joined it. */
+static int fits(const sz_ctx_t *c, const sz_sess_t *s, int64_t t) {
+  if (!c->max_duration)
+    return 1;
+  int64_t lo = t < s->start ? t : s->start, hi = t > s->end ? t : s->end;
+  return hi <= sat_add(lo, c->max_duration);
+}
+
+static int64_t distance(const sz_sess_t *s, int64_t t) {
+  return t < s->start ? diff(s->start, t) : t > s->end ? diff(t, s->end) : 0;
+}
+
+/* A record the watermark had already passed (t < W). */
+static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                      const rs_record_t *rec, const rs_interaction_t *ia,
+                      int64_t w) {
+  int found, rc;
+  int64_t t = ia->timestamp_ms, since_prev = -1;
+  if ((rc = user_load(c, partition, ia->user, ia->user_len, &found)))
+    return rc;
+  sz_user_t *u = &c->u;
+  size_t lo = u->n, hi = 0;
+  for (size_t k = 0; k < u->n; k++)
+    if (t >= sat_sub(u->s[k].start, c->gap) &&
+        t <= sat_add(u->s[k].end, c->gap)) {
+      if (lo == u->n)
+        lo = k;
+      hi = k;
+    }
+  sz_sess_t *s = NULL;
+  if (lo < u->n) {
+    int64_t first = u->s[lo].start < t ? u->s[lo].start : t;
+    int64_t last = u->s[hi].end > t ? u->s[hi].end : t;
+    if (!c->max_duration || last <= sat_add(first, c->max_duration)) {
+      if (hi > lo && (rc = sess_merge(c, lo, hi)))
+        return rc;
+      s = &u->s[lo];
+    } else {
+      /* Merging all would be too long: the one candidate that holds t,
+       * else the nearest that fits, the earlier on a tie. */
+      for (size_t k = lo; k <= hi; k++)
+        if (fits(c, &u->s[k], t) &&
+            (!s || distance(&u->s[k], t) < distance(s, t)))
+          s = &u->s[k];
+    }
+  }
+  if (!s) {
+    int belongs_closed =
+        lo == u->n && u->horizon != SZ_NONE && t <= sat_add(u->horizon, c->gap);
+    if (belongs_closed || deadline(c, t) < w) {
+      c->host->counter_add(c->c_late, 1);
+      rs_record_t r = *rec;
+      return emit(c, PORT_LATE, &r);
+    }
+    if ((rc = sess_new(c, p, ia, &s)))
+      return rc;
+  }
+  if ((rc = sess_add(c, s, ia, &since_prev)))
+    return rc;
+  s->late++;
+  c->host->counter_add(c->c_late_acc, 1);
+  if ((rc = user_store(c, partition, ia->user, ia->user_len)))
+    return rc;
+  return emit_event(c, ia, s, since_prev, 1);
+}
+
+/* Handles one agenda entry that the watermark has passed. */
+static int run_due(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                   const sz_due_t *d) {
+  int found, rc;
+  if ((rc = user_load(c, partition, d->user, d->user_len, &found)) || !found)
+    return rc;
+  sz_user_t *u = &c->u;
+  if (d->purge) {
+    if (u->n)
+      return 0; /* active again; its sessions re-queue a purge on close */
+    int64_t at = sat_add(u->horizon, c->ttl);
+    if (at != d->key)
+      return due_push(c, p, at, d->user, d->user_len, 0, 1);
+    if ((rc = user_key(c, d->user, d->user_len)))
+      return rc;
+    rc = c->host->state_delete(c->op, partition, c->key, d->user_len + 1);
+    if (rc)
+      return state_error(c, partition, "deleting state", d->user, d->user_len,
+                         rc);
+    c->host->counter_add(c->c_purged, 1);
+    return 0;
+  }
+  size_t k = 0;
+  while (k < u->n && u->s[k].id != d->id)
+    k++;
+  if (k == u->n)
+    return 0; /* closed or merged away since */
+  int64_t dl = deadline(c, u->s[k].end);
+  if (dl != d->key) /* extended since: due later, in its own order */
+    return due_push(c, p, dl, d->user, d->user_len, d->id, 0);
+  if ((rc = emit_summary(c, d->user, d->user_len, &u->s[k])))
+    return rc;
+  c->host->counter_add(c->c_closed, 1);
+  if (u->horizon == SZ_NONE || u->s[k].end > u->horizon)
+    u->horizon = u->s[k].end;
+  sess_remove(u, k);
+  if (!u->n && (rc = due_push(c, p, sat_add(u->horizon, c->ttl), d->user,
+                              d->user_len, 0, 1)))
+    return rc;
+  return user_store(c, partition, d->user, d->user_len);
+}
+
+/* ------------------------------------------------- pending records */
+
+/* Appends ia, arrival `seq`, to the batch's chunk; *out_off gets where. */
+static int pend_append(sz_ctx_t *c, sz_part_t *p, uint64_t seq,
+                       const rs_interaction_t *ia, sz_chunk_t **out_ch,
+                       size_t *out_off) {
+  size_t dl = ia->device ? ia->device_len : 0, pl = ia->page ? ia->page_len : 0;
+  size_t n = SZ_PEND_REC + (size_t)ia->user_len + ia->item_len + dl + pl;
+  sz_chunk_t *ch = p->open;
+  if (!ch && !(ch = p->open = chunk_new(c, p, seq)))
+    return RS_ENOMEM;
+  if (grow_bytes(c, &ch->data, &ch->cap, ch->len + n))
+    return RS_ENOMEM;
+  unsigned char *v = ch->data + ch->len;
+  *out_off = ch->len;
+  *out_ch = ch;
+  ch->len += n;
+  ch->live++;
+  put64(v, seq);
+  v += 8;
+  memset(v, 0, SZ_PEND_HDR);
+  v[0] = SZ_VERSION;
+  v[1] = (unsigned char)ia->event_type;
+  v[2] = (unsigned char)((ia->has_value ? 1 : 0) | (ia->device ? 2 : 0) |
+                         (ia->page ? 4 : 0));
+  put32(v + 4, ia->user_len);
+  put32(v + 8, ia->item_len);
+  put32(v + 12, (uint32_t)dl);
+  put32(v + 16, (uint32_t)pl);
+  put_f64(v + 24, ia->has_value ? ia->value : 0.0);
+  put64(v + 32, (uint64_t)ia->timestamp_ms);
+  unsigned char *o = v + SZ_PEND_HDR;
+  memcpy(o, ia->user, ia->user_len);
+  o += ia->user_len;
+  memcpy(o, ia->item, ia->item_len);
+  o += ia->item_len;
+  if (dl)
+    memcpy(o, ia->device, dl);
+  o += dl;
+  if (pl)
+    memcpy(o, ia->page, pl);
+  return 0;
+}
+
+/* Length of the pending record at v (n bytes available), or 0 when it is
+ * malformed; its time in *t and arrival number in *seq. */
+static size_t pend_parse(const unsigned char *v, size_t n, int64_t *t,
+                         uint64_t *seq) {
+  if (n < SZ_PEND_REC)
+    return 0;
+  const unsigned char *h = v + 8;
+  uint64_t len = SZ_PEND_REC + (uint64_t)get32(h + 4) + get32(h + 8) +
+                 get32(h + 12) + get32(h + 16);
+  if (h[0] != SZ_VERSION || h[1] >= RS_EVENT__COUNT || (h[2] & ~7u) || h[3] ||
+      len > n)
+    return 0;
+  *seq = get64(v);
+  *t = (int64_t)get64(h + 32);
+  return (size_t)len;
+}
+
+/* The pending record at e into batch memory (its bytes may be freed
+ * before the batch leaves the graph). */
+static int pend_take(sz_ctx_t *c, const sz_pend_t *e, rs_interaction_t **out) {
+  const unsigned char *v = e->chunk->data + e->off + 8;
+  size_t ul = get32(v + 4), il = get32(v + 8), dl = get32(v + 12),
+         pl = get32(v + 16);
+  rs_interaction_t *ia = c->host->batch_alloc(c->op, sizeof(*ia));
+  char *text = c->host->batch_alloc(c->op, ul + il + dl + pl + 1);
+  if (!ia || !text)
+    return RS_ENOMEM;
+  memcpy(text, v + SZ_PEND_HDR, ul + il + dl + pl);
+  *ia = (rs_interaction_t){.user = text,
+                           .user_len = (uint32_t)ul,
+                           .item = text + ul,
+                           .item_len = (uint32_t)il,
+                           .device = (v[2] & 2) ? text + ul + il : NULL,
+                           .device_len = (uint32_t)dl,
+                           .page = (v[2] & 4) ? text + ul + il + dl : NULL,
+                           .page_len = (uint32_t)pl,
+                           .event_type = v[1],
+                           .has_value = v[2] & 1,
+                           .value = get_f64(v + 24),
+                           .timestamp_ms = e->t};
+  *out = ia;
+  return 0;
+}
+
+/* Deletes chunk ch, from the state too if it was written. */
+static int chunk_drop(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                      sz_chunk_t *ch) {
+  if (ch->stored) {
+    unsigned char k[SZ_CHUNK_KEY];
+    chunk_key(k, ch->first_seq);
+    int rc = c->host->state_delete(c->op, partition, k, sizeof k);
+    if (rc)
+      return state_error(c, partition, "deleting pending records", "", 0, rc);
+  }
+  chunk_free(c, p, ch);
+  return 0;
+}
+
+/* One record of chunk ch was applied: a chunk with none left goes,
+ * unless it is still the current batch's. */
+static int chunk_release(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                         sz_chunk_t *ch) {
+  if (--ch->live || ch == p->open)
+    return 0;
+  return chunk_drop(c, p, partition, ch);
+}
+
+/* At the end of a batch: its records still waiting go to the state as
+ * one entry (only those: with a time-ordered input most of a batch has
+ * been applied by then). */
+static int chunk_close(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
+  sz_chunk_t *ch = p->open;
+  if (!ch)
+    return 0;
+  p->open = NULL;
+  if (!ch->live) {
+    chunk_free(c, p, ch);
+    return 0;
+  }
+  /* Keep only the records still waiting (those after the watermark; the
+   * applied ones are at or before it), and move their heap entries. */
+  int64_t w = watermark(c, p);
+  size_t *moved = c->host->malloc(2 * ch->live * sizeof(size_t)), m = 0;
+  if (!moved)
+    return RS_ENOMEM;
+  size_t in = 0, out = 0;
+  while (in < ch->len) {
+    int64_t t = 0;
+    uint64_t seq = 0;
+    size_t n = pend_parse(ch->data + in, ch->len - in, &t, &seq);
+    if (!n)
+      break; /* cannot happen: written above; caught by the count check */
+    if (w == SZ_NONE || t > w) {
+      if (m < ch->live) {
+        moved[2 * m] = in;
+        moved[2 * m + 1] = out;
+      }
+      m++;
+      memmove(ch->data + out, ch->data + in, n);
+      out += n;
+    }
+    in += n;
+  }
+  if (m != ch->live) {
+    c->host->free(moved);
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "partition %" PRId32 ": %zu records wait in a chunk that "
+                 "counts %" PRIu32 " (internal error)",
+                 partition, m, ch->live);
+    return RS_EINTERNAL;
+  }
+  ch->len = out;
+  for (size_t i = 0; i < p->n_pend; i++) {
+    if (p->pend[i].chunk != ch)
+      continue;
+    size_t lo = 0, hi = m;
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (moved[2 * mid] < p->pend[i].off)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    p->pend[i].off = moved[2 * lo + 1];
+  }
+  c->host->free(moved);
+  unsigned char k[SZ_CHUNK_KEY];
+  chunk_key(k, ch->first_seq);
+  int rc = c->host->state_put(c->op, partition, k, sizeof k, ch->data, ch->len);
+  if (rc)
+    return state_error(c, partition, "writing pending records", "", 0, rc);
+  ch->stored = 1;
+  return 0;
+}
+
+/* ------------------------------------------------ partition agenda */
+
+static int meta_store(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
+  if (p->max_t == p->saved_max && p->seq == p->saved_seq)
+    return 0;
+  unsigned char v[SZ_META_LEN] = {SZ_VERSION};
+  put64(v + 8, (uint64_t)p->max_t);
+  put64(v + 16, p->seq);
+  /* Every record still pending now is later than this watermark, and
+   * every record of a stored chunk at or before it has been applied. */
+  put64(v + 24, (uint64_t)watermark(c, p));
+  int rc = c->host->state_put(c->op, partition, "m", 1, v, sizeof v);
+  if (rc)
+    return state_error(c, partition, "writing the partition's watermark", "", 0,
+                       rc);
+  p->saved_max = p->max_t;
+  p->saved_seq = p->seq;
+  return 0;
+}
+
+static int meta_decode(const void *vv, size_t n, int64_t *max_t, uint64_t *seq,
+                       int64_t *wm) {
+  const unsigned char *v = vv;
+  if (n != SZ_META_LEN || v[0] != SZ_VERSION)
+    return -1;
+  for (int i = 1; i < 8; i++)
+    if (v[i])
+      return -1;
+  *max_t = (int64_t)get64(v + 8);
+  *seq = get64(v + 16);
+  *wm = (int64_t)get64(v + 24);
+  return 0;
+}
+
+typedef struct scan_arg {
+  sz_ctx_t *c;
+  sz_part_t *p;
+  int64_t wm;       /* from the meta entry, which comes first */
+  uint64_t max_seq; /* of the pending records */
+  int64_t max_pend;
+} scan_arg_t;
+
+/* One entry of the partition, while rebuilding its agenda. */
+static int scan_one(void *opaque, const void *kk, size_t klen, const void *vv,
+                    size_t vlen) {
+  scan_arg_t *a = opaque;
+  sz_ctx_t *c = a->c;
+  sz_part_t *p = a->p;
+  const unsigned char *k = kk, *v = vv;
+  int rc = 0;
+  if (klen == 1 && k[0] == 'm') {
+    if (meta_decode(v, vlen, &p->max_t, &p->seq, &a->wm)) {
+      snprintf(c->why, sizeof c->why, "the partition's meta entry (%zu bytes)",
+               vlen);
+      return RS_ESTATE;
+    }
+    p->saved_max = p->max_t;
+    p->saved_seq = p->seq;
+  } else if (klen == SZ_CHUNK_KEY && k[0] == 'p') {
+    /* A chunk: its records after the stored watermark still wait; the
+     * others were applied (it is deleted after the scan if none wait). */
+    sz_chunk_t *ch = chunk_new(c, p, get_be64(k + 1));
+    if (!ch || grow_bytes(c, &ch->data, &ch->cap, vlen ? vlen : 1))
+      return RS_ENOMEM;
+    memcpy(ch->data, v, vlen);
+    ch->len = vlen;
+    ch->stored = 1;
+    for (size_t off = 0, n; off < vlen && !rc; off += n) {
+      int64_t t;
+      uint64_t seq;
+      if (!(n = pend_parse(v + off, vlen - off, &t, &seq))) {
+        snprintf(c->why, sizeof c->why,
+                 "pending records %" PRIu64 " (%zu bytes, bad at byte %zu)",
+                 ch->first_seq, vlen, off);
+        return RS_ESTATE;
+      }
+      if (a->wm != SZ_NONE && t <= a->wm)
+        continue;
+      rc = pend_push(c, p, t, seq, ch, off);
+      ch->live++;
+      /* Arrival numbers and the largest time stay past every pending
+       * record's, whatever the meta entry says. */
+      if (seq > a->max_seq)
+        a->max_seq = seq;
+      if (a->max_pend == SZ_NONE || t > a->max_pend)
+        a->max_pend = t;
+    }
+  } else if (klen >= 1 && k[0] == 'u') {
+    /* Only the ids, ends and horizon: headers at known offsets. */
+    const char *user = (const char *)k + 1;
+    size_t ul = klen - 1;
+    if (vlen < SZ_USER_HDR || v[0] != SZ_VERSION)
+      goto bad;
+    size_t count = (size_t)v[2] | (size_t)v[3] << 8, off = SZ_USER_HDR;
+    for (size_t s = 0; s < count && !rc; s++) {
+      if (vlen - off < SZ_SESS_HDR)
+        goto bad;
+      const unsigned char *h = v + off;
+      size_t kept = get32(h + 112),
+             next = off + SZ_SESS_HDR + 8 * (size_t)h[116];
+      for (size_t e = 0; e < kept; e++) {
+        if (next > vlen || vlen - next < SZ_EVENT_HDR)
+          goto bad;
+        next += SZ_EVENT_HDR + get32(v + next + 12);
+      }
+      if (next > vlen)
+        goto bad;
+      rc = due_push(c, p, deadline(c, (int64_t)get64(h + 16)), user, ul,
+                    (int64_t)get64(h), 0);
+      off = next;
+    }
+    if (!rc && count == 0)
+      rc = due_push(c, p, sat_add((int64_t)get64(v + 8), c->ttl), user, ul, 0,
+                    1);
+  } else {
+    snprintf(c->why, sizeof c->why, "an entry with an unknown key (%zu bytes)",
+             klen);
+    return RS_ESTATE;
+  }
+  return rc;
+bad:
+  snprintf(c->why, sizeof c->why, "user '%.*s' (%zu bytes)",
+           (int)(klen - 1 > 64 ? 64 : klen - 1), (const char *)k + 1, vlen);
+  return RS_ESTATE;
+}
+
+/* The partition's agenda, ready for a batch: rebuilt by one scan the first
+ * time, and whenever the stored meta no longer matches what this instance
+ * last wrote (the state was dropped or replaced). */
+static int part_ready(sz_ctx_t *c, int32_t partition, sz_part_t **out) {
+  size_t idx = (size_t)partition;
+  if (idx >= c->n_parts) {
+    size_t old = c->n_parts;
+    if (grow(c->host, &c->parts, &c->n_parts, idx + 1, sizeof(sz_part_t *)))
+      return RS_ENOMEM;
+    memset(c->parts + old, 0, (c->n_parts - old) * sizeof(sz_part_t *));
+  }
+  sz_part_t *p = c->parts[idx];
+  if (!p) {
+    p = c->host->calloc(1, sizeof(*p));
+    if (!p)
+      return RS_ENOMEM;
+    c->parts[idx] = p;
+    part_clear(c, p);
+  }
+  *out = p;
+  void *v;
+  size_t n;
+  int64_t max_t = SZ_NONE;
+  uint64_t seq = 0;
+  int rc = c->host->state_get(c->op, partition, "m", 1, &v, &n);
+  if (rc && rc != RS_ENOENT)
+    return state_error(c, partition, "reading the partition's watermark", "", 0,
+                       rc);
+  int64_t wm;
+  if (!rc && meta_decode(v, n, &max_t, &seq, &wm)) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "partition %" PRId32 ": stored watermark entry is not a "
+                 "version-%d sessionize entry (%zu bytes); rebuild the state "
+                 "by replay",
+                 partition, SZ_VERSION, n);
+    return RS_ESTATE;
+  }
+  if (p->loaded && max_t == p->max_t && seq == p->seq)
+    return 0;
+  if (p->loaded)
+    c->host->counter_add(c->c_reloads, 1);
+  part_clear(c, p);
+  scan_arg_t a = {c, p, SZ_NONE, 0, SZ_NONE};
+  rc = c->host->state_scan(c->op, partition, "", 0, scan_one, &a);
+  for (sz_chunk_t *ch = p->chunks, *next; !rc && ch; ch = next) {
+    next = ch->next;
+    if (!ch->live)
+      rc = chunk_drop(c, p, partition, ch);
+  }
+  if (!rc && a.max_seq > p->seq)
+    p->seq = a.max_seq;
+  if (!rc && a.max_pend != SZ_NONE &&
+      (p->max_t == SZ_NONE || a.max_pend > p->max_t))
+    p->max_t = a.max_pend;
+  if (rc) {
+    part_clear(c, p);
+    if (rc == RS_ESTATE && c->why[0]) {
+      c->host->log(c->op, RS_LOG_ERROR,
+                   "partition %" PRId32 ": stored state does not parse: %s; "
+                   "it was written by another operator or is corrupt: "
+                   "rebuild the state by replay",
+                   partition, c->why);
+      c->why[0] = '\0';
+    }
+    return rc;
+  }
+  p->loaded = 1;
+  return 0;
+}
+
+/* ------------------------------------------------------- process */
+
+static const char *check(sz_ctx_t *c, const rs_record_t *rec) {
+  if (rec->kind != RS_KIND_INTERACTION) {
+    snprintf(c->why, sizeof c->why,
+             "sessionize expects interaction records (kind %d), got kind "
+             "%" PRIu32 "; put it after parse",
+             RS_KIND_INTERACTION, rec->kind);
+    return c->why;
+  }
+  const rs_interaction_t *ia = rec->payload;
+  if (!ia)
+    return "interaction record has no payload";
+  if (!ia->user || ia->user_len == 0)
+    return "interaction has no user";
+  if (!ia->item || ia->item_len == 0)
+    return "interaction has no item";
+  if (ia->event_type < 0 || ia->event_type >= RS_EVENT__COUNT) {
+    snprintf(c->why, sizeof c->why,
+             "interaction has unknown event type %" PRId32, ia->event_type);
+    return c->why;
+  }
+  if (ia->has_value && !isfinite(ia->value))
+    return "interaction value is not finite";
+  return NULL;
+}
+
+static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                  const rs_record_t *rec) {
+  const char *why = check(c, rec);
+  if (why) {
+    int rc = c->host->dead_letter(c->op, rec, why);
+    c->why[0] = '\0';
+    return rc < 0 ? rc : 0;
+  }
+  const rs_interaction_t *ia = rec->payload;
+  int64_t t = ia->timestamp_ms;
+  int rc;
+  c->cur = rec;
+  c->ordinal = 0;
+  uint64_t seq = ++p->seq;
+  if (p->max_t == SZ_NONE || t > p->max_t)
+    p->max_t = t;
+  int64_t w = watermark(c, p);
+  if (t < w) {
+    if ((rc = apply_late(c, p, partition, rec, ia, w)))
+      return rc;
+  } else if (t == w) {
+    /* Applied in this step, from the record itself. */
+    if ((rc = pend_push(c, p, t, seq, NULL, 0)))
+      return rc;
+  } else {
+    sz_chunk_t *ch;
+    size_t off;
+    if ((rc = pend_append(c, p, seq, ia, &ch, &off)) ||
+        (rc = pend_push(c, p, t, seq, ch, off)))
+      return rc;
+  }
+  /* Pending records the watermark has reached, in (time, arrival) order
+   * (this record among them when it is not later than the watermark). */
+  while (p->n_pend && p->pend[0].t <= w) {
+    sz_pend_t e = pend_pop(p);
+    rs_interaction_t *pia = (rs_interaction_t *)ia;
+    if (e.chunk && (rc = pend_take(c, &e, &pia)))
+      return rc;
+    if ((rc = apply_in_bounds(c, p, partition, pia)) ||
+        (e.chunk && (rc = chunk_release(c, p, partition, e.chunk))))
+      return rc;
+  }
+  /* Sessions (and idle users) the watermark has passed. */
+  while (p->n_due && p->due[0].key < w) {
+    sz_due_t d = due_pop(p);
+    rc = run_due(c, p, partition, &d);
+    c->host->free(d.user);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
+  sz_ctx_t *c = vctx;
+  int32_t partition = batch->partition;
+  if (partition < 0) {
+    c->host->log(op, RS_LOG_ERROR,
+                 "batch of partition %" PRId32 ": sessions need a partition "
+                 ">= 0 (each partition has its own watermark)",
+                 partition);
+    return RS_EINVAL;
+  }
+  sz_part_t *p = NULL;
+  int rc = part_ready(c, partition, &p);
+  for (size_t i = 0; i < batch->count && !rc; i++)
+    rc = sz_one(c, p, partition, &batch->records[i]);
+  c->cur = NULL;
+  if (rc) {
+    /* The in-memory agenda may be ahead of the state: start over from the
+     * state if processing ever resumes. */
+    if (p)
+      part_clear(c, p);
+    return rc;
+  }
+  if ((rc = chunk_close(c, p, partition)) ||
+      (rc = meta_store(c, p, partition))) {
+    part_clear(c, p);
+    return rc;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------- lifecycle */
+
+static int sz_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
+                   char *errstr, size_t errstr_size) {
+  sz_ctx_t *c = vctx;
+  c->op = op;
+  c->host = host;
+  if (c->idle_close != 0) {
+    snprintf(errstr, errstr_size,
+             "idle_close: closing sessions on wall-clock inactivity needs a "
+             "clock or wall-clock timers, which this engine does not give "
+             "operators (host timer_set is unsupported); leave idle_close at "
+             "0: sessions close when their partition's watermark passes end "
+             "+ gap + grace");
+    return RS_ENOTSUP;
+  }
+  if (c->gap < 0 || c->grace < 0 || c->ooo < 0 || c->max_duration < 0 ||
+      c->state_ttl < 0 || c->max_events < 1) {
+    snprintf(errstr, errstr_size,
+             "durations must be >= 0 and "
+             "max_events_per_session >= 1");
+    return RS_ECONFIG;
+  }
+  if (!RS_HOST_HAS(host, state_get) || !RS_HOST_HAS(host, state_put) ||
+      !RS_HOST_HAS(host, state_delete) || !RS_HOST_HAS(host, state_scan)) {
+    snprintf(errstr, errstr_size,
+             "the host provides no keyed state (state_get/put/delete/scan)");
+    return RS_ENOTSUP;
+  }
+  int64_t floor = sat_add(sat_add(c->gap, c->gap), c->grace);
+  c->ttl = c->state_ttl > floor ? c->state_ttl : floor;
+  struct {
+    rs_counter_t **c;
+    const char *name, *help;
+  } counters[] = {
+      {&c->c_late, "late_records",
+       "records later than grace for every open session, sent to port late"},
+      {&c->c_late_acc, "late_accepted",
+       "records behind the watermark accepted into an open (or new) session"},
+      {&c->c_opened, "sessions_opened", "sessions started"},
+      {&c->c_closed, "sessions_closed", "session summaries emitted"},
+      {&c->c_merged, "sessions_merged",
+       "sessions absorbed into an earlier one by a late record"},
+      {&c->c_split, "sessions_split", "sessions ended by max_session_duration"},
+      {&c->c_purged, "users_purged", "idle user entries deleted (state_ttl)"},
+      {&c->c_reloads, "state_reloads",
+       "partition agendas rebuilt because the state changed underneath"},
+  };
+  for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
+    *counters[i].c = host->counter(op, counters[i].name, counters[i].help);
+    if (!*counters[i].c) {
+      snprintf(errstr, errstr_size, "out of memory creating counters");
+      return RS_ENOMEM;
+    }
+  }
+  return 0;
+}
+
+static void sz_destroy(rs_op_t *op, void *vctx) {
+  sz_ctx_t *c = vctx;
+  const rs_host_api_t *h = c->host;
+  if (!h)
+    return;
+  for (size_t i = 0; i < c->n_parts; i++)
+    if (c->parts[i]) {
+      part_clear(c, c->parts[i]);
+      h->free(c->parts[i]->pend);
+      h->free(c->parts[i]->due);
+      h->free(c->parts[i]);
+    }
+  h->free(c->parts);
+  for (size_t k = 0; k < c->u.cap; k++)
+    h->free(c->u.s[k].ev);
+  h->free(c->u.s);
+  h->free(c->out);
+  h->free(c->key);
+  h->free(c->groups);
+}
+
+/* Referenced by the built-in operator registry. */
+extern const rs_operator_def_t rs_op_sessionize;
+const rs_operator_def_t rs_op_sessionize = {
+    .abi_version = RS_ABI_VERSION,
+    .struct_size = sizeof(rs_operator_def_t),
+    .name = "sessionize",
+    .description =
+        "Event-time session windows per user (the record key): a session is "
+        "a run of events at most `gap` apart; it closes when the "
+        "partition's watermark (largest event time - max_out_of_orderness) "
+        "passes its end + gap + grace. Port `out`: every accepted event "
+        "enriched with session id, start, position and time since the "
+        "previous event (kind session_event). Port `sessions`: a summary per "
+        "closed session (kind session). Port `late`: records too late for "
+        "any open session, unchanged. Disorder within max_out_of_orderness "
+        "does not change any output; late records within grace extend or "
+        "merge open sessions. Sessions live in the keyed state store. See "
+        "docs/SESSIONS.md.",
+    .ctx_size = sizeof(sz_ctx_t),
+    .options = sz_options,
+    .n_options = sizeof(sz_options) / sizeof(sz_options[0]),
+    .output_ports = sz_ports,
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .init = sz_init,
+    .process = sz_process,
+    .on_timer = NULL,
+    .checkpoint = NULL,
+    .destroy = sz_destroy,
+};
