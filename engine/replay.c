@@ -1038,8 +1038,10 @@ static const char replay_help[] =
     "  --log-level LEVEL        error, warn (default here), info or debug\n"
     "  -h, --help               this help\n"
     "\n"
+    "SIGINT/SIGTERM stop at the next checkpoint (a second one at once).\n"
     "Exit status: 0 every range replayed and checkpointed, 1 runtime\n"
-    "failure (the last checkpoint stays: --resume continues), 2 bad usage.\n";
+    "failure or interrupted (the last checkpoint stays: --resume\n"
+    "continues), 2 bad usage or bad config.\n";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...) {
@@ -1602,6 +1604,9 @@ int rs_cmd_replay(int argc, char **argv) {
   rs_engine_get_stats(e, &st);
   if (prog.drew)
     fputc('\n', stderr);
+  if (!erc && st.interrupted)
+    erc = rs_seterr(err, sizeof err, RS_EINTERNAL,
+                    "interrupted before the end of the ranges");
   if (!erc) {
     plan.complete = 1;
     if (plan_write(&plan, dir, err, sizeof err))
@@ -1609,8 +1614,9 @@ int rs_cmd_replay(int argc, char **argv) {
   }
   printf("recstream replay: %s after %.2f s\n", erc ? "failed" : "complete",
          secs);
-  printf("  records:            %llu of %lld planned (%.0f records/s)\n",
+  printf("  records:            %llu of %lld planned%s (%.0f records/s)\n",
          (unsigned long long)st.records_in, (long long)total,
+         o.resume ? ", the rest before --resume" : "",
          secs > 0 ? (double)st.records_in / secs : 0.0);
   for (size_t i = 0; i < plan.n; i++)
     printf("  %s [%d]: offsets %lld..%lld\n", plan.parts[i].topic,

@@ -2281,11 +2281,16 @@ static void begin_stop(rs_engine_t *e) {
 }
 
 static void on_async(uv_async_t *h) {
-  begin_stop(h->data);
+  rs_engine_t *e = h->data;
+  if (e->state == ST_RUNNING)
+    e->stats.interrupted = 1;
+  begin_stop(e);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
   rs_engine_t *e = h->data;
+  if (e->state == ST_RUNNING)
+    e->stats.interrupted = 1;
   if (++e->signals == 1) {
     rs_log(RS_LOG_INFO, "engine", "%s received: draining",
            signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -2654,8 +2659,10 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
     uv_timer_start(&e->progress_timer, on_progress_timer, e->opts.progress_ms,
                    e->opts.progress_ms);
   atomic_store(&e->loop_running, 1);
-  if (atomic_load(&e->stop_requested))
+  if (atomic_load(&e->stop_requested)) {
+    e->stats.interrupted = 1;
     begin_stop(e);
+  }
   /* Anything queued before the wakeups were enabled. */
   serve_events(e);
   drain(e);
@@ -2796,6 +2803,7 @@ int rs_engine_run_feed(rs_engine_t *e, size_t src,
     if (e->g->nodes[i].kind == RS_NODE_SINK)
       e->stats.records_out += e->nodes[i].produced;
   if (!e->err && atomic_load(&e->stop_requested)) {
+    e->stats.interrupted = 1;
     e->err = RS_EINTERNAL;
     snprintf(e->errstr, sizeof e->errstr,
              "interrupted; the state holds what was processed up to the last "

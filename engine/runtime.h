@@ -86,6 +86,8 @@ typedef struct rs_engine_stats {
                           the exactly_once output scan */
   uint64_t withheld;   /* outputs not written (opts.suppress_output) */
   uint64_t withheld_dead_letters; /* ...of them, dead letters */
+  int interrupted; /* stopped by a signal or rs_engine_stop() before the
+                      end (an exit_at_end run: before its end) */
 } rs_engine_stats_t;
 
 /* cfg and g are borrowed and must outlive the engine. Starts the embedded
