@@ -242,9 +242,21 @@ static int h_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   r.key = dup_bytes(rec->key, rec->key_len);
   r.value = dup_bytes(rec->value, rec->value_len);
   r.payload = NULL;
-  if (rec->kind == RS_KIND_INTERACTION && rec->payload) {
+  if ((rec->kind == RS_KIND_INTERACTION || rec->kind == RS_KIND_MF_UPDATE) &&
+      rec->payload) {
+    /* An rs_mf_update_t starts with its interaction: one copy serves
+     * both, plus the user vector. */
     const rs_interaction_t *in = rec->payload;
-    rs_interaction_t *c = rs_malloc(sizeof(*c));
+    int mf = rec->kind == RS_KIND_MF_UPDATE;
+    rs_interaction_t *c =
+        rs_malloc(mf ? sizeof(rs_mf_update_t) : sizeof(rs_interaction_t));
+    if (c && mf) {
+      const rs_mf_update_t *mi = rec->payload;
+      rs_mf_update_t *mc = (rs_mf_update_t *)c;
+      *mc = *mi;
+      mc->user_vector =
+          dup_bytes(mi->user_vector, sizeof(float) * (size_t)mi->dim);
+    }
     if (c) {
       *c = *in;
       c->user = dup_bytes(in->user, in->user_len);
@@ -479,8 +491,11 @@ static void free_collected(rs_harness_t *h) {
     rs_record_t *r = &h->emitted[i].rec;
     rs_free((void *)r->key);
     rs_free((void *)r->value);
-    if (r->kind == RS_KIND_INTERACTION && r->payload) {
+    if ((r->kind == RS_KIND_INTERACTION || r->kind == RS_KIND_MF_UPDATE) &&
+        r->payload) {
       rs_interaction_t *in = (rs_interaction_t *)r->payload;
+      if (r->kind == RS_KIND_MF_UPDATE)
+        rs_free((void *)((rs_mf_update_t *)in)->user_vector);
       rs_free((void *)in->user);
       rs_free((void *)in->item);
       rs_free((void *)in->device);
