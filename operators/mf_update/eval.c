@@ -156,6 +156,7 @@ typedef struct oracle {
   rs_gen_t *gen;
   uint32_t *gen_user; /* log user -> generator user */
   uint32_t *gen_item; /* log item -> generator item */
+  double *log_pop;    /* log item -> ln popularity */
 } oracle_t;
 
 typedef struct eval {
@@ -438,8 +439,11 @@ static int eval_rank(eval_t *e, const rs_eval_event_t *ev, int after) {
                     e->view.objective == RS_MF_OBJ_BPR ? e->view.item_bias
                                                        : NULL,
                     n_items, e->uvec, e->view.kp, e->fscore);
+    double corr = e->view.score_log_count;
     for (uint32_t i = 0; i < n_items; i++)
-      e->score[i] = e->fscore[i];
+      e->score[i] = e->fscore[i] + (corr != 0 && e->view.item_count[i] > 0
+                                        ? corr * log((double)e->view.item_count[i])
+                                        : 0.0);
   }
   score_method(e, M_MODEL, n_items, (uint32_t)t, excl, n_excl, after);
 
@@ -454,9 +458,10 @@ static int eval_rank(eval_t *e, const rs_eval_event_t *ev, int after) {
     uint32_t gu = e->oracle.gen_user[ev->user];
     double a = e->oracle.go.affinity;
     for (uint32_t i = 0; i < n_items; i++) {
-      uint32_t gi = e->oracle.gen_item[e->log_item[i]];
-      e->score[i] = log(rs_gen_item_popularity(e->oracle.gen, gi)) +
-                    a * rs_gen_affinity(e->oracle.gen, gu, gi);
+      uint32_t li = e->log_item[i];
+      e->score[i] = e->oracle.log_pop[li] +
+                    a * rs_gen_affinity(e->oracle.gen, gu,
+                                        e->oracle.gen_item[li]);
     }
     score_method(e, M_ORACLE, n_items, (uint32_t)t, excl, n_excl, after);
   }
@@ -751,7 +756,8 @@ static int oracle_prepare(eval_t *e, char *err, size_t errsz) {
   o->gen = rs_gen_new(&o->go);
   o->gen_user = rs_malloc(sizeof(uint32_t) * (e->log.users.n + 1));
   o->gen_item = rs_malloc(sizeof(uint32_t) * (e->log.items.n + 1));
-  if (!o->gen || !o->gen_user || !o->gen_item)
+  o->log_pop = rs_malloc(sizeof(double) * (e->log.items.n + 1));
+  if (!o->gen || !o->gen_user || !o->gen_item || !o->log_pop)
     return rs_seterr(err, errsz, RS_ENOMEM, "--oracle: out of memory");
   for (uint32_t u = 0; u < e->log.users.n; u++)
     if (gen_id(e->log.users.s[u], e->log.users.len[u], 'u', o->go.users,
@@ -770,6 +776,8 @@ static int oracle_prepare(eval_t *e, char *err, size_t errsz) {
                        "items (i0..i%" PRIu32 ")",
                        (int)RS_MIN(e->log.items.len[i], 40),
                        e->log.items.s[i], o->go.items - 1);
+  for (uint32_t i = 0; i < e->log.items.n; i++)
+    o->log_pop[i] = log(rs_gen_item_popularity(o->gen, o->gen_item[i]));
   return 0;
 }
 
@@ -1147,6 +1155,7 @@ static void eval_free(eval_t *e) {
   rs_gen_destroy(e->oracle.gen);
   rs_free(e->oracle.gen_user);
   rs_free(e->oracle.gen_item);
+  rs_free(e->oracle.log_pop);
   rs_free(e->sets);
   rs_free(e->opts);
 }

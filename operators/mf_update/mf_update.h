@@ -27,9 +27,13 @@ typedef struct rs_mf_view {
   const double *item_pop_log; /* time-decayed popularity, log scale: items
                                  compare by it at any time (see the file
                                  comment of mf_update.c) */
+  /* bpr: a score is <user, item> + bias + score_log_count * ln(count); 0
+   * for the other objectives (see mf_update.c, "Scores"). */
+  double score_log_count;
   int64_t min_user_events;
   int64_t popularity_half_life_ms;
-  double global_mean; /* explicit: running mean of ratings (0 before any) */
+  double global_mean; /* explicit: running mean of ratings (before any: the
+                        middle of the rating range) */
   double rating_min, rating_max;
   uint64_t version; /* model updates so far */
 } rs_mf_view_t;
