@@ -898,6 +898,7 @@ static int plot(eval_t *e, const char *gnuplot, const char *data, char *err,
                      strerror(errno));
   fprintf(g,
           "set terminal png size 1100,650\n"
+          "set termoption noenhanced\n"
           "set output '%s'\n"
           "set datafile separator ','\n"
           "set datafile missing 'NaN'\n"
