@@ -110,12 +110,10 @@ static int l_del(rs_op_t *op, int32_t p, const void *k, size_t kl) {
   return l_fail(op, rs_cache_delete(op->l->cache, op->l->cf, p, k, kl));
 }
 static int l_scan(rs_op_t *op, int32_t p, const void *prefix, size_t pl,
-                  int (*cb)(void *, const void *, size_t, const void *,
-                            size_t),
+                  int (*cb)(void *, const void *, size_t, const void *, size_t),
                   void *opaque) {
-  return l_fail(op,
-                rs_cache_scan(op->l->cache, op->l->cf, p, prefix, pl, cb,
-                              opaque));
+  return l_fail(
+      op, rs_cache_scan(op->l->cache, op->l->cf, p, prefix, pl, cb, opaque));
 }
 static int l_get_floats(rs_op_t *op, int32_t p, const void *k, size_t kl,
                         float *out, size_t dim) {
@@ -224,8 +222,7 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
            tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp(l->dir)) {
     int rc = rs_seterr(errstr, errstr_size, RS_EIO,
-                       "state: cannot create a temporary directory %s",
-                       l->dir);
+                       "state: cannot create a temporary directory %s", l->dir);
     l->dir[0] = '\0';
     rs_local_destroy(l);
     return rc;
@@ -238,11 +235,10 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
   if (!rc && (l->cf = rs_store_cf(l->store, name)) < 0)
     rc = rs_seterr(errstr, errstr_size, RS_EINTERNAL,
                    "state: column family '%s' missing after open", name);
-  if (!rc &&
-      (rc = rs_cache_create(l->store,
-                            opts && opts->cache_bytes ? opts->cache_bytes
-                                                      : (size_t)1 << 30,
-                            &l->cache)))
+  if (!rc && (rc = rs_cache_create(l->store,
+                                   opts && opts->cache_bytes ? opts->cache_bytes
+                                                             : (size_t)1 << 30,
+                                   &l->cache)))
     rs_seterr(errstr, errstr_size, rc, "state: cannot create the cache");
   char label[160];
   snprintf(label, sizeof label, "operators '%s'", name);

@@ -559,10 +559,10 @@ int main(int argc, char **argv) {
   static const struct {
     const char *name;
     int (*fn)(int, char **);
-  } cmds[] = {{"run", cmd_run},       {"validate", cmd_validate},
-              {"graph", cmd_graph},   {"operators", cmd_operators},
-              {"broker", cmd_broker}, {"generate", rs_cmd_generate},
-              {"state", rs_cmd_state},     {"eval", rs_cmd_eval}};
+  } cmds[] = {{"run", cmd_run},        {"validate", cmd_validate},
+              {"graph", cmd_graph},    {"operators", cmd_operators},
+              {"broker", cmd_broker},  {"generate", rs_cmd_generate},
+              {"state", rs_cmd_state}, {"eval", rs_cmd_eval}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);

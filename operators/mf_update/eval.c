@@ -73,7 +73,8 @@ static const char eval_help[] =
     "  -f, --format FORMAT    movielens (u.data: user TAB item TAB rating TAB\n"
     "                         timestamp), ml1m (ratings.dat: user::item::\n"
     "                         rating::timestamp), csv (a header naming user,\n"
-    "                         item and timestamp columns, optionally rating or\n"
+    "                         item and timestamp columns, optionally rating "
+    "or\n"
     "                         value and event_type) or avro (an object\n"
     "                         container file, as `recstream generate --out`\n"
     "                         writes). Default: avro for *.avro files\n"
@@ -81,7 +82,8 @@ static const char eval_help[] =
     "                         (default s, as in MovieLens)\n"
     "      --strict           stop at the first bad line (default: report it\n"
     "                         with its line number, count it, go on)\n"
-    "      --order ORDER      time (default: stable sort by timestamp) or file\n"
+    "      --order ORDER      time (default: stable sort by timestamp) or "
+    "file\n"
     "      --max-events N     replay only the first N events (after sorting)\n"
     "\n"
     "Model:\n"
@@ -440,10 +442,15 @@ static int eval_rank(eval_t *e, const rs_eval_event_t *ev, int after) {
                                                        : NULL,
                     n_items, e->uvec, e->view.kp, e->fscore);
     double corr = e->view.score_log_count;
-    for (uint32_t i = 0; i < n_items; i++)
-      e->score[i] = e->fscore[i] + (corr != 0 && e->view.item_count[i] > 0
-                                        ? corr * log((double)e->view.item_count[i])
-                                        : 0.0);
+    for (uint32_t i = 0; i < n_items; i++) {
+      double sc =
+          e->fscore[i] + (corr != 0 && e->view.item_count[i] > 0
+                              ? corr * log((double)e->view.item_count[i])
+                              : 0.0);
+      /* a diverged model (huge finite factors) can overflow a dot product:
+       * such a score ranks last rather than poisoning the counts */
+      e->score[i] = sc == sc ? sc : -INFINITY;
+    }
   }
   score_method(e, M_MODEL, n_items, (uint32_t)t, excl, n_excl, after);
 
@@ -459,9 +466,9 @@ static int eval_rank(eval_t *e, const rs_eval_event_t *ev, int after) {
     double a = e->oracle.go.affinity;
     for (uint32_t i = 0; i < n_items; i++) {
       uint32_t li = e->log_item[i];
-      e->score[i] = e->oracle.log_pop[li] +
-                    a * rs_gen_affinity(e->oracle.gen, gu,
-                                        e->oracle.gen_item[li]);
+      e->score[i] =
+          e->oracle.log_pop[li] +
+          a * rs_gen_affinity(e->oracle.gen, gu, e->oracle.gen_item[li]);
     }
     score_method(e, M_ORACLE, n_items, (uint32_t)t, excl, n_excl, after);
   }
@@ -660,9 +667,8 @@ static int replay(eval_t *e, char *err, size_t errsz) {
         e->pop_log[idx] = -INFINITY;
       }
       double tt = (double)ev->ts_ms * e->inv_tau, g = e->pop_log[idx];
-      e->pop_log[idx] = g == -INFINITY
-                            ? tt
-                            : (g > tt ? g : tt) + log1p(exp(-fabs(g - tt)));
+      e->pop_log[idx] =
+          g == -INFINITY ? tt : (g > tt ? g : tt) + log1p(exp(-fabs(g - tt)));
       e->count[idx]++;
       if (!is_explicit(e)) {
         /* consumed: once per pair */
@@ -766,16 +772,16 @@ static int oracle_prepare(eval_t *e, char *err, size_t errsz) {
                        "--oracle: user '%.*s' is not one of the generator's "
                        "users (u0..u%" PRIu32 "): is this the file `recstream "
                        "generate` wrote with these options?",
-                       (int)RS_MIN(e->log.users.len[u], 40),
-                       e->log.users.s[u], o->go.users - 1);
+                       (int)RS_MIN(e->log.users.len[u], 40), e->log.users.s[u],
+                       o->go.users - 1);
   for (uint32_t i = 0; i < e->log.items.n; i++)
     if (gen_id(e->log.items.s[i], e->log.items.len[i], 'i', o->go.items,
                &o->gen_item[i]))
       return rs_seterr(err, errsz, RS_EINVAL,
                        "--oracle: item '%.*s' is not one of the generator's "
                        "items (i0..i%" PRIu32 ")",
-                       (int)RS_MIN(e->log.items.len[i], 40),
-                       e->log.items.s[i], o->go.items - 1);
+                       (int)RS_MIN(e->log.items.len[i], 40), e->log.items.s[i],
+                       o->go.items - 1);
   for (uint32_t i = 0; i < e->log.items.n; i++)
     o->log_pop[i] = log(rs_gen_item_popularity(o->gen, o->gen_item[i]));
   return 0;
@@ -846,8 +852,9 @@ static int load_model_config(eval_t *e, char *err, size_t errsz) {
                      e->operator_name, e->opcfg->type);
     else if (!found)
       rc = rs_seterr(err, errsz, RS_ECONFIG, "%s: no %s%s%s", e->config,
-                     e->operator_name ? "operator named '" : "mf_update "
-                                                             "operator",
+                     e->operator_name ? "operator named '"
+                                      : "mf_update "
+                                        "operator",
                      e->operator_name ? e->operator_name : "",
                      e->operator_name ? "'" : "");
     else if (found > 1)
@@ -1012,7 +1019,8 @@ static int write_json(eval_t *e, char *err, size_t errsz) {
   for (int k = 0; k < N_METHODS; k++) {
     if (!method_on(e, k))
       continue;
-    json_object_set_new(aw, key(e, k), acc_json(e, &e->m[k], &e->m[k].after, k));
+    json_object_set_new(aw, key(e, k),
+                        acc_json(e, &e->m[k], &e->m[k].after, k));
     json_object_set_new(al, key(e, k), acc_json(e, &e->m[k], &e->m[k].all, k));
   }
   json_object_set_new(root, "after_warmup", aw);
@@ -1056,8 +1064,7 @@ static void print_table(const eval_t *e, FILE *f, int after) {
     const method_t *m = &e->m[k];
     const acc_t *a = after ? &m->after : &m->all;
     char lab[64];
-    snprintf(lab, sizeof lab, "%s%s%s", label(e, k),
-             k == M_MODEL ? " " : "",
+    snprintf(lab, sizeof lab, "%s%s%s", label(e, k), k == M_MODEL ? " " : "",
              k == M_MODEL ? obj_name[e->view.objective] : "");
     if (is_explicit(e)) {
       fprintf(f, "  %-28s %9.4f %9.4f %9" PRIu64 "\n", lab,
@@ -1111,7 +1118,7 @@ static void print_summary(const eval_t *e) {
   print_table(e, stdout, 0);
   if (!is_explicit(e)) {
     const acc_t *mo = &e->m[M_MODEL].after, *pd = &e->m[M_POP_DECAY].after,
-                *pa = &e->m[M_POP_ALL].after, *or = &e->m[M_ORACLE].after;
+                *pa = &e->m[M_POP_ALL].after, * or = &e->m[M_ORACLE].after;
     double r = mean_of(mo->hr, mo->n), rd = mean_of(pd->hr, pd->n),
            ra = mean_of(pa->hr, pa->n);
     printf("\nafter warm-up, recall@%u of the model: %.2fx popularity "
@@ -1320,8 +1327,7 @@ static int parse_args(eval_t *e, int argc, char **argv) {
       fputs(eval_help, stdout);
       return -1;
     default:
-      return usage_error("unknown or incomplete option '%s'",
-                         argv[optind - 1]);
+      return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
   if (optind < argc)
@@ -1380,18 +1386,18 @@ int rs_cmd_eval(int argc, char **argv) {
   if (!rc && !e.order_file)
     rc = rs_eval_sort(&e.log);
   if (!rc && e.log.bad > ro.max_reported)
-    fprintf(stderr, PROG ": %s: %" PRIu64 " bad lines in all (the first %" PRIu64
-                         " are shown)\n",
+    fprintf(stderr,
+            PROG ": %s: %" PRIu64 " bad lines in all (the first %" PRIu64
+                 " are shown)\n",
             e.input, e.log.bad, ro.max_reported);
   if (!rc && e.log.n == 0)
-    rc = rs_seterr(err, sizeof err, RS_EDECODE, "%s: no valid events",
-                   e.input);
+    rc = rs_seterr(err, sizeof err, RS_EDECODE, "%s: no valid events", e.input);
   if (!rc)
     rc = oracle_prepare(&e, err, sizeof err);
   rs_local_opts_t lo = {.on_emit = on_emit, .opaque = &e};
   if (!rc)
-    rc = rs_local_new(&rs_op_mf_update, e.opcfg->name, e.cfg, e.opcfg->node, &lo,
-                      &e.local, err, sizeof err);
+    rc = rs_local_new(&rs_op_mf_update, e.opcfg->name, e.cfg, e.opcfg->node,
+                      &lo, &e.local, err, sizeof err);
   if (!rc) {
     e.mf = rs_local_ctx(e.local);
     rs__mf_view(e.mf, &e.view);

@@ -46,9 +46,9 @@ typedef struct rs_eval_log {
 
 typedef struct rs_eval_read_opts {
   rs_eval_format_t format;
-  int64_t time_unit_ms; /* text formats: ms per timestamp unit (1000: s) */
-  int strict;           /* stop at the first bad line */
-  FILE *errors;         /* where bad lines are reported (NULL: nowhere) */
+  int64_t time_unit_ms;  /* text formats: ms per timestamp unit (1000: s) */
+  int strict;            /* stop at the first bad line */
+  FILE *errors;          /* where bad lines are reported (NULL: nowhere) */
   uint64_t max_reported; /* bad lines reported one by one */
 } rs_eval_read_opts_t;
 

@@ -506,7 +506,8 @@ int rs_eval_sort(rs_eval_log_t *log) {
   rs_eval_event_t *a = log->ev, *b = tmp;
   for (size_t w = 1; w < n; w *= 2) {
     for (size_t lo = 0; lo < n; lo += 2 * w) {
-      size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+      size_t mid = lo + w < n ? lo + w : n,
+             hi = lo + 2 * w < n ? lo + 2 * w : n;
       size_t i = lo, j = mid, k = lo;
       while (i < mid && j < hi)
         b[k++] = a[j].ts_ms < a[i].ts_ms ? a[j++] : a[i++];

@@ -63,7 +63,7 @@ static void pair_gsq(const float *restrict p, const float *restrict q,
 /* p += lr_p (g q - reg p); q += lr_q (g p_old - reg q), simultaneously. */
 static void pair_step(float *restrict p, float *restrict q, uint32_t kp,
                       float g, float lr_p, float lr_q, float reg) {
-  for (uint32_t i = 0; i < kp; i++) {
+  for (size_t i = 0; i < kp; i++) {
     float pi = p[i], qi = q[i];
     p[i] = pi + lr_p * (g * qi - reg * pi);
     q[i] = qi + lr_q * (g * pi - reg * qi);
@@ -110,7 +110,7 @@ float rs_mf_step_bpr(float *restrict p, float *restrict qi, float *restrict qj,
     h->gsq[5] = dbj * dbj;
   }
   float lp = h->lr_p, la = h->lr_q, lb = h->lr_qj;
-  for (uint32_t i = 0; i < kp; i++) {
+  for (size_t i = 0; i < kp; i++) {
     float pv = p[i], a = qi[i], b = qj[i];
     p[i] = pv + lp * (s * (a - b) - reg * pv);
     qi[i] = a + la * (s * pv - reg * a);

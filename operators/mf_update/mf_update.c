@@ -156,9 +156,9 @@ typedef struct mf_ctx {
    * backups and copies of item rows, the item record, keys. */
   void *scratch_mem;
   unsigned char *ubuf;
-  float *pbak;  /* user vector before the step */
-  float *qrow;  /* positive item row being updated */
-  float *qneg;  /* NEG_MAX negative rows */
+  float *pbak; /* user vector before the step */
+  float *qrow; /* positive item row being updated */
+  float *qneg; /* NEG_MAX negative rows */
   unsigned char *ibuf;
   char *key;
   size_t key_cap;
@@ -187,8 +187,8 @@ static const rs_option_def_t mf_options[] = {
      0, 10, NULL, "SGD step size of the user and item biases (bpr, explicit)."},
     {RS_OPT_DOUBLE, "regularization", "0.01", offsetof(mf_ctx_t, reg), 0, 10,
      NULL, "L2 weight on the factor vectors."},
-    {RS_OPT_DOUBLE, "bias_regularization", "0.01",
-     offsetof(mf_ctx_t, reg_bias), 0, 10, NULL, "L2 weight on the biases."},
+    {RS_OPT_DOUBLE, "bias_regularization", "0.01", offsetof(mf_ctx_t, reg_bias),
+     0, 10, NULL, "L2 weight on the biases."},
     {RS_OPT_DOUBLE, "init_scale", "0.1", offsetof(mf_ctx_t, init_scale), 0, 10,
      NULL,
      "Standard deviation of the initial vector components (uniform, "
@@ -209,10 +209,10 @@ static const rs_option_def_t mf_options[] = {
      "proportional to popularity."},
     {RS_OPT_DOUBLE, "weight_view", "1", offsetof(mf_ctx_t, w_type[0]), 0, 1000,
      NULL, "Weight of a VIEW in the implicit objectives (0: not learned)."},
-    {RS_OPT_DOUBLE, "weight_click", "2", offsetof(mf_ctx_t, w_type[1]), 0,
-     1000, NULL, "Weight of a CLICK."},
-    {RS_OPT_DOUBLE, "weight_add_to_cart", "3", offsetof(mf_ctx_t, w_type[2]),
-     0, 1000, NULL, "Weight of an ADD_TO_CART."},
+    {RS_OPT_DOUBLE, "weight_click", "2", offsetof(mf_ctx_t, w_type[1]), 0, 1000,
+     NULL, "Weight of a CLICK."},
+    {RS_OPT_DOUBLE, "weight_add_to_cart", "3", offsetof(mf_ctx_t, w_type[2]), 0,
+     1000, NULL, "Weight of an ADD_TO_CART."},
     {RS_OPT_DOUBLE, "weight_purchase", "5", offsetof(mf_ctx_t, w_type[3]), 0,
      1000, NULL, "Weight of a PURCHASE."},
     {RS_OPT_ENUM, "rating_weight", "value", offsetof(mf_ctx_t, rating_weight),
@@ -230,8 +230,8 @@ static const rs_option_def_t mf_options[] = {
      offsetof(mf_ctx_t, half_life_ms), 1000, 315360000000.0, NULL,
      "Half-life of the time-decayed item popularity that serves cold-start "
      "users (event time)."},
-    {RS_OPT_INT, "min_user_events", "3", offsetof(mf_ctx_t, min_user_events),
-     0, 1000000, NULL,
+    {RS_OPT_INT, "min_user_events", "3", offsetof(mf_ctx_t, min_user_events), 0,
+     1000000, NULL,
      "A user with fewer events than this is cold: flagged RS_MF_F_COLD in "
      "the output and served by time-decayed popularity. Their events are "
      "learned all the same."},
@@ -281,7 +281,8 @@ static void *alloc_aligned(mf_ctx_t *c, size_t size, void **base) {
   *base = p;
   if (!p)
     return NULL;
-  uintptr_t a = ((uintptr_t)p + RS_MF_ALIGN - 1) & ~(uintptr_t)(RS_MF_ALIGN - 1);
+  uintptr_t a =
+      ((uintptr_t)p + RS_MF_ALIGN - 1) & ~(uintptr_t)(RS_MF_ALIGN - 1);
   return (void *)a;
 }
 
@@ -635,8 +636,7 @@ static int mf_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   int rc = load_model(c);
   if (rc) {
     snprintf(errstr, errstr_size, "cannot load the stored model: %s%s",
-             rs_strerror(rc),
-             rc == RS_ESTATE ? " (see the log)" : "");
+             rs_strerror(rc), rc == RS_ESTATE ? " (see the log)" : "");
     return rc;
   }
   return 0;
@@ -783,8 +783,8 @@ static int load_user(mf_ctx_t *c, int32_t partition, const char *user,
       snprintf(c->reason, sizeof c->reason, "%zu bytes, expected %zu", n,
                USER_HDR + sizeof(float) * (size_t)c->k);
     char what[160];
-    snprintf(what, sizeof what, "partition %" PRId32 " user '%.*s'",
-             partition, shown, user);
+    snprintf(what, sizeof what, "partition %" PRId32 " user '%.*s'", partition,
+             shown, user);
     return bad_state(c, what, c->reason);
   }
   memcpy(c->ubuf, v, n);
@@ -826,7 +826,9 @@ static float clip_rating(const mf_ctx_t *c, float v) {
 static float rate(const mf_ctx_t *c, double base, float acc) {
   if (c->adaptive != ADAPT_ADAGRAD)
     return (float)base;
-  return (float)(base / sqrt((double)acc + 1e-6));
+  /* The accumulator starts at 0.1 (TensorFlow's initial_accumulator_value):
+   * the first steps are about 3x the base rate, not unbounded. */
+  return (float)(base / sqrt((double)acc + 0.1));
 }
 
 /* Draws up to `want` distinct negatives other than pos into neg[]. */
@@ -1110,8 +1112,7 @@ void rs__mf_view(void *vctx, rs_mf_view_t *out) {
   out->version = c->version;
 }
 
-int rs__mf_item_index(void *vctx, const char *item, size_t len,
-                      uint32_t *idx) {
+int rs__mf_item_index(void *vctx, const char *item, size_t len, uint32_t *idx) {
   mf_ctx_t *c = vctx;
   int rc = make_key(c, 'd', item, len);
   if (rc)

@@ -17,12 +17,12 @@
 enum { RS_MF_OBJ_ISGD = 0, RS_MF_OBJ_BPR = 1, RS_MF_OBJ_EXPLICIT = 2 };
 
 typedef struct rs_mf_view {
-  int objective;     /* RS_MF_OBJ_* */
-  uint32_t k;        /* factors */
-  uint32_t kp;       /* row stride in floats (k padded) */
-  uint32_t n_items;  /* items known, internal ids 0..n_items-1 */
-  const float *items; /* n_items rows of kp floats, RS_MF_ALIGN-aligned */
-  const float *item_bias;     /* n_items */
+  int objective;          /* RS_MF_OBJ_* */
+  uint32_t k;             /* factors */
+  uint32_t kp;            /* row stride in floats (k padded) */
+  uint32_t n_items;       /* items known, internal ids 0..n_items-1 */
+  const float *items;     /* n_items rows of kp floats, RS_MF_ALIGN-aligned */
+  const float *item_bias; /* n_items */
   const int64_t *item_count;  /* events per item */
   const double *item_pop_log; /* time-decayed popularity, log scale: items
                                  compare by it at any time (see the file

@@ -96,8 +96,8 @@ static void item_state(rs_harness_t *h, uint32_t idx, int k, float *vec,
 }
 
 Test(mf_update, emits_the_event_the_user_vector_and_the_model_version) {
-  const char *opts[] = {"objective", "isgd", "k", "8", "min_user_events", "2",
-                        NULL};
+  const char *opts[] = {"objective",       "isgd", "k", "8",
+                        "min_user_events", "2",    NULL};
   rs_harness_t *h = make(opts);
   push1(h, "alice", "i1", RS_EVENT_VIEW, 1, 12.5, 1000, 0);
   push1(h, "alice", "i2", RS_EVENT_PURCHASE, 0, 0, 2000, 1);
@@ -200,13 +200,8 @@ Test(mf_update, two_users_three_items_by_hand) {
 }
 
 Test(mf_update, cold_start_initial_vectors_and_decayed_popularity) {
-  const char *opts[] = {"k",
-                        "16",
-                        "min_user_events",
-                        "3",
-                        "popularity_half_life",
-                        "1h",
-                        NULL};
+  const char *opts[] = {
+      "k", "16", "min_user_events", "3", "popularity_half_life", "1h", NULL};
   rs_harness_t *h = make(opts);
   void *ctx = rs_harness_ctx(h);
   _Alignas(32) float a[16], b[16], c[16];
@@ -280,10 +275,10 @@ Test(mf_update, nan_guard_keeps_state_finite) {
   /* A diverging configuration: ratings alternating between -1e9 and 1e9
    * keep the error near 1e9, and a step multiplies the vectors by ~1e10
    * until float overflows. */
-  const char *opts[] = {"objective",  "explicit", "k",             "8",
-                        "init_scale", "5",        "learning_rate", "10",
-                        "error_clip", "1e9",      "rating_max",    "1e9",
-                        "rating_min", "-1e9",     NULL};
+  const char *opts[] = {
+      "objective",  "explicit",      "k",          "8",          "init_scale",
+      "5",          "learning_rate", "10",         "error_clip", "1e9",
+      "rating_max", "1e9",           "rating_min", "-1e9",       NULL};
   rs_harness_t *h = make(opts);
   int guarded_at = -1;
   for (int i = 0; i < 40 && guarded_at < 0; i++) {
@@ -306,8 +301,8 @@ Test(mf_update, nan_guard_keeps_state_finite) {
   for (int i = 0; i < 8; i++)
     cr_assert(isfinite(vec[i]));
   /* The emitted vector is the one kept (the pre-guard state). */
-  cr_assert_eq(memcmp(g->user_vector, out(h, (size_t)guarded_at - 1)->user_vector,
-                      sizeof vec),
+  cr_assert_eq(memcmp(g->user_vector,
+                      out(h, (size_t)guarded_at - 1)->user_vector, sizeof vec),
                0);
   rs_harness_destroy(h);
 }
@@ -330,8 +325,11 @@ Test(mf_update, nonfinite_stored_vector_is_reinitialised) {
 Test(mf_update, dead_letters_and_refused_items) {
   const char *opts[] = {"max_items", "2", "objective", "isgd", NULL};
   rs_harness_t *h = make(opts);
-  rs_record_t bytes = {.kind = RS_KIND_BYTES, .key = "k", .key_len = 1,
-                       .value = "v", .value_len = 1};
+  rs_record_t bytes = {.kind = RS_KIND_BYTES,
+                       .key = "k",
+                       .key_len = 1,
+                       .value = "v",
+                       .value_len = 1};
   cr_assert_eq(rs_harness_push(h, 0, &bytes, 1), 0);
   event_t e;
   ev(&e, "u", "", RS_EVENT_VIEW, 0, 0, 1, 1);
@@ -418,12 +416,12 @@ static void digest(rs_harness_t *h, uint32_t users, rs_buf_t *b) {
     unsigned char key[5] = {'i', (unsigned char)(i >> 24),
                             (unsigned char)(i >> 16), (unsigned char)(i >> 8),
                             (unsigned char)i};
-    cr_assert_eq(
-        rs_harness_state_get(h, RS_PARTITION_SHARED, key, 5, &v, &n), 0);
+    cr_assert_eq(rs_harness_state_get(h, RS_PARTITION_SHARED, key, 5, &v, &n),
+                 0);
     rs_buf_append(b, v, n);
     key[0] = 'r';
-    cr_assert_eq(
-        rs_harness_state_get(h, RS_PARTITION_SHARED, key, 5, &v, &n), 0);
+    cr_assert_eq(rs_harness_state_get(h, RS_PARTITION_SHARED, key, 5, &v, &n),
+                 0);
     char dk[64];
     int dl = snprintf(dk, sizeof dk, "d%.*s", (int)n, (const char *)v);
     rs_buf_append(b, v, n);
@@ -490,9 +488,9 @@ static void run(rs_harness_t *h, stream_t *s, int from, int to) {
   }
 }
 
-static const char *const det_opts[] = {
-    "objective", "bpr", "k", "12", "negatives", "3", "adaptive", "adagrad",
-    NULL};
+static const char *const det_opts[] = {"objective", "bpr",       "k",
+                                       "12",        "negatives", "3",
+                                       "adaptive",  "adagrad",   NULL};
 
 Test(mf_update, two_runs_give_identical_state_bytes) {
   stream_t *s = make_stream();
@@ -506,8 +504,8 @@ Test(mf_update, two_runs_give_identical_state_bytes) {
   cr_assert_eq(da.len, db.len);
   cr_assert_eq(memcmp(da.data, db.data, da.len), 0);
   /* and the digest sees a difference: another seed changes the model */
-  const char *other[] = {"objective", "bpr", "k", "12", "negatives", "3",
-                         "adaptive", "adagrad", "seed", "1", NULL};
+  const char *other[] = {"objective", "bpr",     "k",    "12", "negatives", "3",
+                         "adaptive",  "adagrad", "seed", "1",  NULL};
   rs_harness_t *c = make(other);
   run(c, s, 0, DET_EVENTS);
   digest(c, DET_USERS, &db);

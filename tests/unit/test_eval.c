@@ -91,18 +91,18 @@ static rs_eval_read_opts_t ropts(rs_eval_format_t f, int strict) {
 
 Test(eval, movielens_lines_and_bad_lines) {
   write_file("u.data", "196\t242\t3\t881250949\n"
-                       "186\t302\t3\n"              /* 3 fields */
-                       "22\t377\t1\t878887116\r\n"  /* CRLF is fine */
-                       "\n"                          /* blank: skipped */
-                       "244\t51\tabc\t880606923\n"  /* rating */
-                       "166\t346\t1\tsoon\n"        /* timestamp */
-                       "\t346\t1\t886397596\n"      /* no user */
+                       "186\t302\t3\n"             /* 3 fields */
+                       "22\t377\t1\t878887116\r\n" /* CRLF is fine */
+                       "\n"                        /* blank: skipped */
+                       "244\t51\tabc\t880606923\n" /* rating */
+                       "166\t346\t1\tsoon\n"       /* timestamp */
+                       "\t346\t1\t886397596\n"     /* no user */
                        "298\t474\t4\t884182806\n");
   rs_eval_log_t log = {0};
   char err[512];
   rs_eval_read_opts_t o = ropts(RS_EVAL_MOVIELENS, 0);
-  cr_assert_eq(rs_eval_read(path("u.data"), &o, &log, err, sizeof err), 0,
-               "%s", err);
+  cr_assert_eq(rs_eval_read(path("u.data"), &o, &log, err, sizeof err), 0, "%s",
+               err);
   cr_assert_eq(log.n, 3);
   cr_assert_eq(log.bad, 4);
   cr_assert_eq(log.ev[0].type, RS_EVENT_RATING);
@@ -213,8 +213,8 @@ Test(eval, model_beats_popularity_on_generated_data) {
   json_t *ctr = json_object_get(j, "counters");
   /* bpr learns nothing while fewer than 2 items are known (no negative) */
   json_int_t learned = json_integer_value(json_object_get(ctr, "learned"));
-  cr_assert_eq(learned + json_integer_value(json_object_get(ctr, "not_learned")),
-               40000);
+  cr_assert_eq(
+      learned + json_integer_value(json_object_get(ctr, "not_learned")), 40000);
   cr_assert_gt(learned, 39900);
   cr_assert_eq(json_integer_value(json_object_get(ctr, "nonfinite_updates")),
                0);
@@ -302,9 +302,9 @@ Test(eval, usage_and_input_errors) {
   cr_assert_eq(recstream(out, sizeof out, "eval -i missing -f movielens"), 1);
   cr_assert(strstr(out, "cannot open"), "%s", out);
   /* A bad line is reported with its number; --strict stops there. */
-  cr_assert_eq(recstream(out, sizeof out,
-                         "eval -i u.data -f movielens --json j.json"),
-               0, "%s", out);
+  cr_assert_eq(
+      recstream(out, sizeof out, "eval -i u.data -f movielens --json j.json"),
+      0, "%s", out);
   cr_assert(strstr(out, "u.data:2: expected 4 fields"), "%s", out);
   json_t *j = load_json("j.json");
   cr_assert_eq(json_integer_value(json_object_get(j, "bad_lines")), 1);

@@ -91,8 +91,8 @@ static void check_gradient(int obj) {
         continue;
       }
       cr_assert(fabs(step - g[v][i]) <= 2e-3 + 2e-3 * fabs(g[v][i]),
-                "objective %d vector %d [%d]: step %.6f, gradient %.6f", obj,
-                v, i, step, g[v][i]);
+                "objective %d vector %d [%d]: step %.6f, gradient %.6f", obj, v,
+                i, step, g[v][i]);
       checked++;
     }
   float bafter[3] = {BU, BI, BJ}, bbefore[3] = {bu0, bi0, bj0};
@@ -195,8 +195,8 @@ Test(mf_kernel, adagrad_norms_are_the_gradient_norms) {
 }
 
 Test(mf_kernel, dot_score_all_and_finite) {
-  _Alignas(32) float items[3 * 8] = {1, 2, 0, 0, 0, 0, 0, 0, //
-                                     0, 0, 3, 0, 0, 0, 0, 1, //
+  _Alignas(32) float items[3 * 8] = {1,  2, 0, 0, 0, 0, 0, 0, //
+                                     0,  0, 3, 0, 0, 0, 0, 1, //
                                      -1, 0, 0, 0, 0, 0, 0, 0};
   _Alignas(32) float u[8] = {1, 1, 1, 1, 1, 1, 1, 2};
   float bias[3] = {0.5f, 0, 0}, out[3];

@@ -74,7 +74,8 @@ typedef struct rs_mf_update {
 } rs_mf_update_t;
 
 /* rs_mf_update_t.flags */
-#define RS_MF_F_COLD 1u     /* fewer than min_user_events events: serve this
+#define RS_MF_F_COLD                                                           \
+  1u                        /* fewer than min_user_events events: serve this   \
                                user by (time-decayed) popularity */
 #define RS_MF_F_LEARNED 2u  /* the event updated the model */
 #define RS_MF_F_NEW_ITEM 4u /* the item's first event */
