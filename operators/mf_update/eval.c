@@ -1143,6 +1143,8 @@ static void eval_free(eval_t *e) {
   rs_graph_destroy(e->graph);
   rs_registry_destroy(e->reg);
   rs_config_destroy(e->cfg);
+  for (uint32_t u = 0; e->consumed && u < e->log.users.n; u++)
+    rs_free(e->consumed[u]);
   rs_eval_log_free(&e->log);
   rs_free(e->count);
   rs_free(e->pop_log);
@@ -1154,8 +1156,6 @@ static void eval_free(eval_t *e) {
   rs_free(e->harmonic);
   for (int k = 0; k < N_METHODS; k++)
     rs_free(e->m[k].covered);
-  for (uint32_t u = 0; e->consumed && u < e->log.users.n; u++)
-    rs_free(e->consumed[u]);
   rs_free(e->consumed);
   rs_free(e->n_consumed);
   rs_free(e->cap_consumed);

@@ -483,7 +483,16 @@ int rs_eval_read(const char *path, const rs_eval_read_opts_t *o,
     if (!probe)
       return rs_seterr(errstr, errstr_size, RS_EIO, "cannot open %s: %s", path,
                        strerror(errno));
+    /* The container magic first: avro-c's reader leaks on some
+     * failures, and the message is clearer. */
+    unsigned char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, probe);
     fclose(probe);
+    if (got != 4 || memcmp(magic, "Obj\x01", 4))
+      return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                       "%s: not a readable Avro object container file (it "
+                       "does not start with Obj\\x01)",
+                       path);
     return read_avro(&r);
   }
   FILE *fp = fopen(path, "r");

@@ -73,13 +73,14 @@ typedef struct rs_mf_update {
   uint64_t model_version;   /* model updates so far, this one included */
 } rs_mf_update_t;
 
-/* rs_mf_update_t.flags */
-#define RS_MF_F_COLD                                                           \
-  1u                        /* fewer than min_user_events events: serve this   \
-                               user by (time-decayed) popularity */
-#define RS_MF_F_LEARNED 2u  /* the event updated the model */
-#define RS_MF_F_NEW_ITEM 4u /* the item's first event */
-#define RS_MF_F_GUARDED 8u  /* the NaN/Inf guard discarded the update */
+/* rs_mf_update_t.flags. COLD: fewer than min_user_events events, serve
+ * this user by (time-decayed) popularity. LEARNED: the event updated the
+ * model. NEW_ITEM: the item's first event. GUARDED: the NaN/Inf guard
+ * discarded the update. */
+#define RS_MF_F_COLD 1u
+#define RS_MF_F_LEARNED 2u
+#define RS_MF_F_NEW_ITEM 4u
+#define RS_MF_F_GUARDED 8u
 
 typedef struct rs_record {
   uint32_t kind;  /* rs_kind_t */
