@@ -272,7 +272,9 @@ int rs_codec_encode_record(rs_codec_t *c, rs_format_t fmt,
   if (!rec || !out)
     return rs_seterr(errstr, errstr_size, RS_EINVAL,
                      "rs_codec_encode_record: invalid argument");
-  if (rec->kind == RS_KIND_INTERACTION) {
+  /* mf_update's records start with their interaction: a sink after it
+   * writes the interaction (the model's figures stay in state). */
+  if (rec->kind == RS_KIND_INTERACTION || rec->kind == RS_KIND_MF_UPDATE) {
     if (!rec->payload)
       return rs_seterr(errstr, errstr_size, RS_EENCODE,
                        "interaction record has no payload");

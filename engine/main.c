@@ -16,6 +16,7 @@
 #include "graph.h"
 #include "kafka.h"
 #include "log.h"
+#include "operators/mf_update/eval.h"
 #include "options.h"
 #include "recstream/version.h"
 #include "registry.h"
@@ -42,6 +43,8 @@ static const char main_usage[] =
     "  broker            run a standalone embedded Kafka broker (mock "
     "cluster)\n"
     "  generate          produce a synthetic interaction stream\n"
+    "  eval              replay an interaction log through mf_update and\n"
+    "                    measure it prequentially (no Kafka)\n"
     "  state SUB CONFIG  inspect, savepoint or purge the keyed state\n"
     "  replay CONFIG     backfill state from a range of the source topics\n"
     "  version           print the version\n"
@@ -583,7 +586,8 @@ int main(int argc, char **argv) {
   } cmds[] = {{"run", cmd_run},        {"validate", cmd_validate},
               {"graph", cmd_graph},    {"operators", cmd_operators},
               {"broker", cmd_broker},  {"generate", rs_cmd_generate},
-              {"state", rs_cmd_state}, {"replay", rs_cmd_replay}};
+              {"state", rs_cmd_state},  {"replay", rs_cmd_replay},
+              {"eval", rs_cmd_eval}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);

@@ -13,9 +13,10 @@
 extern const rs_operator_def_t rs_op_parse;
 extern const rs_operator_def_t rs_op_user_stats;
 extern const rs_operator_def_t rs_op_sessionize;
+extern const rs_operator_def_t rs_op_mf_update;
 
 static const rs_operator_def_t *const builtins[] = {
-    &rs_op_parse, &rs_op_user_stats, &rs_op_sessionize};
+    &rs_op_parse, &rs_op_user_stats, &rs_op_sessionize, &rs_op_mf_update};
 
 struct rs_registry {
   const rs_operator_def_t **defs;

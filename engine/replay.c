@@ -1625,7 +1625,10 @@ int rs_cmd_replay(int argc, char **argv) {
   printf("  dead-lettered:      %llu\n", (unsigned long long)st.dead_lettered);
   for (size_t i = 0; i < graph->n; i++)
     if (graph->nodes[i].kind == RS_NODE_OPERATOR) {
-      uint64_t late = rs_engine_counter(e, graph->nodes[i].name, "late");
+      /* sessionize counts "late_records" (records past grace). */
+      uint64_t late =
+          rs_engine_counter(e, graph->nodes[i].name, "late") +
+          rs_engine_counter(e, graph->nodes[i].name, "late_records");
       if (late)
         printf("  late (%s):%*s%llu\n", graph->nodes[i].name,
                (int)(12 > strlen(graph->nodes[i].name)

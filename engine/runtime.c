@@ -1016,6 +1016,10 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
     const rs_record_t *r = &in->recs[i];
     const void *val = r->value;
     size_t len = r->value_len;
+    if (e->opts.suppress_output) {
+      e->stats.withheld++;
+      continue;
+    }
     if (r->kind != RS_KIND_BYTES) {
       rs_buf_reset(&e->enc);
       char err[256];
@@ -1029,10 +1033,6 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
                          (int)r->src_partition, (long long)r->src_offset, err);
       val = e->enc.data;
       len = e->enc.len;
-    }
-    if (e->opts.suppress_output) {
-      e->stats.withheld++;
-      continue;
     }
     int rc =
         produce(e, n->sink, r->key, r->key_len, val, len, r->src_offset, NULL);

@@ -260,6 +260,22 @@ static const void *dup_payload(const rs_record_t *rec) {
     return NULL;
   if (rec->kind == RS_KIND_INTERACTION)
     return dup_interaction(rec->payload);
+  if (rec->kind == RS_KIND_MF_UPDATE) {
+    /* An rs_mf_update_t starts with its interaction; plus the vector. */
+    const rs_mf_update_t *mi = rec->payload;
+    rs_mf_update_t *mc = rs_malloc(sizeof(*mc));
+    if (mc) {
+      *mc = *mi;
+      const rs_interaction_t *in = &mi->interaction;
+      mc->interaction.user = dup_bytes(in->user, in->user_len);
+      mc->interaction.item = dup_bytes(in->item, in->item_len);
+      mc->interaction.device = dup_bytes(in->device, in->device_len);
+      mc->interaction.page = dup_bytes(in->page, in->page_len);
+      mc->user_vector =
+          dup_bytes(mi->user_vector, sizeof(float) * (size_t)mi->dim);
+    }
+    return mc;
+  }
   if (rec->kind == RS_KIND_SESSION_EVENT) {
     const rs_session_event_t *se = rec->payload;
     rs_session_event_t *c = rs_malloc(sizeof(*c));
@@ -301,6 +317,15 @@ static void free_payload(const rs_record_t *r) {
     return;
   if (r->kind == RS_KIND_INTERACTION) {
     free_interaction((rs_interaction_t *)r->payload);
+  } else if (r->kind == RS_KIND_MF_UPDATE) {
+    rs_mf_update_t *m = (rs_mf_update_t *)r->payload;
+    rs_free((void *)m->user_vector);
+    rs_interaction_t *in = &m->interaction;
+    rs_free((void *)in->user);
+    rs_free((void *)in->item);
+    rs_free((void *)in->device);
+    rs_free((void *)in->page);
+    rs_free(m);
   } else if (r->kind == RS_KIND_SESSION_EVENT) {
     rs_session_event_t *se = (rs_session_event_t *)r->payload;
     free_interaction((rs_interaction_t *)se->interaction);

@@ -132,8 +132,9 @@ const char *rs_harness_errmsg(const rs_harness_t *h);
 void rs_harness_set_host_struct_size(rs_harness_t *h, uint32_t struct_size);
 
 /* Records emitted on `port` since creation or the last clear, in order.
- * Key, value and (for RS_KIND_INTERACTION, RS_KIND_SESSION_EVENT and
- * RS_KIND_SESSION) payload are deep copies owned by the harness; payloads
+ * Key, value and (for RS_KIND_INTERACTION, RS_KIND_SESSION_EVENT,
+ * RS_KIND_SESSION and RS_KIND_MF_UPDATE, its user vector included) payload
+ * are deep copies owned by the harness; payloads
  * of other kinds are not copied and set to NULL. */
 size_t rs_harness_emitted_count(const rs_harness_t *h, uint32_t port);
 const rs_record_t *rs_harness_emitted(const rs_harness_t *h, uint32_t port,

@@ -22,6 +22,7 @@ typedef enum rs_kind {
   RS_KIND_INTERACTION = 1,   /* payload is a const rs_interaction_t * */
   RS_KIND_SESSION_EVENT = 2, /* payload is a const rs_session_event_t * */
   RS_KIND_SESSION = 3,       /* payload is a const rs_session_t * */
+  RS_KIND_MF_UPDATE = 4,     /* payload is a const rs_mf_update_t * */
 } rs_kind_t;
 
 /* Event types of schemas/interaction.avsc, in schema order. */
@@ -96,6 +97,37 @@ typedef struct rs_session {
   double dwell_seconds;      /* sum of value over non-RATING events */
   double rating_sum;         /* sum of value over RATING events */
 } rs_session_t;
+
+/* What the mf_update operator emits for every interaction it receives
+ * (kind RS_KIND_MF_UPDATE): the event, and the model after learning from
+ * it, so that later operators (topn_emit, bandit_reward) need no second
+ * state lookup. `interaction` comes first, so the payload is also a valid
+ * const rs_interaction_t *. user_vector points at dim floats, a copy made
+ * for this batch (16-byte aligned); like the interaction's strings it is
+ * valid as long as the record's other bytes. */
+typedef struct rs_mf_update {
+  rs_interaction_t interaction;
+  const float *user_vector; /* the user's factors after this event */
+  uint32_t dim;             /* number of floats at user_vector (k) */
+  uint32_t flags;           /* RS_MF_F_* */
+  uint32_t item_index;      /* the item's internal id in mf_update's
+                               dictionary; UINT32_MAX if it has none */
+  float user_bias;          /* after this event (0 for isgd) */
+  float score;              /* the model's prediction for (user, item)
+                               before learning from this event */
+  float weight;             /* weight it was learned with; 0 if not */
+  int64_t user_events;      /* the user's events, this one included */
+  uint64_t model_version;   /* model updates so far, this one included */
+} rs_mf_update_t;
+
+/* rs_mf_update_t.flags. COLD: fewer than min_user_events events, serve
+ * this user by (time-decayed) popularity. LEARNED: the event updated the
+ * model. NEW_ITEM: the item's first event. GUARDED: the NaN/Inf guard
+ * discarded the update. */
+#define RS_MF_F_COLD 1u
+#define RS_MF_F_LEARNED 2u
+#define RS_MF_F_NEW_ITEM 4u
+#define RS_MF_F_GUARDED 8u
 
 typedef struct rs_record {
   uint32_t kind;  /* rs_kind_t */
