@@ -712,9 +712,7 @@ static int host_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
 
 static uint64_t host_random(rs_op_t *op, const void *key, size_t key_len,
                             int64_t offset, uint64_t stream) {
-  uint64_t h = rs_hash64(key, key_len, op->seed);
-  return rs_mix64(h ^
-                  rs_mix64((uint64_t)offset * 0x9e3779b97f4a7c15ULL + stream));
+  return rs_op_random(op->seed, key, key_len, offset, stream);
 }
 
 static const rs_host_api_t host_api_template = {
@@ -2421,7 +2419,7 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
     op->e = e;
     op->node = i;
     op->def = gn->def;
-    op->seed = rs_hash64(gn->name, strlen(gn->name), 0x7265637374726d);
+    op->seed = rs_op_seed(gn->name);
     op->cf = rs_store_cf(e->store, gn->name);
     op->ctx = rs_calloc(1, gn->def->ctx_size ? gn->def->ctx_size : 1);
     if (!op->ctx)
