@@ -7,6 +7,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* 10 us .. 2.5 s: a batch of up to processing.batch_size records. */
+const double rs_hist_bounds[RS_HIST_N - 1] = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025,  0.005,    0.01,    0.025,  0.1,     2.5};
+
+void rs_histogram_observe(rs_histogram_t *h, uint64_t ns) {
+  double s = (double)ns / 1e9;
+  size_t i = 0;
+  while (i < RS_HIST_N - 1 && s > rs_hist_bounds[i])
+    i++;
+  h->bucket[i]++;
+  h->count++;
+  h->sum_ns += ns;
+}
+
 void rs_metrics_sanitize(const char *name, char *buf, size_t size) {
   size_t i = 0;
   for (; name[i] && i + 1 < size; i++) {
@@ -137,6 +152,46 @@ static int render_counters(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   }
   rs_free(v);
   return rc;
+}
+
+static int render_hists(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  static const char name[] = "recstream_operator_process_seconds";
+  if (!s->node_hist)
+    return 0;
+  int any = 0;
+  for (size_t i = 0; i < s->g->n; i++) {
+    const rs_gnode_t *n = &s->g->nodes[i];
+    const rs_histogram_t *h = &s->node_hist[i];
+    if (n->kind != RS_NODE_OPERATOR)
+      continue;
+    if (!any && put_help(b, name,
+                         "time one call of the operator's process() took (one "
+                         "batch of records of one partition)",
+                         "histogram"))
+      return RS_ENOMEM;
+    any = 1;
+    uint64_t cum = 0;
+    for (size_t k = 0; k < RS_HIST_N; k++) {
+      cum += h->bucket[k];
+      char le[32];
+      if (k < RS_HIST_N - 1)
+        snprintf(le, sizeof le, "%g", rs_hist_bounds[k]);
+      else
+        snprintf(le, sizeof le, "+Inf");
+      if (rs_buf_printf(b, "%s_bucket{operator=\"", name) ||
+          put_label_value(b, n->name) ||
+          rs_buf_printf(b, "\",le=\"%s\"} %llu\n", le, (unsigned long long)cum))
+        return RS_ENOMEM;
+    }
+    if (rs_buf_printf(b, "%s_sum{operator=\"", name) ||
+        put_label_value(b, n->name) ||
+        rs_buf_printf(b, "\"} %.9f\n", (double)h->sum_ns / 1e9) ||
+        rs_buf_printf(b, "%s_count{operator=\"", name) ||
+        put_label_value(b, n->name) ||
+        rs_buf_printf(b, "\"} %llu\n", (unsigned long long)h->count))
+      return RS_ENOMEM;
+  }
+  return 0;
 }
 
 static int render_sinks(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
@@ -304,8 +359,9 @@ int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
               "counter", st->withheld))
     return RS_ENOMEM;
   int rc;
-  if ((rc = render_counters(s, b)) || (rc = render_sinks(s, b)) ||
-      (rc = render_parts(s, b)) || (rc = render_cache(s, b)))
+  if ((rc = render_counters(s, b)) || (rc = render_hists(s, b)) ||
+      (rc = render_sinks(s, b)) || (rc = render_parts(s, b)) ||
+      (rc = render_cache(s, b)))
     return rc;
   return 0;
 }

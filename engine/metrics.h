@@ -21,6 +21,17 @@
 #include "state/cache.h"
 #include "util.h"
 
+/* Latency histogram with fixed bucket bounds (rs_hist_bounds, seconds;
+ * the last bucket is +Inf). Cumulative counts are computed when rendered. */
+#define RS_HIST_N 14
+extern const double rs_hist_bounds[RS_HIST_N - 1];
+typedef struct rs_histogram {
+  uint64_t bucket[RS_HIST_N]; /* observations per bucket (not cumulative) */
+  uint64_t count;
+  uint64_t sum_ns;
+} rs_histogram_t;
+void rs_histogram_observe(rs_histogram_t *h, uint64_t ns);
+
 typedef struct rs_metric_counter {
   size_t node; /* graph node index */
   const char *name;
@@ -49,6 +60,8 @@ typedef struct rs_metrics_snapshot {
   int64_t producer_queue;        /* rd_kafka_outq_len() (-1: no producer) */
   int has_cache;                 /* cache below is meaningful */
   rs_cache_stats_t cache;        /* state cache */
+  rs_histogram_t *node_hist;     /* per node: operators' process() time per
+                                    batch (NULL: none) */
   uint64_t *node_out;            /* per node: records a sink produced */
   rs_metric_counter_t *counters; /* every operator counter, any order */
   size_t n_counters;

@@ -165,6 +165,7 @@ struct rs_op {
   int inited;
   rs_counter_t *counters;
   rs_counter_t *c_in, *c_out, *c_dlq;
+  rs_histogram_t proc_hist; /* process() time per batch (metrics.h) */
   uint64_t seed;
   int cf; /* column family of its state */
 };
@@ -1158,7 +1159,9 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
       if (op->c_in)
         op->c_in->value += ob->n;
       e->cur_op = op;
+      uint64_t t0 = rs_now_ns();
       rc = op->def->process(op, op->ctx, &b);
+      rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
       if (rc < 0 && !e->errstr[0])
         rs_seterr(e->errstr, sizeof e->errstr, rc,
                   "operator '%s' (%s) failed on %s [%d]: %s", gn->name,
@@ -2983,14 +2986,17 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
     for (int32_t i = 0; i < e->n_parts[s]; i++)
       np += e->parts[s][i] != NULL;
   out->node_out = rs_calloc(e->g->n ? e->g->n : 1, sizeof(uint64_t));
+  out->node_hist = rs_calloc(e->g->n ? e->g->n : 1, sizeof(rs_histogram_t));
   out->counters = rs_calloc(nc ? nc : 1, sizeof(*out->counters));
   out->parts = rs_calloc(np ? np : 1, sizeof(*out->parts));
-  if (!out->node_out || !out->counters || !out->parts) {
+  if (!out->node_out || !out->node_hist || !out->counters || !out->parts) {
     rs_metrics_snapshot_free(out);
     return RS_ENOMEM;
   }
   for (size_t i = 0; e->nodes && i < e->g->n; i++) {
     out->node_out[i] = e->nodes[i].produced;
+    if (e->nodes[i].op)
+      out->node_hist[i] = e->nodes[i].op->proc_hist;
     for (rs_counter_t *c = e->nodes[i].op ? e->nodes[i].op->counters : NULL; c;
          c = c->next)
       out->counters[out->n_counters++] =
@@ -3019,6 +3025,7 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
 
 void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s) {
   rs_free(s->node_out);
+  rs_free(s->node_hist);
   rs_free(s->counters);
   rs_free(s->parts);
   memset(s, 0, sizeof(*s));

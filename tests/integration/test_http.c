@@ -188,6 +188,14 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
   cr_assert_eq(sample(r.body, "recstream_input_records_total"), (double)total);
   cr_assert_eq(sample(r.body, "recstream_dead_letters_total"), (double)bad);
   cr_assert_eq(sample(r.body, "recstream_up"), 1.0);
+  /* parse ran once per batch: timed as many times, +Inf holds them all. */
+  double batches = sample(
+      r.body, "recstream_operator_process_seconds_count{operator=\"parse\"}");
+  cr_assert_gt(batches, 0.0);
+  cr_assert_eq(sample(r.body, "recstream_operator_process_seconds_bucket{"
+                              "operator=\"parse\",le=\"+Inf\"}"),
+               batches);
+  cr_assert_leq(batches, sample(r.body, "recstream_batches_total"));
   cr_assert_eq(sample(r.body, "recstream_ready"), 1.0);
   cr_assert_geq(sample(r.body, "recstream_state_cache_hits_total"), 0.0);
   cr_assert_gt(sample(r.body, "recstream_state_cache_entries"), 0.0);

@@ -564,3 +564,52 @@ Test(metrics, sanitize_keeps_only_name_characters) {
   rs_metrics_sanitize("0123456789abcdefXYZ", buf, sizeof buf);
   cr_assert_str_eq(buf, "0123456789abcde");
 }
+
+Test(metrics, process_time_histogram_is_cumulative_with_le_bounds) {
+  fixture_t f;
+  fixture_load(&f);
+  const rs_graph_t *g = f.g;
+  rs_histogram_t hist[16];
+  memset(hist, 0, sizeof hist);
+  size_t p1 = node(g, "p1");
+  /* 5 us (first bucket), exactly 1 ms (le="0.001" holds it), 3 ms, 7 s
+   * (only +Inf). */
+  const uint64_t obs[] = {5000, 1000000, 3000000, 7000000000ull};
+  for (size_t i = 0; i < RS_ARRAY_SIZE(obs); i++)
+    rs_histogram_observe(&hist[p1], obs[i]);
+  uint64_t out[16] = {0};
+  rs_metrics_snapshot_t s;
+  fill(&s, g, NULL, 0, NULL, 0, out);
+  s.node_hist = hist;
+  rs_buf_t b = {0};
+  cr_assert_eq(rs_metrics_render(&s, &b), 0);
+  cr_assert_eq(rs_buf_append(&b, "", 1), 0);
+  static parsed_t r;
+  parse_exposition(b.data, &r);
+  cr_assert_str_eq(family(&r, "recstream_operator_process_seconds")->type,
+                   "histogram");
+  const char *b_ = "recstream_operator_process_seconds_bucket";
+  cr_assert_eq(val(&r, b_, "operator=p1,le=1e-05"), 1);
+  cr_assert_eq(val(&r, b_, "operator=p1,le=0.0005"), 1);
+  cr_assert_eq(val(&r, b_, "operator=p1,le=0.001"), 2);
+  cr_assert_eq(val(&r, b_, "operator=p1,le=0.0025"), 2);
+  cr_assert_eq(val(&r, b_, "operator=p1,le=0.005"), 3);
+  cr_assert_eq(val(&r, b_, "operator=p1,le=2.5"), 3);
+  cr_assert_eq(val(&r, b_, "operator=p1,le=+Inf"), 4);
+  cr_assert_eq(
+      val(&r, "recstream_operator_process_seconds_count", "operator=p1"), 4);
+  cr_assert_eq(val(&r, "recstream_operator_process_seconds_sum", "operator=p1"),
+               7.004005);
+  /* Every operator has its series (zero here), sources and sinks none. */
+  cr_assert_eq(val(&r, b_, "operator=p2,le=+Inf"), 0);
+  cr_assert_eq(count_series(&r, "recstream_operator_process_seconds_count"), 3);
+  /* Buckets never decrease. */
+  double prev = -1;
+  for (size_t i = 0; i < r.ns; i++)
+    if (!strcmp(r.s[i].name, b_) && strstr(r.s[i].labels, "operator=p1,")) {
+      cr_assert_geq(r.s[i].value, prev, "%s", r.s[i].labels);
+      prev = r.s[i].value;
+    }
+  rs_buf_free(&b);
+  fixture_free(&f);
+}
