@@ -17,6 +17,11 @@
 /* An idle connection is closed after this long (H2O's default is 10 s); it
  * also bounds how long an idle client can hold a stopping engine's loop. */
 #define RS_HTTP_IDLE_MS 5000
+/* Rates: the engine is sampled every RS_RATE_TICK_MS into a ring; rates are
+ * over the last RS_RATE_WINDOW samples' span. */
+#define RS_RATE_TICK_MS 1000
+#define RS_RATE_RING 64
+#define RS_RATE_WINDOW 10
 
 struct rs_http {
   h2o_globalconf_t config;
@@ -28,6 +33,12 @@ struct rs_http {
   int port;
   int listener_open; /* initialised and not closed */
   int ctx_inited;
+  uv_timer_t tick; /* rate sampling */
+  int tick_open;
+  size_t n_nodes;
+  uint64_t ring_ms[RS_RATE_RING];
+  uint64_t *ring_in, *ring_out; /* [RS_RATE_RING][n_nodes] */
+  size_t ring_n, ring_head;     /* samples held; next slot */
 };
 
 typedef struct handler {
@@ -51,7 +62,49 @@ static int path_is(const char *path, size_t len, const char *want) {
   return len == strlen(want) && !memcmp(path, want, len);
 }
 
-int rs_http_route(rs_engine_t *e, const char *method, size_t method_len,
+/* Rates per node from the newest sample and the one RS_RATE_WINDOW before
+ * it (or the oldest held); 0 when fewer than two samples. */
+static int rates(const rs_http_t *h, double *in, double *out, double *win) {
+  if (h->ring_n < 2)
+    return 0;
+  size_t back = h->ring_n - 1 < RS_RATE_WINDOW ? h->ring_n - 1 : RS_RATE_WINDOW;
+  size_t newest = (h->ring_head + RS_RATE_RING - 1) % RS_RATE_RING;
+  size_t oldest = (newest + RS_RATE_RING - back) % RS_RATE_RING;
+  double dt = (double)(h->ring_ms[newest] - h->ring_ms[oldest]) / 1e3;
+  if (dt <= 0)
+    return 0;
+  for (size_t i = 0; i < h->n_nodes; i++) {
+    const uint64_t *ni = h->ring_in + newest * h->n_nodes;
+    const uint64_t *oi = h->ring_in + oldest * h->n_nodes;
+    const uint64_t *no = h->ring_out + newest * h->n_nodes;
+    const uint64_t *oo = h->ring_out + oldest * h->n_nodes;
+    /* A partition moved back (reassigned at its stored offset): no rate
+     * below zero. */
+    in[i] = ni[i] > oi[i] ? (double)(ni[i] - oi[i]) / dt : 0;
+    out[i] = no[i] > oo[i] ? (double)(no[i] - oo[i]) / dt : 0;
+  }
+  *win = dt;
+  return 1;
+}
+
+static void on_tick(uv_timer_t *t) {
+  rs_http_t *h = t->data;
+  rs_metrics_snapshot_t s;
+  if (rs_engine_snapshot(h->e, &s))
+    return;
+  size_t slot = h->ring_head;
+  h->ring_ms[slot] = uv_now(h->loop);
+  for (size_t i = 0; i < h->n_nodes; i++) {
+    h->ring_in[slot * h->n_nodes + i] = rs_metrics_node_in(&s, i);
+    h->ring_out[slot * h->n_nodes + i] = rs_metrics_node_out(&s, i);
+  }
+  rs_metrics_snapshot_free(&s);
+  h->ring_head = (slot + 1) % RS_RATE_RING;
+  if (h->ring_n < RS_RATE_RING)
+    h->ring_n++;
+}
+
+int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
                   const char *path, size_t path_len, rs_buf_t *body,
                   const char **ctype) {
   static const char recs[] = "/v1/recommendations/";
@@ -97,9 +150,15 @@ int rs_http_route(rs_engine_t *e, const char *method, size_t method_len,
                ? -1
                : 404;
   rs_metrics_snapshot_t s;
-  if (rs_engine_snapshot(e, &s))
+  if (rs_engine_snapshot(h->e, &s))
     return -1;
   int status;
+  double *rin = rs_calloc(h->n_nodes + 1, sizeof(double));
+  double *rout = rs_calloc(h->n_nodes + 1, sizeof(double));
+  if (rin && rout && rates(h, rin, rout, &s.rate_window_s)) {
+    s.rate_in = rin;
+    s.rate_out = rout;
+  }
   if (metrics) {
     *ctype = RS_METRICS_CONTENT_TYPE;
     status = rs_metrics_render(&s, body) ? -1 : 200;
@@ -111,6 +170,8 @@ int rs_http_route(rs_engine_t *e, const char *method, size_t method_len,
     status = rs_metrics_graph_json(&s, body) ? -1 : 200;
   }
   rs_metrics_snapshot_free(&s);
+  rs_free(rin);
+  rs_free(rout);
   return status;
 }
 
@@ -135,7 +196,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   rs_http_t *h = ((handler_t *)self)->h;
   rs_buf_t body = {0};
   const char *ctype = "text/plain";
-  int status = rs_http_route(h->e, req->method.base, req->method.len,
+  int status = rs_http_route(h, req->method.base, req->method.len,
                              req->path_normalized.base,
                              req->path_normalized.len, &body, &ctype);
   if (status < 0) {
@@ -186,7 +247,7 @@ static void on_accept(uv_stream_t *listener, int status) {
 static void unref_foreign(uv_handle_t *hd, void *arg) {
   rs_http_t *h = arg;
   if (hd->data != h->e && hd != (uv_handle_t *)&h->listener)
-    uv_unref(hd);
+    uv_unref(hd); /* the tick timer too: it must not hold the loop either */
 }
 
 int rs_http_start(uv_loop_t *loop, rs_engine_t *e, const char *bind, int port,
@@ -243,6 +304,19 @@ int rs_http_start(uv_loop_t *loop, rs_engine_t *e, const char *bind, int port,
   h->ctx_inited = 1;
   h->accept_ctx.ctx = &h->ctx;
   h->accept_ctx.hosts = h->config.hosts;
+  h->n_nodes = rs_engine_graph(e)->n;
+  h->ring_in = rs_calloc(RS_RATE_RING * h->n_nodes + 1, sizeof(uint64_t));
+  h->ring_out = rs_calloc(RS_RATE_RING * h->n_nodes + 1, sizeof(uint64_t));
+  if (!h->ring_in || !h->ring_out) {
+    rs_http_close(h);
+    *out = h;
+    return RS_ENOMEM;
+  }
+  uv_timer_init(loop, &h->tick);
+  h->tick.data = h;
+  h->tick_open = 1;
+  on_tick(&h->tick);
+  uv_timer_start(&h->tick, on_tick, RS_RATE_TICK_MS, RS_RATE_TICK_MS);
   uv_walk(loop, unref_foreign, h);
   rs_log(RS_LOG_INFO, "http",
          "serving /metrics, /healthz, /readyz, /v1/graph on http://%s%s%s:%d/",
@@ -257,7 +331,13 @@ int rs_http_port(const rs_http_t *h) {
 }
 
 void rs_http_close(rs_http_t *h) {
-  if (!h || !h->listener_open)
+  if (!h)
+    return;
+  if (h->tick_open) {
+    h->tick_open = 0;
+    uv_close((uv_handle_t *)&h->tick, NULL);
+  }
+  if (!h->listener_open)
     return;
   h->listener_open = 0;
   uv_close((uv_handle_t *)&h->listener, NULL);
@@ -273,5 +353,7 @@ void rs_http_destroy(rs_http_t *h) {
   }
   /* The listener's close (and the context's) completes in this pass. */
   uv_run(h->loop, UV_RUN_NOWAIT);
+  rs_free(h->ring_in);
+  rs_free(h->ring_out);
   rs_free(h);
 }

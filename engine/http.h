@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "runtime.h"
+#include "util.h"
 
 typedef struct rs_http rs_http_t;
 
@@ -39,9 +40,9 @@ void rs_http_close(rs_http_t *h);
 void rs_http_destroy(rs_http_t *h);
 
 /* One request, without a socket: the status, content type and body the
- * endpoint answers to method and path (used by the server and the unit
- * tests). body is appended to; *ctype is static. */
-int rs_http_route(rs_engine_t *e, const char *method, size_t method_len,
+ * endpoint answers to method and path. body is appended to; *ctype is
+ * static; -1 on RS_ENOMEM. */
+int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
                   const char *path, size_t path_len, rs_buf_t *body,
                   const char **ctype);
 

@@ -366,6 +366,46 @@ int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   return 0;
 }
 
+static uint64_t counter_of(const rs_metrics_snapshot_t *s, size_t node,
+                           const char *name) {
+  for (size_t k = 0; k < s->n_counters; k++)
+    if (s->counters[k].node == node && !strcmp(s->counters[k].name, name))
+      return s->counters[k].value;
+  return 0;
+}
+
+static uint64_t source_total(const rs_metrics_snapshot_t *s, size_t i) {
+  const char *topic = s->g->cfg->sources[s->g->nodes[i].cfg_index].topic;
+  uint64_t sum = 0;
+  for (size_t k = 0; k < s->n_parts; k++)
+    if (s->parts[k].assigned && s->parts[k].position > 0 &&
+        !strcmp(s->parts[k].topic, topic))
+      sum += (uint64_t)s->parts[k].position;
+  return sum;
+}
+
+uint64_t rs_metrics_node_in(const rs_metrics_snapshot_t *s, size_t i) {
+  switch (s->g->nodes[i].kind) {
+  case RS_NODE_SOURCE:
+    return source_total(s, i);
+  case RS_NODE_SINK:
+    return s->node_out ? s->node_out[i] : 0;
+  default:
+    return counter_of(s, i, "records_in");
+  }
+}
+
+uint64_t rs_metrics_node_out(const rs_metrics_snapshot_t *s, size_t i) {
+  switch (s->g->nodes[i].kind) {
+  case RS_NODE_SOURCE:
+    return source_total(s, i);
+  case RS_NODE_SINK:
+    return s->node_out ? s->node_out[i] : 0;
+  default:
+    return counter_of(s, i, "records_out");
+  }
+}
+
 static const char *kind_name(rs_node_kind_t k) {
   return k == RS_NODE_SOURCE ? "source"
          : k == RS_NODE_SINK ? "sink"
@@ -394,6 +434,8 @@ int rs_metrics_graph_json(const rs_metrics_snapshot_t *s, rs_buf_t *out) {
     return RS_ENOMEM;
   }
   json_object_set_new(root, "state", json_string(s->state));
+  if (s->rate_in)
+    json_object_set_new(root, "rate_window_s", json_real(s->rate_window_s));
   json_object_set_new(root, "nodes", nodes);
   json_object_set_new(root, "edges", edges);
   int bad = 0;
@@ -420,6 +462,10 @@ int rs_metrics_graph_json(const rs_metrics_snapshot_t *s, rs_buf_t *out) {
         json_object_set_new(counters, s->counters[k].name,
                             json_integer((json_int_t)s->counters[k].value));
     json_object_set_new(o, "counters", counters);
+    if (s->rate_in)
+      json_object_set_new(o, "rates",
+                          json_pack("{s:f,s:f}", "in_per_s", s->rate_in[i],
+                                    "out_per_s", s->rate_out[i]));
     bad |= json_array_append_new(nodes, o);
     for (size_t k = 0; k < n->n_inputs; k++) {
       json_t *ed = json_object();
@@ -429,6 +475,9 @@ int rs_metrics_graph_json(const rs_metrics_snapshot_t *s, rs_buf_t *out) {
       json_object_set_new(
           ed, "port", json_string(rs_graph_port_name(from, n->inputs[k].port)));
       json_object_set_new(ed, "to", json_string(n->name));
+      if (s->rate_out)
+        json_object_set_new(ed, "records_per_s",
+                            json_real(s->rate_out[n->inputs[k].from]));
       bad |= json_array_append_new(edges, ed);
     }
   }

@@ -67,7 +67,17 @@ typedef struct rs_metrics_snapshot {
   size_t n_counters;
   rs_metric_part_t *parts;
   size_t n_parts;
+  /* Set by the HTTP endpoint, which samples every second: records/s per
+   * node over the last rate_window_s (NULL: no two samples yet). */
+  const double *rate_in, *rate_out;
+  double rate_window_s;
 } rs_metrics_snapshot_t;
+
+/* What flowed through node i so far, for rates: records consumed from a
+ * source's assigned partitions (sum of positions) / handed to and emitted by
+ * an operator / produced by a sink. */
+uint64_t rs_metrics_node_in(const rs_metrics_snapshot_t *s, size_t i);
+uint64_t rs_metrics_node_out(const rs_metrics_snapshot_t *s, size_t i);
 
 /* Fills *out from the engine (loop thread, or before/after the loop).
  * Free with rs_metrics_snapshot_free(). 0 or RS_ENOMEM. */
@@ -78,8 +88,11 @@ void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s);
  * RS_METRICS_CONTENT_TYPE), appended to out. 0 or RS_ENOMEM. */
 #define RS_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *out);
-/* {"nodes":[{"name","kind","type","counters":{...}}...],
- *  "edges":[{"from","port","to"}...]} appended to out. */
+/* {"state", "rate_window_s", "nodes":[{"name","kind","type","topic",
+ *  "counters":{...},"rates":{"in_per_s","out_per_s"}}...],
+ *  "edges":[{"from","port","to","records_per_s"}...]} appended to out
+ *  (rates only when s->rate_in is set; an edge's rate is its source node's
+ *  output rate, all ports together). */
 int rs_metrics_graph_json(const rs_metrics_snapshot_t *s, rs_buf_t *out);
 /* {"ready":bool,"state":...,"assigned_partitions":n}; returns the HTTP
  * status for /readyz (200 ready, 503 not) or -1 on RS_ENOMEM. */

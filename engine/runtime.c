@@ -2955,6 +2955,10 @@ void rs_engine_destroy(rs_engine_t *e) {
 
 /* ------------------------------------------------------- observation */
 
+const rs_graph_t *rs_engine_graph(const rs_engine_t *e) {
+  return e->g;
+}
+
 int rs_engine_http_port(const rs_engine_t *e) {
   return atomic_load(&((rs_engine_t *)e)->http_port);
 }

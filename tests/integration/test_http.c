@@ -127,6 +127,15 @@ static int ready(void *arg) {
   return r.status == 200;
 }
 
+static int graph_has_rates(void *arg) {
+  resp_t r;
+  if (http_req(*(int *)arg, "GET", "/v1/graph", &r))
+    return 0;
+  int yes = strstr(r.body, "\"rate_window_s\"") != NULL;
+  free(r.body);
+  return yes;
+}
+
 static int port_bound(void *arg) {
   return rs_engine_http_port(((it_engine_t *)arg)->e) > 0;
 }
@@ -220,6 +229,8 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
   cr_assert_eq(pos, (double)total);
   free(r.body);
 
+  /* Rates need two samples of the endpoint's once-a-second tick. */
+  cr_assert(it_wait(graph_has_rates, &port, 20000), "no rates in /v1/graph");
   cr_assert_eq(http_req(port, "GET", "/v1/graph", &r), 0);
   cr_assert_eq(r.status, 200);
   cr_assert_str_eq(r.ctype, "application/json");
@@ -253,6 +264,11 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
                 "parse"))
       pn = json_array_get(nodes, i);
   json_t *pc = json_object_get(pn, "counters");
+  cr_assert_gt(json_real_value(json_object_get(j, "rate_window_s")), 0.0);
+  json_t *prates = json_object_get(pn, "rates");
+  cr_assert(json_is_real(json_object_get(prates, "in_per_s")), "%s", r.body);
+  cr_assert_geq(json_real_value(json_object_get(prates, "in_per_s")), 0.0);
+  cr_assert_geq(json_real_value(json_object_get(prates, "out_per_s")), 0.0);
   cr_assert_eq(json_integer_value(json_object_get(pc, "records_in")), total);
   cr_assert_eq(json_integer_value(json_object_get(pc, "dead_lettered")), bad);
   cr_assert_eq(json_array_size(edges), 4);

@@ -613,3 +613,77 @@ Test(metrics, process_time_histogram_is_cumulative_with_le_bounds) {
   rs_buf_free(&b);
   fixture_free(&f);
 }
+
+Test(metrics, graph_json_rates_when_the_endpoint_has_samples) {
+  fixture_t f;
+  fixture_load(&f);
+  const rs_graph_t *g = f.g;
+  uint64_t out[16] = {0};
+  rs_metrics_snapshot_t s;
+  fill(&s, g, NULL, 0, NULL, 0, out);
+  double rin[16], rout[16];
+  for (size_t i = 0; i < g->n; i++) {
+    rin[i] = 100.0 + (double)i;
+    rout[i] = 200.0 + (double)i;
+  }
+  /* Without samples: no rates at all. */
+  rs_buf_t b = {0};
+  cr_assert_eq(rs_metrics_graph_json(&s, &b), 0);
+  json_error_t je;
+  json_t *j = json_loadb(b.data, b.len, 0, &je);
+  cr_assert_null(json_object_get(j, "rate_window_s"));
+  cr_assert_null(
+      json_object_get(json_array_get(json_object_get(j, "nodes"), 0), "rates"));
+  json_decref(j);
+  rs_buf_reset(&b);
+  s.rate_in = rin;
+  s.rate_out = rout;
+  s.rate_window_s = 10;
+  cr_assert_eq(rs_metrics_graph_json(&s, &b), 0);
+  j = json_loadb(b.data, b.len, 0, &je);
+  cr_assert(j != NULL);
+  cr_assert_eq(json_real_value(json_object_get(j, "rate_window_s")), 10.0);
+  json_t *nodes = json_object_get(j, "nodes");
+  for (size_t i = 0; i < g->n; i++) {
+    json_t *r = json_object_get(json_array_get(nodes, i), "rates");
+    cr_assert_eq(json_real_value(json_object_get(r, "in_per_s")), rin[i]);
+    cr_assert_eq(json_real_value(json_object_get(r, "out_per_s")), rout[i]);
+  }
+  json_t *edges = json_object_get(j, "edges");
+  for (size_t i = 0; i < json_array_size(edges); i++) {
+    json_t *e = json_array_get(edges, i);
+    size_t from = node(g, json_string_value(json_object_get(e, "from")));
+    cr_assert_eq(json_real_value(json_object_get(e, "records_per_s")),
+                 rout[from]);
+  }
+  json_decref(j);
+  rs_buf_free(&b);
+  fixture_free(&f);
+}
+
+Test(metrics, node_totals_for_rates) {
+  fixture_t f;
+  fixture_load(&f);
+  const rs_graph_t *g = f.g;
+  rs_metric_counter_t counters[] = {
+      {node(g, "p1"), "records_in", "", 70},
+      {node(g, "p1"), "records_out", "", 60},
+  };
+  rs_metric_part_t parts[] = {
+      {"in.topic", 0, 1, 100, -1},
+      {"in.topic", 1, 1, 23, -1},
+      {"in.topic", 2, 0, 1000, -1}, /* not assigned: not counted */
+      {"in.topic", 3, 1, -1, -1},   /* no position yet */
+  };
+  uint64_t out[16] = {0};
+  out[node(g, "o1")] = 9;
+  rs_metrics_snapshot_t s;
+  fill(&s, g, counters, 2, parts, 4, out);
+  cr_assert_eq(rs_metrics_node_out(&s, node(g, "in")), 123);
+  cr_assert_eq(rs_metrics_node_in(&s, node(g, "p1")), 70);
+  cr_assert_eq(rs_metrics_node_out(&s, node(g, "p1")), 60);
+  cr_assert_eq(rs_metrics_node_in(&s, node(g, "p2")), 0);
+  cr_assert_eq(rs_metrics_node_in(&s, node(g, "o1")), 9);
+  cr_assert_eq(rs_metrics_node_out(&s, node(g, "o1")), 9);
+  fixture_free(&f);
+}
