@@ -6,8 +6,8 @@
  * marks and errors are translated here and go no further.
  */
 #include "config.h"
-#include <arpa/inet.h>
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>

@@ -46,10 +46,12 @@ typedef struct handler {
   rs_http_t *h;
 } handler_t;
 
+/* {"error": msg[, "user": user]}; user is user_len bytes of valid UTF-8. */
 static int json_error(rs_buf_t *body, const char **ctype, const char *msg,
-                      const char *user) {
-  json_t *o = user ? json_pack("{s:s,s:s}", "error", msg, "user", user)
-                   : json_pack("{s:s}", "error", msg);
+                      const char *user, size_t user_len) {
+  json_t *o =
+      user ? json_pack("{s:s,s:s#}", "error", msg, "user", user, (int)user_len)
+           : json_pack("{s:s}", "error", msg);
   char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   *ctype = "application/json";
@@ -111,7 +113,7 @@ int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
   if (!path_is(method, method_len, "GET") &&
       !path_is(method, method_len, "HEAD"))
     return json_error(body, ctype, "method not allowed: only GET is served",
-                      NULL)
+                      NULL, 0)
                ? -1
                : 405;
   if (path_is(path, path_len, "/healthz")) {
@@ -123,21 +125,28 @@ int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
     if (path_len == sizeof recs - 1 ||
         memchr(path + sizeof recs - 1, '/', path_len - (sizeof recs - 1)))
       return json_error(body, ctype, "expected GET /v1/recommendations/{user}",
-                        NULL)
+                        NULL, 0)
                  ? -1
                  : 400;
-    char *user =
-        rs_strndup(path + sizeof recs - 1, path_len - (sizeof recs - 1));
-    if (!user)
-      return -1;
+    const char *user = path + sizeof recs - 1;
+    size_t user_len = path_len - (sizeof recs - 1);
+    json_t *probe = json_stringn(user, user_len);
+    json_decref(probe);
+    if (!probe || user_len > 1024)
+      return json_error(body, ctype,
+                        "the user id must be valid UTF-8 of at most 1024 "
+                        "bytes (percent-encoded in the path)",
+                        NULL, 0)
+                 ? -1
+                 : 400;
     /* Interactive queries read the latest list a topn_emit operator keeps
      * in state; no such operator exists yet (issue 8 closing note). */
-    int rc = json_error(body, ctype,
-                        "no topn_emit operator in this graph: no "
-                        "recommendation lists are kept in state to query",
-                        user);
-    rs_free(user);
-    return rc ? -1 : 404;
+    return json_error(body, ctype,
+                      "no topn_emit operator in this graph: no "
+                      "recommendation lists are kept in state to query",
+                      user, user_len)
+               ? -1
+               : 404;
   }
   int metrics = path_is(path, path_len, "/metrics");
   int ready = path_is(path, path_len, "/readyz");
@@ -146,7 +155,7 @@ int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
     return json_error(body, ctype,
                       "not found; endpoints: /metrics, /healthz, /readyz, "
                       "/v1/graph, /v1/recommendations/{user}",
-                      NULL)
+                      NULL, 0)
                ? -1
                : 404;
   rs_metrics_snapshot_t s;

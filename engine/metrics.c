@@ -22,6 +22,14 @@ void rs_histogram_observe(rs_histogram_t *h, uint64_t ns) {
   h->sum_ns += ns;
 }
 
+void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s) {
+  rs_free(s->node_out);
+  rs_free(s->node_hist);
+  rs_free(s->counters);
+  rs_free(s->parts);
+  memset(s, 0, sizeof(*s));
+}
+
 void rs_metrics_sanitize(const char *name, char *buf, size_t size) {
   size_t i = 0;
   for (; name[i] && i + 1 < size; i++) {

@@ -3026,11 +3026,3 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
     }
   return 0;
 }
-
-void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s) {
-  rs_free(s->node_out);
-  rs_free(s->node_hist);
-  rs_free(s->counters);
-  rs_free(s->parts);
-  memset(s, 0, sizeof(*s));
-}

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -43,6 +44,7 @@ static int n_partitions = 16;
 
 typedef struct result {
   double rate, wall, rss_mib;
+  double cpu_us; /* CPU time (whole process, user + system) per record */
   long scrapes, scrapes_during; /* in all; while records were processed */
   double p50_ms, p99_ms;
   size_t body_bytes;
@@ -100,6 +102,13 @@ static void *scraper_main(void *arg) {
       usleep(10000);
   }
   return NULL;
+}
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -161,9 +170,12 @@ static result_t measure(const char *kind) {
   if (http && pthread_create(&th, NULL, scraper_main, s))
     bench_die("thread", "pthread_create");
   uint64_t t0 = rs_now_ns();
+  double c0 = cpu_seconds();
   if (rs_engine_run(e, err, sizeof err))
     bench_die("run", err);
   r.wall = (double)(rs_now_ns() - t0) / 1e9;
+  /* The scraper thread's own CPU (client side) is in it too. */
+  r.cpu_us = (cpu_seconds() - c0) * 1e6 / (double)n_records;
   atomic_store(&s->stop, 1);
   if (http)
     pthread_join(th, NULL);
@@ -243,16 +255,18 @@ int main(int argc, char **argv) {
          "user_stats -> sink; a fresh process and broker per run\n",
          n_records, n_partitions);
   static const char *const kinds[] = {"off", "scraped", "hammered"};
-  double rate[3][20], during[3][20], p50[3][20];
+  double rate[3][20], during[3][20], p50[3][20], cpu[3][20];
   for (int k = 0; k < rounds; k++)
     for (int j = 0; j < 3; j++) {
       int w = (k + j) % 3; /* rotate which goes first */
       result_t r = in_child(kinds[w]);
       rate[w][k] = r.rate;
+      cpu[w][k] = r.cpu_us;
       during[w][k] = (double)r.scrapes_during;
       p50[w][k] = r.p50_ms;
-      printf("%-9s %9.0f records/s  wall %.2f s  peak RSS %.0f MiB", kinds[w],
-             r.rate, r.wall, r.rss_mib);
+      printf("%-9s %9.0f records/s  %.2f CPU-us/record  wall %.2f s  peak RSS "
+             "%.0f MiB",
+             kinds[w], r.rate, r.cpu_us, r.wall, r.rss_mib);
       if (w)
         printf("  %ld scrapes (%ld while processing), latency p50 %.2f ms "
                "p99 %.2f ms, %zu bytes",
@@ -266,6 +280,11 @@ int main(int argc, char **argv) {
          off, scr, ham);
   printf("ratio scraped / off (medians): %.3f  (target >= 0.97)\n", scr / off);
   printf("ratio hammered / off (medians): %.3f\n", ham / off);
+  double coff = median(cpu[0], rounds), cscr = median(cpu[1], rounds),
+         cham = median(cpu[2], rounds);
+  printf("CPU-us/record (medians): off %.3f, scraped %.3f (ratio %.3f), "
+         "hammered %.3f (ratio %.3f; the client's CPU included)\n",
+         coff, cscr, cscr / coff, cham, cham / coff);
   /* The loop serves a scrape between batches: per scrape it is busy at
    * most the client's whole request time. */
   double hd = median(during[2], rounds), hp = median(p50[1], rounds);

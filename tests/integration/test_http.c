@@ -297,6 +297,18 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
   json_decref(j);
   free(r.body);
 
+  /* The user id is percent-decoded; bytes that are not UTF-8 are refused. */
+  cr_assert_eq(http_req(port, "GET", "/v1/recommendations/%C3%A9%20x", &r), 0);
+  cr_assert_eq(r.status, 404);
+  j = json_loads(r.body, 0, &je);
+  cr_assert(j != NULL, "%s", r.body);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "user")), "\xc3\xa9 x");
+  json_decref(j);
+  free(r.body);
+  cr_assert_eq(http_req(port, "GET", "/v1/recommendations/%FF", &r), 0);
+  cr_assert_eq(r.status, 400, "%s", r.body);
+  cr_assert(strstr(r.body, "UTF-8") != NULL, "%s", r.body);
+  free(r.body);
   cr_assert_eq(http_req(port, "GET", "/v1/recommendations/", &r), 0);
   cr_assert_eq(r.status, 400, "%s", r.body);
   free(r.body);
@@ -306,6 +318,12 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
   free(r.body);
   cr_assert_eq(http_req(port, "POST", "/metrics", &r), 0);
   cr_assert_eq(r.status, 405);
+  free(r.body);
+  /* HEAD: the headers of GET, no body. */
+  cr_assert_eq(http_req(port, "HEAD", "/metrics", &r), 0);
+  cr_assert_eq(r.status, 200);
+  cr_assert_str_eq(r.ctype, "text/plain; version=0.0.4; charset=utf-8");
+  cr_assert_eq(r.len, 0);
   free(r.body);
   /* A query string does not change the route. */
   cr_assert_eq(http_req(port, "GET", "/healthz?verbose=1", &r), 0);
