@@ -10,6 +10,10 @@
 #include "metrics.h"
 #include "util.h"
 
+/* engine/web/job.html (generated: cmake/embed_file.cmake). */
+extern const char rs_job_page_html[];
+extern const size_t rs_job_page_html_len;
+
 #if !H2O_USE_LIBUV
 #error "recstream needs libh2o built on libuv (Debian libh2o-dev, not -evloop)"
 #endif
@@ -116,6 +120,11 @@ int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
                       NULL, 0)
                ? -1
                : 405;
+  if (path_is(path, path_len, "/")) {
+    *ctype = "text/html; charset=utf-8";
+    return rs_buf_append(body, rs_job_page_html, rs_job_page_html_len) ? -1
+                                                                        : 200;
+  }
   if (path_is(path, path_len, "/healthz")) {
     *ctype = "application/json";
     static const char alive[] = "{\"status\":\"alive\"}";

@@ -2,6 +2,7 @@
  * libuv build) serving on the engine's own loop, so every request reads
  * the engine's figures on the thread that changes them, without locks.
  *
+ *   GET /                         the job page (engine/web/job.html)
  *   GET /metrics                  Prometheus text exposition format
  *   GET /healthz                  200 {"status":"alive"} while the loop runs
  *   GET /readyz                   200 when partitions are assigned and

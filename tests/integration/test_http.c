@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "itest.h"
@@ -361,5 +362,144 @@ Test(http, a_taken_port_fails_the_start_with_what_to_do, .timeout = 60) {
             "%s", t.err);
   it_engine_free(&t);
   close(fd);
+  rs_mock_destroy(m);
+}
+
+/* ------------------------------------------------ the job page, in Chromium */
+
+static const char *chromium_bin(void) {
+  static const char *const names[] = {"/usr/bin/chromium",
+                                      "/usr/bin/chromium-browser",
+                                      "/usr/bin/google-chrome"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (access(names[i], X_OK) == 0)
+      return names[i];
+  return NULL;
+}
+
+/* Runs headless Chromium on the page with `what` ("--dump-dom" or
+ * "--screenshot=PATH"); its stdout in *out (caller frees). Exit status. */
+static int chromium(const char *bin, int port, const char *what, char **out) {
+  char dir[] = "/tmp/rs-chromium-XXXXXX";
+  cr_assert(mkdtemp(dir) != NULL);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "%s --headless=new --no-sandbox --disable-gpu --no-proxy-server "
+           "--no-first-run --user-data-dir=%s --window-size=1100,700 "
+           "--virtual-time-budget=1500 %s http://127.0.0.1:%d/ 2>/dev/null",
+           bin, dir, what, port);
+  FILE *p = popen(cmd, "r");
+  cr_assert(p != NULL);
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  size_t k;
+  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0)
+    if ((len += k) + 1 >= cap)
+      buf = realloc(buf, cap *= 2);
+  buf[len] = '\0';
+  int st = pclose(p);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_assert_eq(system(cmd), 0);
+  *out = buf;
+  return st;
+}
+
+/* The integer in attribute attr of the node group named node, or -1. */
+static long node_attr(const char *dom, const char *node, const char *attr) {
+  char key[128];
+  snprintf(key, sizeof key, "data-node=\"%s\"", node);
+  const char *g = strstr(dom, key);
+  if (!g)
+    return -1;
+  const char *end = strchr(g, '>');
+  snprintf(key, sizeof key, "%s=\"", attr);
+  const char *a = strstr(g, key);
+  if (!a || (end && a > end))
+    return -1;
+  return strtol(a + strlen(key), NULL, 10);
+}
+
+typedef struct count_arg {
+  int port;
+  long want;
+} count_arg_t;
+
+static int parse_saw(void *arg) {
+  count_arg_t *a = arg;
+  resp_t r;
+  if (http_req(a->port, "GET", "/metrics", &r))
+    return 0;
+  double v = sample(
+      r.body, "recstream_records_in_total{operator=\"parse\",type=\"parse\"}");
+  free(r.body);
+  return v == (double)a->want;
+}
+
+Test(http, job_page_in_headless_chromium_shows_the_graph_and_rising_counters,
+     .timeout = 120) {
+  const char *bin = chromium_bin();
+  if (!bin)
+    cr_skip_test("Chromium is not installed (Debian package 'chromium'; "
+                 ".ci/setup installs it): the job page is not tested in a "
+                 "browser here");
+  rs_mock_t *m = it_cluster(1, 2, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 1000, 50, 0, "avro"), 0);
+  char brokers[512];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, http_yaml, sets, 1, 0), 0, "%s", t.err);
+  cr_assert(it_wait(port_bound, &t, 20000), "the endpoint never listened");
+  int port = rs_engine_http_port(t.e);
+
+  resp_t r;
+  cr_assert_eq(http_req(port, "GET", "/", &r), 0);
+  cr_assert_eq(r.status, 200);
+  cr_assert_str_eq(r.ctype, "text/html; charset=utf-8");
+  cr_assert(strstr(r.body, "<svg id=\"graph\"") != NULL);
+  /* Self-contained: nothing loaded from elsewhere. */
+  cr_assert_null(strstr(r.body, "src=\"http"));
+  cr_assert_null(strstr(r.body, "href=\"http"));
+  free(r.body);
+
+  count_arg_t ca = {port, 1000};
+  cr_assert(it_wait(parse_saw, &ca, 30000), "parse never saw 1000 records");
+  char *dom;
+  cr_assert_eq(chromium(bin, port, "--dump-dom", &dom), 0);
+  static const char *const nodes[] = {"in", "parse", "stats", "out", "ustats"};
+  for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "data-node=\"%s\"", nodes[i]);
+    cr_assert(strstr(dom, key) != NULL, "the page shows no node %s: %s",
+              nodes[i], dom);
+  }
+  long before = node_attr(dom, "parse", "data-in");
+  cr_assert_eq(before, 1000, "%s", dom);
+  free(dom);
+
+  cr_assert_eq(it_produce(m->bootstraps, "in", 500, 50, 0, "avro"), 0);
+  ca.want = 1500;
+  cr_assert(it_wait(parse_saw, &ca, 30000), "parse never saw 1500 records");
+  cr_assert_eq(chromium(bin, port, "--dump-dom", &dom), 0);
+  cr_assert_eq(node_attr(dom, "parse", "data-in"), 1500, "%s", dom);
+  cr_assert_eq(node_attr(dom, "out", "data-out"), 1500, "%s", dom);
+  free(dom);
+
+  char shot[1024], what[1100];
+  snprintf(shot, sizeof shot, "%s/test-artifacts", RS_BINARY_DIR);
+  mkdir(shot, 0755);
+  snprintf(shot, sizeof shot, "%s/test-artifacts/job_page.png", RS_BINARY_DIR);
+  unlink(shot);
+  snprintf(what, sizeof what, "--screenshot=%s", shot);
+  char *ignored;
+  cr_assert_eq(chromium(bin, port, what, &ignored), 0);
+  free(ignored);
+  struct stat sb;
+  cr_assert(stat(shot, &sb) == 0 && sb.st_size > 1000, "no screenshot at %s",
+            shot);
+
+  cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  it_engine_free(&t);
   rs_mock_destroy(m);
 }
