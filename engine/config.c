@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -694,6 +695,34 @@ static int read_processing(cctx_t *c, const rs_ynode_t *root) {
   return 0;
 }
 
+/* http: the engine's own HTTP endpoint (metrics, health, graph). Off
+ * unless http.port is set. */
+static int read_http(cctx_t *c, const rs_ynode_t *root) {
+  rs_config_t *cfg = c->cfg;
+  rs_ynode_t *s;
+  const rs_ynode_t *m;
+  int rc = open_section(c, root, "http", &s, &m);
+  if (rc)
+    return rc;
+  int64_t port;
+  if ((rc = get_num(c, m, "http", "port", T_INT, -1, 0, 65535, &port)) ||
+      (rc = get_str(c, m, "http", "bind", "127.0.0.1", 0, &cfg->http.bind)))
+    return rc;
+  cfg->http.port = (int)port;
+  unsigned char addr[16];
+  if (inet_pton(AF_INET, cfg->http.bind, addr) != 1 &&
+      inet_pton(AF_INET6, cfg->http.bind, addr) != 1) {
+    rs_ypair_t *p = rs_ymap_find(m, "bind");
+    return cerr(c, p->value->line, p->value->col,
+                "http.bind: expected an IPv4 or IPv6 address like 127.0.0.1 "
+                "or ::1, got '%s'",
+                cfg->http.bind);
+  }
+  if (s && (rc = check_unknown(c, s, "http", "port, bind")))
+    return rc;
+  return 0;
+}
+
 /* A top-level list section and the array its entries are read into. */
 static int open_list(cctx_t *c, const rs_ynode_t *root, const char *name,
                      int required, size_t elem_size, rs_ynode_t **seq,
@@ -873,13 +902,13 @@ static int read_all(cctx_t *c) {
                 cfg->app);
   }
   if ((rc = read_kafka(c, root)) || (rc = read_state(c, root)) ||
-      (rc = read_processing(c, root)) || (rc = read_sources(c, root)) ||
-      (rc = read_operators(c, root)) || (rc = read_sinks(c, root)) ||
-      (rc = read_plugins(c, root)))
+      (rc = read_processing(c, root)) || (rc = read_http(c, root)) ||
+      (rc = read_sources(c, root)) || (rc = read_operators(c, root)) ||
+      (rc = read_sinks(c, root)) || (rc = read_plugins(c, root)))
     return rc;
   return check_unknown(c, root, "config",
-                       "app, kafka, state, processing, sources, operators, "
-                       "sinks, plugins");
+                       "app, kafka, state, processing, http, sources, "
+                       "operators, sinks, plugins");
 }
 
 int rs_config_load_string(const char *name, const char *yaml, size_t len,
@@ -982,6 +1011,7 @@ void rs_config_destroy(rs_config_t *cfg) {
   rs_free(cfg->kafka.group_id);
   rs_free(cfg->kafka.auto_offset_reset);
   rs_free(cfg->state.dir);
+  rs_free(cfg->http.bind);
   for (size_t i = 0; i < cfg->n_sources; i++) {
     rs_free(cfg->sources[i].name);
     rs_free(cfg->sources[i].topic);

@@ -100,6 +100,10 @@ typedef struct rs_config {
     int64_t low_water_bytes;
     int64_t max_inflight_records;
   } processing;
+  struct {
+    int port;   /* -1: off (http.port unset); 0: any free port */
+    char *bind; /* address to listen on; "127.0.0.1" by default */
+  } http;
   rs_source_cfg_t *sources;
   size_t n_sources;
   rs_operator_cfg_t *operators;

@@ -1,5 +1,7 @@
-/* Structured logging: one line per event, "time level component: message
- * key=value ...", to stderr. Level is global for now. */
+/* Logging: one line per event to stderr, "time level component: message"
+ * or a JSON object {"time","level","component","msg"} (rs_log_set_format).
+ * A default level and optional per-component levels (rs_log_configure);
+ * set both before threads log. */
 #ifndef RS_LOG_H
 #define RS_LOG_H
 
@@ -11,6 +13,13 @@ void rs_log_set_level(int level);
 /* "error", "warn", "info" or "debug" to its level: 0, or -1 if unknown. */
 int rs_log_parse_level(const char *s, int *out);
 int rs_log_level(void);
+/* "LEVEL", "COMPONENT=LEVEL" or both, comma-separated ("warn,http=debug");
+ * components are "engine", "http", "kafka", ... and operator node names.
+ * 0, or -1 with a message in err (nothing changed). */
+int rs_log_configure(const char *spec, char *err, size_t err_size);
+/* "text" or "json" to *json (0/1); -1 if neither. */
+int rs_log_parse_format(const char *s, int *json);
+void rs_log_set_format(int json);
 void rs_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void rs_vlog(int level, const char *component, const char *fmt, va_list ap);

@@ -88,7 +88,9 @@ static const char set_help[] =
     "                           --set state.commit_interval=5s\n"
     "                           --set operators.parse.format=json\n"
     "                           --set kafka.properties.security.protocol=SSL\n"
-    "  --log-level LEVEL        error, warn, info (default) or debug\n"
+    "  --log-level SPEC         error, warn, info (default) or debug, and\n"
+    "                           per component: warn,http=debug,parse=info\n"
+    "  --log-format FORMAT      text (default) or json (one object a line)\n"
     "  -h, --help               this help\n";
 
 /* Parses CONFIG and the shared flags; prints help when asked (returns -1). */
@@ -97,6 +99,7 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
   static const struct option opts[] = {
       {"set", required_argument, NULL, 's'},
       {"log-level", required_argument, NULL, 'l'},
+      {"log-format", required_argument, NULL, 'f'},
       {"exit-at-end", no_argument, NULL, 'e'},
       {"restore-from", required_argument, NULL, 'r'},
       {"reset-state", no_argument, NULL, 'R'},
@@ -115,13 +118,17 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
       c->sets[c->n_sets++] = optarg;
       break;
     case 'l': {
-      int lvl;
-      if (rs_log_parse_level(optarg, &lvl))
-        return usage_error(c->cmd,
-                           "--log-level: expected error, warn, info or "
-                           "debug, got '%s'",
-                           optarg);
-      rs_log_set_level(lvl);
+      char lerr[256];
+      if (rs_log_configure(optarg, lerr, sizeof lerr))
+        return usage_error(c->cmd, "--log-level: %s", lerr);
+      break;
+    }
+    case 'f': {
+      int json;
+      if (rs_log_parse_format(optarg, &json))
+        return usage_error(
+            c->cmd, "--log-format: expected text or json, got '%s'", optarg);
+      rs_log_set_format(json);
       break;
     }
     case 'e':
@@ -586,7 +593,7 @@ int main(int argc, char **argv) {
   } cmds[] = {{"run", cmd_run},        {"validate", cmd_validate},
               {"graph", cmd_graph},    {"operators", cmd_operators},
               {"broker", cmd_broker},  {"generate", rs_cmd_generate},
-              {"state", rs_cmd_state},  {"replay", rs_cmd_replay},
+              {"state", rs_cmd_state}, {"replay", rs_cmd_replay},
               {"eval", rs_cmd_eval}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))

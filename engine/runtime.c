@@ -45,8 +45,10 @@
 #include <uv.h>
 
 #include "codec.h"
+#include "http.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "state/cache.h"
 #include "state/store.h"
@@ -163,6 +165,7 @@ struct rs_op {
   int inited;
   rs_counter_t *counters;
   rs_counter_t *c_in, *c_out, *c_dlq;
+  rs_histogram_t proc_hist; /* process() time per batch (metrics.h) */
   uint64_t seed;
   int cf; /* column family of its state */
 };
@@ -264,6 +267,8 @@ struct rs_engine {
   int err;
   char errstr[1024];
   rs_engine_stats_t stats;
+  rs_http_t *http;      /* http: endpoint (NULL: off) */
+  atomic_int http_port; /* its bound port (0: not listening) */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -1167,7 +1172,9 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
       if (op->c_in)
         op->c_in->value += ob->n;
       e->cur_op = op;
+      uint64_t t0 = rs_now_ns();
       rc = op->def->process(op, op->ctx, &b);
+      rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
       if (rc < 0 && !e->errstr[0])
         rs_seterr(e->errstr, sizeof e->errstr, rc,
                   "operator '%s' (%s) failed on %s [%d]: %s", gn->name,
@@ -2259,6 +2266,7 @@ static void close_all(rs_engine_t *e) {
   uv_mutex_lock(&e->stop_lock);
   atomic_store(&e->loop_running, 0);
   uv_mutex_unlock(&e->stop_lock);
+  rs_http_close(e->http);
   uv_handle_t *hs[] = {
       (uv_handle_t *)&e->cwake,         (uv_handle_t *)&e->pwake,
       (uv_handle_t *)&e->idle,          (uv_handle_t *)&e->commit_timer,
@@ -2632,6 +2640,13 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   uv_signal_init(&e->loop, &e->sigterm);
   for (size_t i = 0; i < RS_ARRAY_SIZE(hs); i++)
     hs[i]->data = e;
+  if (cfg->http.port >= 0) {
+    int hrc = rs_http_start(&e->loop, e, cfg->http.bind, cfg->http.port,
+                            &e->http, errstr, errstr_size);
+    if (hrc)
+      return hrc;
+    atomic_store(&e->http_port, rs_http_port(e->http));
+  }
 
   e->stats.run_start_ns = rs_now_ns();
   int prc = prepare_state(e, errstr, errstr_size);
@@ -2905,6 +2920,7 @@ void rs_engine_destroy(rs_engine_t *e) {
       close_all(e);
     }
     uv_run(&e->loop, UV_RUN_DEFAULT);
+    rs_http_destroy(e->http);
     uv_loop_close(&e->loop);
   }
   for (size_t i = 0; e->nodes && i < e->g->n; i++) {
@@ -2984,4 +3000,78 @@ void rs_engine_destroy(rs_engine_t *e) {
     rs_state_pid_file_remove(e->cfg->state.dir);
   uv_mutex_destroy(&e->stop_lock);
   rs_free(e);
+}
+
+/* ------------------------------------------------------- observation */
+
+const rs_graph_t *rs_engine_graph(const rs_engine_t *e) {
+  return e->g;
+}
+
+int rs_engine_http_port(const rs_engine_t *e) {
+  return atomic_load(&((rs_engine_t *)e)->http_port);
+}
+
+int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
+  static const char *const states[] = {"init", "running", "stopping", "done"};
+  memset(out, 0, sizeof(*out));
+  out->g = e->g;
+  rs_engine_get_stats(e, &out->stats);
+  out->state = states[e->state];
+  out->assigned_partitions = e->n_assigned;
+  out->ready = e->state == ST_RUNNING && e->n_assigned > 0;
+  out->paused = e->paused;
+  out->paused_ns =
+      e->stats.paused_ns + (e->paused ? rs_now_ns() - e->paused_since : 0);
+  out->inflight_records = e->inflight_records;
+  out->inflight_bytes = e->inflight_bytes;
+  out->producer_queue = e->producer ? rd_kafka_outq_len(e->producer) : -1;
+  if (e->cache) {
+    out->has_cache = 1;
+    rs_cache_stats(e->cache, &out->cache);
+  }
+  size_t nc = 0, np = 0;
+  for (size_t i = 0; e->nodes && i < e->g->n; i++)
+    for (rs_counter_t *c = e->nodes[i].op ? e->nodes[i].op->counters : NULL; c;
+         c = c->next)
+      nc++;
+  for (size_t s = 0; e->parts && s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++)
+      np += e->parts[s][i] != NULL;
+  out->node_out = rs_calloc(e->g->n ? e->g->n : 1, sizeof(uint64_t));
+  out->node_hist = rs_calloc(e->g->n ? e->g->n : 1, sizeof(rs_histogram_t));
+  out->counters = rs_calloc(nc ? nc : 1, sizeof(*out->counters));
+  out->parts = rs_calloc(np ? np : 1, sizeof(*out->parts));
+  if (!out->node_out || !out->node_hist || !out->counters || !out->parts) {
+    rs_metrics_snapshot_free(out);
+    return RS_ENOMEM;
+  }
+  for (size_t i = 0; e->nodes && i < e->g->n; i++) {
+    out->node_out[i] = e->nodes[i].produced;
+    if (e->nodes[i].op)
+      out->node_hist[i] = e->nodes[i].op->proc_hist;
+    for (rs_counter_t *c = e->nodes[i].op ? e->nodes[i].op->counters : NULL; c;
+         c = c->next)
+      out->counters[out->n_counters++] =
+          (rs_metric_counter_t){i, c->name, c->help, c->value};
+  }
+  for (size_t s = 0; e->parts && s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++) {
+      const part_t *p = e->parts[s][i];
+      if (!p)
+        continue;
+      rs_metric_part_t *mp = &out->parts[out->n_parts++];
+      mp->topic = e->cfg->sources[s].topic;
+      mp->partition = i;
+      mp->assigned = p->assigned;
+      mp->position = p->next_offset;
+      mp->high_watermark = -1;
+      int64_t lo, hi;
+      /* The client's cached figures (from fetch responses): no request. */
+      if (e->consumer && p->assigned &&
+          rd_kafka_get_watermark_offsets(e->consumer, mp->topic, i, &lo, &hi) ==
+              RD_KAFKA_RESP_ERR_NO_ERROR)
+        mp->high_watermark = hi;
+    }
+  return 0;
 }

@@ -136,5 +136,10 @@ const char *rs_engine_bootstrap(const rs_engine_t *e);
 uint64_t rs_engine_counter(const rs_engine_t *e, const char *op,
                            const char *counter);
 void rs_engine_destroy(rs_engine_t *e);
+/* The port the http: endpoint listens on; 0 while it does not (http.port
+ * unset, or rs_engine_run() has not bound it yet). Safe from any thread. */
+int rs_engine_http_port(const rs_engine_t *e);
+/* The graph the engine runs (borrowed). */
+const rs_graph_t *rs_engine_graph(const rs_engine_t *e);
 
 #endif

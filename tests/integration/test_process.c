@@ -75,6 +75,11 @@ Test(cli, help_and_exit_codes) {
        "expected section.key=value"},
       {"run configs/demo.yaml --log-level loud", "--log-level: expected "
                                                  "error, warn, info or debug"},
+      {"run configs/demo.yaml --log-format yaml", "--log-format: expected "
+                                                  "text or json, got 'yaml'"},
+      {"run configs/demo.yaml --log-level warn,http=loud",
+       "--log-level: expected error, warn, info or debug, got 'loud' in "
+       "'warn,http=loud'"},
       {"graph --exit-at-end configs/demo.yaml", "unknown option "
                                                 "'--exit-at-end'"},
       {"generate --events -5 --out /tmp/x.avro", "--events"},

@@ -97,6 +97,31 @@ Test(config, env_default_used_when_unset) {
   rs_config_destroy(cfg);
 }
 
+Test(config, http_is_off_by_default_and_reads_port_and_bind) {
+  const char *y = HEAD PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_eq(cfg->http.port, -1);
+  cr_assert_str_eq(cfg->http.bind, "127.0.0.1");
+  rs_config_destroy(cfg);
+  const char *y2 = "http: { port: 9464, bind: \"::1\" }\n" HEAD PARSE TAIL;
+  cr_assert_eq(rs_config_load_string("x.yaml", y2, strlen(y2), NULL, 0, &cfg,
+                                     err, sizeof err),
+               0, "%s", err);
+  cr_assert_eq(cfg->http.port, 9464);
+  cr_assert_str_eq(cfg->http.bind, "::1");
+  rs_config_destroy(cfg);
+  const char *sets[] = {"http.port=0"};
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), sets, 1, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_eq(cfg->http.port, 0);
+  rs_config_destroy(cfg);
+}
+
 Test(config, set_overrides_values_operators_and_properties) {
   const char *y = HEAD PARSE TAIL;
   const char *sets[] = {"state.commit_interval=5s", "kafka.brokers=b:9",
@@ -131,7 +156,7 @@ static const bad_case_t bad_cases[] = {
      "parsing a flow mapping"},
     {"unknown_top_key", HEAD PARSE TAIL "sinkz: []\n", NULL,
      "bad.yaml:8:1: config: unknown key 'sinkz' (expected one of: app, kafka, "
-     "state, processing, sources, operators, sinks, plugins)"},
+     "state, processing, http, sources, operators, sinks, plugins)"},
     {"unknown_state_key",
      "state: { dir: /tmp/x, comit_interval: 1s }\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:23: state: unknown key 'comit_interval' (expected one of: "
@@ -149,6 +174,19 @@ static const bad_case_t bad_cases[] = {
     {"bad_enum", "state: { guarantee: sometimes }\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:21: state.guarantee: expected one of at_least_once, "
      "exactly_once, transactional, got 'sometimes'"},
+    {"unknown_http_key", "http: { port: 9000, host: x }\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:1:21: http: unknown key 'host' (expected one of: port, bind)"},
+    {"http_port_out_of_range", "http: { port: 70000 }\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:15: http.port: 70000 is out of range [0, 65535]"},
+    {"http_port_not_a_number", "http: { port: eighty }\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:15: http.port: expected an integer, got 'eighty'"},
+    {"http_bad_bind", "http: { port: 1, bind: localhost }\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:1:24: http.bind: expected an IPv4 or IPv6 address like "
+     "127.0.0.1 or ::1, got 'localhost'"},
+    {"http_not_a_map", "http: 9000\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:7: config.http: expected a mapping, got a value"},
     {"missing_sources", "app: t\n" PARSE TAIL, NULL,
      "bad.yaml:1:1: config: missing required key 'sources'"},
     {"unset_env",
@@ -269,7 +307,7 @@ Test(config, every_bad_config_has_its_exact_message) {
 
 Test(config, unknown_option_lists_the_valid_ones) {
   char err[2048];
-  int rc = load(bad_cases[14].yaml, NULL, 0, err, sizeof err);
+  int rc = load(bad_cases[19].yaml, NULL, 0, err, sizeof err);
   cr_assert_eq(rc, RS_ECONFIG);
   cr_assert(
       strstr(err, "bad.yaml:5:44: operators 'parse': unknown option "

@@ -1,0 +1,511 @@
+/* Rendering of an engine snapshot: Prometheus text exposition format and
+ * JSON. See metrics.h for the naming rules. */
+#include "metrics.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* 10 us .. 2.5 s: a batch of up to processing.batch_size records. */
+const double rs_hist_bounds[RS_HIST_N - 1] = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025,  0.005,    0.01,    0.025,  0.1,     2.5};
+
+void rs_histogram_observe(rs_histogram_t *h, uint64_t ns) {
+  double s = (double)ns / 1e9;
+  size_t i = 0;
+  while (i < RS_HIST_N - 1 && s > rs_hist_bounds[i])
+    i++;
+  h->bucket[i]++;
+  h->count++;
+  h->sum_ns += ns;
+}
+
+void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s) {
+  rs_free(s->node_out);
+  rs_free(s->node_hist);
+  rs_free(s->counters);
+  rs_free(s->parts);
+  memset(s, 0, sizeof(*s));
+}
+
+void rs_metrics_sanitize(const char *name, char *buf, size_t size) {
+  size_t i = 0;
+  for (; name[i] && i + 1 < size; i++) {
+    char ch = name[i];
+    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+             (ch >= '0' && ch <= '9') || ch == '_';
+    buf[i] = ok ? ch : '_';
+  }
+  if (size)
+    buf[i] = '\0';
+}
+
+/* Label values: backslash, double quote and newline escaped. */
+static int put_label_value(rs_buf_t *b, const char *v) {
+  for (; *v; v++) {
+    const char *esc = *v == '\\'   ? "\\\\"
+                      : *v == '"'  ? "\\\""
+                      : *v == '\n' ? "\\n"
+                                   : NULL;
+    if (esc ? rs_buf_append(b, esc, 2) : rs_buf_append(b, v, 1))
+      return RS_ENOMEM;
+  }
+  return 0;
+}
+
+/* HELP text: backslash and newline escaped. */
+static int put_help(rs_buf_t *b, const char *name, const char *help,
+                    const char *type) {
+  if (rs_buf_printf(b, "# HELP %s ", name))
+    return RS_ENOMEM;
+  for (; *help; help++) {
+    const char *esc = *help == '\\' ? "\\\\" : *help == '\n' ? "\\n" : NULL;
+    if (esc ? rs_buf_append(b, esc, 2) : rs_buf_append(b, help, 1))
+      return RS_ENOMEM;
+  }
+  return rs_buf_printf(b, "\n# TYPE %s %s\n", name, type) ? RS_ENOMEM : 0;
+}
+
+static int put_u64(rs_buf_t *b, const char *name, const char *help,
+                   const char *type, uint64_t v) {
+  if (put_help(b, name, help, type) ||
+      rs_buf_printf(b, "%s %llu\n", name, (unsigned long long)v))
+    return RS_ENOMEM;
+  return 0;
+}
+
+static int put_i64(rs_buf_t *b, const char *name, const char *help, int64_t v) {
+  if (put_help(b, name, help, "gauge") ||
+      rs_buf_printf(b, "%s %lld\n", name, (long long)v))
+    return RS_ENOMEM;
+  return 0;
+}
+
+static int put_seconds(rs_buf_t *b, const char *name, const char *help,
+                       uint64_t ns) {
+  if (put_help(b, name, help, "counter") ||
+      rs_buf_printf(b, "%s %.9f\n", name, (double)ns / 1e9))
+    return RS_ENOMEM;
+  return 0;
+}
+
+/* One sample of an operator counter, its family name precomputed. */
+typedef struct fam_sample {
+  char family[160];
+  const char *help;
+  const char *op;
+  const char *type;
+  size_t node;
+  uint64_t value;
+} fam_sample_t;
+
+static int cmp_sample(const void *a, const void *b) {
+  const fam_sample_t *x = a, *y = b;
+  int c = strcmp(x->family, y->family);
+  if (c)
+    return c;
+  return x->node < y->node ? -1 : x->node > y->node;
+}
+
+static void family_of(const rs_gnode_t *n, const char *counter, char *buf,
+                      size_t size) {
+  /* The engine's own per-operator counters share one family across
+   * operator types; the operators' own are named after their type. */
+  if (!strcmp(counter, "records_in") || !strcmp(counter, "records_out") ||
+      !strcmp(counter, "dead_lettered")) {
+    snprintf(buf, size, "recstream_%s_total", counter);
+    return;
+  }
+  char type[64], name[80];
+  rs_metrics_sanitize(n->def ? n->def->name : "operator", type, sizeof type);
+  rs_metrics_sanitize(counter, name, sizeof name);
+  size_t len = strlen(name);
+  int has_total = len >= 6 && !strcmp(name + len - 6, "_total");
+  snprintf(buf, size, "recstream_%s_%s%s", type, name,
+           has_total ? "" : "_total");
+}
+
+static int render_counters(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  if (!s->n_counters)
+    return 0;
+  fam_sample_t *v = rs_calloc(s->n_counters, sizeof(*v));
+  if (!v)
+    return RS_ENOMEM;
+  for (size_t i = 0; i < s->n_counters; i++) {
+    const rs_metric_counter_t *c = &s->counters[i];
+    const rs_gnode_t *n = &s->g->nodes[c->node];
+    family_of(n, c->name, v[i].family, sizeof v[i].family);
+    v[i].help = c->help && *c->help ? c->help : c->name;
+    v[i].op = n->name;
+    v[i].type = n->def ? n->def->name : "";
+    v[i].node = c->node;
+    v[i].value = c->value;
+  }
+  qsort(v, s->n_counters, sizeof(*v), cmp_sample);
+  int rc = 0;
+  for (size_t i = 0; i < s->n_counters && !rc; i++) {
+    if (i == 0 || strcmp(v[i].family, v[i - 1].family))
+      rc = put_help(b, v[i].family, v[i].help, "counter");
+    if (!rc)
+      rc =
+          rs_buf_printf(b, "%s{operator=\"", v[i].family) ||
+                  put_label_value(b, v[i].op) ||
+                  rs_buf_printf(b, "\",type=\"") ||
+                  put_label_value(b, v[i].type) ||
+                  rs_buf_printf(b, "\"} %llu\n", (unsigned long long)v[i].value)
+              ? RS_ENOMEM
+              : 0;
+  }
+  rs_free(v);
+  return rc;
+}
+
+static int render_hists(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  static const char name[] = "recstream_operator_process_seconds";
+  if (!s->node_hist)
+    return 0;
+  int any = 0;
+  for (size_t i = 0; i < s->g->n; i++) {
+    const rs_gnode_t *n = &s->g->nodes[i];
+    const rs_histogram_t *h = &s->node_hist[i];
+    if (n->kind != RS_NODE_OPERATOR)
+      continue;
+    if (!any && put_help(b, name,
+                         "time one call of the operator's process() took (one "
+                         "batch of records of one partition)",
+                         "histogram"))
+      return RS_ENOMEM;
+    any = 1;
+    uint64_t cum = 0;
+    for (size_t k = 0; k < RS_HIST_N; k++) {
+      cum += h->bucket[k];
+      char le[32];
+      if (k < RS_HIST_N - 1)
+        snprintf(le, sizeof le, "%g", rs_hist_bounds[k]);
+      else
+        snprintf(le, sizeof le, "+Inf");
+      if (rs_buf_printf(b, "%s_bucket{operator=\"", name) ||
+          put_label_value(b, n->name) ||
+          rs_buf_printf(b, "\",le=\"%s\"} %llu\n", le, (unsigned long long)cum))
+        return RS_ENOMEM;
+    }
+    if (rs_buf_printf(b, "%s_sum{operator=\"", name) ||
+        put_label_value(b, n->name) ||
+        rs_buf_printf(b, "\"} %.9f\n", (double)h->sum_ns / 1e9) ||
+        rs_buf_printf(b, "%s_count{operator=\"", name) ||
+        put_label_value(b, n->name) ||
+        rs_buf_printf(b, "\"} %llu\n", (unsigned long long)h->count))
+      return RS_ENOMEM;
+  }
+  return 0;
+}
+
+static int render_sinks(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  int any = 0;
+  for (size_t i = 0; i < s->g->n; i++) {
+    const rs_gnode_t *n = &s->g->nodes[i];
+    if (n->kind != RS_NODE_SINK)
+      continue;
+    if (!any && put_help(b, "recstream_sink_records_total",
+                         "records produced to the sink's topic", "counter"))
+      return RS_ENOMEM;
+    any = 1;
+    if (rs_buf_printf(b, "recstream_sink_records_total{sink=\"") ||
+        put_label_value(b, n->name) || rs_buf_printf(b, "\",topic=\"") ||
+        put_label_value(b, s->g->cfg->sinks[n->cfg_index].topic) ||
+        rs_buf_printf(b, "\"} %llu\n",
+                      (unsigned long long)(s->node_out ? s->node_out[i] : 0)))
+      return RS_ENOMEM;
+  }
+  return 0;
+}
+
+static int part_labels(rs_buf_t *b, const char *metric,
+                       const rs_metric_part_t *p) {
+  return rs_buf_printf(b, "%s{topic=\"", metric) ||
+                 put_label_value(b, p->topic) ||
+                 rs_buf_printf(b, "\",partition=\"%d\"}", (int)p->partition)
+             ? RS_ENOMEM
+             : 0;
+}
+
+static int render_parts(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  if (!s->n_parts)
+    return 0;
+  if (put_help(b, "recstream_partition_assigned",
+               "1 while the source partition is assigned to this instance",
+               "gauge"))
+    return RS_ENOMEM;
+  for (size_t i = 0; i < s->n_parts; i++)
+    if (part_labels(b, "recstream_partition_assigned", &s->parts[i]) ||
+        rs_buf_printf(b, " %d\n", s->parts[i].assigned ? 1 : 0))
+      return RS_ENOMEM;
+  if (put_help(b, "recstream_partition_position",
+               "next offset of the source partition to process", "gauge"))
+    return RS_ENOMEM;
+  for (size_t i = 0; i < s->n_parts; i++)
+    if (s->parts[i].position >= 0 &&
+        (part_labels(b, "recstream_partition_position", &s->parts[i]) ||
+         rs_buf_printf(b, " %lld\n", (long long)s->parts[i].position)))
+      return RS_ENOMEM;
+  if (put_help(b, "recstream_consumer_lag",
+               "records of the source partition not processed yet (high "
+               "watermark, as last seen by the client, minus position)",
+               "gauge"))
+    return RS_ENOMEM;
+  for (size_t i = 0; i < s->n_parts; i++) {
+    const rs_metric_part_t *p = &s->parts[i];
+    if (!p->assigned || p->position < 0 || p->high_watermark < 0)
+      continue;
+    int64_t lag = p->high_watermark - p->position;
+    if (part_labels(b, "recstream_consumer_lag", p) ||
+        rs_buf_printf(b, " %lld\n", (long long)(lag > 0 ? lag : 0)))
+      return RS_ENOMEM;
+  }
+  return 0;
+}
+
+static int render_cache(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  if (!s->has_cache)
+    return 0;
+  const rs_cache_stats_t *c = &s->cache;
+  if (put_u64(b, "recstream_state_cache_hits_total",
+              "state reads served by the cache", "counter", c->hits) ||
+      put_u64(b, "recstream_state_cache_misses_total",
+              "state reads that went to RocksDB", "counter", c->misses) ||
+      put_u64(b, "recstream_state_cache_evictions_total",
+              "cache entries evicted for space", "counter", c->evictions) ||
+      put_u64(b, "recstream_state_cache_writebacks_total",
+              "dirty entries among the evicted, spilled to the next batch",
+              "counter", c->writebacks) ||
+      put_u64(b, "recstream_state_cache_entries", "entries in the cache",
+              "gauge", c->entries) ||
+      put_u64(b, "recstream_state_cache_bytes",
+              "bytes the cache holds (entries, free blocks, table)", "gauge",
+              c->total_bytes) ||
+      put_u64(b, "recstream_state_cache_dirty_bytes",
+              "bytes of entries changed since the last checkpoint", "gauge",
+              c->dirty_bytes) ||
+      put_u64(b, "recstream_state_cache_spill_bytes",
+              "evicted dirty bytes awaiting the next checkpoint", "gauge",
+              c->spill_bytes) ||
+      put_u64(b, "recstream_state_cache_limit_bytes",
+              "bound of the cache (state.cache)", "gauge", c->bound_bytes))
+    return RS_ENOMEM;
+  return 0;
+}
+
+int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  const rs_engine_stats_t *st = &s->stats;
+  if (put_u64(b, "recstream_up", "1 while the engine runs its loop", "gauge",
+              !strcmp(s->state, "running") ? 1 : 0) ||
+      put_u64(b, "recstream_ready",
+              "1 when partitions are assigned and being consumed", "gauge",
+              s->ready ? 1 : 0) ||
+      put_u64(b, "recstream_input_records_total",
+              "records consumed from the sources and processed", "counter",
+              st->records_in) ||
+      put_u64(b, "recstream_refetched_records_total",
+              "records delivered again after a pause and skipped", "counter",
+              st->refetched) ||
+      put_u64(b, "recstream_input_gaps_total",
+              "input records removed by retention before being processed",
+              "counter", st->input_gaps) ||
+      put_u64(b, "recstream_batches_total", "batches processed", "counter",
+              st->batches) ||
+      put_u64(b, "recstream_dead_letters_total",
+              "dead letters produced, all operators", "counter",
+              st->dead_lettered) ||
+      put_u64(b, "recstream_delivery_failures_total",
+              "outputs the broker did not acknowledge", "counter",
+              st->delivery_failures) ||
+      put_u64(b, "recstream_backpressure_pauses_total",
+              "times draining stopped because outputs were in flight",
+              "counter", st->pauses) ||
+      put_u64(b, "recstream_partition_pauses_total",
+              "backpressure episodes long enough to pause the partitions",
+              "counter", st->partition_pauses) ||
+      put_seconds(b, "recstream_paused_seconds_total",
+                  "time spent paused by backpressure", s->paused_ns) ||
+      put_u64(b, "recstream_paused", "1 while backpressure holds processing",
+              "gauge", s->paused ? 1 : 0) ||
+      put_i64(b, "recstream_inflight_records",
+              "outputs produced and not acknowledged yet",
+              s->inflight_records) ||
+      put_i64(b, "recstream_inflight_bytes",
+              "bytes of outputs produced and not acknowledged yet",
+              s->inflight_bytes) ||
+      put_i64(b, "recstream_inflight_bytes_max",
+              "highest recstream_inflight_bytes so far",
+              st->max_inflight_bytes) ||
+      put_i64(b, "recstream_producer_queue_length",
+              "messages and requests queued in the producer client",
+              s->producer_queue) ||
+      put_u64(b, "recstream_producer_queue_full_waits_total",
+              "times a produce waited for room in the client's queue",
+              "counter", st->queue_full_waits) ||
+      put_u64(b, "recstream_commits_total", "offset commits to the group",
+              "counter", st->commits) ||
+      put_u64(b, "recstream_checkpoints_total", "state checkpoints written",
+              "counter", st->checkpoints) ||
+      put_seconds(b, "recstream_checkpoint_seconds_total",
+                  "time spent writing checkpoints", st->checkpoint_ns) ||
+      put_seconds(b, "recstream_checkpoint_wait_seconds_total",
+                  "time from a checkpoint's request to its end (waiting for "
+                  "outputs in flight included)",
+                  st->checkpoint_wait_ns) ||
+      put_u64(b, "recstream_suppressed_outputs_total",
+              "exactly_once: regenerated outputs not sent again", "counter",
+              st->suppressed) ||
+      put_u64(b, "recstream_ordering_giveups_total",
+              "deterministic order: waits for an idle partition given up",
+              "counter", st->ordering_giveups) ||
+      put_u64(b, "recstream_withheld_outputs_total",
+              "outputs not written (output suppressed by the run mode)",
+              "counter", st->withheld))
+    return RS_ENOMEM;
+  int rc;
+  if ((rc = render_counters(s, b)) || (rc = render_hists(s, b)) ||
+      (rc = render_sinks(s, b)) || (rc = render_parts(s, b)) ||
+      (rc = render_cache(s, b)))
+    return rc;
+  return 0;
+}
+
+static uint64_t counter_of(const rs_metrics_snapshot_t *s, size_t node,
+                           const char *name) {
+  for (size_t k = 0; k < s->n_counters; k++)
+    if (s->counters[k].node == node && !strcmp(s->counters[k].name, name))
+      return s->counters[k].value;
+  return 0;
+}
+
+static uint64_t source_total(const rs_metrics_snapshot_t *s, size_t i) {
+  const char *topic = s->g->cfg->sources[s->g->nodes[i].cfg_index].topic;
+  uint64_t sum = 0;
+  for (size_t k = 0; k < s->n_parts; k++)
+    if (s->parts[k].assigned && s->parts[k].position > 0 &&
+        !strcmp(s->parts[k].topic, topic))
+      sum += (uint64_t)s->parts[k].position;
+  return sum;
+}
+
+uint64_t rs_metrics_node_in(const rs_metrics_snapshot_t *s, size_t i) {
+  switch (s->g->nodes[i].kind) {
+  case RS_NODE_SOURCE:
+    return source_total(s, i);
+  case RS_NODE_SINK:
+    return s->node_out ? s->node_out[i] : 0;
+  default:
+    return counter_of(s, i, "records_in");
+  }
+}
+
+uint64_t rs_metrics_node_out(const rs_metrics_snapshot_t *s, size_t i) {
+  switch (s->g->nodes[i].kind) {
+  case RS_NODE_SOURCE:
+    return source_total(s, i);
+  case RS_NODE_SINK:
+    return s->node_out ? s->node_out[i] : 0;
+  default:
+    return counter_of(s, i, "records_out");
+  }
+}
+
+static const char *kind_name(rs_node_kind_t k) {
+  return k == RS_NODE_SOURCE ? "source"
+         : k == RS_NODE_SINK ? "sink"
+                             : "operator";
+}
+
+static int dump_into(json_t *root, rs_buf_t *out) {
+  if (!root)
+    return RS_ENOMEM;
+  char *txt = json_dumps(root, JSON_COMPACT);
+  json_decref(root);
+  if (!txt)
+    return RS_ENOMEM;
+  int rc = rs_buf_append(out, txt, strlen(txt)) ? RS_ENOMEM : 0;
+  free(txt);
+  return rc;
+}
+
+int rs_metrics_graph_json(const rs_metrics_snapshot_t *s, rs_buf_t *out) {
+  const rs_graph_t *g = s->g;
+  json_t *root = json_object(), *nodes = json_array(), *edges = json_array();
+  if (!root || !nodes || !edges) {
+    json_decref(root);
+    json_decref(nodes);
+    json_decref(edges);
+    return RS_ENOMEM;
+  }
+  json_object_set_new(root, "state", json_string(s->state));
+  if (s->rate_in)
+    json_object_set_new(root, "rate_window_s", json_real(s->rate_window_s));
+  json_object_set_new(root, "nodes", nodes);
+  json_object_set_new(root, "edges", edges);
+  int bad = 0;
+  for (size_t i = 0; i < g->n; i++) {
+    const rs_gnode_t *n = &g->nodes[i];
+    json_t *o = json_object(), *counters = json_object();
+    bad |= !o || !counters;
+    json_object_set_new(o, "name", json_string(n->name));
+    json_object_set_new(o, "kind", json_string(kind_name(n->kind)));
+    if (n->kind == RS_NODE_OPERATOR)
+      json_object_set_new(o, "type", json_string(n->def->name));
+    if (n->kind == RS_NODE_SOURCE)
+      json_object_set_new(o, "topic",
+                          json_string(g->cfg->sources[n->cfg_index].topic));
+    if (n->kind == RS_NODE_SINK) {
+      json_object_set_new(o, "topic",
+                          json_string(g->cfg->sinks[n->cfg_index].topic));
+      json_object_set_new(
+          counters, "records_out",
+          json_integer((json_int_t)(s->node_out ? s->node_out[i] : 0)));
+    }
+    for (size_t k = 0; k < s->n_counters; k++)
+      if (s->counters[k].node == i)
+        json_object_set_new(counters, s->counters[k].name,
+                            json_integer((json_int_t)s->counters[k].value));
+    json_object_set_new(o, "counters", counters);
+    if (s->rate_in)
+      json_object_set_new(o, "rates",
+                          json_pack("{s:f,s:f}", "in_per_s", s->rate_in[i],
+                                    "out_per_s", s->rate_out[i]));
+    bad |= json_array_append_new(nodes, o);
+    for (size_t k = 0; k < n->n_inputs; k++) {
+      json_t *ed = json_object();
+      bad |= !ed;
+      const rs_gnode_t *from = &g->nodes[n->inputs[k].from];
+      json_object_set_new(ed, "from", json_string(from->name));
+      json_object_set_new(
+          ed, "port", json_string(rs_graph_port_name(from, n->inputs[k].port)));
+      json_object_set_new(ed, "to", json_string(n->name));
+      if (s->rate_out)
+        json_object_set_new(ed, "records_per_s",
+                            json_real(s->rate_out[n->inputs[k].from]));
+      bad |= json_array_append_new(edges, ed);
+    }
+  }
+  if (bad) {
+    json_decref(root);
+    return RS_ENOMEM;
+  }
+  return dump_into(root, out);
+}
+
+int rs_metrics_ready_json(const rs_metrics_snapshot_t *s, rs_buf_t *out) {
+  json_t *root =
+      json_pack("{s:b,s:s,s:I}", "ready", s->ready, "state", s->state,
+                "assigned_partitions", (json_int_t)s->assigned_partitions);
+  if (root && !s->ready)
+    json_object_set_new(root, "reason",
+                        json_string(strcmp(s->state, "running")
+                                        ? "the engine is not running"
+                                        : "no source partition assigned yet"));
+  if (dump_into(root, out))
+    return -1;
+  return s->ready ? 200 : 503;
+}

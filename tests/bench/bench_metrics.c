@@ -1,0 +1,298 @@
+/* Benchmark: what the http: endpoint costs the pipeline while Prometheus
+ * scrapes it.
+ *
+ *   cmake --build build -j2 --target bench_metrics &&
+ *   build/bench/bench_metrics [--records N] [--partitions P] [--rounds R]
+ *
+ * Pipeline: in -> parse -> user_stats -> sink (at_least_once, arrival
+ * order, 10,000 users), as in bench_guarantee. Three kinds of run, each in a
+ * fresh process with a fresh in-process broker and the same input:
+ *   off       http unset (no endpoint at all);
+ *   scraped   http on, a client thread GETs /metrics every second (what a
+ *             Prometheus scrape interval of 1 s costs);
+ *   hammered  http on, GET /metrics back to back (an upper bound: the
+ *             per-scrape cost made visible in a short run).
+ * Kinds alternate for --rounds rounds (default 5); medians of records/s
+ * (first input to last acknowledged output) are compared: the target is
+ * scraped / off >= 0.97. Also printed: scrapes done (in all, and while
+ * records were being processed: the consumer group join before the first
+ * record takes most of a short run), the scrape latency seen by the client
+ * (p50, p99), body size, peak RSS per process. Default 1,000,000 records
+ * over 16 partitions (about 0.5 GiB peak RSS with the in-process broker).
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "graph.h"
+#include "kafka.h"
+#include "registry.h"
+#include "util.h"
+
+static long n_records = 1000000;
+static int n_partitions = 16;
+
+typedef struct result {
+  double rate, wall, rss_mib;
+  double cpu_us; /* CPU time (whole process, user + system) per record */
+  long scrapes, scrapes_during; /* in all; while records were processed */
+  double p50_ms, p99_ms;
+  size_t body_bytes;
+} result_t;
+
+typedef struct scraper {
+  rs_engine_t *e;
+  long interval_ms; /* 0: back to back */
+  atomic_int stop;
+  double lat_ms[100000];
+  uint64_t at_ns[100000]; /* when each scrape started */
+  long n;
+  size_t body_bytes;
+} scraper_t;
+
+/* One GET /metrics; the body's size, or 0 on failure. */
+static size_t scrape(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
+    if (fd >= 0)
+      close(fd);
+    return 0;
+  }
+  static const char req[] = "GET /metrics HTTP/1.1\r\nHost: b\r\n\r\n";
+  size_t total = 0;
+  if (write(fd, req, sizeof req - 1) == (ssize_t)sizeof req - 1) {
+    char buf[65536];
+    ssize_t k;
+    while ((k = read(fd, buf, sizeof buf)) > 0)
+      total += (size_t)k;
+  }
+  close(fd);
+  return total;
+}
+
+static void *scraper_main(void *arg) {
+  scraper_t *s = arg;
+  int port;
+  while (!(port = rs_engine_http_port(s->e)) && !atomic_load(&s->stop))
+    usleep(1000);
+  while (!atomic_load(&s->stop)) {
+    uint64_t t0 = rs_now_ns();
+    size_t got = scrape(port);
+    uint64_t dt = rs_now_ns() - t0;
+    if (got && s->n < (long)RS_ARRAY_SIZE(s->lat_ms)) {
+      s->at_ns[s->n] = t0;
+      s->lat_ms[s->n++] = (double)dt / 1e6;
+      s->body_bytes = got;
+    }
+    /* Sleep in short steps so the end of the run is not waited out. */
+    for (long slept = 0; slept < s->interval_ms && !atomic_load(&s->stop);
+         slept += 10)
+      usleep(10000);
+  }
+  return NULL;
+}
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, long n, double p) {
+  if (!n)
+    return 0;
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  long i = (long)(p * (double)(n - 1) + 0.5);
+  return v[i];
+}
+
+static result_t measure(const char *kind) {
+  result_t r;
+  memset(&r, 0, sizeof r);
+  char err[2048];
+  rs_mock_t *m;
+  if (rs_mock_start(1, &m, err, sizeof err))
+    bench_die("broker", err);
+  const char *topics[] = {"in", "in.dlq", "out"};
+  for (size_t i = 0; i < RS_ARRAY_SIZE(topics); i++)
+    if (rs_mock_create_topic(m, topics[i], n_partitions, err, sizeof err))
+      bench_die("topic", err);
+  bench_produce(m->bootstraps, "in", n_records, 10000);
+  bench_reset_peak_rss();
+  int http = strcmp(kind, "off") != 0;
+  char yaml[2048];
+  snprintf(yaml, sizeof yaml,
+           "app: bench\n"
+           "kafka: { brokers: \"%s\" }\n"
+           "state: { dir: \"%s/state\" }\n"
+           "%s"
+           "sources: [ { name: in, topic: in } ]\n"
+           "operators:\n"
+           "  - { name: parse, type: parse, input: in }\n"
+           "  - { name: stats, type: user_stats, input: parse }\n"
+           "sinks: [ { name: out, input: stats, topic: out } ]\n",
+           m->bootstraps, bench_state_root(),
+           http ? "http: { port: 0 }\n" : "");
+  rs_config_t *cfg = NULL;
+  rs_registry_t *reg = NULL;
+  rs_graph_t *g = NULL;
+  rs_engine_t *e = NULL;
+  if (rs_config_load_string("bench.yaml", yaml, strlen(yaml), NULL, 0, &cfg,
+                            err, sizeof err) ||
+      rs_registry_new(&reg, err, sizeof err) ||
+      rs_graph_build(cfg, reg, &g, err, sizeof err))
+    bench_die("config", err);
+  rs_engine_opts_t o = {.exit_at_end = 1};
+  if (rs_engine_new(cfg, g, &o, &e, err, sizeof err))
+    bench_die("engine", err);
+  scraper_t *s = calloc(1, sizeof *s);
+  s->e = e;
+  s->interval_ms = !strcmp(kind, "scraped") ? 1000 : 0;
+  pthread_t th;
+  if (http && pthread_create(&th, NULL, scraper_main, s))
+    bench_die("thread", "pthread_create");
+  uint64_t t0 = rs_now_ns();
+  double c0 = cpu_seconds();
+  if (rs_engine_run(e, err, sizeof err))
+    bench_die("run", err);
+  r.wall = (double)(rs_now_ns() - t0) / 1e9;
+  /* The scraper thread's own CPU (client side) is in it too. */
+  r.cpu_us = (cpu_seconds() - c0) * 1e6 / (double)n_records;
+  atomic_store(&s->stop, 1);
+  if (http)
+    pthread_join(th, NULL);
+  rs_engine_stats_t st;
+  rs_engine_get_stats(e, &st);
+  if ((long)st.records_in != n_records)
+    bench_die(kind, "not every record was processed");
+  r.rate = (double)st.records_in /
+           ((double)(st.last_ack_ns - st.first_input_ns) / 1e9);
+  r.rss_mib = bench_peak_rss_mib();
+  r.scrapes = s->n;
+  for (long i = 0; i < s->n; i++)
+    r.scrapes_during +=
+        s->at_ns[i] >= st.first_input_ns && s->at_ns[i] <= st.last_ack_ns;
+  r.p50_ms = pct(s->lat_ms, s->n, 0.5);
+  r.p99_ms = pct(s->lat_ms, s->n, 0.99);
+  r.body_bytes = s->body_bytes;
+  free(s);
+  rs_engine_destroy(e);
+  rs_graph_destroy(g);
+  rs_registry_destroy(reg);
+  rs_config_destroy(cfg);
+  rs_mock_destroy(m);
+  return r;
+}
+
+static result_t in_child(const char *kind) {
+  int fd[2];
+  if (pipe(fd))
+    bench_die("pipe", "failed");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    bench_die("fork", "failed");
+  if (pid == 0) {
+    close(fd[0]);
+    result_t r = measure(kind);
+    ssize_t w = write(fd[1], &r, sizeof r);
+    _exit(w == (ssize_t)sizeof r ? 0 : 1);
+  }
+  close(fd[1]);
+  result_t r;
+  ssize_t got = read(fd[0], &r, sizeof r);
+  close(fd[0]);
+  int st;
+  waitpid(pid, &st, 0);
+  if (got != (ssize_t)sizeof r || !WIFEXITED(st) || WEXITSTATUS(st))
+    bench_die(kind, "the measuring process failed");
+  return r;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int main(int argc, char **argv) {
+  int rounds = 5;
+  bench_init("bench_metrics");
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--records") && i + 1 < argc)
+      n_records = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--partitions") && i + 1 < argc)
+      n_partitions = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+      rounds = atoi(argv[++i]);
+    else {
+      fprintf(stderr, "usage: bench_metrics [--records N] [--partitions P] "
+                      "[--rounds R]\n");
+      return 2;
+    }
+  }
+  if (n_records < 1000 || n_partitions < 1 || rounds < 1 || rounds > 20)
+    bench_die("arguments",
+              "--records >= 1000, --partitions >= 1, --rounds 1..20");
+  printf("%ld Avro interactions over %d partitions, in -> parse -> "
+         "user_stats -> sink; a fresh process and broker per run\n",
+         n_records, n_partitions);
+  static const char *const kinds[] = {"off", "scraped", "hammered"};
+  double rate[3][20], during[3][20], p50[3][20], cpu[3][20];
+  for (int k = 0; k < rounds; k++)
+    for (int j = 0; j < 3; j++) {
+      int w = (k + j) % 3; /* rotate which goes first */
+      result_t r = in_child(kinds[w]);
+      rate[w][k] = r.rate;
+      cpu[w][k] = r.cpu_us;
+      during[w][k] = (double)r.scrapes_during;
+      p50[w][k] = r.p50_ms;
+      printf("%-9s %9.0f records/s  %.2f CPU-us/record  wall %.2f s  peak RSS "
+             "%.0f MiB",
+             kinds[w], r.rate, r.cpu_us, r.wall, r.rss_mib);
+      if (w)
+        printf("  %ld scrapes (%ld while processing), latency p50 %.2f ms "
+               "p99 %.2f ms, %zu bytes",
+               r.scrapes, r.scrapes_during, r.p50_ms, r.p99_ms, r.body_bytes);
+      printf("\n");
+    }
+  double off = median(rate[0], rounds), scr = median(rate[1], rounds),
+         ham = median(rate[2], rounds);
+  printf("median records/s: off %.0f, scraped every 1 s %.0f, scraped back "
+         "to back %.0f\n",
+         off, scr, ham);
+  printf("ratio scraped / off (medians): %.3f  (target >= 0.97)\n", scr / off);
+  printf("ratio hammered / off (medians): %.3f\n", ham / off);
+  double coff = median(cpu[0], rounds), cscr = median(cpu[1], rounds),
+         cham = median(cpu[2], rounds);
+  printf("CPU-us/record (medians): off %.3f, scraped %.3f (ratio %.3f), "
+         "hammered %.3f (ratio %.3f; the client's CPU included)\n",
+         coff, cscr, cscr / coff, cham, cham / coff);
+  /* The loop serves a scrape between batches: per scrape it is busy at
+   * most the client's whole request time. */
+  double hd = median(during[2], rounds), hp = median(p50[1], rounds);
+  printf("hammered: median %.0f scrapes while processing (%.0f per second "
+         "of processing)\n",
+         hd, hd / ((double)n_records / ham));
+  printf("bound from latency: one scrape a second holds the loop at most "
+         "p50 %.2f ms a second = %.3f%% of its time\n",
+         hp, hp / 10.0);
+  return 0;
+}

@@ -1,0 +1,505 @@
+/* The http: endpoint of a running engine on the embedded broker, spoken to
+ * with a plain socket: every endpoint's status code, content type and body,
+ * /metrics parsed back and checked against what the input holds. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "itest.h"
+
+static const char *const topics[] = {"in", "in.dlq", "out", "ustats", NULL};
+
+static const char http_yaml[] =
+    "app: ihttp\n"
+    "kafka: { brokers: embedded }\n"
+    "state: { commit_interval: 200ms }\n"
+    "http: { port: 0 }\n"
+    "sources: [ { name: in, topic: in } ]\n"
+    "operators:\n"
+    "  - { name: parse, type: parse, input: in, format: avro }\n"
+    "  - { name: stats, type: user_stats, input: parse }\n"
+    "sinks:\n"
+    "  - { name: out, input: parse, topic: out, format: json }\n"
+    "  - { name: ustats, input: stats, topic: ustats }\n";
+
+typedef struct resp {
+  int status;
+  char ctype[128];
+  char *body;
+  size_t len;
+} resp_t;
+
+/* One HTTP/1.1 request on a fresh connection; reads until the server
+ * closes it. 0 or -1 (connection or protocol failure). */
+static int http_req(int port, const char *method, const char *path, resp_t *r) {
+  memset(r, 0, sizeof(*r));
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+    close(fd);
+    return -1;
+  }
+  char req[512];
+  int n = snprintf(req, sizeof req,
+                   "%s %s HTTP/1.1\r\nHost: localhost\r\nUser-Agent: itest\r\n"
+                   "\r\n",
+                   method, path);
+  if (write(fd, req, (size_t)n) != n) {
+    close(fd);
+    return -1;
+  }
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    if (len + 4096 > cap)
+      buf = realloc(buf, cap *= 2);
+    ssize_t k = read(fd, buf + len, cap - len - 1);
+    if (k <= 0)
+      break;
+    len += (size_t)k;
+  }
+  close(fd);
+  buf[len] = '\0';
+  char *eoh = strstr(buf, "\r\n\r\n");
+  if (!eoh || sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1) {
+    free(buf);
+    return -1;
+  }
+  *eoh = '\0';
+  for (char *line = strstr(buf, "\r\n"); line; line = strstr(line + 2, "\r\n"))
+    if (!strncasecmp(line + 2, "content-type:", 13)) {
+      const char *v = line + 15;
+      while (*v == ' ')
+        v++;
+      size_t l = strcspn(v, "\r\n");
+      snprintf(r->ctype, sizeof r->ctype, "%.*s", (int)l, v);
+    }
+  r->len = len - (size_t)(eoh + 4 - buf);
+  r->body = malloc(r->len + 1);
+  memcpy(r->body, eoh + 4, r->len);
+  r->body[r->len] = '\0';
+  free(buf);
+  return 0;
+}
+
+/* The value of the sample with exactly this name{labels} (as rendered)
+ * in an exposition body; -1 when absent. */
+static double sample(const char *body, const char *series) {
+  size_t l = strlen(series);
+  for (const char *p = body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p)
+    if (!strncmp(p, series, l) && p[l] == ' ')
+      return strtod(p + l + 1, NULL);
+  return -1;
+}
+
+typedef struct poll_arg {
+  int port;
+  long want;
+} poll_arg_t;
+
+static int parsed_all(void *arg) {
+  poll_arg_t *a = arg;
+  resp_t r;
+  if (http_req(a->port, "GET", "/metrics", &r))
+    return 0;
+  double v = sample(
+      r.body, "recstream_records_in_total{operator=\"parse\",type=\"parse\"}");
+  double o = sample(r.body, "recstream_sink_records_total{sink=\"out\","
+                            "topic=\"out\"}");
+  free(r.body);
+  return v == (double)a->want && o >= 0;
+}
+
+static int ready(void *arg) {
+  resp_t r;
+  if (http_req(*(int *)arg, "GET", "/readyz", &r))
+    return 0;
+  free(r.body);
+  return r.status == 200;
+}
+
+static int graph_has_rates(void *arg) {
+  resp_t r;
+  if (http_req(*(int *)arg, "GET", "/v1/graph", &r))
+    return 0;
+  int yes = strstr(r.body, "\"rate_window_s\"") != NULL;
+  free(r.body);
+  return yes;
+}
+
+static int port_bound(void *arg) {
+  return rs_engine_http_port(((it_engine_t *)arg)->e) > 0;
+}
+
+Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 2, topics);
+  cr_assert(m != NULL);
+  const long total = 2002, bad_every = 1001;
+  long bad = it_produce(m->bootstraps, "in", total, 50, bad_every, "avro");
+  cr_assert_eq(bad, 2);
+  char brokers[512];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, http_yaml, sets, 1, 0), 0, "%s", t.err);
+  cr_assert(it_wait(port_bound, &t, 20000), "the endpoint never listened");
+  int port = rs_engine_http_port(t.e);
+
+  resp_t r;
+  cr_assert_eq(http_req(port, "GET", "/healthz", &r), 0);
+  cr_assert_eq(r.status, 200);
+  cr_assert_str_eq(r.ctype, "application/json");
+  cr_assert_str_eq(r.body, "{\"status\":\"alive\"}");
+  free(r.body);
+
+  cr_assert(it_wait(ready, &port, 20000), "never ready");
+  cr_assert_eq(http_req(port, "GET", "/readyz", &r), 0);
+  json_error_t je;
+  json_t *j = json_loads(r.body, 0, &je);
+  cr_assert(j != NULL, "readyz body is not JSON: %s", r.body);
+  cr_assert(json_is_true(json_object_get(j, "ready")));
+  cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "running");
+  cr_assert_eq(json_integer_value(json_object_get(j, "assigned_partitions")),
+               2);
+  json_decref(j);
+  free(r.body);
+
+  poll_arg_t pa = {port, total};
+  cr_assert(it_wait(parsed_all, &pa, 30000), "parse never saw every record");
+  cr_assert_eq(http_req(port, "GET", "/metrics", &r), 0);
+  cr_assert_eq(r.status, 200);
+  cr_assert_str_eq(r.ctype, "text/plain; version=0.0.4; charset=utf-8");
+  cr_assert_eq(
+      sample(r.body,
+             "recstream_records_out_total{operator=\"parse\",type=\"parse\"}"),
+      (double)(total - bad));
+  cr_assert_eq(
+      sample(
+          r.body,
+          "recstream_dead_lettered_total{operator=\"parse\",type=\"parse\"}"),
+      (double)bad);
+  cr_assert_eq(sample(r.body, "recstream_records_in_total{operator=\"stats\","
+                              "type=\"user_stats\"}"),
+               (double)(total - bad));
+  /* user_stats registers users_created itself: 50 users. */
+  cr_assert_eq(sample(r.body, "recstream_user_stats_users_created_total{"
+                              "operator=\"stats\",type=\"user_stats\"}"),
+               50.0, "%s", r.body);
+  cr_assert_eq(sample(r.body, "recstream_input_records_total"), (double)total);
+  cr_assert_eq(sample(r.body, "recstream_dead_letters_total"), (double)bad);
+  cr_assert_eq(sample(r.body, "recstream_up"), 1.0);
+  /* parse ran once per batch: timed as many times, +Inf holds them all. */
+  double batches = sample(
+      r.body, "recstream_operator_process_seconds_count{operator=\"parse\"}");
+  cr_assert_gt(batches, 0.0);
+  cr_assert_eq(sample(r.body, "recstream_operator_process_seconds_bucket{"
+                              "operator=\"parse\",le=\"+Inf\"}"),
+               batches);
+  cr_assert_leq(batches, sample(r.body, "recstream_batches_total"));
+  cr_assert_eq(sample(r.body, "recstream_ready"), 1.0);
+  cr_assert_geq(sample(r.body, "recstream_state_cache_hits_total"), 0.0);
+  cr_assert_gt(sample(r.body, "recstream_state_cache_entries"), 0.0);
+  /* Both partitions assigned, positioned, and (their watermark known from
+   * fetches) lag figures present and never above what is left. */
+  double pos = 0;
+  for (int p = 0; p < 2; p++) {
+    char s[128];
+    snprintf(s, sizeof s,
+             "recstream_partition_assigned{topic=\"in\",partition=\"%d\"}", p);
+    cr_assert_eq(sample(r.body, s), 1.0, "%s", s);
+    snprintf(s, sizeof s,
+             "recstream_partition_position{topic=\"in\",partition=\"%d\"}", p);
+    cr_assert_geq(sample(r.body, s), 0.0, "%s", s);
+    pos += sample(r.body, s);
+    snprintf(s, sizeof s,
+             "recstream_consumer_lag{topic=\"in\",partition=\"%d\"}", p);
+    double lag = sample(r.body, s);
+    cr_assert(lag == -1 || lag == 0, "%s is %g after everything was read", s,
+              lag);
+  }
+  cr_assert_eq(pos, (double)total);
+  free(r.body);
+
+  /* Rates need two samples of the endpoint's once-a-second tick. */
+  cr_assert(it_wait(graph_has_rates, &port, 20000), "no rates in /v1/graph");
+  cr_assert_eq(http_req(port, "GET", "/v1/graph", &r), 0);
+  cr_assert_eq(r.status, 200);
+  cr_assert_str_eq(r.ctype, "application/json");
+  j = json_loads(r.body, 0, &je);
+  cr_assert(j != NULL, "graph body is not JSON: %s", r.body);
+  json_t *nodes = json_object_get(j, "nodes"),
+         *edges = json_object_get(j, "edges");
+  cr_assert_eq(json_array_size(nodes), 5);
+  const char *want[][3] = {{"in", "source", NULL},
+                           {"parse", "operator", "parse"},
+                           {"stats", "operator", "user_stats"},
+                           {"out", "sink", NULL}};
+  for (size_t w = 0; w < 4; w++) {
+    json_t *found = NULL;
+    for (size_t i = 0; i < json_array_size(nodes); i++)
+      if (!strcmp(json_string_value(
+                      json_object_get(json_array_get(nodes, i), "name")),
+                  want[w][0]))
+        found = json_array_get(nodes, i);
+    cr_assert(found != NULL, "no node %s", want[w][0]);
+    cr_assert_str_eq(json_string_value(json_object_get(found, "kind")),
+                     want[w][1]);
+    if (want[w][2])
+      cr_assert_str_eq(json_string_value(json_object_get(found, "type")),
+                       want[w][2]);
+  }
+  json_t *pn = NULL;
+  for (size_t i = 0; i < json_array_size(nodes); i++)
+    if (!strcmp(json_string_value(
+                    json_object_get(json_array_get(nodes, i), "name")),
+                "parse"))
+      pn = json_array_get(nodes, i);
+  json_t *pc = json_object_get(pn, "counters");
+  cr_assert_gt(json_real_value(json_object_get(j, "rate_window_s")), 0.0);
+  json_t *prates = json_object_get(pn, "rates");
+  cr_assert(json_is_real(json_object_get(prates, "in_per_s")), "%s", r.body);
+  cr_assert_geq(json_real_value(json_object_get(prates, "in_per_s")), 0.0);
+  cr_assert_geq(json_real_value(json_object_get(prates, "out_per_s")), 0.0);
+  cr_assert_eq(json_integer_value(json_object_get(pc, "records_in")), total);
+  cr_assert_eq(json_integer_value(json_object_get(pc, "dead_lettered")), bad);
+  cr_assert_eq(json_array_size(edges), 4);
+  int in_parse = 0, parse_out = 0, parse_stats = 0;
+  for (size_t i = 0; i < json_array_size(edges); i++) {
+    json_t *ed = json_array_get(edges, i);
+    const char *f = json_string_value(json_object_get(ed, "from"));
+    const char *to = json_string_value(json_object_get(ed, "to"));
+    in_parse += !strcmp(f, "in") && !strcmp(to, "parse");
+    parse_out += !strcmp(f, "parse") && !strcmp(to, "out");
+    parse_stats += !strcmp(f, "parse") && !strcmp(to, "stats");
+  }
+  cr_assert(in_parse == 1 && parse_out == 1 && parse_stats == 1, "%s", r.body);
+  json_decref(j);
+  free(r.body);
+
+  cr_assert_eq(http_req(port, "GET", "/v1/recommendations/u7", &r), 0);
+  cr_assert_eq(r.status, 404);
+  cr_assert_str_eq(r.ctype, "application/json");
+  j = json_loads(r.body, 0, &je);
+  cr_assert(j != NULL, "%s", r.body);
+  cr_assert(strstr(json_string_value(json_object_get(j, "error")),
+                   "no topn_emit operator") != NULL,
+            "%s", r.body);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "user")), "u7");
+  json_decref(j);
+  free(r.body);
+
+  /* The user id is percent-decoded; bytes that are not UTF-8 are refused. */
+  cr_assert_eq(http_req(port, "GET", "/v1/recommendations/%C3%A9%20x", &r), 0);
+  cr_assert_eq(r.status, 404);
+  j = json_loads(r.body, 0, &je);
+  cr_assert(j != NULL, "%s", r.body);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "user")), "\xc3\xa9 x");
+  json_decref(j);
+  free(r.body);
+  cr_assert_eq(http_req(port, "GET", "/v1/recommendations/%FF", &r), 0);
+  cr_assert_eq(r.status, 400, "%s", r.body);
+  cr_assert(strstr(r.body, "UTF-8") != NULL, "%s", r.body);
+  free(r.body);
+  cr_assert_eq(http_req(port, "GET", "/v1/recommendations/", &r), 0);
+  cr_assert_eq(r.status, 400, "%s", r.body);
+  free(r.body);
+  cr_assert_eq(http_req(port, "GET", "/nothing-here", &r), 0);
+  cr_assert_eq(r.status, 404);
+  cr_assert(strstr(r.body, "/metrics") != NULL, "%s", r.body);
+  free(r.body);
+  cr_assert_eq(http_req(port, "POST", "/metrics", &r), 0);
+  cr_assert_eq(r.status, 405);
+  free(r.body);
+  /* HEAD: the headers of GET, no body. */
+  cr_assert_eq(http_req(port, "HEAD", "/metrics", &r), 0);
+  cr_assert_eq(r.status, 200);
+  cr_assert_str_eq(r.ctype, "text/plain; version=0.0.4; charset=utf-8");
+  cr_assert_eq(r.len, 0);
+  free(r.body);
+  /* A query string does not change the route. */
+  cr_assert_eq(http_req(port, "GET", "/healthz?verbose=1", &r), 0);
+  cr_assert_eq(r.status, 200);
+  free(r.body);
+
+  cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  it_engine_free(&t);
+  /* Stopped: nothing listens any more. */
+  cr_assert_neq(http_req(port, "GET", "/healthz", &r), 0);
+  rs_mock_destroy(m);
+}
+
+Test(http, a_taken_port_fails_the_start_with_what_to_do, .timeout = 60) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  cr_assert_eq(listen(fd, 1), 0);
+  socklen_t al = sizeof a;
+  getsockname(fd, (struct sockaddr *)&a, &al);
+  rs_mock_t *m = it_cluster(1, 1, topics);
+  cr_assert(m != NULL);
+  char brokers[512], port[64];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  snprintf(port, sizeof port, "http.port=%d", ntohs(a.sin_port));
+  const char *sets[] = {brokers, port};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, http_yaml, sets, 2, 0), 0, "%s", t.err);
+  int rc = it_engine_join(&t, 0);
+  cr_assert_eq(rc, RS_EIO, "%d: %s", rc, t.err);
+  cr_assert(strstr(t.err, "http: cannot listen on 127.0.0.1 port") != NULL &&
+                strstr(t.err, "address already in use") != NULL &&
+                strstr(t.err, "http.port") != NULL,
+            "%s", t.err);
+  it_engine_free(&t);
+  close(fd);
+  rs_mock_destroy(m);
+}
+
+/* ------------------------------------------------ the job page, in Chromium */
+
+static const char *chromium_bin(void) {
+  static const char *const names[] = {"/usr/bin/chromium",
+                                      "/usr/bin/chromium-browser",
+                                      "/usr/bin/google-chrome"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (access(names[i], X_OK) == 0)
+      return names[i];
+  return NULL;
+}
+
+/* Runs headless Chromium on the page with `what` ("--dump-dom" or
+ * "--screenshot=PATH"); its stdout in *out (caller frees). Exit status. */
+static int chromium(const char *bin, int port, const char *what, char **out) {
+  char dir[] = "/tmp/rs-chromium-XXXXXX";
+  cr_assert(mkdtemp(dir) != NULL);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "%s --headless=new --no-sandbox --disable-gpu --no-proxy-server "
+           "--no-first-run --user-data-dir=%s --window-size=1100,700 "
+           "--virtual-time-budget=1500 %s http://127.0.0.1:%d/ 2>/dev/null",
+           bin, dir, what, port);
+  FILE *p = popen(cmd, "r");
+  cr_assert(p != NULL);
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  size_t k;
+  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0)
+    if ((len += k) + 1 >= cap)
+      buf = realloc(buf, cap *= 2);
+  buf[len] = '\0';
+  int st = pclose(p);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  cr_assert_eq(system(cmd), 0);
+  *out = buf;
+  return st;
+}
+
+/* The integer in attribute attr of the node group named node, or -1. */
+static long node_attr(const char *dom, const char *node, const char *attr) {
+  char key[128];
+  snprintf(key, sizeof key, "data-node=\"%s\"", node);
+  const char *g = strstr(dom, key);
+  if (!g)
+    return -1;
+  const char *end = strchr(g, '>');
+  snprintf(key, sizeof key, "%s=\"", attr);
+  const char *a = strstr(g, key);
+  if (!a || (end && a > end))
+    return -1;
+  return strtol(a + strlen(key), NULL, 10);
+}
+
+typedef struct count_arg {
+  int port;
+  long want;
+} count_arg_t;
+
+static int parse_saw(void *arg) {
+  count_arg_t *a = arg;
+  resp_t r;
+  if (http_req(a->port, "GET", "/metrics", &r))
+    return 0;
+  double v = sample(
+      r.body, "recstream_records_in_total{operator=\"parse\",type=\"parse\"}");
+  free(r.body);
+  return v == (double)a->want;
+}
+
+Test(http, job_page_in_headless_chromium_shows_the_graph_and_rising_counters,
+     .timeout = 120) {
+  const char *bin = chromium_bin();
+  if (!bin)
+    cr_skip_test("Chromium is not installed (Debian package 'chromium'; "
+                 ".ci/setup installs it): the job page is not tested in a "
+                 "browser here");
+  rs_mock_t *m = it_cluster(1, 2, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 1000, 50, 0, "avro"), 0);
+  char brokers[512];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, http_yaml, sets, 1, 0), 0, "%s", t.err);
+  cr_assert(it_wait(port_bound, &t, 20000), "the endpoint never listened");
+  int port = rs_engine_http_port(t.e);
+
+  resp_t r;
+  cr_assert_eq(http_req(port, "GET", "/", &r), 0);
+  cr_assert_eq(r.status, 200);
+  cr_assert_str_eq(r.ctype, "text/html; charset=utf-8");
+  cr_assert(strstr(r.body, "<svg id=\"graph\"") != NULL);
+  /* Self-contained: nothing loaded from elsewhere. */
+  cr_assert_null(strstr(r.body, "src=\"http"));
+  cr_assert_null(strstr(r.body, "href=\"http"));
+  free(r.body);
+
+  count_arg_t ca = {port, 1000};
+  cr_assert(it_wait(parse_saw, &ca, 30000), "parse never saw 1000 records");
+  char *dom;
+  cr_assert_eq(chromium(bin, port, "--dump-dom", &dom), 0);
+  static const char *const nodes[] = {"in", "parse", "stats", "out", "ustats"};
+  for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "data-node=\"%s\"", nodes[i]);
+    cr_assert(strstr(dom, key) != NULL, "the page shows no node %s: %s",
+              nodes[i], dom);
+  }
+  long before = node_attr(dom, "parse", "data-in");
+  cr_assert_eq(before, 1000, "%s", dom);
+  free(dom);
+
+  cr_assert_eq(it_produce(m->bootstraps, "in", 500, 50, 0, "avro"), 0);
+  ca.want = 1500;
+  cr_assert(it_wait(parse_saw, &ca, 30000), "parse never saw 1500 records");
+  cr_assert_eq(chromium(bin, port, "--dump-dom", &dom), 0);
+  cr_assert_eq(node_attr(dom, "parse", "data-in"), 1500, "%s", dom);
+  cr_assert_eq(node_attr(dom, "out", "data-out"), 1500, "%s", dom);
+  free(dom);
+
+  char shot[1024], what[1100];
+  snprintf(shot, sizeof shot, "%s/test-artifacts", RS_BINARY_DIR);
+  mkdir(shot, 0755);
+  snprintf(shot, sizeof shot, "%s/test-artifacts/job_page.png", RS_BINARY_DIR);
+  unlink(shot);
+  snprintf(what, sizeof what, "--screenshot=%s", shot);
+  char *ignored;
+  cr_assert_eq(chromium(bin, port, what, &ignored), 0);
+  free(ignored);
+  struct stat sb;
+  cr_assert(stat(shot, &sb) == 0 && sb.st_size > 1000, "no screenshot at %s",
+            shot);
+
+  cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  it_engine_free(&t);
+  rs_mock_destroy(m);
+}
