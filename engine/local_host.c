@@ -130,6 +130,18 @@ static int l_counter_state(rs_op_t *op, int32_t p, const void *k, size_t kl,
   return l_fail(op, rs_cache_counter_add(op->l->cache, op->l->cf, p, k, kl,
                                          delta, result));
 }
+/* ABI minor 2: a local host runs one operator, so it has no peer to
+ * name; an operator that needs one fails its init() with a clear error. */
+static int l_peer_open(rs_op_t *op, const char *name) {
+  (void)op;
+  (void)name;
+  return RS_ENOENT;
+}
+static int l_peer_get(rs_op_t *op, int handle, int32_t p, const void *k,
+                      size_t kl, void **v, size_t *vl) {
+  (void)op, (void)handle, (void)p, (void)k, (void)kl, (void)v, (void)vl;
+  return RS_EINVAL;
+}
 static int l_timer(rs_op_t *op, int32_t p, int64_t when, const void *tag,
                    size_t tl) {
   return RS_ENOTSUP;
@@ -216,6 +228,8 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
       .state_get_floats = l_get_floats,
       .state_put_floats = l_put_floats,
       .state_counter_add = l_counter_state,
+      .peer_open = l_peer_open,
+      .peer_state_get = l_peer_get,
   };
   const char *tmp = getenv("TMPDIR");
   snprintf(l->dir, sizeof l->dir, "%s/recstream_local_XXXXXX",
