@@ -639,11 +639,13 @@ static int one(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
     return rc;
   void *v;
   size_t n = 0;
-  rc = c->host->state_get(c->op, partition, c->key, 1 + in->user_len, &v, &n);
-  if (rc && rc != RS_ENOENT)
-    return rc;
+  /* ubuf first: the value state_get lends must not outlive a state call,
+   * and its absence (a new user) must not be mistaken for an empty one. */
   size_t hcap = (size_t)c->history;
   if ((rc = grow(c, (void **)&c->ubuf, &c->ubuf_cap, USER_HDR + 4 * hcap + 4)))
+    return rc;
+  rc = c->host->state_get(c->op, partition, c->key, 1 + in->user_len, &v, &n);
+  if (rc && rc != RS_ENOENT)
     return rc;
   uint32_t nh = 0;
   int64_t last_emit = INT64_MIN;

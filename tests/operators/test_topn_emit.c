@@ -405,6 +405,15 @@ Test(topn_emit, the_last_list_and_a_unique_impression_id_are_kept) {
   cr_assert_eq(memcmp(b + 24, r->impression_id, il), 0);
   cr_assert_eq(cnt, r->n_items);
   cr_assert_eq(n, 24 + il + 8 * (size_t)cnt);
+  cr_assert_eq(rs_harness_log_count(p.tn), 0, "a normal run logs nothing");
+  /* A corrupt user record is replaced with a warning, not fatal. */
+  cr_assert_eq(rs_harness_state_put(p.tn, 0, "uc", 2, "bad", 3), 0);
+  feed(&p, "c", "i0", 5);
+  cr_assert_eq(rs_harness_emitted_count(p.tn, 0), 5);
+  cr_assert_eq(rs_harness_log_count(p.tn), 1);
+  int level;
+  cr_assert(strstr(rs_harness_log_line(p.tn, 0, &level), "unreadable"));
+  cr_assert_eq(level, RS_LOG_WARN);
   close_pair(&p);
 }
 
