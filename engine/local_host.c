@@ -130,17 +130,24 @@ static int l_counter_state(rs_op_t *op, int32_t p, const void *k, size_t kl,
   return l_fail(op, rs_cache_counter_add(op->l->cache, op->l->cf, p, k, kl,
                                          delta, result));
 }
-/* ABI minor 2: a local host runs one operator, so it has no peer to
- * name; an operator that needs one fails its init() with a clear error. */
+/* ABI minor 2: the one peer of opts (handle 0), read through its own
+ * cache; without a peer there is nothing to open. */
 static int l_peer_open(rs_op_t *op, const char *name) {
-  (void)op;
-  (void)name;
-  return RS_ENOENT;
+  const rs_local_t *l = op->l;
+  if (!name || !l->opts.peer || !l->opts.peer_name ||
+      strcmp(name, l->opts.peer_name))
+    return RS_ENOENT;
+  return 0;
 }
 static int l_peer_get(rs_op_t *op, int handle, int32_t p, const void *k,
                       size_t kl, void **v, size_t *vl) {
-  (void)op, (void)handle, (void)p, (void)k, (void)kl, (void)v, (void)vl;
-  return RS_EINVAL;
+  rs_local_t *peer = op->l->opts.peer;
+  if (handle != 0 || !peer)
+    return RS_EINVAL;
+  const void *cv = NULL;
+  int rc = rs_cache_get(peer->cache, peer->cf, p, k, kl, &cv, vl);
+  *v = (void *)cv;
+  return l_fail(op, rc);
 }
 static int l_timer(rs_op_t *op, int32_t p, int64_t when, const void *tag,
                    size_t tl) {
