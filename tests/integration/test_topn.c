@@ -111,3 +111,21 @@ Test(topn_pipeline, every_interaction_yields_a_recommendation, .timeout = 180) {
   it_engine_free(&t2);
   rs_mock_destroy(m);
 }
+
+Test(topn_pipeline, example_config_validates) {
+  char path[1024], err[1024];
+  snprintf(path, sizeof path, "%s/configs/recommend.yaml", RS_SOURCE_DIR);
+  rs_config_t *cfg = NULL;
+  rs_registry_t *reg = NULL;
+  rs_graph_t *g = NULL;
+  unsetenv("KAFKA_BROKERS");
+  cr_assert_eq(rs_config_load(path, NULL, 0, &cfg, err, sizeof err), 0, "%s",
+               err);
+  cr_assert_eq(rs_registry_new(&reg, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(rs_graph_build(cfg, reg, &g, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(cfg->n_sinks, 1);
+  cr_assert_str_eq(cfg->sinks[0].input, "topn");
+  rs_graph_destroy(g);
+  rs_registry_destroy(reg);
+  rs_config_destroy(cfg);
+}
