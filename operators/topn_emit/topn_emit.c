@@ -94,6 +94,7 @@ typedef struct tn_ctx {
   int64_t popular;
   int64_t history;
   int64_t exact_scan_below;
+  int on_interaction;
 
   rs_op_t *op;
   const rs_host_api_t *host;
@@ -105,6 +106,8 @@ typedef struct tn_ctx {
   /* Model header, read per emission. */
   int objective;
   uint32_t k, n_items;
+  uint64_t version;
+  uint32_t min_user_events; /* 0 in states older than this field */
   float score_log_count;
   double mean;
 
@@ -120,6 +123,8 @@ typedef struct tn_ctx {
   cand_t *top; /* the N best, a min-heap on (score, -item) */
   char *key;
   size_t key_cap;
+  float *uvec; /* a user vector read from the model (session trigger) */
+  size_t uvec_cap;
 
   rs_counter_t *c_emit, *c_supp, *c_cands, *c_exact, *c_pop;
 } tn_ctx_t;
@@ -130,6 +135,12 @@ static const rs_option_def_t tn_options[] = {
      "factors, biases and popularity are read (read-only) to score items."},
     {RS_OPT_INT, "n", "10", offsetof(tn_ctx_t, n), 1, 1000, NULL,
      "Items per recommendation."},
+    {RS_OPT_BOOL, "on_interaction", "true", offsetof(tn_ctx_t, on_interaction),
+     0, -1, NULL,
+     "Emit for every interaction (mf_update record). With false, interactions "
+     "only update history, co-visitation and popularity, and closed sessions "
+     "(a second input from sessionize's `sessions` port) trigger the "
+     "emissions."},
     {RS_OPT_DURATION, "min_interval", "0", offsetof(tn_ctx_t, min_interval_ms),
      0, 1e12, NULL,
      "At most one emission per user per this much event time (0: one per "
@@ -225,6 +236,8 @@ static int read_model(tn_ctx_t *c) {
   c->objective = b[1];
   c->k = get_u32(b + 4);
   c->n_items = get_u32(b + 16);
+  memcpy(&c->version, b + 8, 8);
+  c->min_user_events = (uint32_t)b[2] | (uint32_t)b[3] << 8;
   memcpy(&c->score_log_count, b + 20, 4);
   double sum;
   int64_t cnt;
@@ -465,17 +478,29 @@ static int consumed(const uint32_t *sorted, size_t n, uint32_t it) {
 
 /* ------------------------------------------------------------ process */
 
+/* Who an emission is for, whatever triggered it. */
+typedef struct who {
+  const char *user;
+  uint32_t user_len;
+  uint32_t dim;
+  const float *vec; /* NULL: popularity */
+  float bias;
+  int cold; /* popularity */
+  uint64_t version;
+  char trigger; /* 'i' interaction, 's' session close: part of the id */
+} who_t;
+
 static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
-                const rs_mf_update_t *mu, const uint32_t *hist, uint32_t nh) {
+                const who_t *w, const uint32_t *hist, uint32_t nh) {
   int rc = read_model(c);
   if (rc)
     return rc;
-  int popular_only = (mu->flags & RS_MF_F_COLD) || !mu->user_vector;
-  if (!popular_only && mu->dim != c->k) {
+  int popular_only = w->cold || !w->vec;
+  if (!popular_only && w->dim != c->k) {
     c->host->log(c->op, RS_LOG_ERROR,
                  "topn_emit: user vector of %" PRIu32 " floats, model '%s' "
                  "has k = %" PRIu32,
-                 mu->dim, c->model, c->k);
+                 w->dim, c->model, c->k);
     return RS_ESTATE;
   }
   /* Consumed items, sorted for lookups. */
@@ -538,7 +563,7 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
         continue;
       if (rc)
         return rc;
-      x.score = score_row(c, row, mu->user_vector, mu->user_bias);
+      x.score = score_row(c, row, w->vec, w->bias);
     }
     if (!isfinite(x.score))
       continue;
@@ -547,18 +572,17 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   qsort(c->top, nt, sizeof(cand_t), cmp_best);
 
   /* The record. */
-  const rs_interaction_t *in = &mu->interaction;
   rs_recommendation_t *rr = c->host->batch_alloc(c->op, sizeof(*rr));
   rs_scored_item_t *items =
       c->host->batch_alloc(c->op, sizeof(*items) * (nt ? nt : 1));
   char *imp = c->host->batch_alloc(c->op, IMP_MAX);
   if (!rr || !items || !imp)
     return RS_ENOMEM;
-  uint64_t rnd = c->host->random(c->op, in->user, in->user_len, rec->src_offset,
-                                 STREAM_IMP);
-  int il =
-      snprintf(imp, IMP_MAX, "%016" PRIx64 "-%" PRId32 ".%" PRId64 ".%" PRIu32,
-               rnd, rec->src_partition, rec->src_offset, rec->src_ordinal);
+  uint64_t rnd = c->host->random(c->op, w->user, w->user_len, rec->src_offset,
+                                 STREAM_IMP + (uint64_t)w->trigger);
+  int il = snprintf(
+      imp, IMP_MAX, "%016" PRIx64 "-%c%" PRId32 ".%" PRId64 ".%" PRIu32, rnd,
+      w->trigger, rec->src_partition, rec->src_offset, rec->src_ordinal);
   if (il < 0 || il >= IMP_MAX)
     return RS_EINTERNAL;
   for (uint32_t i = 0; i < nt; i++) {
@@ -578,14 +602,14 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
                                   .score = c->top[i].score,
                                   .propensity = 1.0};
   }
-  *rr = (rs_recommendation_t){.user = in->user,
-                              .user_len = in->user_len,
+  *rr = (rs_recommendation_t){.user = w->user,
+                              .user_len = w->user_len,
                               .impression_id = imp,
                               .impression_id_len = (uint32_t)il,
                               .items = items,
                               .n_items = nt,
                               .flags = popular_only ? RS_REC_F_POPULAR : 0,
-                              .model_version = mu->model_version,
+                              .model_version = w->version,
                               .timestamp_ms = rec->timestamp_ms};
 
   /* The last list, for reward joins and queries. */
@@ -599,20 +623,22 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   lb[3] = (unsigned char)(il >> 8);
   put_u32(lb + 4, nt);
   memcpy(lb + 8, &rec->timestamp_ms, 8);
-  memcpy(lb + 16, &mu->model_version, 8);
+  memcpy(lb + 16, &w->version, 8);
   memcpy(lb + LAST_HDR, imp, (size_t)il);
   for (uint32_t i = 0; i < nt; i++) {
     put_u32(lb + LAST_HDR + il + 8 * i, c->top[i].item);
     memcpy(lb + LAST_HDR + il + 8 * i + 4, &c->top[i].score, 4);
   }
-  if ((rc = make_key(c, 'l', in->user, in->user_len)) ||
-      (rc = c->host->state_put(c->op, partition, c->key, 1 + in->user_len, lb,
+  if ((rc = make_key(c, 'l', w->user, w->user_len)) ||
+      (rc = c->host->state_put(c->op, partition, c->key, 1 + w->user_len, lb,
                                ll)))
     return rc;
 
   rs_record_t out = *rec;
   out.kind = RS_KIND_RECOMMENDATION;
   out.payload = rr;
+  out.key = w->user;
+  out.key_len = w->user_len;
   out.value = NULL;
   out.value_len = 0;
   if ((rc = c->host->emit(c->op, 0, &out)))
@@ -623,46 +649,71 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   return 0;
 }
 
-static int one(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
-  if (rec->kind != RS_KIND_MF_UPDATE || !rec->payload)
-    return c->host->dead_letter(c->op, rec,
-                                "topn_emit: not an mf_update record");
-  const rs_mf_update_t *mu = rec->payload;
-  const rs_interaction_t *in = &mu->interaction;
-  if (!in->user || !in->user_len)
-    return c->host->dead_letter(c->op, rec, "topn_emit: record has no user");
-
-  /* The user's record, copied (state_get lends it only until the next
-   * state call). */
-  int rc = make_key(c, 'u', in->user, in->user_len);
-  if (rc)
-    return rc;
-  void *v;
-  size_t n = 0;
+/* Loads the user's record into ubuf: history at ubuf + USER_HDR. */
+static int load_user(tn_ctx_t *c, int32_t partition, const char *user,
+                     uint32_t len, uint32_t *nh_out, int64_t *last_emit) {
   /* ubuf first: the value state_get lends must not outlive a state call,
    * and its absence (a new user) must not be mistaken for an empty one. */
   size_t hcap = (size_t)c->history;
-  if ((rc = grow(c, (void **)&c->ubuf, &c->ubuf_cap, USER_HDR + 4 * hcap + 4)))
+  int rc = grow(c, (void **)&c->ubuf, &c->ubuf_cap, USER_HDR + 4 * hcap + 4);
+  if (rc || (rc = make_key(c, 'u', user, len)))
     return rc;
-  rc = c->host->state_get(c->op, partition, c->key, 1 + in->user_len, &v, &n);
+  void *v;
+  size_t n = 0;
+  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)len, &v, &n);
   if (rc && rc != RS_ENOENT)
     return rc;
-  uint32_t nh = 0;
-  int64_t last_emit = INT64_MIN;
+  *nh_out = 0;
+  *last_emit = INT64_MIN;
   if (!rc && n >= USER_HDR && ((unsigned char *)v)[0] == TN_LAYOUT &&
       (n - USER_HDR) % 4 == 0) {
-    nh = (uint32_t)((n - USER_HDR) / 4);
-    memcpy(&last_emit, (unsigned char *)v + 8, 8);
+    uint32_t nh = (uint32_t)((n - USER_HDR) / 4);
+    memcpy(last_emit, (unsigned char *)v + 8, 8);
     /* `history` lowered since: keep the newest. */
     size_t skip = nh > hcap ? nh - hcap : 0;
     nh -= (uint32_t)skip;
     memcpy(c->ubuf + USER_HDR, (unsigned char *)v + USER_HDR + 4 * skip,
            4 * (size_t)nh);
+    *nh_out = nh;
   } else if (!rc) {
     c->host->log(c->op, RS_LOG_WARN,
                  "topn_emit: unreadable user record (%zu bytes) replaced", n);
   }
+  return 0;
+}
+
+static int save_user(tn_ctx_t *c, int32_t partition, const char *user,
+                     uint32_t len, uint32_t nh, int64_t last_emit) {
+  c->ubuf[0] = TN_LAYOUT;
+  memset(c->ubuf + 1, 0, 7);
+  put_u32(c->ubuf + 4, nh);
+  memcpy(c->ubuf + 8, &last_emit, 8);
+  int rc = make_key(c, 'u', user, len);
+  if (rc)
+    return rc;
+  return c->host->state_put(c->op, partition, c->key, 1 + (size_t)len, c->ubuf,
+                            USER_HDR + 4 * (size_t)nh);
+}
+
+/* min_interval: whether a trigger at `ts` may emit. */
+static int may_fire(const tn_ctx_t *c, int64_t last_emit, int64_t ts) {
+  return c->min_interval_ms <= 0 || last_emit == INT64_MIN ||
+         ts >= last_emit + c->min_interval_ms ||
+         ts < last_emit; /* time went back: start over */
+}
+
+static int on_update(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
+  const rs_mf_update_t *mu = rec->payload;
+  const rs_interaction_t *in = &mu->interaction;
+  if (!in->user || !in->user_len)
+    return c->host->dead_letter(c->op, rec, "topn_emit: record has no user");
+  uint32_t nh;
+  int64_t last_emit;
+  int rc = load_user(c, partition, in->user, in->user_len, &nh, &last_emit);
+  if (rc)
+    return rc;
   uint32_t *hist = (uint32_t *)(void *)(c->ubuf + USER_HDR);
+  size_t hcap = (size_t)c->history;
 
   uint32_t it = mu->item_index;
   if (it != NO_ITEM) {
@@ -704,24 +755,89 @@ static int one(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
     }
   }
 
-  int fire = c->min_interval_ms <= 0 || last_emit == INT64_MIN ||
-             rec->timestamp_ms >= last_emit + c->min_interval_ms ||
-             rec->timestamp_ms < last_emit; /* clock went back: reset */
-  if (fire) {
-    if ((rc = emit(c, partition, rec, mu, hist, nh)))
+  if (!c->on_interaction) {
+    /* Only learning from it; sessions trigger. */
+  } else if (may_fire(c, last_emit, rec->timestamp_ms)) {
+    who_t w = {.user = in->user,
+               .user_len = in->user_len,
+               .dim = mu->dim,
+               .vec = mu->user_vector,
+               .bias = mu->user_bias,
+               .cold = (mu->flags & RS_MF_F_COLD) != 0,
+               .version = mu->model_version,
+               .trigger = 'i'};
+    if ((rc = emit(c, partition, rec, &w, hist, nh)))
       return rc;
     last_emit = rec->timestamp_ms;
   } else {
     c->host->counter_add(c->c_supp, 1);
   }
-  c->ubuf[0] = TN_LAYOUT;
-  memset(c->ubuf + 1, 0, 7);
-  put_u32(c->ubuf + 4, nh);
-  memcpy(c->ubuf + 8, &last_emit, 8);
-  if ((rc = make_key(c, 'u', in->user, in->user_len)))
+  return save_user(c, partition, in->user, in->user_len, nh, last_emit);
+}
+
+/* A closed session (sessionize's `sessions` port): the user's vector is
+ * read from mf_update's user record ("u" + user, partition-local: the
+ * inputs are co-partitioned by user), cold below the model's
+ * min_user_events. */
+static int on_session(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
+  const rs_session_t *ss = rec->payload;
+  if (!ss->user || !ss->user_len)
+    return c->host->dead_letter(c->op, rec, "topn_emit: session has no user");
+  uint32_t nh;
+  int64_t last_emit;
+  int rc = load_user(c, partition, ss->user, ss->user_len, &nh, &last_emit);
+  if (rc)
     return rc;
-  return c->host->state_put(c->op, partition, c->key, 1 + in->user_len, c->ubuf,
-                            USER_HDR + 4 * (size_t)nh);
+  if (!may_fire(c, last_emit, rec->timestamp_ms)) {
+    c->host->counter_add(c->c_supp, 1);
+    return 0;
+  }
+  if ((rc = read_model(c)))
+    return rc;
+  who_t w = {.user = ss->user,
+             .user_len = ss->user_len,
+             .dim = c->k,
+             .version = c->version,
+             .cold = 1,
+             .trigger = 's'};
+  if ((rc = grow(c, (void **)&c->uvec, &c->uvec_cap, 4 * ((size_t)c->k + 1))) ||
+      (rc = make_key(c, 'u', ss->user, ss->user_len)))
+    return rc;
+  void *v;
+  size_t n;
+  rc = c->host->peer_state_get(c->op, c->peer, partition, c->key,
+                               1 + (size_t)ss->user_len, &v, &n);
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  if (!rc) {
+    const unsigned char *b = v;
+    if (n != 32 + 4 * (size_t)c->k || b[0] != MF_LAYOUT) {
+      c->host->log(c->op, RS_LOG_ERROR,
+                   "topn_emit: user record of '%s' has %zu bytes, not %zu",
+                   c->model, n, 32 + 4 * (size_t)c->k);
+      return RS_ESTATE;
+    }
+    int64_t events;
+    memcpy(&events, b + 8, 8);
+    memcpy(&w.bias, b + 16, 4);
+    memcpy(c->uvec, b + 32, 4 * (size_t)c->k);
+    w.vec = c->uvec;
+    w.cold = events < (int64_t)c->min_user_events;
+  }
+  /* emit() must see the history that load_user left in ubuf. */
+  if ((rc = emit(c, partition, rec, &w,
+                 (const uint32_t *)(void *)(c->ubuf + USER_HDR), nh)))
+    return rc;
+  return save_user(c, partition, ss->user, ss->user_len, nh, rec->timestamp_ms);
+}
+
+static int one(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
+  if (rec->kind == RS_KIND_MF_UPDATE && rec->payload)
+    return on_update(c, partition, rec);
+  if (rec->kind == RS_KIND_SESSION && rec->payload)
+    return on_session(c, partition, rec);
+  return c->host->dead_letter(
+      c->op, rec, "topn_emit: not an mf_update record or a closed session");
 }
 
 static int tn_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
@@ -792,6 +908,7 @@ static void tn_destroy(rs_op_t *op, void *vctx) {
   c->host->free(c->hist_sorted);
   c->host->free(c->nbuf);
   c->host->free(c->key);
+  c->host->free(c->uvec);
 }
 
 const rs_operator_def_t rs_op_topn_emit = {
@@ -807,7 +924,7 @@ const rs_operator_def_t rs_op_topn_emit = {
     .options = tn_options,
     .n_options = sizeof(tn_options) / sizeof(tn_options[0]),
     .min_inputs = 1,
-    .max_inputs = 1,
+    .max_inputs = 2,
     .init = tn_init,
     .process = tn_process,
     .destroy = tn_destroy,

@@ -565,3 +565,95 @@ Test(topn_emit, runs_are_deterministic_across_restarts_and_crashes) {
   rs_free(c);
   rs_free(d);
 }
+
+static void push_session(pair_t *p, const char *user, int64_t end_ms) {
+  rs_session_t s = {.user = user,
+                    .user_len = (uint32_t)strlen(user),
+                    .session_id = 1,
+                    .start_ms = 0,
+                    .end_ms = end_ms,
+                    .events = 1};
+  rs_record_t rec = {.kind = RS_KIND_SESSION,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .payload = &s,
+                     .timestamp_ms = end_ms,
+                     .src_offset = p->offset++};
+  int rc = rs_harness_push_input(p->tn, 1, 0, &rec, 1);
+  cr_assert_eq(rc, 0, "session push: %d %s", rc, rs_harness_errmsg(p->tn));
+}
+
+Test(topn_emit, a_closed_session_emits_what_an_interaction_would) {
+  const char *mf_opts[] = {"objective",       "bpr", "k", "8",
+                           "min_user_events", "2",   NULL};
+  const char *tn_opts[] = {"n", "4", NULL};
+  pair_t p;
+  open_pair(&p, mf_opts, tn_opts);
+  char user[16], item[16];
+  for (int e = 0; e < 60; e++) {
+    snprintf(user, sizeof user, "u%d", e % 5);
+    snprintf(item, sizeof item, "i%d", (e * 7) % 13);
+    feed(&p, user, item, e);
+  }
+  /* The last interaction was u4's: a session close for u4 now, with the
+   * model and history unchanged, must rank the same items the same way. */
+  const rs_recommendation_t *a = last_rec(p.tn);
+  cr_assert_eq(memcmp(a->user, "u4", 2), 0);
+  cr_assert_eq(a->flags, 0u);
+  push_session(&p, "u4", 1000);
+  cr_assert_eq(rs_harness_emitted_count(p.tn, 0), 61);
+  const rs_recommendation_t *b = last_rec(p.tn);
+  a = rec_at(p.tn, 59);
+  cr_assert_eq(b->user_len, 2);
+  cr_assert_eq(memcmp(b->user, "u4", 2), 0);
+  cr_assert_eq(b->flags, 0u);
+  cr_assert_eq(b->model_version, a->model_version);
+  cr_assert_eq(b->timestamp_ms, 1000);
+  cr_assert_eq(b->n_items, a->n_items);
+  cr_assert_gt(b->n_items, 0);
+  for (uint32_t i = 0; i < b->n_items; i++) {
+    cr_assert_eq(b->items[i].item_len, a->items[i].item_len);
+    cr_assert_eq(
+        memcmp(b->items[i].item, a->items[i].item, a->items[i].item_len), 0,
+        "slot %u", i);
+    cr_assert_eq(b->items[i].score, a->items[i].score, "slot %u", i);
+  }
+  cr_assert(strstr(b->impression_id, "-s0."), "%s", b->impression_id);
+  cr_assert(strstr(a->impression_id, "-i0."), "%s", a->impression_id);
+  const rs_record_t *r = rs_harness_emitted(p.tn, 0, 60);
+  cr_assert_eq(r->key_len, 2);
+  cr_assert_eq(memcmp(r->key, "u4", 2), 0);
+  close_pair(&p);
+}
+
+Test(topn_emit, with_on_interaction_false_only_sessions_emit) {
+  const char *mf_opts[] = {"objective",       "isgd", "k", "4",
+                           "min_user_events", "3",    NULL};
+  const char *tn_opts[] = {"on_interaction", "false", "min_interval", "10ms",
+                           NULL};
+  pair_t p;
+  open_pair(&p, mf_opts, tn_opts);
+  feed(&p, "a", "i0", 1);
+  feed(&p, "a", "i1", 2);
+  feed(&p, "b", "i2", 3);
+  feed(&p, "b", "i2", 4);
+  feed(&p, "a", "i3", 5);
+  cr_assert_eq(rs_harness_emitted_count(p.tn, 0), 0);
+  push_session(&p, "a", 100);  /* 3 events: warm */
+  push_session(&p, "b", 100);  /* 2 events: cold */
+  push_session(&p, "b", 105);  /* inside min_interval: suppressed */
+  push_session(&p, "zz", 100); /* never seen: popular */
+  cr_assert_eq(rs_harness_emitted_count(p.tn, 0), 3);
+  const rs_recommendation_t *a = rec_at(p.tn, 0), *b = rec_at(p.tn, 1),
+                            *z = rec_at(p.tn, 2);
+  cr_assert_eq(a->flags, 0u);
+  cr_assert_eq(a->n_items, 1, "4 items, 3 consumed by a");
+  cr_assert(named(&a->items[0], "i2"));
+  cr_assert_eq(b->flags, RS_REC_F_POPULAR);
+  cr_assert(!list_has(b, "i2"), "consumed by b");
+  cr_assert_eq(z->flags, RS_REC_F_POPULAR);
+  cr_assert_eq(z->n_items, 4);
+  cr_assert(named(&z->items[0], "i2"), "the most popular first");
+  cr_assert_eq(rs_harness_counter(p.tn, "suppressed"), 1);
+  close_pair(&p);
+}
