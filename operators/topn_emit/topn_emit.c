@@ -14,7 +14,16 @@
  * at 16, bias at 24, vector at 40) and "r" + BE32 id (item name). A model
  * with another layout version or k stops the engine with a message.
  *
- * Per record (kind must be RS_KIND_MF_UPDATE, else dead-lettered):
+ * Inputs: mf_update's records (RS_KIND_MF_UPDATE), and optionally, as a
+ * second input, sessionize's `sessions` port (RS_KIND_SESSION); anything
+ * else is dead-lettered. A closed session emits a list for its user
+ * (trigger 's'), scored with the user's vector from mf_update's
+ * partition-local user record ("u" + user: events at 8, bias at 16,
+ * vector at 32; cold below the model record's min_user_events); it does
+ * not change history. `on_interaction: false` leaves interactions only
+ * steps 1-3 below. min_interval applies to both triggers.
+ *
+ * Per mf_update record:
  *  1. history: the item goes to the end of the user's consumed list
  *     (distinct items, oldest dropped beyond `history`);
  *  2. co-visitation: for each of the user's `recent_items` latest earlier
@@ -39,9 +48,10 @@
  *     score_log_count * ln(count); explicit mean + user bias + item bias
  *     + <p,q>, unclipped); ties broken by lower internal id. A cold user
  *     (RS_MF_F_COLD) gets the popular list by popularity (RS_REC_F_POPULAR).
- *  6. output: key = input key, impression id = 16 hex digits of
- *     host->random(user, offset) + "-" partition "." offset "." ordinal of
- *     the input (unique per input position, deterministic), propensity 1
+ *  6. output: key = the user, impression id = 16 hex digits of
+ *     host->random(user, offset) + "-", the trigger ('i' or 's'), then
+ *     partition "." offset "." ordinal of the input (unique per input
+ *     position and trigger, deterministic), propensity 1
  *     for every slot (greedy; exploration comes with bandit_reward).
  *
  * State (this operator's), integers little-endian:

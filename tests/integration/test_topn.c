@@ -129,3 +129,60 @@ Test(topn_pipeline, example_config_validates) {
   rs_registry_destroy(reg);
   rs_config_destroy(cfg);
 }
+
+/* parse -> sessionize -> mf_update -> topn_emit with sessionize's
+ * `sessions` port as topn_emit's second input and on_interaction: false:
+ * one recommendation per closed session, none per interaction. Each user's
+ * events are 50 ms apart and the gap 20 ms, so every event closes a
+ * session once the watermark passes it. */
+static const char session_yaml[] =
+    "app: itest-topn-s\n"
+    "kafka: { brokers: embedded }\n"
+    "state: { commit_interval: 200ms }\n"
+    "sources: [ { name: in, topic: in } ]\n"
+    "operators:\n"
+    "  - { name: parse, type: parse, input: in, format: avro }\n"
+    "  - { name: sess, type: sessionize, input: parse, gap: 20ms, grace: 0ms,"
+    " max_out_of_orderness: 0ms }\n"
+    "  - { name: mf, type: mf_update, input: sess, k: 8, min_user_events: 2 }\n"
+    "  - { name: topn, type: topn_emit, inputs: [mf, sess.sessions], model: mf,"
+    " n: 5, on_interaction: false }\n"
+    "sinks: [ { name: out, input: topn, topic: recs, format: json } ]\n";
+
+Test(topn_pipeline, closed_sessions_trigger_recommendations, .timeout = 180) {
+  rs_mock_t *m = it_cluster(1, 2, topics);
+  cr_assert_not_null(m);
+  const long total = 2000;
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 50, 0, "avro"), 0);
+  char brokers[512];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, session_yaml, sets, 1, 1), 0, "%s", t.err);
+  cr_assert_eq(it_engine_join(&t, 0), 0, "%s", t.err);
+  uint64_t closed = rs_engine_counter(t.e, "sess", "sessions_closed");
+  uint64_t emitted = rs_engine_counter(t.e, "topn", "emissions");
+  cr_assert_gt(closed, (uint64_t)total / 2, "%llu sessions closed",
+               (unsigned long long)closed);
+  cr_assert_eq(emitted, closed);
+  it_engine_free(&t);
+  it_msg_t *out;
+  size_t n = it_consume_all(m->bootstraps, "recs", (size_t)closed, 60000, &out);
+  cr_assert_eq(n, (size_t)closed);
+  size_t warm = 0;
+  for (size_t i = 0; i < n; i++) {
+    json_error_t je;
+    json_t *j = json_loadb(out[i].val, out[i].len, 0, &je);
+    cr_assert_not_null(j, "%s", je.text);
+    const char *imp = json_string_value(json_object_get(j, "impression_id"));
+    cr_assert(imp && strstr(imp, "-s"), "%s", imp ? imp : "(none)");
+    const char *user = json_string_value(json_object_get(j, "user_id"));
+    cr_assert(user && strlen(user) == out[i].key_len &&
+              !memcmp(user, out[i].key, out[i].key_len));
+    warm += json_array_size(json_object_get(j, "items")) > 0;
+    json_decref(j);
+  }
+  cr_assert_gt(warm, n / 2);
+  it_msgs_free(out, n);
+  rs_mock_destroy(m);
+}
