@@ -154,12 +154,10 @@ static int l_timer(rs_op_t *op, int32_t p, int64_t when, const void *tag,
   return RS_ENOTSUP;
 }
 
-/* The runtime's host_random (engine/runtime.c), kept identical. */
+/* The runtime's host->random (rs_op_random). */
 static uint64_t l_random(rs_op_t *op, const void *key, size_t key_len,
                          int64_t offset, uint64_t stream) {
-  uint64_t h = rs_hash64(key, key_len, op->l->seed);
-  return rs_mix64(h ^
-                  rs_mix64((uint64_t)offset * 0x9e3779b97f4a7c15ULL + stream));
+  return rs_op_random(op->l->seed, key, key_len, offset, stream);
 }
 
 static int rm_one(const char *path, const struct stat *st, int flag,
@@ -212,7 +210,7 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
     rs_local_destroy(l);
     return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
   }
-  l->seed = rs_hash64(name, strlen(name), 0x7265637374726d);
+  l->seed = rs_op_seed(name);
   l->host = (rs_host_api_t){
       .abi_version = RS_ABI_VERSION,
       .struct_size = sizeof(rs_host_api_t),

@@ -1026,7 +1026,9 @@ static const char replay_help[] =
     "                           default partitioner places keyed records,\n"
     "                           merged by event time like processing.order\n"
     "                           deterministic; the state gets no input\n"
-    "                           offsets (files have no Kafka positions)\n"
+    "                           offsets (files have no Kafka positions),\n"
+    "                           but its positions in the files, so an\n"
+    "                           interrupted one resumes (--resume)\n"
     "  --partitions N           --files: partitions of the source topic\n"
     "                           (default: asked from the broker)\n"
     "  --seek-window N          records read back from a time's crossing for\n"
@@ -1209,10 +1211,9 @@ static int parse_args(ropts_t *o, int argc, char **argv) {
   if (o->resume && o->force)
     return usage("--resume and --force contradict each other (--force "
                  "deletes the state --resume continues)");
-  if (o->files && (o->from || o->to || o->resume))
-    return usage("--files replays whole files from the start: --from, --to "
-                 "and --resume apply to topics (a files replay is "
-                 "deterministic: run it again with --force)");
+  if (o->files && (o->from || o->to))
+    return usage("--files replays whole files: --from and --to apply to "
+                 "topics");
   if (o->partitions && !o->files)
     return usage("--partitions goes with --files (topics have their own)");
   if (o->resume && !o->state_dir)
@@ -1356,9 +1357,17 @@ int rs_cmd_replay(int argc, char **argv) {
       goto out;
     }
     if (!strncmp(plan.from, "files:", 6)) {
-      exit_code = usage("--resume: %s holds a replay of files, which starts "
-                        "over: run it again with --force",
-                        dir);
+      /* The same files, placed in as many partitions as recorded. */
+      if (o.files && strcmp(o.files, plan.from + 6)) {
+        exit_code = usage("--resume: the interrupted replay read --files %s",
+                          plan.from + 6);
+        goto out;
+      }
+      o.files = plan.from + 6;
+      o.partitions = (int)plan.n;
+    } else if (o.files) {
+      exit_code = usage("--resume: the interrupted replay read topics, not "
+                        "files");
       goto out;
     }
     if (plan.complete) {
@@ -1443,6 +1452,19 @@ int rs_cmd_replay(int argc, char **argv) {
       erc = files_place(&files, rkt, np, err, sizeof err);
     if (rkt)
       rd_kafka_topic_destroy(rkt);
+    if (o.resume) {
+      /* The plan stays as recorded; the files must still be those. */
+      for (int32_t p = 0; !erc && p < np; p++)
+        if (plan.parts[p].partition != p ||
+            plan.parts[p].end != (int64_t)files.counts[p])
+          erc = rs_seterr(err, sizeof err, RS_ESTATE,
+                          "--resume: %s now holds %zu records in partition "
+                          "%d, the interrupted replay planned %lld: the files "
+                          "changed (start over with --force)",
+                          o.files, files.counts[p], (int)p,
+                          (long long)plan.parts[p].end);
+      goto planned;
+    }
     size_t n = strlen(o.files) + 8;
     plan.from = rs_malloc(n);
     if (plan.from)
@@ -1469,6 +1491,7 @@ int rs_cmd_replay(int argc, char **argv) {
     plan.output = rs_strdup(o.output);
     erc = build_plan(cfg, rk, &from, &to, o.window, &plan, err, sizeof err);
   }
+planned:
   if (erc) {
     fprintf(stderr, "recstream replay: %s\n", err[0] ? err : rs_strerror(erc));
     exit_code = erc == RS_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;

@@ -245,6 +245,8 @@ struct rs_engine {
   uv_timer_t progress_timer;
   int replay; /* opts.replay: ranges assigned directly, no group */
   int feed;   /* rs_engine_run_feed(): records from files, no consumer */
+  size_t feed_src;
+  char feed_topic[300]; /* RS_FEED_POSITIONS_PREFIX + the source topic */
 
   /* Current run. */
   tracker_t *cur;
@@ -423,6 +425,16 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
                                   .partition = i,
                                   .next_offset = p->next_offset};
     }
+  /* Files (rs_engine_run_feed): each partition's position in the files,
+   * under a name no Kafka topic can have, so a resumed replay of the same
+   * files continues there. */
+  for (int32_t i = 0; e->feed && i < e->n_parts[e->feed_src]; i++) {
+    part_t *p = e->parts[e->feed_src][i];
+    if (p && p->next_offset >= 0 && p->next_offset != p->stored_offset)
+      offs[n++] = (rs_offset_t){.topic = e->feed_topic,
+                                .partition = i,
+                                .next_offset = p->next_offset};
+  }
   for (size_t k = 0; e->eo && k < e->n_outs; k++) {
     outtopic_t *ot = e->outs[k];
     for (int32_t i = 0; i < ot->n_track; i++)
@@ -456,6 +468,9 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
     ssize_t s = source_of_topic(e, offs[k].topic);
     if (s >= 0) {
       e->parts[s][offs[k].partition]->stored_offset = offs[k].next_offset;
+    } else if (offs[k].topic == e->feed_topic) {
+      e->parts[e->feed_src][offs[k].partition]->stored_offset =
+          offs[k].next_offset;
     } else {
       outtopic_t *ot = find_out(e, offs[k].topic);
       ot->stored_end[offs[k].partition] = offs[k].next_offset;
@@ -747,9 +762,7 @@ static int host_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
 
 static uint64_t host_random(rs_op_t *op, const void *key, size_t key_len,
                             int64_t offset, uint64_t stream) {
-  uint64_t h = rs_hash64(key, key_len, op->seed);
-  return rs_mix64(h ^
-                  rs_mix64((uint64_t)offset * 0x9e3779b97f4a7c15ULL + stream));
+  return rs_op_random(op->seed, key, key_len, offset, stream);
 }
 
 static const rs_host_api_t host_api_template = {
@@ -2458,7 +2471,7 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
     op->e = e;
     op->node = i;
     op->def = gn->def;
-    op->seed = rs_hash64(gn->name, strlen(gn->name), 0x7265637374726d);
+    op->seed = rs_op_seed(gn->name);
     op->cf = rs_store_cf(e->store, gn->name);
     op->ctx = rs_calloc(1, gn->def->ctx_size ? gn->def->ctx_size : 1);
     if (!op->ctx)
@@ -2767,11 +2780,47 @@ int rs_engine_run_feed(rs_engine_t *e, size_t src,
    * parts are never "assigned"). */
   e->eo = 0;
   e->feed = 1;
+  e->feed_src = src;
+  snprintf(e->feed_topic, sizeof e->feed_topic, "%s%s",
+           RS_FEED_POSITIONS_PREFIX, e->cfg->sources[src].topic);
   e->state = ST_RUNNING;
   e->stats.run_start_ns = rs_now_ns();
   size_t *pos = rs_calloc(n_parts > 0 ? (size_t)n_parts : 1, sizeof(*pos));
   if (!pos)
     return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+  /* Resumed: where the last checkpoint left each partition. */
+  rs_offset_t *offs = NULL;
+  size_t n_offs = 0;
+  int orc = rs_store_read_offsets(e->store, &offs, &n_offs);
+  for (size_t i = 0; !orc && i < n_offs; i++) {
+    if (strcmp(offs[i].topic, e->feed_topic))
+      continue;
+    int32_t p = offs[i].partition;
+    part_t *pp = p >= 0 && p < n_parts ? get_part(e, src, p) : NULL;
+    if (!pp || offs[i].next_offset < 0 ||
+        (uint64_t)offs[i].next_offset > counts[p]) {
+      orc = rs_seterr(errstr, errstr_size, RS_ESTATE,
+                      "state %s: a stored position in the files (partition "
+                      "%d, record %lld) lies beyond them: these are not the "
+                      "files this state was built from",
+                      rs_store_dir(e->store), (int)p,
+                      (long long)offs[i].next_offset);
+      break;
+    }
+    pos[p] = (size_t)offs[i].next_offset;
+    pp->stored_offset = pp->next_offset = offs[i].next_offset;
+  }
+  if (offs)
+    rs_store_offsets_free(offs, n_offs);
+  if (orc) {
+    rs_free(pos);
+    e->state = ST_DONE;
+    if (orc == RS_ESTATE)
+      return orc;
+    return rs_seterr(errstr, errstr_size, orc,
+                     "state %s: cannot read the stored positions: %s",
+                     rs_store_dir(e->store), rs_store_errmsg(e->store));
+  }
   const size_t max = (size_t)e->cfg->processing.batch_size;
   const uint64_t ci = (uint64_t)e->cfg->state.commit_interval_ms * 1000000u;
   uint64_t last_ckpt = rs_now_ns(), last_prog = last_ckpt;

@@ -100,6 +100,11 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
  * reason in errstr. Committed offsets never pass an unacknowledged output. */
 int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size);
 /* Asks a running engine to drain and stop. Safe from any thread. */
+/* The stored positions of a files replay are recorded with the state as
+ * offsets of this prefix + the source topic (':' cannot occur in a Kafka
+ * topic name). */
+#define RS_FEED_POSITIONS_PREFIX "files:"
+
 /* One record of a replayed file (`recstream replay --files`). */
 typedef struct rs_feed_rec {
   const void *key;
@@ -114,8 +119,10 @@ typedef struct rs_feed_rec {
  * records in order (their offsets 0, 1, ...), merged across partitions by
  * the rule of processing.order deterministic ((timestamp, partition) of
  * each partition's next record). State is checkpointed every
- * state.commit_interval and at the end, without input offsets (records
- * from files have no position in the topics). Outputs, unless suppressed,
+ * state.commit_interval and at the end with each partition's position in
+ * the files (RS_FEED_POSITIONS_PREFIX, not an input offset: records from
+ * files have no position in the topics); a second run on the same state
+ * and the same records continues from there. Outputs, unless suppressed,
  * are produced at_least_once. rs_engine_stop() interrupts it. */
 int rs_engine_run_feed(rs_engine_t *e, size_t src,
                        const rs_feed_rec_t *const *parts, const size_t *counts,

@@ -151,3 +151,14 @@ uint64_t rs_mix64(uint64_t x) {
 uint64_t rs_hash64(const void *p, size_t n, uint64_t seed) {
   return XXH3_64bits_withSeed(p, n, seed);
 }
+
+uint64_t rs_op_seed(const char *name) {
+  return rs_hash64(name, strlen(name), 0x7265637374726d);
+}
+
+uint64_t rs_op_random(uint64_t seed, const void *key, size_t key_len,
+                      int64_t offset, uint64_t stream) {
+  uint64_t h = rs_hash64(key, key_len, seed);
+  return rs_mix64(h ^
+                  rs_mix64((uint64_t)offset * 0x9e3779b97f4a7c15ULL + stream));
+}

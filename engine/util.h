@@ -83,6 +83,13 @@ int64_t rs_wall_ms(void);
 /* 64-bit mixing (splitmix64 finaliser) and a stable hash of bytes. */
 uint64_t rs_mix64(uint64_t x);
 uint64_t rs_hash64(const void *p, size_t n, uint64_t seed);
+/* Operators' deterministic randomness (host->random): the seed of an
+ * operator instance from its name, and the value for (key, offset,
+ * stream) under that seed. One definition for the runtime and the
+ * in-process host, so that `recstream eval` draws what a pipeline does. */
+uint64_t rs_op_seed(const char *name);
+uint64_t rs_op_random(uint64_t seed, const void *key, size_t key_len,
+                      int64_t offset, uint64_t stream);
 
 #define RS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define RS_MIN(a, b) ((a) < (b) ? (a) : (b))

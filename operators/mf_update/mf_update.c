@@ -692,20 +692,7 @@ static const char *check(mf_ctx_t *c, const rs_record_t *rec) {
     return c->reason;
   }
   const rs_interaction_t *ia = interaction_of(rec);
-  if (!ia)
-    return "interaction record has no payload";
-  if (!ia->user || ia->user_len == 0)
-    return "interaction has no user";
-  if (!ia->item || ia->item_len == 0)
-    return "interaction has no item";
-  if (ia->event_type < 0 || ia->event_type >= RS_EVENT__COUNT) {
-    snprintf(c->reason, sizeof c->reason,
-             "interaction has unknown event type %" PRId32, ia->event_type);
-    return c->reason;
-  }
-  if (ia->has_value && !isfinite(ia->value))
-    return "interaction value is not finite";
-  return NULL;
+  return rs_interaction_problem(ia, c->reason, sizeof c->reason);
 }
 
 static double event_weight(const mf_ctx_t *c, const rs_interaction_t *ia) {

@@ -1462,20 +1462,7 @@ static const char *check(sz_ctx_t *c, const rs_record_t *rec) {
     return c->why;
   }
   const rs_interaction_t *ia = rec->payload;
-  if (!ia)
-    return "interaction record has no payload";
-  if (!ia->user || ia->user_len == 0)
-    return "interaction has no user";
-  if (!ia->item || ia->item_len == 0)
-    return "interaction has no item";
-  if (ia->event_type < 0 || ia->event_type >= RS_EVENT__COUNT) {
-    snprintf(c->why, sizeof c->why,
-             "interaction has unknown event type %" PRId32, ia->event_type);
-    return c->why;
-  }
-  if (ia->has_value && !isfinite(ia->value))
-    return "interaction value is not finite";
-  return NULL;
+  return rs_interaction_problem(ia, c->why, sizeof c->why);
 }
 
 static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,

@@ -204,16 +204,6 @@ static void report(const char *what, const result_t *r) {
          (double)r->st.checkpoint_wait_ns / 1e6, r->rss_mib);
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv) {
   int rounds = 3;
   const char *measure_only = NULL;
@@ -262,8 +252,9 @@ int main(int argc, char **argv) {
   report("exactly_once, deterministic:", &det);
   result_t rec = in_child("exactly_once,recovery");
 
-  double ma = median(alo_rate, rounds), me = median(eo_rate, rounds);
-  double ca = median(alo_cpu, rounds), ce = median(eo_cpu, rounds);
+  double ma = bench_median(alo_rate, rounds),
+         me = bench_median(eo_rate, rounds);
+  double ca = bench_median(alo_cpu, rounds), ce = bench_median(eo_cpu, rounds);
   printf("median at_least_once %.0f records/s, exactly_once %.0f records/s\n",
          ma, me);
   printf("ratio exactly_once / at_least_once (medians):        %.2f  (target "

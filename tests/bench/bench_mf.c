@@ -230,11 +230,6 @@ static result_t pipeline(int with_mf) {
   return r;
 }
 
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 int main(int argc, char **argv) {
   int rounds = 3;
   for (int i = 1; i < argc; i++) {
@@ -318,11 +313,10 @@ int main(int argc, char **argv) {
            "records/s\n",
            r + 1, x.rate, y.rate);
   }
-  qsort(a, (size_t)rounds, sizeof(double), cmp_d);
-  qsort(b, (size_t)rounds, sizeof(double), cmp_d);
+  double ma = bench_median(a, rounds), mb = bench_median(b, rounds);
   printf("   median: parse only %.0f records/s, with mf_update %.0f "
          "records/s, ratio %.2f\n",
-         a[rounds / 2], b[rounds / 2], b[rounds / 2] / a[rounds / 2]);
+         ma, mb, mb / ma);
   printf("   peak RSS: parse only %.0f MiB, with mf_update %.0f MiB\n", rss_a,
          rss_b);
   free(a);

@@ -48,15 +48,6 @@ static res_t run_once(const char *bootstrap, int mode, int k) {
            "sinks: [ { name: out, input: stats, topic: out } ]\n",
            bootstrap, k * 3 + mode, bench_state_root(), mode, k,
            mode == 2 ? "deterministic" : "arrival");
-  rs_config_t *cfg = NULL;
-  rs_registry_t *reg = NULL;
-  rs_graph_t *g = NULL;
-  rs_engine_t *e = NULL;
-  if (rs_config_load_string("bench.yaml", yaml, strlen(yaml), NULL, 0, &cfg,
-                            err, sizeof err) ||
-      rs_registry_new(&reg, err, sizeof err) ||
-      rs_graph_build(cfg, reg, &g, err, sizeof err))
-    bench_die("config", err);
   rs_replay_part_t *ranges = calloc((size_t)n_partitions, sizeof(*ranges));
   if (!ranges)
     bench_die("ranges", "out of memory");
@@ -84,29 +75,16 @@ static res_t run_once(const char *bootstrap, int mode, int k) {
     o.suppress_output = 1;
   }
   bench_reset_peak_rss();
-  if (rs_engine_new(cfg, g, &o, &e, err, sizeof err))
-    bench_die("engine", err);
-  if (rs_engine_run(e, err, sizeof err))
-    bench_die("run", err);
-  uint64_t t_end = rs_now_ns();
+  uint64_t t_end = 0;
   res_t r;
-  rs_engine_get_stats(e, &r.st);
+  r.st = bench_run_opts(yaml, &o, NULL, NULL, &t_end);
   if ((long)r.st.records_in != n_records)
     bench_die(replay ? "replay" : "live", "not every record was processed");
   r.rate =
       (double)r.st.records_in / ((double)(t_end - r.st.first_input_ns) / 1e9);
   r.rss = bench_peak_rss_mib();
-  rs_engine_destroy(e);
-  rs_graph_destroy(g);
-  rs_registry_destroy(reg);
-  rs_config_destroy(cfg);
   free(ranges);
   return r;
-}
-
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv) {
@@ -165,10 +143,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   double med[3];
-  for (int i = 0; i < 3; i++) {
-    qsort(rate[i], (size_t)rounds, sizeof(double), cmp_d);
-    med[i] = rate[i][rounds / 2];
-  }
+  for (int i = 0; i < 3; i++)
+    med[i] = bench_median(rate[i], rounds);
   printf("medians: live arrival %.0f, live deterministic %.0f, replay %.0f "
          "records/s\n",
          med[0], med[2], med[1]);

@@ -159,8 +159,25 @@ static double cpu_seconds(void) {
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+double bench_median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 rs_engine_stats_t bench_run(const char *yaml, int state_reset, double *wall_s,
                             double *cpu_s) {
+  rs_engine_opts_t o = {.exit_at_end = 1, .state_reset = state_reset};
+  return bench_run_opts(yaml, &o, wall_s, cpu_s, NULL);
+}
+
+rs_engine_stats_t bench_run_opts(const char *yaml, const rs_engine_opts_t *o,
+                                 double *wall_s, double *cpu_s,
+                                 uint64_t *end_ns) {
   char err[2048];
   rs_config_t *cfg = NULL;
   rs_registry_t *reg = NULL;
@@ -171,13 +188,14 @@ rs_engine_stats_t bench_run(const char *yaml, int state_reset, double *wall_s,
       rs_registry_new(&reg, err, sizeof err) ||
       rs_graph_build(cfg, reg, &g, err, sizeof err))
     bench_die("config", err);
-  rs_engine_opts_t o = {.exit_at_end = 1, .state_reset = state_reset};
-  if (rs_engine_new(cfg, g, &o, &e, err, sizeof err))
+  if (rs_engine_new(cfg, g, o, &e, err, sizeof err))
     bench_die("engine", err);
   uint64_t t0 = rs_now_ns();
   double c0 = cpu_seconds();
   if (rs_engine_run(e, err, sizeof err))
     bench_die("run", err);
+  if (end_ns)
+    *end_ns = rs_now_ns();
   if (cpu_s)
     *cpu_s = cpu_seconds() - c0;
   if (wall_s)

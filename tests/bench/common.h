@@ -36,5 +36,13 @@ const char *bench_state_root(void);
  * NULL). */
 rs_engine_stats_t bench_run(const char *yaml, int state_reset, double *wall_s,
                             double *cpu_s);
+/* The same with every engine option given; end_ns (may be NULL) gets
+ * rs_now_ns() when rs_engine_run() returned. */
+rs_engine_stats_t bench_run_opts(const char *yaml, const rs_engine_opts_t *o,
+                                 double *wall_s, double *cpu_s,
+                                 uint64_t *end_ns);
+
+/* The median of v[0..n) (sorts v). */
+double bench_median(double *v, int n);
 
 #endif

@@ -660,6 +660,48 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
   it_msgs_free(x, nx);
   it_msgs_free(y, ny);
 
+  /* A files replay killed inside a checkpoint resumes from the positions
+   * stored with the state: the same state as an uninterrupted one. */
+  char big[300];
+  snprintf(big, sizeof big, "%s-big.avro", it_state_dir());
+  rc = cli(out, sizeof out,
+           "generate --out %s --events 40000 --users 300 --items 500 "
+           "--seed 12",
+           big);
+  cr_assert_eq(rc, 0, "%s", out);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
+           "--progress none",
+           cfg, m->bootstraps, dir_of("files-whole"), big);
+  cr_assert_eq(rc, 0, "%s", out);
+  setenv("RECSTREAM_CRASH_POINT", "checkpoint_after_write:1", 1);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --set state.commit_interval=10ms "
+           "--state-dir %s --files %s --progress none",
+           cfg, m->bootstraps, dir_of("files-cut"), big);
+  unsetenv("RECSTREAM_CRASH_POINT");
+  cr_assert_eq(rc, 128 + SIGKILL, "rc %d: %s", rc, out);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
+           "--resume --progress none",
+           cfg, m->bootstraps, dir_of("files-cut"), file);
+  cr_assert_eq(rc, 2, "another file: %s", out);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --state-dir %s --resume "
+           "--progress none",
+           cfg, m->bootstraps, dir_of("files-cut"));
+  cr_assert_eq(rc, 0, "%s", out);
+  const char *rec = strstr(out, "records:            ");
+  cr_assert(rec != NULL, "%s", out);
+  long resumed = atol(rec + strlen("records:            "));
+  cr_assert(resumed > 0 && resumed < 40000,
+            "the kill was not mid-way: %ld records after --resume", resumed);
+  a = dump_state(dir_of("files-whole"), &n1);
+  b = dump_state(dir_of("files-cut"), &n2);
+  cr_assert(!strcmp(a, b), "the resumed files replay differs");
+  free(a);
+  free(b);
+
   /* Files that are not interaction containers, and a pattern matching
    * nothing, are refused with the file named. */
   char bad[300];
@@ -682,6 +724,12 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
            "replay %s --set kafka.brokers=%s --files %s --from earliest", cfg,
            m->bootstraps, file);
   cr_assert_eq(rc, 2, "%s", out);
+  rc = cli(out, sizeof out,
+           "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
+           "--resume --output topic:out",
+           cfg, m->bootstraps, dir_of("from-topic"), file);
+  cr_assert_eq(rc, 2, "%s", out);
+  cr_assert(strstr(out, "read topics, not files"), "%s", out);
   rc = cli(out, sizeof out,
            "replay %s --set kafka.brokers=%s --files %s --set "
            "operators.parse.format=json --state-dir %s",

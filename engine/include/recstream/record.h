@@ -9,8 +9,11 @@
 #ifndef RECSTREAM_RECORD_H
 #define RECSTREAM_RECORD_H
 
+#include <inttypes.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -129,6 +132,27 @@ typedef struct rs_mf_update {
 #define RS_MF_F_LEARNED 2u
 #define RS_MF_F_NEW_ITEM 4u
 #define RS_MF_F_GUARDED 8u
+
+/* Why operators cannot use an interaction (NULL: they can): no user, no
+ * item, an unknown event type or a non-finite value. The message is a
+ * constant or written into buf (size n). Header-only, for plugins too. */
+static inline const char *rs_interaction_problem(const rs_interaction_t *ia,
+                                                 char *buf, size_t n) {
+  if (!ia)
+    return "interaction record has no payload";
+  if (!ia->user || ia->user_len == 0)
+    return "interaction has no user";
+  if (!ia->item || ia->item_len == 0)
+    return "interaction has no item";
+  if (ia->event_type < 0 || ia->event_type >= RS_EVENT__COUNT) {
+    snprintf(buf, n, "interaction has unknown event type %" PRId32,
+             ia->event_type);
+    return buf;
+  }
+  if (ia->has_value && !isfinite(ia->value))
+    return "interaction value is not finite";
+  return NULL;
+}
 
 /* One ranked item of a recommendation (schemas/recommendation.avsc,
  * ScoredItem). */
