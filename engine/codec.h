@@ -117,5 +117,11 @@ int rs__codec_json_double(char *buf, size_t size, double v);
 int rs__codec_utf8_valid(const char *s, size_t n);
 uint8_t *rs__codec_avro_long(uint8_t *o, int64_t v);
 uint8_t *rs__codec_avro_string(uint8_t *o, const char *s, uint32_t len);
+/* codec_reco.c: a recommendation record (schemas/recommendation.avsc). */
+int rs__codec_avro_recommendation(const rs_recommendation_t *r, rs_buf_t *out,
+                                  const char *fmt, char *errstr,
+                                  size_t errstr_size);
+int rs__codec_json_recommendation(const rs_recommendation_t *r, rs_buf_t *out,
+                                  char *errstr, size_t errstr_size);
 
 #endif

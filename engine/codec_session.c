@@ -254,6 +254,11 @@ static int json_session(const rs_session_t *s, rs_buf_t *out, char *errstr,
 
 static int encode_typed(const rs_record_t *rec, int avro, const char *fmt,
                         rs_buf_t *out, char *errstr, size_t errstr_size) {
+  if (rec->kind == RS_KIND_RECOMMENDATION)
+    return avro ? rs__codec_avro_recommendation(rec->payload, out, fmt, errstr,
+                                                errstr_size)
+                : rs__codec_json_recommendation(rec->payload, out, errstr,
+                                                errstr_size);
   if (rec->kind == RS_KIND_SESSION_EVENT) {
     const rs_session_event_t *se = rec->payload;
     if (!se->interaction)
@@ -281,14 +286,17 @@ int rs_codec_encode_record(rs_codec_t *c, rs_format_t fmt,
     return rs_codec_encode(c, fmt, rec->payload, schema_id, out, errstr,
                            errstr_size);
   }
-  if (rec->kind != RS_KIND_SESSION_EVENT && rec->kind != RS_KIND_SESSION)
+  if (rec->kind != RS_KIND_SESSION_EVENT && rec->kind != RS_KIND_SESSION &&
+      rec->kind != RS_KIND_RECOMMENDATION)
     return rs_seterr(errstr, errstr_size, RS_EENCODE,
                      "records of kind %" PRIu32 " have no typed encoding",
                      rec->kind);
   if (!rec->payload)
-    return rs_seterr(
-        errstr, errstr_size, RS_EENCODE, "%s record has no payload",
-        rec->kind == RS_KIND_SESSION ? "session" : "session event");
+    return rs_seterr(errstr, errstr_size, RS_EENCODE,
+                     "%s record has no payload",
+                     rec->kind == RS_KIND_SESSION          ? "session"
+                     : rec->kind == RS_KIND_RECOMMENDATION ? "recommendation"
+                                                           : "session event");
   switch (fmt) {
   case RS_FORMAT_AVRO:
     return encode_typed(rec, 1, "avro", out, errstr, errstr_size);

@@ -130,6 +130,25 @@ static int l_counter_state(rs_op_t *op, int32_t p, const void *k, size_t kl,
   return l_fail(op, rs_cache_counter_add(op->l->cache, op->l->cf, p, k, kl,
                                          delta, result));
 }
+/* ABI minor 2: the one peer of opts (handle 0), read through its own
+ * cache; without a peer there is nothing to open. */
+static int l_peer_open(rs_op_t *op, const char *name) {
+  const rs_local_t *l = op->l;
+  if (!name || !l->opts.peer || !l->opts.peer_name ||
+      strcmp(name, l->opts.peer_name))
+    return RS_ENOENT;
+  return 0;
+}
+static int l_peer_get(rs_op_t *op, int handle, int32_t p, const void *k,
+                      size_t kl, void **v, size_t *vl) {
+  rs_local_t *peer = op->l->opts.peer;
+  if (handle != 0 || !peer)
+    return RS_EINVAL;
+  const void *cv = NULL;
+  int rc = rs_cache_get(peer->cache, peer->cf, p, k, kl, &cv, vl);
+  *v = (void *)cv;
+  return l_fail(op, rc);
+}
 static int l_timer(rs_op_t *op, int32_t p, int64_t when, const void *tag,
                    size_t tl) {
   return RS_ENOTSUP;
@@ -214,6 +233,8 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
       .state_get_floats = l_get_floats,
       .state_put_floats = l_put_floats,
       .state_counter_add = l_counter_state,
+      .peer_open = l_peer_open,
+      .peer_state_get = l_peer_get,
   };
   const char *tmp = getenv("TMPDIR");
   snprintf(l->dir, sizeof l->dir, "%s/recstream_local_XXXXXX",

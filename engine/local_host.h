@@ -36,6 +36,12 @@ typedef struct rs_local_opts {
   /* Called for every dead letter. NULL: counted only. */
   int (*on_dead)(void *opaque, const rs_record_t *rec, const char *error);
   void *opaque;
+  /* ABI minor 2: another local instance whose state this operator may
+   * read through peer_open(peer_name) / peer_state_get (e.g. topn_emit
+   * reading mf_update's model). Borrowed: destroy it after this one.
+   * NULL: peer_open finds nothing (RS_ENOENT). */
+  const char *peer_name;
+  rs_local_t *peer;
 } rs_local_opts_t;
 
 /* Creates an instance of def named `name`, options from the mapping `node`

@@ -725,6 +725,41 @@ static int host_state_counter_add(rs_op_t *op, int32_t partition,
   return state_fail(op, rs_cache_counter_add(op->e->cache, op->cf, partition,
                                              key, key_len, delta, result));
 }
+/* ABI minor 2: read-only access to another operator's state. The handle
+ * is the peer's column family; peer_state_get checks it names an
+ * operator's family, so a stale or forged handle cannot reach __offsets. */
+static int peer_cf_ok(const rs_engine_t *e, int cf) {
+  for (size_t i = 0; i < e->g->n; i++)
+    if (e->nodes[i].op && e->nodes[i].op->cf == cf)
+      return 1;
+  return 0;
+}
+static int host_peer_open(rs_op_t *op, const char *name) {
+  const rs_graph_t *g = op->e->g;
+  if (!name)
+    return RS_EINVAL;
+  if (!strcmp(name, g->nodes[op->node].name))
+    return RS_EINVAL;
+  for (size_t i = 0; i < g->n; i++)
+    if (g->nodes[i].kind == RS_NODE_OPERATOR &&
+        !strcmp(g->nodes[i].name, name)) {
+      int cf = rs_store_cf(op->e->store, name);
+      return cf < 0 ? RS_ENOENT : cf;
+    }
+  return RS_ENOENT;
+}
+static int host_peer_state_get(rs_op_t *op, int handle, int32_t partition,
+                               const void *key, size_t key_len, void **value,
+                               size_t *value_len) {
+  if (handle < 0 || handle == op->cf || !peer_cf_ok(op->e, handle))
+    return RS_EINVAL;
+  const void *v = NULL;
+  int rc = rs_cache_get(op->e->cache, handle, partition, key, key_len, &v,
+                        value_len);
+  *value = (void *)v;
+  return state_fail(op, rc);
+}
+
 static int host_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
                           const void *tag, size_t tag_len) {
   return RS_ENOTSUP;
@@ -757,6 +792,8 @@ static const rs_host_api_t host_api_template = {
     .state_get_floats = host_state_get_floats,
     .state_put_floats = host_state_put_floats,
     .state_counter_add = host_state_counter_add,
+    .peer_open = host_peer_open,
+    .peer_state_get = host_peer_state_get,
 };
 
 /* ------------------------------------------------------------ produce */

@@ -53,8 +53,12 @@
  *    24  4 bias  28 4 vector accumulator  32 4 bias accumulator
  *    36  4 reserved (0)             40 4k vector
  *  model (shared), key "m", 40 bytes:
- *     0  1 version (1)  1 1 objective  2 2 reserved  4 4 k
- *     8  8 model version (updates applied)   16 4 items   20 4 reserved
+ *     0  1 version (1)  1 1 objective  2 2 min_user_events (uint16,
+ *     saturated; for readers such as topn_emit; 0 in older states)  4 4 k
+ *     8  8 model version (updates applied)   16 4 items
+ *    20  4 score_log_count (binary32: bpr's negative_exponent, else 0;
+ *          read by topn_emit to score like this operator; older states
+ *          hold 0 here)
  *    24  8 sum of ratings (binary64)         32 8 ratings (int64)
  * State written with another layout version, objective or k stops the
  * engine with a message: the model cannot be reinterpreted; replay it
@@ -537,9 +541,15 @@ static int load_item(mf_ctx_t *c, uint32_t i) {
 
 static int put_meta(mf_ctx_t *c) {
   unsigned char b[META_LEN] = {MF_LAYOUT, (unsigned char)c->objective};
+  uint16_t mue = c->min_user_events > UINT16_MAX ? UINT16_MAX
+                                                 : (uint16_t)c->min_user_events;
+  b[2] = (unsigned char)mue;
+  b[3] = (unsigned char)(mue >> 8);
   put_u32(b + 4, (uint32_t)c->k);
   memcpy(b + 8, &c->version, 8);
   put_u32(b + 16, c->n_items);
+  float slc = c->objective == RS_MF_OBJ_BPR ? (float)c->neg_exponent : 0.0f;
+  memcpy(b + 20, &slc, 4);
   memcpy(b + 24, &c->rating_sum, 8);
   memcpy(b + 32, &c->rating_n, 8);
   c->meta_dirty = 0;

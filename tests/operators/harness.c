@@ -75,6 +75,10 @@ struct rs_harness {
   rs_buf_t peek; /* what rs_harness_state_get lends the test */
   int in_scan;
   char errmsg[1024];
+  /* ABI minor 2: the one peer whose state peer_state_get reads (through
+   * the peer harness's own cache), set by rs_harness_new_with_peer. */
+  char *peer_name;
+  rs_harness_t *peer;
 };
 
 static void *dup_bytes(const void *p, size_t n) {
@@ -276,6 +280,25 @@ static const void *dup_payload(const rs_record_t *rec) {
     }
     return mc;
   }
+  if (rec->kind == RS_KIND_RECOMMENDATION) {
+    const rs_recommendation_t *r = rec->payload;
+    rs_recommendation_t *c = rs_malloc(sizeof(*c));
+    rs_scored_item_t *items = rs_calloc(r->n_items + 1, sizeof(*items));
+    if (!c || !items) {
+      rs_free(c);
+      rs_free(items);
+      return NULL;
+    }
+    *c = *r;
+    c->user = dup_bytes(r->user, r->user_len);
+    c->impression_id = dup_bytes(r->impression_id, r->impression_id_len);
+    for (uint32_t i = 0; i < r->n_items; i++) {
+      items[i] = r->items[i];
+      items[i].item = dup_bytes(r->items[i].item, r->items[i].item_len);
+    }
+    c->items = items;
+    return c;
+  }
   if (rec->kind == RS_KIND_SESSION_EVENT) {
     const rs_session_event_t *se = rec->payload;
     rs_session_event_t *c = rs_malloc(sizeof(*c));
@@ -326,6 +349,14 @@ static void free_payload(const rs_record_t *r) {
     rs_free((void *)in->device);
     rs_free((void *)in->page);
     rs_free(m);
+  } else if (r->kind == RS_KIND_RECOMMENDATION) {
+    rs_recommendation_t *rr = (rs_recommendation_t *)r->payload;
+    for (uint32_t i = 0; i < rr->n_items; i++)
+      rs_free((void *)rr->items[i].item);
+    rs_free((void *)rr->items);
+    rs_free((void *)rr->user);
+    rs_free((void *)rr->impression_id);
+    rs_free(rr);
   } else if (r->kind == RS_KIND_SESSION_EVENT) {
     rs_session_event_t *se = (rs_session_event_t *)r->payload;
     free_interaction((rs_interaction_t *)se->interaction);
@@ -559,6 +590,47 @@ static int h_state_counter_add(rs_op_t *op, int32_t partition, const void *key,
   return rc;
 }
 
+/* Handle 0 is the peer; there is only one. */
+static int h_peer_open(rs_op_t *op, const char *name) {
+  rs_harness_t *h = op->h;
+  if (!name)
+    return RS_EINVAL;
+  if (!h->peer || strcmp(name, h->peer_name))
+    return RS_ENOENT;
+  return 0;
+}
+
+static int h_peer_state_get(rs_op_t *op, int handle, int32_t partition,
+                            const void *key, size_t key_len, void **value,
+                            size_t *value_len) {
+  rs_harness_t *h = op->h;
+  int rc = state_enter(h, "peer_state_get", partition, key, key_len);
+  if (rc)
+    return rc;
+  if (handle != 0 || !h->peer || !h->peer->cache) {
+    snprintf(h->errmsg, sizeof(h->errmsg), "peer_state_get: bad handle %d",
+             handle);
+    return RS_EINVAL;
+  }
+  const void *v;
+  size_t n;
+  rc = rs_cache_get(h->peer->cache, h->peer->cf, partition, key, key_len, &v,
+                    &n);
+  if (rc == RS_ENOENT)
+    return rc;
+  if (rc)
+    return state_fail(h, "peer_state_get", rc);
+  rs_buf_reset(&h->lent);
+  if (rs_buf_reserve(&h->lent, n + 1))
+    return RS_ENOMEM;
+  if (n)
+    memcpy(h->lent.data, v, n);
+  h->lent.len = n;
+  *value = h->lent.data;
+  *value_len = n;
+  return 0;
+}
+
 static int h_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
                        const void *tag, size_t tag_len) {
   return RS_ENOTSUP;
@@ -713,12 +785,22 @@ void rs_harness_destroy(rs_harness_t *h) {
   rs_buf_free(&h->peek);
   rs_arena_free(&h->arena);
   rs_free(h->ctx);
+  rs_free(h->peer_name);
   rs_free(h);
 }
 
 rs_harness_t *rs_harness_new(const rs_operator_def_t *def,
                              const char *const *options, char *errstr,
                              size_t errstr_size) {
+  return rs_harness_new_with_peer(def, options, NULL, NULL, errstr,
+                                  errstr_size);
+}
+
+rs_harness_t *rs_harness_new_with_peer(const rs_operator_def_t *def,
+                                       const char *const *options,
+                                       const char *peer_name,
+                                       rs_harness_t *peer, char *errstr,
+                                       size_t errstr_size) {
   if (!def || RS_ABI_MAJOR_OF(def->abi_version) != RS_ABI_MAJOR ||
       def->struct_size < offsetof(rs_operator_def_t, init) || !def->name) {
     rs_seterr(errstr, errstr_size, RS_EABI,
@@ -763,7 +845,17 @@ rs_harness_t *rs_harness_new(const rs_operator_def_t *def,
       .state_get_floats = h_state_get_floats,
       .state_put_floats = h_state_put_floats,
       .state_counter_add = h_state_counter_add,
+      .peer_open = h_peer_open,
+      .peer_state_get = h_peer_state_get,
   };
+  if (peer_name && peer) {
+    h->peer = peer;
+    if (!(h->peer_name = rs_strdup(peer_name))) {
+      rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+      rs_free(h);
+      return NULL;
+    }
+  }
   h->ctx = rs_calloc(1, def->ctx_size ? def->ctx_size : 1);
   h->opt_copy = copy_options(options);
   h->c_in = h_counter(&h->op, "records_in", "records handed to the operator");

@@ -2,7 +2,7 @@
  * without Kafka, so an operator test can push records in and assert on what
  * comes out and on the state it keeps.
  *
- * It implements a whole rs_host_api_t (ABI minor 1): emit() and
+ * It implements a whole rs_host_api_t (ABI minor 2): emit() and
  * dead_letter() collect deep copies (they survive later pushes),
  * batch_alloc() serves from an arena reset at the start of every push,
  * counters are readable by name, random() is deterministic, and timer_set
@@ -67,6 +67,16 @@ rs_harness_t *rs_harness_new(const rs_operator_def_t *def,
                              const char *const *options, char *errstr,
                              size_t errstr_size);
 void rs_harness_destroy(rs_harness_t *h);
+/* As rs_harness_new, with a peer for the ABI minor-2 peer_* calls:
+ * host->peer_open(op, peer_name) returns handle 0, and peer_state_get
+ * reads `peer`'s state through its cache (what that harness's operator
+ * wrote, checkpointed or not), with the borrowing rule of state_get. Any
+ * other name is RS_ENOENT. `peer` is borrowed: destroy it after h. */
+rs_harness_t *rs_harness_new_with_peer(const rs_operator_def_t *def,
+                                       const char *const *options,
+                                       const char *peer_name,
+                                       rs_harness_t *peer, char *errstr,
+                                       size_t errstr_size);
 
 /* Writes typed option values from def's option table into ctx: each given
  * value (key/value pairs as above), else the default; rejects unknown and
@@ -133,7 +143,8 @@ void rs_harness_set_host_struct_size(rs_harness_t *h, uint32_t struct_size);
 
 /* Records emitted on `port` since creation or the last clear, in order.
  * Key, value and (for RS_KIND_INTERACTION, RS_KIND_SESSION_EVENT,
- * RS_KIND_SESSION and RS_KIND_MF_UPDATE, its user vector included) payload
+ * RS_KIND_SESSION, RS_KIND_MF_UPDATE, its user vector included, and
+ * RS_KIND_RECOMMENDATION, its items included) payload
  * are deep copies owned by the harness; payloads
  * of other kinds are not copied and set to NULL. */
 size_t rs_harness_emitted_count(const rs_harness_t *h, uint32_t port);

@@ -327,3 +327,49 @@ Test(harness, older_host_and_directory_lifetime) {
   rs_harness_destroy(h);
   cr_assert_neq(access(dir, F_OK), 0, "%s left behind", dir);
 }
+
+Test(harness, peer_reads_see_the_peer_state_read_only) {
+  rs_harness_t *model = make(NULL);
+  put(model, 0, "k", "model-p0");
+  put(model, RS_PARTITION_SHARED, "k", "model-shared");
+  char err[1024] = "";
+  rs_harness_t *h = rs_harness_new_with_peer(&probe_def, NULL, "model", model,
+                                             err, sizeof err);
+  cr_assert_not_null(h, "%s", err);
+  probe_ctx_t *c = ctx(h);
+  cr_assert(RS_HOST_HAS(c->host, peer_open) &&
+            RS_HOST_HAS(c->host, peer_state_get));
+  cr_assert_eq(c->host->peer_open(c->op, "other"), RS_ENOENT);
+  int ph = c->host->peer_open(c->op, "model");
+  cr_assert_geq(ph, 0);
+  void *v;
+  size_t n;
+  cr_assert_eq(c->host->peer_state_get(c->op, ph, 0, "k", 1, &v, &n), 0);
+  cr_assert_eq(n, 8);
+  cr_assert_eq(memcmp(v, "model-p0", 8), 0);
+  /* Partition scoping as for the peer itself; its own state is apart. */
+  cr_assert_eq(
+      c->host->peer_state_get(c->op, ph, RS_PARTITION_SHARED, "k", 1, &v, &n),
+      0);
+  cr_assert_eq(memcmp(v, "model-shared", 12), 0);
+  cr_assert_eq(c->host->peer_state_get(c->op, ph, 1, "k", 1, &v, &n),
+               RS_ENOENT);
+  assert_get(h, 0, "k", NULL);
+  /* The peer's later (uncheckpointed) writes are visible; writing through
+   * the lent pointer changes nothing; the next call ends the borrow. */
+  put(model, 0, "k", "v2");
+  cr_assert_eq(c->host->peer_state_get(c->op, ph, 0, "k", 1, &v, &n), 0);
+  cr_assert_eq(n, 2);
+  memcpy(v, "XX", 2);
+  assert_get(model, 0, "k", "v2");
+  cr_assert_eq(c->host->peer_state_get(c->op, ph, 0, "k", 1, &v, &n), 0);
+  put(h, 0, "mine", "x");
+  cr_assert_neq(memcmp(v, "v2", 2), 0, "borrowed value still readable");
+  cr_assert_eq(c->host->peer_state_get(c->op, ph + 1, 0, "k", 1, &v, &n),
+               RS_EINVAL);
+  /* A harness without a peer has nothing to open. */
+  probe_ctx_t *mc = ctx(model);
+  cr_assert_eq(mc->host->peer_open(mc->op, "model"), RS_ENOENT);
+  rs_harness_destroy(h);
+  rs_harness_destroy(model);
+}

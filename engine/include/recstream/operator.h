@@ -141,6 +141,23 @@ typedef struct rs_host_api {
    * the sum in *result (may be NULL). */
   int (*state_counter_add)(rs_op_t *op, int32_t partition, const void *key,
                            size_t key_len, int64_t delta, int64_t *result);
+
+  /* ---- ABI minor 2 (check RS_HOST_HAS before use) ---- */
+  /* Read-only access to the state of another operator instance of the
+   * same graph, named by its `name:` in the config: how topn_emit reads
+   * the item factors mf_update keeps, without a copy. peer_open returns a
+   * handle (>= 0) for that instance, or RS_ENOENT when the graph has no
+   * operator of that name (and RS_EINVAL for the caller's own name); call
+   * it once, in init(). peer_state_get is state_get on the peer's state:
+   * the same partition scoping, cache and borrowing rule (the value is
+   * borrowed until the next state_* or peer_* call). There is no write:
+   * each operator stays the only writer of its own state. A read sees
+   * every write the peer made before the current batch reached the
+   * caller. */
+  int (*peer_open)(rs_op_t *op, const char *name);
+  int (*peer_state_get)(rs_op_t *op, int handle, int32_t partition,
+                        const void *key, size_t key_len, void **value,
+                        size_t *value_len);
 } rs_host_api_t;
 
 /* The partition argument of state_* for state shared by all partitions. */

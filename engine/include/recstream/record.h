@@ -21,11 +21,12 @@ extern "C" {
 
 /* What payload points at. Values are part of the ABI: append only. */
 typedef enum rs_kind {
-  RS_KIND_BYTES = 0,         /* no payload: value/value_len are the record */
-  RS_KIND_INTERACTION = 1,   /* payload is a const rs_interaction_t * */
-  RS_KIND_SESSION_EVENT = 2, /* payload is a const rs_session_event_t * */
-  RS_KIND_SESSION = 3,       /* payload is a const rs_session_t * */
-  RS_KIND_MF_UPDATE = 4,     /* payload is a const rs_mf_update_t * */
+  RS_KIND_BYTES = 0,          /* no payload: value/value_len are the record */
+  RS_KIND_INTERACTION = 1,    /* payload is a const rs_interaction_t * */
+  RS_KIND_SESSION_EVENT = 2,  /* payload is a const rs_session_event_t * */
+  RS_KIND_SESSION = 3,        /* payload is a const rs_session_t * */
+  RS_KIND_MF_UPDATE = 4,      /* payload is a const rs_mf_update_t * */
+  RS_KIND_RECOMMENDATION = 5, /* payload is a const rs_recommendation_t * */
 } rs_kind_t;
 
 /* Event types of schemas/interaction.avsc, in schema order. */
@@ -152,6 +153,37 @@ static inline const char *rs_interaction_problem(const rs_interaction_t *ia,
     return "interaction value is not finite";
   return NULL;
 }
+
+/* One ranked item of a recommendation (schemas/recommendation.avsc,
+ * ScoredItem). */
+typedef struct rs_scored_item {
+  const char *item;
+  uint32_t item_len;
+  uint32_t reserved; /* 0 */
+  double score;      /* what the list was ranked by */
+  double propensity; /* probability the policy showed it here, (0, 1] */
+} rs_scored_item_t;
+
+/* A top-N list for one user, as the topn_emit operator emits it (kind
+ * RS_KIND_RECOMMENDATION, schemas/recommendation.avsc). The impression id
+ * is unique and deterministic: the same input position always yields the
+ * same id, and feedback names it. */
+typedef struct rs_recommendation {
+  const char *user;
+  const char *impression_id;
+  uint32_t user_len;
+  uint32_t impression_id_len;
+  const rs_scored_item_t *items; /* best first */
+  uint32_t n_items;
+  uint32_t flags;         /* RS_REC_F_* */
+  uint64_t model_version; /* model updates when the list was made */
+  int64_t timestamp_ms;   /* event time of the triggering record */
+} rs_recommendation_t;
+
+/* rs_recommendation_t.flags. POPULAR: the user was cold (or the model had
+ * no vector for them); the list is time-decayed popularity, and the scores
+ * are popularity relative to the most popular item, in (0, 1]. */
+#define RS_REC_F_POPULAR 1u
 
 typedef struct rs_record {
   uint32_t kind;  /* rs_kind_t */

@@ -1,0 +1,941 @@
+/* The built-in `topn_emit` operator: turns the records mf_update emits
+ * (RS_KIND_MF_UPDATE: the interaction and the user's vector after it) into
+ * top-N recommendation records (RS_KIND_RECOMMENDATION,
+ * schemas/recommendation.avsc), DESIGN.md section 1.
+ *
+ * Where the model comes from. The item factors, biases, counts and
+ * time-decayed popularity live in mf_update's state; rs_mf_update_t carries
+ * only the user's side. This operator reads them, read-only, through the
+ * ABI minor-2 peer_state_get of the mf_update instance named by option
+ * `model` (no copy, so scores are exactly the model's, including the
+ * items bpr moved as negatives, which no record names). mf_update's layout
+ * (its file comment) is read here: "m" (model: objective, k, items,
+ * score_log_count, ratings), "i" + BE32 id (item row: count at 8, pop_log
+ * at 16, bias at 24, vector at 40) and "r" + BE32 id (item name). A model
+ * with another layout version or k stops the engine with a message.
+ *
+ * Inputs: mf_update's records (RS_KIND_MF_UPDATE), and optionally, as a
+ * second input, sessionize's `sessions` port (RS_KIND_SESSION); anything
+ * else is dead-lettered. A closed session emits a list for its user
+ * (trigger 's'), scored with the user's vector from mf_update's
+ * partition-local user record ("u" + user: events at 8, bias at 16,
+ * vector at 32; cold below the model record's min_user_events); it does
+ * not change history. `on_interaction: false` leaves interactions only
+ * steps 1-3 below. min_interval applies to both triggers.
+ *
+ * Per mf_update record:
+ *  1. history: the item goes to the end of the user's consumed list
+ *     (distinct items, oldest dropped beyond `history`);
+ *  2. co-visitation: for each of the user's `recent_items` latest earlier
+ *     items j, the pair (item, j) is counted in both items' neighbour
+ *     lists, each bounded at `neighbours` entries by Space-Saving (a full
+ *     list replaces its smallest entry by the new neighbour with that
+ *     count + 1), so memory per item is fixed and heavy pairs stay;
+ *  3. popularity: the item's pop_log (mf_update's, monotone in the item's
+ *     events, comparable across items at any time) updates a top list of
+ *     `popular` items: exact, since an item's rank can rise only when one
+ *     of its events arrives, which passes through here;
+ *  4. trigger: an emission unless `min_interval` > 0 and the user's last
+ *     emission is less than min_interval of event time before this record
+ *     (then counted as `suppressed`; the next record after the interval
+ *     emits the then-latest list: there are no event-time timers yet, see
+ *     NOTES.md);
+ *  5. candidates: the whole catalogue if it has fewer than
+ *     `exact_scan_below` items, else the neighbours of the recent items
+ *     plus the popular list (at most recent_items * neighbours + popular,
+ *     whatever the catalogue size); consumed items are excluded; exact
+ *     scores as mf_update computes them (isgd <p,q>; bpr <p,q> + bias +
+ *     score_log_count * ln(count); explicit mean + user bias + item bias
+ *     + <p,q>, unclipped); ties broken by lower internal id. A cold user
+ *     (RS_MF_F_COLD) gets the popular list by popularity (RS_REC_F_POPULAR).
+ *  6. output: key = the user, impression id = 16 hex digits of
+ *     host->random(user, offset) + "-", the trigger ('i' or 's'), then
+ *     partition "." offset "." ordinal of the input (unique per input
+ *     position and trigger, deterministic), propensity 1
+ *     for every slot (greedy; exploration comes with bandit_reward).
+ *
+ * State (this operator's), integers little-endian:
+ *  user (partition), "u" + user: 0 1 version (1), 1 3 reserved, 4 4 n,
+ *     8 8 last emission event time (INT64_MIN: never), 16 4n item ids
+ *     oldest first.
+ *  last list (partition), "l" + user: 0 1 version (1), 1 1 reserved,
+ *     2 2 impression id length L, 4 4 n, 8 8 event time, 16 8 model
+ *     version, 24 L impression id, then n x (4 item id, 4 score binary32).
+ *  neighbours (shared), "c" + BE32 item id: entries of (4 item id,
+ *     4 count) with no header.
+ *  popular list (shared), "p": entries of (4 item id, 8 pop_log binary64),
+ *     kept in memory too (loaded in init()).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recstream/operator.h"
+
+#define TN_LAYOUT 1
+#define MF_LAYOUT 1
+#define MF_ITEM_HDR 40
+#define MF_META_LEN 40
+#define USER_HDR 16
+#define LAST_HDR 24
+#define NO_ITEM UINT32_MAX
+#define STREAM_IMP UINT64_C(0x494d5052)
+#define IMP_MAX 96
+
+typedef struct pop_entry {
+  uint32_t item;
+  double pop_log;
+} pop_entry_t;
+
+typedef struct cand {
+  uint32_t item;
+  float score;
+} cand_t;
+
+typedef struct tn_ctx {
+  /* Options. */
+  char *model;
+  int64_t n;
+  int64_t min_interval_ms;
+  int64_t recent;
+  int64_t neighbours;
+  int64_t popular;
+  int64_t history;
+  int64_t exact_scan_below;
+  int on_interaction;
+
+  rs_op_t *op;
+  const rs_host_api_t *host;
+  int peer;
+
+  pop_entry_t *pop;
+  uint32_t n_pop;
+
+  /* Model header, read per emission. */
+  int objective;
+  uint32_t k, n_items;
+  uint64_t version;
+  uint32_t min_user_events; /* 0 in states older than this field */
+  float score_log_count;
+  double mean;
+
+  /* Scratch, grown with host->realloc. */
+  unsigned char *ubuf; /* user record */
+  size_t ubuf_cap;
+  uint32_t *cands;
+  size_t cands_cap;
+  uint32_t *hist_sorted;
+  size_t hist_cap;
+  unsigned char *nbuf; /* a neighbour list */
+  size_t nbuf_cap;
+  cand_t *top; /* the N best, a min-heap on (score, -item) */
+  char *key;
+  size_t key_cap;
+  float *uvec; /* a user vector read from the model (session trigger) */
+  size_t uvec_cap;
+
+  rs_counter_t *c_emit, *c_supp, *c_cands, *c_exact, *c_pop;
+} tn_ctx_t;
+
+static const rs_option_def_t tn_options[] = {
+    {RS_OPT_STRING, "model", "mf", offsetof(tn_ctx_t, model), 0, -1, NULL,
+     "Name (the `name:` in the config) of the mf_update operator whose item "
+     "factors, biases and popularity are read (read-only) to score items."},
+    {RS_OPT_INT, "n", "10", offsetof(tn_ctx_t, n), 1, 1000, NULL,
+     "Items per recommendation."},
+    {RS_OPT_BOOL, "on_interaction", "true", offsetof(tn_ctx_t, on_interaction),
+     0, -1, NULL,
+     "Emit for every interaction (mf_update record). With false, interactions "
+     "only update history, co-visitation and popularity, and closed sessions "
+     "(a second input from sessionize's `sessions` port) trigger the "
+     "emissions."},
+    {RS_OPT_DURATION, "min_interval", "0", offsetof(tn_ctx_t, min_interval_ms),
+     0, 1e12, NULL,
+     "At most one emission per user per this much event time (0: one per "
+     "interaction). A record inside the interval updates history and "
+     "neighbours but emits nothing; the next record after it emits the "
+     "latest list."},
+    {RS_OPT_INT, "recent_items", "5", offsetof(tn_ctx_t, recent), 0, 64, NULL,
+     "The user's latest consumed items whose co-visitation neighbours are "
+     "candidates (and which are paired with each new item)."},
+    {RS_OPT_INT, "neighbours", "20", offsetof(tn_ctx_t, neighbours), 1, 1024,
+     NULL,
+     "Co-visitation neighbours kept per item (Space-Saving: the heaviest "
+     "pairs stay)."},
+    {RS_OPT_INT, "popular", "50", offsetof(tn_ctx_t, popular), 0, 10000, NULL,
+     "Most popular items (time-decayed, as mf_update counts them) kept as "
+     "candidates for everyone and as the list for cold users."},
+    {RS_OPT_INT, "history", "100", offsetof(tn_ctx_t, history), 0, 100000, NULL,
+     "Distinct consumed items kept per user and excluded from their "
+     "recommendations (oldest forgotten first)."},
+    {RS_OPT_INT, "exact_scan_below", "20000",
+     offsetof(tn_ctx_t, exact_scan_below), 0, 1e9, NULL,
+     "Catalogues with fewer items than this are scored whole (exact top-N); "
+     "larger ones only on the candidates, so the cost per emission stays "
+     "bounded."},
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static uint32_t get_u32(const unsigned char *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+static void put_u32(unsigned char *p, uint32_t v) {
+  memcpy(p, &v, 4);
+}
+static void put_be32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)(v >> 24);
+  p[1] = (unsigned char)(v >> 16);
+  p[2] = (unsigned char)(v >> 8);
+  p[3] = (unsigned char)v;
+}
+
+static int grow(tn_ctx_t *c, void **p, size_t *cap, size_t need) {
+  if (need <= *cap)
+    return 0;
+  size_t n = *cap ? *cap : 64;
+  while (n < need)
+    n *= 2;
+  void *q = c->host->realloc(*p, n);
+  if (!q)
+    return RS_ENOMEM;
+  *p = q;
+  *cap = n;
+  return 0;
+}
+
+static int make_key(tn_ctx_t *c, char tag, const char *s, size_t len) {
+  int rc = grow(c, (void **)&c->key, &c->key_cap, len + 1);
+  if (rc)
+    return rc;
+  c->key[0] = tag;
+  memcpy(c->key + 1, s, len);
+  return 0;
+}
+
+static int fail(tn_ctx_t *c, int rc, const char *what) {
+  c->host->log(c->op, RS_LOG_ERROR, "topn_emit: %s: %s", what, rs_strerror(rc));
+  return rc;
+}
+
+/* --------------------------------------------------------- the model */
+
+static int read_model(tn_ctx_t *c) {
+  void *v;
+  size_t n;
+  int rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, "m", 1,
+                                   &v, &n);
+  if (rc == RS_ENOENT) {
+    c->n_items = 0;
+    return 0;
+  }
+  if (rc)
+    return rc;
+  const unsigned char *b = v;
+  if (n != MF_META_LEN || b[0] != MF_LAYOUT) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "topn_emit: the state of '%s' is not an mf_update model of "
+                 "layout %d (size %zu, version %u)",
+                 c->model, MF_LAYOUT, n, n ? (unsigned)b[0] : 0u);
+    return RS_ESTATE;
+  }
+  c->objective = b[1];
+  c->k = get_u32(b + 4);
+  c->n_items = get_u32(b + 16);
+  memcpy(&c->version, b + 8, 8);
+  c->min_user_events = (uint32_t)b[2] | (uint32_t)b[3] << 8;
+  memcpy(&c->score_log_count, b + 20, 4);
+  double sum;
+  int64_t cnt;
+  memcpy(&sum, b + 24, 8);
+  memcpy(&cnt, b + 32, 8);
+  c->mean = cnt > 0 ? sum / (double)cnt : 0.0;
+  if (!isfinite(c->score_log_count))
+    c->score_log_count = 0;
+  return 0;
+}
+
+/* Reads item `it`'s row: *row borrowed until the next state call. */
+static int item_row(tn_ctx_t *c, uint32_t it, const unsigned char **row) {
+  unsigned char key[5] = {'i'};
+  put_be32(key + 1, it);
+  void *v;
+  size_t n;
+  int rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, key, 5,
+                                   &v, &n);
+  if (rc)
+    return rc;
+  if (n != MF_ITEM_HDR + 4 * (size_t)c->k || ((unsigned char *)v)[0] != 1) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "topn_emit: item %" PRIu32 " of '%s' has %zu bytes, not "
+                 "%zu (k %" PRIu32 ")",
+                 it, c->model, n, MF_ITEM_HDR + 4 * (size_t)c->k, c->k);
+    return RS_ESTATE;
+  }
+  *row = v;
+  return 0;
+}
+
+static float score_row(const tn_ctx_t *c, const unsigned char *row,
+                       const float *u, float ubias) {
+  float q[64];
+  double dot = 0;
+  for (uint32_t off = 0; off < c->k; off += 64) {
+    uint32_t m = c->k - off < 64 ? c->k - off : 64;
+    memcpy(q, row + MF_ITEM_HDR + 4 * (size_t)off, 4 * (size_t)m);
+    float s = 0;
+    for (uint32_t j = 0; j < m; j++)
+      s += u[off + j] * q[j];
+    dot += s;
+  }
+  float bias;
+  int64_t count;
+  memcpy(&bias, row + 24, 4);
+  memcpy(&count, row + 8, 8);
+  switch (c->objective) {
+  case 1: /* bpr */
+    return (float)(dot + bias +
+                   (count > 0 ? c->score_log_count * log((double)count) : 0));
+  case 2: /* explicit */
+    return (float)(c->mean + ubias + bias + dot);
+  default:
+    return (float)dot;
+  }
+}
+
+/* ------------------------------------------------------- popularity */
+
+static int put_pop(tn_ctx_t *c) {
+  size_t n = (size_t)c->n_pop * 12;
+  unsigned char *b = n ? c->host->malloc(n) : NULL;
+  if (n && !b)
+    return RS_ENOMEM;
+  for (uint32_t i = 0; i < c->n_pop; i++) {
+    put_u32(b + 12 * i, c->pop[i].item);
+    memcpy(b + 12 * i + 4, &c->pop[i].pop_log, 8);
+  }
+  int rc = c->host->state_put(c->op, RS_PARTITION_SHARED, "p", 1, b, n);
+  c->host->free(b);
+  return rc;
+}
+
+static int pop_before(const pop_entry_t *a, const pop_entry_t *b) {
+  return a->pop_log > b->pop_log ||
+         (a->pop_log == b->pop_log && a->item < b->item);
+}
+
+/* Keeps c->pop sorted best first, at most `popular` entries. */
+static int pop_update(tn_ctx_t *c, uint32_t item, double pop_log) {
+  if (!c->popular)
+    return 0;
+  uint32_t i = 0;
+  while (i < c->n_pop && c->pop[i].item != item)
+    i++;
+  pop_entry_t e = {item, pop_log};
+  if (i == c->n_pop) {
+    if (c->n_pop == (uint32_t)c->popular) {
+      if (!pop_before(&e, &c->pop[c->n_pop - 1]))
+        return 0;
+      i = c->n_pop - 1;
+    } else {
+      i = c->n_pop++;
+    }
+  }
+  c->pop[i] = e;
+  while (i > 0 && pop_before(&c->pop[i], &c->pop[i - 1])) {
+    pop_entry_t t = c->pop[i];
+    c->pop[i] = c->pop[i - 1];
+    c->pop[--i] = t;
+  }
+  return put_pop(c);
+}
+
+static int load_pop(tn_ctx_t *c) {
+  void *v;
+  size_t n;
+  int rc = c->host->state_get(c->op, RS_PARTITION_SHARED, "p", 1, &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  if (n % 12)
+    return RS_ESTATE;
+  const unsigned char *b = v;
+  for (size_t i = 0; i < n / 12 && c->n_pop < (uint32_t)c->popular; i++) {
+    c->pop[c->n_pop].item = get_u32(b + 12 * i);
+    memcpy(&c->pop[c->n_pop].pop_log, b + 12 * i + 4, 8);
+    c->n_pop++;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------ co-visitation */
+
+/* Counts neighbour `nb` of item `it` (Space-Saving, see the top). */
+static int covisit_add(tn_ctx_t *c, uint32_t it, uint32_t nb) {
+  unsigned char key[5] = {'c'};
+  put_be32(key + 1, it);
+  void *v;
+  size_t n = 0;
+  int rc = c->host->state_get(c->op, RS_PARTITION_SHARED, key, 5, &v, &n);
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  if (rc == RS_ENOENT)
+    n = 0;
+  size_t cap = (size_t)c->neighbours;
+  if ((rc = grow(c, (void **)&c->nbuf, &c->nbuf_cap, 8 * (cap + 1))))
+    return rc;
+  if (n % 8)
+    n = 0; /* unreadable: start over rather than stop serving */
+  if (n > 8 * cap)
+    n = 8 * cap; /* `neighbours` was lowered: keep the first ones */
+  if (n)
+    memcpy(c->nbuf, v, n);
+  size_t m = n / 8, at = m, min_at = 0;
+  for (size_t i = 0; i < m; i++) {
+    if (get_u32(c->nbuf + 8 * i) == nb)
+      at = i;
+    if (get_u32(c->nbuf + 8 * i + 4) < get_u32(c->nbuf + 8 * min_at + 4))
+      min_at = i;
+  }
+  if (at < m) {
+    put_u32(c->nbuf + 8 * at + 4, get_u32(c->nbuf + 8 * at + 4) + 1);
+  } else if (m < cap) {
+    put_u32(c->nbuf + 8 * m, nb);
+    put_u32(c->nbuf + 8 * m + 4, 1);
+    m++;
+  } else {
+    put_u32(c->nbuf + 8 * min_at, nb);
+    put_u32(c->nbuf + 8 * min_at + 4, get_u32(c->nbuf + 8 * min_at + 4) + 1);
+  }
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, key, 5, c->nbuf, 8 * m);
+}
+
+/* Appends item `it`'s neighbours to the candidates. */
+static int covisit_cands(tn_ctx_t *c, uint32_t it, size_t *nc) {
+  unsigned char key[5] = {'c'};
+  put_be32(key + 1, it);
+  void *v;
+  size_t n;
+  int rc = c->host->state_get(c->op, RS_PARTITION_SHARED, key, 5, &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  const unsigned char *b = v;
+  for (size_t i = 0; i + 8 <= n; i += 8)
+    c->cands[(*nc)++] = get_u32(b + i);
+  return 0;
+}
+
+/* ------------------------------------------------------------ ranking */
+
+/* Heap order: a is worse than b (lower score, or equal and higher id). */
+static int worse(const cand_t *a, const cand_t *b) {
+  return a->score < b->score || (a->score == b->score && a->item > b->item);
+}
+
+static void heap_push(cand_t *h, uint32_t *n, uint32_t cap, cand_t x) {
+  if (*n == cap) {
+    if (!worse(&h[0], &x))
+      return;
+    h[0] = x;
+  } else {
+    h[(*n)++] = x;
+    for (uint32_t i = *n - 1; i > 0;) {
+      uint32_t p = (i - 1) / 2;
+      if (!worse(&h[i], &h[p]))
+        break;
+      cand_t t = h[i];
+      h[i] = h[p];
+      h[p] = t;
+      i = p;
+    }
+    return;
+  }
+  for (uint32_t i = 0;;) {
+    uint32_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < *n && worse(&h[l], &h[m]))
+      m = l;
+    if (r < *n && worse(&h[r], &h[m]))
+      m = r;
+    if (m == i)
+      break;
+    cand_t t = h[i];
+    h[i] = h[m];
+    h[m] = t;
+    i = m;
+  }
+}
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int cmp_best(const void *a, const void *b) {
+  const cand_t *x = a, *y = b;
+  return worse(y, x) ? -1 : worse(x, y) ? 1 : 0;
+}
+
+static int consumed(const uint32_t *sorted, size_t n, uint32_t it) {
+  return n && bsearch(&it, sorted, n, sizeof(uint32_t), cmp_u32) != NULL;
+}
+
+/* ------------------------------------------------------------ process */
+
+/* Who an emission is for, whatever triggered it. */
+typedef struct who {
+  const char *user;
+  uint32_t user_len;
+  uint32_t dim;
+  const float *vec; /* NULL: popularity */
+  float bias;
+  int cold; /* popularity */
+  uint64_t version;
+  char trigger; /* 'i' interaction, 's' session close: part of the id */
+} who_t;
+
+static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
+                const who_t *w, const uint32_t *hist, uint32_t nh) {
+  int rc = read_model(c);
+  if (rc)
+    return rc;
+  int popular_only = w->cold || !w->vec;
+  if (!popular_only && w->dim != c->k) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "topn_emit: user vector of %" PRIu32 " floats, model '%s' "
+                 "has k = %" PRIu32,
+                 w->dim, c->model, c->k);
+    return RS_ESTATE;
+  }
+  /* Consumed items, sorted for lookups. */
+  if ((rc = grow(c, (void **)&c->hist_sorted, &c->hist_cap,
+                 4 * ((size_t)nh + 1))))
+    return rc;
+  memcpy(c->hist_sorted, hist, 4 * (size_t)nh);
+  qsort(c->hist_sorted, nh, 4, cmp_u32);
+
+  /* Candidates. */
+  int exact = !popular_only && (int64_t)c->n_items < c->exact_scan_below;
+  size_t nc = 0;
+  uint32_t r = nh < (uint32_t)c->recent ? nh : (uint32_t)c->recent;
+  size_t need =
+      exact ? c->n_items
+            : (size_t)c->n_pop +
+                  (popular_only ? 0 : (size_t)r * (size_t)c->neighbours);
+  if ((rc = grow(c, (void **)&c->cands, &c->cands_cap, 4 * (need + 1))))
+    return rc;
+  if (exact) {
+    for (uint32_t i = 0; i < c->n_items; i++)
+      c->cands[nc++] = i;
+  } else {
+    for (uint32_t i = 0; i < c->n_pop; i++)
+      c->cands[nc++] = c->pop[i].item;
+    for (uint32_t i = 0; !popular_only && i < r; i++)
+      if ((rc = covisit_cands(c, hist[nh - 1 - i], &nc)))
+        return rc;
+    qsort(c->cands, nc, 4, cmp_u32);
+    size_t u = 0;
+    for (size_t i = 0; i < nc; i++)
+      if (!u || c->cands[i] != c->cands[u - 1])
+        c->cands[u++] = c->cands[i];
+    nc = u;
+  }
+  c->host->counter_add(exact ? c->c_exact : c->c_cands, nc);
+
+  /* Scoring into a heap of the N best. */
+  uint32_t nt = 0, cap = (uint32_t)c->n;
+  double top_pop = c->n_pop ? c->pop[0].pop_log : 0;
+  for (size_t i = 0; i < nc; i++) {
+    uint32_t it = c->cands[i];
+    if (it >= c->n_items || consumed(c->hist_sorted, nh, it))
+      continue;
+    cand_t x = {it, 0};
+    if (popular_only) {
+      const unsigned char *row;
+      rc = item_row(c, it, &row);
+      if (rc == RS_ENOENT)
+        continue;
+      if (rc)
+        return rc;
+      double pl;
+      memcpy(&pl, row + 16, 8);
+      x.score = (float)exp(pl - top_pop);
+    } else {
+      const unsigned char *row;
+      rc = item_row(c, it, &row);
+      if (rc == RS_ENOENT)
+        continue;
+      if (rc)
+        return rc;
+      x.score = score_row(c, row, w->vec, w->bias);
+    }
+    if (!isfinite(x.score))
+      continue;
+    heap_push(c->top, &nt, cap, x);
+  }
+  qsort(c->top, nt, sizeof(cand_t), cmp_best);
+
+  /* The record. */
+  rs_recommendation_t *rr = c->host->batch_alloc(c->op, sizeof(*rr));
+  rs_scored_item_t *items =
+      c->host->batch_alloc(c->op, sizeof(*items) * (nt ? nt : 1));
+  char *imp = c->host->batch_alloc(c->op, IMP_MAX);
+  if (!rr || !items || !imp)
+    return RS_ENOMEM;
+  uint64_t rnd = c->host->random(c->op, w->user, w->user_len, rec->src_offset,
+                                 STREAM_IMP + (uint64_t)w->trigger);
+  int il = snprintf(
+      imp, IMP_MAX, "%016" PRIx64 "-%c%" PRId32 ".%" PRId64 ".%" PRIu32, rnd,
+      w->trigger, rec->src_partition, rec->src_offset, rec->src_ordinal);
+  if (il < 0 || il >= IMP_MAX)
+    return RS_EINTERNAL;
+  for (uint32_t i = 0; i < nt; i++) {
+    unsigned char key[5] = {'r'};
+    put_be32(key + 1, c->top[i].item);
+    void *v;
+    size_t n;
+    if ((rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, key,
+                                      5, &v, &n)))
+      return rc == RS_ENOENT ? RS_ESTATE : rc;
+    char *name = c->host->batch_alloc(c->op, n ? n : 1);
+    if (!name)
+      return RS_ENOMEM;
+    memcpy(name, v, n);
+    items[i] = (rs_scored_item_t){.item = name,
+                                  .item_len = (uint32_t)n,
+                                  .score = c->top[i].score,
+                                  .propensity = 1.0};
+  }
+  *rr = (rs_recommendation_t){.user = w->user,
+                              .user_len = w->user_len,
+                              .impression_id = imp,
+                              .impression_id_len = (uint32_t)il,
+                              .items = items,
+                              .n_items = nt,
+                              .flags = popular_only ? RS_REC_F_POPULAR : 0,
+                              .model_version = w->version,
+                              .timestamp_ms = rec->timestamp_ms};
+
+  /* The last list, for reward joins and queries. */
+  size_t ll = LAST_HDR + (size_t)il + 8 * (size_t)nt;
+  unsigned char *lb = c->host->batch_alloc(c->op, ll);
+  if (!lb)
+    return RS_ENOMEM;
+  memset(lb, 0, LAST_HDR);
+  lb[0] = TN_LAYOUT;
+  lb[2] = (unsigned char)il;
+  lb[3] = (unsigned char)(il >> 8);
+  put_u32(lb + 4, nt);
+  memcpy(lb + 8, &rec->timestamp_ms, 8);
+  memcpy(lb + 16, &w->version, 8);
+  memcpy(lb + LAST_HDR, imp, (size_t)il);
+  for (uint32_t i = 0; i < nt; i++) {
+    put_u32(lb + LAST_HDR + il + 8 * i, c->top[i].item);
+    memcpy(lb + LAST_HDR + il + 8 * i + 4, &c->top[i].score, 4);
+  }
+  if ((rc = make_key(c, 'l', w->user, w->user_len)) ||
+      (rc = c->host->state_put(c->op, partition, c->key, 1 + w->user_len, lb,
+                               ll)))
+    return rc;
+
+  rs_record_t out = *rec;
+  out.kind = RS_KIND_RECOMMENDATION;
+  out.payload = rr;
+  out.key = w->user;
+  out.key_len = w->user_len;
+  out.value = NULL;
+  out.value_len = 0;
+  if ((rc = c->host->emit(c->op, 0, &out)))
+    return rc;
+  c->host->counter_add(c->c_emit, 1);
+  if (popular_only)
+    c->host->counter_add(c->c_pop, 1);
+  return 0;
+}
+
+/* Loads the user's record into ubuf: history at ubuf + USER_HDR. */
+static int load_user(tn_ctx_t *c, int32_t partition, const char *user,
+                     uint32_t len, uint32_t *nh_out, int64_t *last_emit) {
+  /* ubuf first: the value state_get lends must not outlive a state call,
+   * and its absence (a new user) must not be mistaken for an empty one. */
+  size_t hcap = (size_t)c->history;
+  int rc = grow(c, (void **)&c->ubuf, &c->ubuf_cap, USER_HDR + 4 * hcap + 4);
+  if (rc || (rc = make_key(c, 'u', user, len)))
+    return rc;
+  void *v;
+  size_t n = 0;
+  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)len, &v, &n);
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  *nh_out = 0;
+  *last_emit = INT64_MIN;
+  if (!rc && n >= USER_HDR && ((unsigned char *)v)[0] == TN_LAYOUT &&
+      (n - USER_HDR) % 4 == 0) {
+    uint32_t nh = (uint32_t)((n - USER_HDR) / 4);
+    memcpy(last_emit, (unsigned char *)v + 8, 8);
+    /* `history` lowered since: keep the newest. */
+    size_t skip = nh > hcap ? nh - hcap : 0;
+    nh -= (uint32_t)skip;
+    memcpy(c->ubuf + USER_HDR, (unsigned char *)v + USER_HDR + 4 * skip,
+           4 * (size_t)nh);
+    *nh_out = nh;
+  } else if (!rc) {
+    c->host->log(c->op, RS_LOG_WARN,
+                 "topn_emit: unreadable user record (%zu bytes) replaced", n);
+  }
+  return 0;
+}
+
+static int save_user(tn_ctx_t *c, int32_t partition, const char *user,
+                     uint32_t len, uint32_t nh, int64_t last_emit) {
+  c->ubuf[0] = TN_LAYOUT;
+  memset(c->ubuf + 1, 0, 7);
+  put_u32(c->ubuf + 4, nh);
+  memcpy(c->ubuf + 8, &last_emit, 8);
+  int rc = make_key(c, 'u', user, len);
+  if (rc)
+    return rc;
+  return c->host->state_put(c->op, partition, c->key, 1 + (size_t)len, c->ubuf,
+                            USER_HDR + 4 * (size_t)nh);
+}
+
+/* min_interval: whether a trigger at `ts` may emit. */
+static int may_fire(const tn_ctx_t *c, int64_t last_emit, int64_t ts) {
+  return c->min_interval_ms <= 0 || last_emit == INT64_MIN ||
+         ts >= last_emit + c->min_interval_ms ||
+         ts < last_emit; /* time went back: start over */
+}
+
+static int on_update(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
+  const rs_mf_update_t *mu = rec->payload;
+  const rs_interaction_t *in = &mu->interaction;
+  if (!in->user || !in->user_len)
+    return c->host->dead_letter(c->op, rec, "topn_emit: record has no user");
+  uint32_t nh;
+  int64_t last_emit;
+  int rc = load_user(c, partition, in->user, in->user_len, &nh, &last_emit);
+  if (rc)
+    return rc;
+  uint32_t *hist = (uint32_t *)(void *)(c->ubuf + USER_HDR);
+  size_t hcap = (size_t)c->history;
+
+  uint32_t it = mu->item_index;
+  if (it != NO_ITEM) {
+    /* Co-visitation with the latest earlier items. */
+    uint32_t paired = 0;
+    for (uint32_t i = nh; i > 0 && paired < (uint32_t)c->recent; i--) {
+      uint32_t j = hist[i - 1];
+      if (j == it)
+        continue;
+      if ((rc = covisit_add(c, it, j)) || (rc = covisit_add(c, j, it)))
+        return rc;
+      paired++;
+    }
+    /* History: distinct, newest last. */
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < nh; i++)
+      if (hist[i] != it)
+        hist[w++] = hist[i];
+    nh = w;
+    if (hcap) {
+      if (nh == hcap) {
+        memmove(hist, hist + 1, 4 * ((size_t)nh - 1));
+        nh--;
+      }
+      hist[nh++] = it;
+    }
+    /* Popularity from the model's row. */
+    const unsigned char *row;
+    rc = read_model(c);
+    if (!rc)
+      rc = item_row(c, it, &row);
+    if (!rc) {
+      double pl;
+      memcpy(&pl, row + 16, 8);
+      if ((rc = pop_update(c, it, pl)))
+        return rc;
+    } else if (rc != RS_ENOENT) {
+      return rc;
+    }
+  }
+
+  if (!c->on_interaction) {
+    /* Only learning from it; sessions trigger. */
+  } else if (may_fire(c, last_emit, rec->timestamp_ms)) {
+    who_t w = {.user = in->user,
+               .user_len = in->user_len,
+               .dim = mu->dim,
+               .vec = mu->user_vector,
+               .bias = mu->user_bias,
+               .cold = (mu->flags & RS_MF_F_COLD) != 0,
+               .version = mu->model_version,
+               .trigger = 'i'};
+    if ((rc = emit(c, partition, rec, &w, hist, nh)))
+      return rc;
+    last_emit = rec->timestamp_ms;
+  } else {
+    c->host->counter_add(c->c_supp, 1);
+  }
+  return save_user(c, partition, in->user, in->user_len, nh, last_emit);
+}
+
+/* A closed session (sessionize's `sessions` port): the user's vector is
+ * read from mf_update's user record ("u" + user, partition-local: the
+ * inputs are co-partitioned by user), cold below the model's
+ * min_user_events. */
+static int on_session(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
+  const rs_session_t *ss = rec->payload;
+  if (!ss->user || !ss->user_len)
+    return c->host->dead_letter(c->op, rec, "topn_emit: session has no user");
+  uint32_t nh;
+  int64_t last_emit;
+  int rc = load_user(c, partition, ss->user, ss->user_len, &nh, &last_emit);
+  if (rc)
+    return rc;
+  if (!may_fire(c, last_emit, rec->timestamp_ms)) {
+    c->host->counter_add(c->c_supp, 1);
+    return 0;
+  }
+  if ((rc = read_model(c)))
+    return rc;
+  who_t w = {.user = ss->user,
+             .user_len = ss->user_len,
+             .dim = c->k,
+             .version = c->version,
+             .cold = 1,
+             .trigger = 's'};
+  if ((rc = grow(c, (void **)&c->uvec, &c->uvec_cap, 4 * ((size_t)c->k + 1))) ||
+      (rc = make_key(c, 'u', ss->user, ss->user_len)))
+    return rc;
+  void *v;
+  size_t n;
+  rc = c->host->peer_state_get(c->op, c->peer, partition, c->key,
+                               1 + (size_t)ss->user_len, &v, &n);
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  if (!rc) {
+    const unsigned char *b = v;
+    if (n != 32 + 4 * (size_t)c->k || b[0] != MF_LAYOUT) {
+      c->host->log(c->op, RS_LOG_ERROR,
+                   "topn_emit: user record of '%s' has %zu bytes, not %zu",
+                   c->model, n, 32 + 4 * (size_t)c->k);
+      return RS_ESTATE;
+    }
+    int64_t events;
+    memcpy(&events, b + 8, 8);
+    memcpy(&w.bias, b + 16, 4);
+    memcpy(c->uvec, b + 32, 4 * (size_t)c->k);
+    w.vec = c->uvec;
+    w.cold = events < (int64_t)c->min_user_events;
+  }
+  /* emit() must see the history that load_user left in ubuf. */
+  if ((rc = emit(c, partition, rec, &w,
+                 (const uint32_t *)(void *)(c->ubuf + USER_HDR), nh)))
+    return rc;
+  return save_user(c, partition, ss->user, ss->user_len, nh, rec->timestamp_ms);
+}
+
+static int one(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
+  if (rec->kind == RS_KIND_MF_UPDATE && rec->payload)
+    return on_update(c, partition, rec);
+  if (rec->kind == RS_KIND_SESSION && rec->payload)
+    return on_session(c, partition, rec);
+  return c->host->dead_letter(
+      c->op, rec, "topn_emit: not an mf_update record or a closed session");
+}
+
+static int tn_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
+  tn_ctx_t *c = vctx;
+  if (batch->partition < 0)
+    return fail(c, RS_EINVAL, "batch without a partition");
+  for (size_t i = 0; i < batch->count; i++) {
+    int rc = one(c, batch->partition, &batch->records[i]);
+    if (rc < 0)
+      return fail(c, rc, "processing a record");
+  }
+  (void)op;
+  return 0;
+}
+
+static int tn_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
+                   char *errstr, size_t errstr_size) {
+  tn_ctx_t *c = vctx;
+  c->op = op;
+  c->host = host;
+  if (!RS_HOST_HAS(host, peer_open) || !RS_HOST_HAS(host, peer_state_get)) {
+    snprintf(errstr, errstr_size,
+             "the host cannot read another operator's state (ABI minor 2)");
+    return RS_ENOTSUP;
+  }
+  c->peer = host->peer_open(op, c->model);
+  if (c->peer < 0) {
+    snprintf(errstr, errstr_size,
+             "model: no other operator named '%s' to read factors from",
+             c->model);
+    return RS_ECONFIG;
+  }
+  c->top = host->calloc((size_t)c->n, sizeof(cand_t));
+  c->pop = host->calloc((size_t)c->popular + 1, sizeof(pop_entry_t));
+  c->c_emit = host->counter(op, "emissions", "recommendations emitted");
+  c->c_supp = host->counter(op, "suppressed",
+                            "triggers inside min_interval (no emission)");
+  c->c_cands = host->counter(op, "candidates",
+                             "items scored from co-visitation + popular");
+  c->c_exact = host->counter(op, "exact_scanned",
+                             "items scored by whole-catalogue scans");
+  c->c_pop = host->counter(op, "popular_emissions",
+                           "emissions for cold users (popularity)");
+  if (!c->top || !c->pop) {
+    host->free(c->top);
+    host->free(c->pop);
+    snprintf(errstr, errstr_size, "out of memory");
+    return RS_ENOMEM;
+  }
+  int rc = load_pop(c);
+  if (rc) {
+    host->free(c->top);
+    host->free(c->pop);
+    snprintf(errstr, errstr_size, "cannot read the popular list: %s",
+             rs_strerror(rc));
+    return rc;
+  }
+  return 0;
+}
+
+static void tn_destroy(rs_op_t *op, void *vctx) {
+  tn_ctx_t *c = vctx;
+  (void)op;
+  c->host->free(c->top);
+  c->host->free(c->pop);
+  c->host->free(c->ubuf);
+  c->host->free(c->cands);
+  c->host->free(c->hist_sorted);
+  c->host->free(c->nbuf);
+  c->host->free(c->key);
+  c->host->free(c->uvec);
+}
+
+const rs_operator_def_t rs_op_topn_emit = {
+    .abi_version = RS_ABI_VERSION,
+    .struct_size = sizeof(rs_operator_def_t),
+    .name = "topn_emit",
+    .description =
+        "Top-N recommendations from mf_update's records and model: "
+        "co-visitation and popular candidates (or the whole catalogue when "
+        "small), exact MF scores, consumed items excluded; one "
+        "recommendation record per trigger.",
+    .ctx_size = sizeof(tn_ctx_t),
+    .options = tn_options,
+    .n_options = sizeof(tn_options) / sizeof(tn_options[0]),
+    .min_inputs = 1,
+    .max_inputs = 2,
+    .init = tn_init,
+    .process = tn_process,
+    .destroy = tn_destroy,
+};
