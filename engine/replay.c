@@ -819,6 +819,7 @@ static int read_file(files_t *f, const char *path, avro_schema_t want,
     avro_value_decref(&v);
   if (iface)
     avro_value_iface_decref(iface);
+  avro_schema_decref(ws); /* the getter returned a reference of ours */
   avro_file_reader_close(r);
   return rc;
 }

@@ -621,6 +621,7 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
   rd_kafka_destroy(p);
   avro_value_decref(&v);
   avro_value_iface_decref(iface);
+  avro_schema_decref(ws);
   avro_file_reader_close(r);
 
   const char *cfg = config_file();
