@@ -168,29 +168,14 @@ static result_t measure(const char *kind) {
   return r;
 }
 
+static void measure_into(const void *kind, void *out) {
+  *(result_t *)out = measure(kind);
+}
+
 /* Runs measure(kind) in a child process and returns its result. */
 static result_t in_child(const char *kind) {
-  int fd[2];
-  if (pipe(fd))
-    bench_die("pipe", "failed");
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    bench_die("fork", "failed");
-  if (pid == 0) {
-    close(fd[0]);
-    result_t r = measure(kind);
-    ssize_t w = write(fd[1], &r, sizeof r);
-    _exit(w == (ssize_t)sizeof r ? 0 : 1);
-  }
-  close(fd[1]);
   result_t r;
-  ssize_t got = read(fd[0], &r, sizeof r);
-  close(fd[0]);
-  int st;
-  waitpid(pid, &st, 0);
-  if (got != (ssize_t)sizeof r || !WIFEXITED(st) || WEXITSTATUS(st))
-    bench_die(kind, "the measuring process failed");
+  bench_in_child(kind, measure_into, kind, &r, sizeof r);
   return r;
 }
 

@@ -104,13 +104,6 @@ static void *scraper_main(void *arg) {
   return NULL;
 }
 
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -170,12 +163,12 @@ static result_t measure(const char *kind) {
   if (http && pthread_create(&th, NULL, scraper_main, s))
     bench_die("thread", "pthread_create");
   uint64_t t0 = rs_now_ns();
-  double c0 = cpu_seconds();
+  double c0 = bench_cpu_seconds();
   if (rs_engine_run(e, err, sizeof err))
     bench_die("run", err);
   r.wall = (double)(rs_now_ns() - t0) / 1e9;
   /* The scraper thread's own CPU (client side) is in it too. */
-  r.cpu_us = (cpu_seconds() - c0) * 1e6 / (double)n_records;
+  r.cpu_us = (bench_cpu_seconds() - c0) * 1e6 / (double)n_records;
   atomic_store(&s->stop, 1);
   if (http)
     pthread_join(th, NULL);
@@ -202,34 +195,14 @@ static result_t measure(const char *kind) {
   return r;
 }
 
-static result_t in_child(const char *kind) {
-  int fd[2];
-  if (pipe(fd))
-    bench_die("pipe", "failed");
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    bench_die("fork", "failed");
-  if (pid == 0) {
-    close(fd[0]);
-    result_t r = measure(kind);
-    ssize_t w = write(fd[1], &r, sizeof r);
-    _exit(w == (ssize_t)sizeof r ? 0 : 1);
-  }
-  close(fd[1]);
-  result_t r;
-  ssize_t got = read(fd[0], &r, sizeof r);
-  close(fd[0]);
-  int st;
-  waitpid(pid, &st, 0);
-  if (got != (ssize_t)sizeof r || !WIFEXITED(st) || WEXITSTATUS(st))
-    bench_die(kind, "the measuring process failed");
-  return r;
+static void measure_into(const void *kind, void *out) {
+  *(result_t *)out = measure(kind);
 }
 
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+static result_t in_child(const char *kind) {
+  result_t r;
+  bench_in_child(kind, measure_into, kind, &r, sizeof r);
+  return r;
 }
 
 int main(int argc, char **argv) {
@@ -273,21 +246,24 @@ int main(int argc, char **argv) {
                r.scrapes, r.scrapes_during, r.p50_ms, r.p99_ms, r.body_bytes);
       printf("\n");
     }
-  double off = median(rate[0], rounds), scr = median(rate[1], rounds),
-         ham = median(rate[2], rounds);
+  double off = bench_median(rate[0], rounds),
+         scr = bench_median(rate[1], rounds),
+         ham = bench_median(rate[2], rounds);
   printf("median records/s: off %.0f, scraped every 1 s %.0f, scraped back "
          "to back %.0f\n",
          off, scr, ham);
   printf("ratio scraped / off (medians): %.3f  (target >= 0.97)\n", scr / off);
   printf("ratio hammered / off (medians): %.3f\n", ham / off);
-  double coff = median(cpu[0], rounds), cscr = median(cpu[1], rounds),
-         cham = median(cpu[2], rounds);
+  double coff = bench_median(cpu[0], rounds),
+         cscr = bench_median(cpu[1], rounds),
+         cham = bench_median(cpu[2], rounds);
   printf("CPU-us/record (medians): off %.3f, scraped %.3f (ratio %.3f), "
          "hammered %.3f (ratio %.3f; the client's CPU included)\n",
          coff, cscr, cscr / coff, cham, cham / coff);
   /* The loop serves a scrape between batches: per scrape it is busy at
    * most the client's whole request time. */
-  double hd = median(during[2], rounds), hp = median(p50[1], rounds);
+  double hd = bench_median(during[2], rounds),
+         hp = bench_median(p50[1], rounds);
   printf("hammered: median %.0f scrapes while processing (%.0f per second "
          "of processing)\n",
          hd, hd / ((double)n_records / ham));

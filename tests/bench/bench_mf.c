@@ -204,30 +204,24 @@ static result_t pipeline_once(int with_mf) {
   return r;
 }
 
+static void pipeline_into(const void *with_mf, void *out) {
+  *(result_t *)out = pipeline_once(*(const int *)with_mf);
+}
+
 static result_t pipeline(int with_mf) {
-  int fd[2];
-  if (pipe(fd))
-    bench_die("pipe", "failed");
-  fflush(stdout);
-  pid_t pid = fork();
-  if (pid < 0)
-    bench_die("fork", "failed");
-  if (pid == 0) {
-    close(fd[0]);
-    result_t r = pipeline_once(with_mf);
-    if (write(fd[1], &r, sizeof r) != (ssize_t)sizeof r)
-      _exit(1);
-    _exit(0);
-  }
-  close(fd[1]);
   result_t r;
-  ssize_t got = read(fd[0], &r, sizeof r);
-  close(fd[0]);
-  int st;
-  waitpid(pid, &st, 0);
-  if (got != (ssize_t)sizeof r || !WIFEXITED(st) || WEXITSTATUS(st))
-    bench_die("pipeline run", "child failed");
+  bench_in_child("pipeline run", pipeline_into, &with_mf, &r, sizeof r);
   return r;
+}
+
+/* The operator in-process, bpr then isgd, and the peak RSS. */
+static void operator_rates(const void *arg, void *out) {
+  (void)arg;
+  double *o3 = out;
+  bench_reset_peak_rss();
+  o3[0] = operator_rate("bpr", 300000);
+  o3[1] = operator_rate("isgd", 300000);
+  o3[2] = bench_peak_rss_mib();
 }
 
 int main(int argc, char **argv) {
@@ -273,24 +267,7 @@ int main(int argc, char **argv) {
   /* In a child: RocksDB's threads must not exist in this process when
    * the pipeline runs fork (a forked child inherits its locks). */
   double o3[3];
-  int fd[2];
-  if (pipe(fd))
-    bench_die("pipe", "failed");
-  fflush(stdout);
-  pid_t pid = fork();
-  if (pid == 0) {
-    bench_reset_peak_rss();
-    o3[0] = operator_rate("bpr", 300000);
-    o3[1] = operator_rate("isgd", 300000);
-    o3[2] = bench_peak_rss_mib();
-    _exit(write(fd[1], o3, sizeof o3) == (ssize_t)sizeof o3 ? 0 : 1);
-  }
-  int st;
-  if (pid < 0 || read(fd[0], o3, sizeof o3) != (ssize_t)sizeof o3 ||
-      waitpid(pid, &st, 0) != pid)
-    bench_die("operator run", "child failed");
-  close(fd[0]);
-  close(fd[1]);
+  bench_in_child("operator run", operator_rates, NULL, o3, sizeof o3);
   printf("   bpr (4 negatives): %8.0f events/s; isgd: %8.0f events/s "
          "(isgd kernel alone: %.1fx faster)\n",
          o3[0], o3[1], k64 / o3[1]);

@@ -1,6 +1,8 @@
 #include "common.h"
 
 #include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -152,7 +154,31 @@ const char *bench_state_root(void) {
   return state_root;
 }
 
-static double cpu_seconds(void) {
+void bench_in_child(const char *what, void (*fn)(const void *arg, void *out),
+                    const void *arg, void *out, size_t size) {
+  int fd[2];
+  if (pipe(fd))
+    bench_die("pipe", "failed");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    bench_die("fork", "failed");
+  if (pid == 0) {
+    close(fd[0]);
+    fn(arg, out);
+    ssize_t w = write(fd[1], out, size);
+    _exit(w == (ssize_t)size ? 0 : 1);
+  }
+  close(fd[1]);
+  ssize_t got = read(fd[0], out, size);
+  close(fd[0]);
+  int st;
+  waitpid(pid, &st, 0);
+  if (got != (ssize_t)size || !WIFEXITED(st) || WEXITSTATUS(st))
+    bench_die(what, "the measuring process failed");
+}
+
+double bench_cpu_seconds(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
@@ -191,13 +217,13 @@ rs_engine_stats_t bench_run_opts(const char *yaml, const rs_engine_opts_t *o,
   if (rs_engine_new(cfg, g, o, &e, err, sizeof err))
     bench_die("engine", err);
   uint64_t t0 = rs_now_ns();
-  double c0 = cpu_seconds();
+  double c0 = bench_cpu_seconds();
   if (rs_engine_run(e, err, sizeof err))
     bench_die("run", err);
   if (end_ns)
     *end_ns = rs_now_ns();
   if (cpu_s)
-    *cpu_s = cpu_seconds() - c0;
+    *cpu_s = bench_cpu_seconds() - c0;
   if (wall_s)
     *wall_s = (double)(rs_now_ns() - t0) / 1e9;
   rs_engine_stats_t st;

@@ -42,6 +42,16 @@ rs_engine_stats_t bench_run_opts(const char *yaml, const rs_engine_opts_t *o,
                                  double *wall_s, double *cpu_s,
                                  uint64_t *end_ns);
 
+/* Runs fn(arg, out) in a forked child and copies its `size` bytes of
+ * result back into out: a fresh process per measurement (no allocator,
+ * RocksDB or librdkafka state carried over). Dies if the child fails;
+ * `what` names it in the message. */
+void bench_in_child(const char *what, void (*fn)(const void *arg, void *out),
+                    const void *arg, void *out, size_t size);
+
+/* CPU time (user + system) of this process so far, in seconds. */
+double bench_cpu_seconds(void);
+
 /* The median of v[0..n) (sorts v). */
 double bench_median(double *v, int n);
 
