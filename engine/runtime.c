@@ -410,6 +410,23 @@ static void crash_point(rs_engine_t *e, const char *name) {
 static int write_checkpoint(rs_engine_t *e, int sync_commit) {
   if (!e->store || e->err)
     return e->err;
+  /* Operators write what they keep in memory first (their checkpoint()
+   * callback): those writes join this checkpoint's batch. */
+  for (size_t i = 0; i < e->g->n; i++) {
+    struct rs_op *op = e->nodes[i].op;
+    if (!op || !op->inited || !RS_OPDEF_HAS(op->def, checkpoint))
+      continue;
+    e->cur_op = op;
+    int rc = op->def->checkpoint(op, op->ctx);
+    e->cur_op = NULL;
+    if (rc < 0) {
+      fail(e, rc,
+           "operator '%s' (%s): checkpoint() failed: %s; stopping (the "
+           "previous checkpoint is intact)",
+           e->g->nodes[i].name, op->def->name, rs_strerror(rc));
+      return rc;
+    }
+  }
   size_t cap = 1;
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     cap += (size_t)e->n_parts[s];

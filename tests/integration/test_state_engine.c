@@ -493,3 +493,57 @@ Test(state_engine, state_of_another_log_is_refused, .timeout = 120) {
             "%s", err);
   rs_mock_destroy(m);
 }
+
+/* An operator that keeps state in memory writes it in its checkpoint()
+ * callback, which the engine calls before every checkpoint (also the last
+ * one at shutdown): the count is in the store, with the offsets. */
+Test(state_engine, operator_checkpoint_callback_writes_with_the_offsets,
+     .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 3000, 50, 0, "avro"), 0);
+  char y[1024];
+  snprintf(y, sizeof y,
+           "app: st\n"
+           "state: { commit_interval: 100ms }\n"
+           "plugins: [ \"%s/plugins/rs_test_checkpoint_counter.so\" ]\n"
+           "sources: [ { name: in, topic: in } ]\n"
+           "operators:\n"
+           "  - { name: parse, type: parse, input: in, format: avro }\n"
+           "  - { name: count, type: checkpoint_counter, input: parse }\n"
+           "sinks: [ { name: out, input: count, topic: out, format: json } ]\n",
+           RS_BINARY_DIR);
+  char b[512];
+  snprintf(b, sizeof b, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {b, group_set};
+  it_engine_t e;
+  cr_assert_eq(it_engine_start(&e, y, sets, 2, 1), 0, "%s", e.err);
+  cr_assert_eq(it_engine_join(&e, 0), 0, "%s", e.err);
+  it_engine_free(&e);
+  rs_store_t *s;
+  char err[512];
+  cr_assert_eq(rs_store_open_readonly(it_state_dir(), &s, err, sizeof err), 0,
+               "%s", err);
+  int cf = rs_store_cf(s, "count");
+  cr_assert_geq(cf, 0);
+  const void *v = NULL;
+  size_t n = 0;
+  cr_assert_eq(rs_store_get(s, cf, RS_PARTITION_SHARED, "seen", 4, &v, &n), 0,
+               "checkpoint() was not called: no count in the state");
+  cr_assert_eq(n, 8);
+  int64_t seen = 0;
+  for (int i = 7; i >= 0; i--)
+    seen = seen * 256 + ((const unsigned char *)v)[i];
+  cr_assert_eq(seen, 3000);
+  rs_offset_t *offs;
+  size_t k;
+  cr_assert_eq(rs_store_read_offsets(s, &offs, &k), 0);
+  int64_t sum = 0;
+  for (size_t i = 0; i < k; i++)
+    if (!strcmp(offs[i].topic, "in"))
+      sum += offs[i].next_offset;
+  rs_store_offsets_free(offs, k);
+  cr_assert_eq(sum, 3000, "offsets and the count belong together");
+  rs_store_destroy(s);
+  rs_mock_destroy(m);
+}
