@@ -743,6 +743,21 @@ static int files_grow(files_t *f) {
 
 static int read_file(files_t *f, const char *path, avro_schema_t want,
                      char *errstr, size_t errstr_size) {
+  /* avro-c leaks when it fails to open a file that is not a container:
+   * look at the magic ("Obj" 1) first. */
+  unsigned char magic[4] = {0};
+  FILE *fp = fopen(path, "rb");
+  size_t got = fp ? fread(magic, 1, sizeof magic, fp) : 0;
+  if (fp)
+    fclose(fp);
+  if (!fp)
+    return rs_seterr(errstr, errstr_size, RS_EIO, "%s: %s", path,
+                     strerror(errno));
+  if (got != 4 || memcmp(magic, "Obj\x01", 4))
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "%s: not a readable Avro object container file (no "
+                     "container header)",
+                     path);
   avro_file_reader_t r;
   if (avro_file_reader(path, &r))
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
@@ -907,8 +922,11 @@ static int check_parse_formats(const rs_config_t *cfg, char *errstr,
 }
 
 static volatile sig_atomic_t g_interrupted;
+/* --files runs no loop: the first signal is noted (the progress callback
+ * stops the engine, which checkpoints), a second one leaves at once. */
 static void on_interrupt(int sig) {
-  (void)sig;
+  if (g_interrupted)
+    _exit(128 + sig);
   g_interrupted = 1;
 }
 

@@ -114,6 +114,7 @@ struct part {
   int64_t next_offset;  /* after the last record processed (-1: none yet) */
   uint32_t generation;  /* bumped on every assignment */
   int64_t end_offset;   /* replay: first offset not to process (-1: none) */
+  int range_paused;     /* replay: paused in the client, past its range */
   int64_t committable;  /* -1: nothing to commit yet */
   int64_t committed;
   tracker_t *head, *tail;
@@ -248,6 +249,7 @@ struct rs_engine {
   uv_timer_t progress_timer;
   int replay; /* opts.replay: ranges assigned directly, no group */
   int feed;   /* rs_engine_run_feed(): records from files, no consumer */
+  uint64_t feed_last_progress;
   size_t feed_src;
   char feed_topic[300]; /* RS_FEED_POSITIONS_PREFIX + the source topic */
 
@@ -357,6 +359,8 @@ static void advance(rs_engine_t *e) {
 static void commit_offsets(rs_engine_t *e, int sync) {
   if (e->replay)
     return; /* outside the group: the position lives in the state only */
+  if (e->err)
+    return; /* a failed delivery may lie below what looks committable */
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++) {
@@ -1244,7 +1248,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
    * hundred thousand. */
   if (rc)
     t->failed = 1;
-  if (!rc && t->pending == 0 &&
+  if (!rc && !t->failed && t->pending == 0 &&
       (!p->tail || p->tail->generation == t->generation)) {
     if (p->tail)
       p->tail->end_offset = t->end_offset;
@@ -1276,9 +1280,12 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
 static int at_end(const part_t *p) {
   /* Replay: the range is done, or the partition ends before its end
    * (offsets without records: transaction markers, compaction). */
+  /* eof_offset, not eof: processing the last records clears eof, and an
+   * end event is only read after every record before it, so with nothing
+   * buffered the range is done. */
   if (p->end_offset >= 0 &&
       ((p->next_offset >= 0 && p->next_offset >= p->end_offset) ||
-       (p->eof && p->eof_offset >= p->end_offset)))
+       (p->eof_offset >= p->end_offset && p->bn == 0)))
     return 1;
   if (p->eof_offset < 0)
     return 0;
@@ -1304,10 +1311,17 @@ static void pause_input(rs_engine_t *e, int pause) {
   rd_kafka_topic_partition_list_t *l = NULL;
   if (rd_kafka_assignment(e->consumer, &l) == 0 && l) {
     if (l->cnt) {
-      if (pause)
+      if (pause) {
         rd_kafka_pause_partitions(e->consumer, l);
-      else
+      } else {
         rd_kafka_resume_partitions(e->consumer, l);
+        /* Replay ranges that were done are paused again by the next record
+         * past their end. */
+        for (size_t s = 0; s < e->cfg->n_sources; s++)
+          for (int32_t i = 0; i < e->n_parts[s]; i++)
+            if (e->parts[s][i])
+              e->parts[s][i]->range_paused = 0;
+      }
     }
     rd_kafka_topic_partition_list_destroy(l);
   }
@@ -1573,7 +1587,17 @@ static void drain_ordered(rs_engine_t *e) {
         rs_log(RS_LOG_WARN, "engine", "message from unexpected topic %s",
                rd_kafka_topic_name(m->rkt));
       if (!m->err && p && p->end_offset >= 0 && m->offset >= p->end_offset) {
-        rd_kafka_message_destroy(m); /* replay: past the range */
+        /* Replay: past the range; stop fetching the partition. */
+        if (!p->range_paused) {
+          rd_kafka_topic_partition_list_t *l =
+              rd_kafka_topic_partition_list_new(1);
+          rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt),
+                                            m->partition);
+          rd_kafka_pause_partitions(e->consumer, l);
+          rd_kafka_topic_partition_list_destroy(l);
+          p->range_paused = 1;
+        }
+        rd_kafka_message_destroy(m);
         continue;
       }
       if (!m->err && p && p->assigned && !buf_push(p, m)) {
@@ -2345,6 +2369,11 @@ static void maybe_finish(rs_engine_t *e) {
 static void begin_stop(rs_engine_t *e) {
   if (e->state != ST_RUNNING)
     return;
+  if (e->feed) {
+    /* rs_engine_run_feed() runs no loop: it sees the state and stops. */
+    e->state = ST_STOPPING;
+    return;
+  }
   e->state = ST_STOPPING;
   uv_idle_stop(&e->idle);
   pause_input(e, 1); /* stop fetching */
@@ -2573,7 +2602,10 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
     rc = init_operators(e, errstr, errstr_size);
   /* exactly_once needs every output topic up front (partition counts, the
    * output scan): the dead-letter topics too. */
-  for (size_t i = 0; !rc && e->eo && i < cfg->n_operators; i++) {
+  if (!rc && e->eo && e->opts.dlq_topic && !out_topic(e, e->opts.dlq_topic))
+    rc = RS_ENOMEM;
+  for (size_t i = 0; !rc && e->eo && !e->opts.dlq_topic && i < cfg->n_operators;
+       i++) {
     if (cfg->operators[i].dead_letter_topic) {
       if (!out_topic(e, cfg->operators[i].dead_letter_topic))
         rc = RS_ENOMEM;
@@ -2783,12 +2815,28 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   return 0;
 }
 
+/* The progress callback every opts.progress_ms (it is also how a caller
+ * without a loop hears of signals: it may call rs_engine_stop()). */
+static void feed_progress(rs_engine_t *e) {
+  if (!e->opts.progress || !e->opts.progress_ms)
+    return;
+  uint64_t now = rs_now_ns();
+  if (now - e->feed_last_progress < e->opts.progress_ms * 1000000u)
+    return;
+  e->feed_last_progress = now;
+  rs_engine_stats_t st;
+  rs_engine_get_stats(e, &st);
+  e->opts.progress(e->opts.progress_opaque, &st);
+}
+
 /* Waits until every output in flight is acknowledged (or the engine
- * failed); 0 when none is left. */
+ * failed or was stopped); 0 when none is left. */
 static int feed_drain_outputs(rs_engine_t *e) {
   uint64_t t0 = rs_now_ns();
-  while (e->inflight_records > 0 && !e->err) {
+  while (e->inflight_records > 0 && !e->err &&
+         !atomic_load(&e->stop_requested)) {
     rd_kafka_poll(e->producer, 100);
+    feed_progress(e);
     if (rs_now_ns() - t0 > 60ull * 1000000000u) {
       fail(e, RS_EDELIVERY,
            "%lld outputs still unacknowledged after 60 s (is the broker "
@@ -2855,8 +2903,10 @@ int rs_engine_run_feed(rs_engine_t *e, size_t src,
   }
   const size_t max = (size_t)e->cfg->processing.batch_size;
   const uint64_t ci = (uint64_t)e->cfg->state.commit_interval_ms * 1000000u;
-  uint64_t last_ckpt = rs_now_ns(), last_prog = last_ckpt;
-  while (!e->err && !atomic_load(&e->stop_requested)) {
+  uint64_t last_ckpt = rs_now_ns();
+  e->feed_last_progress = last_ckpt;
+  while (!e->err && e->state == ST_RUNNING &&
+         !atomic_load(&e->stop_requested)) {
     /* The same rule as processing.order deterministic: the partition
      * whose next record has the smallest (timestamp, partition). */
     int32_t best = -1, second = -1;
@@ -2897,23 +2947,21 @@ int rs_engine_run_feed(rs_engine_t *e, size_t src,
       break;
     }
     rd_kafka_poll(e->producer, 0);
-    while (over_high_water(e) && !e->err)
+    while (over_high_water(e) && !e->err && !atomic_load(&e->stop_requested)) {
       rd_kafka_poll(e->producer, 10);
+      feed_progress(e);
+    }
     uint64_t now = rs_now_ns();
     if (now - last_ckpt >= ci) {
       if (!feed_drain_outputs(e))
         write_checkpoint(e, 0);
       last_ckpt = rs_now_ns();
     }
-    if (e->opts.progress && e->opts.progress_ms &&
-        now - last_prog >= e->opts.progress_ms * 1000000u) {
-      last_prog = now;
-      rs_engine_stats_t st;
-      rs_engine_get_stats(e, &st);
-      e->opts.progress(e->opts.progress_opaque, &st);
-    }
+    feed_progress(e);
   }
   rs_free(pos);
+  /* The final checkpoint, also when stopped, unless outputs are still in
+   * flight or it failed (then the last one stays). */
   if (!e->err && !feed_drain_outputs(e))
     write_checkpoint(e, 0);
   e->state = ST_DONE;
@@ -2924,8 +2972,8 @@ int rs_engine_run_feed(rs_engine_t *e, size_t src,
     e->stats.interrupted = 1;
     e->err = RS_EINTERNAL;
     snprintf(e->errstr, sizeof e->errstr,
-             "interrupted; the state holds what was processed up to the last "
-             "checkpoint");
+             "interrupted before the end of the files; the state holds what "
+             "was processed up to its last checkpoint");
   }
   if (e->err)
     return rs_seterr(errstr, errstr_size, e->err, "%s", e->errstr);

@@ -740,3 +740,54 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
   cr_assert(strstr(out, "operators.parse.format=avro"), "%s", out);
   rs_mock_destroy(m);
 }
+
+/* exactly_once with outputs redirected: dead letters go to NAME.dlq, which
+ * the engine must know up front like the configured dead-letter topics. */
+Test(replay, exactly_once_redirect_writes_dead_letters, .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  cr_assert_eq(it_produce(m->bootstraps, "in", 600, 30, 50, "avro"), 12);
+  const char *cfg = config_file();
+  char out[16384];
+  int rc = cli(out, sizeof out,
+               "replay %s --set kafka.brokers=%s --set "
+               "state.guarantee=exactly_once --state-dir %s --output "
+               "topic:backfill --progress none",
+               cfg, m->bootstraps, dir_of("eo"));
+  cr_assert_eq(rc, 0, "%s", out);
+  cr_assert(strstr(out, "dead-lettered:      12"), "%s", out);
+  cr_assert_eq(total_of(m->bootstraps, "backfill.dlq"), 12);
+  cr_assert_eq(total_of(m->bootstraps, "backfill"), 600 - 12);
+  rs_mock_destroy(m);
+}
+
+/* An operator failing during a files replay (no engine loop there) ends
+ * the replay with exit 1 and the message, not an abort. */
+Test(replay, files_replay_failure_is_reported, .timeout = 120) {
+  char file[300], cfg[300], out[16384];
+  snprintf(file, sizeof file, "%s-fail.avro", it_state_dir());
+  int rc =
+      cli(out, sizeof out, "generate --out %s --events 2000 --seed 3", file);
+  cr_assert_eq(rc, 0, "%s", out);
+  snprintf(cfg, sizeof cfg, "%s-fail.yaml", it_state_dir());
+  FILE *f = fopen(cfg, "w");
+  cr_assert(f != NULL);
+  fprintf(f,
+          "app: rpf\n"
+          "plugins: [ \"%s/plugins/rs_test_checkpoint_counter.so\" ]\n"
+          "sources: [ { name: in, topic: in } ]\n"
+          "operators:\n"
+          "  - { name: parse, type: parse, input: in, format: avro }\n"
+          "  - { name: count, type: checkpoint_counter, input: parse }\n"
+          "sinks: [ { name: out, input: count, topic: out, format: json } ]\n",
+          RS_BINARY_DIR);
+  fclose(f);
+  setenv("RS_TEST_CC_FAIL", "1", 1);
+  rc = cli(out, sizeof out,
+           "replay %s --partitions 4 --files %s --state-dir %s --progress none",
+           cfg, file, dir_of("fail"));
+  unsetenv("RS_TEST_CC_FAIL");
+  cr_assert_eq(rc, 1, "rc %d: %s", rc, out);
+  cr_assert(strstr(out, "operator 'count'") && strstr(out, "--resume"), "%s",
+            out);
+}

@@ -1,8 +1,10 @@
 /* Test plugin: passes records through and counts them in memory only; its
  * checkpoint() callback adds the count to a shared state counter. The
  * count reaches the state only if the engine calls checkpoint() before it
- * writes each checkpoint. */
+ * writes each checkpoint. With RS_TEST_CC_FAIL set in the environment,
+ * process() fails (to test how a run ends on an operator failure). */
 #include <stddef.h>
+#include <stdlib.h>
 
 #include <recstream/recstream.h>
 
@@ -23,6 +25,8 @@ static int cc_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
 
 static int cc_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
   cc_t *c = vctx;
+  if (getenv("RS_TEST_CC_FAIL"))
+    return RS_EINVAL;
   for (size_t i = 0; i < batch->count; i++) {
     int rc = c->host->emit(op, 0, &batch->records[i]);
     if (rc)
