@@ -123,7 +123,7 @@ int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
   if (path_is(path, path_len, "/")) {
     *ctype = "text/html; charset=utf-8";
     return rs_buf_append(body, rs_job_page_html, rs_job_page_html_len) ? -1
-                                                                        : 200;
+                                                                       : 200;
   }
   if (path_is(path, path_len, "/healthz")) {
     *ctype = "application/json";

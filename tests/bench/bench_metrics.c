@@ -121,13 +121,8 @@ static result_t measure(const char *kind) {
   result_t r;
   memset(&r, 0, sizeof r);
   char err[2048];
-  rs_mock_t *m;
-  if (rs_mock_start(1, &m, err, sizeof err))
-    bench_die("broker", err);
-  const char *topics[] = {"in", "in.dlq", "out"};
-  for (size_t i = 0; i < RS_ARRAY_SIZE(topics); i++)
-    if (rs_mock_create_topic(m, topics[i], n_partitions, err, sizeof err))
-      bench_die("topic", err);
+  static const char *const topics[] = {"in", "in.dlq", "out", NULL};
+  rs_mock_t *m = bench_broker(topics, n_partitions);
   bench_produce(m->bootstraps, "in", n_records, 10000);
   bench_reset_peak_rss();
   int http = strcmp(kind, "off") != 0;

@@ -167,14 +167,8 @@ typedef struct result {
 } result_t;
 
 static result_t pipeline_once(int with_mf) {
-  char err[1024];
-  rs_mock_t *m;
-  if (rs_mock_start(1, &m, err, sizeof err))
-    bench_die("broker", err);
-  const char *topics[] = {"in", "out", "out2", "in.dlq"};
-  for (int i = 0; i < 4; i++)
-    if (rs_mock_create_topic(m, topics[i], n_partitions, err, sizeof err))
-      bench_die("topic", err);
+  static const char *const topics[] = {"in", "out", "out2", "in.dlq", NULL};
+  rs_mock_t *m = bench_broker(topics, n_partitions);
   bench_produce(m->bootstraps, "in", n_records, 10000);
   bench_reset_peak_rss();
   char yaml[2048];

@@ -110,14 +110,8 @@ int main(int argc, char **argv) {
   if (n_records < 1000 || n_partitions < 1 || rounds < 1 || rounds > 20)
     bench_die("arguments",
               "--records >= 1000, --partitions >= 1, --rounds 1..20");
-  char err[2048];
-  rs_mock_t *m;
-  if (rs_mock_start(1, &m, err, sizeof err))
-    bench_die("broker", err);
-  const char *topics[] = {"in", "in.dlq", "out"};
-  for (size_t i = 0; i < RS_ARRAY_SIZE(topics); i++)
-    if (rs_mock_create_topic(m, topics[i], n_partitions, err, sizeof err))
-      bench_die("topic", err);
+  static const char *const topics[] = {"in", "in.dlq", "out", NULL};
+  rs_mock_t *m = bench_broker(topics, n_partitions);
   bench_produce(m->bootstraps, "in", n_records, 10000);
   printf("%ld Avro interactions over %d partitions; parse -> user_stats -> "
          "sink\n",

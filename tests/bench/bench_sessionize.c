@@ -439,14 +439,10 @@ static result_t run(const input_t *in, const rs_operator_def_t *def2,
  * records in / (last acknowledged output - first input). */
 static void engine_runs(long events, long users, int parts, const char *ooo) {
   char err[2048];
-  rs_mock_t *m;
-  if (rs_mock_start(1, &m, err, sizeof err))
-    bench_die("broker", err);
-  const char *topics[] = {"bench",        "bench.out",      "bench.dlq",
-                          "bench.events", "bench.sessions", "bench.late"};
-  for (int i = 0; i < 6; i++)
-    if (rs_mock_create_topic(m, topics[i], parts, err, sizeof err))
-      bench_die("topic", err);
+  static const char *const topics[] = {
+      "bench",          "bench.out",  "bench.dlq", "bench.events",
+      "bench.sessions", "bench.late", NULL};
+  rs_mock_t *m = bench_broker(topics, parts);
   rd_kafka_conf_t *pc = rd_kafka_conf_new();
   rd_kafka_conf_set(pc, "bootstrap.servers", m->bootstraps, err, sizeof err);
   rd_kafka_conf_set(pc, "linger.ms", "20", err, sizeof err);

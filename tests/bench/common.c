@@ -234,3 +234,14 @@ rs_engine_stats_t bench_run_opts(const char *yaml, const rs_engine_opts_t *o,
   rs_config_destroy(cfg);
   return st;
 }
+
+rs_mock_t *bench_broker(const char *const *topics, int partitions) {
+  char err[2048];
+  rs_mock_t *m;
+  if (rs_mock_start(1, &m, err, sizeof err))
+    bench_die("broker", err);
+  for (size_t i = 0; topics[i]; i++)
+    if (rs_mock_create_topic(m, topics[i], partitions, err, sizeof err))
+      bench_die("topic", err);
+  return m;
+}

@@ -6,12 +6,17 @@
 
 #include <stdint.h>
 
+#include "kafka.h"
 #include "runtime.h"
 
 /* Prints "<prog>: what: err" and exits 1. */
 _Noreturn void bench_die(const char *what, const char *err);
 /* Sets the program name used in messages. */
 void bench_init(const char *prog);
+
+/* Starts an embedded broker with the NULL-terminated topics, each of
+ * `partitions` partitions; dies on failure. */
+rs_mock_t *bench_broker(const char *const *topics, int partitions);
 
 /* Produces n Avro interactions to topic, keyed by user "u<k % users>",
  * event time base + k ms (so partitions interleave in time). */
