@@ -1543,17 +1543,11 @@ planned:
   }
   /* The plan goes into the directory first: --resume reads it back. */
   {
-    char cmd[4096];
-    size_t k = 0;
-    for (const char *c = dir; *c && k + 1 < sizeof cmd; c++)
-      cmd[k++] = *c;
-    cmd[k] = '\0';
-    for (size_t i = 1; i < k; i++)
-      if (cmd[i] == '/') {
-        cmd[i] = '\0';
-        mkdir(cmd, 0755);
-        cmd[i] = '/';
-      }
+    if (rs_mkdir_parents(dir, "--state-dir", err, sizeof err)) {
+      fprintf(stderr, "recstream replay: %s\n", err);
+      exit_code = EXIT_RUNTIME;
+      goto out;
+    }
     if (mkdir(dir, 0755) && errno != EEXIST) {
       fprintf(stderr, "recstream replay: cannot create %s: %s\n", dir,
               strerror(errno));

@@ -1902,28 +1902,10 @@ static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
 
 /* ---------------------------------------------------------- state */
 
-/* mkdir -p of dir's parents (RocksDB creates the last component). */
-static int make_parents(const char *dir, char *errstr, size_t errstr_size) {
-  char path[4096];
-  if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
-    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
-                     "state.dir: path too long");
-  for (char *q = path + 1; *q; q++) {
-    if (*q != '/')
-      continue;
-    *q = '\0';
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-      return rs_seterr(errstr, errstr_size, RS_ESTATE,
-                       "state.dir %s: cannot create %s: %s", dir, path,
-                       strerror(errno));
-    *q = '/';
-  }
-  return 0;
-}
-
 static int open_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
   const rs_config_t *cfg = e->cfg;
-  int rc = make_parents(cfg->state.dir, errstr, errstr_size);
+  /* RocksDB creates the last component. */
+  int rc = rs_mkdir_parents(cfg->state.dir, "state.dir", errstr, errstr_size);
   if (rc)
     return rc;
   const char **names = rs_calloc(e->g->n + 1, sizeof(*names));

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -161,4 +162,23 @@ uint64_t rs_op_random(uint64_t seed, const void *key, size_t key_len,
   uint64_t h = rs_hash64(key, key_len, seed);
   return rs_mix64(h ^
                   rs_mix64((uint64_t)offset * 0x9e3779b97f4a7c15ULL + stream));
+}
+
+int rs_mkdir_parents(const char *dir, const char *what, char *errstr,
+                     size_t errstr_size) {
+  char path[4096];
+  if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG, "%s: path too long",
+                     what);
+  for (char *q = path + 1; *q; q++) {
+    if (*q != '/')
+      continue;
+    *q = '\0';
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+      return rs_seterr(errstr, errstr_size, RS_ESTATE,
+                       "%s %s: cannot create %s: %s", what, dir, path,
+                       strerror(errno));
+    *q = '/';
+  }
+  return 0;
 }

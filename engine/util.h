@@ -87,6 +87,10 @@ uint64_t rs_hash64(const void *p, size_t n, uint64_t seed);
  * operator instance from its name, and the value for (key, offset,
  * stream) under that seed. One definition for the runtime and the
  * in-process host, so that `recstream eval` draws what a pipeline does. */
+/* mkdir -p of dir's parents (not dir itself); `what` names the setting in
+ * messages ("state.dir"). */
+int rs_mkdir_parents(const char *dir, const char *what, char *errstr,
+                     size_t errstr_size);
 uint64_t rs_op_seed(const char *name);
 uint64_t rs_op_random(uint64_t seed, const void *key, size_t key_len,
                       int64_t offset, uint64_t stream);
