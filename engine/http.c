@@ -148,14 +148,14 @@ int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
                         NULL, 0)
                  ? -1
                  : 400;
-    /* Interactive queries read the latest list a topn_emit operator keeps
-     * in state; no such operator exists yet (issue 8 closing note). */
+    /* Interactive queries will read the latest list topn_emit keeps in
+     * state (its partition's owner only); not served yet. */
     return json_error(body, ctype,
-                      "no topn_emit operator in this graph: no "
-                      "recommendation lists are kept in state to query",
+                      "not implemented yet: the latest list topn_emit keeps "
+                      "in state is not served over HTTP in this version",
                       user, user_len)
                ? -1
-               : 404;
+               : 501;
   }
   int metrics = path_is(path, path_len, "/metrics");
   int ready = path_is(path, path_len, "/readyz");
@@ -203,6 +203,8 @@ static const char *reason_of(int status) {
     return "Not Found";
   case 405:
     return "Method Not Allowed";
+  case 501:
+    return "Not Implemented";
   case 503:
     return "Service Unavailable";
   default:

@@ -8,7 +8,7 @@
  *   GET /readyz                   200 when partitions are assigned and
  *                                 consumed, 503 otherwise (JSON both ways)
  *   GET /v1/graph                 nodes, edges and counters as JSON
- *   GET /v1/recommendations/USER  404: needs a topn_emit operator
+ *   GET /v1/recommendations/USER  501: not served yet (topn_emit's lists)
  *
  * Lifecycle (runtime.c): rs_http_start() after the loop's handles exist;
  * rs_http_close() with them when the engine stops (the listener closes,
