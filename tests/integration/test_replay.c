@@ -101,11 +101,7 @@ static int dump_entry(void *opaque, int32_t partition, const void *key,
 
 /* Every operator entry and the input offsets (output ends differ by
  * design: another topic). */
-static char *dump_state_opt(const char *dir, size_t *entries, int offsets);
-static char *dump_state(const char *dir, size_t *entries) {
-  return dump_state_opt(dir, entries, 1);
-}
-static char *dump_state_opt(const char *dir, size_t *entries, int offsets) {
+static char *dump_state(const char *dir, size_t *entries, int offsets) {
   rs_store_t *s;
   char err[512];
   cr_assert_eq(rs_store_open_readonly(dir, &s, err, sizeof err), 0, "%s", err);
@@ -136,6 +132,20 @@ static char *dump_state_opt(const char *dir, size_t *entries, int offsets) {
   rs_store_destroy(s);
   rs_buf_append(&d.b, "", 1);
   return d.b.data;
+}
+
+/* Asserts that two state directories hold the same entries (and, with
+ * offsets, the same input offsets); returns how many entries. */
+static size_t assert_same_state(const char *x, const char *y, int offsets,
+                                const char *what) {
+  size_t n1, n2;
+  char *a = dump_state(dir_of(x), &n1, offsets);
+  char *b = dump_state(dir_of(y), &n2, offsets);
+  cr_assert_eq(n1, n2, "%s: %zu vs %zu entries", what, n1, n2);
+  cr_assert(!strcmp(a, b), "%s", what);
+  free(a);
+  free(b);
+  return n1;
 }
 
 static void live_run(const char *bootstrap, const char *dir, const char *group,
@@ -183,14 +193,9 @@ Test(replay, parity_with_a_live_run, .timeout = 180) {
                cfg, m->bootstraps, dir_of("replayed"));
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "records:            6000 of 6000 planned"), "%s", out);
-  size_t n1, n2;
-  char *a = dump_state(dir_of("live"), &n1);
-  char *b = dump_state(dir_of("replayed"), &n2);
+  size_t n1 = assert_same_state("live", "replayed", 1,
+                                "the replayed state differs from the live one");
   cr_assert_gt(n1, 120, "%zu entries", n1); /* users + items */
-  cr_assert_eq(n1, n2);
-  cr_assert(!strcmp(a, b), "the replayed state differs from the live one");
-  free(a);
-  free(b);
 
   /* Outputs: the same records, partition by partition, in order. */
   int64_t no = total_of(m->bootstraps, "out");
@@ -221,11 +226,7 @@ Test(replay, parity_with_a_live_run, .timeout = 180) {
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "outputs withheld:   6000"), "%s", out);
   cr_assert_eq(total_of(m->bootstraps, "backfill"), no);
-  a = dump_state(dir_of("live"), &n1);
-  b = dump_state(dir_of("quiet"), &n2);
-  cr_assert(!strcmp(a, b));
-  free(a);
-  free(b);
+  assert_same_state("live", "quiet", 1, "--output none changed the state");
   rs_mock_destroy(m);
 }
 
@@ -301,12 +302,8 @@ Test(replay, hand_off_to_a_live_run, .timeout = 180) {
   rs_engine_stats_t st;
   live_run(m->bootstraps, dir_of("handoff"), "g-handoff", &st);
   cr_assert_eq(st.records_in, 3000, "no gap, no overlap");
-  size_t n1, n2;
-  char *a = dump_state(dir_of("single"), &n1);
-  char *b = dump_state(dir_of("handoff"), &n2);
-  cr_assert(!strcmp(a, b), "replay + run differs from one run");
-  free(a);
-  free(b);
+  assert_same_state("single", "handoff", 1,
+                    "replay + run differs from one run");
   rs_mock_destroy(m);
 }
 
@@ -343,12 +340,7 @@ Test(replay, interrupted_replay_resumes, .timeout = 180) {
            cfg, m->bootstraps, dir_of("cut"));
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "recstream replay: complete"), "%s", out);
-  size_t n1, n2;
-  char *a = dump_state(dir_of("whole"), &n1);
-  char *b = dump_state(dir_of("cut"), &n2);
-  cr_assert(!strcmp(a, b), "the resumed replay differs");
-  free(a);
-  free(b);
+  assert_same_state("whole", "cut", 1, "the resumed replay differs");
   /* A complete replay has nothing to resume. */
   rc = cli(out, sizeof out,
            "replay %s --set kafka.brokers=%s --state-dir %s --resume "
@@ -636,14 +628,10 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
            cfg, m->bootstraps, dir_of("from-file"), file);
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "records:            6000 of 6000 planned"), "%s", out);
-  size_t n1, n2;
-  char *a = dump_state_opt(dir_of("from-topic"), &n1, 0);
-  char *b = dump_state_opt(dir_of("from-file"), &n2, 0);
+  size_t n1 =
+      assert_same_state("from-topic", "from-file", 0,
+                        "the file replay differs from the topic replay");
   cr_assert_gt(n1, 150);
-  cr_assert_eq(n1, n2);
-  cr_assert(!strcmp(a, b), "the file replay differs from the topic replay");
-  free(a);
-  free(b);
   /* The outputs too (they show the interleaving of partitions: each
    * carries the item's count so far). */
   it_msg_t *x, *y;
@@ -698,11 +686,8 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
   long resumed = atol(rec + strlen("records:            "));
   cr_assert(resumed > 0 && resumed < 40000,
             "the kill was not mid-way: %ld records after --resume", resumed);
-  a = dump_state(dir_of("files-whole"), &n1);
-  b = dump_state(dir_of("files-cut"), &n2);
-  cr_assert(!strcmp(a, b), "the resumed files replay differs");
-  free(a);
-  free(b);
+  assert_same_state("files-whole", "files-cut", 1,
+                    "the resumed files replay differs");
 
   /* Files that are not interaction containers, and a pattern matching
    * nothing, are refused with the file named. */

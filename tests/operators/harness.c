@@ -463,6 +463,29 @@ static int state_fail(rs_harness_t *h, const char *what, int rc) {
   return rc;
 }
 
+/* Reads key through cache and lends a copy until the next state_* call
+ * (the borrow rule of the host API). */
+static int lend(rs_harness_t *h, rs_cache_t *cache, int cf, int32_t partition,
+                const void *key, size_t key_len, void **value,
+                size_t *value_len, const char *what) {
+  const void *v;
+  size_t n;
+  int rc = rs_cache_get(cache, cf, partition, key, key_len, &v, &n);
+  if (rc == RS_ENOENT)
+    return rc;
+  if (rc)
+    return state_fail(h, what, rc);
+  rs_buf_reset(&h->lent);
+  if (rs_buf_reserve(&h->lent, n + 1))
+    return RS_ENOMEM;
+  if (n)
+    memcpy(h->lent.data, v, n);
+  h->lent.len = n;
+  *value = h->lent.data;
+  *value_len = n;
+  return 0;
+}
+
 /* Every state_* call starts here: it ends the borrow of the last value
  * state_get lent, and refuses what the engine would refuse. */
 static int state_enter(rs_harness_t *h, const char *what, int32_t partition,
@@ -499,22 +522,8 @@ static int h_state_get(rs_op_t *op, int32_t partition, const void *key,
   int rc = state_enter(h, "state_get", partition, key, key_len);
   if (rc)
     return rc;
-  const void *v;
-  size_t n;
-  rc = rs_cache_get(h->cache, h->cf, partition, key, key_len, &v, &n);
-  if (rc == RS_ENOENT)
-    return rc;
-  if (rc)
-    return state_fail(h, "state_get", rc);
-  rs_buf_reset(&h->lent);
-  if (rs_buf_reserve(&h->lent, n + 1))
-    return RS_ENOMEM;
-  if (n)
-    memcpy(h->lent.data, v, n);
-  h->lent.len = n;
-  *value = h->lent.data;
-  *value_len = n;
-  return 0;
+  return lend(h, h->cache, h->cf, partition, key, key_len, value, value_len,
+              "state_get");
 }
 
 static int h_state_put(rs_op_t *op, int32_t partition, const void *key,
@@ -612,23 +621,8 @@ static int h_peer_state_get(rs_op_t *op, int handle, int32_t partition,
              handle);
     return RS_EINVAL;
   }
-  const void *v;
-  size_t n;
-  rc = rs_cache_get(h->peer->cache, h->peer->cf, partition, key, key_len, &v,
-                    &n);
-  if (rc == RS_ENOENT)
-    return rc;
-  if (rc)
-    return state_fail(h, "peer_state_get", rc);
-  rs_buf_reset(&h->lent);
-  if (rs_buf_reserve(&h->lent, n + 1))
-    return RS_ENOMEM;
-  if (n)
-    memcpy(h->lent.data, v, n);
-  h->lent.len = n;
-  *value = h->lent.data;
-  *value_len = n;
-  return 0;
+  return lend(h, h->peer->cache, h->peer->cf, partition, key, key_len, value,
+              value_len, "peer_state_get");
 }
 
 static int h_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
