@@ -380,6 +380,8 @@ Test(process, second_signal_with_outputs_in_flight_exits_1, .timeout = 120) {
   rs_mock_t *m = it_cluster(2, 4, topics);
   cr_assert(m != NULL);
   const long total = 20000;
+  for (int p = 0; p < 4; p++)
+    rd_kafka_mock_partition_set_leader(m->mc, "in", p, 1);
   cr_assert_eq(it_produce(m->bootstraps, "in", total, 500, 0, "avro"), 0);
   char cfg[] = "/tmp/rs-sig2-XXXXXX";
   pid_t pid = start_throttled(m, cfg);
@@ -387,7 +389,13 @@ Test(process, second_signal_with_outputs_in_flight_exits_1, .timeout = 120) {
   cr_assert(it_wait(output_at_least, &pr, 60000), "no output appeared");
   /* With the output broker down nothing in flight can be acknowledged, so
    * the second signal surely finds outputs in flight. */
+  /* Inputs come from broker 1, so the engine keeps filling its in-flight
+   * window while broker 2 is down. set_down is an asynchronous request to
+   * the mock cluster's thread: the pause lets it take effect (a signal
+   * sent before could find every output acknowledged and exit 0). */
   rd_kafka_mock_broker_set_down(m->mc, 2);
+  struct timespec down = {1, 0};
+  nanosleep(&down, NULL);
   kill(pid, SIGTERM);
   struct timespec ts = {0, 300 * 1000000};
   nanosleep(&ts, NULL); /* lets the first signal be handled on its own */
