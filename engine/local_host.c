@@ -235,6 +235,7 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
       .state_counter_add = l_counter_state,
       .peer_open = l_peer_open,
       .peer_state_get = l_peer_get,
+      .variant = "",
   };
   const char *tmp = getenv("TMPDIR");
   snprintf(l->dir, sizeof l->dir, "%s/recstream_local_XXXXXX",

@@ -815,6 +815,7 @@ static const rs_host_api_t host_api_template = {
     .state_counter_add = host_state_counter_add,
     .peer_open = host_peer_open,
     .peer_state_get = host_peer_state_get,
+    .variant = "",
 };
 
 /* ------------------------------------------------------------ produce */

@@ -841,6 +841,7 @@ rs_harness_t *rs_harness_new_with_peer(const rs_operator_def_t *def,
       .state_counter_add = h_state_counter_add,
       .peer_open = h_peer_open,
       .peer_state_get = h_peer_state_get,
+      .variant = "",
   };
   if (peer_name && peer) {
     h->peer = peer;

@@ -158,6 +158,16 @@ typedef struct rs_host_api {
   int (*peer_state_get)(rs_op_t *op, int handle, int32_t partition,
                         const void *key, size_t key_len, void **value,
                         size_t *value_len);
+
+  /* ---- ABI minor 3 (check RS_HOST_HAS before use) ---- */
+  /* The experiment variant this instance serves (the `experiments:`
+   * config section), "" outside experiments. Never NULL when present. */
+  const char *variant;
+  /* Whether anything reads output port `port` (a sink, a downstream
+   * operator or a side output): 0 lets an operator skip building records
+   * nobody reads (replay with outputs suppressed, unconnected ports).
+   * emit() on an unwanted port is still allowed and costs nothing. */
+  int (*port_wanted)(rs_op_t *op, uint32_t port);
 } rs_host_api_t;
 
 /* The partition argument of state_* for state shared by all partitions. */
@@ -198,6 +208,17 @@ typedef struct rs_operator_def {
    * not allowed here. A negative return stops the engine. Optional. */
   int (*checkpoint)(rs_op_t *op, void *ctx);
   void (*destroy)(rs_op_t *op, void *ctx);
+
+  /* ---- ABI minor 3 (check RS_OPDEF_HAS before use) ---- */
+  /* Interactive query (GET /v1/recommendations/{key}): answer what the
+   * instance keeps for `key` in `partition` (the partition the key hashes
+   * to) as one JSON value, written to *json (allocated with host->malloc;
+   * the host frees it) and *json_len. RS_ENOENT when nothing is kept for
+   * the key. Runs on the loop thread between batches; state_* and peer_*
+   * reads are allowed, writes, emit() and dead_letter() are not.
+   * Optional. */
+  int (*query)(rs_op_t *op, void *ctx, int32_t partition, const void *key,
+               size_t key_len, char **json, size_t *json_len);
 } rs_operator_def_t;
 
 /* Layout of ABI major 1. */
@@ -208,7 +229,7 @@ _Static_assert(offsetof(rs_host_api_t, abi_version) == 0, "abi_version");
 _Static_assert(offsetof(rs_host_api_t, struct_size) == 4, "struct_size");
 _Static_assert(offsetof(rs_host_api_t, emit) == 8, "emit");
 #if UINTPTR_MAX == 0xffffffffffffffffu
-_Static_assert(sizeof(rs_operator_def_t) == 104, "operator def size");
+_Static_assert(sizeof(rs_operator_def_t) == 112, "operator def size");
 _Static_assert(offsetof(rs_operator_def_t, init) == 64, "init");
 _Static_assert(sizeof(rs_record_t) == 72, "record size");
 _Static_assert(sizeof(rs_option_def_t) == 64, "option def size");

@@ -13,7 +13,7 @@
 #define RS_VERSION_STRING "0.1.0"
 
 #define RS_ABI_MAJOR 1u
-#define RS_ABI_MINOR 2u
+#define RS_ABI_MINOR 3u
 #define RS_ABI_VERSION ((RS_ABI_MAJOR << 16) | RS_ABI_MINOR)
 #define RS_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
 
