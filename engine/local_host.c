@@ -46,6 +46,16 @@ struct rs_local {
   int cf;
 };
 
+/* Emits go to on_emit, or nowhere: then no port is wanted. */
+static int l_port_wanted(rs_op_t *op, uint32_t port) {
+  const rs_local_t *l = op->l;
+  uint32_t n = 1;
+  if (l->def->output_ports)
+    for (n = 0; l->def->output_ports[n];)
+      n++;
+  return l->opts.on_emit != NULL && port < n;
+}
+
 static int l_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   rs_local_t *l = op->l;
   return l->opts.on_emit ? l->opts.on_emit(l->opts.opaque, port, rec) : 0;
@@ -236,6 +246,7 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
       .peer_open = l_peer_open,
       .peer_state_get = l_peer_get,
       .variant = "",
+      .port_wanted = l_port_wanted,
   };
   const char *tmp = getenv("TMPDIR");
   snprintf(l->dir, sizeof l->dir, "%s/recstream_local_XXXXXX",

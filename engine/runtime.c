@@ -71,6 +71,9 @@ struct rs_counter {
 typedef struct outbuf {
   rs_record_t *recs;
   size_t n, cap;
+  /* host->port_wanted: an operator or a writing sink reads the port. */
+  int wanted;
+  uint32_t withheld_sinks; /* suppressed sinks reading it (withheld count) */
 } outbuf_t;
 
 typedef struct part part_t;
@@ -544,6 +547,13 @@ static int host_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   node_rt_t *n = &op->e->nodes[op->node];
   if (port >= n->n_ports)
     return RS_EINVAL;
+  if (!n->out[port].wanted) {
+    /* Nobody reads it: counted as the sinks would have counted it. */
+    op->e->stats.withheld += n->out[port].withheld_sinks;
+    if (op->c_out)
+      op->c_out->value++;
+    return 0;
+  }
   int rc = outbuf_push(&n->out[port], rec);
   if (!rc && op->c_out)
     op->c_out->value++;
@@ -791,6 +801,11 @@ static uint64_t host_random(rs_op_t *op, const void *key, size_t key_len,
   return rs_op_random(op->seed, key, key_len, offset, stream);
 }
 
+static int host_port_wanted(rs_op_t *op, uint32_t port) {
+  const node_rt_t *n = &op->e->nodes[op->node];
+  return port < n->n_ports && n->out[port].wanted;
+}
+
 static const rs_host_api_t host_api_template = {
     .abi_version = RS_ABI_VERSION,
     .struct_size = sizeof(rs_host_api_t),
@@ -816,6 +831,7 @@ static const rs_host_api_t host_api_template = {
     .peer_open = host_peer_open,
     .peer_state_get = host_peer_state_get,
     .variant = "",
+    .port_wanted = host_port_wanted,
 };
 
 /* ------------------------------------------------------------ produce */
@@ -2491,6 +2507,22 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
     if (!n->out)
       return RS_ENOMEM;
     n->n_ports = gn->n_ports;
+  }
+  /* Who reads each output port: an operator always (it keeps state), a
+   * sink unless outputs are suppressed (replay --output none). */
+  for (size_t i = 0; i < g->n; i++) {
+    const rs_gnode_t *gn = &g->nodes[i];
+    for (size_t k = 0; k < gn->n_inputs; k++) {
+      outbuf_t *ob = &e->nodes[gn->inputs[k].from].out[gn->inputs[k].port];
+      if (gn->kind == RS_NODE_SINK && e->opts.suppress_output)
+        ob->withheld_sinks++;
+      else
+        ob->wanted = 1;
+    }
+  }
+  for (size_t i = 0; i < g->n; i++) {
+    const rs_gnode_t *gn = &g->nodes[i];
+    node_rt_t *n = &e->nodes[i];
     if (gn->kind == RS_NODE_SINK) {
       n->sink = out_topic(e, e->cfg->sinks[gn->cfg_index].topic);
       if (!n->sink)

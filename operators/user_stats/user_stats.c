@@ -88,6 +88,8 @@ typedef struct us_ctx {
   const rs_host_api_t *host;
   rs_counter_t *users_created;
   int has_counter_add;
+  int has_port_wanted; /* host->port_wanted (ABI minor 3) */
+  int out_wanted;      /* port `out` is read: checked once per batch */
   unsigned char buf[US_HEADER + US_ITEM_MAX]; /* encoded user state */
   char reason[256];
 } us_ctx_t;
@@ -207,6 +209,7 @@ static int us_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
     return RS_ENOTSUP;
   }
   c->has_counter_add = RS_HOST_HAS(host, state_counter_add);
+  c->has_port_wanted = RS_HOST_HAS(host, port_wanted);
   c->users_created = host->counter(
       op, "users_created",
       "users seen for the first time in their partition (state created)");
@@ -314,6 +317,17 @@ static int put_fmt(line_t *l, const char *fmt, ...) {
 static int emit_line(us_ctx_t *c, const rs_record_t *rec,
                      const rs_interaction_t *ia, const us_state_t *s,
                      int64_t item_events) {
+  if (!c->out_wanted) {
+    /* Nobody reads `out` (a replay with outputs suppressed): the line is
+     * not built; the emit still counts, and costs the host nothing. */
+    rs_record_t out = {.kind = RS_KIND_BYTES,
+                       .key = ia->user,
+                       .key_len = ia->user_len,
+                       .timestamp_ms = rec->timestamp_ms,
+                       .src_partition = rec->src_partition,
+                       .src_offset = rec->src_offset};
+    return c->host->emit(c->op, 0, &out);
+  }
   line_t l = {0};
   /* Escaping at most quadruples a string; 512 covers the names and
    * thirteen numbers of at most 24 characters each. */
@@ -427,6 +441,7 @@ static int us_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
                  batch->partition);
     return RS_EINVAL;
   }
+  c->out_wanted = !c->has_port_wanted || c->host->port_wanted(op, 0);
   for (size_t i = 0; i < batch->count; i++) {
     int rc = us_one(c, batch->partition, &batch->records[i]);
     if (rc < 0)

@@ -46,7 +46,8 @@ struct rs_harness {
   void *ctx;
   int initialized;
   uint32_t n_ports;
-  char **strings; /* option strings */
+  uint64_t unwanted_ports; /* bit p: port_wanted(p) answers 0 */
+  char **strings;          /* option strings */
   size_t n_strings;
   rs_arena_t arena;
   emitted_t *emitted;
@@ -370,6 +371,20 @@ static void free_payload(const rs_record_t *r) {
     rs_free((void *)s->user);
     rs_free(s);
   }
+}
+
+static int h_port_wanted(rs_op_t *op, uint32_t port) {
+  const rs_harness_t *h = op->h;
+  return port < h->n_ports && !(port < 64 && (h->unwanted_ports >> port) & 1);
+}
+
+void rs_harness_set_port_wanted(rs_harness_t *h, uint32_t port, int wanted) {
+  if (port >= 64)
+    return;
+  if (wanted)
+    h->unwanted_ports &= ~((uint64_t)1 << port);
+  else
+    h->unwanted_ports |= (uint64_t)1 << port;
 }
 
 static int h_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
@@ -842,6 +857,7 @@ rs_harness_t *rs_harness_new_with_peer(const rs_operator_def_t *def,
       .peer_open = h_peer_open,
       .peer_state_get = h_peer_state_get,
       .variant = "",
+      .port_wanted = h_port_wanted,
   };
   if (peer_name && peer) {
     h->peer = peer;

@@ -2,7 +2,7 @@
  * without Kafka, so an operator test can push records in and assert on what
  * comes out and on the state it keeps.
  *
- * It implements a whole rs_host_api_t (ABI minor 2): emit() and
+ * It implements a whole rs_host_api_t (ABI minor 3): emit() and
  * dead_letter() collect deep copies (they survive later pushes),
  * batch_alloc() serves from an arena reset at the start of every push,
  * counters are readable by name, random() is deterministic, and timer_set
@@ -140,6 +140,13 @@ const char *rs_harness_errmsg(const rs_harness_t *h);
  * reports later fields absent. Operators usually look once, in init():
  * restart after setting it. */
 void rs_harness_set_host_struct_size(rs_harness_t *h, uint32_t struct_size);
+
+/* What host->port_wanted (ABI minor 3) answers for `port` (< 64): every
+ * port of the operator is wanted until set otherwise, ports past the
+ * operator's last are never. Emits on an unwanted port are still collected,
+ * so a test sees what the operator emitted there (e.g. a record it did not
+ * build). Operators usually ask per batch: set it before pushing. */
+void rs_harness_set_port_wanted(rs_harness_t *h, uint32_t port, int wanted);
 
 /* Records emitted on `port` since creation or the last clear, in order.
  * Key, value and (for RS_KIND_INTERACTION, RS_KIND_SESSION_EVENT,

@@ -373,3 +373,27 @@ Test(harness, peer_reads_see_the_peer_state_read_only) {
   rs_harness_destroy(h);
   rs_harness_destroy(model);
 }
+
+Test(harness, port_wanted_answers_as_set) {
+  rs_harness_t *h = make(NULL);
+  const rs_host_api_t *host = ctx(h)->host;
+  rs_op_t *op = ctx(h)->op;
+  cr_assert(RS_HOST_HAS(host, port_wanted));
+  cr_assert_eq(host->port_wanted(op, 0), 1, "ports are wanted by default");
+  cr_assert_eq(host->port_wanted(op, 1), 0, "the probe has one port");
+  cr_assert_eq(host->port_wanted(op, 99), 0);
+  rs_harness_set_port_wanted(h, 0, 0);
+  cr_assert_eq(host->port_wanted(op, 0), 0);
+  /* Emits on an unwanted port are allowed (and collected here). */
+  rs_record_t r = {.kind = RS_KIND_BYTES, .key = "k", .key_len = 1};
+  cr_assert_eq(host->emit(op, 0, &r), 0);
+  cr_assert_eq(rs_harness_emitted_count(h, 0), 1);
+  rs_harness_set_port_wanted(h, 0, 1);
+  cr_assert_eq(host->port_wanted(op, 0), 1);
+  /* An older host has no port_wanted. */
+  rs_harness_set_host_struct_size(h,
+                                  (uint32_t)offsetof(rs_host_api_t, variant));
+  cr_assert_not(RS_HOST_HAS(host, port_wanted));
+  rs_harness_set_host_struct_size(h, 0);
+  rs_harness_destroy(h);
+}

@@ -650,3 +650,46 @@ Test(user_stats, options) {
     cr_assert_not_null(o->default_value, "option %s", o->name);
   }
 }
+
+/* When nothing reads port `out` (host->port_wanted, e.g. a replay with
+ * outputs suppressed) the line is not built: each emit carries the key and
+ * source position only, the state is the same, and lines come back as soon
+ * as the port is read again. A host without port_wanted gets lines. */
+Test(user_stats, unread_output_is_not_built) {
+  rs_harness_t *h = make(NULL), *ref = make(NULL);
+  event_t e[2];
+  ev(&e[0], "alice", "i1", RS_EVENT_VIEW, 1, 2.5, 1000, 0, 10);
+  ev(&e[1], "bob", "i2", RS_EVENT_CLICK, 0, 0, 1001, 0, 11);
+  rs_harness_set_port_wanted(h, 0, 0);
+  push_ok(h, 0, e, 2);
+  push_ok(ref, 0, e, 2);
+  cr_assert_eq(rs_harness_emitted_count(h, 0), 2);
+  for (size_t i = 0; i < 2; i++) {
+    const rs_record_t *r = rs_harness_emitted(h, 0, i);
+    cr_assert_eq(r->value_len, 0, "output %zu was built", i);
+    cr_assert_eq(r->src_offset, 10 + (int64_t)i);
+    cr_assert_eq(r->key_len, i ? 3u : 5u);
+  }
+  cr_assert_eq(rs_harness_counter(h, "records_out"), 2);
+  decoded_t a = user_state(h, 0, "alice"), b = user_state(ref, 0, "alice");
+  cr_assert_eq(a.events, b.events);
+  cr_assert_eq(a.value_sum, b.value_sum);
+  cr_assert_eq(item_count(h, "i2"), 1);
+
+  rs_harness_set_port_wanted(h, 0, 1);
+  push_ok(h, 0, e, 1);
+  assert_line(h, 2,
+              "user=alice events=2 views=2 clicks=0 carts=0 purchases=0 "
+              "ratings=0 value_sum=5 first_ts=1000 last_ts=1000 "
+              "last_item=i1 item_events=2 ts=1000");
+
+  /* An ABI minor-2 host: no port_wanted, so the line is always built. */
+  rs_harness_set_port_wanted(h, 0, 0);
+  rs_harness_set_host_struct_size(h,
+                                  (uint32_t)offsetof(rs_host_api_t, variant));
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  push_ok(h, 0, e + 1, 1);
+  cr_assert_gt(rs_harness_emitted(h, 0, 3)->value_len, 0);
+  rs_harness_destroy(ref);
+  rs_harness_destroy(h);
+}
