@@ -353,6 +353,23 @@ static int scan_window(rd_kafka_topic_t *rkt, int32_t partition, int64_t from,
   return rc;
 }
 
+int rs_seek_broker_answer(rd_kafka_resp_err_t err,
+                          rd_kafka_resp_err_t partition_err, int64_t offset,
+                          int64_t lo, int64_t hi, int64_t *out) {
+  /* No answer (a timeout, an old broker, a partition error), or -1: a real
+   * broker's "no record that late", but also the embedded broker's answer
+   * to every time. The search then finds hi in the first case, the right
+   * offset in the second. */
+  if (err || partition_err || offset < 0)
+    return 0;
+  /* The first offset with a timestamp >= the time, over the whole
+   * partition: past hi (records appended since the plan) means none in
+   * [lo, hi); below lo cannot be (retention only raises lo) but is held
+   * to the range all the same. */
+  *out = offset < lo ? lo : offset > hi ? hi : offset;
+  return 1;
+}
+
 int rs_seek_time(rd_kafka_t *rk, const char *topic, int32_t partition,
                  int64_t lo, int64_t hi, int64_t ts_ms, int64_t window,
                  int ask_broker, int64_t *out, rs_seek_stats_t *st,
@@ -369,13 +386,11 @@ int rs_seek_time(rd_kafka_t *rk, const char *topic, int32_t partition,
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, topic, partition)->offset = ts_ms;
     rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, l, 10000);
-    int64_t o = err ? -1 : l->elems[0].err ? -1 : l->elems[0].offset;
+    int used = rs_seek_broker_answer(err, l->elems[0].err, l->elems[0].offset,
+                                     lo, hi, out);
     rd_kafka_topic_partition_list_destroy(l);
-    /* -1 is also a real broker's "no record that late": the search
-     * below then finds hi, the same answer. */
-    if (o >= 0) {
+    if (used) {
       st->broker_answered = 1;
-      *out = o < lo ? lo : o > hi ? hi : o;
       return 0;
     }
   }

@@ -63,6 +63,17 @@ int rs_seek_time(rd_kafka_t *rk, const char *topic, int32_t partition,
                  int ask_broker, int64_t *out, rs_seek_stats_t *st,
                  char *errstr, size_t errstr_size);
 
+/* How rs_seek_time uses the broker's answer to offsets_for_times for one
+ * partition (err: the call's result; partition_err and offset: the
+ * partition's). 1 with *out = the offset held to [lo, hi] when it is an
+ * answer (an offset past hi means no record of [lo, hi) is that late);
+ * 0 when the binary search must run: an error, or -1 (the embedded broker
+ * answers -1 to every time; a real broker for a time after every
+ * record, where the search finds hi). */
+int rs_seek_broker_answer(rd_kafka_resp_err_t err,
+                          rd_kafka_resp_err_t partition_err, int64_t offset,
+                          int64_t lo, int64_t hi, int64_t *out);
+
 int rs_cmd_replay(int argc, char **argv);
 
 #endif

@@ -107,3 +107,43 @@ Test(replay_pos, malformed_positions_are_refused) {
     cr_assert(err[0] != '\0', "'%s': no message", bad[i]);
   }
 }
+
+/* How the time seek uses a real answer of rd_kafka_offsets_for_times (the
+ * embedded broker never gives one; tests/integration/test_replay_broker.c
+ * asks a real broker when RS_TEST_KAFKA_BROKERS is set). */
+Test(replay_pos, broker_answer_to_offsets_for_times) {
+  const rd_kafka_resp_err_t ok_ = RD_KAFKA_RESP_ERR_NO_ERROR;
+  struct {
+    rd_kafka_resp_err_t err, part_err;
+    int64_t offset, lo, hi;
+    int used;
+    int64_t want;
+  } cases[] = {
+      /* An offset in the range is the answer as it is. */
+      {ok_, ok_, 1500, 1000, 2000, 1, 1500},
+      {ok_, ok_, 1000, 1000, 2000, 1, 1000},
+      {ok_, ok_, 1999, 1000, 2000, 1, 1999},
+      {ok_, ok_, 0, 0, 1, 1, 0},
+      /* Records appended since the plan: none in [lo, hi) is that late. */
+      {ok_, ok_, 2000, 1000, 2000, 1, 2000},
+      {ok_, ok_, 2500, 1000, 2000, 1, 2000},
+      /* Below the range (cannot happen: held to it all the same). */
+      {ok_, ok_, 10, 1000, 2000, 1, 1000},
+      /* -1: no record that late on a real broker, every time on the
+       * embedded one: the search decides. */
+      {ok_, ok_, -1, 1000, 2000, 0, -7},
+      /* No answer: the call or the partition failed. */
+      {RD_KAFKA_RESP_ERR__TIMED_OUT, ok_, 1500, 1000, 2000, 0, -7},
+      {ok_, RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION, 1500, 1000, 2000, 0, -7},
+      {ok_, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 1500, 1000, 2000, 0,
+       -7},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    int64_t out = -7;
+    int used =
+        rs_seek_broker_answer(cases[i].err, cases[i].part_err, cases[i].offset,
+                              cases[i].lo, cases[i].hi, &out);
+    cr_assert_eq(used, cases[i].used, "case %zu: used %d", i, used);
+    cr_assert_eq(out, cases[i].want, "case %zu: %lld", i, (long long)out);
+  }
+}
