@@ -246,6 +246,9 @@ struct rs_engine {
   char crash_name[64]; /* RECSTREAM_CRASH_POINT (tests only) */
   long crash_countdown;
   size_t buffered; /* deterministic order: records in part buffers */
+  part_t **heap;   /* deterministic order: merge() heap (heap_cap slots) */
+  tracker_t *spare_tracker; /* process_run(): one kept for the next run */
+  size_t heap_cap;
   int64_t buffered_bytes;
   uv_timer_t order_timer;
   uv_signal_t sigusr1;
@@ -1185,9 +1188,15 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
            (long long)p->next_offset, (long long)msgs[0].offset,
            (long long)(msgs[0].offset - p->next_offset));
   }
-  tracker_t *t = rs_calloc(1, sizeof(*t));
-  if (!t)
+  /* Most runs need no tracker of their own (below): the last one freed
+   * is kept for the next run instead of an allocation per run. */
+  tracker_t *t = e->spare_tracker;
+  if (t) {
+    e->spare_tracker = NULL;
+    memset(t, 0, sizeof *t);
+  } else if (!(t = rs_calloc(1, sizeof(*t)))) {
     return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
+  }
   e->errstr[0] = '\0'; /* messages below are about this run */
   t->part = p;
   t->generation = p->generation;
@@ -1271,7 +1280,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
       p->tail->end_offset = t->end_offset;
     else
       p->committable = t->end_offset;
-    rs_free(t);
+    e->spare_tracker = t;
     t = NULL;
   } else if (p->tail)
     p->tail->next = t;
@@ -1507,75 +1516,145 @@ static void reset_idle_clocks(rs_engine_t *e) {
         e->parts[s][i]->empty_since = 0;
 }
 
-static void merge(rs_engine_t *e) {
+/* The merge keeps the partitions with buffered records in a binary
+ * min-heap on their head record (before()): where partitions interleave in
+ * time, runs are a record or two long, and finding the next one costs
+ * O(log partitions) instead of a walk over every partition. */
+static int head_before(const part_t *p, const part_t *q) {
+  return before(p, 0, q);
+}
+
+static void heap_push(part_t **h, size_t *n, part_t *p) {
+  size_t i = (*n)++;
+  while (i > 0) {
+    size_t up = (i - 1) / 2;
+    if (!head_before(p, h[up]))
+      break;
+    h[i] = h[up];
+    i = up;
+  }
+  h[i] = p;
+}
+
+static part_t *heap_pop(part_t **h, size_t *n) {
+  part_t *top = h[0], *last = h[--*n];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= *n)
+      break;
+    if (c + 1 < *n && head_before(h[c + 1], h[c]))
+      c++;
+    if (!head_before(h[c], last))
+      break;
+    h[i] = h[c];
+    i = c;
+  }
+  if (*n)
+    h[i] = last;
+  return top;
+}
+
+/* Whether the merge may go on without partition p: p has records, is at
+ * its end, or was given up on; else the time left to wait for it (ms) is
+ * folded into *wait_ms. */
+static int merge_ready(rs_engine_t *e, part_t *p, size_t s, int32_t i,
+                       uint64_t *now, int64_t *wait_ms) {
   const int64_t max_idle = e->cfg->processing.max_idle_ms;
+  if (p->bn > 0) {
+    p->empty_since = 0;
+    p->gave_up = 0;
+    return 1;
+  }
+  if (at_end(p) || p->gave_up)
+    return 1;
+  if (!*now)
+    *now = rs_now_ns();
+  if (!p->empty_since)
+    p->empty_since = *now;
+  int64_t waited = (int64_t)((*now - p->empty_since) / 1000000u);
+  if (waited < max_idle) {
+    if (*wait_ms < 0 || max_idle - waited < *wait_ms)
+      *wait_ms = max_idle - waited;
+    return 0;
+  }
+  p->gave_up = 1;
+  e->stats.ordering_giveups++;
+  rs_log(RS_LOG_DEBUG, "engine",
+         "%s [%d]: nothing fetched for processing.max_idle; "
+         "ordering proceeds without it",
+         e->cfg->sources[s].topic, (int)i);
+  return 1;
+}
+
+static void merge(rs_engine_t *e) {
   size_t max = (size_t)e->cfg->processing.batch_size;
   while (may_process(e)) {
     uint64_t now = 0;
-    part_t *best = NULL, *second = NULL;
     int64_t wait_ms = -1;
+    size_t nh = 0;
     for (size_t s = 0; s < e->cfg->n_sources; s++)
       for (int32_t i = 0; i < e->n_parts[s]; i++) {
         part_t *p = e->parts[s][i];
         if (!p || !p->assigned)
           continue;
+        merge_ready(e, p, s, i, &now, &wait_ms);
         if (p->bn > 0) {
-          p->empty_since = 0;
-          p->gave_up = 0;
-          if (!best || before(p, 0, best)) {
-            second = best;
-            best = p;
-          } else if (!second || before(p, 0, second)) {
-            second = p;
+          if (nh == e->heap_cap) {
+            size_t cap = e->heap_cap ? 2 * e->heap_cap : 64;
+            part_t **h = rs_realloc(e->heap, cap * sizeof(*h));
+            if (!h) {
+              fail(e, RS_ENOMEM, "out of memory ordering input");
+              return;
+            }
+            e->heap = h;
+            e->heap_cap = cap;
           }
-          continue;
-        }
-        if (at_end(p) || p->gave_up)
-          continue;
-        if (!now)
-          now = rs_now_ns();
-        if (!p->empty_since)
-          p->empty_since = now;
-        int64_t waited = (int64_t)((now - p->empty_since) / 1000000u);
-        if (waited < max_idle) {
-          if (wait_ms < 0 || max_idle - waited < wait_ms)
-            wait_ms = max_idle - waited;
-        } else {
-          p->gave_up = 1;
-          e->stats.ordering_giveups++;
-          rs_log(RS_LOG_DEBUG, "engine",
-                 "%s [%d]: nothing fetched for processing.max_idle; "
-                 "ordering proceeds without it",
-                 e->cfg->sources[s].topic, (int)i);
+          heap_push(e->heap, &nh, p);
         }
       }
-    if (!best)
+    if (!nh)
       return;
     if (wait_ms >= 0) {
       uv_timer_start(&e->order_timer, on_order_timer, (uint64_t)wait_ms + 1, 0);
       return;
     }
-    size_t k = 1;
-    while (k < best->bn && k < max && (!second || before(best, k, second)))
-      k++;
-    rd_kafka_message_t **ms = &best->buf[best->bhead];
-    int rc = process_run(e, best->src, best->partition,
-                         views(e, ms, &best->bts[best->bhead], k), k);
-    for (size_t j = 0; j < k; j++) {
-      e->buffered_bytes -= (int64_t)ms[j]->len;
-      rd_kafka_message_destroy(ms[j]);
+    /* Runs until a partition runs out of records before its end (the walk
+     * above then decides whether to wait for it) or processing must
+     * stop. Nothing is fetched meanwhile, so the heap stays true. */
+    for (;;) {
+      part_t *best = heap_pop(e->heap, &nh);
+      const part_t *second = nh ? e->heap[0] : NULL;
+      size_t k = 1;
+      while (k < best->bn && k < max && (!second || before(best, k, second)))
+        k++;
+      rd_kafka_message_t **ms = &best->buf[best->bhead];
+      int rc = process_run(e, best->src, best->partition,
+                           views(e, ms, &best->bts[best->bhead], k), k);
+      for (size_t j = 0; j < k; j++) {
+        e->buffered_bytes -= (int64_t)ms[j]->len;
+        rd_kafka_message_destroy(ms[j]);
+      }
+      best->bhead += k;
+      best->bn -= k;
+      e->buffered -= k;
+      if (!best->bn)
+        best->bhead = 0;
+      if (rc) {
+        fail(e, rc, "%s", e->errstr[0] ? e->errstr : rs_strerror(rc));
+        return;
+      }
+      if (after_run(e))
+        return;
+      if (!may_process(e))
+        return;
+      if (best->bn)
+        heap_push(e->heap, &nh, best);
+      else if (!at_end(best))
+        break; /* its next record may come first: look again */
+      if (!nh)
+        break;
     }
-    best->bhead += k;
-    best->bn -= k;
-    e->buffered -= k;
-    if (!best->bn)
-      best->bhead = 0;
-    if (rc) {
-      fail(e, rc, "%s", e->errstr[0] ? e->errstr : rs_strerror(rc));
-      return;
-    }
-    if (after_run(e))
-      return;
   }
 }
 
@@ -3070,6 +3149,8 @@ void rs_engine_destroy(rs_engine_t *e) {
   rs_free(e->written.slots);
   rs_free(e->ords);
   rs_free(e->ords_used);
+  rs_free(e->heap);
+  rs_free(e->spare_tracker);
   if (e->cq)
     rd_kafka_queue_destroy(e->cq);
   if (e->mq)
