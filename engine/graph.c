@@ -447,3 +447,23 @@ int rs_graph_to_dot(const rs_graph_t *g, rs_buf_t *out) {
   rs_buf_printf(out, "}\n");
   return 0;
 }
+
+int rs_graph_port_wanted(const rs_graph_t *g, size_t node, uint32_t port,
+                         int suppress_output, uint32_t *withheld_sinks) {
+  int wanted = 0;
+  uint32_t withheld = 0;
+  for (size_t i = 0; i < g->n; i++) {
+    const rs_gnode_t *gn = &g->nodes[i];
+    for (size_t k = 0; k < gn->n_inputs; k++) {
+      if (gn->inputs[k].from != node || gn->inputs[k].port != port)
+        continue;
+      if (gn->kind == RS_NODE_SINK && suppress_output)
+        withheld++;
+      else
+        wanted = 1;
+    }
+  }
+  if (withheld_sinks)
+    *withheld_sinks = withheld;
+  return wanted;
+}

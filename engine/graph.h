@@ -46,6 +46,12 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
 void rs_graph_destroy(rs_graph_t *g);
 /* Graphviz DOT of the graph. */
 int rs_graph_to_dot(const rs_graph_t *g, rs_buf_t *out);
+/* Whether output port `port` of node `node` is read (host->port_wanted):
+ * by an operator (always: it keeps state), or by a sink unless outputs are
+ * suppressed (replay --output none). *withheld_sinks (may be NULL) gets the
+ * number of suppressed sinks that read it. */
+int rs_graph_port_wanted(const rs_graph_t *g, size_t node, uint32_t port,
+                         int suppress_output, uint32_t *withheld_sinks);
 /* Name of a node's output port. */
 const char *rs_graph_port_name(const rs_gnode_t *n, uint32_t port);
 

@@ -2587,18 +2587,11 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
       return RS_ENOMEM;
     n->n_ports = gn->n_ports;
   }
-  /* Who reads each output port: an operator always (it keeps state), a
-   * sink unless outputs are suppressed (replay --output none). */
-  for (size_t i = 0; i < g->n; i++) {
-    const rs_gnode_t *gn = &g->nodes[i];
-    for (size_t k = 0; k < gn->n_inputs; k++) {
-      outbuf_t *ob = &e->nodes[gn->inputs[k].from].out[gn->inputs[k].port];
-      if (gn->kind == RS_NODE_SINK && e->opts.suppress_output)
-        ob->withheld_sinks++;
-      else
-        ob->wanted = 1;
-    }
-  }
+  /* Who reads each output port (host->port_wanted). */
+  for (size_t i = 0; i < g->n; i++)
+    for (uint32_t k = 0; k < e->nodes[i].n_ports; k++)
+      e->nodes[i].out[k].wanted = rs_graph_port_wanted(
+          g, i, k, e->opts.suppress_output, &e->nodes[i].out[k].withheld_sinks);
   for (size_t i = 0; i < g->n; i++) {
     const rs_gnode_t *gn = &g->nodes[i];
     node_rt_t *n = &e->nodes[i];

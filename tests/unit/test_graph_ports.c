@@ -1,0 +1,79 @@
+/* What the runtime's host->port_wanted answers (rs_graph_port_wanted): a
+ * port is wanted when an operator reads it, or a sink while outputs are
+ * written; a port only suppressed sinks read (replay --output none) is
+ * not, and counts those sinks for the withheld figure; a port nothing
+ * reads is not. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "config.h"
+#include "graph.h"
+#include "registry.h"
+
+static const char yaml[] =
+    "app: ports\n"
+    "sources: [ { name: in, topic: in } ]\n"
+    "operators:\n"
+    "  - { name: parse, type: parse, input: in }\n"
+    "  - { name: stats, type: user_stats, input: parse }\n"
+    "  - name: sess\n"
+    "    type: sessionize\n"
+    "    input: parse\n"
+    "    gap: 30m\n"
+    "    grace: 5m\n"
+    "sinks:\n"
+    "  - { name: a, input: stats, topic: a }\n"
+    "  - { name: b, input: stats, topic: b }\n"
+    "  - { name: c, input: sess.sessions, topic: c }\n";
+
+static size_t node(const rs_graph_t *g, const char *name) {
+  for (size_t i = 0; i < g->n; i++)
+    if (!strcmp(g->nodes[i].name, name))
+      return i;
+  cr_assert_fail("no node %s", name);
+  return 0;
+}
+
+Test(graph_ports, port_wanted_follows_the_readers) {
+  rs_config_t *cfg = NULL;
+  rs_registry_t *reg = NULL;
+  rs_graph_t *g = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("ports.yaml", yaml, strlen(yaml), NULL, 0,
+                                     &cfg, err, sizeof err),
+               0, "%s", err);
+  cr_assert_eq(rs_registry_new(&reg, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(rs_graph_build(cfg, reg, &g, err, sizeof err), 0, "%s", err);
+  size_t parse = node(g, "parse"), stats = node(g, "stats"),
+         sess = node(g, "sess");
+  struct {
+    size_t node;
+    uint32_t port;
+    int suppress, wanted;
+    uint32_t withheld;
+  } cases[] = {
+      /* Read by two operators: wanted, suppressed or not. */
+      {parse, 0, 0, 1, 0},
+      {parse, 0, 1, 1, 0},
+      /* Read by two sinks only. */
+      {stats, 0, 0, 1, 0},
+      {stats, 0, 1, 0, 2},
+      /* sessionize: out and late read by nothing, sessions by a sink. */
+      {sess, 0, 0, 0, 0},
+      {sess, 1, 0, 1, 0},
+      {sess, 1, 1, 0, 1},
+      {sess, 2, 0, 0, 0},
+      {sess, 2, 1, 0, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    uint32_t withheld = 99;
+    int w = rs_graph_port_wanted(g, cases[i].node, cases[i].port,
+                                 cases[i].suppress, &withheld);
+    cr_assert_eq(w, cases[i].wanted, "case %zu: wanted %d", i, w);
+    cr_assert_eq(withheld, cases[i].withheld, "case %zu: withheld %u", i,
+                 (unsigned)withheld);
+  }
+  rs_graph_destroy(g);
+  rs_registry_destroy(reg);
+  rs_config_destroy(cfg);
+}
