@@ -137,7 +137,7 @@ typedef struct tn_ctx {
   float *uvec; /* a user vector read from the model (session trigger) */
   size_t uvec_cap;
 
-  rs_counter_t *c_emit, *c_supp, *c_cands, *c_exact, *c_pop;
+  rs_counter_t *c_emit, *c_supp, *c_cands, *c_exact, *c_pop, *c_impr;
 } tn_ctx_t;
 
 static const rs_option_def_t tn_options[] = {
@@ -656,6 +656,7 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   if ((rc = c->host->emit(c->op, 0, &out)))
     return rc;
   c->host->counter_add(c->c_emit, 1);
+  c->host->counter_add(c->c_impr, nt);
   if (popular_only)
     c->host->counter_add(c->c_pop, 1);
   return 0;
@@ -1047,6 +1048,8 @@ static int tn_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
                              "items scored by whole-catalogue scans");
   c->c_pop = host->counter(op, "popular_emissions",
                            "emissions for cold users (popularity)");
+  c->c_impr = host->counter(op, "impressions",
+                            "items recommended (slots of every emitted list)");
   if (!c->top || !c->pop) {
     host->free(c->top);
     host->free(c->pop);

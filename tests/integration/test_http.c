@@ -138,6 +138,31 @@ static int graph_has_rates(void *arg) {
   return yes;
 }
 
+static int acked(void *arg) {
+  poll_arg_t *a = arg;
+  resp_t r;
+  if (http_req(a->port, "GET", "/metrics", &r))
+    return 0;
+  double v = sample(r.body, "recstream_output_ack_seconds_count");
+  free(r.body);
+  return v >= (double)a->want;
+}
+
+/* A checkpoint wrote state: its bytes and the user_stats column family's
+ * keys (memtable included) are in /metrics. */
+static int checkpointed(void *arg) {
+  resp_t r;
+  if (http_req(*(int *)arg, "GET", "/metrics", &r))
+    return 0;
+  int yes = sample(r.body, "recstream_checkpoint_last_bytes") > 0 &&
+            sample(r.body, "recstream_rocksdb_estimated_keys{"
+                           "column_family=\"stats\"}") >= 50 &&
+            sample(r.body, "recstream_rocksdb_memtable_bytes{"
+                           "column_family=\"stats\"}") > 0;
+  free(r.body);
+  return yes;
+}
+
 static int port_bound(void *arg) {
   return rs_engine_http_port(((it_engine_t *)arg)->e) > 0;
 }
@@ -229,6 +254,42 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
               lag);
   }
   cr_assert_eq(pos, (double)total);
+  /* Every output handed to the producer has its event-to-output latency
+   * (the Kafka timestamps are the producer's clock: no +Inf outliers);
+   * each acknowledged output its ack latency. */
+  double e2e = sample(r.body, "recstream_event_to_output_seconds_count{"
+                              "sink=\"out\"}");
+  cr_assert_eq(e2e, (double)(total - bad), "%s", r.body);
+  cr_assert_eq(sample(r.body, "recstream_event_to_output_seconds_bucket{"
+                              "sink=\"out\",le=\"3600\"}"),
+               e2e);
+  cr_assert_gt(sample(r.body, "recstream_event_to_output_seconds_sum{"
+                              "sink=\"out\"}"),
+               0.0);
+  free(r.body);
+  /* Acknowledgements come after: wait for them. */
+  poll_arg_t aa = {port, total - bad};
+  cr_assert(it_wait(acked, &aa, 20000), "the outputs' acks were not timed");
+  cr_assert_eq(http_req(port, "GET", "/metrics", &r), 0);
+  cr_assert_eq(
+      sample(r.body, "recstream_output_ack_seconds_bucket{le=\"+Inf\"}"),
+      sample(r.body, "recstream_output_ack_seconds_count"));
+  free(r.body);
+  /* RocksDB's figures and the checkpoints' bytes, once one wrote state. */
+  cr_assert(it_wait(checkpointed, &port, 20000), "no checkpoint figures");
+  cr_assert_eq(http_req(port, "GET", "/metrics", &r), 0);
+  double last = sample(r.body, "recstream_checkpoint_last_bytes");
+  cr_assert_gt(last, 0.0);
+  cr_assert_geq(sample(r.body, "recstream_checkpoint_bytes_total"), last);
+  cr_assert_gt(sample(r.body, "recstream_rocksdb_block_cache_capacity_bytes"),
+               0.0);
+  cr_assert_geq(sample(r.body, "recstream_rocksdb_block_cache_bytes"), 0.0);
+  cr_assert_geq(sample(r.body, "recstream_rocksdb_sst_bytes{"
+                               "column_family=\"stats\"}"),
+                0.0);
+  cr_assert_geq(sample(r.body, "recstream_rocksdb_pending_compaction_bytes{"
+                               "column_family=\"stats\"}"),
+                0.0);
   free(r.body);
 
   /* Rates need two samples of the endpoint's once-a-second tick. */
@@ -587,6 +648,22 @@ Test(http, recommendations_are_answered_by_the_partition_owner,
     free(r.body);
   }
   cr_assert(ok == 1 && other == 1, "200s: %d, 421s: %d", ok, other);
+  /* topn_emit's own counters: one emission per record, n items each at
+   * most (cold users get fewer when their items are all consumed). */
+  double emis = 0, impr = 0;
+  for (int k = 0; k < 2; k++) {
+    cr_assert_eq(http_req(ba.port[k], "GET", "/metrics", &r), 0);
+    double v = sample(r.body, "recstream_topn_emit_emissions_total{"
+                              "operator=\"topn\",type=\"topn_emit\"}");
+    double w = sample(r.body, "recstream_topn_emit_impressions_total{"
+                              "operator=\"topn\",type=\"topn_emit\"}");
+    cr_assert(v >= 0 && w >= 0, "%s", r.body);
+    emis += v;
+    impr += w;
+    free(r.body);
+  }
+  cr_assert_eq(emis, (double)total);
+  cr_assert(impr > 0 && impr <= 3 * emis, "%g impressions", impr);
   json_decref(want);
   it_msgs_free(msgs, n);
 
