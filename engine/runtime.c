@@ -384,8 +384,15 @@ static void commit_offsets(rs_engine_t *e, int sync) {
   if (l->cnt > 0) {
     rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, l, !sync);
     if (err) {
-      rs_log(RS_LOG_WARN, "engine", "offset commit failed: %s (will retry)",
-             rd_kafka_err2str(err));
+      char np[16];
+      snprintf(np, sizeof np, "%d", l->cnt);
+      const char *kv[] = {"error", rd_kafka_err2name(err), "partitions", np,
+                          NULL};
+      rs_log_kv(RS_LOG_WARN, "engine", kv,
+                "offset commit failed: %s (retried at the next commit; "
+                "nothing is lost, a restart before it reprocesses from the "
+                "last committed offsets)",
+                rd_kafka_err2str(err));
     } else {
       for (int k = 0; k < l->cnt; k++) {
         ssize_t s = source_of_topic(e, l->elems[k].topic);
@@ -1208,14 +1215,32 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
    * silent. (Gaps later in a run are normal for those topics.) */
   if (p->resumed && p->next_offset >= 0 && msgs[0].offset > p->next_offset) {
     e->stats.input_gaps += (uint64_t)(msgs[0].offset - p->next_offset);
-    rs_log(RS_LOG_WARN, "engine",
-           "%s [%d]: resumed at the stored offset %lld but the first record "
-           "is at %lld: %lld offsets were removed before they were processed "
-           "(retention) or hold no records (compaction, transaction "
-           "markers); removed records are missing from the state",
-           e->cfg->sources[src].topic, (int)partition,
-           (long long)p->next_offset, (long long)msgs[0].offset,
-           (long long)(msgs[0].offset - p->next_offset));
+    char pa[16], st[24], fi[24], mi[24];
+    snprintf(pa, sizeof pa, "%d", (int)partition);
+    snprintf(st, sizeof st, "%lld", (long long)p->next_offset);
+    snprintf(fi, sizeof fi, "%lld", (long long)msgs[0].offset);
+    snprintf(mi, sizeof mi, "%lld",
+             (long long)(msgs[0].offset - p->next_offset));
+    const char *kv[] = {"topic",
+                        e->cfg->sources[src].topic,
+                        "partition",
+                        pa,
+                        "stored_offset",
+                        st,
+                        "first_offset",
+                        fi,
+                        "missing",
+                        mi,
+                        NULL};
+    rs_log_kv(
+        RS_LOG_WARN, "engine", kv,
+        "%s [%d]: resumed at the stored offset %lld but the first record "
+        "is at %lld: %lld offsets were removed before they were processed "
+        "(retention) or hold no records (compaction, transaction "
+        "markers); removed records are missing from the state",
+        e->cfg->sources[src].topic, (int)partition, (long long)p->next_offset,
+        (long long)msgs[0].offset,
+        (long long)(msgs[0].offset - p->next_offset));
   }
   tracker_t *t = rs_calloc(1, sizeof(*t));
   if (!t)
@@ -1833,17 +1858,31 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
          * group may have it now (its own commit may have been refused, or
          * lag), even if no record follows. */
         p->committable = p->stored_offset;
-        rs_log(RS_LOG_INFO, "engine",
-               "assigned %s [%d]: resuming at offset %lld, stored with the "
-               "state in %s",
-               parts->elems[i].topic, (int)parts->elems[i].partition,
-               (long long)p->stored_offset, rs_store_dir(e->store));
+        char pa[16], off[24];
+        snprintf(pa, sizeof pa, "%d", (int)parts->elems[i].partition);
+        snprintf(off, sizeof off, "%lld", (long long)p->stored_offset);
+        const char *kv[] = {"topic",     parts->elems[i].topic,
+                            "partition", pa,
+                            "offset",    off,
+                            "from",      "state",
+                            NULL};
+        rs_log_kv(RS_LOG_INFO, "engine", kv,
+                  "assigned %s [%d]: resuming at offset %lld, stored with the "
+                  "state in %s",
+                  parts->elems[i].topic, (int)parts->elems[i].partition,
+                  (long long)p->stored_offset, rs_store_dir(e->store));
       } else {
-        rs_log(RS_LOG_INFO, "engine",
-               "assigned %s [%d]: no stored state; starting from the group's "
-               "committed offset (or auto_offset_reset=%s when there is none)",
-               parts->elems[i].topic, (int)parts->elems[i].partition,
-               e->cfg->kafka.auto_offset_reset);
+        char pa[16];
+        snprintf(pa, sizeof pa, "%d", (int)parts->elems[i].partition);
+        const char *kv[] = {
+            "topic", parts->elems[i].topic, "partition", pa, "from", "group",
+            NULL};
+        rs_log_kv(
+            RS_LOG_INFO, "engine", kv,
+            "assigned %s [%d]: no stored state; starting from the group's "
+            "committed offset (or auto_offset_reset=%s when there is none)",
+            parts->elems[i].topic, (int)parts->elems[i].partition,
+            e->cfg->kafka.auto_offset_reset);
       }
     }
     for (int i = 0; i < parts->cnt; i++) {
@@ -1925,9 +1964,15 @@ static void on_commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (p)
       p->committed = -1; /* retried at the next commit */
   }
-  if (err)
-    rs_log(RS_LOG_WARN, "engine", "offset commit failed: %s",
-           rd_kafka_err2str(err));
+  if (err) {
+    char np[16];
+    snprintf(np, sizeof np, "%d", offsets ? offsets->cnt : 0);
+    const char *kv[] = {"error", rd_kafka_err2name(err), "partitions", np,
+                        NULL};
+    rs_log_kv(RS_LOG_WARN, "engine", kv,
+              "offset commit failed: %s (retried at the next commit)",
+              rd_kafka_err2str(err));
+  }
 }
 
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason,
