@@ -731,6 +731,24 @@ static long node_attr(const char *dom, const char *node, const char *attr) {
   return strtol(a + strlen(key), NULL, 10);
 }
 
+/* The number in attribute attr of the element with id `id`, or -1. */
+static double id_attr(const char *dom, const char *id, const char *attr) {
+  char key[128];
+  snprintf(key, sizeof key, "id=\"%s\"", id);
+  const char *g = strstr(dom, key);
+  if (!g)
+    return -1;
+  const char *start = g;
+  while (start > dom && *start != '<')
+    start--;
+  const char *end = strchr(g, '>');
+  snprintf(key, sizeof key, " %s=\"", attr);
+  const char *a = strstr(start, key);
+  if (!a || (end && a > end))
+    return -1;
+  return strtod(a + strlen(key), NULL);
+}
+
 typedef struct count_arg {
   int port;
   long want;
@@ -796,6 +814,14 @@ Test(http, job_page_in_headless_chromium_shows_the_graph_and_rising_counters,
   cr_assert_eq(chromium(bin, port, "--dump-dom", &dom), 0);
   cr_assert_eq(node_attr(dom, "parse", "data-in"), 1500, "%s", dom);
   cr_assert_eq(node_attr(dom, "out", "data-out"), 1500, "%s", dom);
+  /* The latency chart: every output so far observed, quantiles from the
+   * histogram (p99 at least p50), one line per quantile. */
+  cr_assert_geq(id_attr(dom, "latency", "data-count"), 1500.0, "%s", dom);
+  double p50 = id_attr(dom, "latency", "data-p50"),
+         p99 = id_attr(dom, "latency", "data-p99");
+  cr_assert(p50 >= 0 && p99 >= p50 && p99 <= 3600, "p50 %g p99 %g", p50, p99);
+  cr_assert(strstr(dom, "data-q=\"p50\"") && strstr(dom, "data-q=\"p99\""),
+            "%s", dom);
   free(dom);
 
   char shot[1024], what[1100];
