@@ -16,6 +16,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "log.h"
 #include "util.h"
 
 /* A YAML document with aliases can expand exponentially; refuse large ones. */
@@ -723,6 +724,32 @@ static int read_http(cctx_t *c, const rs_ynode_t *root) {
   return 0;
 }
 
+/* log: the log lines' levels and format; --log-level and --log-format on
+ * the command line win (engine/main.c applies these otherwise). */
+static int read_log(cctx_t *c, const rs_ynode_t *root) {
+  rs_config_t *cfg = c->cfg;
+  rs_ynode_t *s;
+  const rs_ynode_t *m;
+  int rc = open_section(c, root, "log", &s, &m);
+  if (rc || (rc = get_str(c, m, "log", "level", NULL, 0, &cfg->log.level)) ||
+      (rc = get_str(c, m, "log", "format", NULL, 0, &cfg->log.format)))
+    return rc;
+  char err[256];
+  if (cfg->log.level && rs_log_check(cfg->log.level, err, sizeof err)) {
+    rs_ypair_t *p = rs_ymap_find(m, "level");
+    return cerr(c, p->value->line, p->value->col, "log.level: %s", err);
+  }
+  int json;
+  if (cfg->log.format && rs_log_parse_format(cfg->log.format, &json)) {
+    rs_ypair_t *p = rs_ymap_find(m, "format");
+    return cerr(c, p->value->line, p->value->col,
+                "log.format: expected text or json, got '%s'", cfg->log.format);
+  }
+  if (s && (rc = check_unknown(c, s, "log", "level, format")))
+    return rc;
+  return 0;
+}
+
 /* A top-level list section and the array its entries are read into. */
 static int open_list(cctx_t *c, const rs_ynode_t *root, const char *name,
                      int required, size_t elem_size, rs_ynode_t **seq,
@@ -903,12 +930,13 @@ static int read_all(cctx_t *c) {
   }
   if ((rc = read_kafka(c, root)) || (rc = read_state(c, root)) ||
       (rc = read_processing(c, root)) || (rc = read_http(c, root)) ||
-      (rc = read_sources(c, root)) || (rc = read_operators(c, root)) ||
-      (rc = read_sinks(c, root)) || (rc = read_plugins(c, root)))
+      (rc = read_log(c, root)) || (rc = read_sources(c, root)) ||
+      (rc = read_operators(c, root)) || (rc = read_sinks(c, root)) ||
+      (rc = read_plugins(c, root)))
     return rc;
   return check_unknown(c, root, "config",
-                       "app, kafka, state, processing, http, sources, "
-                       "operators, sinks, plugins");
+                       "app, kafka, state, processing, http, log, "
+                       "sources, operators, sinks, plugins");
 }
 
 int rs_config_load_string(const char *name, const char *yaml, size_t len,
@@ -1012,6 +1040,8 @@ void rs_config_destroy(rs_config_t *cfg) {
   rs_free(cfg->kafka.auto_offset_reset);
   rs_free(cfg->state.dir);
   rs_free(cfg->http.bind);
+  rs_free(cfg->log.level);
+  rs_free(cfg->log.format);
   for (size_t i = 0; i < cfg->n_sources; i++) {
     rs_free(cfg->sources[i].name);
     rs_free(cfg->sources[i].topic);

@@ -104,6 +104,10 @@ typedef struct rs_config {
     int port;   /* -1: off (http.port unset); 0: any free port */
     char *bind; /* address to listen on; "127.0.0.1" by default */
   } http;
+  struct {
+    char *level;  /* --log-level spec ("warn,http=debug"); NULL: unset */
+    char *format; /* "text" or "json"; NULL: unset */
+  } log;
   rs_source_cfg_t *sources;
   size_t n_sources;
   rs_operator_cfg_t *operators;

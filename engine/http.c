@@ -110,6 +110,102 @@ static void on_tick(uv_timer_t *t) {
     h->ring_n++;
 }
 
+/* GET /v1/recommendations/{user}: see http.h for the statuses. */
+static int query(rs_http_t *h, const char *user, size_t user_len,
+                 rs_buf_t *body, const char **ctype) {
+  rs_query_answer_t a;
+  char err[512];
+  int rc = rs_engine_query(h->e, user, user_len, &a, err, sizeof err);
+  *ctype = "application/json";
+  if (rc == RS_ENOMEM)
+    return -1;
+  json_t *o = json_pack("{s:s#}", "user_id", user, (int)user_len);
+  int status;
+  if (rc) {
+    status = 500;
+    json_object_set_new(o, "error", json_string(err));
+  } else {
+    switch (a.status) {
+    case RS_QUERY_OK: {
+      json_error_t je;
+      json_t *res = json_loadb(a.json, a.json_len, JSON_DECODE_ANY, &je);
+      if (!res) {
+        status = 500;
+        json_object_set_new(
+            o, "error",
+            json_sprintf("operator '%s' answered with invalid JSON: %s",
+                         a.op_name, je.text));
+      } else {
+        status = 200;
+        json_object_set_new(o, "result", res);
+      }
+      break;
+    }
+    case RS_QUERY_UNKNOWN:
+      status = 404;
+      json_object_set_new(
+          o, "error",
+          json_string("unknown user: nothing is kept for this user in its "
+                      "partition (no record of it processed yet)"));
+      break;
+    case RS_QUERY_NOT_OWNED:
+      status = 421;
+      json_object_set_new(
+          o, "error",
+          json_sprintf("partition %d of %s is owned by another instance of "
+                       "the consumer group: ask the instance that has it "
+                       "(see owned_partitions of each instance)",
+                       (int)a.partition, a.topic));
+      break;
+    case RS_QUERY_NOT_READY:
+      status = 503;
+      json_object_set_new(o, "error",
+                          json_string("not ready: no source partition is "
+                                      "assigned and consumed yet; retry (see "
+                                      "/readyz)"));
+      break;
+    case RS_QUERY_NO_METADATA:
+      status = 503;
+      json_object_set_new(
+          o, "error",
+          json_sprintf("the partition count of %s is unknown (the cluster's "
+                       "metadata could not be read); retry",
+                       a.topic));
+      break;
+    default:
+      status = 501;
+      json_object_set_new(
+          o, "error",
+          json_string("no operator of this graph answers queries (one "
+                      "whose definition has query(), e.g. topn_emit)"));
+      break;
+    }
+  }
+  if (a.op_name) {
+    json_object_set_new(o, "operator", json_string(a.op_name));
+    json_object_set_new(o, "type", json_string(a.op_type));
+  }
+  if (a.topic && a.status != RS_QUERY_NO_OPERATOR)
+    json_object_set_new(o, "topic", json_string(a.topic));
+  if (a.partition >= 0)
+    json_object_set_new(o, "partition", json_integer(a.partition));
+  if (a.status == RS_QUERY_NOT_OWNED || a.status == RS_QUERY_NO_METADATA ||
+      a.status == RS_QUERY_UNKNOWN) {
+    json_t *arr = json_array();
+    for (size_t i = 0; i < a.n_owned; i++)
+      json_array_append_new(arr, json_integer(a.owned[i]));
+    json_object_set_new(o, "owned_partitions", arr);
+    if (a.n_partitions > 0)
+      json_object_set_new(o, "partitions", json_integer(a.n_partitions));
+  }
+  rs_query_answer_free(&a);
+  char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  int arc = txt ? rs_buf_append(body, txt, strlen(txt)) : RS_ENOMEM;
+  free(txt);
+  return arc ? -1 : status;
+}
+
 int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
                   const char *path, size_t path_len, rs_buf_t *body,
                   const char **ctype) {
@@ -148,14 +244,7 @@ int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
                         NULL, 0)
                  ? -1
                  : 400;
-    /* Interactive queries will read the latest list topn_emit keeps in
-     * state (its partition's owner only); not served yet. */
-    return json_error(body, ctype,
-                      "not implemented yet: the latest list topn_emit keeps "
-                      "in state is not served over HTTP in this version",
-                      user, user_len)
-               ? -1
-               : 501;
+    return query(h, user, user_len, body, ctype);
   }
   int metrics = path_is(path, path_len, "/metrics");
   int ready = path_is(path, path_len, "/readyz");
@@ -203,6 +292,8 @@ static const char *reason_of(int status) {
     return "Not Found";
   case 405:
     return "Method Not Allowed";
+  case 421:
+    return "Misdirected Request";
   case 501:
     return "Not Implemented";
   case 503:
@@ -339,7 +430,8 @@ int rs_http_start(uv_loop_t *loop, rs_engine_t *e, const char *bind, int port,
   uv_timer_start(&h->tick, on_tick, RS_RATE_TICK_MS, RS_RATE_TICK_MS);
   uv_walk(loop, unref_foreign, h);
   rs_log(RS_LOG_INFO, "http",
-         "serving /metrics, /healthz, /readyz, /v1/graph on http://%s%s%s:%d/",
+         "serving /metrics, /healthz, /readyz, /v1/graph, "
+         "/v1/recommendations/{user} on http://%s%s%s:%d/",
          strchr(bind, ':') ? "[" : "", bind, strchr(bind, ':') ? "]" : "",
          h->port);
   *out = h;

@@ -8,7 +8,15 @@
  *   GET /readyz                   200 when partitions are assigned and
  *                                 consumed, 503 otherwise (JSON both ways)
  *   GET /v1/graph                 nodes, edges and counters as JSON
- *   GET /v1/recommendations/USER  501: not served yet (topn_emit's lists)
+ *   GET /v1/recommendations/USER  the user's latest list, from the first
+ *                                 operator whose def has query()
+ *                                 (rs_engine_query): 200 {"user_id",
+ *                                 "operator","type","topic","partition",
+ *                                 "result"}; 404 unknown user (its
+ *                                 partition is ours); 421 another instance
+ *                                 owns its partition ("owned_partitions"
+ *                                 lists ours); 503 not ready; 501 no
+ *                                 operator answers queries; 400 bad id
  *
  * Lifecycle (runtime.c): rs_http_start() after the loop's handles exist;
  * rs_http_close() with them when the engine stops (the listener closes,

@@ -88,7 +88,74 @@ static size_t json_escape(const char *s, char *out, size_t size) {
   return n;
 }
 
+/* Whether a text value needs quotes. */
+static int needs_quotes(const char *v) {
+  if (!*v)
+    return 1;
+  for (; *v; v++)
+    if (*v == ' ' || *v == '"' || *v == '=' || *v == '|' || *v == '\\' ||
+        (unsigned char)*v < 0x20)
+      return 1;
+  return 0;
+}
+
+static int is_int(const char *v) {
+  size_t n = 0;
+  if (*v == '-')
+    v++;
+  for (; v[n]; n++)
+    if (v[n] < '0' || v[n] > '9')
+      return 0;
+  return n > 0 && n <= 18 && !(n > 1 && v[0] == '0');
+}
+
+/* The fields, formatted for the line: " | k=v ..." or ",\"k\":v...". */
+static void fields(const char *const *kv, int json, char *out, size_t size) {
+  size_t n = 0;
+  out[0] = '\0';
+  int first = 1;
+  for (size_t i = 0; kv && kv[i] && n + 1 < size; i += 2) {
+    const char *k = kv[i], *v = kv[i + 1];
+    if (!v)
+      continue;
+    char ek[128], ev[2048];
+    json_escape(k, ek, sizeof ek);
+    if (json) {
+      int reserved = !strcmp(k, "time") || !strcmp(k, "level") ||
+                     !strcmp(k, "component") || !strcmp(k, "msg");
+      if (is_int(v))
+        snprintf(ev, sizeof ev, "%s", v);
+      else {
+        ev[0] = '"';
+        size_t l = json_escape(v, ev + 1, sizeof ev - 2);
+        ev[l + 1] = '"';
+        ev[l + 2] = '\0';
+      }
+      n += (size_t)snprintf(out + n, size - n, ",\"%s%s\":%s",
+                            reserved ? "kv_" : "", ek, ev);
+    } else {
+      const char *sep = first ? " | " : " ";
+      if (needs_quotes(v)) {
+        /* Quotes and backslashes escaped; control characters as the JSON
+         * escaper writes them. */
+        json_escape(v, ev, sizeof ev);
+        n += (size_t)snprintf(out + n, size - n, "%s%s=\"%s\"", sep, ek, ev);
+      } else {
+        n += (size_t)snprintf(out + n, size - n, "%s%s=%s", sep, ek, v);
+      }
+    }
+    first = 0;
+    if (n >= size)
+      n = size - 1;
+  }
+}
+
 void rs_vlog(int level, const char *component, const char *fmt, va_list ap) {
+  rs_vlog_kv(level, component, NULL, fmt, ap);
+}
+
+void rs_vlog_kv(int level, const char *component, const char *const *kv,
+                const char *fmt, va_list ap) {
   if (level > level_of(component))
     return;
   static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
@@ -104,17 +171,29 @@ void rs_vlog(int level, const char *component, const char *fmt, va_list ap) {
     char emsg[6 * sizeof msg], ecomp[256];
     json_escape(msg, emsg, sizeof emsg);
     json_escape(component, ecomp, sizeof ecomp);
+    char f[4096];
+    fields(kv, 1, f, sizeof f);
     fprintf(
         stderr,
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"level\":\"%s\","
-        "\"component\":\"%s\",\"msg\":\"%s\"}\n",
+        "\"component\":\"%s\",\"msg\":\"%s\"%s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-        tm.tm_sec, (int)(ms % 1000), lower[li], ecomp, emsg);
+        tm.tm_sec, (int)(ms % 1000), lower[li], ecomp, emsg, f);
     return;
   }
-  fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s %s: %s\n",
+  char f[4096];
+  fields(kv, 0, f, sizeof f);
+  fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s %s: %s%s\n",
           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-          tm.tm_sec, (int)(ms % 1000), names[li], component, msg);
+          tm.tm_sec, (int)(ms % 1000), names[li], component, msg, f);
+}
+
+void rs_log_kv(int level, const char *component, const char *const *kv,
+               const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  rs_vlog_kv(level, component, kv, fmt, ap);
+  va_end(ap);
 }
 
 void rs_log(int level, const char *component, const char *fmt, ...) {
@@ -142,7 +221,17 @@ int rs_log_parse_format(const char *s, int *json) {
   return -1;
 }
 
+static int configure(const char *spec, int apply, char *err, size_t err_size);
+
 int rs_log_configure(const char *spec, char *err, size_t err_size) {
+  return configure(spec, 1, err, err_size);
+}
+
+int rs_log_check(const char *spec, char *err, size_t err_size) {
+  return configure(spec, 0, err, err_size);
+}
+
+static int configure(const char *spec, int apply, char *err, size_t err_size) {
   int level = g_level, n = 0;
   char names[MAX_COMPONENTS][64];
   int levels[MAX_COMPONENTS];
@@ -194,6 +283,8 @@ int rs_log_configure(const char *spec, char *err, size_t err_size) {
       break;
     p += len + 1;
   }
+  if (!apply)
+    return 0;
   g_level = level;
   for (int i = 0; i < n; i++) {
     memcpy(g_comp[i].name, names[i], sizeof names[i]);

@@ -77,6 +77,7 @@ typedef struct cfgcmd {
   int reset_state;          /* run --reset-state */
   char *state_dir_set;      /* run --state-dir DIR, as "state.dir=DIR" */
   int markdown;
+  int cli_log_level, cli_log_format; /* given: they win over log: */
   rs_config_t *cfg;
   rs_registry_t *reg;
   rs_graph_t *graph;
@@ -121,6 +122,7 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
       char lerr[256];
       if (rs_log_configure(optarg, lerr, sizeof lerr))
         return usage_error(c->cmd, "--log-level: %s", lerr);
+      c->cli_log_level = 1;
       break;
     }
     case 'f': {
@@ -129,6 +131,7 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
         return usage_error(
             c->cmd, "--log-format: expected text or json, got '%s'", optarg);
       rs_log_set_format(json);
+      c->cli_log_format = 1;
       break;
     }
     case 'e':
@@ -184,6 +187,13 @@ static int load_all(cfgcmd_t *c) {
   char err[2048] = "";
   int rc =
       rs_config_load(c->path, c->sets, c->n_sets, &c->cfg, err, sizeof err);
+  /* log: applies where the command line said nothing (checked at load). */
+  int json;
+  if (!rc && c->cfg->log.level && !c->cli_log_level)
+    rs_log_configure(c->cfg->log.level, err, sizeof err);
+  if (!rc && c->cfg->log.format && !c->cli_log_format &&
+      !rs_log_parse_format(c->cfg->log.format, &json))
+    rs_log_set_format(json);
   if (!rc)
     rc = rs_registry_new(&c->reg, err, sizeof err);
   for (size_t i = 0; !rc && i < c->cfg->n_plugins; i++)

@@ -22,7 +22,47 @@ void rs_histogram_observe(rs_histogram_t *h, uint64_t ns) {
   h->sum_ns += ns;
 }
 
+/* 1 ms .. 1 h: event time to output spans network, queues and lag. */
+const double rs_lat_bounds[RS_LAT_N - 1] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1,     2.5,    5,     10,   30,    60,   300, 3600};
+static const uint64_t lat_bounds_ns[RS_LAT_N - 1] = {
+    1000000ull,      2500000ull,     5000000ull,     10000000ull,
+    25000000ull,     50000000ull,    100000000ull,   250000000ull,
+    500000000ull,    1000000000ull,  2500000000ull,  5000000000ull,
+    10000000000ull,  30000000000ull, 60000000000ull, 300000000000ull,
+    3600000000000ull};
+
+void rs_lat_observe(rs_lat_histogram_t *h, uint64_t ns) {
+  size_t i = 0;
+  while (i < RS_LAT_N - 1 && ns > lat_bounds_ns[i])
+    i++;
+  h->bucket[i]++;
+  h->count++;
+  h->sum_ns += ns;
+}
+
+double rs_lat_quantile(const rs_lat_histogram_t *h, double q) {
+  if (!h->count)
+    return -1;
+  double rank = q * (double)h->count;
+  uint64_t cum = 0;
+  for (size_t i = 0; i < RS_LAT_N; i++) {
+    uint64_t before = cum;
+    cum += h->bucket[i];
+    if ((double)cum < rank || !h->bucket[i])
+      continue;
+    if (i == RS_LAT_N - 1)
+      return rs_lat_bounds[RS_LAT_N - 2];
+    double lo = i ? rs_lat_bounds[i - 1] : 0, hi = rs_lat_bounds[i];
+    return lo + (hi - lo) * (rank - (double)before) / (double)h->bucket[i];
+  }
+  return rs_lat_bounds[RS_LAT_N - 2];
+}
+
 void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s) {
+  rs_free(s->node_e2e);
+  rs_free(s->cfs);
   rs_free(s->node_out);
   rs_free(s->node_hist);
   rs_free(s->counters);
@@ -202,6 +242,111 @@ static int render_hists(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   return 0;
 }
 
+/* One latency histogram's series, with one label or none. */
+static int put_lat(rs_buf_t *b, const char *name, const char *label,
+                   const char *value, const rs_lat_histogram_t *h) {
+  uint64_t cum = 0;
+  for (size_t k = 0; k < RS_LAT_N; k++) {
+    cum += h->bucket[k];
+    char le[32];
+    if (k < RS_LAT_N - 1)
+      snprintf(le, sizeof le, "%g", rs_lat_bounds[k]);
+    else
+      snprintf(le, sizeof le, "+Inf");
+    if (rs_buf_printf(b, "%s_bucket{", name) ||
+        (label && (rs_buf_printf(b, "%s=\"", label) ||
+                   put_label_value(b, value) || rs_buf_printf(b, "\","))) ||
+        rs_buf_printf(b, "le=\"%s\"} %llu\n", le, (unsigned long long)cum))
+      return RS_ENOMEM;
+  }
+  for (int k = 0; k < 2; k++) {
+    if (rs_buf_printf(b, "%s_%s", name, k ? "count" : "sum") ||
+        (label && (rs_buf_printf(b, "{%s=\"", label) ||
+                   put_label_value(b, value) || rs_buf_printf(b, "\"}"))))
+      return RS_ENOMEM;
+    if (k ? rs_buf_printf(b, " %llu\n", (unsigned long long)h->count)
+          : rs_buf_printf(b, " %.6f\n", (double)h->sum_ns / 1e9))
+      return RS_ENOMEM;
+  }
+  return 0;
+}
+
+static int render_latency(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  static const char e2e[] = "recstream_event_to_output_seconds";
+  int any = 0;
+  for (size_t i = 0; s->node_e2e && i < s->g->n; i++) {
+    const rs_gnode_t *n = &s->g->nodes[i];
+    if (n->kind != RS_NODE_SINK)
+      continue;
+    if (!any && put_help(b, e2e,
+                         "an input record's timestamp (Kafka's, or the "
+                         "file's) to its output handed to the producer, per "
+                         "sink (wall clock; a timestamp in the future counts "
+                         "as 0)",
+                         "histogram"))
+      return RS_ENOMEM;
+    any = 1;
+    if (put_lat(b, e2e, "sink", n->name, &s->node_e2e[i]))
+      return RS_ENOMEM;
+  }
+  static const char ack[] = "recstream_output_ack_seconds";
+  if (put_help(b, ack,
+               "produce() of an output (sink or dead letter) to the "
+               "broker's acknowledgement (librdkafka's message latency)",
+               "histogram") ||
+      put_lat(b, ack, NULL, NULL, &s->ack))
+    return RS_ENOMEM;
+  return 0;
+}
+
+static int put_cf(rs_buf_t *b, const rs_metrics_snapshot_t *s, const char *name,
+                  const char *help, size_t field) {
+  if (put_help(b, name, help, "gauge"))
+    return RS_ENOMEM;
+  for (size_t i = 0; i < s->n_cfs; i++) {
+    const rs_metric_cf_t *c = &s->cfs[i];
+    uint64_t v = field == 0   ? c->estimated_keys
+                 : field == 1 ? c->sst_bytes
+                 : field == 2 ? c->memtable_bytes
+                              : c->pending_compaction_bytes;
+    if (rs_buf_printf(b, "%s{column_family=\"", name) ||
+        put_label_value(b, c->name ? c->name : "") ||
+        rs_buf_printf(b, "\"} %llu\n", (unsigned long long)v))
+      return RS_ENOMEM;
+  }
+  return 0;
+}
+
+static int render_store(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  if (!s->has_store)
+    return 0;
+  if (put_cf(b, s, "recstream_rocksdb_estimated_keys",
+             "keys in the column family (RocksDB's estimate; one column "
+             "family per operator, __offsets holds the positions)",
+             0) ||
+      put_cf(b, s, "recstream_rocksdb_sst_bytes",
+             "bytes of the column family's SST files", 1) ||
+      put_cf(b, s, "recstream_rocksdb_memtable_bytes",
+             "bytes of the column family's memtables", 2) ||
+      put_cf(b, s, "recstream_rocksdb_pending_compaction_bytes",
+             "bytes RocksDB estimates compaction has to rewrite", 3) ||
+      put_u64(b, "recstream_rocksdb_block_cache_bytes",
+              "bytes in RocksDB's block cache", "gauge",
+              s->block_cache_bytes) ||
+      put_u64(b, "recstream_rocksdb_block_cache_capacity_bytes",
+              "bound of RocksDB's block cache (state.block_cache)", "gauge",
+              s->block_cache_capacity) ||
+      put_u64(b, "recstream_checkpoint_last_bytes",
+              "bytes of the last checkpoint's write batch (state and "
+              "offsets)",
+              "gauge", s->checkpoint_last_bytes) ||
+      put_u64(b, "recstream_checkpoint_bytes_total",
+              "bytes of every checkpoint's write batch", "counter",
+              s->checkpoint_total_bytes))
+    return RS_ENOMEM;
+  return 0;
+}
+
 static int render_sinks(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   int any = 0;
   for (size_t i = 0; i < s->g->n; i++) {
@@ -369,7 +514,8 @@ int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   int rc;
   if ((rc = render_counters(s, b)) || (rc = render_hists(s, b)) ||
       (rc = render_sinks(s, b)) || (rc = render_parts(s, b)) ||
-      (rc = render_cache(s, b)))
+      (rc = render_cache(s, b)) || (rc = render_latency(s, b)) ||
+      (rc = render_store(s, b)))
     return rc;
   return 0;
 }

@@ -32,6 +32,28 @@ typedef struct rs_histogram {
 } rs_histogram_t;
 void rs_histogram_observe(rs_histogram_t *h, uint64_t ns);
 
+/* Latency from outside the process (event time to output, produce to
+ * acknowledgement): 1 ms .. 1 h, the last bucket +Inf (rs_lat_bounds,
+ * seconds; rs_lat_bounds_ns the same in ns for observing). */
+#define RS_LAT_N 18
+extern const double rs_lat_bounds[RS_LAT_N - 1];
+typedef struct rs_lat_histogram {
+  uint64_t bucket[RS_LAT_N]; /* observations per bucket (not cumulative) */
+  uint64_t count;
+  uint64_t sum_ns;
+} rs_lat_histogram_t;
+void rs_lat_observe(rs_lat_histogram_t *h, uint64_t ns);
+/* The q-quantile (0 < q < 1) of h's observations as Prometheus'
+ * histogram_quantile computes it (linear within the bucket; the +Inf
+ * bucket answers its lower bound); -1 without observations. */
+double rs_lat_quantile(const rs_lat_histogram_t *h, double q);
+
+/* RocksDB's key figures per column family (state/rocks.h). */
+typedef struct rs_metric_cf {
+  const char *name;
+  uint64_t estimated_keys, sst_bytes, memtable_bytes, pending_compaction_bytes;
+} rs_metric_cf_t;
+
 typedef struct rs_metric_counter {
   size_t node; /* graph node index */
   const char *name;
@@ -67,6 +89,17 @@ typedef struct rs_metrics_snapshot {
   size_t n_counters;
   rs_metric_part_t *parts;
   size_t n_parts;
+  rs_lat_histogram_t *node_e2e; /* per node (sinks): input record's
+                                   timestamp to its output handed to the
+                                   producer (NULL: none) */
+  rs_lat_histogram_t ack;       /* produce() to the broker's ack */
+  int has_store;                /* the fields below are meaningful */
+  rs_metric_cf_t *cfs;          /* RocksDB, per column family */
+  size_t n_cfs;
+  uint64_t block_cache_bytes; /* RocksDB block cache usage */
+  uint64_t block_cache_capacity;
+  uint64_t checkpoint_last_bytes;  /* the last checkpoint's write batch */
+  uint64_t checkpoint_total_bytes; /* every checkpoint's, summed */
   /* Set by the HTTP endpoint, which samples every second: records/s per
    * node over the last rate_window_s (NULL: no two samples yet). */
   const double *rate_in, *rate_out;

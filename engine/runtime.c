@@ -180,6 +180,7 @@ typedef struct node_rt {
   struct rs_op *op; /* operators */
   outtopic_t *sink; /* sinks */
   uint64_t produced;
+  rs_lat_histogram_t e2e; /* sinks: input's timestamp to produce() */
 } node_rt_t;
 
 typedef enum { ST_INIT, ST_RUNNING, ST_STOPPING, ST_DONE } state_t;
@@ -277,6 +278,17 @@ struct rs_engine {
   rs_engine_stats_t stats;
   rs_http_t *http;      /* http: endpoint (NULL: off) */
   atomic_int http_port; /* its bound port (0: not listening) */
+  /* Interactive queries: an operator's query() runs (no state writes);
+   * the source topic's partition count as of assignment `query_gen`. */
+  int querying;
+  uint64_t assign_gen, query_gen;
+  int32_t query_nparts;
+  size_t query_src;
+  /* Metrics: event time to output handed to the producer, and produce()
+   * to the broker's acknowledgement (metrics.h). */
+  rs_lat_histogram_t ack_hist;
+  const inrec_t *run_msgs; /* the current run's inputs, by offset */
+  size_t run_n;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -378,8 +390,15 @@ static void commit_offsets(rs_engine_t *e, int sync) {
   if (l->cnt > 0) {
     rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, l, !sync);
     if (err) {
-      rs_log(RS_LOG_WARN, "engine", "offset commit failed: %s (will retry)",
-             rd_kafka_err2str(err));
+      char np[16];
+      snprintf(np, sizeof np, "%d", l->cnt);
+      const char *kv[] = {"error", rd_kafka_err2name(err), "partitions", np,
+                          NULL};
+      rs_log_kv(RS_LOG_WARN, "engine", kv,
+                "offset commit failed: %s (retried at the next commit; "
+                "nothing is lost, a restart before it reprocesses from the "
+                "last committed offsets)",
+                rd_kafka_err2str(err));
     } else {
       for (int k = 0; k < l->cnt; k++) {
         ssize_t s = source_of_topic(e, l->elems[k].topic);
@@ -548,7 +567,7 @@ static void request_checkpoint(rs_engine_t *e) {
 
 static int host_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   node_rt_t *n = &op->e->nodes[op->node];
-  if (port >= n->n_ports)
+  if (port >= n->n_ports || op->e->querying)
     return RS_EINVAL;
   if (!n->out[port].wanted) {
     /* Nobody reads it: counted as the sinks would have counted it. */
@@ -725,11 +744,15 @@ static int host_state_get(rs_op_t *op, int32_t partition, const void *key,
 }
 static int host_state_put(rs_op_t *op, int32_t partition, const void *key,
                           size_t key_len, const void *value, size_t value_len) {
+  if (op->e->querying) /* query(): reads only */
+    return RS_EINVAL;
   return state_fail(op, rs_cache_put(op->e->cache, op->cf, partition, key,
                                      key_len, value, value_len));
 }
 static int host_state_delete(rs_op_t *op, int32_t partition, const void *key,
                              size_t key_len) {
+  if (op->e->querying)
+    return RS_EINVAL;
   return state_fail(
       op, rs_cache_delete(op->e->cache, op->cf, partition, key, key_len));
 }
@@ -750,12 +773,16 @@ static int host_state_get_floats(rs_op_t *op, int32_t partition,
 static int host_state_put_floats(rs_op_t *op, int32_t partition,
                                  const void *key, size_t key_len,
                                  const float *v, size_t dim) {
+  if (op->e->querying)
+    return RS_EINVAL;
   return state_fail(op, rs_cache_put_floats(op->e->cache, op->cf, partition,
                                             key, key_len, v, dim));
 }
 static int host_state_counter_add(rs_op_t *op, int32_t partition,
                                   const void *key, size_t key_len,
                                   int64_t delta, int64_t *result) {
+  if (op->e->querying)
+    return RS_EINVAL;
   return state_fail(op, rs_cache_counter_add(op->e->cache, op->cf, partition,
                                              key, key_len, delta, result));
 }
@@ -1094,6 +1121,9 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
          rd_kafka_topic_name(m->rkt), (int)m->partition,
          rd_kafka_err2str(m->err));
   } else {
+    int64_t us = rd_kafka_message_latency(m);
+    if (us >= 0)
+      rs_lat_observe(&e->ack_hist, (uint64_t)us * 1000u);
     outtopic_t *ot = rd_kafka_topic_opaque(m->rkt);
     if (ot && m->partition >= 0 && m->offset >= 0 &&
         !ensure_track(ot, m->partition) &&
@@ -1105,9 +1135,26 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
 
 /* ------------------------------------------------------------ graph */
 
+/* The timestamp of the current run's input at `offset` (binary search:
+ * a run's inputs are in offset order); INT64_MIN when not found. */
+static int64_t input_ts(const rs_engine_t *e, int64_t offset) {
+  size_t lo = 0, hi = e->run_n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (e->run_msgs[mid].offset < offset)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < e->run_n && e->run_msgs[lo].offset == offset
+             ? e->run_msgs[lo].timestamp_ms
+             : INT64_MIN;
+}
+
 static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
   const rs_sink_cfg_t *sc = &e->cfg->sinks[e->g->nodes[ni].cfg_index];
   node_rt_t *n = &e->nodes[ni];
+  int64_t now_ms = e->opts.suppress_output ? 0 : rs_wall_ms();
   for (size_t i = 0; i < in->n; i++) {
     const rs_record_t *r = &in->recs[i];
     const void *val = r->value;
@@ -1130,11 +1177,19 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
       val = e->enc.data;
       len = e->enc.len;
     }
+    uint64_t suppressed = e->stats.suppressed;
     int rc =
         produce(e, n->sink, r->key, r->key_len, val, len, r->src_offset, NULL);
     if (rc)
       return rc;
     n->produced++;
+    /* Event to emission: the input's (Kafka or file) timestamp to now;
+     * a timestamp ahead of this clock counts as 0. */
+    int64_t ts = e->stats.suppressed == suppressed ? input_ts(e, r->src_offset)
+                                                   : INT64_MIN;
+    if (ts >= 0)
+      rs_lat_observe(&n->e2e,
+                     now_ms > ts ? (uint64_t)(now_ms - ts) * 1000000u : 0);
   }
   return 0;
 }
@@ -1179,14 +1234,32 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
    * silent. (Gaps later in a run are normal for those topics.) */
   if (p->resumed && p->next_offset >= 0 && msgs[0].offset > p->next_offset) {
     e->stats.input_gaps += (uint64_t)(msgs[0].offset - p->next_offset);
-    rs_log(RS_LOG_WARN, "engine",
-           "%s [%d]: resumed at the stored offset %lld but the first record "
-           "is at %lld: %lld offsets were removed before they were processed "
-           "(retention) or hold no records (compaction, transaction "
-           "markers); removed records are missing from the state",
-           e->cfg->sources[src].topic, (int)partition,
-           (long long)p->next_offset, (long long)msgs[0].offset,
-           (long long)(msgs[0].offset - p->next_offset));
+    char pa[16], st[24], fi[24], mi[24];
+    snprintf(pa, sizeof pa, "%d", (int)partition);
+    snprintf(st, sizeof st, "%lld", (long long)p->next_offset);
+    snprintf(fi, sizeof fi, "%lld", (long long)msgs[0].offset);
+    snprintf(mi, sizeof mi, "%lld",
+             (long long)(msgs[0].offset - p->next_offset));
+    const char *kv[] = {"topic",
+                        e->cfg->sources[src].topic,
+                        "partition",
+                        pa,
+                        "stored_offset",
+                        st,
+                        "first_offset",
+                        fi,
+                        "missing",
+                        mi,
+                        NULL};
+    rs_log_kv(
+        RS_LOG_WARN, "engine", kv,
+        "%s [%d]: resumed at the stored offset %lld but the first record "
+        "is at %lld: %lld offsets were removed before they were processed "
+        "(retention) or hold no records (compaction, transaction "
+        "markers); removed records are missing from the state",
+        e->cfg->sources[src].topic, (int)partition, (long long)p->next_offset,
+        (long long)msgs[0].offset,
+        (long long)(msgs[0].offset - p->next_offset));
   }
   /* Most runs need no tracker of their own (below): the last one freed
    * is kept for the next run instead of an allocation per run. */
@@ -1208,6 +1281,8 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   p->resumed = 0;
   p->eof = 0;
   p->next_offset = t->end_offset;
+  e->run_msgs = msgs;
+  e->run_n = n;
 
   const rs_graph_t *g = e->g;
   for (size_t i = 0; i < g->n; i++)
@@ -1289,6 +1364,8 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   if (t)
     p->tail = t;
   e->cur = NULL;
+  e->run_msgs = NULL;
+  e->run_n = 0;
   e->stats.batches++;
   if (!e->stats.records_in)
     e->stats.first_input_ns = rs_now_ns();
@@ -1850,6 +1927,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   rs_engine_t *e = opaque;
   int coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    e->assign_gen++; /* queries read the partition count again */
     for (int i = 0; i < parts->cnt; i++) {
       ssize_t s = source_of_topic(e, parts->elems[i].topic);
       part_t *p =
@@ -1875,17 +1953,31 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
          * group may have it now (its own commit may have been refused, or
          * lag), even if no record follows. */
         p->committable = p->stored_offset;
-        rs_log(RS_LOG_INFO, "engine",
-               "assigned %s [%d]: resuming at offset %lld, stored with the "
-               "state in %s",
-               parts->elems[i].topic, (int)parts->elems[i].partition,
-               (long long)p->stored_offset, rs_store_dir(e->store));
+        char pa[16], off[24];
+        snprintf(pa, sizeof pa, "%d", (int)parts->elems[i].partition);
+        snprintf(off, sizeof off, "%lld", (long long)p->stored_offset);
+        const char *kv[] = {"topic",     parts->elems[i].topic,
+                            "partition", pa,
+                            "offset",    off,
+                            "from",      "state",
+                            NULL};
+        rs_log_kv(RS_LOG_INFO, "engine", kv,
+                  "assigned %s [%d]: resuming at offset %lld, stored with the "
+                  "state in %s",
+                  parts->elems[i].topic, (int)parts->elems[i].partition,
+                  (long long)p->stored_offset, rs_store_dir(e->store));
       } else {
-        rs_log(RS_LOG_INFO, "engine",
-               "assigned %s [%d]: no stored state; starting from the group's "
-               "committed offset (or auto_offset_reset=%s when there is none)",
-               parts->elems[i].topic, (int)parts->elems[i].partition,
-               e->cfg->kafka.auto_offset_reset);
+        char pa[16];
+        snprintf(pa, sizeof pa, "%d", (int)parts->elems[i].partition);
+        const char *kv[] = {
+            "topic", parts->elems[i].topic, "partition", pa, "from", "group",
+            NULL};
+        rs_log_kv(
+            RS_LOG_INFO, "engine", kv,
+            "assigned %s [%d]: no stored state; starting from the group's "
+            "committed offset (or auto_offset_reset=%s when there is none)",
+            parts->elems[i].topic, (int)parts->elems[i].partition,
+            e->cfg->kafka.auto_offset_reset);
       }
     }
     for (int i = 0; i < parts->cnt; i++) {
@@ -1967,9 +2059,15 @@ static void on_commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (p)
       p->committed = -1; /* retried at the next commit */
   }
-  if (err)
-    rs_log(RS_LOG_WARN, "engine", "offset commit failed: %s",
-           rd_kafka_err2str(err));
+  if (err) {
+    char np[16];
+    snprintf(np, sizeof np, "%d", offsets ? offsets->cnt : 0);
+    const char *kv[] = {"error", rd_kafka_err2name(err), "partitions", np,
+                        NULL};
+    rs_log_kv(RS_LOG_WARN, "engine", kv,
+              "offset commit failed: %s (retried at the next commit)",
+              rd_kafka_err2str(err));
+  }
 }
 
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason,
@@ -3231,14 +3329,37 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
       np += e->parts[s][i] != NULL;
   out->node_out = rs_calloc(e->g->n ? e->g->n : 1, sizeof(uint64_t));
   out->node_hist = rs_calloc(e->g->n ? e->g->n : 1, sizeof(rs_histogram_t));
+  out->node_e2e = rs_calloc(e->g->n ? e->g->n : 1, sizeof(rs_lat_histogram_t));
+  out->ack = e->ack_hist;
+  if (e->store) {
+    rs_store_stats_t ss;
+    rs_store_stats(e->store, &ss);
+    out->has_store = 1;
+    out->block_cache_bytes = ss.block_cache_bytes;
+    out->block_cache_capacity = ss.block_cache_capacity;
+    out->checkpoint_last_bytes = ss.checkpoint_last_bytes;
+    out->checkpoint_total_bytes = ss.checkpoint_total_bytes;
+    int ncf = rs_store_cf_count(e->store);
+    out->cfs = rs_calloc(ncf > 0 ? (size_t)ncf : 1, sizeof(*out->cfs));
+    for (int i = 0; out->cfs && i < ncf; i++) {
+      rs_store_cf_stats_t cs;
+      if (rs_store_cf_stats(e->store, i, &cs))
+        continue;
+      out->cfs[out->n_cfs++] = (rs_metric_cf_t){
+          rs_store_cf_name(e->store, i), cs.estimated_keys, cs.sst_bytes,
+          cs.memtable_bytes, cs.pending_compaction_bytes};
+    }
+  }
   out->counters = rs_calloc(nc ? nc : 1, sizeof(*out->counters));
   out->parts = rs_calloc(np ? np : 1, sizeof(*out->parts));
-  if (!out->node_out || !out->node_hist || !out->counters || !out->parts) {
+  if (!out->node_out || !out->node_hist || !out->counters || !out->parts ||
+      !out->node_e2e || (e->store && !out->cfs)) {
     rs_metrics_snapshot_free(out);
     return RS_ENOMEM;
   }
   for (size_t i = 0; e->nodes && i < e->g->n; i++) {
     out->node_out[i] = e->nodes[i].produced;
+    out->node_e2e[i] = e->nodes[i].e2e;
     if (e->nodes[i].op)
       out->node_hist[i] = e->nodes[i].op->proc_hist;
     for (rs_counter_t *c = e->nodes[i].op ? e->nodes[i].op->counters : NULL; c;
@@ -3264,5 +3385,102 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
               RD_KAFKA_RESP_ERR_NO_ERROR)
         mp->high_watermark = hi;
     }
+  return 0;
+}
+
+/* ------------------------------------------------- interactive query */
+
+void rs_query_answer_free(rs_query_answer_t *a) {
+  rs_free(a->owned);
+  rs_free(a->json);
+  memset(a, 0, sizeof(*a));
+}
+
+/* The source upstream of node ni (following each node's first input). */
+static size_t upstream_source(const rs_graph_t *g, size_t ni) {
+  while (g->nodes[ni].kind != RS_NODE_SOURCE && g->nodes[ni].n_inputs)
+    ni = g->nodes[ni].inputs[0].from;
+  return g->nodes[ni].cfg_index;
+}
+
+int rs_engine_query(rs_engine_t *e, const void *key, size_t key_len,
+                    rs_query_answer_t *out, char *errstr, size_t errstr_size) {
+  memset(out, 0, sizeof(*out));
+  out->partition = -1;
+  struct rs_op *op = NULL;
+  for (size_t k = 0; k < e->g->n && !op; k++) {
+    struct rs_op *o = e->nodes ? e->nodes[e->g->order[k]].op : NULL;
+    if (o && o->inited && RS_OPDEF_HAS(o->def, query))
+      op = o;
+  }
+  if (!op) {
+    out->status = RS_QUERY_NO_OPERATOR;
+    return 0;
+  }
+  out->op_name = e->g->nodes[op->node].name;
+  out->op_type = op->def->name;
+  size_t src = upstream_source(e->g, op->node);
+  out->topic = e->cfg->sources[src].topic;
+  if (e->state != ST_RUNNING || e->n_assigned == 0 || !e->consumer ||
+      !e->cache) {
+    out->status = RS_QUERY_NOT_READY;
+    return 0;
+  }
+  /* The partition count, from the cluster once per assignment (a
+   * rebalance follows any change of it). */
+  if (e->query_gen != e->assign_gen || e->query_src != src ||
+      e->query_nparts <= 0) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->consumer, out->topic, NULL);
+    e->query_nparts = rkt ? topic_partitions(e->consumer, rkt) : -1;
+    if (rkt)
+      rd_kafka_topic_destroy(rkt);
+    e->query_src = src;
+    e->query_gen = e->assign_gen;
+  }
+  out->n_partitions = e->query_nparts;
+  for (int32_t i = 0; i < e->n_parts[src]; i++)
+    if (e->parts[src][i] && e->parts[src][i]->assigned)
+      out->n_owned++;
+  out->owned = rs_calloc(out->n_owned + 1, sizeof(int32_t));
+  if (!out->owned)
+    return rs_seterr(errstr, errstr_size, RS_ENOMEM, "out of memory");
+  out->n_owned = 0;
+  for (int32_t i = 0; i < e->n_parts[src]; i++)
+    if (e->parts[src][i] && e->parts[src][i]->assigned)
+      out->owned[out->n_owned++] = i;
+  if (e->query_nparts <= 0) {
+    out->status = RS_QUERY_NO_METADATA;
+    return 0;
+  }
+  /* rd_kafka_msg_partitioner_consistent: CRC32 of the key; the topic
+   * handle is not used for it. */
+  out->partition = rd_kafka_msg_partitioner_consistent(
+      NULL, key, key_len, e->query_nparts, NULL, NULL);
+  const part_t *p =
+      out->partition < e->n_parts[src] ? e->parts[src][out->partition] : NULL;
+  if (!p || !p->assigned) {
+    out->status = RS_QUERY_NOT_OWNED;
+    return 0;
+  }
+  e->querying = 1;
+  e->cur_op = op;
+  int rc = op->def->query(op, op->ctx, out->partition, key, key_len, &out->json,
+                          &out->json_len);
+  e->cur_op = NULL;
+  e->querying = 0;
+  if (rc == RS_ENOENT) {
+    rs_free(out->json);
+    out->json = NULL;
+    out->status = RS_QUERY_UNKNOWN;
+    return 0;
+  }
+  if (rc < 0 || !out->json) {
+    rs_free(out->json);
+    out->json = NULL;
+    return rs_seterr(errstr, errstr_size, rc < 0 ? rc : RS_EINTERNAL,
+                     "operator '%s' (%s): query() failed: %s", out->op_name,
+                     out->op_type, rs_strerror(rc < 0 ? rc : RS_EINTERNAL));
+  }
+  out->status = RS_QUERY_OK;
   return 0;
 }

@@ -142,4 +142,39 @@ int rs_engine_http_port(const rs_engine_t *e);
 /* The graph the engine runs (borrowed). */
 const rs_graph_t *rs_engine_graph(const rs_engine_t *e);
 
+/* Interactive query (GET /v1/recommendations/{key}, DESIGN.md section 6):
+ * the key is hashed to a partition of the source topic upstream of the
+ * first operator (in graph order) whose def has `query`, as librdkafka's
+ * default partitioner places keyed records (CRC32 of the key modulo the
+ * partition count, read from the cluster's metadata once per assignment).
+ * Only the instance that owns that partition has the key's state. */
+typedef enum rs_query_status {
+  RS_QUERY_OK = 0,      /* answered: json */
+  RS_QUERY_UNKNOWN,     /* the partition is ours; nothing kept for the key */
+  RS_QUERY_NOT_OWNED,   /* another instance owns the key's partition */
+  RS_QUERY_NOT_READY,   /* not running, or no partition assigned yet */
+  RS_QUERY_NO_OPERATOR, /* no operator of the graph answers queries */
+  RS_QUERY_NO_METADATA  /* the source topic's partition count is unknown */
+} rs_query_status_t;
+
+typedef struct rs_query_answer {
+  rs_query_status_t status;
+  const char *op_name; /* answering operator's node name (borrowed) */
+  const char *op_type; /* ...and type */
+  const char *topic;   /* the source topic the key was hashed for */
+  int32_t partition;   /* the key's partition (-1: unknown) */
+  int32_t n_partitions;
+  int32_t *owned; /* partitions of `topic` assigned here (rs_free) */
+  size_t n_owned;
+  char *json; /* RS_QUERY_OK: the operator's JSON value (rs_free) */
+  size_t json_len;
+} rs_query_answer_t;
+
+/* Answers a query on the loop thread (between batches). 0 with out->status
+ * set, or an error (the operator's query failed, RS_ENOMEM) with the
+ * reason in errstr. Free with rs_query_answer_free(). */
+int rs_engine_query(rs_engine_t *e, const void *key, size_t key_len,
+                    rs_query_answer_t *out, char *errstr, size_t errstr_size);
+void rs_query_answer_free(rs_query_answer_t *a);
+
 #endif

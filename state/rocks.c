@@ -695,3 +695,22 @@ int rs__rocks_iter_status(rs__rocks_t *r, rs__rocks_iter_t *it) {
   rocksdb_iter_get_error(it->it, &err);
   return err ? take_err(r, err, "scan") : 0;
 }
+
+int rs__rocks_cf_figures(rs__rocks_t *r, int cf, uint64_t out[4]) {
+  static const char *const props[4] = {
+      "rocksdb.estimate-num-keys", "rocksdb.total-sst-files-size",
+      "rocksdb.cur-size-all-mem-tables",
+      "rocksdb.estimate-pending-compaction-bytes"};
+  if (bad_cf(r, cf))
+    return RS_EINVAL;
+  for (int i = 0; i < 4; i++)
+    if (rocksdb_property_int_cf(r->db, r->cfs[cf], props[i], &out[i]))
+      out[i] = 0;
+  return 0;
+}
+
+void rs__rocks_cache_figures(rs__rocks_t *r, uint64_t *usage,
+                             uint64_t *capacity) {
+  *usage = r->cache ? rocksdb_cache_get_usage(r->cache) : 0;
+  *capacity = r->cache ? rocksdb_cache_get_capacity(r->cache) : 0;
+}

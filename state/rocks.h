@@ -89,6 +89,15 @@ const char *rs__rocks_dir(const rs__rocks_t *r);
 /* The message of the last failed runtime call; borrowed until the next
  * call on r. */
 const char *rs__rocks_errmsg(const rs__rocks_t *r);
+/* RocksDB's key figures (metrics): per column family the properties
+ * rocksdb.estimate-num-keys, rocksdb.total-sst-files-size,
+ * rocksdb.cur-size-all-mem-tables and
+ * rocksdb.estimate-pending-compaction-bytes into out[0..4) (0 where
+ * RocksDB does not know one); the shared block cache's usage and
+ * capacity. */
+int rs__rocks_cf_figures(rs__rocks_t *r, int cf, uint64_t out[4]);
+void rs__rocks_cache_figures(rs__rocks_t *r, uint64_t *usage,
+                             uint64_t *capacity);
 /* Sets the message to "state directory DIR: what" and returns err. */
 int rs__rocks_fail(rs__rocks_t *r, int err, const char *what);
 

@@ -16,6 +16,7 @@ struct rs_store {
   rs_buf_t key;  /* scratch: prefixed key */
   rs_buf_t key2; /* scratch: range ends */
   rs_buf_t val;  /* the value rs_store_get() lends out */
+  uint64_t ckpts, ckpt_last_bytes, ckpt_total_bytes;
 };
 
 int rs__state_key(rs_buf_t *b, int32_t partition, const void *key,
@@ -373,9 +374,15 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
       rs__rocks_batch_put(s->db, b, s->offsets_cf, s->key.data, s->key.len, v,
                           8 * (1 + offsets[i].n_extra));
   }
+  size_t bytes = rc ? 0 : rs__rocks_batch_bytes(b);
   if (!rc)
     rc = rs__rocks_batch_write(s->db, b, -1);
   rs__rocks_batch_destroy(b);
+  if (!rc) {
+    s->ckpts++;
+    s->ckpt_last_bytes = bytes;
+    s->ckpt_total_bytes += bytes;
+  }
   /* On failure nothing was written and the cache is untouched. */
   if (!rc && cache)
     rs__cache_checkpointed(cache);
@@ -453,4 +460,22 @@ void rs_store_offsets_free(rs_offset_t *offsets, size_t n) {
   for (size_t i = 0; i < n; i++)
     rs_free((char *)offsets[i].topic);
   rs_free(offsets);
+}
+
+void rs_store_stats(rs_store_t *s, rs_store_stats_t *out) {
+  memset(out, 0, sizeof(*out));
+  rs__rocks_cache_figures(s->db, &out->block_cache_bytes,
+                          &out->block_cache_capacity);
+  out->checkpoints = s->ckpts;
+  out->checkpoint_last_bytes = s->ckpt_last_bytes;
+  out->checkpoint_total_bytes = s->ckpt_total_bytes;
+}
+
+int rs_store_cf_stats(rs_store_t *s, int cf, rs_store_cf_stats_t *out) {
+  uint64_t v[4];
+  int rc = rs__rocks_cf_figures(s->db, cf, v);
+  if (rc)
+    return rc;
+  *out = (rs_store_cf_stats_t){v[0], v[1], v[2], v[3]};
+  return 0;
 }

@@ -121,6 +121,25 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
 int rs_store_read_offsets(rs_store_t *s, rs_offset_t **out, size_t *n);
 void rs_store_offsets_free(rs_offset_t *offsets, size_t n);
 
+/* Figures for metrics (cheap: RocksDB properties kept in memory). */
+typedef struct rs_store_stats {
+  uint64_t block_cache_bytes;      /* shared block cache usage */
+  uint64_t block_cache_capacity;   /* ...and its bound (state.block_cache) */
+  uint64_t checkpoints;            /* rs_store_checkpoint() writes */
+  uint64_t checkpoint_last_bytes;  /* the last one's write batch */
+  uint64_t checkpoint_total_bytes; /* all of them together */
+} rs_store_stats_t;
+void rs_store_stats(rs_store_t *s, rs_store_stats_t *out);
+typedef struct rs_store_cf_stats {
+  uint64_t estimated_keys;           /* rocksdb.estimate-num-keys */
+  uint64_t sst_bytes;                /* rocksdb.total-sst-files-size */
+  uint64_t memtable_bytes;           /* rocksdb.cur-size-all-mem-tables */
+  uint64_t pending_compaction_bytes; /* ...estimate-pending-compaction-bytes */
+} rs_store_cf_stats_t;
+/* One column family's figures (0 where RocksDB has none); RS_EINVAL for a
+ * bad index. */
+int rs_store_cf_stats(rs_store_t *s, int cf, rs_store_cf_stats_t *out);
+
 /* ---- tools: inspect, savepoints, reset and restore (docs/STATE.md) ---- */
 
 /* Files recstream itself keeps in a state directory, next to RocksDB's:

@@ -58,7 +58,8 @@
  *  user (partition), "u" + user: 0 1 version (1), 1 3 reserved, 4 4 n,
  *     8 8 last emission event time (INT64_MIN: never), 16 4n item ids
  *     oldest first.
- *  last list (partition), "l" + user: 0 1 version (1), 1 1 reserved,
+ *  last list (partition), "l" + user: 0 1 version (1), 1 1 flags (1: the
+ *     popular list of a cold user; 0 in lists written before the flag),
  *     2 2 impression id length L, 4 4 n, 8 8 event time, 16 8 model
  *     version, 24 L impression id, then n x (4 item id, 4 score binary32).
  *  neighbours (shared), "c" + BE32 item id: entries of (4 item id,
@@ -136,7 +137,7 @@ typedef struct tn_ctx {
   float *uvec; /* a user vector read from the model (session trigger) */
   size_t uvec_cap;
 
-  rs_counter_t *c_emit, *c_supp, *c_cands, *c_exact, *c_pop;
+  rs_counter_t *c_emit, *c_supp, *c_cands, *c_exact, *c_pop, *c_impr;
 } tn_ctx_t;
 
 static const rs_option_def_t tn_options[] = {
@@ -629,6 +630,7 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
     return RS_ENOMEM;
   memset(lb, 0, LAST_HDR);
   lb[0] = TN_LAYOUT;
+  lb[1] = popular_only ? 1 : 0;
   lb[2] = (unsigned char)il;
   lb[3] = (unsigned char)(il >> 8);
   put_u32(lb + 4, nt);
@@ -654,6 +656,7 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   if ((rc = c->host->emit(c->op, 0, &out)))
     return rc;
   c->host->counter_add(c->c_emit, 1);
+  c->host->counter_add(c->c_impr, nt);
   if (popular_only)
     c->host->counter_add(c->c_pop, 1);
   return 0;
@@ -863,6 +866,160 @@ static int tn_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
   return 0;
 }
 
+/* ------------------------------------------------------------ query */
+
+/* A JSON text grown with host->realloc. */
+typedef struct jbuf {
+  tn_ctx_t *c;
+  char *p;
+  size_t n, cap;
+  int err;
+} jbuf_t;
+
+static void jput(jbuf_t *j, const char *s, size_t n) {
+  if (j->err)
+    return;
+  if (j->n + n + 1 > j->cap) {
+    size_t cap = j->cap ? j->cap : 256;
+    while (cap < j->n + n + 1)
+      cap *= 2;
+    char *q = j->c->host->realloc(j->p, cap);
+    if (!q) {
+      j->err = RS_ENOMEM;
+      return;
+    }
+    j->p = q;
+    j->cap = cap;
+  }
+  memcpy(j->p + j->n, s, n);
+  j->n += n;
+  j->p[j->n] = '\0';
+}
+
+static void jputs(jbuf_t *j, const char *s) {
+  jput(j, s, strlen(s));
+}
+
+/* A JSON string of n bytes: escaped, bytes that are not UTF-8 as U+FFFD. */
+static void jstr(jbuf_t *j, const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + n;
+  jput(j, "\"", 1);
+  while (p < end) {
+    unsigned char ch = *p;
+    if (ch == '"' || ch == '\\') {
+      char e[2] = {'\\', (char)ch};
+      jput(j, e, 2);
+      p++;
+    } else if (ch < 0x20) {
+      char e[8];
+      snprintf(e, sizeof e, "\\u%04x", ch);
+      jput(j, e, 6);
+      p++;
+    } else if (ch < 0x80) {
+      jput(j, (const char *)p, 1);
+      p++;
+    } else {
+      size_t len = ch >= 0xf0 && ch < 0xf5   ? 4
+                   : ch >= 0xe0 && ch < 0xf0 ? 3
+                   : ch >= 0xc2 && ch < 0xe0 ? 2
+                                             : 0;
+      size_t k = 1;
+      while (len && k < len && p + k < end && (p[k] & 0xc0) == 0x80)
+        k++;
+      if (len && k == len) {
+        jput(j, (const char *)p, len);
+        p += len;
+      } else {
+        jput(j, "\xef\xbf\xbd", 3);
+        p++;
+      }
+    }
+  }
+  jput(j, "\"", 1);
+}
+
+/* GET /v1/recommendations/{user}: the last list emitted for the user, from
+ * "l" + user, with item names from the model's "r" rows:
+ * {"impression_id","event_time_ms","model_version","popular",
+ *  "items":[{"item","score"}...]}. RS_ENOENT before the user's first
+ * emission. */
+static int tn_query(rs_op_t *op, void *vctx, int32_t partition, const void *key,
+                    size_t key_len, char **json, size_t *json_len) {
+  tn_ctx_t *c = vctx;
+  (void)op;
+  *json = NULL;
+  *json_len = 0;
+  if (!key_len || key_len > UINT32_MAX)
+    return RS_ENOENT;
+  int rc = make_key(c, 'l', key, key_len);
+  if (rc)
+    return rc;
+  void *v;
+  size_t n;
+  if ((rc = c->host->state_get(c->op, partition, c->key, 1 + key_len, &v, &n)))
+    return rc;
+  /* Borrowed until the next state call: copied before the name reads. */
+  const unsigned char *b = v;
+  if (n < LAST_HDR || b[0] != TN_LAYOUT)
+    return RS_ESTATE;
+  size_t il = (size_t)b[2] | (size_t)b[3] << 8;
+  uint32_t nt = get_u32(b + 4);
+  if (n != LAST_HDR + il + 8 * (size_t)nt)
+    return RS_ESTATE;
+  unsigned char *copy = c->host->malloc(n);
+  if (!copy)
+    return RS_ENOMEM;
+  memcpy(copy, v, n);
+  int64_t ts;
+  uint64_t version;
+  memcpy(&ts, copy + 8, 8);
+  memcpy(&version, copy + 16, 8);
+  jbuf_t j = {.c = c};
+  char num[64];
+  jputs(&j, "{\"impression_id\":");
+  jstr(&j, (const char *)copy + LAST_HDR, il);
+  snprintf(num, sizeof num,
+           ",\"event_time_ms\":%" PRId64 ",\"model_version\":%" PRIu64, ts,
+           version);
+  jputs(&j, num);
+  jputs(&j, copy[1] & 1 ? ",\"popular\":true" : ",\"popular\":false");
+  jputs(&j, ",\"items\":[");
+  for (uint32_t i = 0; i < nt && !j.err; i++) {
+    const unsigned char *e = copy + LAST_HDR + il + 8 * (size_t)i;
+    uint32_t it = get_u32(e);
+    float score;
+    memcpy(&score, e + 4, 4);
+    unsigned char rkey[5] = {'r'};
+    put_be32(rkey + 1, it);
+    rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, rkey, 5,
+                                 &v, &n);
+    if (rc && rc != RS_ENOENT)
+      break;
+    jputs(&j, i ? ",{\"item\":" : "{\"item\":");
+    if (rc == RS_ENOENT) { /* a name the model lost: say so, not fail */
+      snprintf(num, sizeof num, "null,\"item_index\":%" PRIu32, it);
+      jputs(&j, num);
+    } else {
+      jstr(&j, v, n);
+    }
+    rc = 0;
+    if (isfinite(score))
+      snprintf(num, sizeof num, ",\"score\":%.9g}", (double)score);
+    else
+      snprintf(num, sizeof num, ",\"score\":null}");
+    jputs(&j, num);
+  }
+  jputs(&j, "]}");
+  c->host->free(copy);
+  if (rc || j.err) {
+    c->host->free(j.p);
+    return rc ? rc : j.err;
+  }
+  *json = j.p;
+  *json_len = j.n;
+  return 0;
+}
+
 static int tn_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
                    char *errstr, size_t errstr_size) {
   tn_ctx_t *c = vctx;
@@ -891,6 +1048,8 @@ static int tn_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
                              "items scored by whole-catalogue scans");
   c->c_pop = host->counter(op, "popular_emissions",
                            "emissions for cold users (popularity)");
+  c->c_impr = host->counter(op, "impressions",
+                            "items recommended (slots of every emitted list)");
   if (!c->top || !c->pop) {
     host->free(c->top);
     host->free(c->pop);
@@ -938,4 +1097,5 @@ const rs_operator_def_t rs_op_topn_emit = {
     .init = tn_init,
     .process = tn_process,
     .destroy = tn_destroy,
+    .query = tn_query,
 };

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "http.h"
 #include "itest.h"
 
 static const char *const topics[] = {"in", "in.dlq", "out", "ustats", NULL};
@@ -137,6 +138,31 @@ static int graph_has_rates(void *arg) {
   return yes;
 }
 
+static int acked(void *arg) {
+  poll_arg_t *a = arg;
+  resp_t r;
+  if (http_req(a->port, "GET", "/metrics", &r))
+    return 0;
+  double v = sample(r.body, "recstream_output_ack_seconds_count");
+  free(r.body);
+  return v >= (double)a->want;
+}
+
+/* A checkpoint wrote state: its bytes and the user_stats column family's
+ * keys (memtable included) are in /metrics. */
+static int checkpointed(void *arg) {
+  resp_t r;
+  if (http_req(*(int *)arg, "GET", "/metrics", &r))
+    return 0;
+  int yes = sample(r.body, "recstream_checkpoint_last_bytes") > 0 &&
+            sample(r.body, "recstream_rocksdb_estimated_keys{"
+                           "column_family=\"stats\"}") >= 50 &&
+            sample(r.body, "recstream_rocksdb_memtable_bytes{"
+                           "column_family=\"stats\"}") > 0;
+  free(r.body);
+  return yes;
+}
+
 static int port_bound(void *arg) {
   return rs_engine_http_port(((it_engine_t *)arg)->e) > 0;
 }
@@ -228,6 +254,42 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
               lag);
   }
   cr_assert_eq(pos, (double)total);
+  /* Every output handed to the producer has its event-to-output latency
+   * (the Kafka timestamps are the producer's clock: no +Inf outliers);
+   * each acknowledged output its ack latency. */
+  double e2e = sample(r.body, "recstream_event_to_output_seconds_count{"
+                              "sink=\"out\"}");
+  cr_assert_eq(e2e, (double)(total - bad), "%s", r.body);
+  cr_assert_eq(sample(r.body, "recstream_event_to_output_seconds_bucket{"
+                              "sink=\"out\",le=\"3600\"}"),
+               e2e);
+  cr_assert_gt(sample(r.body, "recstream_event_to_output_seconds_sum{"
+                              "sink=\"out\"}"),
+               0.0);
+  free(r.body);
+  /* Acknowledgements come after: wait for them. */
+  poll_arg_t aa = {port, total - bad};
+  cr_assert(it_wait(acked, &aa, 20000), "the outputs' acks were not timed");
+  cr_assert_eq(http_req(port, "GET", "/metrics", &r), 0);
+  cr_assert_eq(
+      sample(r.body, "recstream_output_ack_seconds_bucket{le=\"+Inf\"}"),
+      sample(r.body, "recstream_output_ack_seconds_count"));
+  free(r.body);
+  /* RocksDB's figures and the checkpoints' bytes, once one wrote state. */
+  cr_assert(it_wait(checkpointed, &port, 20000), "no checkpoint figures");
+  cr_assert_eq(http_req(port, "GET", "/metrics", &r), 0);
+  double last = sample(r.body, "recstream_checkpoint_last_bytes");
+  cr_assert_gt(last, 0.0);
+  cr_assert_geq(sample(r.body, "recstream_checkpoint_bytes_total"), last);
+  cr_assert_gt(sample(r.body, "recstream_rocksdb_block_cache_capacity_bytes"),
+               0.0);
+  cr_assert_geq(sample(r.body, "recstream_rocksdb_block_cache_bytes"), 0.0);
+  cr_assert_geq(sample(r.body, "recstream_rocksdb_sst_bytes{"
+                               "column_family=\"stats\"}"),
+                0.0);
+  cr_assert_geq(sample(r.body, "recstream_rocksdb_pending_compaction_bytes{"
+                               "column_family=\"stats\"}"),
+                0.0);
   free(r.body);
 
   /* Rates need two samples of the endpoint's once-a-second tick. */
@@ -286,15 +348,16 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
   json_decref(j);
   free(r.body);
 
+  /* No operator of this graph answers queries. */
   cr_assert_eq(http_req(port, "GET", "/v1/recommendations/u7", &r), 0);
   cr_assert_eq(r.status, 501);
   cr_assert_str_eq(r.ctype, "application/json");
   j = json_loads(r.body, 0, &je);
   cr_assert(j != NULL, "%s", r.body);
   cr_assert(strstr(json_string_value(json_object_get(j, "error")),
-                   "not implemented yet") != NULL,
+                   "no operator of this graph answers queries") != NULL,
             "%s", r.body);
-  cr_assert_str_eq(json_string_value(json_object_get(j, "user")), "u7");
+  cr_assert_str_eq(json_string_value(json_object_get(j, "user_id")), "u7");
   json_decref(j);
   free(r.body);
 
@@ -303,7 +366,8 @@ Test(http, every_endpoint_answers_on_a_running_engine, .timeout = 120) {
   cr_assert_eq(r.status, 501);
   j = json_loads(r.body, 0, &je);
   cr_assert(j != NULL, "%s", r.body);
-  cr_assert_str_eq(json_string_value(json_object_get(j, "user")), "\xc3\xa9 x");
+  cr_assert_str_eq(json_string_value(json_object_get(j, "user_id")),
+                   "\xc3\xa9 x");
   json_decref(j);
   free(r.body);
   cr_assert_eq(http_req(port, "GET", "/v1/recommendations/%FF", &r), 0);
@@ -365,6 +429,254 @@ Test(http, a_taken_port_fails_the_start_with_what_to_do, .timeout = 60) {
   rs_mock_destroy(m);
 }
 
+/* ------------------------------------- GET /v1/recommendations/{user} */
+
+static const char *const reco_topics[] = {"in", "in.dlq", "recs", NULL};
+
+static const char reco_yaml[] =
+    "app: ihttp-reco\n"
+    "kafka: { brokers: embedded }\n"
+    "state: { commit_interval: 200ms }\n"
+    "http: { port: 0 }\n"
+    "sources: [ { name: in, topic: in } ]\n"
+    "operators:\n"
+    "  - { name: parse, type: parse, input: in, format: avro }\n"
+    "  - { name: mf, type: mf_update, input: parse, k: 4, min_user_events: "
+    "2 }\n"
+    "  - { name: topn, type: topn_emit, input: mf, model: mf, n: 3 }\n"
+    "sinks: [ { name: out, input: topn, topic: recs, format: json } ]\n";
+
+static int closed_cb_count;
+static void count_close(uv_handle_t *h) {
+  (void)h;
+  closed_cb_count++;
+}
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, count_close);
+}
+
+/* The endpoint's answer for an engine that is built but not running. */
+static int route_idle(const char *yaml, const char *const *sets, size_t n_sets,
+                      const char *path, resp_t *r) {
+  it_engine_t t;
+  memset(&t, 0, sizeof t);
+  memset(r, 0, sizeof(*r));
+  cr_assert_eq(rs_config_load_string("itest.yaml", yaml, strlen(yaml), sets,
+                                     n_sets, &t.cfg, t.err, sizeof t.err),
+               0, "%s", t.err);
+  cr_assert_eq(rs_registry_new(&t.reg, t.err, sizeof t.err), 0);
+  cr_assert_eq(rs_graph_build(t.cfg, t.reg, &t.graph, t.err, sizeof t.err), 0);
+  rs_engine_opts_t o = {0};
+  cr_assert_eq(rs_engine_new(t.cfg, t.graph, &o, &t.e, t.err, sizeof t.err), 0,
+               "%s", t.err);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  rs_http_t *h;
+  char err[256];
+  cr_assert_eq(rs_http_start(&loop, t.e, "127.0.0.1", 0, &h, err, sizeof err),
+               0, "%s", err);
+  rs_buf_t body = {0};
+  const char *ctype;
+  r->status = rs_http_route(h, "GET", 3, path, strlen(path), &body, &ctype);
+  r->body = strndup(body.data ? body.data : "", body.len);
+  r->len = body.len;
+  rs_buf_free(&body);
+  rs_http_close(h);
+  rs_http_destroy(h);
+  uv_walk(&loop, close_any, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  it_engine_free(&t);
+  return r->status;
+}
+
+typedef struct owner_arg {
+  int port;
+  long assigned;
+} owner_arg_t;
+
+static int has_partitions(void *arg) {
+  owner_arg_t *a = arg;
+  resp_t r;
+  if (http_req(a->port, "GET", "/readyz", &r))
+    return 0;
+  json_t *j = json_loads(r.body, 0, NULL);
+  long n =
+      j && r.status == 200
+          ? (long)json_integer_value(json_object_get(j, "assigned_partitions"))
+          : -1;
+  json_decref(j);
+  free(r.body);
+  return n == a->assigned;
+}
+
+static double topn_in(int port) {
+  resp_t r;
+  if (http_req(port, "GET", "/metrics", &r))
+    return -1;
+  double v = sample(r.body, "recstream_records_in_total{operator=\"topn\","
+                            "type=\"topn_emit\"}");
+  free(r.body);
+  return v;
+}
+
+typedef struct both_arg {
+  int port[2];
+  double want;
+} both_arg_t;
+
+static int both_saw(void *arg) {
+  both_arg_t *a = arg;
+  double x = topn_in(a->port[0]), y = topn_in(a->port[1]);
+  return (x < 0 ? 0 : x) + (y < 0 ? 0 : y) == a->want;
+}
+
+/* Two instances of one consumer group split the source's two partitions:
+ * the owner of a user's partition answers the user's latest list, the
+ * other says who it is not (421 with its own partitions). */
+Test(http, recommendations_are_answered_by_the_partition_owner,
+     .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 2, reco_topics);
+  cr_assert(m != NULL);
+  char brokers[512], dir_b[256], dir_set[300];
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  snprintf(dir_b, sizeof dir_b, "/tmp/rs-ihttp-b-%d", (int)getpid());
+  snprintf(dir_set, sizeof dir_set, "state.dir=%s", dir_b);
+
+  /* Not running yet: 503. */
+  const char *idle_sets[] = {brokers, dir_set};
+  resp_t r;
+  cr_assert_eq(
+      route_idle(reco_yaml, idle_sets, 2, "/v1/recommendations/u1", &r), 503,
+      "%s", r.body);
+  json_t *j = json_loads(r.body, 0, NULL);
+  cr_assert(j != NULL, "%s", r.body);
+  cr_assert(strstr(json_string_value(json_object_get(j, "error")),
+                   "not ready") != NULL,
+            "%s", r.body);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "operator")), "topn");
+  json_decref(j);
+  free(r.body);
+
+  const char *sets_a[] = {brokers}, *sets_b[] = {brokers, dir_set};
+  it_engine_t a, b;
+  cr_assert_eq(it_engine_start(&a, reco_yaml, sets_a, 1, 0), 0, "%s", a.err);
+  cr_assert_eq(it_engine_start_opts(&b, reco_yaml, sets_b, 2, 0, 1), 0, "%s",
+               b.err);
+  cr_assert(it_wait(port_bound, &a, 20000) && it_wait(port_bound, &b, 20000));
+  owner_arg_t oa = {rs_engine_http_port(a.e), 1},
+              ob = {rs_engine_http_port(b.e), 1};
+  cr_assert(it_wait(has_partitions, &oa, 30000) &&
+                it_wait(has_partitions, &ob, 30000),
+            "the two instances never held one partition each");
+  const long total = 200;
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 10, 0, "avro"), 0);
+  both_arg_t ba = {{oa.port, ob.port}, (double)total};
+  cr_assert(it_wait(both_saw, &ba, 30000), "topn never saw every record");
+
+  /* u3's latest list as the sink wrote it. */
+  it_msg_t *msgs;
+  size_t n = it_consume_all(m->bootstraps, "recs", (size_t)total, 30000, &msgs);
+  cr_assert_eq(n, (size_t)total);
+  const it_msg_t *last = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (msgs[i].key_len == 2 && !memcmp(msgs[i].key, "u3", 2) &&
+        (!last || msgs[i].offset > last->offset))
+      last = &msgs[i];
+  cr_assert_not_null(last);
+  json_t *want = json_loadb(last->val, last->len, 0, NULL);
+  cr_assert_not_null(want);
+  int32_t part =
+      rd_kafka_msg_partitioner_consistent(NULL, "u3", 2, 2, NULL, NULL);
+  int ok = 0, other = 0;
+  for (int k = 0; k < 2; k++) {
+    cr_assert_eq(http_req(ba.port[k], "GET", "/v1/recommendations/u3", &r), 0);
+    j = json_loads(r.body, 0, NULL);
+    cr_assert(j != NULL, "%s", r.body);
+    cr_assert_str_eq(r.ctype, "application/json");
+    cr_assert_eq(json_integer_value(json_object_get(j, "partition")), part,
+                 "%s", r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "user_id")), "u3");
+    if (r.status == 200) {
+      ok++;
+      cr_assert_str_eq(json_string_value(json_object_get(j, "operator")),
+                       "topn");
+      cr_assert_str_eq(json_string_value(json_object_get(j, "type")),
+                       "topn_emit");
+      json_t *res = json_object_get(j, "result");
+      cr_assert_str_eq(
+          json_string_value(json_object_get(res, "impression_id")),
+          json_string_value(json_object_get(want, "impression_id")), "%s",
+          r.body);
+      json_t *wi = json_object_get(want, "items"),
+             *gi = json_object_get(res, "items");
+      cr_assert_eq(json_array_size(gi), json_array_size(wi), "%s", r.body);
+      for (size_t i = 0; i < json_array_size(wi); i++)
+        cr_assert_str_eq(
+            json_string_value(json_object_get(json_array_get(gi, i), "item")),
+            json_string_value(
+                json_object_get(json_array_get(wi, i), "item_id")));
+      /* Unknown user in the same partition space: 404 from its owner. */
+      free(r.body);
+      json_decref(j);
+      const char *nobody = "nobody";
+      int32_t np =
+          rd_kafka_msg_partitioner_consistent(NULL, nobody, 6, 2, NULL, NULL);
+      int owner = np == part ? k : 1 - k;
+      cr_assert_eq(
+          http_req(ba.port[owner], "GET", "/v1/recommendations/nobody", &r), 0);
+      cr_assert_eq(r.status, 404, "%s", r.body);
+      j = json_loads(r.body, 0, NULL);
+      cr_assert(strstr(json_string_value(json_object_get(j, "error")),
+                       "unknown user") != NULL,
+                "%s", r.body);
+      cr_assert_eq(json_array_size(json_object_get(j, "owned_partitions")), 1);
+    } else {
+      other++;
+      cr_assert_eq(r.status, 421, "%s", r.body);
+      cr_assert(strstr(json_string_value(json_object_get(j, "error")),
+                       "owned by another instance") != NULL,
+                "%s", r.body);
+      json_t *owned = json_object_get(j, "owned_partitions");
+      cr_assert_eq(json_array_size(owned), 1, "%s", r.body);
+      cr_assert_eq(json_integer_value(json_array_get(owned, 0)), 1 - part);
+      cr_assert_eq(json_integer_value(json_object_get(j, "partitions")), 2);
+    }
+    json_decref(j);
+    free(r.body);
+  }
+  cr_assert(ok == 1 && other == 1, "200s: %d, 421s: %d", ok, other);
+  /* topn_emit's own counters: one emission per record, n items each at
+   * most (cold users get fewer when their items are all consumed). */
+  double emis = 0, impr = 0;
+  for (int k = 0; k < 2; k++) {
+    cr_assert_eq(http_req(ba.port[k], "GET", "/metrics", &r), 0);
+    double v = sample(r.body, "recstream_topn_emit_emissions_total{"
+                              "operator=\"topn\",type=\"topn_emit\"}");
+    double w = sample(r.body, "recstream_topn_emit_impressions_total{"
+                              "operator=\"topn\",type=\"topn_emit\"}");
+    cr_assert(v >= 0 && w >= 0, "%s", r.body);
+    emis += v;
+    impr += w;
+    free(r.body);
+  }
+  cr_assert_eq(emis, (double)total);
+  cr_assert(impr > 0 && impr <= 3 * emis, "%g impressions", impr);
+  json_decref(want);
+  it_msgs_free(msgs, n);
+
+  cr_assert_eq(it_engine_join(&a, 1), 0, "%s", a.err);
+  cr_assert_eq(it_engine_join(&b, 1), 0, "%s", b.err);
+  it_engine_free(&a);
+  it_engine_free(&b);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir_b);
+  cr_assert_eq(system(cmd), 0);
+  rs_mock_destroy(m);
+}
+
 /* ------------------------------------------------ the job page, in Chromium */
 
 static const char *chromium_bin(void) {
@@ -417,6 +729,24 @@ static long node_attr(const char *dom, const char *node, const char *attr) {
   if (!a || (end && a > end))
     return -1;
   return strtol(a + strlen(key), NULL, 10);
+}
+
+/* The number in attribute attr of the element with id `id`, or -1. */
+static double id_attr(const char *dom, const char *id, const char *attr) {
+  char key[128];
+  snprintf(key, sizeof key, "id=\"%s\"", id);
+  const char *g = strstr(dom, key);
+  if (!g)
+    return -1;
+  const char *start = g;
+  while (start > dom && *start != '<')
+    start--;
+  const char *end = strchr(g, '>');
+  snprintf(key, sizeof key, " %s=\"", attr);
+  const char *a = strstr(start, key);
+  if (!a || (end && a > end))
+    return -1;
+  return strtod(a + strlen(key), NULL);
 }
 
 typedef struct count_arg {
@@ -484,6 +814,14 @@ Test(http, job_page_in_headless_chromium_shows_the_graph_and_rising_counters,
   cr_assert_eq(chromium(bin, port, "--dump-dom", &dom), 0);
   cr_assert_eq(node_attr(dom, "parse", "data-in"), 1500, "%s", dom);
   cr_assert_eq(node_attr(dom, "out", "data-out"), 1500, "%s", dom);
+  /* The latency chart: every output so far observed, quantiles from the
+   * histogram (p99 at least p50), one line per quantile. */
+  cr_assert_geq(id_attr(dom, "latency", "data-count"), 1500.0, "%s", dom);
+  double p50 = id_attr(dom, "latency", "data-p50"),
+         p99 = id_attr(dom, "latency", "data-p99");
+  cr_assert(p50 >= 0 && p99 >= p50 && p99 <= 3600, "p50 %g p99 %g", p50, p99);
+  cr_assert(strstr(dom, "data-q=\"p50\"") && strstr(dom, "data-q=\"p99\""),
+            "%s", dom);
   free(dom);
 
   char shot[1024], what[1100];

@@ -1,11 +1,14 @@
 /* The recstream program as a process: help and exit codes, clean shutdown
  * on SIGTERM mid-stream and a restart that continues from the committed
  * offsets, and interoperation with kcat, another Kafka client. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -132,6 +135,52 @@ Test(cli, help_and_exit_codes) {
   cr_assert_eq(sh(cmd, &b), 0);
   cr_assert(strstr(b.data, "max_record_bytes") != NULL);
   rs_buf_free(&b);
+}
+
+/* The config's log: section sets level and format; --log-level and
+ * --log-format win. A run that fails at once (its http.port is taken)
+ * still logs the embedded broker's start (INFO, component engine). */
+Test(cli, log_section_applies_unless_the_command_line_says_otherwise) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  cr_assert_eq(listen(fd, 1), 0);
+  socklen_t al = sizeof a;
+  getsockname(fd, (struct sockaddr *)&a, &al);
+  char common[2400];
+  snprintf(common, sizeof common,
+           "cd %s && %s run configs/demo.yaml --set http.port=%d "
+           "--set state.dir=/tmp/rs-logcli-%d --set 'log.format=json'",
+           RS_SOURCE_DIR, bin(), ntohs(a.sin_port), (int)getpid());
+  static const struct {
+    const char *extra, *want, *not_want;
+  } runs[] = {
+      /* log.format json: one JSON object a line. */
+      {"", "{\"time\":\"", " INFO  engine: embedded broker"},
+      /* --log-format wins over log.format. */
+      {"--log-format text", " INFO  engine: embedded broker", "{\"time\""},
+      /* log.level warn hides INFO; --log-level info brings it back. */
+      {"--set log.level=warn", "cannot listen", "embedded broker"},
+      {"--set log.level=warn --log-level info", "embedded broker listening",
+       NULL},
+  };
+  rs_buf_t b = {0};
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    char cmd[2600];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", common, runs[i].extra);
+    rs_buf_reset(&b);
+    cr_expect_eq(sh(cmd, &b), 1, "%s: %s", cmd, b.data ? b.data : "");
+    rs_buf_append(&b, "", 1);
+    cr_expect(strstr(b.data, runs[i].want) != NULL, "%s said: %s", cmd, b.data);
+    cr_expect(!runs[i].not_want || !strstr(b.data, runs[i].not_want),
+              "%s said: %s", cmd, b.data);
+  }
+  rs_buf_free(&b);
+  close(fd);
+  char rm[128];
+  snprintf(rm, sizeof rm, "rm -rf /tmp/rs-logcli-%d", (int)getpid());
+  cr_assert_eq(system(rm), 0);
 }
 
 Test(cli, operators_markdown_matches_checked_in_docs) {

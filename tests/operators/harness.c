@@ -75,6 +75,7 @@ struct rs_harness {
   rs_buf_t lent;
   rs_buf_t peek; /* what rs_harness_state_get lends the test */
   int in_scan;
+  int in_query; /* query() runs: reads only, no emit or dead letter */
   char errmsg[1024];
   /* ABI minor 2: the one peer whose state peer_state_get reads (through
    * the peer harness's own cache), set by rs_harness_new_with_peer. */
@@ -389,7 +390,7 @@ void rs_harness_set_port_wanted(rs_harness_t *h, uint32_t port, int wanted) {
 
 static int h_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   rs_harness_t *h = op->h;
-  if (port >= h->n_ports || !rec)
+  if (port >= h->n_ports || !rec || h->in_query)
     return RS_EINVAL;
   if (rs_grow((void **)&h->emitted, &h->cap_emitted, h->n_emitted + 1,
               sizeof(emitted_t)))
@@ -406,7 +407,7 @@ static int h_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
 static int h_dead_letter(rs_op_t *op, const rs_record_t *rec,
                          const char *error) {
   rs_harness_t *h = op->h;
-  if (!rec || !error)
+  if (!rec || !error || h->in_query)
     return RS_EINVAL;
   if (rs_grow((void **)&h->dead, &h->cap_dead, h->n_dead + 1,
               sizeof(rs_harness_dead_t)))
@@ -510,6 +511,10 @@ static int state_enter(rs_harness_t *h, const char *what, int32_t partition,
   if (h->in_scan) {
     snprintf(h->errmsg, sizeof(h->errmsg),
              "%s called from a state_scan callback", what);
+    return RS_EINVAL;
+  }
+  if (h->in_query && !strstr(what, "get") && !strstr(what, "scan")) {
+    snprintf(h->errmsg, sizeof(h->errmsg), "%s called from query()", what);
     return RS_EINVAL;
   }
   if (partition < 0 && partition != RS_PARTITION_SHARED) {
@@ -911,6 +916,37 @@ int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
 int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
                     size_t n) {
   return rs_harness_push_input(h, 0, partition, recs, n);
+}
+
+int rs_harness_query(rs_harness_t *h, int32_t partition, const void *key,
+                     size_t key_len, char **json, size_t *json_len) {
+  *json = NULL;
+  *json_len = 0;
+  if (!RS_OPDEF_HAS(h->def, query))
+    return RS_ENOTSUP;
+  if (!h->initialized)
+    return RS_EINVAL;
+  h->in_query = 1;
+  int rc =
+      h->def->query(&h->op, h->ctx, partition, key, key_len, json, json_len);
+  h->in_query = 0;
+  if (rc) {
+    rs_free(*json); /* the host frees what the operator left */
+    *json = NULL;
+    *json_len = 0;
+  } else if (!*json) {
+    rc = RS_EINTERNAL; /* success must come with an answer */
+  } else {
+    char *t = rs_realloc(*json, *json_len + 1);
+    if (!t) {
+      rs_free(*json);
+      *json = NULL;
+      return RS_ENOMEM;
+    }
+    t[*json_len] = '\0';
+    *json = t;
+  }
+  return rc;
 }
 
 int rs_harness_checkpoint(rs_harness_t *h) {

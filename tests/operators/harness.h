@@ -95,6 +95,14 @@ int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
                     size_t n);
 int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
                           const rs_record_t *recs, size_t n);
+/* Runs the operator's query() (ABI minor 3) for key in partition, as the
+ * engine does for GET /v1/recommendations/{key}: with state writes,
+ * emit() and dead_letter() refused (RS_EINVAL) while it runs. 0 with
+ * *json (NUL-terminated, free with rs_free) and *json_len; the operator's
+ * error otherwise (RS_ENOENT: nothing kept for the key), RS_ENOTSUP when
+ * the operator has no query(). */
+int rs_harness_query(rs_harness_t *h, int32_t partition, const void *key,
+                     size_t key_len, char **json, size_t *json_len);
 /* Runs checkpoint() if the operator has one, then writes every dirty
  * state entry to the store in one batch (rs_store_checkpoint with no
  * offsets). Returns the first error: the operator's, or RS_ESTATE with a

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "operators/harness.h"
+#include "util.h"
 
 typedef struct probe_ctx {
   char *tag; /* option */
@@ -395,5 +396,64 @@ Test(harness, port_wanted_answers_as_set) {
                                   (uint32_t)offsetof(rs_host_api_t, variant));
   cr_assert_not(RS_HOST_HAS(host, port_wanted));
   rs_harness_set_host_struct_size(h, 0);
+  rs_harness_destroy(h);
+}
+
+/* query() as the engine runs it: reads allowed, writes, emit() and
+ * dead_letter() refused; what the operator answers comes back
+ * NUL-terminated; no query() at all is RS_ENOTSUP. */
+static int g_q_put, g_q_emit, g_q_dlq;
+
+static int probe_query(rs_op_t *op, void *vctx, int32_t partition,
+                       const void *key, size_t key_len, char **json,
+                       size_t *json_len) {
+  probe_ctx_t *c = vctx;
+  void *v;
+  size_t n;
+  int rc = c->host->state_get(op, partition, key, key_len, &v, &n);
+  if (rc)
+    return rc;
+  *json = c->host->malloc(n + 2);
+  if (!*json)
+    return RS_ENOMEM;
+  (*json)[0] = '"';
+  memcpy(*json + 1, v, n); /* before the next state call ends the borrow */
+  (*json)[n + 1] = '"';
+  *json_len = n + 2;
+  rs_record_t r = {.kind = RS_KIND_BYTES, .key = key, .key_len = key_len};
+  g_q_put = c->host->state_put(op, partition, "k", 1, "v", 1);
+  g_q_emit = c->host->emit(op, 0, &r);
+  g_q_dlq = c->host->dead_letter(op, &r, "no");
+  return 0;
+}
+
+Test(harness, query_reads_only_and_returns_the_answer) {
+  rs_harness_t *h = make(NULL);
+  char *json;
+  size_t len;
+  cr_assert_eq(rs_harness_query(h, 0, "u", 1, &json, &len), RS_ENOTSUP);
+  rs_harness_destroy(h);
+
+  rs_operator_def_t def = probe_def;
+  def.query = probe_query;
+  char err[1024] = "";
+  h = rs_harness_new(&def, NULL, err, sizeof err);
+  cr_assert_not_null(h, "%s", err);
+  cr_assert_eq(rs_harness_query(h, 0, "u", 1, &json, &len), RS_ENOENT);
+  cr_assert_null(json);
+  cr_assert_eq(rs_harness_state_put(h, 0, "u", 1, "abc", 3), 0);
+  cr_assert_eq(rs_harness_query(h, 0, "u", 1, &json, &len), 0);
+  cr_assert_eq(len, 5);
+  cr_assert_str_eq(json, "\"abc\"");
+  rs_free(json);
+  cr_assert_eq(g_q_put, RS_EINVAL);
+  cr_assert_eq(g_q_emit, RS_EINVAL);
+  cr_assert_eq(g_q_dlq, RS_EINVAL);
+  const void *v;
+  size_t n;
+  cr_assert_eq(rs_harness_state_get(h, 0, "k", 1, &v, &n), RS_ENOENT,
+               "the refused write reached the state");
+  cr_assert_eq(rs_harness_emitted_count(h, 0), 0);
+  cr_assert_eq(rs_harness_dead_count(h), 0);
   rs_harness_destroy(h);
 }

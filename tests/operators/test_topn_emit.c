@@ -6,8 +6,10 @@
  * history, the min_interval trigger, candidate bounds and provenance when
  * the catalogue is above exact_scan_below, cold users served by
  * popularity, the last list in state, dead letters and configuration
- * errors, and determinism across runs and across a restart. */
+ * errors, determinism across runs and across a restart, and the
+ * interactive query (ABI minor 3) of the last list. */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -655,5 +657,81 @@ Test(topn_emit, with_on_interaction_false_only_sessions_emit) {
   cr_assert_eq(z->n_items, 4);
   cr_assert(named(&z->items[0], "i2"), "the most popular first");
   cr_assert_eq(rs_harness_counter(p.tn, "suppressed"), 1);
+  close_pair(&p);
+}
+
+/* The query answers the last emitted list of the user, in its partition,
+ * with names, scores and the impression id of that emission. */
+Test(topn_emit, query_answers_the_last_emitted_list_with_names) {
+  const char *mf_opts[] = {"objective",       "isgd", "k", "4",
+                           "min_user_events", "2",    NULL};
+  const char *tn_opts[] = {"n", "3", NULL};
+  pair_t p;
+  open_pair(&p, mf_opts, tn_opts);
+  char *json;
+  size_t len;
+  cr_assert_eq(rs_harness_query(p.tn, 0, "a", 1, &json, &len), RS_ENOENT,
+               "nothing emitted yet");
+  cr_assert_null(json);
+  feed(&p, "a", "i0", 1);
+  feed(&p, "b", "i1", 2);
+  feed(&p, "b", "it\xc3\xa9m \"q\"", 3);
+  feed(&p, "a", "i2", 4);
+  feed(&p, "a", "i3", 5);
+  const rs_recommendation_t *want = last_rec(p.tn); /* a's, at ts 5 */
+  cr_assert_eq(want->n_items, 2, "5 items, 3 consumed by a");
+  cr_assert_eq(rs_harness_query(p.tn, 0, "a", 1, &json, &len), 0, "%s",
+               rs_harness_errmsg(p.tn));
+  cr_assert_eq(strlen(json), len);
+  json_error_t je;
+  json_t *j = json_loads(json, 0, &je);
+  cr_assert_not_null(j, "not JSON (%s): %s", je.text, json);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "impression_id")),
+                   want->impression_id);
+  cr_assert_eq(json_integer_value(json_object_get(j, "event_time_ms")), 5);
+  cr_assert_eq(json_integer_value(json_object_get(j, "model_version")),
+               (json_int_t)want->model_version);
+  cr_assert(json_is_false(json_object_get(j, "popular")), "%s", json);
+  json_t *items = json_object_get(j, "items");
+  cr_assert_eq(json_array_size(items), want->n_items, "%s", json);
+  for (uint32_t i = 0; i < want->n_items; i++) {
+    json_t *it = json_array_get(items, i);
+    const char *name = json_string_value(json_object_get(it, "item"));
+    cr_assert_not_null(name, "%s", json);
+    cr_assert(named(&want->items[i], name), "slot %u: %s", i, name);
+    cr_assert_float_eq(json_real_value(json_object_get(it, "score")),
+                       want->items[i].score, 1e-6);
+  }
+  json_decref(j);
+  rs_free(json);
+
+  /* A cold user's (one event, below min_user_events) popular list says
+   * so; a name with a quote and UTF-8 comes back intact. */
+  feed(&p, "c", "i0", 6);
+  cr_assert_eq(rs_harness_query(p.tn, 0, "c", 1, &json, &len), 0);
+  j = json_loads(json, 0, &je);
+  cr_assert_not_null(j, "%s", json);
+  cr_assert(json_is_true(json_object_get(j, "popular")), "%s", json);
+  int quoted = 0;
+  items = json_object_get(j, "items");
+  for (size_t i = 0; i < json_array_size(items); i++)
+    quoted |= !strcmp(
+        json_string_value(json_object_get(json_array_get(items, i), "item")),
+        "it\xc3\xa9m \"q\"");
+  cr_assert(quoted, "%s", json);
+  json_decref(j);
+  rs_free(json);
+
+  /* Other partitions and users: nothing kept. */
+  cr_assert_eq(rs_harness_query(p.tn, 1, "a", 1, &json, &len), RS_ENOENT);
+  cr_assert_eq(rs_harness_query(p.tn, 0, "zz", 2, &json, &len), RS_ENOENT);
+  /* A restart keeps the list (it is state). */
+  cr_assert_eq(rs_harness_restart(p.tn, 0), 0, "%s", rs_harness_errmsg(p.tn));
+  cr_assert_eq(rs_harness_query(p.tn, 0, "a", 1, &json, &len), 0);
+  cr_assert(strstr(json, want->impression_id) != NULL, "%s", json);
+  rs_free(json);
+  /* A corrupt list is a state error, not a wrong answer. */
+  cr_assert_eq(rs_harness_state_put(p.tn, 0, "la", 2, "\x01junk", 5), 0);
+  cr_assert_eq(rs_harness_query(p.tn, 0, "a", 1, &json, &len), RS_ESTATE);
   close_pair(&p);
 }

@@ -122,6 +122,32 @@ Test(config, http_is_off_by_default_and_reads_port_and_bind) {
   rs_config_destroy(cfg);
 }
 
+Test(config, log_section_is_unset_by_default_and_reads_level_and_format) {
+  const char *y = HEAD PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_null(cfg->log.level);
+  cr_assert_null(cfg->log.format);
+  rs_config_destroy(cfg);
+  const char *y2 =
+      "log: { level: \"warn,http=debug\", format: json }\n" HEAD PARSE TAIL;
+  cr_assert_eq(rs_config_load_string("x.yaml", y2, strlen(y2), NULL, 0, &cfg,
+                                     err, sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->log.level, "warn,http=debug");
+  cr_assert_str_eq(cfg->log.format, "json");
+  rs_config_destroy(cfg);
+  const char *sets[] = {"log.format=text"};
+  cr_assert_eq(rs_config_load_string("x.yaml", y2, strlen(y2), sets, 1, &cfg,
+                                     err, sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->log.format, "text");
+  rs_config_destroy(cfg);
+}
+
 Test(config, set_overrides_values_operators_and_properties) {
   const char *y = HEAD PARSE TAIL;
   const char *sets[] = {"state.commit_interval=5s", "kafka.brokers=b:9",
@@ -156,7 +182,7 @@ static const bad_case_t bad_cases[] = {
      "parsing a flow mapping"},
     {"unknown_top_key", HEAD PARSE TAIL "sinkz: []\n", NULL,
      "bad.yaml:8:1: config: unknown key 'sinkz' (expected one of: app, kafka, "
-     "state, processing, http, sources, operators, sinks, plugins)"},
+     "state, processing, http, log, sources, operators, sinks, plugins)"},
     {"unknown_state_key",
      "state: { dir: /tmp/x, comit_interval: 1s }\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:23: state: unknown key 'comit_interval' (expected one of: "
@@ -289,6 +315,19 @@ static const bad_case_t bad_cases[] = {
      NULL,
      "bad.yaml:5:13: operators[0].name: 'pa rse' may only contain letters, "
      "digits, '_' and '-'"},
+    {"bad_log_level", "log: { level: \"warn,http=loud\" }\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:1:15: log.level: expected error, warn, info or debug, got "
+     "'loud' in 'warn,http=loud'"},
+    {"bad_log_format", "log: { format: xml }\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:16: log.format: expected text or json, got 'xml'"},
+    {"unknown_log_key", "log: { level: info, colour: true }\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:1:21: log: unknown key 'colour' (expected one of: level, "
+     "format)"},
+    {"bad_log_level_set", HEAD PARSE TAIL, "log.level=verbose",
+     "bad.yaml:0:0: log.level: expected error, warn, info or debug, got "
+     "'verbose' in 'verbose'"},
 };
 
 Test(config, every_bad_config_has_its_exact_message) {

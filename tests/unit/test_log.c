@@ -123,3 +123,50 @@ Test(log, bad_specs_say_what_is_expected_and_change_nothing) {
   cr_assert_eq(json, 0);
   cr_assert_eq(rs_log_parse_format("yaml", &json), -1);
 }
+
+Test(log, key_value_fields_in_text_and_json) {
+  reset();
+  capture();
+  const char *kv[] = {"topic", "in", "partition", "3",
+                      "skip",  NULL, "note",      "two words \"q\"",
+                      "empty", "",   NULL};
+  rs_log_kv(RS_LOG_INFO, "engine", kv, "assigned %s", "it");
+  rs_log_kv(RS_LOG_INFO, "engine", NULL, "no fields");
+  char *out = captured();
+  cr_assert(strstr(out, " INFO  engine: assigned it | topic=in partition=3 "
+                        "note=\"two words \\\"q\\\"\" empty=\"\"\n") != NULL,
+            "%s", out);
+  cr_assert(strstr(out, "engine: no fields\n") != NULL, "%s", out);
+  cr_assert_null(strstr(out, "skip"), "%s", out);
+  free(out);
+
+  rs_log_set_format(1);
+  capture();
+  const char *kv2[] = {"partition", "3",     "offset", "-12",  "lead0", "007",
+                       "msg",       "clash", "bad",    "\xff", NULL};
+  rs_log_kv(RS_LOG_WARN, "engine", kv2, "gap");
+  out = captured();
+  reset();
+  json_error_t je;
+  json_t *j = json_loads(out, 0, &je);
+  cr_assert(j != NULL, "not JSON: %s (%s)", out, je.text);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "msg")), "gap");
+  cr_assert_eq(json_integer_value(json_object_get(j, "partition")), 3);
+  cr_assert_eq(json_integer_value(json_object_get(j, "offset")), -12);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "lead0")), "007");
+  cr_assert_str_eq(json_string_value(json_object_get(j, "kv_msg")), "clash");
+  cr_assert_str_eq(json_string_value(json_object_get(j, "bad")),
+                   "\xef\xbf\xbd");
+  json_decref(j);
+  free(out);
+}
+
+Test(log, check_validates_without_applying) {
+  char err[256];
+  reset();
+  cr_assert_eq(rs_log_check("debug,http=error", err, sizeof err), 0, "%s", err);
+  cr_assert_eq(rs_log_level(), RS_LOG_INFO, "check changed the level");
+  cr_assert_eq(rs_log_check("loud", err, sizeof err), -1);
+  cr_assert(strstr(err, "expected error, warn, info or debug") != NULL, "%s",
+            err);
+}

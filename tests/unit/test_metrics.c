@@ -687,3 +687,83 @@ Test(metrics, node_totals_for_rates) {
   cr_assert_eq(rs_metrics_node_out(&s, node(g, "o1")), 9);
   fixture_free(&f);
 }
+
+Test(metrics, latency_histograms_rocksdb_and_checkpoint_bytes) {
+  fixture_t f;
+  fixture_load(&f);
+  const rs_graph_t *g = f.g;
+  rs_lat_histogram_t e2e[16];
+  memset(e2e, 0, sizeof e2e);
+  size_t o1 = node(g, "o1");
+  /* 0 (first bucket), exactly 1 ms, 40 ms, 2 h (only +Inf). */
+  const uint64_t obs[] = {0, 1000000, 40000000, 7200000000000ull};
+  for (size_t i = 0; i < RS_ARRAY_SIZE(obs); i++)
+    rs_lat_observe(&e2e[o1], obs[i]);
+  uint64_t out[16] = {0};
+  rs_metrics_snapshot_t s;
+  fill(&s, g, NULL, 0, NULL, 0, out);
+  s.node_e2e = e2e;
+  rs_lat_observe(&s.ack, 3000000);
+  rs_metric_cf_t cfs[] = {{"st", 5001, 5002, 5003, 5004},
+                          {"__offsets", 6001, 6002, 6003, 6004}};
+  s.has_store = 1;
+  s.cfs = cfs;
+  s.n_cfs = 2;
+  s.block_cache_bytes = 7001;
+  s.block_cache_capacity = 7002;
+  s.checkpoint_last_bytes = 7003;
+  s.checkpoint_total_bytes = 7004;
+  rs_buf_t b = {0};
+  cr_assert_eq(rs_metrics_render(&s, &b), 0);
+  cr_assert_eq(rs_buf_append(&b, "", 1), 0);
+  static parsed_t r;
+  parse_exposition(b.data, &r);
+  const char *e = "recstream_event_to_output_seconds_bucket";
+  cr_assert_str_eq(family(&r, "recstream_event_to_output_seconds")->type,
+                   "histogram");
+  cr_assert_eq(val(&r, e, "sink=o1,le=0.001"), 2);
+  cr_assert_eq(val(&r, e, "sink=o1,le=0.025"), 2);
+  cr_assert_eq(val(&r, e, "sink=o1,le=0.05"), 3);
+  cr_assert_eq(val(&r, e, "sink=o1,le=3600"), 3);
+  cr_assert_eq(val(&r, e, "sink=o1,le=+Inf"), 4);
+  cr_assert_eq(val(&r, "recstream_event_to_output_seconds_count", "sink=o1"),
+               4);
+  cr_assert_eq(val(&r, "recstream_event_to_output_seconds_sum", "sink=o1"),
+               7200.041);
+  /* One per sink, none for operators. */
+  cr_assert_eq(count_series(&r, "recstream_event_to_output_seconds_count"), 3);
+  cr_assert_eq(val(&r, e, "sink=o2,le=+Inf"), 0);
+  cr_assert_eq(val(&r, "recstream_output_ack_seconds_bucket", "le=0.0025"), 0);
+  cr_assert_eq(val(&r, "recstream_output_ack_seconds_bucket", "le=0.005"), 1);
+  cr_assert_eq(val(&r, "recstream_output_ack_seconds_count", ""), 1);
+  cr_assert_eq(val(&r, "recstream_rocksdb_estimated_keys", "column_family=st"),
+               5001);
+  cr_assert_eq(val(&r, "recstream_rocksdb_sst_bytes", "column_family=st"),
+               5002);
+  cr_assert_eq(
+      val(&r, "recstream_rocksdb_memtable_bytes", "column_family=__offsets"),
+      6003);
+  cr_assert_eq(val(&r, "recstream_rocksdb_pending_compaction_bytes",
+                   "column_family=__offsets"),
+               6004);
+  cr_assert_eq(val(&r, "recstream_rocksdb_block_cache_bytes", ""), 7001);
+  cr_assert_eq(val(&r, "recstream_rocksdb_block_cache_capacity_bytes", ""),
+               7002);
+  cr_assert_eq(val(&r, "recstream_checkpoint_last_bytes", ""), 7003);
+  cr_assert_eq(val(&r, "recstream_checkpoint_bytes_total", ""), 7004);
+  rs_buf_free(&b);
+
+  /* Quantiles as histogram_quantile: linear inside the bucket. */
+  rs_lat_histogram_t q;
+  memset(&q, 0, sizeof q);
+  cr_assert_eq(rs_lat_quantile(&q, 0.5), -1);
+  for (int i = 0; i < 100; i++)
+    rs_lat_observe(&q, i < 90 ? 3000000 : 70000000); /* 3 ms, 70 ms */
+  /* 90 in (2.5 ms, 5 ms], 10 in (50 ms, 100 ms]. */
+  cr_assert_float_eq(rs_lat_quantile(&q, 0.5), 0.0025 + 0.0025 * 50 / 90.0,
+                     1e-12);
+  cr_assert_float_eq(rs_lat_quantile(&q, 0.99), 0.05 + 0.05 * 9 / 10.0, 1e-12);
+  rs_lat_observe(&q, 7200000000000ull);
+  cr_assert_eq(rs_lat_quantile(&q, 1.0), 3600, "+Inf answers its lower bound");
+  fixture_free(&f);
+}

@@ -790,3 +790,45 @@ Test(state, allocation_failures_are_errors_not_crashes) {
   rs_cache_destroy(c);
   rs_store_destroy(s);
 }
+
+/* Figures for metrics: checkpoint bytes, RocksDB's per column family
+ * properties and the block cache. */
+Test(state, stats_count_checkpoint_bytes_and_rocksdb_figures) {
+  rs_store_t *s = open_store();
+  int cf = rs_store_cf(s, "counts");
+  rs_store_stats_t st;
+  rs_store_stats(s, &st);
+  cr_assert_eq(st.checkpoints, 0);
+  cr_assert_eq(st.checkpoint_last_bytes, 0);
+  cr_assert_gt(st.block_cache_capacity, 0);
+  rs_cache_t *c;
+  cr_assert_eq(rs_cache_create(s, 1 << 20, &c), 0);
+  char key[32];
+  for (int i = 0; i < 300; i++) {
+    snprintf(key, sizeof key, "user-%d", i);
+    put_str(c, cf, 0, key, "a value of some bytes");
+  }
+  cr_assert_eq(rs_store_checkpoint(s, c, NULL, 0), 0);
+  rs_store_stats(s, &st);
+  cr_assert_eq(st.checkpoints, 1);
+  /* 300 entries of at least key + value bytes each. */
+  cr_assert_gt(st.checkpoint_last_bytes, 300 * (6 + 21));
+  uint64_t first = st.checkpoint_last_bytes;
+  put_str(c, cf, 0, "one-more", "x");
+  cr_assert_eq(rs_store_checkpoint(s, c, NULL, 0), 0);
+  rs_store_stats(s, &st);
+  cr_assert_eq(st.checkpoints, 2);
+  cr_assert_lt(st.checkpoint_last_bytes, first);
+  cr_assert_eq(st.checkpoint_total_bytes, first + st.checkpoint_last_bytes);
+  rs_store_cf_stats_t cs;
+  cr_assert_eq(rs_store_cf_stats(s, cf, &cs), 0);
+  cr_assert_geq(cs.estimated_keys, 250, "%llu",
+                (unsigned long long)cs.estimated_keys);
+  cr_assert_gt(cs.memtable_bytes, 0);
+  rs_store_cf_stats_t other;
+  cr_assert_eq(rs_store_cf_stats(s, rs_store_cf(s, "vectors"), &other), 0);
+  cr_assert_eq(other.estimated_keys, 0);
+  cr_assert_eq(rs_store_cf_stats(s, 99, &cs), RS_EINVAL);
+  rs_cache_destroy(c);
+  rs_store_destroy(s);
+}
