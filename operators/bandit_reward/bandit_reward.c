@@ -131,8 +131,8 @@ typedef struct br_ctx {
 } br_ctx_t;
 
 static const rs_option_def_t br_options[] = {
-    {RS_OPT_ENUM, "policy", "epsilon_greedy", offsetof(br_ctx_t, policy), 0,
-     -1, "greedy|epsilon_greedy|thompson",
+    {RS_OPT_ENUM, "policy", "epsilon_greedy", offsetof(br_ctx_t, policy), 0, -1,
+     "greedy|epsilon_greedy|thompson",
      "Exploration policy choosing the shown slots among topn_emit's "
      "candidates: `greedy` (no exploration, propensity 1), `epsilon_greedy` "
      "(each slot: a uniformly random remaining candidate with probability "
@@ -366,8 +366,8 @@ static int add_arm(br_ctx_t *c, const char *item, uint32_t len, double reward) {
   a.reward += reward;
   memcpy(v, &a.shows, 8);
   memcpy(v + 8, &a.reward, 8);
-  return c->host->state_put(c->op, RS_PARTITION_SHARED, c->key,
-                            1 + (size_t)len, v, sizeof v);
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
+                            v, sizeof v);
 }
 
 void rs__bandit_estimates(void *vctx, double *n, double *ips, double *snips) {
@@ -416,8 +416,7 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     return rc;
   void *v;
   size_t n;
-  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)id_len, &v,
-                          &n);
+  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)id_len, &v, &n);
   if (rc == RS_ENOENT)
     return 0;
   if (rc)
@@ -488,8 +487,8 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     c->host->counter_add(c->c_ips_w, (uint64_t)llround(w * 1e6));
   unsigned char e[24];
   memcpy(e, c->est, sizeof e);
-  if ((rc = c->host->state_put(c->op, RS_PARTITION_SHARED, "e", 1, e,
-                               sizeof e)))
+  if ((rc =
+           c->host->state_put(c->op, RS_PARTITION_SHARED, "e", 1, e, sizeof e)))
     return rc;
   if ((rc = make_key(c, 'm', id, id_len)))
     return rc;
@@ -502,8 +501,7 @@ static int advance(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
                    uint32_t *ord, int64_t ts) {
   if (ts > p->max_ts) {
     p->max_ts = ts;
-    int rc =
-        c->host->state_put(c->op, p->partition, "w", 1, &p->max_ts, 8);
+    int rc = c->host->state_put(c->op, p->partition, "w", 1, &p->max_ts, 8);
     if (rc)
       return rc;
   }
@@ -556,8 +554,7 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
     return RS_ENOMEM;
   uint32_t *greedy = order + n + 1;
   for (uint32_t j = 0; j < n; j++) {
-    if ((rc = get_arm(c, r->items[j].item, r->items[j].item_len,
-                      &c->arms[j])))
+    if ((rc = get_arm(c, r->items[j].item, r->items[j].item_len, &c->arms[j])))
       return rc;
     c->arms[j].score = r->items[j].score;
   }
@@ -615,8 +612,7 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
   int64_t deadline = r->timestamp_ms > INT64_MAX - c->window_ms
                          ? INT64_MAX
                          : r->timestamp_ms + c->window_ms;
-  if ((rc = heap_push(c, p, deadline, r->impression_id,
-                      r->impression_id_len)))
+  if ((rc = heap_push(c, p, deadline, r->impression_id, r->impression_id_len)))
     return rc;
 
   /* The user's latest impressions, for feedback without an id. */
@@ -661,16 +657,14 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
 /* Loads impression id into c->buf; the slot showing item or -1. 1 if the
  * impression exists. */
 static int load_impression(br_ctx_t *c, int32_t partition, const char *id,
-                           uint32_t id_len, const char *item,
-                           uint32_t item_len, size_t *n_out, int *slot,
-                           size_t *slot_off) {
+                           uint32_t id_len, const char *item, uint32_t item_len,
+                           size_t *n_out, int *slot, size_t *slot_off) {
   int rc = make_key(c, 'm', id, id_len);
   if (rc)
     return rc;
   void *v;
   size_t n;
-  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)id_len, &v,
-                          &n);
+  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)id_len, &v, &n);
   if (rc == RS_ENOENT)
     return 0;
   if (rc)
@@ -902,9 +896,9 @@ static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
       host->counter(op, "explored", "Impressions that differ from greedy");
   c->c_ips_n = host->counter(op, "ips_impressions",
                              "Closed impressions in the IPS estimates");
-  c->c_ips_wr = host->counter(
-      op, "ips_weighted_reward_micro",
-      "Sum of w*R (x1e6); IPS = this / ips_impressions / 1e6");
+  c->c_ips_wr =
+      host->counter(op, "ips_weighted_reward_micro",
+                    "Sum of w*R (x1e6); IPS = this / ips_impressions / 1e6");
   c->c_ips_w =
       host->counter(op, "ips_weight_micro",
                     "Sum of w (x1e6); SNIPS = ips_weighted_reward / this");

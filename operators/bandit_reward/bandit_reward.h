@@ -6,7 +6,6 @@
  * target policy (NAN before any). vctx: the operator's context. */
 void rs__bandit_estimates(void *vctx, double *n, double *ips, double *snips);
 /* An item's statistics (closed shows, rewards). */
-int rs__bandit_arm(void *vctx, const char *item, double *shows,
-                   double *reward);
+int rs__bandit_arm(void *vctx, const char *item, double *shows, double *reward);
 
 #endif
