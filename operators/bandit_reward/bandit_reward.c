@@ -159,7 +159,7 @@ static const rs_option_def_t br_options[] = {
      "of the posterior mean all policies rank by)."},
     {RS_OPT_DOUBLE, "prior_beta", "1", offsetof(br_ctx_t, prior_beta), 1e-6,
      1e6, NULL, "Beta prior failures per item (see prior_alpha)."},
-    {RS_OPT_INT, "samples", "32", offsetof(br_ctx_t, samples), 1, 4096, NULL,
+    {RS_OPT_INT, "samples", "16", offsetof(br_ctx_t, samples), 1, 4096, NULL,
      "thompson: posterior draws per emission; a slot's propensities are the "
      "shares of draws won, so they are exact for the draw made."},
     {RS_OPT_DOUBLE, "floor", "0.01", offsetof(br_ctx_t, floor), 0, 1, NULL,
