@@ -642,7 +642,7 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
       if (pos + 2 > n_old)
         return corrupt(c, "user impressions");
       memcpy(&l, u + pos, 2);
-      if (pos + 2 + l > n_old)
+      if (l > 256 || pos + 2 + l > n_old)
         return corrupt(c, "user impressions");
       memcpy(ubuf + ulen, u + pos, 2 + (size_t)l);
       ulen += 2 + (size_t)l;
@@ -743,7 +743,7 @@ static int on_feedback(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
         if (pos + 2 > un)
           return corrupt(c, "user impressions");
         memcpy(&l, ubuf + pos, 2);
-        if (pos + 2 + l > un)
+        if (l > sizeof idbuf || pos + 2 + l > un)
           return corrupt(c, "user impressions");
         memcpy(idbuf, ubuf + pos + 2, l);
         id = idbuf;

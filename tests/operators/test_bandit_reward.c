@@ -545,3 +545,40 @@ Test(bandit_reward, option_table_is_documented) {
     cr_assert_not_null(o->default_value, "option %s", o->name);
   }
 }
+
+/* A corrupt impression or user index stops the operator with RS_ESTATE and
+ * a logged message, never a crash. */
+Test(bandit_reward, corrupt_state_is_an_error) {
+  const char *opts[] = {"policy", "greedy", NULL};
+  rs_harness_t *h = make(opts);
+  push_list(h, "u1", "imp-1", NULL, 2, 1000, 1);
+  cr_assert_eq(rs_harness_state_put(h, 0, "mimp-1", 6, "\x01junk", 5), 0);
+  rs_feedback_t f = {.user = "u1",
+                     .user_len = 2,
+                     .impression_id = "imp-1",
+                     .impression_id_len = 5,
+                     .item = "i0",
+                     .item_len = 2,
+                     .value = 1,
+                     .timestamp_ms = 1001};
+  rs_record_t rec = {.kind = RS_KIND_FEEDBACK,
+                     .key = "u1",
+                     .key_len = 2,
+                     .payload = &f,
+                     .timestamp_ms = 1001};
+  cr_assert_eq(rs_harness_push_input(h, 1, 0, &rec, 1), RS_ESTATE);
+  /* user index with an id length past its end */
+  cr_assert_eq(rs_harness_state_put(h, 0, "uu1", 3,
+                                    "\x01\xff\x7f"
+                                    "ab",
+                                    5),
+               0);
+  f.impression_id = NULL;
+  f.impression_id_len = 0;
+  cr_assert_eq(rs_harness_push_input(h, 1, 0, &rec, 1), RS_ESTATE);
+  int level, found = 0;
+  for (size_t i = 0; i < rs_harness_log_count(h); i++)
+    found |= strstr(rs_harness_log_line(h, i, &level), "corrupt") != NULL;
+  cr_assert(found);
+  rs_harness_destroy(h);
+}

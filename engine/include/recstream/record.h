@@ -231,7 +231,8 @@ typedef struct rs_reward {
   uint32_t flags;        /* RS_REWARD_F_* */
   int32_t type;          /* rs_feedback_type_t of the feedback; -1: none */
   double reward;         /* the reward counted for this feedback */
-  double propensity;     /* logged propensity of the slot (1 if none) */
+  double propensity;     /* the slot's logged propensity; for a default
+                            reward, the whole list's probability */
   int64_t impression_ms; /* event time of the impression */
   int64_t timestamp_ms;  /* event time of the feedback (or window close) */
 } rs_reward_t;
