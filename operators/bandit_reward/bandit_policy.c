@@ -142,3 +142,46 @@ double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
   }
   return list;
 }
+
+void br_lin_reset(br_lin_t *l) {
+  memset(l->ainv, 0, sizeof(double) * l->d * l->d);
+  memset(l->b, 0, sizeof(double) * l->d);
+  for (uint32_t i = 0; i < l->d; i++)
+    l->ainv[(size_t)i * l->d + i] = 1.0;
+}
+
+void br_lin_score(const br_lin_t *l, const float *x, double *mean,
+                  double *width, double *ax) {
+  uint32_t d = l->d;
+  double m = 0, w = 0;
+  for (uint32_t i = 0; i < d; i++) {
+    double s = 0, t = 0;
+    for (uint32_t j = 0; j < d; j++) {
+      s += l->ainv[(size_t)i * d + j] * x[j];
+      t += l->ainv[(size_t)i * d + j] * l->b[j];
+    }
+    ax[i] = s;
+    w += x[i] * s;
+    m += t * x[i];
+  }
+  *mean = m;
+  *width = w > 0 ? sqrt(w) : 0;
+}
+
+void br_lin_update(br_lin_t *l, const float *x, double r, double *ax) {
+  uint32_t d = l->d;
+  /* A^-1 <- A^-1 - (A^-1 x)(A^-1 x)^T / (1 + x^T A^-1 x); A symmetric. */
+  double den = 1.0;
+  for (uint32_t i = 0; i < d; i++) {
+    double s = 0;
+    for (uint32_t j = 0; j < d; j++)
+      s += l->ainv[(size_t)i * d + j] * x[j];
+    ax[i] = s;
+    den += x[i] * s;
+  }
+  for (uint32_t i = 0; i < d; i++)
+    for (uint32_t j = 0; j < d; j++)
+      l->ainv[(size_t)i * d + j] -= ax[i] * ax[j] / den;
+  for (uint32_t i = 0; i < d; i++)
+    l->b[i] += r * x[i];
+}

@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { BR_GREEDY = 0, BR_EPSILON = 1, BR_THOMPSON = 2 };
+enum { BR_GREEDY = 0, BR_EPSILON = 1, BR_THOMPSON = 2, BR_LINUCB = 3 };
 
 typedef struct br_rng {
   uint64_t s;
@@ -67,5 +67,22 @@ size_t br_work_size(const br_policy_t *p, uint32_t n);
 double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
                  uint32_t slots, br_rng_t *rng, uint32_t *order, double *prop,
                  uint32_t *greedy, double *dist0, double *work);
+
+/* LinUCB (Li et al. 2010) with one shared linear model over d features:
+ * A = I + sum x x^T and b = sum r x; kept as A^-1 (updated by
+ * Sherman-Morrison) and b. theta = A^-1 b. */
+typedef struct br_lin {
+  uint32_t d;
+  double *ainv; /* d x d, row-major */
+  double *b;    /* d */
+} br_lin_t;
+
+/* Sets A^-1 = I, b = 0 (ainv and b are the caller's, d*d and d). */
+void br_lin_reset(br_lin_t *l);
+/* theta^T x and sqrt(x^T A^-1 x) (scratch: d doubles). */
+void br_lin_score(const br_lin_t *l, const float *x, double *mean,
+                  double *width, double *scratch);
+/* Learns reward r for features x (scratch: d doubles). */
+void br_lin_update(br_lin_t *l, const float *x, double r, double *scratch);
 
 #endif

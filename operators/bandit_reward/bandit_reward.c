@@ -108,6 +108,8 @@ typedef struct br_ctx {
   int64_t window_ms, lateness_ms;
   double default_reward;
   int duplicates; /* first|sum */
+  char *model;    /* linucb: the mf_update instance */
+  double alpha;   /* linucb */
 
   rs_op_t *op;
   const rs_host_api_t *host;
@@ -115,8 +117,8 @@ typedef struct br_ctx {
   size_t n_parts;
 
   /* Scratch. */
-  unsigned char *buf;
-  size_t buf_cap;
+  unsigned char *buf, *buf2;
+  size_t buf_cap, buf2_cap;
   char *key;
   size_t key_cap;
   br_arm_t *arms;
@@ -125,6 +127,15 @@ typedef struct br_ctx {
   double *prop;
   size_t arms_cap, work_cap;
 
+  /* linucb */
+  int peer;
+  br_lin_t lin; /* lin.d == 0 until the model's k is known */
+  double *lin_mem;
+  float *feat; /* features of the current candidates, then pu, q */
+  size_t feat_cap;
+  double *ucb;
+  size_t ucb_cap;
+
   double est[3]; /* closed impressions, sum w R, sum w */
   rs_counter_t *c_imp, *c_rewards, *c_clicks, *c_default, *c_dup, *c_late,
       *c_unmatched, *c_explored, *c_ips_n, *c_ips_wr, *c_ips_w;
@@ -132,14 +143,17 @@ typedef struct br_ctx {
 
 static const rs_option_def_t br_options[] = {
     {RS_OPT_ENUM, "policy", "epsilon_greedy", offsetof(br_ctx_t, policy), 0, -1,
-     "greedy|epsilon_greedy|thompson",
+     "greedy|epsilon_greedy|thompson|linucb",
      "Exploration policy choosing the shown slots among topn_emit's "
      "candidates: `greedy` (no exploration, propensity 1), `epsilon_greedy` "
      "(each slot: a uniformly random remaining candidate with probability "
      "epsilon, else the best by score_weight * score + posterior mean "
      "reward), `thompson` (Beta-Bernoulli posterior per item; each slot "
      "draws from the share of `samples` posterior draws in which each "
-     "candidate is best, mixed with `floor`). linucb is not implemented."},
+     "candidate is best, mixed with `floor`), `linucb` (one shared linear "
+     "model over features from the user's and the item's factors in "
+     "`model`, [1, p_u * q_i]; each slot takes the best remaining "
+     "score_weight * score + theta^T x + alpha * width, propensity 1)."},
     {RS_OPT_INT, "slots", "10", offsetof(br_ctx_t, slots), 1, MAX_SLOTS, NULL,
      "Items shown per recommendation, chosen from topn_emit's `n` candidates "
      "(set topn_emit's n larger than slots to give exploration room; lists "
@@ -185,6 +199,11 @@ static const rs_option_def_t br_options[] = {
      "Several feedback records for one (impression, item): `first` counts "
      "the first only (later ones are counted as duplicates), `sum` adds "
      "them all and emits a reward record for each."},
+    {RS_OPT_STRING, "model", "mf", offsetof(br_ctx_t, model), 0, -1, NULL,
+     "linucb: name of the mf_update operator whose user and item factors "
+     "give the features (read-only, like topn_emit's `model`)."},
+    {RS_OPT_DOUBLE, "alpha", "1", offsetof(br_ctx_t, alpha), 0, 1e6, NULL,
+     "linucb: weight of the confidence width (exploration)."},
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -407,6 +426,8 @@ static int emit_reward(br_ctx_t *c, const rs_record_t *src, uint32_t *ord,
   return c->host->emit(c->op, PORT_REWARDS, &out);
 }
 
+static int put_lin(br_ctx_t *c);
+
 /* Closes impression `id`: default reward, statistics, estimates. */
 static int close_impression(br_ctx_t *c, int32_t partition,
                             const rs_record_t *src, uint32_t *ord,
@@ -428,9 +449,10 @@ static int close_impression(br_ctx_t *c, int32_t partition,
   if (n < IMP_HDR || b[0] != BR_VERSION)
     return corrupt(c, "impression");
   uint16_t slots;
-  uint32_t ulen, matched;
+  uint32_t ulen, matched, dim;
   int64_t imp_ms;
   double plist;
+  memcpy(&dim, b + 28, 4);
   memcpy(&slots, b + 2, 2);
   memcpy(&ulen, b + 4, 4);
   memcpy(&imp_ms, b + 8, 8);
@@ -448,15 +470,26 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     memcpy(&il, b + off, 4);
     if (off + SLOT_HDR + il > n)
       return corrupt(c, "impression slot");
+    if (off + SLOT_HDR + il + 4 * (size_t)dim > n)
+      return corrupt(c, "impression slot");
     double r;
     memcpy(&r, b + off + 16, 8);
     if (!b[off + 4])
       r = c->default_reward;
     total += r;
+    if (dim && dim == c->lin.d) {
+      if (grow(c, (void **)&c->feat, &c->feat_cap, dim, 4) ||
+          grow(c, (void **)&c->ucb, &c->ucb_cap, dim, 8))
+        return RS_ENOMEM;
+      memcpy(c->feat, b + off + SLOT_HDR + il, 4 * (size_t)dim);
+      br_lin_update(&c->lin, c->feat, r, c->ucb);
+    }
     if ((rc = add_arm(c, (const char *)b + off + SLOT_HDR, il, r)))
       return rc;
-    off += SLOT_HDR + il;
+    off += SLOT_HDR + il + 4 * (size_t)dim;
   }
+  if (dim && dim == c->lin.d && (rc = put_lin(c)))
+    return rc;
   if (matched == 0) {
     rs_reward_t r = {.user = batch_dup(c, user, ulen),
                      .user_len = ulen,
@@ -520,6 +553,158 @@ static int advance(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
   return 0;
 }
 
+/* ---------------------------------------------------------- linucb */
+
+static int put_lin(br_ctx_t *c) {
+  uint32_t d = c->lin.d;
+  size_t n = 4 + 8 * ((size_t)d * d + d);
+  if (grow(c, (void **)&c->buf2, &c->buf2_cap, n, 1))
+    return RS_ENOMEM;
+  memcpy(c->buf2, &d, 4);
+  memcpy(c->buf2 + 4, c->lin_mem, 8 * ((size_t)d * d + d));
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, "L", 1, c->buf2, n);
+}
+
+/* The model's k (0: no model yet); sets up c->lin for d = k + 1. */
+static int lin_setup(br_ctx_t *c, uint32_t *k_out) {
+  void *v;
+  size_t n;
+  *k_out = 0;
+  int rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, "m", 1,
+                                   &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  uint32_t k;
+  if (n < 8)
+    return corrupt(c, "model record of the `model` operator");
+  memcpy(&k, (char *)v + 4, 4);
+  if (k == 0 || k > 4096)
+    return corrupt(c, "model record of the `model` operator");
+  uint32_t d = k + 1;
+  *k_out = k;
+  if (c->lin.d == d)
+    return 0;
+  if (c->lin.d)
+    return corrupt(c, "linucb dimension differs from the model's k + 1");
+  size_t cells = (size_t)d * d + d;
+  c->lin_mem = c->host->malloc(8 * cells);
+  if (!c->lin_mem)
+    return RS_ENOMEM;
+  c->lin.d = d;
+  c->lin.ainv = c->lin_mem;
+  c->lin.b = c->lin_mem + (size_t)d * d;
+  rc = c->host->state_get(c->op, RS_PARTITION_SHARED, "L", 1, &v, &n);
+  if (rc == RS_ENOENT) {
+    br_lin_reset(&c->lin);
+    return 0;
+  }
+  if (rc)
+    return rc;
+  uint32_t sd = 0;
+  if (n == 4 + 8 * cells)
+    memcpy(&sd, v, 4);
+  if (sd != d)
+    return corrupt(c, "linucb model");
+  memcpy(c->lin_mem, (char *)v + 4, 8 * cells);
+  return 0;
+}
+
+/* The k floats at `at` of a peer value of at + 4k bytes (zeros when
+ * absent or of another size). */
+static int peer_vec(br_ctx_t *c, int32_t partition, const void *key,
+                    size_t key_len, size_t at, uint32_t k, float *out) {
+  void *v;
+  size_t n;
+  int rc =
+      c->host->peer_state_get(c->op, c->peer, partition, key, key_len, &v, &n);
+  if (rc == RS_ENOENT || (rc == 0 && n != at + 4 * (size_t)k)) {
+    memset(out, 0, 4 * (size_t)k);
+    return 0;
+  }
+  if (rc)
+    return rc;
+  memcpy(out, (char *)v + at, 4 * (size_t)k);
+  return 0;
+}
+
+/* LinUCB's choice: features x_j = [1, p_u * q_j] from the model (all zero
+ * but the 1 when the user or item has no factors); each slot takes the
+ * best remaining score_weight * score + theta^T x + alpha * width, the
+ * greedy list the best without the width. Deterministic: propensity 1. */
+static int linucb_choose(br_ctx_t *c, int32_t partition,
+                         const rs_recommendation_t *r, uint32_t slots,
+                         uint32_t *order, double *prop, uint32_t *greedy,
+                         uint32_t *dim) {
+  uint32_t n = r->n_items, k;
+  int rc = lin_setup(c, &k);
+  if (rc)
+    return rc;
+  uint32_t d = k ? k + 1 : 0;
+  *dim = d;
+  if (grow(c, (void **)&c->feat, &c->feat_cap, ((size_t)n + 2) * (d + 1), 4) ||
+      grow(c, (void **)&c->ucb, &c->ucb_cap, 2 * (size_t)n + d + 1, 8))
+    return RS_ENOMEM;
+  double *ucb = c->ucb, *mean = c->ucb + n, *scratch = c->ucb + 2 * (size_t)n;
+  float *pu = c->feat + (size_t)n * d, *q = pu + d;
+  if (d) {
+    if ((rc = make_key(c, 'u', r->user, r->user_len)) ||
+        (rc = peer_vec(c, partition, c->key, 1 + (size_t)r->user_len, 32, k,
+                       pu)))
+      return rc;
+  }
+  for (uint32_t j = 0; j < n; j++) {
+    double m = 0, w = 0;
+    if (d) {
+      float *x = c->feat + (size_t)j * d;
+      void *v;
+      size_t vn;
+      if ((rc = make_key(c, 'd', r->items[j].item, r->items[j].item_len)))
+        return rc;
+      rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, c->key,
+                                   1 + (size_t)r->items[j].item_len, &v, &vn);
+      if (rc && rc != RS_ENOENT)
+        return rc;
+      memset(q, 0, 4 * (size_t)k);
+      if (rc == 0 && vn == 4) {
+        uint32_t id;
+        unsigned char ik[5] = {'i'};
+        memcpy(&id, v, 4);
+        ik[1] = (unsigned char)(id >> 24);
+        ik[2] = (unsigned char)(id >> 16);
+        ik[3] = (unsigned char)(id >> 8);
+        ik[4] = (unsigned char)id;
+        if ((rc = peer_vec(c, RS_PARTITION_SHARED, ik, 5, 40, k, q)))
+          return rc;
+      }
+      x[0] = 1;
+      for (uint32_t i = 0; i < k; i++)
+        x[i + 1] = pu[i] * q[i];
+      br_lin_score(&c->lin, x, &m, &w, scratch);
+    }
+    mean[j] = c->score_weight * r->items[j].score + m;
+    ucb[j] = mean[j] + c->alpha * w;
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    const double *v = pass ? ucb : mean;
+    uint32_t *out = pass ? order : greedy;
+    for (uint32_t s = 0; s < slots; s++) {
+      uint32_t best = UINT32_MAX;
+      for (uint32_t j = 0; j < n; j++) {
+        int taken = 0;
+        for (uint32_t t = 0; t < s && !taken; t++)
+          taken = out[t] == j;
+        if (!taken && (best == UINT32_MAX || v[j] > v[best]))
+          best = j;
+      }
+      out[s] = best;
+      prop[s] = 1.0;
+    }
+  }
+  return 0;
+}
+
 static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
                              uint32_t *ord) {
   const rs_recommendation_t *r = rec->payload;
@@ -558,19 +743,27 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
       return rc;
     c->arms[j].score = r->items[j].score;
   }
-  br_rng_t rng;
-  br_rng_seed(&rng, c->host->random(c->op, r->impression_id,
-                                    r->impression_id_len, rec->src_offset,
-                                    STREAM_BANDIT + rec->src_ordinal));
-  double plist = br_choose(&pol, c->arms, n, slots, &rng, order, prop, greedy,
-                           NULL, c->work);
+  double plist = 1;
+  uint32_t dim = 0;
+  if (c->policy == BR_LINUCB) {
+    if ((rc = linucb_choose(c, p->partition, r, slots, order, prop, greedy,
+                            &dim)))
+      return rc;
+  } else {
+    br_rng_t rng;
+    br_rng_seed(&rng, c->host->random(c->op, r->impression_id,
+                                      r->impression_id_len, rec->src_offset,
+                                      STREAM_BANDIT + rec->src_ordinal));
+    plist = br_choose(&pol, c->arms, n, slots, &rng, order, prop, greedy, NULL,
+                      c->work);
+  }
   int is_greedy = 1;
   size_t need = IMP_HDR + (size_t)r->user_len;
   for (uint32_t s = 0; s < slots; s++) {
     is_greedy &= order[s] == greedy[s];
     items[s] = r->items[order[s]];
     items[s].propensity = prop[s];
-    need += SLOT_HDR + (size_t)items[s].item_len;
+    need += SLOT_HDR + (size_t)items[s].item_len + 4 * (size_t)dim;
   }
   *out = *r;
   out->items = items;
@@ -596,6 +789,7 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
   memcpy(b + 4, &r->user_len, 4);
   memcpy(b + 8, &r->timestamp_ms, 8);
   memcpy(b + 16, &plist, 8);
+  memcpy(b + 28, &dim, 4);
   memcpy(b + IMP_HDR, r->user, r->user_len);
   size_t off = IMP_HDR + r->user_len;
   for (uint32_t s = 0; s < slots; s++) {
@@ -604,6 +798,10 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
     memcpy(b + off + 8, &prop[s], 8);
     memcpy(b + off + SLOT_HDR, items[s].item, items[s].item_len);
     off += SLOT_HDR + items[s].item_len;
+    if (dim) {
+      memcpy(b + off, c->feat + (size_t)order[s] * dim, 4 * (size_t)dim);
+      off += 4 * (size_t)dim;
+    }
   }
   if ((rc = make_key(c, 'm', r->impression_id, r->impression_id_len)) ||
       (rc = c->host->state_put(c->op, p->partition, c->key,
@@ -676,9 +874,10 @@ static int load_impression(br_ctx_t *c, int32_t partition, const char *id,
   if (n < IMP_HDR || b[0] != BR_VERSION)
     return corrupt(c, "impression");
   uint16_t slots;
-  uint32_t ulen;
+  uint32_t ulen, dim;
   memcpy(&slots, b + 2, 2);
   memcpy(&ulen, b + 4, 4);
+  memcpy(&dim, b + 28, 4);
   size_t off = IMP_HDR + (size_t)ulen;
   *slot = -1;
   for (uint16_t s = 0; s < slots; s++) {
@@ -688,12 +887,14 @@ static int load_impression(br_ctx_t *c, int32_t partition, const char *id,
     memcpy(&il, b + off, 4);
     if (off + SLOT_HDR + il > n)
       return corrupt(c, "impression slot");
+    if (off + SLOT_HDR + il + 4 * (size_t)dim > n)
+      return corrupt(c, "impression slot");
     if (il == item_len && !memcmp(b + off + SLOT_HDR, item, il)) {
       *slot = s;
       *slot_off = off;
       break;
     }
-    off += SLOT_HDR + il;
+    off += SLOT_HDR + il + 4 * (size_t)dim;
   }
   *n_out = n;
   return 1;
@@ -876,12 +1077,24 @@ static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   br_ctx_t *c = vctx;
   c->op = op;
   c->host = host;
-  if (c->policy < 0 || c->policy > BR_THOMPSON || c->duplicates < 0 ||
+  if (c->policy < 0 || c->policy > BR_LINUCB || c->duplicates < 0 ||
       c->duplicates > 1)
     return rs_seterr(errstr, errstr_size, RS_ECONFIG, "bad enum value");
   if (!RS_HOST_HAS(host, state_counter_add))
     return rs_seterr(errstr, errstr_size, RS_ECONFIG,
                      "bandit_reward needs a host with ABI minor 1");
+  if (c->policy == BR_LINUCB) {
+    if (!RS_HOST_HAS(host, peer_open) || !RS_HOST_HAS(host, peer_state_get))
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "policy linucb needs a host with ABI minor 2 (peer "
+                       "state reads)");
+    c->peer = host->peer_open(op, c->model);
+    if (c->peer < 0)
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "model: no operator named '%s' in the graph (linucb "
+                       "reads its user and item factors)",
+                       c->model);
+  }
   c->c_imp = host->counter(op, "impressions", "Recommendations emitted");
   c->c_rewards = host->counter(op, "rewards", "Reward records emitted");
   c->c_clicks = host->counter(op, "clicks", "CLICK feedback joined");
@@ -923,6 +1136,10 @@ static void br_destroy(rs_op_t *op, void *vctx) {
   }
   c->host->free(c->parts);
   c->host->free(c->buf);
+  c->host->free(c->buf2);
+  c->host->free(c->lin_mem);
+  c->host->free(c->feat);
+  c->host->free(c->ucb);
   c->host->free(c->key);
   c->host->free(c->arms);
   c->host->free(c->work);

@@ -384,8 +384,11 @@ Test(bandit_reward, duplicates_sum_and_bad_input) {
   cr_assert_eq(rs_harness_dead_count(h), 2);
   cr_assert(strstr(rs_harness_dead(h, 1)->error, "expects feedback"));
   rs_harness_destroy(h);
-  const char *bad[] = {"policy", "linucb", NULL};
+  const char *bad[] = {"policy", "linucb", NULL}; /* no model `mf` */
   cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
+  cr_assert(strstr(err, "'mf'"), "%s", err);
+  const char *bad2[] = {"policy", "ucb1", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad2, err, sizeof err));
 }
 
 /* ------------------------------------------- synthetic environments */
@@ -581,4 +584,89 @@ Test(bandit_reward, corrupt_state_is_an_error) {
     found |= strstr(rs_harness_log_line(h, i, &level), "corrupt") != NULL;
   cr_assert(found);
   rs_harness_destroy(h);
+}
+
+/* ----------------------------------------------------------- linucb */
+
+Test(bandit_policy, linucb_hand_worked) {
+  /* d = 2, A = I: learning r = 1 at x = (1, 0) gives A^-1 = diag(1/2, 1),
+   * b = (1, 0), theta = (1/2, 0): at (1, 0) mean 1/2 and width sqrt(1/2);
+   * at (0, 1) mean 0 and width 1. */
+  double mem[6], scratch[2], m, w;
+  br_lin_t l = {.d = 2, .ainv = mem, .b = mem + 4};
+  br_lin_reset(&l);
+  const float e0[2] = {1, 0}, e1[2] = {0, 1};
+  br_lin_update(&l, e0, 1.0, scratch);
+  cr_assert_float_eq(mem[0], 0.5, 1e-12);
+  cr_assert_float_eq(mem[3], 1.0, 1e-12);
+  cr_assert_float_eq(mem[1], 0.0, 1e-12);
+  br_lin_score(&l, e0, &m, &w, scratch);
+  cr_assert_float_eq(m, 0.5, 1e-12);
+  cr_assert_float_eq(w, sqrt(0.5), 1e-12);
+  br_lin_score(&l, e1, &m, &w, scratch);
+  cr_assert_float_eq(m, 0.0, 1e-12);
+  cr_assert_float_eq(w, 1.0, 1e-12);
+  /* A second update at (1, 1) with r = 0: A = [[3, 1], [1, 2]] after both
+   * (I + e0 e0^T + x x^T), inverse 1/5 [[2, -1], [-1, 3]]. */
+  const float x[2] = {1, 1};
+  br_lin_update(&l, x, 0.0, scratch);
+  cr_assert_float_eq(mem[0], 0.4, 1e-12);
+  cr_assert_float_eq(mem[1], -0.2, 1e-12);
+  cr_assert_float_eq(mem[3], 0.6, 1e-12);
+}
+
+static void push_ia(rs_harness_t *mf, const char *user, const char *item,
+                    int64_t ts) {
+  rs_interaction_t ia = {.user = user,
+                         .user_len = (uint32_t)strlen(user),
+                         .item = item,
+                         .item_len = (uint32_t)strlen(item),
+                         .event_type = RS_EVENT_CLICK,
+                         .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_INTERACTION,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .payload = &ia,
+                     .timestamp_ms = ts};
+  cr_assert_eq(rs_harness_push(mf, 0, &rec, 1), 0);
+}
+
+/* linucb through the harness, reading mf_update's factors: lists with
+ * propensity 1, the model ("L": d = k + 1) learns at the close. */
+Test(bandit_reward, linucb_reads_the_model_and_learns) {
+  const char *mopts[] = {"objective", "isgd", "k", "4", NULL};
+  rs_harness_t *mf = rs_harness_new(&rs_op_mf_update, mopts, err, sizeof err);
+  cr_assert_not_null(mf, "%s", err);
+  for (int t = 0; t < 20; t++)
+    push_ia(mf, t % 2 ? "u1" : "u2", names[t % 4], t);
+  const char *opts[] = {
+      "policy",        "linucb", "model",        "mf", "slots", "2",
+      "reward_window", "10ms",   "score_weight", "0",  NULL};
+  rs_harness_t *h = rs_harness_new_with_peer(&rs_op_bandit_reward, opts, "mf",
+                                             mf, err, sizeof err);
+  cr_assert_not_null(h, "%s", err);
+  push_list(h, "u1", "imp-1", NULL, 4, 1000, 1);
+  const rs_recommendation_t *r = last_list(h);
+  cr_assert_eq(r->n_items, 2);
+  cr_assert_eq(r->items[0].propensity, 1.0);
+  push_fb(h, "u1", "imp-1", r->items[0].item, RS_FEEDBACK_CLICK, 1, 1005, 2);
+  const void *v;
+  size_t n;
+  cr_assert_eq(rs_harness_state_get(h, RS_PARTITION_SHARED, "L", 1, &v, &n),
+               RS_ENOENT);
+  push_list(h, "u1", "imp-2", NULL, 4, 1020, 3); /* closes imp-1 */
+  cr_assert_eq(rs_harness_state_get(h, RS_PARTITION_SHARED, "L", 1, &v, &n), 0);
+  cr_assert_eq(n, 4 + 8 * (25 + 5));
+  double b0;
+  memcpy(&b0, (const char *)v + 4 + 8 * 25, 8);
+  cr_assert_float_eq(b0, 1.0, 1e-12); /* b[0] = sum r * x[0], x[0] = 1 */
+  /* Restart: the model comes back from state. */
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  push_list(h, "u1", "imp-3", NULL, 4, 1040, 4); /* closes imp-2 */
+  cr_assert_eq(rs_harness_state_get(h, RS_PARTITION_SHARED, "L", 1, &v, &n), 0);
+  memcpy(&b0, (const char *)v + 4 + 8 * 25, 8);
+  cr_assert_float_eq(b0, 1.0, 1e-12); /* imp-2 had no reward */
+  rs_harness_destroy(h);
+  rs_harness_destroy(mf);
 }
