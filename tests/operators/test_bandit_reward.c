@@ -702,9 +702,7 @@ Test(bandit_policy, linucb_regret_in_a_linear_environment) {
     }
     int pick = -1;
     for (int a = 0; a < 6 && pick < 0; a++) {
-      double m, w, p = 0;
-      for (int i = 0; i < 3; i++)
-        p += theta[i] * x[a][i];
+      double m, w;
       br_lin_score(&l, x[a], &m, &w, scratch);
       if (m + 0.5 * w == top)
         pick = a;
