@@ -31,6 +31,7 @@ typedef struct rs_codec rs_codec_t;
 extern const char rs_schema_interaction_json[];
 extern const char rs_schema_feedback_json[];
 extern const char rs_schema_recommendation_json[];
+extern const char rs_schema_reward_json[];
 extern const char rs_schema_session_json[];
 extern const char rs_schema_session_event_json[];
 
@@ -123,5 +124,36 @@ int rs__codec_avro_recommendation(const rs_recommendation_t *r, rs_buf_t *out,
                                   size_t errstr_size);
 int rs__codec_json_recommendation(const rs_recommendation_t *r, rs_buf_t *out,
                                   char *errstr, size_t errstr_size);
+
+/* ---- feedback (engine/codec_feedback.c, schemas/feedback.avsc) ----
+ * Decodes one feedback record from raw Avro in the compiled-in schema,
+ * the Confluent wire format (header + the same Avro; the schema id is not
+ * interpreted) or a JSON object with the schema's field names (type as its
+ * symbol, impression_id null or absent when unknown, value defaulting to
+ * 1.0). Strings are copied with alloc(opaque, n). Checks the rules of
+ * rs_feedback_validate(). On failure RS_EDECODE with a reason prefixed by
+ * the format. Encoding: rs_codec_encode_record() with RS_KIND_FEEDBACK (and
+ * RS_KIND_REWARD, schemas/reward.avsc). */
+int rs_feedback_decode(rs_format_t fmt, const void *buf, size_t len,
+                       rs_feedback_t *out,
+                       void *(*alloc)(void *opaque, size_t n), void *opaque,
+                       char *errstr, size_t errstr_size);
+/* Non-empty user and item, valid UTF-8, a known type, a finite value and
+ * timestamp >= 0. RS_EDECODE with a reason naming the field. */
+int rs_feedback_validate(const rs_feedback_t *fb, char *errstr,
+                         size_t errstr_size);
+/* "CLICK", ... for an rs_feedback_type_t; NULL if out of range. */
+const char *rs_feedback_type_name(int type);
+/* The rs_feedback_type_t named by the `len` bytes at `s`, or -1. */
+int rs_feedback_type_parse(const char *s, size_t len);
+/* Internal, for codec_session.c's dispatch. */
+int rs__codec_avro_feedback(const rs_feedback_t *fb, rs_buf_t *out,
+                            const char *fmt, char *errstr, size_t errstr_size);
+int rs__codec_json_feedback(const rs_feedback_t *fb, rs_buf_t *out,
+                            char *errstr, size_t errstr_size);
+int rs__codec_avro_reward(const rs_reward_t *r, rs_buf_t *out, const char *fmt,
+                          char *errstr, size_t errstr_size);
+int rs__codec_json_reward(const rs_reward_t *r, rs_buf_t *out, char *errstr,
+                          size_t errstr_size);
 
 #endif

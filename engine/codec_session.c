@@ -259,6 +259,15 @@ static int encode_typed(const rs_record_t *rec, int avro, const char *fmt,
                                                 errstr_size)
                 : rs__codec_json_recommendation(rec->payload, out, errstr,
                                                 errstr_size);
+  if (rec->kind == RS_KIND_FEEDBACK)
+    return avro ? rs__codec_avro_feedback(rec->payload, out, fmt, errstr,
+                                          errstr_size)
+                : rs__codec_json_feedback(rec->payload, out, errstr,
+                                          errstr_size);
+  if (rec->kind == RS_KIND_REWARD)
+    return avro ? rs__codec_avro_reward(rec->payload, out, fmt, errstr,
+                                        errstr_size)
+                : rs__codec_json_reward(rec->payload, out, errstr, errstr_size);
   if (rec->kind == RS_KIND_SESSION_EVENT) {
     const rs_session_event_t *se = rec->payload;
     if (!se->interaction)
@@ -287,7 +296,8 @@ int rs_codec_encode_record(rs_codec_t *c, rs_format_t fmt,
                            errstr_size);
   }
   if (rec->kind != RS_KIND_SESSION_EVENT && rec->kind != RS_KIND_SESSION &&
-      rec->kind != RS_KIND_RECOMMENDATION)
+      rec->kind != RS_KIND_RECOMMENDATION && rec->kind != RS_KIND_FEEDBACK &&
+      rec->kind != RS_KIND_REWARD)
     return rs_seterr(errstr, errstr_size, RS_EENCODE,
                      "records of kind %" PRIu32 " have no typed encoding",
                      rec->kind);
@@ -296,6 +306,8 @@ int rs_codec_encode_record(rs_codec_t *c, rs_format_t fmt,
                      "%s record has no payload",
                      rec->kind == RS_KIND_SESSION          ? "session"
                      : rec->kind == RS_KIND_RECOMMENDATION ? "recommendation"
+                     : rec->kind == RS_KIND_FEEDBACK       ? "feedback"
+                     : rec->kind == RS_KIND_REWARD         ? "reward"
                                                            : "session event");
   switch (fmt) {
   case RS_FORMAT_AVRO:

@@ -15,10 +15,11 @@ extern const rs_operator_def_t rs_op_user_stats;
 extern const rs_operator_def_t rs_op_sessionize;
 extern const rs_operator_def_t rs_op_mf_update;
 extern const rs_operator_def_t rs_op_topn_emit;
+extern const rs_operator_def_t rs_op_bandit_reward;
 
 static const rs_operator_def_t *const builtins[] = {
-    &rs_op_parse, &rs_op_user_stats, &rs_op_sessionize, &rs_op_mf_update,
-    &rs_op_topn_emit};
+    &rs_op_parse,     &rs_op_user_stats, &rs_op_sessionize,
+    &rs_op_mf_update, &rs_op_topn_emit,  &rs_op_bandit_reward};
 
 struct rs_registry {
   const rs_operator_def_t **defs;

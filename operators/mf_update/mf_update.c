@@ -123,6 +123,7 @@ typedef struct mf_ctx {
   double neg_exponent;
   double w_type[RS_EVENT__COUNT - 1]; /* VIEW, CLICK, ADD_TO_CART, PURCHASE */
   int rating_weight;
+  double feedback_weight;
   int64_t dwell_ref_ms;
   double dwell_cap;
   int64_t half_life_ms;
@@ -260,6 +261,15 @@ static const rs_option_def_t mf_options[] = {
      "`updates`: one RS_KIND_MF_UPDATE record per accepted interaction (the "
      "event, the user's vector after it, flags, model version); `none`: only "
      "learn."},
+    {RS_OPT_DOUBLE, "feedback_weight", "1", offsetof(mf_ctx_t, feedback_weight),
+     0, 1000, NULL,
+     "Weight per unit of value of feedback records (RS_KIND_FEEDBACK, e.g. a "
+     "second input from `parse` with `record: feedback`) and of "
+     "bandit_reward's reward records: each with an item and a value > 0 is "
+     "learned as a positive interaction with weight feedback_weight * value "
+     "(not for the explicit objective; DISMISS and default rewards teach "
+     "nothing). Feedback updates the model and popularity but emits no "
+     "record. 0 ignores feedback."},
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -681,7 +691,51 @@ static const rs_interaction_t *interaction_of(const rs_record_t *rec) {
   return NULL;
 }
 
+/* Feedback (RS_KIND_FEEDBACK) and bandit_reward's rewards (RS_KIND_REWARD)
+ * as a positive interaction: a CLICK (PURCHASE, ADD_TO_CART for those
+ * feedback types) on the item, learned with weight feedback_weight * value
+ * (reward). Returns 0 with *w < 0 when there is nothing to learn (no item,
+ * value <= 0, DISMISS, a default reward, or the explicit objective). */
+static void feedback_interaction(const mf_ctx_t *c, const rs_record_t *rec,
+                                 rs_interaction_t *ia, double *w) {
+  memset(ia, 0, sizeof(*ia));
+  *w = -1;
+  int type;
+  double value;
+  if (rec->kind == RS_KIND_FEEDBACK) {
+    const rs_feedback_t *f = rec->payload;
+    ia->user = f->user;
+    ia->user_len = f->user_len;
+    ia->item = f->item;
+    ia->item_len = f->item_len;
+    ia->timestamp_ms = f->timestamp_ms;
+    type = f->type;
+    value = f->value;
+  } else {
+    const rs_reward_t *r = rec->payload;
+    ia->user = r->user;
+    ia->user_len = r->user_len;
+    ia->item = r->item;
+    ia->item_len = r->item_len;
+    ia->timestamp_ms = r->timestamp_ms;
+    type = r->type;
+    value = (r->flags & RS_REWARD_F_DEFAULT) ? 0 : r->reward;
+  }
+  ia->event_type = type == RS_FEEDBACK_PURCHASE      ? RS_EVENT_PURCHASE
+                   : type == RS_FEEDBACK_ADD_TO_CART ? RS_EVENT_ADD_TO_CART
+                                                     : RS_EVENT_CLICK;
+  if (c->objective == RS_MF_OBJ_EXPLICIT || type == RS_FEEDBACK_DISMISS ||
+      !(value > 0) || !ia->item || !ia->item_len)
+    return;
+  *w = c->feedback_weight * value;
+  if (!(*w > 0))
+    *w = -1;
+}
+
 static const char *check(mf_ctx_t *c, const rs_record_t *rec) {
+  if ((rec->kind == RS_KIND_FEEDBACK || rec->kind == RS_KIND_REWARD) &&
+      rec->payload)
+    return NULL;
   if (rec->kind != RS_KIND_INTERACTION && rec->kind != RS_KIND_MF_UPDATE &&
       rec->kind != RS_KIND_SESSION_EVENT) {
     snprintf(c->reason, sizeof c->reason,
@@ -1024,7 +1078,16 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
     int rc = c->host->dead_letter(c->op, rec, why);
     return rc < 0 ? rc : 0;
   }
-  const rs_interaction_t *ia = interaction_of(rec);
+  rs_interaction_t fia;
+  double fw = -2; /* >= 0: feedback's weight; -1: feedback, not learned */
+  if (rec->kind == RS_KIND_FEEDBACK || rec->kind == RS_KIND_REWARD) {
+    feedback_interaction(c, rec, &fia, &fw);
+    if (fw < 0) {
+      c->host->counter_add(c->c_skipped, 1);
+      return 0;
+    }
+  }
+  const rs_interaction_t *ia = fw >= 0 ? &fia : interaction_of(rec);
   uint32_t i;
   int item_new, user_new, rc;
   if ((rc = item_index(c, ia, &i, &item_new)))
@@ -1034,7 +1097,7 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
   int64_t events;
   memcpy(&events, c->ubuf + 8, 8);
   uint32_t flags = item_new ? RS_MF_F_NEW_ITEM : 0;
-  float w = (float)event_weight(c, ia), score = 0;
+  float w = (float)(fw >= 0 ? fw : event_weight(c, ia)), score = 0;
   if (i != NO_ITEM && w > 0) {
     if ((rc = learn(c, rec, ia, i, w, &flags, &score)))
       return rc;
@@ -1072,8 +1135,8 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
     c->host->counter_add(c->c_users, 1);
   if (events < c->min_user_events)
     flags |= RS_MF_F_COLD;
-  if (c->emit == EMIT_NONE)
-    return 0;
+  if (c->emit == EMIT_NONE || fw >= 0)
+    return 0; /* feedback teaches the model; it triggers no emission */
   return emit_update(c, rec, ia, i, flags, score, w, events);
 }
 
@@ -1175,7 +1238,7 @@ const rs_operator_def_t rs_op_mf_update = {
     .n_options = sizeof(mf_options) / sizeof(mf_options[0]),
     .output_ports = mf_ports,
     .min_inputs = 1,
-    .max_inputs = 1,
+    .max_inputs = 2,
     .init = mf_init,
     .process = mf_process,
     .on_timer = NULL,

@@ -28,6 +28,7 @@ typedef struct parse_ctx {
   char *schema;     /* reader schema path; "" = compiled-in */
   char *schema_ids; /* "id=path,id=path" for Confluent */
   int64_t max_record_bytes;
+  int record; /* index into "interaction|feedback" */
 
   rs_op_t *op;
   const rs_host_api_t *host;
@@ -63,6 +64,14 @@ static const rs_option_def_t parse_options[] = {
      offsetof(parse_ctx_t, max_record_bytes), 64, 64.0 * 1024 * 1024, NULL,
      "Largest record accepted, in bytes (64 to 64MiB). Larger records are "
      "dead-lettered without being decoded."},
+    {RS_OPT_ENUM, "record", "interaction", offsetof(parse_ctx_t, record), 0, -1,
+     "interaction|feedback",
+     "What the input records are: `interaction` (schemas/interaction.avsc, "
+     "emitted as RS_KIND_INTERACTION) or `feedback` (schemas/feedback.avsc: "
+     "reactions to shown recommendations, emitted as RS_KIND_FEEDBACK for "
+     "bandit_reward). Feedback is read in the compiled-in schema only: "
+     "`schema` and `schema_ids` do not apply to it (with `confluent` the "
+     "schema id is read and not interpreted)."},
 };
 
 static void *parse_alloc(void *opaque, size_t n) {
@@ -143,7 +152,12 @@ static int parse_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
     host->log(op, RS_LOG_WARN,
               "schema_ids is ignored: it applies to format confluent, not %s",
               rs_format_name(c->fmt));
-  else if ((rc = register_ids(c, errstr, errstr_size)))
+  else if (c->record == 1) {
+    if ((c->schema && *c->schema) || (c->schema_ids && *c->schema_ids))
+      host->log(op, RS_LOG_WARN,
+                "schema and schema_ids are ignored for record feedback: it "
+                "is read in the compiled-in schemas/feedback.avsc");
+  } else if ((rc = register_ids(c, errstr, errstr_size)))
     goto fail;
   return 0;
 fail:
@@ -158,8 +172,38 @@ static int dead_letter(parse_ctx_t *c, const rs_record_t *rec,
   return rc < 0 ? rc : 0;
 }
 
+static int parse_feedback(parse_ctx_t *c, const rs_record_t *rec) {
+  rs_feedback_t *fb = c->host->batch_alloc(c->op, sizeof(*fb));
+  if (!fb)
+    return RS_ENOMEM;
+  int rc = rs_feedback_decode(c->fmt, rec->value, rec->value_len, fb,
+                              parse_alloc, c, c->reason, sizeof(c->reason));
+  if (rc == RS_EDECODE)
+    return dead_letter(c, rec, c->reason);
+  if (rc) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "partition %" PRId32 " offset %" PRId64 ": %s",
+                 rec->src_partition, rec->src_offset, c->reason);
+    return rc;
+  }
+  rs_record_t out = {
+      .kind = RS_KIND_FEEDBACK,
+      .key = fb->user,
+      .key_len = fb->user_len,
+      .value = rec->value,
+      .value_len = rec->value_len,
+      .payload = fb,
+      .timestamp_ms = fb->timestamp_ms,
+      .src_partition = rec->src_partition,
+      .src_ordinal = 0,
+      .src_offset = rec->src_offset,
+  };
+  return c->host->emit(c->op, 0, &out);
+}
+
 static int parse_one(parse_ctx_t *c, const rs_record_t *rec) {
-  if (rec->kind == RS_KIND_INTERACTION && rec->payload)
+  const uint32_t want = c->record == 1 ? RS_KIND_FEEDBACK : RS_KIND_INTERACTION;
+  if (rec->kind == want && rec->payload)
     return c->host->emit(c->op, 0, rec);
   if (rec->kind != RS_KIND_BYTES) {
     snprintf(c->reason, sizeof(c->reason),
@@ -175,6 +219,8 @@ static int parse_one(parse_ctx_t *c, const rs_record_t *rec) {
              rec->value_len, c->max_record_bytes);
     return dead_letter(c, rec, c->reason);
   }
+  if (c->record == 1)
+    return parse_feedback(c, rec);
 
   rs_interaction_t *ia = c->host->batch_alloc(c->op, sizeof(*ia));
   if (!ia)
@@ -229,7 +275,8 @@ const rs_operator_def_t rs_op_parse = {
     .name = "parse",
     .description =
         "Decodes raw records (Avro, Confluent wire format or JSON) into "
-        "typed interactions keyed by user id; records that cannot be decoded "
+        "typed interactions (or, with `record: feedback`, feedback) keyed "
+        "by user id; records that cannot be decoded "
         "or break the interaction rules go to the dead-letter topic with "
         "their original bytes and the reason.",
     .ctx_size = sizeof(parse_ctx_t),

@@ -301,6 +301,30 @@ static const void *dup_payload(const rs_record_t *rec) {
     c->items = items;
     return c;
   }
+  if (rec->kind == RS_KIND_FEEDBACK) {
+    const rs_feedback_t *f = rec->payload;
+    rs_feedback_t *c = rs_malloc(sizeof(*c));
+    if (c) {
+      *c = *f;
+      c->user = dup_bytes(f->user, f->user_len);
+      c->item = dup_bytes(f->item, f->item_len);
+      c->impression_id = f->impression_id
+                             ? dup_bytes(f->impression_id, f->impression_id_len)
+                             : NULL;
+    }
+    return c;
+  }
+  if (rec->kind == RS_KIND_REWARD) {
+    const rs_reward_t *f = rec->payload;
+    rs_reward_t *c = rs_malloc(sizeof(*c));
+    if (c) {
+      *c = *f;
+      c->user = dup_bytes(f->user, f->user_len);
+      c->impression_id = dup_bytes(f->impression_id, f->impression_id_len);
+      c->item = f->item ? dup_bytes(f->item, f->item_len) : NULL;
+    }
+    return c;
+  }
   if (rec->kind == RS_KIND_SESSION_EVENT) {
     const rs_session_event_t *se = rec->payload;
     rs_session_event_t *c = rs_malloc(sizeof(*c));
@@ -359,6 +383,18 @@ static void free_payload(const rs_record_t *r) {
     rs_free((void *)rr->user);
     rs_free((void *)rr->impression_id);
     rs_free(rr);
+  } else if (r->kind == RS_KIND_FEEDBACK) {
+    rs_feedback_t *f = (rs_feedback_t *)r->payload;
+    rs_free((void *)f->user);
+    rs_free((void *)f->item);
+    rs_free((void *)f->impression_id);
+    rs_free(f);
+  } else if (r->kind == RS_KIND_REWARD) {
+    rs_reward_t *f = (rs_reward_t *)r->payload;
+    rs_free((void *)f->user);
+    rs_free((void *)f->item);
+    rs_free((void *)f->impression_id);
+    rs_free(f);
   } else if (r->kind == RS_KIND_SESSION_EVENT) {
     rs_session_event_t *se = (rs_session_event_t *)r->payload;
     free_interaction((rs_interaction_t *)se->interaction);

@@ -159,7 +159,8 @@ void rs_harness_set_port_wanted(rs_harness_t *h, uint32_t port, int wanted);
 /* Records emitted on `port` since creation or the last clear, in order.
  * Key, value and (for RS_KIND_INTERACTION, RS_KIND_SESSION_EVENT,
  * RS_KIND_SESSION, RS_KIND_MF_UPDATE, its user vector included, and
- * RS_KIND_RECOMMENDATION, its items included) payload
+ * RS_KIND_RECOMMENDATION, its items included, RS_KIND_FEEDBACK and
+ * RS_KIND_REWARD) payload
  * are deep copies owned by the harness; payloads
  * of other kinds are not copied and set to NULL. */
 size_t rs_harness_emitted_count(const rs_harness_t *h, uint32_t port);

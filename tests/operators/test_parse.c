@@ -378,11 +378,72 @@ Test(parse, option_errors) {
 Test(parse, option_table_is_documented) {
   cr_assert_str_eq(rs_op_parse.name, "parse");
   cr_assert_eq(rs_op_parse.abi_version, RS_ABI_VERSION);
-  cr_assert_eq(rs_op_parse.n_options, 4);
+  cr_assert_eq(rs_op_parse.n_options, 5);
   for (size_t i = 0; i < rs_op_parse.n_options; i++) {
     const rs_option_def_t *o = &rs_op_parse.options[i];
     cr_assert(o->description && strlen(o->description) > 40,
               "option %s lacks a description", o->name);
     cr_assert_not_null(o->default_value, "option %s", o->name);
   }
+}
+
+/* record: feedback: each format comes out as RS_KIND_FEEDBACK keyed by
+ * user with its source position; bad feedback is dead-lettered; records
+ * already typed as feedback pass through. */
+Test(parse, feedback_records) {
+  static const char *const fmts[] = {"avro", "confluent", "json"};
+  static const rs_format_t fv[] = {RS_FORMAT_AVRO, RS_FORMAT_CONFLUENT,
+                                   RS_FORMAT_JSON};
+  const rs_feedback_t fb = {.user = "user-1",
+                            .user_len = 6,
+                            .impression_id = "imp-3",
+                            .impression_id_len = 5,
+                            .item = "item-9",
+                            .item_len = 6,
+                            .type = RS_FEEDBACK_CLICK,
+                            .value = 1,
+                            .timestamp_ms = 1700000000000};
+  for (int f = 0; f < 3; f++) {
+    const char *opts[] = {"format", fmts[f], "record", "feedback", NULL};
+    rs_harness_t *h = make(opts);
+    rs_buf_t b = {0};
+    rs_record_t typed = {.kind = RS_KIND_FEEDBACK, .payload = &fb};
+    cr_assert_eq(
+        rs_codec_encode_record(NULL, fv[f], &typed, 1, &b, err, sizeof err), 0,
+        "%s", err);
+    rs_record_t rec = bytes_record(b.data, b.len, 41);
+    cr_assert_eq(rs_harness_push(h, 3, &rec, 1), 0);
+    cr_assert_eq(rs_harness_dead_count(h), 0, "%s: %s", fmts[f],
+                 rs_harness_dead_count(h) ? rs_harness_dead(h, 0)->error : "");
+    cr_assert_eq(rs_harness_emitted_count(h, 0), 1);
+    const rs_record_t *r = rs_harness_emitted(h, 0, 0);
+    cr_assert_eq(r->kind, RS_KIND_FEEDBACK);
+    cr_assert(mem_eq(r->key, r->key_len, "user-1", 6));
+    cr_assert_eq(r->src_offset, 41);
+    cr_assert_eq(r->timestamp_ms, fb.timestamp_ms);
+    const rs_feedback_t *o = r->payload;
+    cr_assert_not_null(o);
+    cr_assert(mem_eq(o->impression_id, o->impression_id_len, "imp-3", 5));
+    cr_assert(mem_eq(o->item, o->item_len, "item-9", 6));
+    cr_assert_eq(o->type, RS_FEEDBACK_CLICK);
+    /* an interaction is not feedback */
+    rs_buf_t ib = encode(NULL, fv[f], &sample, 1);
+    expect_dead(h, ib.data, ib.len, fmts[f]);
+    /* already typed: passes through */
+    rs_harness_clear(h);
+    typed.src_offset = 5;
+    cr_assert_eq(rs_harness_push(h, 3, &typed, 1), 0);
+    cr_assert_eq(rs_harness_emitted_count(h, 0), 1);
+    rs_buf_free(&b);
+    rs_buf_free(&ib);
+    rs_harness_destroy(h);
+  }
+  const char *opts[] = {"format", "json", "record", "feedback", NULL};
+  rs_harness_t *h = make(opts);
+  const char *bad = "{\"user_id\":\"u\",\"item_id\":\"i\",\"type\":\"LIKE\","
+                    "\"timestamp\":1}";
+  expect_dead(h, bad, strlen(bad), "field 'type'");
+  rs_harness_destroy(h);
+  const char *wrong[] = {"record", "rating", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_parse, wrong, err, sizeof err));
 }

@@ -223,8 +223,8 @@ static const bad_case_t bad_cases[] = {
      HEAD "operators:\n  - { name: parse, type: parze, input: in }\n" TAIL,
      NULL,
      "bad.yaml:5:26: operators 'parse'.type: unknown operator type 'parze' "
-     "(known: parse, user_stats, sessionize, mf_update, topn_emit; plugins: "
-     "add more)"},
+     "(known: parse, user_stats, sessionize, mf_update, topn_emit, "
+     "bandit_reward; plugins: add more)"},
     {"unknown_input",
      HEAD "operators:\n  - { name: parse, type: parse, input: inn }\n" TAIL,
      NULL,

@@ -27,6 +27,8 @@ typedef enum rs_kind {
   RS_KIND_SESSION = 3,        /* payload is a const rs_session_t * */
   RS_KIND_MF_UPDATE = 4,      /* payload is a const rs_mf_update_t * */
   RS_KIND_RECOMMENDATION = 5, /* payload is a const rs_recommendation_t * */
+  RS_KIND_FEEDBACK = 6,       /* payload is a const rs_feedback_t * */
+  RS_KIND_REWARD = 7,         /* payload is a const rs_reward_t * */
 } rs_kind_t;
 
 /* Event types of schemas/interaction.avsc, in schema order. */
@@ -184,6 +186,63 @@ typedef struct rs_recommendation {
  * no vector for them); the list is time-decayed popularity, and the scores
  * are popularity relative to the most popular item, in (0, 1]. */
 #define RS_REC_F_POPULAR 1u
+
+/* Feedback types of schemas/feedback.avsc, in schema order. */
+typedef enum rs_feedback_type {
+  RS_FEEDBACK_CLICK = 0,
+  RS_FEEDBACK_ADD_TO_CART = 1,
+  RS_FEEDBACK_PURCHASE = 2,
+  RS_FEEDBACK_DISMISS = 3,
+  RS_FEEDBACK__COUNT = 4
+} rs_feedback_type_t;
+
+/* A user's reaction to a shown recommendation (kind RS_KIND_FEEDBACK,
+ * schemas/feedback.avsc), as `parse` with `record: feedback` emits it.
+ * impression_id is NULL when absent (Avro null, JSON null or missing);
+ * an empty string is treated the same way by bandit_reward (joined by
+ * user + item). value is the reward: 1 for a click, larger for a
+ * purchase, 0 for a dismissal. */
+typedef struct rs_feedback {
+  const char *user;
+  const char *impression_id; /* NULL: unknown */
+  const char *item;
+  uint32_t user_len;
+  uint32_t impression_id_len;
+  uint32_t item_len;
+  int32_t type; /* rs_feedback_type_t */
+  double value; /* finite */
+  int64_t timestamp_ms;
+} rs_feedback_t;
+
+/* An impression's outcome, as bandit_reward emits it (kind RS_KIND_REWARD,
+ * schemas/reward.avsc): the feedback joined with the slot of the
+ * recommendation it names, or the default reward when the reward window
+ * closed without feedback (item NULL, position -1, RS_REWARD_F_DEFAULT).
+ * mf_update learns from rewards > 0 that name an item as a positive
+ * interaction. */
+typedef struct rs_reward {
+  const char *user;
+  const char *impression_id;
+  const char *item; /* NULL for a default reward */
+  uint32_t user_len;
+  uint32_t impression_id_len;
+  uint32_t item_len;
+  int32_t position;      /* slot of item in the impression, -1: none */
+  uint32_t flags;        /* RS_REWARD_F_* */
+  int32_t type;          /* rs_feedback_type_t of the feedback; -1: none */
+  double reward;         /* the reward counted for this feedback */
+  double propensity;     /* the slot's logged propensity; for a default
+                            reward, the whole list's probability */
+  int64_t impression_ms; /* event time of the impression */
+  int64_t timestamp_ms;  /* event time of the feedback (or window close) */
+} rs_reward_t;
+
+/* rs_reward_t.flags. DEFAULT: no feedback within reward_window. JOINED_BY_ITEM:
+ * the feedback had no impression id and was joined by user + item. SUM:
+ * a later duplicate added to an earlier reward (option `duplicates: sum`). */
+#define RS_REWARD_F_DEFAULT 1u
+#define RS_REWARD_F_JOINED_BY_ITEM 2u
+#define RS_REWARD_F_SUM 4u
 
 typedef struct rs_record {
   uint32_t kind;  /* rs_kind_t */

@@ -1,0 +1,187 @@
+/* See bandit_policy.h. */
+#include "bandit_policy.h"
+
+#include <math.h>
+#include <string.h>
+
+void br_rng_seed(br_rng_t *r, uint64_t seed) {
+  r->s = seed;
+}
+
+/* splitmix64: small, fast, and good enough for sampling. */
+uint64_t br_rng_next(br_rng_t *r) {
+  uint64_t z = (r->s += UINT64_C(0x9e3779b97f4a7c15));
+  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+
+double br_rng_uniform(br_rng_t *r) {
+  return (double)(br_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+double br_rng_normal(br_rng_t *r) {
+  double u = 1.0 - br_rng_uniform(r), v = br_rng_uniform(r);
+  return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* Marsaglia and Tsang (2000); shape < 1 by boosting with U^(1/shape). */
+double br_rng_gamma(br_rng_t *r, double shape) {
+  double boost = 1.0;
+  if (shape < 1.0) {
+    boost = pow(1.0 - br_rng_uniform(r), 1.0 / shape);
+    shape += 1.0;
+  }
+  double d = shape - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+  for (;;) {
+    double x = br_rng_normal(r), v = 1.0 + c * x;
+    if (v <= 0)
+      continue;
+    v = v * v * v;
+    double u = 1.0 - br_rng_uniform(r);
+    if (u < 1.0 - 0.0331 * x * x * x * x ||
+        log(u) < 0.5 * x * x + d * (1.0 - v + log(v)))
+      return d * v * boost;
+  }
+}
+
+double br_rng_beta(br_rng_t *r, double a, double b) {
+  double x = br_rng_gamma(r, a), y = br_rng_gamma(r, b);
+  return x + y > 0 ? x / (x + y) : 0.5;
+}
+
+size_t br_work_size(const br_policy_t *p, uint32_t n) {
+  size_t m = p->kind == BR_THOMPSON ? (p->samples ? p->samples : 1) : 0;
+  return (size_t)n * (m + 3);
+}
+
+static double posterior_mean(const br_policy_t *p, const br_arm_t *a) {
+  return (a->reward + p->prior_alpha) /
+         (a->shows + p->prior_alpha + p->prior_beta);
+}
+
+/* The best arm among those with used[j] == 0 by v (ties: lower index). */
+static uint32_t best(const double *v, const double *used, uint32_t n) {
+  uint32_t b = UINT32_MAX;
+  for (uint32_t j = 0; j < n; j++)
+    if (used[j] == 0 && (b == UINT32_MAX || v[j] > v[b]))
+      b = j;
+  return b;
+}
+
+double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
+                 uint32_t slots, br_rng_t *rng, uint32_t *order, double *prop,
+                 uint32_t *greedy, double *dist0, double *work) {
+  double *mean = work, *used = work + n, *q = work + 2 * (size_t)n;
+  double *draws = work + 3 * (size_t)n; /* thompson: samples x n */
+  uint32_t m = p->samples ? p->samples : 1;
+  if (slots > n)
+    slots = n;
+  for (uint32_t j = 0; j < n; j++) {
+    mean[j] = p->score_weight * arms[j].score + posterior_mean(p, &arms[j]);
+    used[j] = 0;
+  }
+  /* The target policy: greedy on the posterior mean. */
+  for (uint32_t s = 0; s < slots; s++) {
+    greedy[s] = best(mean, used, n);
+    used[greedy[s]] = 1;
+  }
+  memset(used, 0, sizeof(double) * n);
+  if (p->kind == BR_THOMPSON)
+    for (uint32_t k = 0; k < m; k++)
+      for (uint32_t j = 0; j < n; j++) {
+        double sh = arms[j].shows > 0 ? arms[j].shows : 0;
+        double rw = arms[j].reward < 0 ? 0 : arms[j].reward;
+        if (rw > sh)
+          rw = sh;
+        draws[(size_t)k * n + j] =
+            p->score_weight * arms[j].score +
+            br_rng_beta(rng, p->prior_alpha + rw, p->prior_beta + sh - rw);
+      }
+  double list = 1.0;
+  for (uint32_t s = 0; s < slots; s++) {
+    uint32_t left = n - s;
+    for (uint32_t j = 0; j < n; j++)
+      q[j] = 0;
+    if (p->kind == BR_THOMPSON) {
+      double share = (1.0 - p->floor) / (double)m;
+      for (uint32_t k = 0; k < m; k++)
+        q[best(draws + (size_t)k * n, used, n)] += share;
+      for (uint32_t j = 0; j < n; j++)
+        if (!used[j])
+          q[j] += p->floor / (double)left;
+    } else {
+      double eps = p->kind == BR_EPSILON ? p->epsilon : 0.0;
+      q[best(mean, used, n)] += 1.0 - eps;
+      if (eps > 0)
+        for (uint32_t j = 0; j < n; j++)
+          if (!used[j])
+            q[j] += eps / (double)left;
+    }
+    if (s == 0 && dist0)
+      memcpy(dist0, q, sizeof(double) * n);
+    /* Draw from q (in arm order); rounding leaves the last candidate. */
+    double u = br_rng_uniform(rng), acc = 0;
+    uint32_t pick = UINT32_MAX, last = UINT32_MAX;
+    for (uint32_t j = 0; j < n; j++) {
+      if (used[j] || q[j] <= 0)
+        continue;
+      last = j;
+      acc += q[j];
+      if (u < acc) {
+        pick = j;
+        break;
+      }
+    }
+    if (pick == UINT32_MAX)
+      pick = last;
+    order[s] = pick;
+    prop[s] = q[pick];
+    used[pick] = 1;
+    list *= q[pick];
+  }
+  return list;
+}
+
+void br_lin_reset(br_lin_t *l) {
+  memset(l->ainv, 0, sizeof(double) * l->d * l->d);
+  memset(l->b, 0, sizeof(double) * l->d);
+  for (uint32_t i = 0; i < l->d; i++)
+    l->ainv[(size_t)i * l->d + i] = 1.0;
+}
+
+void br_lin_score(const br_lin_t *l, const float *x, double *mean,
+                  double *width, double *ax) {
+  uint32_t d = l->d;
+  double m = 0, w = 0;
+  for (uint32_t i = 0; i < d; i++) {
+    double s = 0, t = 0;
+    for (uint32_t j = 0; j < d; j++) {
+      s += l->ainv[(size_t)i * d + j] * x[j];
+      t += l->ainv[(size_t)i * d + j] * l->b[j];
+    }
+    ax[i] = s;
+    w += x[i] * s;
+    m += t * x[i];
+  }
+  *mean = m;
+  *width = w > 0 ? sqrt(w) : 0;
+}
+
+void br_lin_update(br_lin_t *l, const float *x, double r, double *ax) {
+  uint32_t d = l->d;
+  /* A^-1 <- A^-1 - (A^-1 x)(A^-1 x)^T / (1 + x^T A^-1 x); A symmetric. */
+  double den = 1.0;
+  for (uint32_t i = 0; i < d; i++) {
+    double s = 0;
+    for (uint32_t j = 0; j < d; j++)
+      s += l->ainv[(size_t)i * d + j] * x[j];
+    ax[i] = s;
+    den += x[i] * s;
+  }
+  for (uint32_t i = 0; i < d; i++)
+    for (uint32_t j = 0; j < d; j++)
+      l->ainv[(size_t)i * d + j] -= ax[i] * ax[j] / den;
+  for (uint32_t i = 0; i < d; i++)
+    l->b[i] += r * x[i];
+}

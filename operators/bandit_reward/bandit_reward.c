@@ -1,0 +1,1172 @@
+/* The built-in `bandit_reward` operator: exploration over topn_emit's
+ * lists, the join of feedback with the impressions shown, rewards, and
+ * off-policy estimates (issue 6; DESIGN.md section 1).
+ *
+ * Inputs: 0 = topn_emit's recommendations (RS_KIND_RECOMMENDATION, its
+ * `n` ranked candidates); 1 = feedback (RS_KIND_FEEDBACK, `parse` with
+ * `record: feedback`), co-partitioned by user. Anything else on either
+ * input is dead-lettered.
+ *
+ * Where exploration happens (departure from DESIGN.md's picture, which
+ * draws bandit_reward before topn_emit): here, after topn_emit. topn_emit
+ * ranks `n` candidates greedily; this operator chooses the `slots` items
+ * actually shown, slot by slot, with the policy of bandit_policy.h, and
+ * emits the final recommendation (same user, impression id, model version
+ * and time; items with topn's scores and the policy's true propensities)
+ * on port `recommendations`. So the propensities logged are those of the
+ * draw that made the list, and the impressions joined are exactly the
+ * lists shown; topn_emit stays greedy and needs no change.
+ *
+ * Rewards. Feedback that names an impression id is joined with that
+ * impression's stored list; without an id (null or ""), with the user's
+ * latest impression (of the last USER_MAX) that showed the item. A
+ * match emits a reward record (RS_KIND_REWARD, schemas/reward.avsc) on port
+ * `rewards` (mf_update learns from it as a positive interaction when fed
+ * back). Duplicates are per (impression, item): `first` keeps the first,
+ * `sum` emits each later one too (flag SUM) and adds it. Feedback later
+ * than the impression's time + reward_window, for an impression not (or no
+ * longer) in state, or for an item the impression did not show, goes out
+ * unchanged on port `unmatched` and is counted.
+ *
+ * Windows close in event time. Each partition's watermark is the largest
+ * event time seen on either input minus `max_out_of_orderness`; an
+ * impression closes when the watermark passes its time + reward_window:
+ * a list with no matched feedback emits one default reward (item null,
+ * reward `default_reward`, flag DEFAULT); every slot's item then counts one
+ * show and its reward (default_reward for slots without feedback) in the
+ * policy's statistics; the IPS sums are updated; the impression leaves
+ * state. The host has no event-time timers (RS_ENOTSUP), so, as sessionize
+ * does, the operator keeps an in-memory min-heap of (deadline, impression
+ * id) per partition, rebuilt from state by one state_scan the first time
+ * the partition is seen in this process. Outputs caused by the watermark
+ * carry the source position of the record that moved it.
+ *
+ * Off-policy estimates of the greedy target policy (bandit_policy.h): per
+ * closed impression, R = the sum of its slots' rewards and w = 1/P(list)
+ * if the list shown equals the greedy list, else 0; IPS = sum(w R) / n,
+ * SNIPS = sum(w R) / sum(w). The sums are counters (micro-units: the
+ * metrics endpoint exposes them as monotonic counters, the ratio is the
+ * estimate) and, in full precision, the shared state entry "e".
+ *
+ * Randomness: one host->random(impression id, input offset) seeds a
+ * splitmix64 stream per emission: deterministic per seed, key, offset.
+ *
+ * State (integers little-endian):
+ *  "m" + impression id (partition): 0 u8 version 1 | 1 u8 flags (1: the
+ *     greedy list) | 2 u16 slots | 4 u32 user length | 8 i64 impression
+ *     time | 16 f64 list propensity | 24 u32 matched slots | 28 u32 0 |
+ *     32 user | then per slot: u32 item length | u8 rewarded | 3 x 0 |
+ *     f64 propensity | f64 reward | item bytes
+ *  "u" + user (partition): u8 count, then newest first: u16 length + id.
+ *  "w" (partition): i64 largest event time seen.
+ *  "a" + item (shared): f64 shows, f64 reward.
+ *  "e" (shared): f64 closed impressions, f64 sum w R, f64 sum w.
+ *  "t" (shared): int64 impressions emitted (epsilon decay).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bandit_policy.h"
+#include "bandit_reward.h"
+#include "recstream/operator.h"
+#include "util.h"
+
+#define BR_VERSION 1
+#define IMP_HDR 32
+#define SLOT_HDR 24
+#define USER_MAX 8
+#define MAX_SLOTS 1000
+#define STREAM_BANDIT UINT64_C(0x42414e44)
+
+enum { PORT_RECS = 0, PORT_REWARDS = 1, PORT_UNMATCHED = 2 };
+static const char *const br_ports[] = {"recommendations", "rewards",
+                                       "unmatched", NULL};
+
+typedef struct br_due {
+  int64_t deadline;
+  char *id;
+  uint32_t id_len;
+} br_due_t;
+
+typedef struct br_part {
+  int32_t partition;
+  int64_t max_ts; /* INT64_MIN: none */
+  br_due_t *heap;
+  size_t n, cap;
+} br_part_t;
+
+typedef struct br_ctx {
+  /* Options. */
+  int policy; /* greedy|epsilon_greedy|thompson */
+  int64_t slots;
+  double epsilon, decay;
+  double score_weight, prior_alpha, prior_beta, floor;
+  int64_t samples;
+  int64_t window_ms, lateness_ms;
+  double default_reward;
+  int duplicates; /* first|sum */
+  char *model;    /* linucb: the mf_update instance */
+  double alpha;   /* linucb */
+
+  rs_op_t *op;
+  const rs_host_api_t *host;
+  br_part_t *parts;
+  size_t n_parts;
+
+  /* Scratch. */
+  unsigned char *buf, *buf2;
+  size_t buf_cap, buf2_cap;
+  char *key;
+  size_t key_cap;
+  br_arm_t *arms;
+  double *work;
+  uint32_t *order, *greedy;
+  double *prop;
+  size_t arms_cap, work_cap;
+
+  /* linucb */
+  int peer;
+  br_lin_t lin; /* lin.d == 0 until the model's k is known */
+  double *lin_mem;
+  float *feat; /* features of the current candidates, then pu, q */
+  size_t feat_cap;
+  double *ucb;
+  size_t ucb_cap;
+
+  double est[3]; /* closed impressions, sum w R, sum w */
+  rs_counter_t *c_imp, *c_rewards, *c_clicks, *c_default, *c_dup, *c_late,
+      *c_unmatched, *c_explored, *c_ips_n, *c_ips_wr, *c_ips_w;
+} br_ctx_t;
+
+static const rs_option_def_t br_options[] = {
+    {RS_OPT_ENUM, "policy", "epsilon_greedy", offsetof(br_ctx_t, policy), 0, -1,
+     "greedy|epsilon_greedy|thompson|linucb",
+     "Exploration policy choosing the shown slots among topn_emit's "
+     "candidates: `greedy` (no exploration, propensity 1), `epsilon_greedy` "
+     "(each slot: a uniformly random remaining candidate with probability "
+     "epsilon, else the best by score_weight * score + posterior mean "
+     "reward), `thompson` (Beta-Bernoulli posterior per item; each slot "
+     "draws from the share of `samples` posterior draws in which each "
+     "candidate is best, mixed with `floor`), `linucb` (one shared linear "
+     "model over features from the user's and the item's factors in "
+     "`model`, [1, p_u * q_i]; each slot takes the best remaining "
+     "score_weight * score + theta^T x + alpha * width, propensity 1)."},
+    {RS_OPT_INT, "slots", "10", offsetof(br_ctx_t, slots), 1, MAX_SLOTS, NULL,
+     "Items shown per recommendation, chosen from topn_emit's `n` candidates "
+     "(set topn_emit's n larger than slots to give exploration room; lists "
+     "with fewer candidates show them all)."},
+    {RS_OPT_DOUBLE, "epsilon", "0.1", offsetof(br_ctx_t, epsilon), 0, 1, NULL,
+     "epsilon_greedy: exploration probability per slot before decay."},
+    {RS_OPT_DOUBLE, "decay", "0", offsetof(br_ctx_t, decay), 0, 1e6, NULL,
+     "epsilon_greedy: the t-th impression (t from 0, over all partitions) "
+     "explores with epsilon / (1 + decay * t); 0 keeps epsilon constant."},
+    {RS_OPT_DOUBLE, "score_weight", "1", offsetof(br_ctx_t, score_weight), 0,
+     1e6, NULL,
+     "Weight of topn_emit's model score against the item's reward estimate "
+     "in every policy's ranking value (0: rank by observed rewards only)."},
+    {RS_OPT_DOUBLE, "prior_alpha", "1", offsetof(br_ctx_t, prior_alpha), 1e-6,
+     1e6, NULL,
+     "Beta prior successes per item (thompson's prior, and the pseudo-count "
+     "of the posterior mean all policies rank by)."},
+    {RS_OPT_DOUBLE, "prior_beta", "1", offsetof(br_ctx_t, prior_beta), 1e-6,
+     1e6, NULL, "Beta prior failures per item (see prior_alpha)."},
+    {RS_OPT_INT, "samples", "16", offsetof(br_ctx_t, samples), 1, 4096, NULL,
+     "thompson: posterior draws per emission; a slot's propensities are the "
+     "shares of draws won, so they are exact for the draw made."},
+    {RS_OPT_DOUBLE, "floor", "0.01", offsetof(br_ctx_t, floor), 0, 1, NULL,
+     "thompson: probability mass spread uniformly over the remaining "
+     "candidates of each slot, so every propensity stays positive (needed "
+     "by unbiased off-policy estimates)."},
+    {RS_OPT_DURATION, "reward_window", "30m", offsetof(br_ctx_t, window_ms), 1,
+     1e12, NULL,
+     "Feedback counts when its event time is at most this long after the "
+     "impression's; the impression closes (default reward if nothing "
+     "matched) once the watermark passes its time + reward_window."},
+    {RS_OPT_DURATION, "max_out_of_orderness", "0",
+     offsetof(br_ctx_t, lateness_ms), 0, 1e12, NULL,
+     "The watermark trails the largest event time seen (both inputs, per "
+     "partition) by this much, so feedback this late still finds its "
+     "impression open."},
+    {RS_OPT_DOUBLE, "default_reward", "0", offsetof(br_ctx_t, default_reward),
+     -1e9, 1e9, NULL,
+     "Reward of a slot (and of the whole impression's default reward "
+     "record) without feedback when the window closes."},
+    {RS_OPT_ENUM, "duplicates", "first", offsetof(br_ctx_t, duplicates), 0, -1,
+     "first|sum",
+     "Several feedback records for one (impression, item): `first` counts "
+     "the first only (later ones are counted as duplicates), `sum` adds "
+     "them all and emits a reward record for each."},
+    {RS_OPT_STRING, "model", "mf", offsetof(br_ctx_t, model), 0, -1, NULL,
+     "linucb: name of the mf_update operator whose user and item factors "
+     "give the features (read-only, like topn_emit's `model`)."},
+    {RS_OPT_DOUBLE, "alpha", "1", offsetof(br_ctx_t, alpha), 0, 1e6, NULL,
+     "linucb: weight of the confidence width (exploration)."},
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static int grow(br_ctx_t *c, void **p, size_t *cap, size_t need, size_t el) {
+  if (need <= *cap)
+    return 0;
+  size_t n = *cap ? *cap : 64;
+  while (n < need)
+    n *= 2;
+  void *q = c->host->realloc(*p, n * el);
+  if (!q)
+    return RS_ENOMEM;
+  *p = q;
+  *cap = n;
+  return 0;
+}
+
+static int make_key(br_ctx_t *c, char tag, const char *s, size_t len) {
+  int rc = grow(c, (void **)&c->key, &c->key_cap, len + 1, 1);
+  if (rc)
+    return rc;
+  c->key[0] = tag;
+  if (len)
+    memcpy(c->key + 1, s, len);
+  return 0;
+}
+
+static char *batch_dup(br_ctx_t *c, const void *p, size_t n) {
+  char *d = c->host->batch_alloc(c->op, n + 1);
+  if (d) {
+    if (n)
+      memcpy(d, p, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+static int corrupt(br_ctx_t *c, const char *what) {
+  c->host->log(c->op, RS_LOG_ERROR,
+               "bandit_reward: corrupt state entry (%s); rebuild the state "
+               "with replay",
+               what);
+  return RS_ESTATE;
+}
+
+/* ------------------------------------------------------- the agenda */
+
+static int due_less(const br_due_t *a, const br_due_t *b) {
+  if (a->deadline != b->deadline)
+    return a->deadline < b->deadline;
+  uint32_t n = a->id_len < b->id_len ? a->id_len : b->id_len;
+  int k = memcmp(a->id, b->id, n);
+  return k ? k < 0 : a->id_len < b->id_len;
+}
+
+static int heap_push(br_ctx_t *c, br_part_t *p, int64_t deadline,
+                     const char *id, uint32_t id_len) {
+  if (grow(c, (void **)&p->heap, &p->cap, p->n + 1, sizeof(br_due_t)))
+    return RS_ENOMEM;
+  char *d = c->host->malloc(id_len + 1u);
+  if (!d)
+    return RS_ENOMEM;
+  memcpy(d, id, id_len);
+  d[id_len] = '\0';
+  size_t i = p->n++;
+  p->heap[i] = (br_due_t){deadline, d, id_len};
+  while (i > 0) {
+    size_t up = (i - 1) / 2;
+    if (!due_less(&p->heap[i], &p->heap[up]))
+      break;
+    br_due_t t = p->heap[i];
+    p->heap[i] = p->heap[up];
+    p->heap[up] = t;
+    i = up;
+  }
+  return 0;
+}
+
+static void heap_pop(br_part_t *p) {
+  p->heap[0] = p->heap[--p->n];
+  size_t i = 0;
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < p->n && due_less(&p->heap[l], &p->heap[m]))
+      m = l;
+    if (r < p->n && due_less(&p->heap[r], &p->heap[m]))
+      m = r;
+    if (m == i)
+      break;
+    br_due_t t = p->heap[i];
+    p->heap[i] = p->heap[m];
+    p->heap[m] = t;
+    i = m;
+  }
+}
+
+typedef struct scan_ctx {
+  br_ctx_t *c;
+  br_part_t *p;
+  int rc;
+} scan_ctx_t;
+
+static int rebuild_cb(void *opaque, const void *key, size_t key_len,
+                      const void *value, size_t value_len) {
+  scan_ctx_t *s = opaque;
+  const unsigned char *v = value;
+  if (value_len < IMP_HDR || v[0] != BR_VERSION || key_len < 2)
+    return s->rc = corrupt(s->c, "impression");
+  int64_t t;
+  memcpy(&t, v + 8, 8);
+  int64_t deadline =
+      t > INT64_MAX - s->c->window_ms ? INT64_MAX : t + s->c->window_ms;
+  return s->rc = heap_push(s->c, s->p, deadline, (const char *)key + 1,
+                           (uint32_t)(key_len - 1));
+}
+
+/* The partition's agenda, loaded from state on first sight. */
+static int part_of(br_ctx_t *c, int32_t partition, br_part_t **out) {
+  for (size_t i = 0; i < c->n_parts; i++)
+    if (c->parts[i].partition == partition) {
+      *out = &c->parts[i];
+      return 0;
+    }
+  br_part_t *np = c->host->realloc(c->parts, (c->n_parts + 1) * sizeof(*np));
+  if (!np)
+    return RS_ENOMEM;
+  c->parts = np;
+  br_part_t *p = &c->parts[c->n_parts++];
+  memset(p, 0, sizeof(*p));
+  p->partition = partition;
+  p->max_ts = INT64_MIN;
+  void *v;
+  size_t n;
+  int rc = c->host->state_get(c->op, partition, "w", 1, &v, &n);
+  if (rc == 0) {
+    if (n != 8)
+      return corrupt(c, "watermark");
+    memcpy(&p->max_ts, v, 8);
+  } else if (rc != RS_ENOENT)
+    return rc;
+  scan_ctx_t s = {c, p, 0};
+  rc = c->host->state_scan(c->op, partition, "m", 1, rebuild_cb, &s);
+  if (s.rc)
+    return s.rc;
+  *out = p;
+  return rc;
+}
+
+/* ------------------------------------------------------ statistics */
+
+static int get_arm(br_ctx_t *c, const char *item, uint32_t len, br_arm_t *a) {
+  int rc = make_key(c, 'a', item, len);
+  if (rc)
+    return rc;
+  void *v;
+  size_t n;
+  rc = c->host->state_get(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
+                          &v, &n);
+  a->shows = a->reward = 0;
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  if (n != 16)
+    return corrupt(c, "item statistics");
+  memcpy(&a->shows, v, 8);
+  memcpy(&a->reward, (char *)v + 8, 8);
+  return 0;
+}
+
+static int add_arm(br_ctx_t *c, const char *item, uint32_t len, double reward) {
+  br_arm_t a;
+  int rc = get_arm(c, item, len, &a);
+  if (rc)
+    return rc;
+  unsigned char v[16];
+  a.shows += 1;
+  a.reward += reward;
+  memcpy(v, &a.shows, 8);
+  memcpy(v + 8, &a.reward, 8);
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
+                            v, sizeof v);
+}
+
+void rs__bandit_estimates(void *vctx, double *n, double *ips, double *snips) {
+  br_ctx_t *c = vctx;
+  *n = c->est[0];
+  *ips = c->est[0] > 0 ? c->est[1] / c->est[0] : NAN;
+  *snips = c->est[2] > 0 ? c->est[1] / c->est[2] : NAN;
+}
+
+int rs__bandit_arm(void *vctx, const char *item, double *shows,
+                   double *reward) {
+  br_ctx_t *c = vctx;
+  br_arm_t a;
+  int rc = get_arm(c, item, (uint32_t)strlen(item), &a);
+  *shows = a.shows;
+  *reward = a.reward;
+  return rc;
+}
+
+/* ----------------------------------------------------- impressions */
+
+static int emit_reward(br_ctx_t *c, const rs_record_t *src, uint32_t *ord,
+                       const rs_reward_t *r) {
+  rs_reward_t *copy = c->host->batch_alloc(c->op, sizeof(*copy));
+  if (!copy)
+    return RS_ENOMEM;
+  *copy = *r;
+  rs_record_t out = {.kind = RS_KIND_REWARD,
+                     .key = r->user,
+                     .key_len = r->user_len,
+                     .payload = copy,
+                     .timestamp_ms = r->timestamp_ms,
+                     .src_partition = src->src_partition,
+                     .src_ordinal = (*ord)++,
+                     .src_offset = src->src_offset};
+  c->host->counter_add(c->c_rewards, 1);
+  return c->host->emit(c->op, PORT_REWARDS, &out);
+}
+
+static int put_lin(br_ctx_t *c);
+
+/* Closes impression `id`: default reward, statistics, estimates. */
+static int close_impression(br_ctx_t *c, int32_t partition,
+                            const rs_record_t *src, uint32_t *ord,
+                            const char *id, uint32_t id_len, int64_t when) {
+  int rc = make_key(c, 'm', id, id_len);
+  if (rc)
+    return rc;
+  void *v;
+  size_t n;
+  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)id_len, &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  if (grow(c, (void **)&c->buf, &c->buf_cap, n, 1))
+    return RS_ENOMEM;
+  memcpy(c->buf, v, n); /* v is borrowed until the next state call */
+  const unsigned char *b = c->buf;
+  if (n < IMP_HDR || b[0] != BR_VERSION)
+    return corrupt(c, "impression");
+  uint16_t slots;
+  uint32_t ulen, matched, dim;
+  int64_t imp_ms;
+  double plist;
+  memcpy(&dim, b + 28, 4);
+  memcpy(&slots, b + 2, 2);
+  memcpy(&ulen, b + 4, 4);
+  memcpy(&imp_ms, b + 8, 8);
+  memcpy(&plist, b + 16, 8);
+  memcpy(&matched, b + 24, 4);
+  if ((size_t)IMP_HDR + ulen > n)
+    return corrupt(c, "impression");
+  const char *user = (const char *)b + IMP_HDR;
+  size_t off = IMP_HDR + (size_t)ulen;
+  double total = 0;
+  for (uint16_t s = 0; s < slots; s++) {
+    uint32_t il;
+    if (off + SLOT_HDR > n)
+      return corrupt(c, "impression slot");
+    memcpy(&il, b + off, 4);
+    if (off + SLOT_HDR + il > n)
+      return corrupt(c, "impression slot");
+    if (off + SLOT_HDR + il + 4 * (size_t)dim > n)
+      return corrupt(c, "impression slot");
+    double r;
+    memcpy(&r, b + off + 16, 8);
+    if (!b[off + 4])
+      r = c->default_reward;
+    total += r;
+    if (dim && dim == c->lin.d) {
+      if (grow(c, (void **)&c->feat, &c->feat_cap, dim, 4) ||
+          grow(c, (void **)&c->ucb, &c->ucb_cap, dim, 8))
+        return RS_ENOMEM;
+      memcpy(c->feat, b + off + SLOT_HDR + il, 4 * (size_t)dim);
+      br_lin_update(&c->lin, c->feat, r, c->ucb);
+    }
+    if ((rc = add_arm(c, (const char *)b + off + SLOT_HDR, il, r)))
+      return rc;
+    off += SLOT_HDR + il + 4 * (size_t)dim;
+  }
+  if (dim && dim == c->lin.d && (rc = put_lin(c)))
+    return rc;
+  if (matched == 0) {
+    rs_reward_t r = {.user = batch_dup(c, user, ulen),
+                     .user_len = ulen,
+                     .impression_id = batch_dup(c, id, id_len),
+                     .impression_id_len = id_len,
+                     .position = -1,
+                     .flags = RS_REWARD_F_DEFAULT,
+                     .type = -1,
+                     .reward = c->default_reward,
+                     .propensity = plist,
+                     .impression_ms = imp_ms,
+                     .timestamp_ms = when};
+    if (!r.user || !r.impression_id)
+      return RS_ENOMEM;
+    c->host->counter_add(c->c_default, 1);
+    if ((rc = emit_reward(c, src, ord, &r)))
+      return rc;
+  }
+  /* Off-policy estimate of the greedy target policy. */
+  double w = (b[1] & 1) && plist > 0 ? 1.0 / plist : 0.0;
+  c->est[0] += 1;
+  c->est[1] += w * total;
+  c->est[2] += w;
+  c->host->counter_add(c->c_ips_n, 1);
+  if (w * total > 0)
+    c->host->counter_add(c->c_ips_wr, (uint64_t)llround(w * total * 1e6));
+  if (w > 0)
+    c->host->counter_add(c->c_ips_w, (uint64_t)llround(w * 1e6));
+  unsigned char e[24];
+  memcpy(e, c->est, sizeof e);
+  if ((rc =
+           c->host->state_put(c->op, RS_PARTITION_SHARED, "e", 1, e, sizeof e)))
+    return rc;
+  if ((rc = make_key(c, 'm', id, id_len)))
+    return rc;
+  return c->host->state_delete(c->op, partition, c->key, 1 + (size_t)id_len);
+}
+
+/* Moves the partition's watermark with event time ts and closes what it
+ * passes. */
+static int advance(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
+                   uint32_t *ord, int64_t ts) {
+  if (ts > p->max_ts) {
+    p->max_ts = ts;
+    int rc = c->host->state_put(c->op, p->partition, "w", 1, &p->max_ts, 8);
+    if (rc)
+      return rc;
+  }
+  int64_t wm = p->max_ts == INT64_MIN ? INT64_MIN
+               : p->max_ts < INT64_MIN + c->lateness_ms
+                   ? INT64_MIN
+                   : p->max_ts - c->lateness_ms;
+  while (p->n && p->heap[0].deadline < wm) {
+    br_due_t d = p->heap[0];
+    heap_pop(p);
+    int rc = close_impression(c, p->partition, src, ord, d.id, d.id_len, wm);
+    c->host->free(d.id);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------- linucb */
+
+static int put_lin(br_ctx_t *c) {
+  uint32_t d = c->lin.d;
+  size_t n = 4 + 8 * ((size_t)d * d + d);
+  if (grow(c, (void **)&c->buf2, &c->buf2_cap, n, 1))
+    return RS_ENOMEM;
+  memcpy(c->buf2, &d, 4);
+  memcpy(c->buf2 + 4, c->lin_mem, 8 * ((size_t)d * d + d));
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, "L", 1, c->buf2, n);
+}
+
+/* The model's k (0: no model yet); sets up c->lin for d = k + 1. */
+static int lin_setup(br_ctx_t *c, uint32_t *k_out) {
+  void *v;
+  size_t n;
+  *k_out = 0;
+  int rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, "m", 1,
+                                   &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  uint32_t k;
+  if (n < 8)
+    return corrupt(c, "model record of the `model` operator");
+  memcpy(&k, (char *)v + 4, 4);
+  if (k == 0 || k > 4096)
+    return corrupt(c, "model record of the `model` operator");
+  uint32_t d = k + 1;
+  *k_out = k;
+  if (c->lin.d == d)
+    return 0;
+  if (c->lin.d)
+    return corrupt(c, "linucb dimension differs from the model's k + 1");
+  size_t cells = (size_t)d * d + d;
+  c->lin_mem = c->host->malloc(8 * cells);
+  if (!c->lin_mem)
+    return RS_ENOMEM;
+  c->lin.d = d;
+  c->lin.ainv = c->lin_mem;
+  c->lin.b = c->lin_mem + (size_t)d * d;
+  rc = c->host->state_get(c->op, RS_PARTITION_SHARED, "L", 1, &v, &n);
+  if (rc == RS_ENOENT) {
+    br_lin_reset(&c->lin);
+    return 0;
+  }
+  if (rc)
+    return rc;
+  uint32_t sd = 0;
+  if (n == 4 + 8 * cells)
+    memcpy(&sd, v, 4);
+  if (sd != d)
+    return corrupt(c, "linucb model");
+  memcpy(c->lin_mem, (char *)v + 4, 8 * cells);
+  return 0;
+}
+
+/* The k floats at `at` of a peer value of at + 4k bytes (zeros when
+ * absent or of another size). */
+static int peer_vec(br_ctx_t *c, int32_t partition, const void *key,
+                    size_t key_len, size_t at, uint32_t k, float *out) {
+  void *v;
+  size_t n;
+  int rc =
+      c->host->peer_state_get(c->op, c->peer, partition, key, key_len, &v, &n);
+  if (rc == RS_ENOENT || (rc == 0 && n != at + 4 * (size_t)k)) {
+    memset(out, 0, 4 * (size_t)k);
+    return 0;
+  }
+  if (rc)
+    return rc;
+  memcpy(out, (char *)v + at, 4 * (size_t)k);
+  return 0;
+}
+
+/* LinUCB's choice: features x_j = [1, p_u * q_j] from the model (all zero
+ * but the 1 when the user or item has no factors); each slot takes the
+ * best remaining score_weight * score + theta^T x + alpha * width, the
+ * greedy list the best without the width. Deterministic: propensity 1. */
+static int linucb_choose(br_ctx_t *c, int32_t partition,
+                         const rs_recommendation_t *r, uint32_t slots,
+                         uint32_t *order, double *prop, uint32_t *greedy,
+                         uint32_t *dim) {
+  uint32_t n = r->n_items, k;
+  int rc = lin_setup(c, &k);
+  if (rc)
+    return rc;
+  uint32_t d = k ? k + 1 : 0;
+  *dim = d;
+  if (grow(c, (void **)&c->feat, &c->feat_cap, ((size_t)n + 2) * (d + 1), 4) ||
+      grow(c, (void **)&c->ucb, &c->ucb_cap, 2 * (size_t)n + d + 1, 8))
+    return RS_ENOMEM;
+  double *ucb = c->ucb, *mean = c->ucb + n, *scratch = c->ucb + 2 * (size_t)n;
+  float *pu = c->feat + (size_t)n * d, *q = pu + d;
+  if (d) {
+    if ((rc = make_key(c, 'u', r->user, r->user_len)) ||
+        (rc = peer_vec(c, partition, c->key, 1 + (size_t)r->user_len, 32, k,
+                       pu)))
+      return rc;
+  }
+  for (uint32_t j = 0; j < n; j++) {
+    double m = 0, w = 0;
+    if (d) {
+      float *x = c->feat + (size_t)j * d;
+      void *v;
+      size_t vn;
+      if ((rc = make_key(c, 'd', r->items[j].item, r->items[j].item_len)))
+        return rc;
+      rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, c->key,
+                                   1 + (size_t)r->items[j].item_len, &v, &vn);
+      if (rc && rc != RS_ENOENT)
+        return rc;
+      memset(q, 0, 4 * (size_t)k);
+      if (rc == 0 && vn == 4) {
+        uint32_t id;
+        unsigned char ik[5] = {'i'};
+        memcpy(&id, v, 4);
+        ik[1] = (unsigned char)(id >> 24);
+        ik[2] = (unsigned char)(id >> 16);
+        ik[3] = (unsigned char)(id >> 8);
+        ik[4] = (unsigned char)id;
+        if ((rc = peer_vec(c, RS_PARTITION_SHARED, ik, 5, 40, k, q)))
+          return rc;
+      }
+      x[0] = 1;
+      for (uint32_t i = 0; i < k; i++)
+        x[i + 1] = pu[i] * q[i];
+      br_lin_score(&c->lin, x, &m, &w, scratch);
+    }
+    mean[j] = c->score_weight * r->items[j].score + m;
+    ucb[j] = mean[j] + c->alpha * w;
+  }
+  for (int pass = 0; pass < 2; pass++) {
+    const double *v = pass ? ucb : mean;
+    uint32_t *out = pass ? order : greedy;
+    for (uint32_t s = 0; s < slots; s++) {
+      uint32_t best = UINT32_MAX;
+      for (uint32_t j = 0; j < n; j++) {
+        int taken = 0;
+        for (uint32_t t = 0; t < s && !taken; t++)
+          taken = out[t] == j;
+        if (!taken && (best == UINT32_MAX || v[j] > v[best]))
+          best = j;
+      }
+      out[s] = best;
+      prop[s] = 1.0;
+    }
+  }
+  return 0;
+}
+
+static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
+                             uint32_t *ord) {
+  const rs_recommendation_t *r = rec->payload;
+  uint32_t n = r->n_items, slots = (uint32_t)c->slots;
+  if (slots > n)
+    slots = n;
+  br_policy_t pol = {.kind = c->policy,
+                     .epsilon = c->epsilon,
+                     .score_weight = c->score_weight,
+                     .prior_alpha = c->prior_alpha,
+                     .prior_beta = c->prior_beta,
+                     .floor = c->floor,
+                     .samples = (uint32_t)c->samples};
+  int64_t t = 0;
+  int rc;
+  if (c->policy == BR_EPSILON && c->decay > 0) {
+    if ((rc = c->host->state_counter_add(c->op, RS_PARTITION_SHARED, "t", 1, 1,
+                                         &t)))
+      return rc;
+    pol.epsilon = c->epsilon / (1.0 + c->decay * (double)(t - 1));
+  }
+  if (grow(c, (void **)&c->arms, &c->arms_cap, n + 1, sizeof(br_arm_t)) ||
+      grow(c, (void **)&c->work, &c->work_cap, br_work_size(&pol, n) + 1,
+           sizeof(double)))
+    return RS_ENOMEM;
+  uint32_t *order = c->host->batch_alloc(c->op, sizeof(uint32_t) * 2 * (n + 1));
+  double *prop = c->host->batch_alloc(c->op, sizeof(double) * (n + 1));
+  rs_scored_item_t *items =
+      c->host->batch_alloc(c->op, sizeof(rs_scored_item_t) * (n + 1));
+  rs_recommendation_t *out = c->host->batch_alloc(c->op, sizeof(*out));
+  if (!order || !prop || !items || !out)
+    return RS_ENOMEM;
+  uint32_t *greedy = order + n + 1;
+  for (uint32_t j = 0; j < n; j++) {
+    if ((rc = get_arm(c, r->items[j].item, r->items[j].item_len, &c->arms[j])))
+      return rc;
+    c->arms[j].score = r->items[j].score;
+  }
+  double plist = 1;
+  uint32_t dim = 0;
+  if (c->policy == BR_LINUCB) {
+    if ((rc = linucb_choose(c, p->partition, r, slots, order, prop, greedy,
+                            &dim)))
+      return rc;
+  } else {
+    br_rng_t rng;
+    br_rng_seed(&rng, c->host->random(c->op, r->impression_id,
+                                      r->impression_id_len, rec->src_offset,
+                                      STREAM_BANDIT + rec->src_ordinal));
+    plist = br_choose(&pol, c->arms, n, slots, &rng, order, prop, greedy, NULL,
+                      c->work);
+  }
+  int is_greedy = 1;
+  size_t need = IMP_HDR + (size_t)r->user_len;
+  for (uint32_t s = 0; s < slots; s++) {
+    is_greedy &= order[s] == greedy[s];
+    items[s] = r->items[order[s]];
+    items[s].propensity = prop[s];
+    need += SLOT_HDR + (size_t)items[s].item_len + 4 * (size_t)dim;
+  }
+  *out = *r;
+  out->items = items;
+  out->n_items = slots;
+  rs_record_t o = *rec;
+  o.payload = out;
+  o.src_ordinal = (*ord)++;
+  if ((rc = c->host->emit(c->op, PORT_RECS, &o)))
+    return rc;
+  c->host->counter_add(c->c_imp, 1);
+  if (!is_greedy)
+    c->host->counter_add(c->c_explored, 1);
+
+  /* The impression, for joins and the close. */
+  if (grow(c, (void **)&c->buf, &c->buf_cap, need, 1))
+    return RS_ENOMEM;
+  unsigned char *b = c->buf;
+  memset(b, 0, IMP_HDR);
+  b[0] = BR_VERSION;
+  b[1] = is_greedy ? 1 : 0;
+  uint16_t s16 = (uint16_t)slots;
+  memcpy(b + 2, &s16, 2);
+  memcpy(b + 4, &r->user_len, 4);
+  memcpy(b + 8, &r->timestamp_ms, 8);
+  memcpy(b + 16, &plist, 8);
+  memcpy(b + 28, &dim, 4);
+  memcpy(b + IMP_HDR, r->user, r->user_len);
+  size_t off = IMP_HDR + r->user_len;
+  for (uint32_t s = 0; s < slots; s++) {
+    memset(b + off, 0, SLOT_HDR);
+    memcpy(b + off, &items[s].item_len, 4);
+    memcpy(b + off + 8, &prop[s], 8);
+    memcpy(b + off + SLOT_HDR, items[s].item, items[s].item_len);
+    off += SLOT_HDR + items[s].item_len;
+    if (dim) {
+      memcpy(b + off, c->feat + (size_t)order[s] * dim, 4 * (size_t)dim);
+      off += 4 * (size_t)dim;
+    }
+  }
+  if ((rc = make_key(c, 'm', r->impression_id, r->impression_id_len)) ||
+      (rc = c->host->state_put(c->op, p->partition, c->key,
+                               1 + (size_t)r->impression_id_len, b, off)))
+    return rc;
+  int64_t deadline = r->timestamp_ms > INT64_MAX - c->window_ms
+                         ? INT64_MAX
+                         : r->timestamp_ms + c->window_ms;
+  if ((rc = heap_push(c, p, deadline, r->impression_id, r->impression_id_len)))
+    return rc;
+
+  /* The user's latest impressions, for feedback without an id. */
+  if ((rc = make_key(c, 'u', r->user, r->user_len)))
+    return rc;
+  void *v;
+  size_t n_old = 0;
+  unsigned char ubuf[1 + USER_MAX * (2 + 256)];
+  size_t ulen = 1;
+  ubuf[0] = 0;
+  if (r->impression_id_len <= 256) {
+    ubuf[0] = 1;
+    uint16_t l16 = (uint16_t)r->impression_id_len;
+    memcpy(ubuf + 1, &l16, 2);
+    memcpy(ubuf + 3, r->impression_id, l16);
+    ulen = 3 + (size_t)l16;
+  }
+  rc = c->host->state_get(c->op, p->partition, c->key, 1 + (size_t)r->user_len,
+                          &v, &n_old);
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  if (rc == 0 && n_old >= 1) {
+    const unsigned char *u = v;
+    size_t pos = 1;
+    for (unsigned k = 0; k < u[0] && ubuf[0] < USER_MAX; k++) {
+      uint16_t l;
+      if (pos + 2 > n_old)
+        return corrupt(c, "user impressions");
+      memcpy(&l, u + pos, 2);
+      if (l > 256 || pos + 2 + l > n_old)
+        return corrupt(c, "user impressions");
+      memcpy(ubuf + ulen, u + pos, 2 + (size_t)l);
+      ulen += 2 + (size_t)l;
+      pos += 2 + (size_t)l;
+      ubuf[0]++;
+    }
+  }
+  return c->host->state_put(c->op, p->partition, c->key,
+                            1 + (size_t)r->user_len, ubuf, ulen);
+}
+
+/* Loads impression id into c->buf; the slot showing item or -1. 1 if the
+ * impression exists. */
+static int load_impression(br_ctx_t *c, int32_t partition, const char *id,
+                           uint32_t id_len, const char *item, uint32_t item_len,
+                           size_t *n_out, int *slot, size_t *slot_off) {
+  int rc = make_key(c, 'm', id, id_len);
+  if (rc)
+    return rc;
+  void *v;
+  size_t n;
+  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)id_len, &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  if (grow(c, (void **)&c->buf, &c->buf_cap, n, 1))
+    return RS_ENOMEM;
+  memcpy(c->buf, v, n);
+  const unsigned char *b = c->buf;
+  if (n < IMP_HDR || b[0] != BR_VERSION)
+    return corrupt(c, "impression");
+  uint16_t slots;
+  uint32_t ulen, dim;
+  memcpy(&slots, b + 2, 2);
+  memcpy(&ulen, b + 4, 4);
+  memcpy(&dim, b + 28, 4);
+  size_t off = IMP_HDR + (size_t)ulen;
+  *slot = -1;
+  for (uint16_t s = 0; s < slots; s++) {
+    uint32_t il;
+    if (off + SLOT_HDR > n)
+      return corrupt(c, "impression slot");
+    memcpy(&il, b + off, 4);
+    if (off + SLOT_HDR + il > n)
+      return corrupt(c, "impression slot");
+    if (off + SLOT_HDR + il + 4 * (size_t)dim > n)
+      return corrupt(c, "impression slot");
+    if (il == item_len && !memcmp(b + off + SLOT_HDR, item, il)) {
+      *slot = s;
+      *slot_off = off;
+      break;
+    }
+    off += SLOT_HDR + il + 4 * (size_t)dim;
+  }
+  *n_out = n;
+  return 1;
+}
+
+static int unmatched(br_ctx_t *c, const rs_record_t *rec, uint32_t *ord,
+                     rs_counter_t *ctr) {
+  c->host->counter_add(ctr, 1);
+  rs_record_t o = *rec;
+  o.src_ordinal = (*ord)++;
+  return c->host->emit(c->op, PORT_UNMATCHED, &o);
+}
+
+static int on_feedback(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
+                       uint32_t *ord) {
+  const rs_feedback_t *fb = rec->payload;
+  size_t n = 0, soff = 0;
+  int slot = -1, found = 0, rc;
+  const char *id = fb->impression_id;
+  uint32_t id_len = fb->impression_id_len;
+  uint32_t flags = 0;
+  char idbuf[256];
+  if (id && id_len) {
+    if ((found = load_impression(c, p->partition, id, id_len, fb->item,
+                                 fb->item_len, &n, &slot, &soff)) < 0)
+      return found;
+  } else {
+    /* By user + item: the newest of the user's latest impressions that
+     * showed the item. */
+    flags |= RS_REWARD_F_JOINED_BY_ITEM;
+    if ((rc = make_key(c, 'u', fb->user, fb->user_len)))
+      return rc;
+    void *v;
+    size_t un;
+    rc = c->host->state_get(c->op, p->partition, c->key,
+                            1 + (size_t)fb->user_len, &v, &un);
+    if (rc && rc != RS_ENOENT)
+      return rc;
+    unsigned char ubuf[1 + USER_MAX * (2 + 256)];
+    if (rc == 0) {
+      if (un > sizeof ubuf || un < 1)
+        return corrupt(c, "user impressions");
+      memcpy(ubuf, v, un);
+      size_t pos = 1;
+      for (unsigned k = 0; k < ubuf[0] && !found; k++) {
+        uint16_t l;
+        if (pos + 2 > un)
+          return corrupt(c, "user impressions");
+        memcpy(&l, ubuf + pos, 2);
+        if (l > sizeof idbuf || pos + 2 + l > un)
+          return corrupt(c, "user impressions");
+        memcpy(idbuf, ubuf + pos + 2, l);
+        id = idbuf;
+        id_len = l;
+        if ((rc = load_impression(c, p->partition, id, id_len, fb->item,
+                                  fb->item_len, &n, &slot, &soff)) < 0)
+          return rc;
+        found = rc == 1 && slot >= 0;
+        pos += 2 + (size_t)l;
+      }
+    }
+  }
+  if (!found || slot < 0)
+    return unmatched(c, rec, ord, c->c_unmatched);
+  unsigned char *b = c->buf;
+  int64_t imp_ms;
+  memcpy(&imp_ms, b + 8, 8);
+  if (fb->timestamp_ms > imp_ms + c->window_ms)
+    return unmatched(c, rec, ord, c->c_late);
+  double reward = fb->value, prev;
+  memcpy(&prev, b + soff + 16, 8);
+  if (b[soff + 4]) {
+    c->host->counter_add(c->c_dup, 1);
+    if (c->duplicates == 0)
+      return 0;
+    flags |= RS_REWARD_F_SUM;
+  } else {
+    uint32_t matched;
+    memcpy(&matched, b + 24, 4);
+    matched++;
+    memcpy(b + 24, &matched, 4);
+    b[soff + 4] = 1;
+    prev = 0;
+  }
+  double sum = prev + reward;
+  memcpy(b + soff + 16, &sum, 8);
+  double prop;
+  memcpy(&prop, b + soff + 8, 8);
+  if ((rc = make_key(c, 'm', id, id_len)) ||
+      (rc = c->host->state_put(c->op, p->partition, c->key, 1 + (size_t)id_len,
+                               b, n)))
+    return rc;
+  if (fb->type == RS_FEEDBACK_CLICK)
+    c->host->counter_add(c->c_clicks, 1);
+  rs_reward_t r = {.user = fb->user,
+                   .user_len = fb->user_len,
+                   .impression_id = batch_dup(c, id, id_len),
+                   .impression_id_len = id_len,
+                   .item = fb->item,
+                   .item_len = fb->item_len,
+                   .position = slot,
+                   .flags = flags,
+                   .type = fb->type,
+                   .reward = reward,
+                   .propensity = prop,
+                   .impression_ms = imp_ms,
+                   .timestamp_ms = fb->timestamp_ms};
+  if (!r.impression_id)
+    return RS_ENOMEM;
+  return emit_reward(c, rec, ord, &r);
+}
+
+static const char *check(const rs_record_t *rec, uint32_t input, char *buf,
+                         size_t n) {
+  uint32_t want = input == 0 ? RS_KIND_RECOMMENDATION : RS_KIND_FEEDBACK;
+  if (rec->kind != want || !rec->payload) {
+    snprintf(buf, n,
+             "bandit_reward input %" PRIu32 " expects %s records (kind %" PRIu32
+             "), got kind %" PRIu32,
+             input, input == 0 ? "recommendation" : "feedback", want,
+             rec->kind);
+    return buf;
+  }
+  if (input == 0) {
+    const rs_recommendation_t *r = rec->payload;
+    if (!r->user || !r->impression_id || !r->impression_id_len ||
+        (r->n_items && !r->items) || r->impression_id_len > 65535)
+      return "recommendation without user or impression id";
+    for (uint32_t j = 0; j < r->n_items; j++)
+      if (!r->items[j].item || !isfinite(r->items[j].score))
+        return "recommendation item without id or with a score that is not "
+               "finite";
+    return NULL;
+  }
+  const rs_feedback_t *f = rec->payload;
+  if (!f->user || !f->user_len || !f->item || !f->item_len ||
+      !isfinite(f->value))
+    return "feedback without user or item, or with a value that is not finite";
+  if (f->impression_id_len > 256)
+    return "feedback impression_id longer than 256 bytes";
+  return NULL;
+}
+
+static int br_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
+  br_ctx_t *c = vctx;
+  if (batch->partition < 0)
+    return RS_EINVAL;
+  br_part_t *p;
+  int rc = part_of(c, batch->partition, &p);
+  if (rc)
+    return rc;
+  char why[192];
+  for (size_t k = 0; k < batch->count; k++) {
+    const rs_record_t *rec = &batch->records[k];
+    uint32_t ord = rec->src_ordinal;
+    const char *bad = check(rec, batch->input, why, sizeof why);
+    if (bad) {
+      rc = c->host->dead_letter(op, rec, bad);
+      if (rc < 0)
+        return rc;
+      continue;
+    }
+    if (batch->input == 0)
+      rc = on_recommendation(c, p, rec, &ord);
+    else
+      rc = on_feedback(c, p, rec, &ord);
+    if (!rc)
+      rc = advance(c, p, rec, &ord, rec->timestamp_ms);
+    if (rc) {
+      c->host->log(op, RS_LOG_ERROR, "bandit_reward failed: %s",
+                   rs_strerror(rc));
+      return rc;
+    }
+  }
+  return 0;
+}
+
+static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
+                   char *errstr, size_t errstr_size) {
+  br_ctx_t *c = vctx;
+  c->op = op;
+  c->host = host;
+  if (c->policy < 0 || c->policy > BR_LINUCB || c->duplicates < 0 ||
+      c->duplicates > 1)
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG, "bad enum value");
+  if (!RS_HOST_HAS(host, state_counter_add))
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "bandit_reward needs a host with ABI minor 1");
+  if (c->policy == BR_LINUCB) {
+    if (!RS_HOST_HAS(host, peer_open) || !RS_HOST_HAS(host, peer_state_get))
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "policy linucb needs a host with ABI minor 2 (peer "
+                       "state reads)");
+    c->peer = host->peer_open(op, c->model);
+    if (c->peer < 0)
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "model: no operator named '%s' in the graph (linucb "
+                       "reads its user and item factors)",
+                       c->model);
+  }
+  c->c_imp = host->counter(op, "impressions", "Recommendations emitted");
+  c->c_rewards = host->counter(op, "rewards", "Reward records emitted");
+  c->c_clicks = host->counter(op, "clicks", "CLICK feedback joined");
+  c->c_default =
+      host->counter(op, "default_rewards", "Impressions closed unrewarded");
+  c->c_dup = host->counter(op, "duplicates", "Repeated feedback per item");
+  c->c_late = host->counter(op, "late_feedback",
+                            "Feedback after its impression's reward_window");
+  c->c_unmatched = host->counter(op, "unmatched_feedback",
+                                 "Feedback naming no open impression");
+  c->c_explored =
+      host->counter(op, "explored", "Impressions that differ from greedy");
+  c->c_ips_n = host->counter(op, "ips_impressions",
+                             "Closed impressions in the IPS estimates");
+  c->c_ips_wr =
+      host->counter(op, "ips_weighted_reward_micro",
+                    "Sum of w*R (x1e6); IPS = this / ips_impressions / 1e6");
+  c->c_ips_w =
+      host->counter(op, "ips_weight_micro",
+                    "Sum of w (x1e6); SNIPS = ips_weighted_reward / this");
+  void *v;
+  size_t n;
+  int rc = host->state_get(op, RS_PARTITION_SHARED, "e", 1, &v, &n);
+  if (rc == 0 && n == sizeof c->est)
+    memcpy(c->est, v, sizeof c->est);
+  else if (rc != 0 && rc != RS_ENOENT)
+    return rs_seterr(errstr, errstr_size, rc, "reading estimates: %s",
+                     rs_strerror(rc));
+  return 0;
+}
+
+static void br_destroy(rs_op_t *op, void *vctx) {
+  br_ctx_t *c = vctx;
+  (void)op;
+  for (size_t i = 0; i < c->n_parts; i++) {
+    for (size_t k = 0; k < c->parts[i].n; k++)
+      c->host->free(c->parts[i].heap[k].id);
+    c->host->free(c->parts[i].heap);
+  }
+  c->host->free(c->parts);
+  c->host->free(c->buf);
+  c->host->free(c->buf2);
+  c->host->free(c->lin_mem);
+  c->host->free(c->feat);
+  c->host->free(c->ucb);
+  c->host->free(c->key);
+  c->host->free(c->arms);
+  c->host->free(c->work);
+}
+
+extern const rs_operator_def_t rs_op_bandit_reward;
+const rs_operator_def_t rs_op_bandit_reward = {
+    .abi_version = RS_ABI_VERSION,
+    .struct_size = sizeof(rs_operator_def_t),
+    .name = "bandit_reward",
+    .description =
+        "Explores over topn_emit's ranked candidates (epsilon-greedy or "
+        "Thompson sampling) and emits the shown list with true propensities "
+        "on `recommendations`; joins feedback (second input) with the "
+        "impressions by impression id or user + item within reward_window, "
+        "emits rewards (default_reward when the window closes without "
+        "feedback) on `rewards`, and keeps IPS/SNIPS estimates of the greedy "
+        "policy.",
+    .ctx_size = sizeof(br_ctx_t),
+    .options = br_options,
+    .n_options = RS_ARRAY_SIZE(br_options),
+    .output_ports = br_ports,
+    .min_inputs = 1,
+    .max_inputs = 2,
+    .init = br_init,
+    .process = br_process,
+    .on_timer = NULL,
+    .checkpoint = NULL,
+    .destroy = br_destroy,
+};

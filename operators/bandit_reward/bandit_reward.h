@@ -1,0 +1,11 @@
+/* Internal read access to bandit_reward (tests, reports). */
+#ifndef RS_BANDIT_REWARD_H
+#define RS_BANDIT_REWARD_H
+
+/* Closed impressions so far and the IPS / SNIPS estimates of the greedy
+ * target policy (NAN before any). vctx: the operator's context. */
+void rs__bandit_estimates(void *vctx, double *n, double *ips, double *snips);
+/* An item's statistics (closed shows, rewards). */
+int rs__bandit_arm(void *vctx, const char *item, double *shows, double *reward);
+
+#endif

@@ -1,0 +1,721 @@
+/* Tests of bandit_reward: the policies (bandit_policy.c) on hand-worked
+ * cases, propensities that sum to 1 and match the frequencies of many
+ * draws, the feedback join through the harness (on time, duplicate, sum,
+ * missing id, late, unknown, window close with the default reward, a
+ * restart), a regret test in a synthetic Bernoulli environment, the IPS
+ * estimate of a known target policy, and mf_update learning from
+ * feedback. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "operators/bandit_reward/bandit_policy.h"
+#include "operators/bandit_reward/bandit_reward.h"
+#include "operators/harness.h"
+
+extern const rs_operator_def_t rs_op_bandit_reward;
+extern const rs_operator_def_t rs_op_mf_update;
+
+static char err[1024];
+
+static rs_harness_t *make(const char *const *options) {
+  err[0] = '\0';
+  rs_harness_t *h =
+      rs_harness_new(&rs_op_bandit_reward, options, err, sizeof(err));
+  cr_assert_not_null(h, "rs_harness_new: %s", err);
+  return h;
+}
+
+/* ---------------------------------------------------------- records */
+
+#define MAXC 16
+static const char *const names[MAXC] = {"i0",  "i1",  "i2",  "i3", "i4",  "i5",
+                                        "i6",  "i7",  "i8",  "i9", "i10", "i11",
+                                        "i12", "i13", "i14", "i15"};
+
+/* Pushes topn_emit's list of the first n items (scores given) as an
+ * impression `imp` for `user` at ts. */
+static void push_list(rs_harness_t *h, const char *user, const char *imp,
+                      const double *scores, uint32_t n, int64_t ts,
+                      int64_t offset) {
+  rs_scored_item_t items[MAXC];
+  for (uint32_t j = 0; j < n; j++)
+    items[j] = (rs_scored_item_t){.item = names[j],
+                                  .item_len = (uint32_t)strlen(names[j]),
+                                  .score = scores ? scores[j] : 0,
+                                  .propensity = 1};
+  rs_recommendation_t r = {.user = user,
+                           .user_len = (uint32_t)strlen(user),
+                           .impression_id = imp,
+                           .impression_id_len = (uint32_t)strlen(imp),
+                           .items = items,
+                           .n_items = n,
+                           .model_version = 7,
+                           .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_RECOMMENDATION,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .payload = &r,
+                     .timestamp_ms = ts,
+                     .src_offset = offset};
+  int rc = rs_harness_push_input(h, 0, 0, &rec, 1);
+  cr_assert_eq(rc, 0, "push list: %d %s", rc, rs_harness_errmsg(h));
+}
+
+static void push_fb(rs_harness_t *h, const char *user, const char *imp,
+                    const char *item, int type, double value, int64_t ts,
+                    int64_t offset) {
+  rs_feedback_t f = {.user = user,
+                     .user_len = (uint32_t)strlen(user),
+                     .impression_id = imp,
+                     .impression_id_len = imp ? (uint32_t)strlen(imp) : 0,
+                     .item = item,
+                     .item_len = (uint32_t)strlen(item),
+                     .type = type,
+                     .value = value,
+                     .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_FEEDBACK,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .payload = &f,
+                     .timestamp_ms = ts,
+                     .src_offset = offset};
+  int rc = rs_harness_push_input(h, 1, 0, &rec, 1);
+  cr_assert_eq(rc, 0, "push feedback: %d %s", rc, rs_harness_errmsg(h));
+}
+
+static const rs_recommendation_t *last_list(rs_harness_t *h) {
+  size_t n = rs_harness_emitted_count(h, 0);
+  cr_assert(n > 0);
+  const rs_record_t *r = rs_harness_emitted(h, 0, n - 1);
+  cr_assert_eq(r->kind, RS_KIND_RECOMMENDATION);
+  return r->payload;
+}
+
+static int item_no(const rs_scored_item_t *it) {
+  return atoi(it->item + 1);
+}
+
+/* ------------------------------------------------ the policies alone */
+
+static double work[4096 * 40];
+
+Test(bandit_policy, epsilon_greedy_hand_worked) {
+  /* Posterior means with prior (1, 1): A (6+1)/(8+2) = 0.7, B 1/4 = 0.25,
+   * C 1/2 = 0.5. Greedy A, C, B. epsilon 0.3: slot 0 q = (0.8, 0.1, 0.1);
+   * slot 1 after A: C 0.7 + 0.15, B 0.15. */
+  br_arm_t arms[3] = {{0, 8, 6}, {0, 2, 0}, {0, 0, 0}};
+  br_policy_t p = {.kind = BR_EPSILON,
+                   .epsilon = 0.3,
+                   .score_weight = 0,
+                   .prior_alpha = 1,
+                   .prior_beta = 1};
+  uint32_t order[3], greedy[3];
+  double prop[3], dist[3];
+  int seen_second = 0;
+  for (uint64_t seed = 1; seed < 200; seed++) {
+    br_rng_t r;
+    br_rng_seed(&r, seed);
+    double pl = br_choose(&p, arms, 3, 3, &r, order, prop, greedy, dist, work);
+    cr_assert_eq(greedy[0], 0);
+    cr_assert_eq(greedy[1], 2);
+    cr_assert_eq(greedy[2], 1);
+    cr_assert_float_eq(dist[0], 0.8, 1e-12);
+    cr_assert_float_eq(dist[1], 0.1, 1e-12);
+    cr_assert_float_eq(dist[2], 0.1, 1e-12);
+    cr_assert_float_eq(prop[0], dist[order[0]], 1e-12);
+    cr_assert_float_eq(prop[2], 1.0, 1e-12); /* the last one left */
+    cr_assert_float_eq(pl, prop[0] * prop[1] * prop[2], 1e-12);
+    if (order[0] == 0) {
+      cr_assert_float_eq(prop[1], order[1] == 2 ? 0.85 : 0.15, 1e-12);
+      seen_second = 1;
+    }
+  }
+  cr_assert(seen_second);
+  /* score_weight: a model score of 1 outweighs any reward estimate. */
+  arms[1].score = 1;
+  p.score_weight = 1;
+  p.epsilon = 0;
+  br_rng_t r;
+  br_rng_seed(&r, 5);
+  br_choose(&p, arms, 3, 1, &r, order, prop, greedy, dist, work);
+  cr_assert_eq(order[0], 1);
+  cr_assert_float_eq(prop[0], 1.0, 1e-12);
+}
+
+Test(bandit_policy, thompson_follows_the_posterior) {
+  /* Beta(91, 11) against Beta(11, 91): the first wins nearly every draw,
+   * so q0 = 0.99 * 1 + 0.01 / 3 for it, 0.01 / 3 for the others. */
+  br_arm_t arms[3] = {{0, 100, 10}, {0, 100, 90}, {0, 100, 10}};
+  br_policy_t p = {.kind = BR_THOMPSON,
+                   .score_weight = 0,
+                   .prior_alpha = 1,
+                   .prior_beta = 1,
+                   .floor = 0.01,
+                   .samples = 32};
+  uint32_t order[3], greedy[3];
+  double prop[3], dist[3];
+  br_rng_t r;
+  br_rng_seed(&r, 9);
+  br_choose(&p, arms, 3, 3, &r, order, prop, greedy, dist, work);
+  cr_assert_eq(greedy[0], 1);
+  cr_assert_float_eq(dist[1], 0.99 + 0.01 / 3, 1e-9);
+  cr_assert_float_eq(dist[0], 0.01 / 3, 1e-9);
+  /* Beta sampler: mean a / (a + b), here 2 / 7. */
+  double s = 0;
+  for (int k = 0; k < 20000; k++)
+    s += br_rng_beta(&r, 2, 5);
+  cr_assert_float_eq(s / 20000, 2.0 / 7.0, 0.01);
+  s = 0;
+  for (int k = 0; k < 20000; k++)
+    s += br_rng_beta(&r, 0.5, 0.5);
+  cr_assert_float_eq(s / 20000, 0.5, 0.01);
+}
+
+/* Slot 0's distribution sums to 1 and the frequencies of many draws match
+ * the mean logged propensity of each item within 4.5 standard errors. */
+static void check_frequencies(br_policy_t *p) {
+  br_arm_t arms[5] = {
+      {0.3, 10, 2}, {0.1, 4, 3}, {0.0, 0, 0}, {0.2, 30, 3}, {0.1, 1, 1}};
+  enum { DRAWS = 20000 };
+  double mean_q[5] = {0}, count[5] = {0};
+  uint32_t order[5], greedy[5];
+  double prop[5], dist[5];
+  for (uint64_t k = 0; k < DRAWS; k++) {
+    br_rng_t r;
+    br_rng_seed(&r, 1000 + k * 7919);
+    br_choose(p, arms, 5, 3, &r, order, prop, greedy, dist, work);
+    double sum = 0;
+    for (int j = 0; j < 5; j++) {
+      sum += dist[j];
+      mean_q[j] += dist[j] / DRAWS;
+      cr_assert(dist[j] > 0, "item %d has propensity 0", j);
+    }
+    cr_assert_float_eq(sum, 1.0, 1e-9);
+    cr_assert_float_eq(prop[0], dist[order[0]], 1e-12);
+    count[order[0]]++;
+    for (int s = 1; s < 3; s++)
+      cr_assert(prop[s] > 0 && prop[s] <= 1);
+  }
+  for (int j = 0; j < 5; j++) {
+    double f = count[j] / DRAWS,
+           se = sqrt(mean_q[j] * (1 - mean_q[j]) / DRAWS) + 1e-9;
+    cr_assert(fabs(f - mean_q[j]) < 4.5 * se,
+              "policy %d item %d: frequency %.4f, propensity %.4f", p->kind, j,
+              f, mean_q[j]);
+  }
+}
+
+Test(bandit_policy, propensities_match_frequencies) {
+  br_policy_t eps = {.kind = BR_EPSILON,
+                     .epsilon = 0.3,
+                     .score_weight = 1,
+                     .prior_alpha = 1,
+                     .prior_beta = 1};
+  check_frequencies(&eps);
+  br_policy_t ts = {.kind = BR_THOMPSON,
+                    .score_weight = 1,
+                    .prior_alpha = 1,
+                    .prior_beta = 1,
+                    .floor = 0.05,
+                    .samples = 16};
+  check_frequencies(&ts);
+}
+
+/* ------------------------------------------------ through the harness */
+
+Test(bandit_reward, emits_the_list_with_propensities) {
+  const char *opts[] = {
+      "policy", "epsilon_greedy", "epsilon", "0.5", "slots", "2", NULL};
+  rs_harness_t *h = make(opts);
+  double scores[4] = {4, 3, 2, 1};
+  push_list(h, "u1", "imp-1", scores, 4, 1000, 10);
+  cr_assert_eq(rs_harness_emitted_count(h, 0), 1);
+  const rs_record_t *o = rs_harness_emitted(h, 0, 0);
+  const rs_recommendation_t *r = o->payload;
+  cr_assert_eq(r->n_items, 2);
+  cr_assert_str_eq(r->impression_id, "imp-1");
+  cr_assert_eq(r->model_version, 7);
+  cr_assert_eq(o->src_offset, 10);
+  /* slot 0: greedy i0 with 0.5 + 0.5 / 4, any other 0.125 */
+  double want0 = item_no(&r->items[0]) == 0 ? 0.625 : 0.125;
+  cr_assert_float_eq(r->items[0].propensity, want0, 1e-12);
+  cr_assert(r->items[1].propensity > 0 && r->items[1].propensity <= 1);
+  cr_assert_eq(rs_harness_counter(h, "impressions"), 1);
+  /* Deterministic: the same input in a fresh instance gives the same. */
+  rs_harness_t *h2 = make(opts);
+  push_list(h2, "u1", "imp-1", scores, 4, 1000, 10);
+  const rs_recommendation_t *r2 = last_list(h2);
+  cr_assert_str_eq(r2->items[0].item, r->items[0].item);
+  cr_assert_str_eq(r2->items[1].item, r->items[1].item);
+  rs_harness_destroy(h2);
+  /* greedy: topn's order, propensity 1 */
+  const char *g[] = {"policy", "greedy", "slots", "3", NULL};
+  rs_harness_t *h3 = make(g);
+  push_list(h3, "u1", "imp-1", scores, 4, 1000, 10);
+  r2 = last_list(h3);
+  for (int s = 0; s < 3; s++) {
+    cr_assert_eq(item_no(&r2->items[s]), s);
+    cr_assert_float_eq(r2->items[s].propensity, 1.0, 1e-12);
+  }
+  rs_harness_destroy(h3);
+  rs_harness_destroy(h);
+}
+
+Test(bandit_reward, epsilon_decay) {
+  /* epsilon 1, decay 1: the t-th impression explores with 1 / (1 + t). Two
+   * candidates, i0 greedy by score: q(i0) = 1 - eps / 2. */
+  const char *opts[] = {"epsilon", "1", "decay", "1", "slots", "1", NULL};
+  rs_harness_t *h = make(opts);
+  double scores[2] = {1, 0};
+  for (int t = 0; t < 4; t++) {
+    char imp[16];
+    snprintf(imp, sizeof imp, "imp-%d", t);
+    push_list(h, "u", imp, scores, 2, 1000 + t, t);
+    const rs_recommendation_t *r = last_list(h);
+    double eps = 1.0 / (1 + t);
+    double want = item_no(&r->items[0]) == 0 ? 1 - eps / 2 : eps / 2;
+    cr_assert_float_eq(r->items[0].propensity, want, 1e-12, "t %d", t);
+  }
+  rs_harness_destroy(h);
+}
+
+static const rs_reward_t *reward_at(rs_harness_t *h, size_t i) {
+  cr_assert(rs_harness_emitted_count(h, 1) > i, "no reward %zu", i);
+  const rs_record_t *r = rs_harness_emitted(h, 1, i);
+  cr_assert_eq(r->kind, RS_KIND_REWARD);
+  return r->payload;
+}
+
+Test(bandit_reward, join_duplicate_late_missing_and_close) {
+  const char *opts[] = {
+      "policy", "greedy",         "slots", "3", "reward_window",
+      "100ms",  "default_reward", "-0.5",  NULL};
+  rs_harness_t *h = make(opts);
+  push_list(h, "u1", "imp-1", NULL, 3, 1000, 1);
+  /* on time, by id */
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1050, 100);
+  const rs_reward_t *w = reward_at(h, 0);
+  cr_assert_str_eq(w->impression_id, "imp-1");
+  cr_assert_str_eq(w->item, "i1");
+  cr_assert_eq(w->position, 1);
+  cr_assert_eq(w->reward, 1);
+  cr_assert_eq(w->propensity, 1);
+  cr_assert_eq(w->impression_ms, 1000);
+  cr_assert_eq(w->flags, 0);
+  cr_assert_eq(rs_harness_counter(h, "clicks"), 1);
+  /* duplicate: counted once */
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1060, 101);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  cr_assert_eq(rs_harness_counter(h, "duplicates"), 1);
+  /* missing id: joined by user + item */
+  push_fb(h, "u1", NULL, "i2", RS_FEEDBACK_PURCHASE, 5, 1070, 102);
+  w = reward_at(h, 1);
+  cr_assert_str_eq(w->impression_id, "imp-1");
+  cr_assert_eq(w->position, 2);
+  cr_assert_eq(w->flags, RS_REWARD_F_JOINED_BY_ITEM);
+  cr_assert_eq(w->reward, 5);
+  /* unknown impression, item not shown: unmatched */
+  push_fb(h, "u1", "imp-9", "i1", RS_FEEDBACK_CLICK, 1, 1080, 103);
+  push_fb(h, "u1", "imp-1", "i7", RS_FEEDBACK_CLICK, 1, 1080, 104);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 2);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 2);
+  /* a second impression that nobody answers */
+  push_list(h, "u1", "imp-2", NULL, 3, 1090, 2);
+  /* late: after imp-1's window (1000 + 100), before the watermark closes it
+   * (max_out_of_orderness 0: the watermark is this record's time) */
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, 1101, 105);
+  cr_assert_eq(rs_harness_counter(h, "late_feedback"), 1);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 2);
+  /* 1101 > 1100 closed imp-1: it had feedback, so no default reward, and
+   * the statistics count a show per slot: i0 -0.5 (default), i1 1, i2 5. */
+  double shows, rew;
+  void *ctx = rs_harness_ctx(h);
+  cr_assert_eq(rs__bandit_arm(ctx, "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  cr_assert_eq(rs__bandit_arm(ctx, "i0", &shows, &rew), 0);
+  cr_assert_eq(rew, -0.5);
+  cr_assert_eq(rs__bandit_arm(ctx, "i2", &shows, &rew), 0);
+  cr_assert_eq(rew, 5);
+  /* Feedback after the close: the impression is gone. */
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, 1095, 106);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 3);
+  /* imp-2 closes at a restart-surviving watermark: state only. */
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  rs_harness_clear(h);
+  push_fb(h, "u2", "imp-x", "i0", RS_FEEDBACK_CLICK, 1, 1200, 107);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  w = reward_at(h, 0);
+  cr_assert_str_eq(w->impression_id, "imp-2");
+  cr_assert_null(w->item);
+  cr_assert_eq(w->position, -1);
+  cr_assert_eq(w->flags, RS_REWARD_F_DEFAULT);
+  cr_assert_eq(w->reward, -0.5);
+  cr_assert_eq(rs_harness_counter(h, "default_rewards"), 1);
+  cr_assert_eq(rs_harness_counter(h, "ips_impressions"), 2);
+  /* greedy logs the greedy list: w = 1, R(imp-1) = -0.5 + 1 + 5,
+   * R(imp-2) = 3 * -0.5 */
+  double n, ips, snips;
+  rs__bandit_estimates(rs_harness_ctx(h), &n, &ips, &snips);
+  cr_assert_eq(n, 2);
+  cr_assert_float_eq(ips, (5.5 - 1.5) / 2, 1e-12);
+  cr_assert_float_eq(snips, (5.5 - 1.5) / 2, 1e-12);
+  rs_harness_destroy(h);
+}
+
+Test(bandit_reward, duplicates_sum_and_bad_input) {
+  const char *opts[] = {"duplicates", "sum", "policy", "greedy", NULL};
+  rs_harness_t *h = make(opts);
+  push_list(h, "u1", "imp-1", NULL, 2, 1000, 1);
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, 1001, 2);
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_PURCHASE, 2, 1002, 3);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 2);
+  cr_assert_eq(reward_at(h, 1)->flags, RS_REWARD_F_SUM);
+  cr_assert_eq(reward_at(h, 1)->reward, 2);
+  cr_assert_eq(rs_harness_counter(h, "duplicates"), 1);
+  /* wrong kinds on either input are dead-lettered */
+  rs_record_t bytes = {.kind = RS_KIND_BYTES, .value = "x", .value_len = 1};
+  cr_assert_eq(rs_harness_push_input(h, 0, 0, &bytes, 1), 0);
+  cr_assert_eq(rs_harness_push_input(h, 1, 0, &bytes, 1), 0);
+  cr_assert_eq(rs_harness_dead_count(h), 2);
+  cr_assert(strstr(rs_harness_dead(h, 1)->error, "expects feedback"));
+  rs_harness_destroy(h);
+  const char *bad[] = {"policy", "linucb", NULL}; /* no model `mf` */
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
+  cr_assert(strstr(err, "'mf'"), "%s", err);
+  const char *bad2[] = {"policy", "ucb1", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad2, err, sizeof err));
+}
+
+/* ------------------------------------------- synthetic environments */
+
+static uint64_t env_state;
+static double env_uniform(void) {
+  br_rng_t r = {env_state};
+  uint64_t x = br_rng_next(&r);
+  env_state = r.s;
+  return (double)(x >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Runs T rounds of a one-slot bandit over K Bernoulli arms (click
+ * probability p[j]); returns the expected regret after each checkpoint. */
+static void run_env(const char *const *opts, const double *p, uint32_t K, int T,
+                    const int *at, double *regret, int n_at,
+                    const double *scores, rs_harness_t **keep) {
+  rs_harness_t *h = make(opts);
+  double best = 0, reg = 0;
+  for (uint32_t j = 0; j < K; j++)
+    best = p[j] > best ? p[j] : best;
+  int next = 0;
+  for (int t = 0; t < T; t++) {
+    char imp[24];
+    snprintf(imp, sizeof imp, "imp-%d", t);
+    int64_t ts = 10 * (int64_t)t;
+    rs_harness_clear(h);
+    push_list(h, "u", imp, scores, K, ts, 2 * t);
+    const rs_recommendation_t *r = last_list(h);
+    int j = item_no(&r->items[0]);
+    reg += best - p[j];
+    if (env_uniform() < p[j])
+      push_fb(h, "u", imp, names[j], RS_FEEDBACK_CLICK, 1, ts + 1, 2 * t + 1);
+    if (next < n_at && t + 1 == at[next])
+      regret[next++] = reg;
+  }
+  if (keep)
+    *keep = h;
+  else
+    rs_harness_destroy(h);
+}
+
+Test(bandit_reward, regret_grows_sublinearly_and_beats_random) {
+  static const double p[8] = {0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.6};
+  const int at[2] = {500, 2000};
+  double random_regret = 0;
+  for (int j = 0; j < 8; j++)
+    random_regret += (0.6 - p[j]) / 8;
+  static const char *const *policies[2];
+  const char *ts[] = {"policy", "thompson",      "slots", "1", "score_weight",
+                      "0",      "reward_window", "5ms",   NULL};
+  const char *eg[] = {"policy",
+                      "epsilon_greedy",
+                      "epsilon",
+                      "1",
+                      "decay",
+                      "0.05",
+                      "slots",
+                      "1",
+                      "score_weight",
+                      "0",
+                      "reward_window",
+                      "5ms",
+                      NULL};
+  policies[0] = ts;
+  policies[1] = eg;
+  for (int k = 0; k < 2; k++) {
+    double reg[2];
+    env_state = 12345;
+    run_env(policies[k], p, 8, at[1], at, reg, 2, NULL, NULL);
+    cr_log_info("%s: regret %.1f at %d, %.1f at %d (uniform: %.1f, %.1f)",
+                policies[k][1], reg[0], at[0], reg[1], at[1],
+                random_regret * at[0], random_regret * at[1]);
+    cr_assert(reg[1] < 2.5 * reg[0], "%s: regret %.1f at T, %.1f at 4T",
+              policies[k][1], reg[0], reg[1]);
+    cr_assert(reg[1] < 0.35 * random_regret * at[1],
+              "%s: regret %.1f, uniform random %.1f", policies[k][1], reg[1],
+              random_regret * at[1]);
+  }
+}
+
+Test(bandit_reward, ips_of_greedy_within_its_interval) {
+  /* Logging: epsilon_greedy 0.5 over 4 items whose model scores make i0 the
+   * greedy choice whatever the rewards (score_weight 100). Target: greedy,
+   * always i0, true value p0 = 0.3. IPS has variance p0 / q0 - p0^2 per
+   * impression, q0 = 0.5 + 0.5 / 4. */
+  static const double p[4] = {0.3, 0.5, 0.2, 0.1};
+  static const double scores[4] = {3, 2, 1, 0};
+  const char *opts[] = {
+      "epsilon", "0.5",           "slots", "1", "score_weight",
+      "100",     "reward_window", "5ms",   NULL};
+  enum { N = 4000 };
+  int at[1] = {N};
+  double reg[1];
+  rs_harness_t *h;
+  env_state = 777;
+  run_env(opts, p, 4, N, at, reg, 1, scores, &h);
+  double n, ips, snips;
+  rs__bandit_estimates(rs_harness_ctx(h), &n, &ips, &snips);
+  double q0 = 0.625, sd = sqrt(0.3 / q0 - 0.09) / sqrt(n);
+  cr_log_info("IPS %.4f SNIPS %.4f (true 0.3, sd %.4f, n %.0f)", ips, snips, sd,
+              n);
+  cr_assert_eq(n, N - 1); /* the last impression is still open */
+  cr_assert(fabs(ips - 0.3) < 1.96 * sd, "IPS %.4f, true 0.3 +- %.4f", ips,
+            1.96 * sd);
+  cr_assert(fabs(snips - 0.3) < 1.96 * sd, "SNIPS %.4f", snips);
+  /* The counters carry the same sums (micro-units). */
+  double c_ips = (double)rs_harness_counter(h, "ips_weighted_reward_micro") /
+                 1e6 / (double)rs_harness_counter(h, "ips_impressions");
+  cr_assert_float_eq(c_ips, ips, 1e-4);
+  rs_harness_destroy(h);
+}
+
+/* ------------------------------------------ mf_update learns from it */
+
+Test(bandit_reward, mf_update_learns_from_feedback_and_rewards) {
+  const char *opts[] = {"feedback_weight", "2", "objective", "isgd", NULL};
+  rs_harness_t *h = rs_harness_new(&rs_op_mf_update, opts, err, sizeof err);
+  cr_assert_not_null(h, "%s", err);
+  push_fb(h, "u1", "imp", "i1", RS_FEEDBACK_CLICK, 1, 1000, 1);
+  cr_assert_eq(rs_harness_counter(h, "learned"), 1);
+  cr_assert_eq(rs_harness_emitted_count(h, 0), 0); /* learns, no emission */
+  push_fb(h, "u1", "imp", "i1", RS_FEEDBACK_DISMISS, 1, 1001, 2);
+  push_fb(h, "u1", "imp", "i2", RS_FEEDBACK_CLICK, 0, 1002, 3);
+  cr_assert_eq(rs_harness_counter(h, "learned"), 1);
+  rs_reward_t rw = {.user = "u1",
+                    .user_len = 2,
+                    .impression_id = "imp",
+                    .impression_id_len = 3,
+                    .item = "i3",
+                    .item_len = 2,
+                    .type = RS_FEEDBACK_PURCHASE,
+                    .reward = 3,
+                    .propensity = 1,
+                    .timestamp_ms = 1003};
+  rs_record_t rec = {.kind = RS_KIND_REWARD,
+                     .key = "u1",
+                     .key_len = 2,
+                     .payload = &rw,
+                     .timestamp_ms = 1003};
+  cr_assert_eq(rs_harness_push(h, 0, &rec, 1), 0);
+  cr_assert_eq(rs_harness_counter(h, "learned"), 2);
+  rw.flags = RS_REWARD_F_DEFAULT;
+  rw.item = NULL;
+  cr_assert_eq(rs_harness_push(h, 0, &rec, 1), 0);
+  cr_assert_eq(rs_harness_counter(h, "learned"), 2);
+  cr_assert_eq(rs_harness_dead_count(h), 0);
+  rs_harness_destroy(h);
+}
+
+Test(bandit_reward, option_table_is_documented) {
+  cr_assert_str_eq(rs_op_bandit_reward.name, "bandit_reward");
+  for (size_t i = 0; i < rs_op_bandit_reward.n_options; i++) {
+    const rs_option_def_t *o = &rs_op_bandit_reward.options[i];
+    cr_assert(o->description && strlen(o->description) > 20,
+              "option %s lacks a description", o->name);
+    cr_assert_not_null(o->default_value, "option %s", o->name);
+  }
+}
+
+/* A corrupt impression or user index stops the operator with RS_ESTATE and
+ * a logged message, never a crash. */
+Test(bandit_reward, corrupt_state_is_an_error) {
+  const char *opts[] = {"policy", "greedy", NULL};
+  rs_harness_t *h = make(opts);
+  push_list(h, "u1", "imp-1", NULL, 2, 1000, 1);
+  cr_assert_eq(rs_harness_state_put(h, 0, "mimp-1", 6, "\x01junk", 5), 0);
+  rs_feedback_t f = {.user = "u1",
+                     .user_len = 2,
+                     .impression_id = "imp-1",
+                     .impression_id_len = 5,
+                     .item = "i0",
+                     .item_len = 2,
+                     .value = 1,
+                     .timestamp_ms = 1001};
+  rs_record_t rec = {.kind = RS_KIND_FEEDBACK,
+                     .key = "u1",
+                     .key_len = 2,
+                     .payload = &f,
+                     .timestamp_ms = 1001};
+  cr_assert_eq(rs_harness_push_input(h, 1, 0, &rec, 1), RS_ESTATE);
+  /* user index with an id length past its end */
+  cr_assert_eq(rs_harness_state_put(h, 0, "uu1", 3,
+                                    "\x01\xff\x7f"
+                                    "ab",
+                                    5),
+               0);
+  f.impression_id = NULL;
+  f.impression_id_len = 0;
+  cr_assert_eq(rs_harness_push_input(h, 1, 0, &rec, 1), RS_ESTATE);
+  int level, found = 0;
+  for (size_t i = 0; i < rs_harness_log_count(h); i++)
+    found |= strstr(rs_harness_log_line(h, i, &level), "corrupt") != NULL;
+  cr_assert(found);
+  rs_harness_destroy(h);
+}
+
+/* ----------------------------------------------------------- linucb */
+
+Test(bandit_policy, linucb_hand_worked) {
+  /* d = 2, A = I: learning r = 1 at x = (1, 0) gives A^-1 = diag(1/2, 1),
+   * b = (1, 0), theta = (1/2, 0): at (1, 0) mean 1/2 and width sqrt(1/2);
+   * at (0, 1) mean 0 and width 1. */
+  double mem[6], scratch[2], m, w;
+  br_lin_t l = {.d = 2, .ainv = mem, .b = mem + 4};
+  br_lin_reset(&l);
+  const float e0[2] = {1, 0}, e1[2] = {0, 1};
+  br_lin_update(&l, e0, 1.0, scratch);
+  cr_assert_float_eq(mem[0], 0.5, 1e-12);
+  cr_assert_float_eq(mem[3], 1.0, 1e-12);
+  cr_assert_float_eq(mem[1], 0.0, 1e-12);
+  br_lin_score(&l, e0, &m, &w, scratch);
+  cr_assert_float_eq(m, 0.5, 1e-12);
+  cr_assert_float_eq(w, sqrt(0.5), 1e-12);
+  br_lin_score(&l, e1, &m, &w, scratch);
+  cr_assert_float_eq(m, 0.0, 1e-12);
+  cr_assert_float_eq(w, 1.0, 1e-12);
+  /* A second update at (1, 1) with r = 0: A = [[3, 1], [1, 2]] after both
+   * (I + e0 e0^T + x x^T), inverse 1/5 [[2, -1], [-1, 3]]. */
+  const float x[2] = {1, 1};
+  br_lin_update(&l, x, 0.0, scratch);
+  cr_assert_float_eq(mem[0], 0.4, 1e-12);
+  cr_assert_float_eq(mem[1], -0.2, 1e-12);
+  cr_assert_float_eq(mem[3], 0.6, 1e-12);
+}
+
+static void push_ia(rs_harness_t *mf, const char *user, const char *item,
+                    int64_t ts) {
+  rs_interaction_t ia = {.user = user,
+                         .user_len = (uint32_t)strlen(user),
+                         .item = item,
+                         .item_len = (uint32_t)strlen(item),
+                         .event_type = RS_EVENT_CLICK,
+                         .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_INTERACTION,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .payload = &ia,
+                     .timestamp_ms = ts};
+  cr_assert_eq(rs_harness_push(mf, 0, &rec, 1), 0);
+}
+
+/* linucb through the harness, reading mf_update's factors: lists with
+ * propensity 1, the model ("L": d = k + 1) learns at the close. */
+Test(bandit_reward, linucb_reads_the_model_and_learns) {
+  const char *mopts[] = {"objective", "isgd", "k", "4", NULL};
+  rs_harness_t *mf = rs_harness_new(&rs_op_mf_update, mopts, err, sizeof err);
+  cr_assert_not_null(mf, "%s", err);
+  for (int t = 0; t < 20; t++)
+    push_ia(mf, t % 2 ? "u1" : "u2", names[t % 4], t);
+  const char *opts[] = {
+      "policy",        "linucb", "model",        "mf", "slots", "2",
+      "reward_window", "10ms",   "score_weight", "0",  NULL};
+  rs_harness_t *h = rs_harness_new_with_peer(&rs_op_bandit_reward, opts, "mf",
+                                             mf, err, sizeof err);
+  cr_assert_not_null(h, "%s", err);
+  push_list(h, "u1", "imp-1", NULL, 4, 1000, 1);
+  const rs_recommendation_t *r = last_list(h);
+  cr_assert_eq(r->n_items, 2);
+  cr_assert_eq(r->items[0].propensity, 1.0);
+  push_fb(h, "u1", "imp-1", r->items[0].item, RS_FEEDBACK_CLICK, 1, 1005, 2);
+  const void *v;
+  size_t n;
+  cr_assert_eq(rs_harness_state_get(h, RS_PARTITION_SHARED, "L", 1, &v, &n),
+               RS_ENOENT);
+  push_list(h, "u1", "imp-2", NULL, 4, 1020, 3); /* closes imp-1 */
+  cr_assert_eq(rs_harness_state_get(h, RS_PARTITION_SHARED, "L", 1, &v, &n), 0);
+  cr_assert_eq(n, 4 + 8 * (25 + 5));
+  double b0;
+  memcpy(&b0, (const char *)v + 4 + 8 * 25, 8);
+  cr_assert_float_eq(b0, 1.0, 1e-12); /* b[0] = sum r * x[0], x[0] = 1 */
+  /* Restart: the model comes back from state. */
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  push_list(h, "u1", "imp-3", NULL, 4, 1040, 4); /* closes imp-2 */
+  cr_assert_eq(rs_harness_state_get(h, RS_PARTITION_SHARED, "L", 1, &v, &n), 0);
+  memcpy(&b0, (const char *)v + 4 + 8 * 25, 8);
+  cr_assert_float_eq(b0, 1.0, 1e-12); /* imp-2 had no reward */
+  rs_harness_destroy(h);
+  rs_harness_destroy(mf);
+}
+
+/* LinUCB in a synthetic linear environment: each round 6 arms with random
+ * features x in [0, 1]^3 and click probability theta*^T x; regret after 4T
+ * rounds grows sublinearly and beats uniform random. */
+Test(bandit_policy, linucb_regret_in_a_linear_environment) {
+  const double theta[3] = {0.1, 0.2, 0.6};
+  double mem[12], scratch[3];
+  br_lin_t l = {.d = 3, .ainv = mem, .b = mem + 9};
+  br_lin_reset(&l);
+  env_state = 4242;
+  double reg = 0, rnd = 0, at_t = 0;
+  const int T = 500;
+  for (int t = 0; t < 4 * T; t++) {
+    float x[6][3];
+    double best = 0, mean_all = 0, pick_p = 0, top = -1e9;
+    for (int a = 0; a < 6; a++) {
+      double p = 0;
+      for (int i = 0; i < 3; i++) {
+        x[a][i] = (float)env_uniform();
+        p += theta[i] * x[a][i];
+      }
+      double m, w;
+      br_lin_score(&l, x[a], &m, &w, scratch);
+      if (m + 0.5 * w > top) {
+        top = m + 0.5 * w;
+        pick_p = p;
+      }
+      best = p > best ? p : best;
+      mean_all += p / 6;
+    }
+    int pick = -1;
+    for (int a = 0; a < 6 && pick < 0; a++) {
+      double m, w;
+      br_lin_score(&l, x[a], &m, &w, scratch);
+      if (m + 0.5 * w == top)
+        pick = a;
+    }
+    double r = env_uniform() < pick_p ? 1 : 0;
+    br_lin_update(&l, x[pick], r, scratch);
+    reg += best - pick_p;
+    rnd += best - mean_all;
+    if (t + 1 == T)
+      at_t = reg;
+  }
+  cr_log_info("linucb: regret %.1f at %d, %.1f at %d (uniform %.1f)", at_t, T,
+              reg, 4 * T, rnd);
+  cr_assert(reg < 3.0 * at_t, "regret %.1f at T, %.1f at 4T", at_t, reg);
+  cr_assert(reg < 0.5 * rnd, "regret %.1f, uniform random %.1f", reg, rnd);
+}
