@@ -436,15 +436,23 @@ int rs_experiments_check_state(const rs_experiments_t *x, const rs_graph_t *g,
     size_t n = fread(have, 1, sizeof have - 1, f);
     fclose(f);
     have[n] = '\0';
-    if (n != want.len || memcmp(have, want.data ? want.data : "", n))
+    if (n != want.len || memcmp(have, want.data ? want.data : "", n)) {
+      /* One line per experiment in the file; "; " between them here. */
+      for (char *q = have; *q; q++)
+        if (*q == '\n')
+          *q = q[1] ? ';' : '\0';
+      for (size_t i = 0; i < want.len; i++)
+        if (want.data[i] == '\n')
+          want.data[i] = i + 1 < want.len ? ';' : '\0';
       rc = rs_seterr(
           errstr, errstr_size, RS_ECONFIG,
           "experiments: the state in %s was built with another split of "
-          "users (recorded in %s:\n%s) than this config's (%s); users would "
-          "be served by variant state built for others. Use a new state.dir "
-          "for the new split, or delete %s to accept it",
-          dir, path, n ? have : "(no experiments)\n",
+          "users (%s: '%s') than this config's ('%s'); users would be served "
+          "by variant state built for others. Use a new state.dir for the "
+          "new split, or delete %s to accept it",
+          dir, path, n ? have : "no experiments",
           want.len ? want.data : "no experiments", path);
+    }
   } else if (errno == ENOENT && want.len) {
     f = fopen(path, "wb");
     if (!f || fwrite(want.data, 1, want.len, f) != want.len || fclose(f))

@@ -1983,9 +1983,6 @@ static int open_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
         names[n++] = vnames[k++];
       }
     }
-  if (e->g->exp)
-    rc = rs_experiments_check_state(e->g->exp, e->g, cfg->state.dir, errstr,
-                                    errstr_size);
   rs_store_opts_t so;
   rs_store_opts_init(&so);
   so.block_cache_bytes = (size_t)cfg->state.block_cache_bytes;
@@ -1993,9 +1990,12 @@ static int open_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
   so.compression = (rs_compression_t)cfg->state.compression;
   so.sync = cfg->state.sync;
   so.create_if_missing = 1;
-  if (!rc)
-    rc = rs_store_open(cfg->state.dir, names, n, &so, &e->store, errstr,
-                       errstr_size);
+  rc = rs_store_open(cfg->state.dir, names, n, &so, &e->store, errstr,
+                     errstr_size);
+  /* After the open, which creates the directory; before any record. */
+  if (!rc && e->g->exp)
+    rc = rs_experiments_check_state(e->g->exp, e->g, cfg->state.dir, errstr,
+                                    errstr_size);
   rs_free(names);
   for (size_t i = 0; i < k; i++)
     rs_free(vnames[i]);
