@@ -293,12 +293,12 @@ int rs_report_read_topic(const char *bootstrap, const char *topic,
       rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof e) ||
       rd_kafka_conf_set(conf, "enable.partition.eof", "false", e, sizeof e)) {
     rd_kafka_conf_destroy(conf);
-    return rs_seterr(errstr, errstr_size, RS_EKAFKA, "report: %s", e);
+    return rs_seterr(errstr, errstr_size, RS_EKAFKA, "%s", e);
   }
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof e);
   if (!rk) {
     rd_kafka_conf_destroy(conf);
-    return rs_seterr(errstr, errstr_size, RS_EKAFKA, "report: %s", e);
+    return rs_seterr(errstr, errstr_size, RS_EKAFKA, "%s", e);
   }
   int rc = 0;
   rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
@@ -311,8 +311,8 @@ int rs_report_read_topic(const char *bootstrap, const char *topic,
   int64_t *end = NULL;
   int left = 0;
   if (err) {
-    rc = rs_seterr(errstr, errstr_size, RS_EKAFKA, "report: topic '%s': %s",
-                   topic, rd_kafka_err2str(err));
+    rc = rs_seterr(errstr, errstr_size, RS_EKAFKA, "topic '%s': %s", topic,
+                   rd_kafka_err2str(err));
     goto out;
   }
   int np = md->topics[0].partition_cnt;
@@ -324,9 +324,8 @@ int rs_report_read_topic(const char *bootstrap, const char *topic,
     err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi,
                                            timeout_ms > 0 ? timeout_ms : 10000);
     if (err) {
-      rc = rs_seterr(errstr, errstr_size, RS_EKAFKA,
-                     "report: topic '%s' [%d]: %s", topic, (int)p,
-                     rd_kafka_err2str(err));
+      rc = rs_seterr(errstr, errstr_size, RS_EKAFKA, "topic '%s' [%d]: %s",
+                     topic, (int)p, rd_kafka_err2str(err));
       goto out;
     }
     if (p < np)
@@ -342,7 +341,7 @@ int rs_report_read_topic(const char *bootstrap, const char *topic,
     goto out;
   }
   if (left && (err = rd_kafka_assign(rk, parts))) {
-    rc = rs_seterr(errstr, errstr_size, RS_EKAFKA, "report: assign: %s",
+    rc = rs_seterr(errstr, errstr_size, RS_EKAFKA, "assign: %s",
                    rd_kafka_err2str(err));
     goto out;
   }
@@ -353,7 +352,7 @@ int rs_report_read_topic(const char *bootstrap, const char *topic,
       waited += 100;
       if (timeout_ms > 0 && waited > (uint64_t)timeout_ms)
         rc = rs_seterr(errstr, errstr_size, RS_EKAFKA,
-                       "report: topic '%s': the end was not reached within "
+                       "topic '%s': the end was not reached within "
                        "%d ms",
                        topic, timeout_ms);
       continue;
@@ -361,8 +360,8 @@ int rs_report_read_topic(const char *bootstrap, const char *topic,
     waited = 0;
     if (m->err) {
       if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-        rc = rs_seterr(errstr, errstr_size, RS_EKAFKA, "report: topic '%s': %s",
-                       topic, rd_kafka_message_errstr(m));
+        rc = rs_seterr(errstr, errstr_size, RS_EKAFKA, "topic '%s': %s", topic,
+                       rd_kafka_message_errstr(m));
     } else {
       rc = cb(opaque, m->payload, m->len, m->offset);
       if (m->partition < np && m->offset + 1 == end[m->partition])
