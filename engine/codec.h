@@ -124,6 +124,15 @@ int rs__codec_avro_recommendation(const rs_recommendation_t *r, rs_buf_t *out,
                                   size_t errstr_size);
 int rs__codec_json_recommendation(const rs_recommendation_t *r, rs_buf_t *out,
                                   char *errstr, size_t errstr_size);
+/* Decodes one recommendation (Avro in the compiled-in schema, with or
+ * without the trailing `variant` of older writers; Confluent; JSON) for
+ * `recstream report`: user, impression id, variant ("" when absent),
+ * n_items, model_version and timestamp. The items themselves are checked
+ * and skipped (out->items is NULL). Strings are copied with alloc(). */
+int rs_recommendation_decode(rs_format_t fmt, const void *buf, size_t len,
+                             rs_recommendation_t *out,
+                             void *(*alloc)(void *opaque, size_t n),
+                             void *opaque, char *errstr, size_t errstr_size);
 
 /* ---- feedback (engine/codec_feedback.c, schemas/feedback.avsc) ----
  * Decodes one feedback record from raw Avro in the compiled-in schema,

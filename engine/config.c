@@ -934,9 +934,13 @@ static int read_all(cctx_t *c) {
       (rc = read_operators(c, root)) || (rc = read_sinks(c, root)) ||
       (rc = read_plugins(c, root)))
     return rc;
+  /* experiments: read and checked with the graph (experiments.c). */
+  rs_ypair_t *xp = rs_ymap_find(root, "experiments");
+  if (xp)
+    xp->used = 1;
   return check_unknown(c, root, "config",
                        "app, kafka, state, processing, http, log, "
-                       "sources, operators, sinks, plugins");
+                       "sources, operators, sinks, plugins, experiments");
 }
 
 int rs_config_load_string(const char *name, const char *yaml, size_t len,

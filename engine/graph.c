@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "experiments.h"
 #include "options.h"
 
 static const char *const default_ports[] = {"out", NULL};
@@ -385,6 +386,8 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
   for (size_t i = 0; i < g->n && !rc; i++)
     if (g->nodes[i].kind == RS_NODE_OPERATOR)
       rc = check_options(g, &g->nodes[i], errstr, errstr_size);
+  if (!rc)
+    rc = rs_experiments_build(cfg, g, &g->exp, errstr, errstr_size);
 
 done:
   rs_free(color);
@@ -404,6 +407,7 @@ void rs_graph_destroy(rs_graph_t *g) {
     rs_free(g->nodes[i].inputs);
   rs_free(g->nodes);
   rs_free(g->order);
+  rs_experiments_destroy(g->exp);
   rs_free(g);
 }
 

@@ -36,7 +36,8 @@ typedef struct rs_graph {
   const rs_config_t *cfg;
   rs_gnode_t *nodes;
   size_t n;
-  size_t *order; /* topological order of all nodes */
+  size_t *order;              /* topological order of all nodes */
+  struct rs_experiments *exp; /* the `experiments:` section (NULL: none) */
 } rs_graph_t;
 
 /* Borrowed: cfg and reg must outlive the graph. Free with

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "examples/generator/generator.h"
+#include "experiments.h"
 #include "graph.h"
 #include "kafka.h"
 #include "log.h"
@@ -21,6 +22,7 @@
 #include "recstream/version.h"
 #include "registry.h"
 #include "replay.h"
+#include "report.h"
 #include "runtime.h"
 #include "state/store.h"
 #include "state_cmd.h"
@@ -47,6 +49,8 @@ static const char main_usage[] =
     "                    measure it prequentially (no Kafka)\n"
     "  state SUB CONFIG  inspect, savepoint or purge the keyed state\n"
     "  replay CONFIG     backfill state from a range of the source topics\n"
+    "  report            CTR per experiment variant from the recommendations\n"
+    "                    and feedback topics\n"
     "  version           print the version\n"
     "\n"
     "Run 'recstream <command> --help' for the options of a command.\n"
@@ -240,9 +244,14 @@ static int open_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *usage,
 static int cmd_validate(int argc, char **argv) {
   cfgcmd_t c = {.cmd = "validate"};
   int rc = open_cfgcmd(&c, argc, argv, validate_help, 0);
-  if (!rc)
+  if (!rc) {
     printf("%s: ok (app '%s': %zu sources, %zu operators, %zu sinks)\n", c.path,
            c.cfg->app, c.cfg->n_sources, c.cfg->n_operators, c.cfg->n_sinks);
+    rs_buf_t b = {0};
+    if (c.graph->exp && !rs_experiments_describe(c.graph->exp, c.graph, &b))
+      fwrite(b.data, 1, b.len, stdout); /* the variants and their shares */
+    rs_buf_free(&b);
+  }
   free_cfgcmd(&c);
   return rc < 0 ? EXIT_OK : rc;
 }
@@ -604,7 +613,7 @@ int main(int argc, char **argv) {
               {"graph", cmd_graph},    {"operators", cmd_operators},
               {"broker", cmd_broker},  {"generate", rs_cmd_generate},
               {"state", rs_cmd_state}, {"replay", rs_cmd_replay},
-              {"eval", rs_cmd_eval}};
+              {"eval", rs_cmd_eval},   {"report", rs_cmd_report}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);

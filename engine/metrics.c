@@ -66,6 +66,7 @@ void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s) {
   rs_free(s->node_out);
   rs_free(s->node_hist);
   rs_free(s->counters);
+  rs_free(s->counter_variants);
   rs_free(s->parts);
   memset(s, 0, sizeof(*s));
 }
@@ -139,6 +140,7 @@ typedef struct fam_sample {
   const char *type;
   size_t node;
   uint64_t value;
+  const char *variant; /* NULL: not an experiment's instance */
 } fam_sample_t;
 
 static int cmp_sample(const void *a, const void *b) {
@@ -146,7 +148,9 @@ static int cmp_sample(const void *a, const void *b) {
   int c = strcmp(x->family, y->family);
   if (c)
     return c;
-  return x->node < y->node ? -1 : x->node > y->node;
+  if (x->node != y->node)
+    return x->node < y->node ? -1 : 1;
+  return strcmp(x->variant ? x->variant : "", y->variant ? y->variant : "");
 }
 
 static void family_of(const rs_gnode_t *n, const char *counter, char *buf,
@@ -182,6 +186,7 @@ static int render_counters(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
     v[i].type = n->def ? n->def->name : "";
     v[i].node = c->node;
     v[i].value = c->value;
+    v[i].variant = s->counter_variants ? s->counter_variants[i] : NULL;
   }
   qsort(v, s->n_counters, sizeof(*v), cmp_sample);
   int rc = 0;
@@ -194,6 +199,8 @@ static int render_counters(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
                   put_label_value(b, v[i].op) ||
                   rs_buf_printf(b, "\",type=\"") ||
                   put_label_value(b, v[i].type) ||
+                  (v[i].variant && (rs_buf_printf(b, "\",variant=\"") ||
+                                    put_label_value(b, v[i].variant))) ||
                   rs_buf_printf(b, "\"} %llu\n", (unsigned long long)v[i].value)
               ? RS_ENOMEM
               : 0;

@@ -87,6 +87,9 @@ typedef struct rs_metrics_snapshot {
   uint64_t *node_out;            /* per node: records a sink produced */
   rs_metric_counter_t *counters; /* every operator counter, any order */
   size_t n_counters;
+  /* Per counter: the experiment variant of the operator instance that owns
+   * it, rendered as a `variant` label; NULL (the array or an entry): none. */
+  const char **counter_variants;
   rs_metric_part_t *parts;
   size_t n_parts;
   rs_lat_histogram_t *node_e2e; /* per node (sinks): input record's

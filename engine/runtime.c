@@ -32,6 +32,7 @@
  * starts again, which made brief pressure slow runs down by 20x.
  */
 #include "runtime.h"
+#include "experiments.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -172,6 +173,16 @@ struct rs_op {
   rs_histogram_t proc_hist; /* process() time per batch (metrics.h) */
   uint64_t seed;
   int cf; /* column family of its state */
+  /* experiments: the node's instances for variants 1.. (node_rt_t.op is
+   * variant 0's), the variant served, and a copy of the host API whose
+   * `variant` names it. */
+  struct rs_op *vnext;
+  const rs_experiment_t *x;
+  uint32_t vidx;
+  rs_host_api_t host;
+  char cf_name[160];
+  rs_record_t *vrecs; /* routing scratch */
+  size_t vcap;
 };
 
 typedef struct node_rt {
@@ -441,21 +452,21 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
     return e->err;
   /* Operators write what they keep in memory first (their checkpoint()
    * callback): those writes join this checkpoint's batch. */
-  for (size_t i = 0; i < e->g->n; i++) {
-    struct rs_op *op = e->nodes[i].op;
-    if (!op || !op->inited || !RS_OPDEF_HAS(op->def, checkpoint))
-      continue;
-    e->cur_op = op;
-    int rc = op->def->checkpoint(op, op->ctx);
-    e->cur_op = NULL;
-    if (rc < 0) {
-      fail(e, rc,
-           "operator '%s' (%s): checkpoint() failed: %s; stopping (the "
-           "previous checkpoint is intact)",
-           e->g->nodes[i].name, op->def->name, rs_strerror(rc));
-      return rc;
+  for (size_t i = 0; i < e->g->n; i++)
+    for (struct rs_op *op = e->nodes[i].op; op; op = op->vnext) {
+      if (!op->inited || !RS_OPDEF_HAS(op->def, checkpoint))
+        continue;
+      e->cur_op = op;
+      int rc = op->def->checkpoint(op, op->ctx);
+      e->cur_op = NULL;
+      if (rc < 0) {
+        fail(e, rc,
+             "operator '%s' (%s): checkpoint() failed: %s; stopping (the "
+             "previous checkpoint is intact)",
+             e->g->nodes[i].name, op->def->name, rs_strerror(rc));
+        return rc;
+      }
     }
-  }
   size_t cap = 1;
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     cap += (size_t)e->n_parts[s];
@@ -564,6 +575,25 @@ static void request_checkpoint(rs_engine_t *e) {
 }
 
 /* --------------------------------------------------------- host API */
+
+/* experiments: narrows b to the records whose user (the record's key)
+ * falls in op's variant (experiments.c). */
+static int route_variant(struct rs_op *op, rs_batch_t *b) {
+  if (op->vcap < b->count) {
+    rs_record_t *r = rs_realloc(op->vrecs, b->count * sizeof(*r));
+    if (!r)
+      return RS_ENOMEM;
+    op->vrecs = r;
+    op->vcap = b->count;
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < b->count; i++)
+    if (rs_experiment_record_variant(op->x, &b->records[i]) == op->vidx)
+      op->vrecs[n++] = b->records[i];
+  b->records = op->vrecs;
+  b->count = n;
+  return 0;
+}
 
 static int host_emit(rs_op_t *op, uint32_t port, const rs_record_t *rec) {
   node_rt_t *n = &op->e->nodes[op->node];
@@ -791,8 +821,9 @@ static int host_state_counter_add(rs_op_t *op, int32_t partition,
  * operator's family, so a stale or forged handle cannot reach __offsets. */
 static int peer_cf_ok(const rs_engine_t *e, int cf) {
   for (size_t i = 0; i < e->g->n; i++)
-    if (e->nodes[i].op && e->nodes[i].op->cf == cf)
-      return 1;
+    for (const struct rs_op *op = e->nodes[i].op; op; op = op->vnext)
+      if (op->cf == cf)
+        return 1;
   return 0;
 }
 static int host_peer_open(rs_op_t *op, const char *name) {
@@ -804,6 +835,20 @@ static int host_peer_open(rs_op_t *op, const char *name) {
   for (size_t i = 0; i < g->n; i++)
     if (g->nodes[i].kind == RS_NODE_OPERATOR &&
         !strcmp(g->nodes[i].name, name)) {
+      /* A peer split by the same experiment: the same variant's instance
+       * (topn#B reads mf#B); otherwise the peer's only instance. */
+      const rs_experiment_t *px = rs_experiments_for_node(g->exp, i);
+      char vn[200];
+      if (px) {
+        uint32_t v = px == op->x ? op->vidx : 0;
+        if (px != op->x)
+          rs_log(RS_LOG_WARN, "engine",
+                 "operator '%s' reads '%s', which experiment '%s' splits: "
+                 "it reads variant '%s''s state only",
+                 g->nodes[op->node].name, name, px->name, px->v[0].name);
+        snprintf(vn, sizeof vn, "%s#%s", name, px->v[v].name);
+        name = vn;
+      }
       int cf = rs_store_cf(op->e->store, name);
       return cf < 0 ? RS_ENOENT : cf;
     }
@@ -1323,23 +1368,29 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
         rc = run_sink(e, ni, ob);
         continue;
       }
-      struct rs_op *op = e->nodes[ni].op;
-      rs_batch_t b = {.records = ob->recs,
-                      .count = ob->n,
-                      .partition = partition,
-                      .input = (uint32_t)in};
-      if (op->c_in)
-        op->c_in->value += ob->n;
-      e->cur_op = op;
-      uint64_t t0 = rs_now_ns();
-      rc = op->def->process(op, op->ctx, &b);
-      rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
-      if (rc < 0 && !e->errstr[0])
-        rs_seterr(e->errstr, sizeof e->errstr, rc,
-                  "operator '%s' (%s) failed on %s [%d]: %s", gn->name,
-                  op->def->name, e->cfg->sources[src].topic, (int)partition,
-                  rs_strerror(rc));
-      rc = rc < 0 ? rc : 0;
+      for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {
+        rs_batch_t b = {.records = ob->recs,
+                        .count = ob->n,
+                        .partition = partition,
+                        .input = (uint32_t)in};
+        if (op->x && (rc = route_variant(op, &b)))
+          break;
+        if (!b.count)
+          continue;
+        if (op->c_in)
+          op->c_in->value += b.count;
+        e->cur_op = op;
+        uint64_t t0 = rs_now_ns();
+        rc = op->def->process(op, op->ctx, &b);
+        rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
+        if (rc < 0 && !e->errstr[0])
+          rs_seterr(e->errstr, sizeof e->errstr, rc,
+                    "operator '%s' (%s) failed on %s [%d]: %s",
+                    op->cf_name[0] ? op->cf_name : gn->name, op->def->name,
+                    e->cfg->sources[src].topic, (int)partition,
+                    rs_strerror(rc));
+        rc = rc < 0 ? rc : 0;
+      }
     }
   }
   /* The tracker joins its partition's queue even on error so that nothing
@@ -2102,13 +2153,29 @@ static int open_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
   int rc = rs_mkdir_parents(cfg->state.dir, "state.dir", errstr, errstr_size);
   if (rc)
     return rc;
-  const char **names = rs_calloc(e->g->n + 1, sizeof(*names));
-  if (!names)
+  size_t nv = 0;
+  for (size_t i = 0; e->g->exp && i < e->g->exp->n; i++)
+    nv += e->g->exp->x[i].n * e->g->exp->x[i].n_ops;
+  const char **names = rs_calloc(e->g->n + nv + 1, sizeof(*names));
+  char **vnames = rs_calloc(nv + 1, sizeof(*vnames));
+  if (!names || !vnames) {
+    rs_free(names);
+    rs_free(vnames);
     return RS_ENOMEM;
-  size_t n = 0;
+  }
+  size_t n = 0, k = 0;
   for (size_t i = 0; i < e->g->n; i++)
-    if (e->g->nodes[i].kind == RS_NODE_OPERATOR)
+    if (e->g->nodes[i].kind == RS_NODE_OPERATOR) {
       names[n++] = e->g->nodes[i].name;
+      const rs_experiment_t *x = rs_experiments_for_node(e->g->exp, i);
+      for (size_t v = 0; x && v < x->n; v++) {
+        size_t len = strlen(e->g->nodes[i].name) + strlen(x->v[v].name) + 2;
+        if (!(vnames[k] = rs_malloc(len)))
+          break;
+        snprintf(vnames[k], len, "%s#%s", e->g->nodes[i].name, x->v[v].name);
+        names[n++] = vnames[k++];
+      }
+    }
   rs_store_opts_t so;
   rs_store_opts_init(&so);
   so.block_cache_bytes = (size_t)cfg->state.block_cache_bytes;
@@ -2118,7 +2185,14 @@ static int open_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
   so.create_if_missing = 1;
   rc = rs_store_open(cfg->state.dir, names, n, &so, &e->store, errstr,
                      errstr_size);
+  /* After the open, which creates the directory; before any record. */
+  if (!rc && e->g->exp)
+    rc = rs_experiments_check_state(e->g->exp, e->g, cfg->state.dir, errstr,
+                                    errstr_size);
   rs_free(names);
+  for (size_t i = 0; i < k; i++)
+    rs_free(vnames[i]);
+  rs_free(vnames);
   if (rc)
     return rc;
   rc = rs_cache_create(e->store, (size_t)cfg->state.cache_bytes, &e->cache);
@@ -2671,6 +2745,61 @@ static int start_embedded(rs_engine_t *e, char *errstr, size_t errstr_size) {
   return rc;
 }
 
+/* One instance of operator node i; with an experiment x, variant v's:
+ * column family "name#V", the variant's option overrides, host->variant. */
+static int new_op(rs_engine_t *e, size_t i, const rs_experiment_t *x,
+                  uint32_t v, struct rs_op **slot, char *errstr,
+                  size_t errstr_size) {
+  const rs_graph_t *g = e->g;
+  const rs_gnode_t *gn = &g->nodes[i];
+  struct rs_op *op = rs_calloc(1, sizeof(*op));
+  if (!op)
+    return RS_ENOMEM;
+  *slot = op;
+  op->e = e;
+  op->node = i;
+  op->def = gn->def;
+  op->host = e->host;
+  op->x = x;
+  op->vidx = v;
+  const char *name = gn->name;
+  if (x) {
+    snprintf(op->cf_name, sizeof op->cf_name, "%s#%s", gn->name, x->v[v].name);
+    name = op->cf_name;
+    op->host.variant = x->v[v].name;
+  }
+  op->seed = rs_op_seed(name);
+  op->cf = rs_store_cf(e->store, name);
+  op->ctx = rs_calloc(1, gn->def->ctx_size ? gn->def->ctx_size : 1);
+  if (!op->ctx)
+    return RS_ENOMEM;
+  char label[200];
+  snprintf(label, sizeof label, "operators '%s'", name);
+  const rs_ynode_t *base = e->cfg->operators[gn->cfg_index].node;
+  rs_ynode_t *m = x ? rs_experiments_options(x, v, gn->name, base) : NULL;
+  if (x && !m)
+    return RS_ENOMEM;
+  int rc = rs_options_apply(e->cfg, gn->def, m ? m : base, label, op->ctx,
+                            errstr, errstr_size);
+  rs_experiments_free_map(m);
+  if (rc)
+    return rc;
+  op->c_in = host_counter(op, "records_in", "records handed to the operator");
+  op->c_out = host_counter(op, "records_out", "records the operator emitted");
+  op->c_dlq = host_counter(op, "dead_lettered",
+                           "records sent to the dead-letter topic");
+  if (RS_OPDEF_HAS(gn->def, init)) {
+    char oerr[512] = "";
+    rc = gn->def->init(op, op->ctx, &op->host, oerr, sizeof oerr);
+    if (rc)
+      return rs_seterr(errstr, errstr_size, rc < 0 ? rc : RS_EINTERNAL,
+                       "operator '%s' (%s) failed to start: %s", name,
+                       gn->def->name, oerr[0] ? oerr : rs_strerror(rc));
+  }
+  op->inited = 1;
+  return 0;
+}
+
 static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
   const rs_graph_t *g = e->g;
   e->nodes = rs_calloc(g->n, sizeof(*e->nodes));
@@ -2703,38 +2832,14 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
     }
     if (gn->kind != RS_NODE_OPERATOR)
       continue;
-    struct rs_op *op = rs_calloc(1, sizeof(*op));
-    if (!op)
-      return RS_ENOMEM;
-    n->op = op;
-    op->e = e;
-    op->node = i;
-    op->def = gn->def;
-    op->seed = rs_op_seed(gn->name);
-    op->cf = rs_store_cf(e->store, gn->name);
-    op->ctx = rs_calloc(1, gn->def->ctx_size ? gn->def->ctx_size : 1);
-    if (!op->ctx)
-      return RS_ENOMEM;
-    char label[160];
-    snprintf(label, sizeof label, "operators '%s'", gn->name);
-    int rc =
-        rs_options_apply(e->cfg, gn->def, e->cfg->operators[gn->cfg_index].node,
-                         label, op->ctx, errstr, errstr_size);
-    if (rc)
-      return rc;
-    op->c_in = host_counter(op, "records_in", "records handed to the operator");
-    op->c_out = host_counter(op, "records_out", "records the operator emitted");
-    op->c_dlq = host_counter(op, "dead_lettered",
-                             "records sent to the dead-letter topic");
-    if (RS_OPDEF_HAS(gn->def, init)) {
-      char oerr[512] = "";
-      rc = gn->def->init(op, op->ctx, &e->host, oerr, sizeof oerr);
+    const rs_experiment_t *x = rs_experiments_for_node(g->exp, i);
+    struct rs_op **link = &n->op;
+    for (uint32_t v = 0; v < (x ? x->n : 1); v++) {
+      int rc = new_op(e, i, x, v, link, errstr, errstr_size);
       if (rc)
-        return rs_seterr(errstr, errstr_size, rc < 0 ? rc : RS_EINTERNAL,
-                         "operator '%s' (%s) failed to start: %s", gn->name,
-                         gn->def->name, oerr[0] ? oerr : rs_strerror(rc));
+        return rc;
+      link = &(*link)->vnext;
     }
-    op->inited = 1;
   }
   return 0;
 }
@@ -3176,9 +3281,10 @@ void rs_engine_stop(rs_engine_t *e) {
 void rs_engine_get_stats(const rs_engine_t *e, rs_engine_stats_t *out) {
   *out = e->stats;
   uint64_t dlq = 0;
-  for (size_t i = 0; i < e->g->n; i++)
-    if (e->nodes && e->nodes[i].op && e->nodes[i].op->c_dlq)
-      dlq += e->nodes[i].op->c_dlq->value;
+  for (size_t i = 0; e->nodes && i < e->g->n; i++)
+    for (const struct rs_op *op = e->nodes[i].op; op; op = op->vnext)
+      if (op->c_dlq)
+        dlq += op->c_dlq->value;
   out->dead_lettered = dlq;
 }
 
@@ -3191,9 +3297,12 @@ uint64_t rs_engine_counter(const rs_engine_t *e, const char *op,
   for (size_t i = 0; i < e->g->n; i++) {
     if (!e->nodes[i].op || strcmp(e->g->nodes[i].name, op))
       continue;
-    for (rs_counter_t *c = e->nodes[i].op->counters; c; c = c->next)
-      if (!strcmp(c->name, counter))
-        return c->value;
+    uint64_t sum = 0; /* over an experiment's variant instances */
+    for (const struct rs_op *o = e->nodes[i].op; o; o = o->vnext)
+      for (rs_counter_t *c = o->counters; c; c = c->next)
+        if (!strcmp(c->name, counter))
+          sum += c->value;
+    return sum;
   }
   return 0;
 }
@@ -3212,8 +3321,9 @@ void rs_engine_destroy(rs_engine_t *e) {
   }
   for (size_t i = 0; e->nodes && i < e->g->n; i++) {
     node_rt_t *n = &e->nodes[i];
-    struct rs_op *op = n->op;
-    if (op) {
+    for (struct rs_op *op = n->op, *next; op; op = next) {
+      next = op->vnext;
+      rs_free(op->vrecs);
       if (op->inited && RS_OPDEF_HAS(op->def, destroy))
         op->def->destroy(op, op->ctx);
       if (op->ctx) {
@@ -3321,9 +3431,9 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
   }
   size_t nc = 0, np = 0;
   for (size_t i = 0; e->nodes && i < e->g->n; i++)
-    for (rs_counter_t *c = e->nodes[i].op ? e->nodes[i].op->counters : NULL; c;
-         c = c->next)
-      nc++;
+    for (const struct rs_op *o = e->nodes[i].op; o; o = o->vnext)
+      for (rs_counter_t *c = o->counters; c; c = c->next)
+        nc++;
   for (size_t s = 0; e->parts && s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++)
       np += e->parts[s][i] != NULL;
@@ -3351,6 +3461,11 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
     }
   }
   out->counters = rs_calloc(nc ? nc : 1, sizeof(*out->counters));
+  if (e->g->exp &&
+      !(out->counter_variants = rs_calloc(nc ? nc : 1, sizeof(char *)))) {
+    rs_metrics_snapshot_free(out);
+    return RS_ENOMEM;
+  }
   out->parts = rs_calloc(np ? np : 1, sizeof(*out->parts));
   if (!out->node_out || !out->node_hist || !out->counters || !out->parts ||
       !out->node_e2e || (e->store && !out->cfs)) {
@@ -3362,10 +3477,13 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
     out->node_e2e[i] = e->nodes[i].e2e;
     if (e->nodes[i].op)
       out->node_hist[i] = e->nodes[i].op->proc_hist;
-    for (rs_counter_t *c = e->nodes[i].op ? e->nodes[i].op->counters : NULL; c;
-         c = c->next)
-      out->counters[out->n_counters++] =
-          (rs_metric_counter_t){i, c->name, c->help, c->value};
+    for (const struct rs_op *o = e->nodes[i].op; o; o = o->vnext)
+      for (rs_counter_t *c = o->counters; c; c = c->next) {
+        if (o->x && out->counter_variants)
+          out->counter_variants[out->n_counters] = o->host.variant;
+        out->counters[out->n_counters++] =
+            (rs_metric_counter_t){i, c->name, c->help, c->value};
+      }
   }
   for (size_t s = 0; e->parts && s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++) {

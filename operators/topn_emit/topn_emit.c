@@ -122,6 +122,8 @@ typedef struct tn_ctx {
   float score_log_count;
   double mean;
 
+  const char *variant; /* host->variant, "" outside experiments */
+  uint32_t variant_len;
   /* Scratch, grown with host->realloc. */
   unsigned char *ubuf; /* user record */
   size_t ubuf_cap;
@@ -621,7 +623,9 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
                               .n_items = nt,
                               .flags = popular_only ? RS_REC_F_POPULAR : 0,
                               .model_version = w->version,
-                              .timestamp_ms = rec->timestamp_ms};
+                              .timestamp_ms = rec->timestamp_ms,
+                              .variant = c->variant,
+                              .variant_len = c->variant_len};
 
   /* The last list, for reward joins and queries. */
   size_t ll = LAST_HDR + (size_t)il + 8 * (size_t)nt;
@@ -1025,6 +1029,10 @@ static int tn_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   tn_ctx_t *c = vctx;
   c->op = op;
   c->host = host;
+  /* The experiment variant this instance serves (ABI minor 3), stamped on
+   * every recommendation. */
+  c->variant = RS_HOST_HAS(host, variant) ? host->variant : "";
+  c->variant_len = (uint32_t)strlen(c->variant);
   if (!RS_HOST_HAS(host, peer_open) || !RS_HOST_HAS(host, peer_state_get)) {
     snprintf(errstr, errstr_size,
              "the host cannot read another operator's state (ABI minor 2)");

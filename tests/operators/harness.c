@@ -294,6 +294,7 @@ static const void *dup_payload(const rs_record_t *rec) {
     *c = *r;
     c->user = dup_bytes(r->user, r->user_len);
     c->impression_id = dup_bytes(r->impression_id, r->impression_id_len);
+    c->variant = r->variant ? dup_bytes(r->variant, r->variant_len) : NULL;
     for (uint32_t i = 0; i < r->n_items; i++) {
       items[i] = r->items[i];
       items[i].item = dup_bytes(r->items[i].item, r->items[i].item_len);
@@ -382,6 +383,7 @@ static void free_payload(const rs_record_t *r) {
     rs_free((void *)rr->items);
     rs_free((void *)rr->user);
     rs_free((void *)rr->impression_id);
+    rs_free((void *)rr->variant);
     rs_free(rr);
   } else if (r->kind == RS_KIND_FEEDBACK) {
     rs_feedback_t *f = (rs_feedback_t *)r->payload;

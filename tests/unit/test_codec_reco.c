@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codec.h"
@@ -66,6 +67,10 @@ static void check_avro(const rs_recommendation_t *r) {
   cr_assert_eq(avro_value_set_long(&x, (int64_t)r->model_version), 0);
   x = field(&v, "timestamp");
   cr_assert_eq(avro_value_set_long(&x, r->timestamp_ms), 0);
+  snprintf(tmp, sizeof tmp, "%.*s", (int)r->variant_len,
+           r->variant ? r->variant : "");
+  x = field(&v, "variant");
+  cr_assert_eq(avro_value_set_string(&x, tmp), 0);
   char want[1024];
   size_t n;
   cr_assert_eq(avro_value_sizeof(&v, &n), 0);
@@ -105,6 +110,11 @@ Test(codec_reco, avro_matches_avro_c) {
   check_avro(&r);
   r.n_items = 0;
   check_avro(&r);
+  r.variant = "B-popular";
+  r.variant_len = 9;
+  check_avro(&r);
+  r.n_items = 3;
+  check_avro(&r);
 }
 
 Test(codec_reco, json_reads_back_and_refusals) {
@@ -137,6 +147,7 @@ Test(codec_reco, json_reads_back_and_refusals) {
   cr_assert_eq(json_number_value(json_object_get(e1, "propensity")), 0.5);
   cr_assert_eq(json_integer_value(json_object_get(j, "model_version")), 42);
   cr_assert_eq(json_integer_value(json_object_get(j, "timestamp")), 9);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "variant")), "");
   json_decref(j);
   rs_buf_free(&b);
 
@@ -159,4 +170,96 @@ Test(codec_reco, json_reads_back_and_refusals) {
                RS_EENCODE);
   cr_assert(strstr(err, "recommendation"), "%s", err);
   rs_buf_free(&b);
+}
+
+/* Decoding (recstream report): every format reads back what was written,
+ * a record from a writer without `variant` reads as variant "", and
+ * truncated or trailing bytes are refused with the field named. */
+static void *blocks[64];
+static int n_blocks;
+static void *test_alloc(void *opaque, size_t n) {
+  (void)opaque;
+  cr_assert_lt(n_blocks, 64);
+  return blocks[n_blocks++] = malloc(n);
+}
+static void free_blocks(void) {
+  while (n_blocks)
+    free(blocks[--n_blocks]);
+}
+
+Test(codec_reco, decode_round_trip_and_refusals) {
+  char err[256];
+  rs_recommendation_t r = {.user = "u1",
+                           .user_len = 2,
+                           .impression_id = "imp-7",
+                           .impression_id_len = 5,
+                           .items = items3,
+                           .n_items = 3,
+                           .model_version = 300,
+                           .timestamp_ms = 1767225600123,
+                           .variant = "B",
+                           .variant_len = 1};
+  rs_record_t rec = {.kind = RS_KIND_RECOMMENDATION, .payload = &r};
+  const rs_format_t fmts[] = {RS_FORMAT_AVRO, RS_FORMAT_CONFLUENT,
+                              RS_FORMAT_JSON};
+  for (int f = 0; f < 3; f++) {
+    rs_buf_t b = {0};
+    cr_assert_eq(
+        rs_codec_encode_record(NULL, fmts[f], &rec, 3, &b, err, sizeof err), 0,
+        "%s", err);
+    rs_recommendation_t d;
+    cr_assert_eq(rs_recommendation_decode(fmts[f], b.data, b.len, &d,
+                                          test_alloc, NULL, err, sizeof err),
+                 0, "format %d: %s", f, err);
+    cr_assert_str_eq(d.user, "u1");
+    cr_assert_str_eq(d.impression_id, "imp-7");
+    cr_assert_str_eq(d.variant, "B");
+    cr_assert_eq(d.variant_len, 1);
+    cr_assert_eq(d.n_items, 3);
+    cr_assert_eq(d.model_version, 300);
+    cr_assert_eq(d.timestamp_ms, 1767225600123);
+    if (fmts[f] == RS_FORMAT_AVRO) {
+      /* An older writer: the same bytes without the trailing variant. */
+      cr_assert_eq((unsigned char)b.data[b.len - 2], 2); /* length 1 */
+      cr_assert_eq(rs_recommendation_decode(RS_FORMAT_AVRO, b.data, b.len - 2,
+                                            &d, test_alloc, NULL, err,
+                                            sizeof err),
+                   0, "%s", err);
+      cr_assert_str_eq(d.variant, "");
+      cr_assert_str_eq(d.user, "u1");
+      /* Truncated inside the items, and trailing garbage. */
+      cr_assert_eq(rs_recommendation_decode(RS_FORMAT_AVRO, b.data, 12, &d,
+                                            test_alloc, NULL, err, sizeof err),
+                   RS_EDECODE);
+      cr_assert(strstr(err, "'items'"), "%s", err);
+      cr_assert_null(d.user);
+      rs_buf_t t = {0};
+      cr_assert_eq(rs_buf_reserve(&t, b.len + 2), 0);
+      memcpy(t.data, b.data, b.len);
+      t.data[b.len] = 2;
+      t.data[b.len + 1] = 'x';
+      cr_assert_eq(rs_recommendation_decode(RS_FORMAT_AVRO, t.data, b.len + 2,
+                                            &d, test_alloc, NULL, err,
+                                            sizeof err),
+                   RS_EDECODE);
+      cr_assert(strstr(err, "trailing"), "%s", err);
+      rs_buf_free(&t);
+    }
+    rs_buf_free(&b);
+  }
+  rs_recommendation_t d;
+  cr_assert_eq(rs_recommendation_decode(RS_FORMAT_JSON, "{\"user_id\":1}", 13,
+                                        &d, test_alloc, NULL, err, sizeof err),
+               RS_EDECODE);
+  cr_assert(strstr(err, "user_id"), "%s", err);
+  cr_assert_eq(rs_recommendation_decode(RS_FORMAT_CONFLUENT, "\1abcdef", 7, &d,
+                                        test_alloc, NULL, err, sizeof err),
+               RS_EDECODE);
+  const char *old = "{\"user_id\":\"u\",\"impression_id\":\"i\",\"items\":[],"
+                    "\"model_version\":1,\"timestamp\":2}";
+  cr_assert_eq(rs_recommendation_decode(RS_FORMAT_JSON, old, strlen(old), &d,
+                                        test_alloc, NULL, err, sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(d.variant, "");
+  free_blocks();
 }

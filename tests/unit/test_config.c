@@ -182,7 +182,8 @@ static const bad_case_t bad_cases[] = {
      "parsing a flow mapping"},
     {"unknown_top_key", HEAD PARSE TAIL "sinkz: []\n", NULL,
      "bad.yaml:8:1: config: unknown key 'sinkz' (expected one of: app, kafka, "
-     "state, processing, http, log, sources, operators, sinks, plugins)"},
+     "state, processing, http, log, sources, operators, sinks, plugins, "
+     "experiments)"},
     {"unknown_state_key",
      "state: { dir: /tmp/x, comit_interval: 1s }\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:23: state: unknown key 'comit_interval' (expected one of: "
@@ -328,6 +329,95 @@ static const bad_case_t bad_cases[] = {
     {"bad_log_level_set", HEAD PARSE TAIL, "log.level=verbose",
      "bad.yaml:0:0: log.level: expected error, warn, info or debug, got "
      "'verbose' in 'verbose'"},
+    {"exp_weight_not_positive",
+     HEAD PARSE TAIL
+     "experiments:\n  - name: x\n    variants:\n"
+     "      - { name: A, weight: 1 }\n      - { name: B, weight: -2 }\n",
+     NULL,
+     "bad.yaml:12:28: experiments 'x'.variants 'B'.weight: expected a positive "
+     "number, got '-2'"},
+    {"exp_unknown_operator",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A, weight: 1 }\n      - { name: B, "
+                     "weight: 1, overrides: { nope: { format: json } } }\n",
+     NULL,
+     "bad.yaml:12:44: experiments 'x'.variants 'B'.overrides: no operator "
+     "named 'nope' in this pipeline"},
+    {"exp_unknown_option",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A, weight: 1 }\n      - { name: B, "
+                     "weight: 1, overrides: { parse: { fromat: json } } }\n",
+     NULL,
+     "bad.yaml:12:53: experiments 'x'.variants 'B'.overrides 'parse': unknown "
+     "option 'fromat' for operator type 'parse' (expected one of: name, type, "
+     "input(s), dead_letter_topic, format, schema, schema_ids, "
+     "max_record_bytes, record)"},
+    {"exp_bad_option_value",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A, weight: 1 }\n      - { name: B, "
+                     "weight: 1, overrides: { parse: { format: xml } } }\n",
+     NULL,
+     "bad.yaml:12:61: experiments 'x'.variants 'B'.overrides 'parse'.format: "
+     "expected one of avro|confluent|json, got 'xml'"},
+    {"exp_structural_override",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A, weight: 1 }\n      - { name: B, "
+                     "weight: 1, overrides: { parse: { input: in } } }\n",
+     NULL,
+     "bad.yaml:12:53: experiments 'x'.variants 'B'.overrides.parse: 'input' "
+     "cannot differ between variants (only operator options can)"},
+    {"exp_duplicate_variant",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A, weight: 1 }\n      - { name: A, "
+                     "weight: 1, overrides: { parse: { format: json } } }\n",
+     NULL,
+     "bad.yaml:12:17: experiments 'x'.variants[1].name: variant 'A' is named "
+     "twice"},
+    {"exp_one_variant",
+     HEAD PARSE TAIL
+     "experiments:\n  - name: x\n    variants:\n"
+     "      - { name: A, weight: 1, overrides: { parse: { format: json } } }\n",
+     NULL,
+     "bad.yaml:11:7: experiments 'x'.variants: expected a list of at least two "
+     "variants"},
+    {"exp_splits_nothing",
+     HEAD PARSE TAIL
+     "experiments:\n  - name: x\n    variants:\n"
+     "      - { name: A, weight: 1 }\n      - { name: B, weight: 3 }\n",
+     NULL,
+     "bad.yaml:9:5: experiments 'x': splits no operator (give 'overrides' in a "
+     "variant or list 'operators')"},
+    {"exp_missing_weight",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A }\n      - { name: B, weight: 3 }\n",
+     NULL,
+     "bad.yaml:11:9: experiments 'x'.variants 'A': missing required key "
+     "'weight'"},
+    {"exp_unknown_key",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A, weight: 1, overides: {} }\n      - { "
+                     "name: B, weight: 3 }\n",
+     NULL,
+     "bad.yaml:11:31: experiments 'x'.variants 'A': unknown key 'overides' "
+     "(expected one of: name, weight, overrides)"},
+    {"exp_duplicate_experiment",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A, weight: 1 }\n      - { name: B, "
+                     "weight: 1, overrides: { parse: { format: json } } }\n"
+                     "  - name: x\n    operators: [parse]\n    variants: [ { "
+                     "name: A, weight: 1 }, { name: B, weight: 1 } ]\n",
+     NULL, "bad.yaml:13:5: experiments 'x': the name is used twice"},
+    {"exp_operator_in_two",
+     HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
+                     "      - { name: A, weight: 1 }\n      - { name: B, "
+                     "weight: 1, overrides: { parse: { format: json } } }\n"
+                     "  - name: y\n    operators: [parse]\n    variants: [ { "
+                     "name: A, weight: 1 }, { name: B, weight: 1 } ]\n",
+     NULL,
+     "bad.yaml:13:5: experiments 'y': operator 'parse' is already split by "
+     "experiment 'x'; an operator takes part in one experiment"},
+    {"exp_not_a_list", HEAD PARSE TAIL "experiments: { name: x }\n", NULL,
+     "bad.yaml:8:14: experiments: expected a list of experiments"},
 };
 
 Test(config, every_bad_config_has_its_exact_message) {

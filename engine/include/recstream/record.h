@@ -180,6 +180,11 @@ typedef struct rs_recommendation {
   uint32_t flags;         /* RS_REC_F_* */
   uint64_t model_version; /* model updates when the list was made */
   int64_t timestamp_ms;   /* event time of the triggering record */
+  /* The experiment variant that made the list (host->variant; the
+   * `experiments:` config section), "" or NULL outside experiments. */
+  const char *variant;
+  uint32_t variant_len;
+  uint32_t reserved2; /* 0 */
 } rs_recommendation_t;
 
 /* rs_recommendation_t.flags. POPULAR: the user was cold (or the model had
