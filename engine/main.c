@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "examples/generator/generator.h"
+#include "examples/simulator/sim_cmd.h"
 #include "graph.h"
 #include "kafka.h"
 #include "log.h"
@@ -45,6 +46,8 @@ static const char main_usage[] =
     "  generate          produce a synthetic interaction stream\n"
     "  eval              replay an interaction log through mf_update and\n"
     "                    measure it prequentially (no Kafka)\n"
+    "  simulate          closed loop: simulated users click on the\n"
+    "                    engine's recommendations; prints CTR\n"
     "  state SUB CONFIG  inspect, savepoint or purge the keyed state\n"
     "  replay CONFIG     backfill state from a range of the source topics\n"
     "  version           print the version\n"
@@ -594,7 +597,7 @@ int main(int argc, char **argv) {
               {"graph", cmd_graph},    {"operators", cmd_operators},
               {"broker", cmd_broker},  {"generate", rs_cmd_generate},
               {"state", rs_cmd_state}, {"replay", rs_cmd_replay},
-              {"eval", rs_cmd_eval}};
+              {"eval", rs_cmd_eval},   {"simulate", rs_cmd_simulate}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);
