@@ -24,6 +24,7 @@ void rs_sim_opts_default(rs_sim_opts_t *o) {
   o->horizon_s = 60;
   o->drift = 0.2;
   o->affinity = 2.0;
+  o->popularity = 0.5;
   o->pref_bias = -3.0;
   o->pref_slope = 1.5;
 }
@@ -32,8 +33,9 @@ rs_sim_t *rs_sim_new(const rs_sim_opts_t *o) {
   if (!o || o->users < 1 || o->users > (1u << 30) || o->items < 2 ||
       !(o->new_items >= 0 && o->new_items <= 0.9) || !(o->horizon_s > 0) ||
       !(o->drift >= 0 && o->drift <= 10) || !(o->affinity >= 0) ||
-      !isfinite(o->affinity) || !isfinite(o->pref_bias) ||
-      !(o->pref_slope >= 0) || !isfinite(o->pref_slope))
+      !isfinite(o->affinity) || !(o->popularity >= 0 && o->popularity <= 2) ||
+      !isfinite(o->pref_bias) || !(o->pref_slope >= 0) ||
+      !isfinite(o->pref_slope))
     return NULL;
   rs_sim_t *s = rs_calloc(1, sizeof *s);
   if (!s)
@@ -118,7 +120,7 @@ uint32_t rs_sim_organic(const rs_sim_t *s, uint32_t user, double t_s,
   double w[CANDIDATES], total = 0;
   for (int c = 0; c < CANDIDATES; c++) {
     cand[c] = below(rng, present);
-    w[c] = rs_gen_item_popularity(s->gen, cand[c]) *
+    w[c] = pow(rs_gen_item_popularity(s->gen, cand[c]), s->o.popularity) *
            exp(s->o.affinity * rs_sim_z(s, user, cand[c], t_s));
     total += w[c];
   }

@@ -13,7 +13,8 @@
  *    exist at t = 0, the rest arrive at a constant rate until `horizon_s`.
  *  - Organic choice. A user picks an item as the generator does in spirit
  *    (popularity x taste): 16 candidates drawn uniformly from the items
- *    present, one chosen with probability ~ pop(i) * exp(affinity * z).
+ *    present, one chosen with probability ~ pop(i)^popularity * exp(affinity *
+ * z).
  *  - Clicks (position-based model). Shown item i at 0-based position k is
  *    clicked with probability pref(z) * bias(k), pref(z) = sigmoid(bias +
  *    slope * z), bias(k) = 1 / log2(k + 2), independently per slot.
@@ -37,6 +38,8 @@ typedef struct rs_sim_opts {
   double horizon_s;  /* time by which all items have arrived, > 0; 60 */
   double drift;      /* radians per minute, [0, 10]; default 0.2 */
   double affinity;   /* organic choice inverse temperature, >= 0; 2.0 */
+  double popularity; /* exponent on the generator's popularity in the organic
+                       choice, [0, 2]; default 0.5 */
   double pref_bias;  /* default -3.0 */
   double pref_slope; /* >= 0; default 1.5 */
 } rs_sim_opts_t;
