@@ -614,11 +614,9 @@ static void act(sim_run_t *s) {
   int clicked = 0;
   if (p->n) {
     win_stats_t *w = stats_at(s, t, p->variant);
-    uint32_t known[MAX_N], nk = 0;
     for (uint32_t k = 0; k < p->n; k++) {
       if (!p->known[k])
         continue; /* not an item of ours: never clicked */
-      known[nk++] = p->items[k];
       if (rs_sim_unit(&s->rng) <
           rs_sim_click_prob(s->model, user, p->items[k], k, t)) {
         produce_interaction(s, user, p->items[k], RS_EVENT_CLICK);
@@ -627,7 +625,6 @@ static void act(sim_run_t *s) {
         clicked = 1;
       }
     }
-    (void)known;
     w->lists++;
     w->shown += p->n;
     double e = 0;
