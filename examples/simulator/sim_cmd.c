@@ -978,7 +978,8 @@ static int run(const sim_opts_t *o) {
             rd_kafka_outq_len(s.prod));
     goto out;
   }
-  qsort(s.lat_ms, s.n_lat, sizeof *s.lat_ms, cmp_double);
+  if (s.n_lat)
+    qsort(s.lat_ms, s.n_lat, sizeof *s.lat_ms, cmp_double);
   double p50 = pct(s.lat_ms, s.n_lat, 0.5), p99 = pct(s.lat_ms, s.n_lat, 0.99);
   if (o->json)
     print_json(&s, p50, p99);
