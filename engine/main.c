@@ -14,6 +14,7 @@
 #include "config.h"
 #include "examples/generator/generator.h"
 #include "experiments.h"
+#include "examples/simulator/sim_cmd.h"
 #include "graph.h"
 #include "kafka.h"
 #include "log.h"
@@ -47,6 +48,8 @@ static const char main_usage[] =
     "  generate          produce a synthetic interaction stream\n"
     "  eval              replay an interaction log through mf_update and\n"
     "                    measure it prequentially (no Kafka)\n"
+    "  simulate          closed loop: simulated users click on the\n"
+    "                    engine's recommendations; prints CTR\n"
     "  state SUB CONFIG  inspect, savepoint or purge the keyed state\n"
     "  replay CONFIG     backfill state from a range of the source topics\n"
     "  report            CTR per experiment variant from the recommendations\n"
@@ -613,7 +616,8 @@ int main(int argc, char **argv) {
               {"graph", cmd_graph},    {"operators", cmd_operators},
               {"broker", cmd_broker},  {"generate", rs_cmd_generate},
               {"state", rs_cmd_state}, {"replay", rs_cmd_replay},
-              {"eval", rs_cmd_eval},   {"report", rs_cmd_report}};
+              {"eval", rs_cmd_eval},   {"report", rs_cmd_report},
+              {"simulate", rs_cmd_simulate}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
       return cmds[i].fn(argc - 1, argv + 1);
