@@ -598,6 +598,8 @@ static int load_model(mf_ctx_t *c) {
 
 /* -------------------------------------------------------------- init */
 
+static void mf_destroy(rs_op_t *op, void *vctx);
+
 static int mf_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
                    char *errstr, size_t errstr_size) {
   mf_ctx_t *c = vctx;
@@ -651,12 +653,14 @@ static int mf_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   if (!c->c_learned || !c->c_skipped || !c->c_guard || !c->c_bad_state ||
       !c->c_users || !c->c_items || !c->c_refused) {
     snprintf(errstr, errstr_size, "out of memory creating counters");
+    mf_destroy(op, c); /* the host calls destroy() only after init succeeds */
     return RS_ENOMEM;
   }
   int rc = load_model(c);
   if (rc) {
     snprintf(errstr, errstr_size, "cannot load the stored model: %s%s",
              rs_strerror(rc), rc == RS_ESTATE ? " (see the log)" : "");
+    mf_destroy(op, c);
     return rc;
   }
   return 0;
