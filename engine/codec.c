@@ -956,23 +956,18 @@ int rs_codec_add_schema_json(rs_codec_t *c, int32_t id, const char *json,
 
 /* ---- decoding ---- */
 
-/* Copies the strings of `in` into one block from alloc() so they outlive the
- * buffers they point at (avro-c's values, jansson's tree). */
-static int copy_strings(rs_interaction_t *in,
-                        void *(*alloc)(void *opaque, size_t n), void *opaque,
-                        const char *fmt, char *errstr, size_t errstr_size) {
-  const char **s[4] = {&in->user, &in->item, &in->device, &in->page};
-  uint32_t *l[4] = {&in->user_len, &in->item_len, &in->device_len,
-                    &in->page_len};
+int rs__codec_copy_strings(const char **s[], uint32_t *l[], int n,
+                           void *(*alloc)(void *opaque, size_t n), void *opaque,
+                           const char *fmt, char *errstr, size_t errstr_size) {
   size_t total = 0;
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < n; i++)
     if (*s[i])
       total += (size_t)*l[i] + 1;
   char *dst = alloc(opaque, total ? total : 1);
   if (!dst)
     return rs_seterr(errstr, errstr_size, RS_ENOMEM,
                      "%s: out of memory copying %zu bytes", fmt, total);
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < n; i++) {
     if (!*s[i])
       continue;
     memcpy(dst, *s[i], *l[i]);
@@ -981,6 +976,45 @@ static int copy_strings(rs_interaction_t *in,
     dst += *l[i] + 1;
   }
   return 0;
+}
+
+int rs__avro_get_long(rs__avro_cur_t *d, int64_t *out) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 70; shift += 7) {
+    if (d->p >= d->e)
+      return -1;
+    uint8_t b = *d->p++;
+    if (shift == 63 && (b & 0x7e))
+      return -1;
+    v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+      return 0;
+    }
+  }
+  return -1;
+}
+
+int rs__avro_get_string(rs__avro_cur_t *d, const char **s, uint32_t *len) {
+  int64_t n;
+  if (rs__avro_get_long(d, &n) || n < 0 || n > d->e - d->p || n > UINT32_MAX)
+    return -1;
+  *s = (const char *)d->p;
+  *len = (uint32_t)n;
+  d->p += n;
+  return 0;
+}
+
+/* Copies the strings of `in` into one block from alloc() so they outlive the
+ * buffers they point at (avro-c's values, jansson's tree). */
+static int copy_strings(rs_interaction_t *in,
+                        void *(*alloc)(void *opaque, size_t n), void *opaque,
+                        const char *fmt, char *errstr, size_t errstr_size) {
+  const char **s[4] = {&in->user, &in->item, &in->device, &in->page};
+  uint32_t *l[4] = {&in->user_len, &in->item_len, &in->device_len,
+                    &in->page_len};
+  return rs__codec_copy_strings(s, l, 4, alloc, opaque, fmt, errstr,
+                                errstr_size);
 }
 
 static int finish(rs_interaction_t *out, void *(*alloc)(void *, size_t),

@@ -118,6 +118,22 @@ int rs__codec_json_double(char *buf, size_t size, double v);
 int rs__codec_utf8_valid(const char *s, size_t n);
 uint8_t *rs__codec_avro_long(uint8_t *o, int64_t v);
 uint8_t *rs__codec_avro_string(uint8_t *o, const char *s, uint32_t len);
+
+/* Internal, for the hand-written decoders of small records (codec_reco.c,
+ * codec_feedback.c): a cursor over Avro binary data; get_long reads a
+ * zigzag varint, get_string a length and borrows the bytes. Both return -1
+ * on truncated or malformed input. */
+typedef struct rs__avro_cur {
+  const uint8_t *b, *p, *e; /* start, position, end */
+} rs__avro_cur_t;
+int rs__avro_get_long(rs__avro_cur_t *d, int64_t *out);
+int rs__avro_get_string(rs__avro_cur_t *d, const char **s, uint32_t *len);
+/* Copies the n strings *s[i] (lengths *l[i]; NULL ones skipped) into one
+ * block from alloc(), NUL-terminated, and points *s[i] at the copies, so
+ * a decoded record outlives the buffers it was read from. */
+int rs__codec_copy_strings(const char **s[], uint32_t *l[], int n,
+                           void *(*alloc)(void *opaque, size_t n), void *opaque,
+                           const char *fmt, char *errstr, size_t errstr_size);
 /* codec_reco.c: a recommendation record (schemas/recommendation.avsc). */
 int rs__codec_avro_recommendation(const rs_recommendation_t *r, rs_buf_t *out,
                                   const char *fmt, char *errstr,

@@ -69,23 +69,8 @@ static int copy_strings(rs_feedback_t *fb, void *(*alloc)(void *, size_t),
                         size_t errstr_size) {
   const char **s[3] = {&fb->user, &fb->impression_id, &fb->item};
   uint32_t *l[3] = {&fb->user_len, &fb->impression_id_len, &fb->item_len};
-  size_t total = 0;
-  for (int i = 0; i < 3; i++)
-    if (*s[i])
-      total += (size_t)*l[i] + 1;
-  char *dst = alloc(opaque, total ? total : 1);
-  if (!dst)
-    return rs_seterr(errstr, errstr_size, RS_ENOMEM,
-                     "%s: out of memory copying %zu bytes", fmt, total);
-  for (int i = 0; i < 3; i++) {
-    if (!*s[i])
-      continue;
-    memcpy(dst, *s[i], *l[i]);
-    dst[*l[i]] = '\0';
-    *s[i] = dst;
-    dst += *l[i] + 1;
-  }
-  return 0;
+  return rs__codec_copy_strings(s, l, 3, alloc, opaque, fmt, errstr,
+                                errstr_size);
 }
 
 static int finish(rs_feedback_t *fb, void *(*alloc)(void *, size_t),
@@ -99,36 +84,7 @@ static int finish(rs_feedback_t *fb, void *(*alloc)(void *, size_t),
 
 /* ---- Avro ---- */
 
-typedef struct cur {
-  const uint8_t *b, *p, *e;
-} cur_t;
-
-static int get_long(cur_t *d, int64_t *out) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 70; shift += 7) {
-    if (d->p >= d->e)
-      return -1;
-    uint8_t b = *d->p++;
-    if (shift == 63 && (b & 0x7e))
-      return -1;
-    v |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
-      return 0;
-    }
-  }
-  return -1;
-}
-
-static int get_string(cur_t *d, const char **s, uint32_t *len) {
-  int64_t n;
-  if (get_long(d, &n) || n < 0 || n > d->e - d->p || n > UINT32_MAX)
-    return -1;
-  *s = (const char *)d->p;
-  *len = (uint32_t)n;
-  d->p += n;
-  return 0;
-}
+typedef rs__avro_cur_t cur_t;
 
 static int avro_fail(cur_t *d, const char *fmt, const char *field,
                      const char *what, char *errstr, size_t errstr_size) {
@@ -143,16 +99,17 @@ static int decode_avro(const uint8_t *buf, size_t len, const char *fmt,
   cur_t d = {buf, buf, buf + len};
   int64_t v;
   static const char trunc[] = "truncated or malformed record";
-  if (get_string(&d, &out->user, &out->user_len))
+  if (rs__avro_get_string(&d, &out->user, &out->user_len))
     return avro_fail(&d, fmt, "user_id", trunc, errstr, errstr_size);
-  if (get_long(&d, &v) || (v != 0 && v != 1))
+  if (rs__avro_get_long(&d, &v) || (v != 0 && v != 1))
     return avro_fail(&d, fmt, "impression_id", "bad union branch", errstr,
                      errstr_size);
-  if (v && get_string(&d, &out->impression_id, &out->impression_id_len))
+  if (v &&
+      rs__avro_get_string(&d, &out->impression_id, &out->impression_id_len))
     return avro_fail(&d, fmt, "impression_id", trunc, errstr, errstr_size);
-  if (get_string(&d, &out->item, &out->item_len))
+  if (rs__avro_get_string(&d, &out->item, &out->item_len))
     return avro_fail(&d, fmt, "item_id", trunc, errstr, errstr_size);
-  if (get_long(&d, &v))
+  if (rs__avro_get_long(&d, &v))
     return avro_fail(&d, fmt, "type", trunc, errstr, errstr_size);
   if (v < 0 || v >= RS_FEEDBACK__COUNT)
     return avro_fail(&d, fmt, "type", "unknown enum symbol", errstr,
@@ -162,7 +119,7 @@ static int decode_avro(const uint8_t *buf, size_t len, const char *fmt,
     return avro_fail(&d, fmt, "value", trunc, errstr, errstr_size);
   memcpy(&out->value, d.p, 8); /* little-endian host: checked in codec.c */
   d.p += 8;
-  if (get_long(&d, &out->timestamp_ms))
+  if (rs__avro_get_long(&d, &out->timestamp_ms))
     return avro_fail(&d, fmt, "timestamp", trunc, errstr, errstr_size);
   if (d.p != d.e)
     return rs_seterr(errstr, errstr_size, RS_EDECODE,

@@ -122,36 +122,7 @@ int rs__codec_json_recommendation(const rs_recommendation_t *r, rs_buf_t *out,
 
 /* ---- decoding (recstream report) ---- */
 
-typedef struct cur {
-  const uint8_t *b, *p, *e;
-} cur_t;
-
-static int get_long(cur_t *d, int64_t *out) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 70; shift += 7) {
-    if (d->p >= d->e)
-      return -1;
-    uint8_t b = *d->p++;
-    if (shift == 63 && (b & 0x7e))
-      return -1;
-    v |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
-      return 0;
-    }
-  }
-  return -1;
-}
-
-static int get_string(cur_t *d, const char **s, uint32_t *len) {
-  int64_t n;
-  if (get_long(d, &n) || n < 0 || n > d->e - d->p || n > UINT32_MAX)
-    return -1;
-  *s = (const char *)d->p;
-  *len = (uint32_t)n;
-  d->p += n;
-  return 0;
-}
+typedef rs__avro_cur_t cur_t;
 
 static int dec_fail(cur_t *d, const char *fmt, const char *field, char *errstr,
                     size_t errstr_size) {
@@ -166,24 +137,25 @@ static int decode_avro(const uint8_t *buf, size_t len, const char *fmt,
                        size_t errstr_size) {
   cur_t d = {buf, buf, buf + len};
   int64_t n, v;
-  if (get_string(&d, &r->user, &r->user_len))
+  if (rs__avro_get_string(&d, &r->user, &r->user_len))
     return dec_fail(&d, fmt, "user_id", errstr, errstr_size);
-  if (get_string(&d, &r->impression_id, &r->impression_id_len))
+  if (rs__avro_get_string(&d, &r->impression_id, &r->impression_id_len))
     return dec_fail(&d, fmt, "impression_id", errstr, errstr_size);
   for (;;) { /* array blocks; a negative count is followed by a byte size */
-    if (get_long(&d, &n) || n < -(int64_t)UINT32_MAX || n > (int64_t)UINT32_MAX)
+    if (rs__avro_get_long(&d, &n) || n < -(int64_t)UINT32_MAX ||
+        n > (int64_t)UINT32_MAX)
       return dec_fail(&d, fmt, "items", errstr, errstr_size);
     if (n == 0)
       break;
     if (n < 0) {
       n = -n;
-      if (get_long(&d, &v) || v < 0)
+      if (rs__avro_get_long(&d, &v) || v < 0)
         return dec_fail(&d, fmt, "items", errstr, errstr_size);
     }
     for (int64_t i = 0; i < n; i++) {
       const char *s;
       uint32_t l;
-      if (get_string(&d, &s, &l) || d.e - d.p < 16)
+      if (rs__avro_get_string(&d, &s, &l) || d.e - d.p < 16)
         return dec_fail(&d, fmt, "items", errstr, errstr_size);
       d.p += 16;
     }
@@ -191,13 +163,13 @@ static int decode_avro(const uint8_t *buf, size_t len, const char *fmt,
       return dec_fail(&d, fmt, "items", errstr, errstr_size);
     r->n_items += (uint32_t)n;
   }
-  if (get_long(&d, &v))
+  if (rs__avro_get_long(&d, &v))
     return dec_fail(&d, fmt, "model_version", errstr, errstr_size);
   r->model_version = (uint64_t)v;
-  if (get_long(&d, &r->timestamp_ms))
+  if (rs__avro_get_long(&d, &r->timestamp_ms))
     return dec_fail(&d, fmt, "timestamp", errstr, errstr_size);
   r->variant = "";
-  if (d.p < d.e && get_string(&d, &r->variant, &r->variant_len))
+  if (d.p < d.e && rs__avro_get_string(&d, &r->variant, &r->variant_len))
     return dec_fail(&d, fmt, "variant", errstr, errstr_size);
   if (d.p != d.e)
     return rs_seterr(errstr, errstr_size, RS_EDECODE,

@@ -612,11 +612,16 @@ int main(int argc, char **argv) {
   static const struct {
     const char *name;
     int (*fn)(int, char **);
-  } cmds[] = {{"run", cmd_run},        {"validate", cmd_validate},
-              {"graph", cmd_graph},    {"operators", cmd_operators},
-              {"broker", cmd_broker},  {"generate", rs_cmd_generate},
-              {"state", rs_cmd_state}, {"replay", rs_cmd_replay},
-              {"eval", rs_cmd_eval},   {"report", rs_cmd_report},
+  } cmds[] = {{"run", cmd_run},
+              {"validate", cmd_validate},
+              {"graph", cmd_graph},
+              {"operators", cmd_operators},
+              {"broker", cmd_broker},
+              {"generate", rs_cmd_generate},
+              {"state", rs_cmd_state},
+              {"replay", rs_cmd_replay},
+              {"eval", rs_cmd_eval},
+              {"report", rs_cmd_report},
               {"simulate", rs_cmd_simulate}};
   for (size_t i = 0; i < RS_ARRAY_SIZE(cmds); i++)
     if (!strcmp(cmd, cmds[i].name))
