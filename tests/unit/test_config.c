@@ -1,6 +1,7 @@
 /* Config loader and graph validation: good configs load with the values they
  * say; each class of mistake yields its own message with file:line:column. */
 #include <criterion/criterion.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,29 @@ Test(config, good_demo_config_loads) {
   cr_assert_eq(cfg->state.guarantee, RS_GUARANTEE_EXACTLY_ONCE);
   cr_assert_eq(cfg->sinks[0].format, 2 /* json */);
   rs_config_destroy(cfg);
+}
+
+/* Every config the project ships (the demo's, the examples the docs name)
+ * loads and builds its graph, experiments included. */
+Test(config, every_shipped_config_validates) {
+  char pattern[1024], err[1024];
+  snprintf(pattern, sizeof pattern, "%s/configs/*.yaml", RS_SOURCE_DIR);
+  glob_t gl;
+  cr_assert_eq(glob(pattern, 0, NULL, &gl), 0, "no %s", pattern);
+  cr_assert_geq(gl.gl_pathc, 5, "only %zu configs", gl.gl_pathc);
+  for (size_t i = 0; i < gl.gl_pathc; i++) {
+    FILE *f = fopen(gl.gl_pathv[i], "r");
+    cr_assert_not_null(f, "%s", gl.gl_pathv[i]);
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    cr_assert_lt(n, sizeof text - 1, "%s is too long for the test",
+                 gl.gl_pathv[i]);
+    text[n] = '\0';
+    cr_assert_eq(load(text, NULL, 0, err, sizeof err), 0, "%s: %s",
+                 gl.gl_pathv[i], err);
+  }
+  globfree(&gl);
 }
 
 Test(config, good_full_config_values_and_env) {
