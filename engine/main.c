@@ -59,19 +59,6 @@ static const char main_usage[] =
     "Run 'recstream <command> --help' for the options of a command.\n"
     "Exit status: 0 success, 1 runtime failure, 2 bad usage or bad config.\n";
 
-static int usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *cmd, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "recstream %s: ", cmd);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\nTry 'recstream %s --help'.\n", cmd);
-  return EXIT_USAGE;
-}
-
 /* ------------------------------------------------ config-taking commands */
 
 typedef struct cfgcmd {
@@ -128,14 +115,14 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
     case 'l': {
       char lerr[256];
       if (rs_log_configure(optarg, lerr, sizeof lerr))
-        return usage_error(c->cmd, "--log-level: %s", lerr);
+        return rs_usage_error(c->cmd, "--log-level: %s", lerr);
       c->cli_log_level = 1;
       break;
     }
     case 'f': {
       int json;
       if (rs_log_parse_format(optarg, &json))
-        return usage_error(
+        return rs_usage_error(
             c->cmd, "--log-format: expected text or json, got '%s'", optarg);
       rs_log_set_format(json);
       c->cli_log_format = 1;
@@ -143,24 +130,24 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
     }
     case 'e':
       if (!allow_run_flags)
-        return usage_error(c->cmd, "unknown option '--exit-at-end'");
+        return rs_usage_error(c->cmd, "unknown option '--exit-at-end'");
       c->exit_at_end = 1;
       break;
     case 'r':
       if (!allow_run_flags)
-        return usage_error(c->cmd, "unknown option '--restore-from'");
+        return rs_usage_error(c->cmd, "unknown option '--restore-from'");
       c->restore_from = optarg;
       break;
     case 'R':
       if (!allow_run_flags)
-        return usage_error(c->cmd, "unknown option '--reset-state'");
+        return rs_usage_error(c->cmd, "unknown option '--reset-state'");
       c->reset_state = 1;
       break;
     case 'd': {
       if (!allow_run_flags)
-        return usage_error(c->cmd, "unknown option '--state-dir'");
+        return rs_usage_error(c->cmd, "unknown option '--state-dir'");
       if (!*optarg)
-        return usage_error(c->cmd, "--state-dir: empty directory name");
+        return rs_usage_error(c->cmd, "--state-dir: empty directory name");
       size_t n = strlen(optarg) + sizeof "state.dir=";
       free(c->state_dir_set);
       c->state_dir_set = malloc(n);
@@ -173,15 +160,15 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
       fputs(help, stdout);
       return -1;
     default:
-      return usage_error(c->cmd, "unknown or incomplete option '%s'",
-                         argv[optind - 1]);
+      return rs_usage_error(c->cmd, "unknown or incomplete option '%s'",
+                            argv[optind - 1]);
     }
   }
   if (optind >= argc)
-    return usage_error(c->cmd, "missing CONFIG (the pipeline YAML file)");
+    return rs_usage_error(c->cmd, "missing CONFIG (the pipeline YAML file)");
   if (optind + 1 < argc)
-    return usage_error(c->cmd, "unexpected argument '%s' after CONFIG",
-                       argv[optind + 1]);
+    return rs_usage_error(c->cmd, "unexpected argument '%s' after CONFIG",
+                          argv[optind + 1]);
   c->path = argv[optind];
   /* After every --set: --state-dir wins over a --set state.dir. */
   if (c->state_dir_set)
@@ -455,13 +442,14 @@ static int cmd_operators(int argc, char **argv) {
       rs_registry_destroy(reg);
       return EXIT_OK;
     default:
-      rc = usage_error("operators", "unknown or incomplete option '%s'",
-                       argv[optind - 1]);
+      rc = rs_usage_error("operators", "unknown or incomplete option '%s'",
+                          argv[optind - 1]);
     }
   }
   const char *name = !rc && optind < argc ? argv[optind] : NULL;
   if (!rc && name && optind + 1 < argc)
-    rc = usage_error("operators", "unexpected argument '%s'", argv[optind + 1]);
+    rc = rs_usage_error("operators", "unexpected argument '%s'",
+                        argv[optind + 1]);
   if (!rc && name && !rs_registry_find(reg, name)) {
     fprintf(stderr, "recstream operators: no operator named '%s'\n", name);
     rc = EXIT_USAGE;
@@ -510,8 +498,9 @@ static int parse_int_arg(const char *cmd, const char *flag, const char *s,
                          long min, long max, long *out) {
   int64_t v;
   if (rs_parse_int64(s, &v) || v < min || v > max)
-    return usage_error(cmd, "%s: expected an integer in [%ld, %ld], got '%s'",
-                       flag, min, max, s);
+    return rs_usage_error(cmd,
+                          "%s: expected an integer in [%ld, %ld], got '%s'",
+                          flag, min, max, s);
   *out = (long)v;
   return 0;
 }
@@ -546,12 +535,12 @@ static int cmd_broker(int argc, char **argv) {
       fputs(broker_help, stdout);
       return EXIT_OK;
     default:
-      return usage_error("broker", "unknown or incomplete option '%s'",
-                         argv[optind - 1]);
+      return rs_usage_error("broker", "unknown or incomplete option '%s'",
+                            argv[optind - 1]);
     }
   }
   if (optind < argc)
-    return usage_error("broker", "unexpected argument '%s'", argv[optind]);
+    return rs_usage_error("broker", "unexpected argument '%s'", argv[optind]);
   /* Block the signals before librdkafka starts threads so that only this
    * thread receives them. */
   sigset_t set, old;

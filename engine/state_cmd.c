@@ -216,19 +216,6 @@ typedef struct sargs {
   rs_config_t *cfg;
 } sargs_t;
 
-static int usage_error(const sargs_t *a, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const sargs_t *a, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "recstream %s: ", a->cmd);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\nTry 'recstream %s --help'.\n", a->cmd);
-  return EXIT_USAGE;
-}
-
 static int fail(const sargs_t *a, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -373,10 +360,11 @@ static int parse_partition(sargs_t *a, const char *s) {
   if (!strcmp(s, "shared")) {
     a->partition = RS_PARTITION_SHARED;
   } else if (rs_parse_int64(s, &v) || v < 0 || v > INT32_MAX) {
-    return usage_error(a,
-                       "--partition: expected a partition number (0 or more) "
-                       "or 'shared', got '%s'",
-                       s);
+    return rs_usage_error(
+        a->cmd,
+        "--partition: expected a partition number (0 or more) "
+        "or 'shared', got '%s'",
+        s);
   } else {
     a->partition = (int32_t)v;
   }
@@ -422,10 +410,10 @@ static int parse_args(const sub_t *sub, sargs_t *a, int argc, char **argv) {
     case OPT_LOG: {
       int lvl;
       if (rs_log_parse_level(optarg, &lvl))
-        return usage_error(a,
-                           "--log-level: expected error, warn, info or "
-                           "debug, got '%s'",
-                           optarg);
+        return rs_usage_error(a->cmd,
+                              "--log-level: expected error, warn, info or "
+                              "debug, got '%s'",
+                              optarg);
       rs_log_set_level(lvl);
       break;
     }
@@ -450,42 +438,46 @@ static int parse_args(const sub_t *sub, sargs_t *a, int argc, char **argv) {
     }
     case OPT_LIMIT:
       if (rs_parse_int64(optarg, &v) || v < 0)
-        return usage_error(
-            a, "--limit: expected a number of entries (0 or more), got '%s'",
+        return rs_usage_error(
+            a->cmd,
+            "--limit: expected a number of entries (0 or more), got '%s'",
             optarg);
       a->limit = v;
       break;
     case OPT_TIMEOUT:
       if (rs_parse_duration_ms(optarg, &v) || v < 1 || v > 86400000)
-        return usage_error(a,
-                           "--timeout: expected a duration between 1ms and "
-                           "1d (e.g. 500ms, 30s, 2m), got '%s'",
-                           optarg);
+        return rs_usage_error(a->cmd,
+                              "--timeout: expected a duration between 1ms and "
+                              "1d (e.g. 500ms, 30s, 2m), got '%s'",
+                              optarg);
       a->timeout_ms = v;
       break;
     default:
-      return usage_error(a, "unknown or incomplete option '%s'",
-                         argv[optind - 1]);
+      return rs_usage_error(a->cmd, "unknown or incomplete option '%s'",
+                            argv[optind - 1]);
     }
   }
   int left = argc - optind;
   if (left < 1)
-    return usage_error(a, "missing CONFIG (the pipeline YAML file)");
+    return rs_usage_error(a->cmd, "missing CONFIG (the pipeline YAML file)");
   if (sub->n_pos == 2 && left < 2)
-    return usage_error(a, "missing DIR (the savepoint directory to create)");
+    return rs_usage_error(a->cmd,
+                          "missing DIR (the savepoint directory to create)");
   if (left > sub->n_pos)
-    return usage_error(a, "unexpected argument '%s' after %s",
-                       argv[optind + sub->n_pos],
-                       sub->n_pos == 2 ? "DIR" : "CONFIG");
+    return rs_usage_error(a->cmd, "unexpected argument '%s' after %s",
+                          argv[optind + sub->n_pos],
+                          sub->n_pos == 2 ? "DIR" : "CONFIG");
   a->config = argv[optind];
   if (sub->n_pos == 2)
     a->dir = argv[optind + 1];
   if (!strcmp(sub->name, "purge")) {
     if (!a->has_partition)
-      return usage_error(a, "--partition is required (the input partition "
+      return rs_usage_error(a->cmd,
+                            "--partition is required (the input partition "
                             "whose state to delete)");
     if (a->partition == RS_PARTITION_SHARED)
-      return usage_error(a, "--partition shared: shared state belongs to no "
+      return rs_usage_error(a->cmd,
+                            "--partition shared: shared state belongs to no "
                             "partition; purge deletes one partition's state");
   }
   char err[2048] = "";

@@ -182,3 +182,13 @@ int rs_mkdir_parents(const char *dir, const char *what, char *errstr,
   }
   return 0;
 }
+
+int rs_usage_error(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "recstream %s: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\nTry 'recstream %s --help'.\n", cmd);
+  return 2;
+}

@@ -99,4 +99,10 @@ uint64_t rs_op_random(uint64_t seed, const void *key, size_t key_len,
 #define RS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define RS_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* ---- command-line usage errors ----
+ * Prints "recstream CMD: <message>" and a pointer to CMD's --help on stderr;
+ * returns 2, the exit status of every recstream command for bad usage. */
+int rs_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -114,18 +114,6 @@ static void print_help(FILE *f) {
       "2 bad usage.\n");
 }
 
-static int usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs(PROG ": ", stderr);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputs("\nTry '" PROG " --help' for more information.\n", stderr);
-  return EXIT_USAGE;
-}
-
 static int parse_uint(const char *flag, const char *arg, uint64_t min,
                       uint64_t max, uint64_t *out) {
   char *end;
@@ -133,9 +121,10 @@ static int parse_uint(const char *flag, const char *arg, uint64_t min,
   unsigned long long v = strtoull(arg, &end, 10);
   if (*arg == '-' || *arg == '+' || *arg == ' ' || !*arg || *end || errno ||
       v < min || v > max)
-    return usage_error("%s expects an integer from %" PRIu64 " to %" PRIu64
-                       ", got '%s'",
-                       flag, min, max, arg);
+    return rs_usage_error("generate",
+                          "%s expects an integer from %" PRIu64 " to %" PRIu64
+                          ", got '%s'",
+                          flag, min, max, arg);
   *out = v;
   return 0;
 }
@@ -182,8 +171,9 @@ static int unknown_long(const char *arg) {
       n++;
     }
   if (n > 1)
-    return usage_error("ambiguous option '%s': could be %s", arg, cands);
-  return usage_error("unknown option '%s'", arg);
+    return rs_usage_error("generate", "ambiguous option '%s': could be %s", arg,
+                          cands);
+  return rs_usage_error("generate", "unknown option '%s'", arg);
 }
 
 /* Returns -1 to go on, or an exit status (0 after --help). */
@@ -237,9 +227,10 @@ static int parse_args(int argc, char **argv, cmd_opts_t *o) {
       break;
     case 'f':
       if (rs_format_parse(optarg, &o->format))
-        return usage_error("--format expects avro, confluent or json, got "
-                           "'%s'",
-                           optarg);
+        return rs_usage_error("generate",
+                              "--format expects avro, confluent or json, got "
+                              "'%s'",
+                              optarg);
       break;
     case OPT_SCHEMA_ID:
       if ((rc = parse_uint("--schema-id", optarg, 0, INT32_MAX, &v)))
@@ -249,13 +240,15 @@ static int parse_args(int argc, char **argv, cmd_opts_t *o) {
     case OPT_RATE:
       if (rs_parse_double(optarg, &o->rate) || o->rate < 0 ||
           (o->rate > 0 && o->rate < 0.001))
-        return usage_error("--rate expects a number of records per second, "
-                           "0 (unlimited) or at least 0.001, got '%s'",
-                           optarg);
+        return rs_usage_error("generate",
+                              "--rate expects a number of records per second, "
+                              "0 (unlimited) or at least 0.001, got '%s'",
+                              optarg);
       break;
     case OPT_START_TIME:
       if (rs_gen_parse_time(optarg, &o->gen.start_time_ms))
-        return usage_error(
+        return rs_usage_error(
+            "generate",
             "--start-time expects an ISO 8601 time with zone such as "
             "2026-01-01T00:00:00Z, or milliseconds since the epoch, got '%s'",
             optarg);
@@ -268,7 +261,8 @@ static int parse_args(int argc, char **argv, cmd_opts_t *o) {
     case 'X': {
       const char *eq = strchr(optarg, '=');
       if (!eq || eq == optarg)
-        return usage_error("--property expects key=value, got '%s'", optarg);
+        return rs_usage_error("generate",
+                              "--property expects key=value, got '%s'", optarg);
       o->props[o->n_props++] = optarg;
       break;
     }
@@ -276,24 +270,27 @@ static int parse_args(int argc, char **argv, cmd_opts_t *o) {
       print_help(stdout);
       return EXIT_OK;
     case ':':
-      return usage_error("option '%s' needs a value", argv[optind - 1]);
+      return rs_usage_error("generate", "option '%s' needs a value",
+                            argv[optind - 1]);
     default:
       if (optopt && optopt < 256)
-        return usage_error("unknown option '-%c'", optopt);
+        return rs_usage_error("generate", "unknown option '-%c'", optopt);
       return unknown_long(argv[optind - 1]);
     }
   }
   if (optind < argc)
-    return usage_error("unexpected argument '%s'", argv[optind]);
+    return rs_usage_error("generate", "unexpected argument '%s'", argv[optind]);
   if (!o->brokers && !o->out_path)
-    return usage_error("nothing to do: give --brokers and --topic to produce "
-                       "to Kafka, and/or --out FILE");
+    return rs_usage_error(
+        "generate", "nothing to do: give --brokers and --topic to produce "
+                    "to Kafka, and/or --out FILE");
   if (o->brokers && (!o->topic || !*o->topic))
-    return usage_error("--topic is required with --brokers");
+    return rs_usage_error("generate", "--topic is required with --brokers");
   if (o->topic && !o->brokers)
-    return usage_error("--topic given without --brokers");
+    return rs_usage_error("generate", "--topic given without --brokers");
   if (o->brokers && !*o->brokers)
-    return usage_error("--brokers expects host:port[,...], got ''");
+    return rs_usage_error("generate",
+                          "--brokers expects host:port[,...], got ''");
   return -1;
 }
 
@@ -560,7 +557,7 @@ static int producer_conf(const cmd_opts_t *o, producer_t *p,
   if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, kerr,
                         sizeof kerr) != RD_KAFKA_CONF_OK) {
     rd_kafka_conf_destroy(conf);
-    return usage_error("--brokers '%s': %s", o->brokers, kerr);
+    return rs_usage_error("generate", "--brokers '%s': %s", o->brokers, kerr);
   }
   for (size_t i = 0; i < o->n_props; i++) {
     char key[256];
@@ -568,14 +565,16 @@ static int producer_conf(const cmd_opts_t *o, producer_t *p,
     size_t kl = (size_t)(eq - o->props[i]);
     if (kl >= sizeof key) {
       rd_kafka_conf_destroy(conf);
-      return usage_error("--property '%s': key too long", o->props[i]);
+      return rs_usage_error("generate", "--property '%s': key too long",
+                            o->props[i]);
     }
     memcpy(key, o->props[i], kl);
     key[kl] = '\0';
     if (rd_kafka_conf_set(conf, key, eq + 1, kerr, sizeof kerr) !=
         RD_KAFKA_CONF_OK) {
       rd_kafka_conf_destroy(conf);
-      return usage_error("--property '%s': %s", o->props[i], kerr);
+      return rs_usage_error("generate", "--property '%s': %s", o->props[i],
+                            kerr);
     }
   }
   rd_kafka_conf_set_opaque(conf, p);

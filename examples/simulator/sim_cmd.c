@@ -134,18 +134,6 @@ static void print_help(FILE *f) {
       "missing, no recommendation arrived, delivery failed), 2 bad usage.\n");
 }
 
-static int usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs(PROG ": ", stderr);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputs("\nTry '" PROG " --help' for more information.\n", stderr);
-  return EXIT_USAGE;
-}
-
 static int parse_num(const char *flag, const char *arg, double min, double max,
                      int integer, double *out) {
   char *end;
@@ -153,8 +141,9 @@ static int parse_num(const char *flag, const char *arg, double min, double max,
   double v = strtod(arg, &end);
   if (!*arg || *end || errno || !isfinite(v) || v < min || v > max ||
       (integer && v != floor(v)))
-    return usage_error("%s expects %s from %g to %g, got '%s'", flag,
-                       integer ? "an integer" : "a number", min, max, arg);
+    return rs_usage_error("simulate", "%s expects %s from %g to %g, got '%s'",
+                          flag, integer ? "an integer" : "a number", min, max,
+                          arg);
   *out = v;
   return 0;
 }
@@ -171,9 +160,11 @@ static int parse_time(const char *flag, const char *arg, double min,
                                                      : -1;
   if (end == arg || errno || mul < 0 || !isfinite(v) || v * mul < min ||
       v * mul > 86400)
-    return usage_error("%s expects a time (e.g. 60, 60s, 2m, 500ms) from %gs "
-                       "to 1 day, got '%s'",
-                       flag, min, arg);
+    return rs_usage_error(
+        "simulate",
+        "%s expects a time (e.g. 60, 60s, 2m, 500ms) from %gs "
+        "to 1 day, got '%s'",
+        flag, min, arg);
   *out = v * mul;
   return 0;
 }
@@ -286,7 +277,8 @@ static int parse_args(int argc, char **argv, sim_opts_t *o) {
       break;
     case 'X':
       if (!strchr(optarg, '=') || optarg[0] == '=')
-        return usage_error("-X expects KEY=VALUE, got '%s'", optarg);
+        return rs_usage_error("simulate", "-X expects KEY=VALUE, got '%s'",
+                              optarg);
       o->props[o->n_props++] = optarg;
       break;
     case OPT_JSON:
@@ -299,27 +291,31 @@ static int parse_args(int argc, char **argv, sim_opts_t *o) {
       print_help(stdout);
       return EXIT_OK;
     case ':':
-      return usage_error("option '%s' needs a value", argv[optind - 1]);
+      return rs_usage_error("simulate", "option '%s' needs a value",
+                            argv[optind - 1]);
     default:
-      return usage_error("unknown option '%s'", argv[optind - 1]);
+      return rs_usage_error("simulate", "unknown option '%s'",
+                            argv[optind - 1]);
     }
     if (rc)
       return rc;
   }
   if (optind < argc)
-    return usage_error("unexpected argument '%s'", argv[optind]);
+    return rs_usage_error("simulate", "unexpected argument '%s'", argv[optind]);
   if (!o->brokers || !*o->brokers)
-    return usage_error("--brokers is required");
+    return rs_usage_error("simulate", "--brokers is required");
   if (!*o->input || !*o->recos || (o->feedback && !*o->feedback))
-    return usage_error("topic names must not be empty");
+    return rs_usage_error("simulate", "topic names must not be empty");
   if (!o->warmup_set)
     o->warmup_s = o->duration_s / 3;
   if (o->warmup_s >= o->duration_s)
-    return usage_error("--warmup (%gs) must be shorter than --duration (%gs)",
-                       o->warmup_s, o->duration_s);
+    return rs_usage_error(
+        "simulate", "--warmup (%gs) must be shorter than --duration (%gs)",
+        o->warmup_s, o->duration_s);
   if (o->window_s > o->duration_s)
-    return usage_error("--window (%gs) is longer than --duration (%gs)",
-                       o->window_s, o->duration_s);
+    return rs_usage_error("simulate",
+                          "--window (%gs) is longer than --duration (%gs)",
+                          o->window_s, o->duration_s);
   o->model.horizon_s = o->duration_s;
   return -1;
 }

@@ -119,18 +119,6 @@ static const char eval_help[] =
     "line with --strict, gnuplot missing or failing), 2 bad usage or bad\n"
     "config.\n";
 
-static int usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs(PROG ": ", stderr);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputs("\nTry '" PROG " --help'.\n", stderr);
-  return EXIT_USAGE;
-}
-
 /* ---------------------------------------------------------- metrics */
 
 enum { M_MODEL, M_POP_DECAY, M_POP_ALL, M_RANDOM, M_ORACLE, N_METHODS };
@@ -711,7 +699,7 @@ static int parse_oracle(eval_t *e, const char *spec) {
     int64_t iv;
     double dv;
     if (!eq) {
-      rc = usage_error("--oracle: '%s' is not KEY=VALUE", kv);
+      rc = rs_usage_error("eval", "--oracle: '%s' is not KEY=VALUE", kv);
       break;
     }
     *eq = '\0';
@@ -729,9 +717,10 @@ static int parse_oracle(eval_t *e, const char *spec) {
     else if (!strcmp(kv, "affinity") && !rs_parse_double(v, &dv) && dv >= 0)
       o->go.affinity = dv;
     else
-      rc = usage_error("--oracle: bad '%s=%s' (keys: seed, users, items, "
-                       "zipf, affinity)",
-                       kv, v);
+      rc = rs_usage_error("eval",
+                          "--oracle: bad '%s=%s' (keys: seed, users, items, "
+                          "zipf, affinity)",
+                          kv, v);
   }
   rs_free(s);
   o->on = !rc;
@@ -1226,9 +1215,11 @@ static int parse_args(eval_t *e, int argc, char **argv) {
       break;
     case 'f':
       if (rs_eval_format_parse(optarg, &e->format))
-        return usage_error("--format: expected movielens, ml1m, csv or avro, "
-                           "got '%s'",
-                           optarg);
+        return rs_usage_error(
+            "eval",
+            "--format: expected movielens, ml1m, csv or avro, "
+            "got '%s'",
+            optarg);
       e->have_format = 1;
       break;
     case OPT_TIME_UNIT:
@@ -1237,21 +1228,24 @@ static int parse_args(eval_t *e, int argc, char **argv) {
       else if (!strcmp(optarg, "ms"))
         e->time_unit_ms = 1;
       else
-        return usage_error("--time-unit: expected s or ms, got '%s'", optarg);
+        return rs_usage_error("eval", "--time-unit: expected s or ms, got '%s'",
+                              optarg);
       break;
     case OPT_STRICT:
       e->strict = 1;
       break;
     case OPT_ORDER:
       if (strcmp(optarg, "time") && strcmp(optarg, "file"))
-        return usage_error("--order: expected time or file, got '%s'", optarg);
+        return rs_usage_error(
+            "eval", "--order: expected time or file, got '%s'", optarg);
       e->order_file = !strcmp(optarg, "file");
       break;
     case OPT_MAX_EVENTS:
       if (rs_parse_int64(optarg, &v) || v < 1)
-        return usage_error("--max-events: expected a positive integer, got "
-                           "'%s'",
-                           optarg);
+        return rs_usage_error("eval",
+                              "--max-events: expected a positive integer, got "
+                              "'%s'",
+                              optarg);
       e->max_events = v;
       break;
     case 'c':
@@ -1262,7 +1256,8 @@ static int parse_args(eval_t *e, int argc, char **argv) {
       break;
     case 'O':
       if (!strchr(optarg, '=') || optarg[0] == '=')
-        return usage_error("--option: expected KEY=VALUE, got '%s'", optarg);
+        return rs_usage_error("eval", "--option: expected KEY=VALUE, got '%s'",
+                              optarg);
       e->opts[e->n_opts++] = optarg;
       break;
     case OPT_SET:
@@ -1270,8 +1265,8 @@ static int parse_args(eval_t *e, int argc, char **argv) {
       break;
     case 'n':
       if (rs_parse_int64(optarg, &v) || v < 1 || v > 1000)
-        return usage_error("--n: expected an integer in [1, 1000], got '%s'",
-                           optarg);
+        return rs_usage_error(
+            "eval", "--n: expected an integer in [1, 1000], got '%s'", optarg);
       e->n = (uint32_t)v;
       break;
     case OPT_WARMUP: {
@@ -1281,17 +1276,19 @@ static int parse_args(eval_t *e, int argc, char **argv) {
         char tmp[64];
         snprintf(tmp, sizeof tmp, "%.*s", (int)(l - 1), optarg);
         if (rs_parse_double(tmp, &d) || d < 0 || d > 100)
-          return usage_error("--warmup: expected a count or a percentage in "
-                             "[0%%, 100%%], got '%s'",
-                             optarg);
+          return rs_usage_error("eval",
+                                "--warmup: expected a count or a percentage in "
+                                "[0%%, 100%%], got '%s'",
+                                optarg);
         e->warmup = -1;
         e->warmup_pct = d;
       } else if (!rs_parse_int64(optarg, &v) && v >= 0) {
         e->warmup = v;
       } else {
-        return usage_error("--warmup: expected a count or a percentage "
-                           "(e.g. 10%%), got '%s'",
-                           optarg);
+        return rs_usage_error("eval",
+                              "--warmup: expected a count or a percentage "
+                              "(e.g. 10%%), got '%s'",
+                              optarg);
       }
       break;
     }
@@ -1307,8 +1304,8 @@ static int parse_args(eval_t *e, int argc, char **argv) {
       break;
     case OPT_WINDOW:
       if (rs_parse_int64(optarg, &v) || v < 1)
-        return usage_error("--window: expected a positive integer, got '%s'",
-                           optarg);
+        return rs_usage_error(
+            "eval", "--window: expected a positive integer, got '%s'", optarg);
       e->window = v;
       break;
     case OPT_PLOT:
@@ -1317,9 +1314,11 @@ static int parse_args(eval_t *e, int argc, char **argv) {
     case OPT_LOG_LEVEL: {
       int lvl;
       if (rs_log_parse_level(optarg, &lvl))
-        return usage_error("--log-level: expected error, warn, info or debug, "
-                           "got '%s'",
-                           optarg);
+        return rs_usage_error(
+            "eval",
+            "--log-level: expected error, warn, info or debug, "
+            "got '%s'",
+            optarg);
       rs_log_set_level(lvl);
       break;
     }
@@ -1327,26 +1326,29 @@ static int parse_args(eval_t *e, int argc, char **argv) {
       fputs(eval_help, stdout);
       return -1;
     default:
-      return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+      return rs_usage_error("eval", "unknown or incomplete option '%s'",
+                            argv[optind - 1]);
     }
   }
   if (optind < argc)
-    return usage_error("unexpected argument '%s'", argv[optind]);
+    return rs_usage_error("eval", "unexpected argument '%s'", argv[optind]);
   if (!e->input)
-    return usage_error("--input FILE is required");
+    return rs_usage_error("eval", "--input FILE is required");
   if (!e->have_format) {
     size_t l = strlen(e->input);
     if (l > 5 && !strcmp(e->input + l - 5, ".avro"))
       e->format = RS_EVAL_AVRO;
     else
-      return usage_error("--format is required (movielens, ml1m, csv or "
-                         "avro) unless the input ends in .avro");
+      return rs_usage_error("eval",
+                            "--format is required (movielens, ml1m, csv or "
+                            "avro) unless the input ends in .avro");
   }
   if (e->operator_name && !e->config)
-    return usage_error("--operator needs --config");
+    return rs_usage_error("eval", "--operator needs --config");
   if (e->n_sets && !e->config)
-    return usage_error("--set needs --config (use -O KEY=VALUE for the "
-                       "operator's options)");
+    return rs_usage_error("eval",
+                          "--set needs --config (use -O KEY=VALUE for the "
+                          "operator's options)");
   return 0;
 }
 
