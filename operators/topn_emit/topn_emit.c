@@ -308,8 +308,8 @@ static inline float dot_kp(const float *restrict a, const float *restrict b,
 /* Item `it`'s exact score as mf_update computes it (its file comment,
  * "Scores"; explicit unclipped), `u` the user vector padded to kp with
  * zeros and aligned like the item rows. */
-static inline float score_item(tn_ctx_t *c, uint32_t it, const float *u,
-                               float ubias) {
+__attribute__((always_inline)) static inline float
+score_item(tn_ctx_t *c, uint32_t it, const float *u, float ubias) {
   const rs_mf_view_t *m = &c->mv;
   float dot = dot_kp(u, m->items + (size_t)it * m->kp, m->kp);
   switch (m->objective) {
