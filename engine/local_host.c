@@ -159,6 +159,12 @@ static int l_peer_get(rs_op_t *op, int handle, int32_t p, const void *k,
   *v = (void *)cv;
   return l_fail(op, rc);
 }
+static void *l_peer_context(rs_op_t *op, int handle,
+                            const rs_operator_def_t **def) {
+  rs_local_t *peer = op->l->opts.peer;
+  *def = handle == 0 && peer ? peer->def : NULL;
+  return *def ? peer->ctx : NULL;
+}
 static int l_timer(rs_op_t *op, int32_t p, int64_t when, const void *tag,
                    size_t tl) {
   return RS_ENOTSUP;
@@ -247,6 +253,7 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
       .peer_state_get = l_peer_get,
       .variant = "",
       .port_wanted = l_port_wanted,
+      .peer_context = l_peer_context,
   };
   const char *tmp = getenv("TMPDIR");
   snprintf(l->dir, sizeof l->dir, "%s/recstream_local_XXXXXX",

@@ -866,6 +866,21 @@ static int host_peer_state_get(rs_op_t *op, int handle, int32_t partition,
   return state_fail(op, rc);
 }
 
+static void *host_peer_context(rs_op_t *op, int handle,
+                               const rs_operator_def_t **def) {
+  *def = NULL;
+  if (handle < 0 || handle == op->cf)
+    return NULL;
+  const rs_engine_t *e = op->e;
+  for (size_t i = 0; i < e->g->n; i++)
+    for (struct rs_op *p = e->nodes[i].op; p; p = p->vnext)
+      if (p->cf == handle) {
+        *def = p->def;
+        return p->ctx;
+      }
+  return NULL;
+}
+
 static int host_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
                           const void *tag, size_t tag_len) {
   return RS_ENOTSUP;
@@ -907,6 +922,7 @@ static const rs_host_api_t host_api_template = {
     .peer_state_get = host_peer_state_get,
     .variant = "",
     .port_wanted = host_port_wanted,
+    .peer_context = host_peer_context,
 };
 
 /* ------------------------------------------------------------ produce */

@@ -4,15 +4,22 @@
  * schemas/recommendation.avsc), DESIGN.md section 1.
  *
  * Where the model comes from. The item factors, biases, counts and
- * time-decayed popularity live in mf_update's state; rs_mf_update_t carries
- * only the user's side. This operator reads them, read-only, through the
- * ABI minor-2 peer_state_get of the mf_update instance named by option
- * `model` (no copy, so scores are exactly the model's, including the
- * items bpr moved as negatives, which no record names). mf_update's layout
- * (its file comment) is read here: "m" (model: objective, k, items,
- * score_log_count, ratings), "i" + BE32 id (item row: count at 8, pop_log
- * at 16, bias at 24, vector at 40) and "r" + BE32 id (item name). A model
- * with another layout version or k stops the engine with a message.
+ * time-decayed popularity are mf_update's; rs_mf_update_t carries only the
+ * user's side. They are read in place from the mf_update instance named
+ * by option `model`: host->peer_context (ABI minor 3) lends its context
+ * and rs__mf_view (operators/mf_update/mf_update.h) its dense, aligned
+ * item matrix (n_items rows of kp floats, zero padded) and per-item
+ * arrays, which mf_update writes through to its state on every change.
+ * So there is no copy to keep coherent: every score is the model's as of
+ * the record being served, including items bpr moved as sampled
+ * negatives (which no record names), and a whole-catalogue scan is a
+ * sequential pass over one float matrix (about 4 ns per item at k = 8)
+ * instead of a state lookup per item (about 110 ns). The view is asked
+ * for again per record (the arrays move as the catalogue grows). A
+ * `model` that is not an mf_update instance fails init(). Item names
+ * ("r" + BE32 id) and mf_update's user record ("u" + user: events at 8,
+ * bias at 16, vector at 32, for the session trigger) are still read
+ * through peer_state_get.
  *
  * Inputs: mf_update's records (RS_KIND_MF_UPDATE), and optionally, as a
  * second input, sessionize's `sessions` port (RS_KIND_SESSION); anything
@@ -65,7 +72,8 @@
  *  neighbours (shared), "c" + BE32 item id: entries of (4 item id,
  *     4 count) with no header.
  *  popular list (shared), "p": entries of (4 item id, 8 pop_log binary64),
- *     kept in memory too (loaded in init()).
+ *     kept in memory (loaded in init()) and written by checkpoint() when
+ *     it changed, with the offsets it reflects (not on every change).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -73,12 +81,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "operators/mf_update/mf_kernel.h"
+#include "operators/mf_update/mf_update.h"
 #include "recstream/operator.h"
 
 #define TN_LAYOUT 1
 #define MF_LAYOUT 1
-#define MF_ITEM_HDR 40
-#define MF_META_LEN 40
 #define USER_HDR 16
 #define LAST_HDR 24
 #define NO_ITEM UINT32_MAX
@@ -114,13 +122,18 @@ typedef struct tn_ctx {
   pop_entry_t *pop;
   uint32_t n_pop;
 
-  /* Model header, read per emission. */
-  int objective;
-  uint32_t k, n_items;
-  uint64_t version;
-  uint32_t min_user_events; /* 0 in states older than this field */
-  float score_log_count;
-  double mean;
+  /* The model: mf_update's context (host->peer_context) and its view
+   * (rs__mf_view), refreshed per record: the item matrix, biases, counts
+   * and popularity are read in place, never copied. */
+  void *mf;
+  rs_mf_view_t mv;
+  int pop_dirty; /* the popular list differs from state "p" */
+  /* ln(count) per item for bpr's score_log_count term, with the count it
+   * was computed for (recomputed when mf_update's count moved): a log per
+   * scored item cost as much as the rest of the score. */
+  double *lc;
+  int64_t *lc_n;
+  size_t lc_items;
 
   const char *variant; /* host->variant, "" outside experiments */
   uint32_t variant_len;
@@ -138,6 +151,9 @@ typedef struct tn_ctx {
   size_t key_cap;
   float *uvec; /* a user vector read from the model (session trigger) */
   size_t uvec_cap;
+  void *upad_mem; /* the scoring vector: kp floats, zero padded, aligned */
+  float *upad;
+  uint32_t upad_kp;
 
   rs_counter_t *c_emit, *c_supp, *c_cands, *c_exact, *c_pop, *c_impr;
 } tn_ctx_t;
@@ -227,86 +243,83 @@ static int fail(tn_ctx_t *c, int rc, const char *what) {
 
 /* --------------------------------------------------------- the model */
 
+/* Refreshes the view of mf_update's model (cheap: pointers and a few
+ * numbers). Needed before every use: the peer's arrays move as it grows,
+ * and the context is asked for again so a restarted peer is never read
+ * through a stale pointer. */
 static int read_model(tn_ctx_t *c) {
-  void *v;
-  size_t n;
-  int rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, "m", 1,
-                                   &v, &n);
-  if (rc == RS_ENOENT) {
-    c->n_items = 0;
+  const rs_operator_def_t *def = NULL;
+  c->mf = c->host->peer_context(c->op, c->peer, &def);
+  if (!c->mf || def != &rs_op_mf_update)
+    return RS_ESTATE;
+  rs__mf_view(c->mf, &c->mv);
+  return 0;
+}
+
+/* bpr's score_log_count * ln(count) of item `it`, cached per count. */
+static double log_count_term(tn_ctx_t *c, uint32_t it) {
+  int64_t n = c->mv.item_count[it];
+  if (c->lc_n[it] != n) {
+    c->lc_n[it] = n;
+    c->lc[it] = n > 0 ? log((double)n) : 0.0;
+  }
+  return c->mv.score_log_count * c->lc[it];
+}
+
+/* Sizes the ln(count) cache to the catalogue; new entries are count 0,
+ * ln term 0, which is right for them. */
+static int grow_lc(tn_ctx_t *c) {
+  size_t n = c->mv.n_items;
+  if (c->mv.objective != RS_MF_OBJ_BPR || c->mv.score_log_count == 0 ||
+      n <= c->lc_items)
     return 0;
-  }
-  if (rc)
-    return rc;
-  const unsigned char *b = v;
-  if (n != MF_META_LEN || b[0] != MF_LAYOUT) {
-    c->host->log(c->op, RS_LOG_ERROR,
-                 "topn_emit: the state of '%s' is not an mf_update model of "
-                 "layout %d (size %zu, version %u)",
-                 c->model, MF_LAYOUT, n, n ? (unsigned)b[0] : 0u);
-    return RS_ESTATE;
-  }
-  c->objective = b[1];
-  c->k = get_u32(b + 4);
-  c->n_items = get_u32(b + 16);
-  memcpy(&c->version, b + 8, 8);
-  c->min_user_events = (uint32_t)b[2] | (uint32_t)b[3] << 8;
-  memcpy(&c->score_log_count, b + 20, 4);
-  double sum;
-  int64_t cnt;
-  memcpy(&sum, b + 24, 8);
-  memcpy(&cnt, b + 32, 8);
-  c->mean = cnt > 0 ? sum / (double)cnt : 0.0;
-  if (!isfinite(c->score_log_count))
-    c->score_log_count = 0;
+  size_t cap = c->lc_items ? c->lc_items : 1024;
+  while (cap < n)
+    cap *= 2;
+  double *lc = c->host->realloc(c->lc, cap * sizeof(double));
+  if (!lc)
+    return RS_ENOMEM;
+  c->lc = lc;
+  int64_t *ln = c->host->realloc(c->lc_n, cap * sizeof(int64_t));
+  if (!ln)
+    return RS_ENOMEM;
+  c->lc_n = ln;
+  memset(c->lc + c->lc_items, 0, (cap - c->lc_items) * sizeof(double));
+  memset(c->lc_n + c->lc_items, 0, (cap - c->lc_items) * sizeof(int64_t));
+  c->lc_items = cap;
   return 0;
 }
 
-/* Reads item `it`'s row: *row borrowed until the next state call. */
-static int item_row(tn_ctx_t *c, uint32_t it, const unsigned char **row) {
-  unsigned char key[5] = {'i'};
-  put_be32(key + 1, it);
-  void *v;
-  size_t n;
-  int rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, key, 5,
-                                   &v, &n);
-  if (rc)
-    return rc;
-  if (n != MF_ITEM_HDR + 4 * (size_t)c->k || ((unsigned char *)v)[0] != 1) {
-    c->host->log(c->op, RS_LOG_ERROR,
-                 "topn_emit: item %" PRIu32 " of '%s' has %zu bytes, not "
-                 "%zu (k %" PRIu32 ")",
-                 it, c->model, n, MF_ITEM_HDR + 4 * (size_t)c->k, c->k);
-    return RS_ESTATE;
-  }
-  *row = v;
-  return 0;
+/* rs_mf_dot's arithmetic (RS_MF_LANES partial sums over the padded row,
+ * combined in its fixed order), so a score is bit for bit mf_update's,
+ * but inlined here: the whole-catalogue scan calls it per item. */
+static inline float dot_kp(const float *restrict a, const float *restrict b,
+                           uint32_t kp) {
+  /* Pointers, not 32-bit indices: with indices that may wrap gcc
+   * vectorised this as a gather, three times slower. */
+  float acc[RS_MF_LANES] = {0};
+  for (const float *end = a + kp; a < end; a += RS_MF_LANES, b += RS_MF_LANES)
+    for (size_t j = 0; j < RS_MF_LANES; j++)
+      acc[j] += a[j] * b[j];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) +
+         ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-static float score_row(const tn_ctx_t *c, const unsigned char *row,
-                       const float *u, float ubias) {
-  float q[64];
-  double dot = 0;
-  for (uint32_t off = 0; off < c->k; off += 64) {
-    uint32_t m = c->k - off < 64 ? c->k - off : 64;
-    memcpy(q, row + MF_ITEM_HDR + 4 * (size_t)off, 4 * (size_t)m);
-    float s = 0;
-    for (uint32_t j = 0; j < m; j++)
-      s += u[off + j] * q[j];
-    dot += s;
-  }
-  float bias;
-  int64_t count;
-  memcpy(&bias, row + 24, 4);
-  memcpy(&count, row + 8, 8);
-  switch (c->objective) {
-  case 1: /* bpr */
-    return (float)(dot + bias +
-                   (count > 0 ? c->score_log_count * log((double)count) : 0));
-  case 2: /* explicit */
-    return (float)(c->mean + ubias + bias + dot);
+/* Item `it`'s exact score as mf_update computes it (its file comment,
+ * "Scores"; explicit unclipped), `u` the user vector padded to kp with
+ * zeros and aligned like the item rows. */
+__attribute__((always_inline)) static inline float
+score_item(tn_ctx_t *c, uint32_t it, const float *u, float ubias) {
+  const rs_mf_view_t *m = &c->mv;
+  float dot = dot_kp(u, m->items + (size_t)it * m->kp, m->kp);
+  switch (m->objective) {
+  case RS_MF_OBJ_BPR:
+    return (float)((double)dot + m->item_bias[it] +
+                   (m->score_log_count != 0 ? log_count_term(c, it) : 0.0));
+  case RS_MF_OBJ_EXPLICIT:
+    return (float)(m->global_mean + ubias + m->item_bias[it] + dot);
   default:
-    return (float)dot;
+    return dot;
   }
 }
 
@@ -354,7 +367,8 @@ static int pop_update(tn_ctx_t *c, uint32_t item, double pop_log) {
     c->pop[i] = c->pop[i - 1];
     c->pop[--i] = t;
   }
-  return put_pop(c);
+  c->pop_dirty = 1; /* written by checkpoint(), with the offsets */
+  return 0;
 }
 
 static int load_pop(tn_ctx_t *c) {
@@ -503,19 +517,40 @@ typedef struct who {
   char trigger; /* 'i' interaction, 's' session close: part of the id */
 } who_t;
 
+/* Copies the user's k floats into the aligned, zero-padded scoring vector
+ * (kp floats, like mf_update's rows, so rs_mf_dot has no tail). */
+static int pad_user(tn_ctx_t *c, const float *vec, uint32_t k, uint32_t kp) {
+  if (kp > c->upad_kp) {
+    void *m = c->host->realloc(c->upad_mem, 4 * (size_t)kp + RS_MF_ALIGN);
+    if (!m)
+      return RS_ENOMEM;
+    c->upad_mem = m;
+    c->upad = (float *)(((uintptr_t)m + RS_MF_ALIGN - 1) &
+                        ~(uintptr_t)(RS_MF_ALIGN - 1));
+    c->upad_kp = kp;
+  }
+  memcpy(c->upad, vec, 4 * (size_t)k);
+  memset(c->upad + k, 0, 4 * ((size_t)kp - k));
+  return 0;
+}
+
 static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
                 const who_t *w, const uint32_t *hist, uint32_t nh) {
   int rc = read_model(c);
   if (rc)
     return rc;
+  const rs_mf_view_t *m = &c->mv;
   int popular_only = w->cold || !w->vec;
-  if (!popular_only && w->dim != c->k) {
+  if (!popular_only && w->dim != m->k) {
     c->host->log(c->op, RS_LOG_ERROR,
                  "topn_emit: user vector of %" PRIu32 " floats, model '%s' "
                  "has k = %" PRIu32,
-                 w->dim, c->model, c->k);
+                 w->dim, c->model, m->k);
     return RS_ESTATE;
   }
+  if (!popular_only &&
+      ((rc = pad_user(c, w->vec, m->k, m->kp)) || (rc = grow_lc(c))))
+    return rc;
   /* Consumed items, sorted for lookups. */
   if ((rc = grow(c, (void **)&c->hist_sorted, &c->hist_cap,
                  4 * ((size_t)nh + 1))))
@@ -523,20 +558,32 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   memcpy(c->hist_sorted, hist, 4 * (size_t)nh);
   qsort(c->hist_sorted, nh, 4, cmp_u32);
 
-  /* Candidates. */
-  int exact = !popular_only && (int64_t)c->n_items < c->exact_scan_below;
-  size_t nc = 0;
-  uint32_t r = nh < (uint32_t)c->recent ? nh : (uint32_t)c->recent;
-  size_t need =
-      exact ? c->n_items
-            : (size_t)c->n_pop +
-                  (popular_only ? 0 : (size_t)r * (size_t)c->neighbours);
-  if ((rc = grow(c, (void **)&c->cands, &c->cands_cap, 4 * (need + 1))))
-    return rc;
+  uint32_t nt = 0, cap = (uint32_t)c->n;
+  int exact = !popular_only && (int64_t)m->n_items < c->exact_scan_below;
   if (exact) {
-    for (uint32_t i = 0; i < c->n_items; i++)
-      c->cands[nc++] = i;
+    /* The whole catalogue, straight from the item matrix; consumed items
+     * skipped by walking the sorted history alongside. */
+    uint32_t h = 0;
+    for (uint32_t it = 0; it < m->n_items; it++) {
+      while (h < nh && c->hist_sorted[h] < it)
+        h++;
+      if (h < nh && c->hist_sorted[h] == it)
+        continue;
+      cand_t x = {it, score_item(c, it, c->upad, w->bias)};
+      /* Ids rise, so once the heap is full an equal score loses too. */
+      if (nt == cap && !(x.score > c->top[0].score))
+        continue;
+      if (isfinite(x.score))
+        heap_push(c->top, &nt, cap, x);
+    }
+    c->host->counter_add(c->c_exact, m->n_items);
   } else {
+    size_t nc = 0;
+    uint32_t r = nh < (uint32_t)c->recent ? nh : (uint32_t)c->recent;
+    size_t need = (size_t)c->n_pop +
+                  (popular_only ? 0 : (size_t)r * (size_t)c->neighbours);
+    if ((rc = grow(c, (void **)&c->cands, &c->cands_cap, 4 * (need + 1))))
+      return rc;
     for (uint32_t i = 0; i < c->n_pop; i++)
       c->cands[nc++] = c->pop[i].item;
     for (uint32_t i = 0; !popular_only && i < r; i++)
@@ -548,39 +595,17 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
       if (!u || c->cands[i] != c->cands[u - 1])
         c->cands[u++] = c->cands[i];
     nc = u;
-  }
-  c->host->counter_add(exact ? c->c_exact : c->c_cands, nc);
-
-  /* Scoring into a heap of the N best. */
-  uint32_t nt = 0, cap = (uint32_t)c->n;
-  double top_pop = c->n_pop ? c->pop[0].pop_log : 0;
-  for (size_t i = 0; i < nc; i++) {
-    uint32_t it = c->cands[i];
-    if (it >= c->n_items || consumed(c->hist_sorted, nh, it))
-      continue;
-    cand_t x = {it, 0};
-    if (popular_only) {
-      const unsigned char *row;
-      rc = item_row(c, it, &row);
-      if (rc == RS_ENOENT)
+    c->host->counter_add(c->c_cands, nc);
+    double top_pop = c->n_pop ? c->pop[0].pop_log : 0;
+    for (size_t i = 0; i < nc; i++) {
+      uint32_t it = c->cands[i];
+      if (it >= m->n_items || consumed(c->hist_sorted, nh, it))
         continue;
-      if (rc)
-        return rc;
-      double pl;
-      memcpy(&pl, row + 16, 8);
-      x.score = (float)exp(pl - top_pop);
-    } else {
-      const unsigned char *row;
-      rc = item_row(c, it, &row);
-      if (rc == RS_ENOENT)
-        continue;
-      if (rc)
-        return rc;
-      x.score = score_row(c, row, w->vec, w->bias);
+      cand_t x = {it, popular_only ? (float)exp(m->item_pop_log[it] - top_pop)
+                                   : score_item(c, it, c->upad, w->bias)};
+      if (isfinite(x.score))
+        heap_push(c->top, &nt, cap, x);
     }
-    if (!isfinite(x.score))
-      continue;
-    heap_push(c->top, &nt, cap, x);
   }
   qsort(c->top, nt, sizeof(cand_t), cmp_best);
 
@@ -757,19 +782,11 @@ static int on_update(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
       }
       hist[nh++] = it;
     }
-    /* Popularity from the model's row. */
-    const unsigned char *row;
-    rc = read_model(c);
-    if (!rc)
-      rc = item_row(c, it, &row);
-    if (!rc) {
-      double pl;
-      memcpy(&pl, row + 16, 8);
-      if ((rc = pop_update(c, it, pl)))
-        return rc;
-    } else if (rc != RS_ENOENT) {
+    /* Popularity from the model. */
+    if ((rc = read_model(c)))
       return rc;
-    }
+    if (it < c->mv.n_items && (rc = pop_update(c, it, c->mv.item_pop_log[it])))
+      return rc;
   }
 
   if (!c->on_interaction) {
@@ -811,13 +828,14 @@ static int on_session(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
   }
   if ((rc = read_model(c)))
     return rc;
+  uint32_t k = c->mv.k;
   who_t w = {.user = ss->user,
              .user_len = ss->user_len,
-             .dim = c->k,
-             .version = c->version,
+             .dim = k,
+             .version = c->mv.version,
              .cold = 1,
              .trigger = 's'};
-  if ((rc = grow(c, (void **)&c->uvec, &c->uvec_cap, 4 * ((size_t)c->k + 1))) ||
+  if ((rc = grow(c, (void **)&c->uvec, &c->uvec_cap, 4 * ((size_t)k + 1))) ||
       (rc = make_key(c, 'u', ss->user, ss->user_len)))
     return rc;
   void *v;
@@ -828,18 +846,18 @@ static int on_session(tn_ctx_t *c, int32_t partition, const rs_record_t *rec) {
     return rc;
   if (!rc) {
     const unsigned char *b = v;
-    if (n != 32 + 4 * (size_t)c->k || b[0] != MF_LAYOUT) {
+    if (n != 32 + 4 * (size_t)k || b[0] != MF_LAYOUT) {
       c->host->log(c->op, RS_LOG_ERROR,
                    "topn_emit: user record of '%s' has %zu bytes, not %zu",
-                   c->model, n, 32 + 4 * (size_t)c->k);
+                   c->model, n, 32 + 4 * (size_t)k);
       return RS_ESTATE;
     }
     int64_t events;
     memcpy(&events, b + 8, 8);
     memcpy(&w.bias, b + 16, 4);
-    memcpy(c->uvec, b + 32, 4 * (size_t)c->k);
+    memcpy(c->uvec, b + 32, 4 * (size_t)k);
     w.vec = c->uvec;
-    w.cold = events < (int64_t)c->min_user_events;
+    w.cold = events < c->mv.min_user_events;
   }
   /* emit() must see the history that load_user left in ubuf. */
   if ((rc = emit(c, partition, rec, &w,
@@ -1045,6 +1063,22 @@ static int tn_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
              c->model);
     return RS_ECONFIG;
   }
+  /* The item matrix is read in place from mf_update's context (ABI minor
+   * 3's peer_context), never through a state lookup per item. */
+  if (!RS_HOST_HAS(host, peer_context)) {
+    snprintf(errstr, errstr_size,
+             "the host cannot lend another operator's context (ABI minor 3, "
+             "peer_context)");
+    return RS_ENOTSUP;
+  }
+  const rs_operator_def_t *pdef = NULL;
+  c->mf = host->peer_context(op, c->peer, &pdef);
+  if (!c->mf || pdef != &rs_op_mf_update) {
+    snprintf(errstr, errstr_size,
+             "model: '%s' is a %s operator, not an mf_update", c->model,
+             pdef ? pdef->name : "unknown");
+    return RS_ECONFIG;
+  }
   c->top = host->calloc((size_t)c->n, sizeof(cand_t));
   c->pop = host->calloc((size_t)c->popular + 1, sizeof(pop_entry_t));
   c->c_emit = host->counter(op, "emissions", "recommendations emitted");
@@ -1086,6 +1120,22 @@ static void tn_destroy(rs_op_t *op, void *vctx) {
   c->host->free(c->nbuf);
   c->host->free(c->key);
   c->host->free(c->uvec);
+  c->host->free(c->upad_mem);
+  c->host->free(c->lc);
+  c->host->free(c->lc_n);
+}
+
+/* The popular list is kept in memory and stored here, with the offsets
+ * it reflects, rather than on every change. */
+static int tn_checkpoint(rs_op_t *op, void *vctx) {
+  tn_ctx_t *c = vctx;
+  (void)op;
+  if (!c->pop_dirty)
+    return 0;
+  int rc = put_pop(c);
+  if (!rc)
+    c->pop_dirty = 0;
+  return rc;
 }
 
 const rs_operator_def_t rs_op_topn_emit = {
@@ -1104,6 +1154,7 @@ const rs_operator_def_t rs_op_topn_emit = {
     .max_inputs = 2,
     .init = tn_init,
     .process = tn_process,
+    .checkpoint = tn_checkpoint,
     .destroy = tn_destroy,
     .query = tn_query,
 };

@@ -683,6 +683,13 @@ static int h_peer_state_get(rs_op_t *op, int handle, int32_t partition,
               value_len, "peer_state_get");
 }
 
+static void *h_peer_context(rs_op_t *op, int handle,
+                            const rs_operator_def_t **def) {
+  rs_harness_t *h = op->h;
+  *def = handle == 0 && h->peer ? h->peer->def : NULL;
+  return *def ? h->peer->ctx : NULL;
+}
+
 static int h_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
                        const void *tag, size_t tag_len) {
   return RS_ENOTSUP;
@@ -901,6 +908,7 @@ rs_harness_t *rs_harness_new_with_peer(const rs_operator_def_t *def,
       .peer_state_get = h_peer_state_get,
       .variant = "",
       .port_wanted = h_port_wanted,
+      .peer_context = h_peer_context,
   };
   if (peer_name && peer) {
     h->peer = peer;

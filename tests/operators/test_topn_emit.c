@@ -20,6 +20,7 @@
 #include "util.h"
 
 extern const rs_operator_def_t rs_op_topn_emit;
+extern const rs_operator_def_t rs_op_sessionize;
 
 static char err[1024];
 
@@ -197,6 +198,59 @@ Test(topn_emit, exact_top_n_matches_the_model_bpr) {
   check_exact("bpr");
 }
 
+/* After every record, each emitted item's score is the one mf_update's
+ * item matrix gives now: bpr moves sampled negatives that no record
+ * names, and the catalogue grows past mf_update's array capacity (64,
+ * 128), which moves the matrix. `exact`: the whole catalogue is scanned
+ * and the list is the reference top-n; otherwise only candidates are
+ * scored, and each must carry its reference score. */
+static void check_coherent(int exact) {
+  const char *mf_opts[] = {"objective",       "bpr", "k", "8",
+                           "min_user_events", "1",   NULL};
+  const char *tn_opts[] = {
+      "n", "5", "history", "0", "exact_scan_below", exact ? "100000" : "0",
+      NULL};
+  pair_t p;
+  open_pair(&p, mf_opts, tn_opts);
+  char user[16], item[16];
+  static scored_t ref[512];
+  for (int e = 0; e < 300; e++) {
+    snprintf(user, sizeof user, "u%d", e % 7);
+    /* A new item every other event, else an earlier one. */
+    snprintf(item, sizeof item, "i%d", e % 2 ? e / 2 : (e * 7) % (e / 2 + 1));
+    feed(&p, user, item, 1000 * (int64_t)e);
+    const rs_recommendation_t *r = last_rec(p.tn);
+    size_t nr = reference_top(p.mf, user, NULL, 0, ref);
+    cr_assert_leq(nr, 512);
+    if (exact)
+      cr_assert_eq(r->n_items, nr < 5 ? nr : 5, "event %d", e);
+    for (uint32_t i = 0; i < r->n_items; i++) {
+      char name[16];
+      snprintf(name, sizeof name, "%.*s", (int)r->items[i].item_len,
+               r->items[i].item);
+      uint32_t idx = item_index(p.mf, name);
+      size_t j = 0;
+      while (j < nr && ref[j].idx != idx)
+        j++;
+      cr_assert_lt(j, nr);
+      cr_assert_float_eq(r->items[i].score, ref[j].score, 1e-4,
+                         "event %d slot %u (%s)", e, i, name);
+      if (exact)
+        cr_assert_eq(j, i, "event %d slot %u: %s, expected %u", e, i, name,
+                     ref[i].idx);
+    }
+  }
+  rs_mf_view_t v;
+  rs__mf_view(rs_harness_ctx(p.mf), &v);
+  cr_assert_gt(v.n_items, 128, "the matrix moved at least twice");
+  close_pair(&p);
+}
+
+Test(topn_emit, scores_follow_the_item_matrix_as_it_changes_and_grows) {
+  check_coherent(1);
+  check_coherent(0);
+}
+
 Test(topn_emit, consumed_items_are_excluded_within_the_history_bound) {
   const char *mf_opts[] = {"objective",       "isgd", "k", "4",
                            "min_user_events", "1",    NULL};
@@ -325,6 +379,10 @@ Test(topn_emit, candidates_are_bounded_above_exact_scan_below) {
   }
   const void *v;
   size_t n;
+  /* The popular list reaches state at checkpoints. */
+  cr_assert_eq(rs_harness_state_get(p.tn, RS_PARTITION_SHARED, "p", 1, &v, &n),
+               RS_ENOENT);
+  cr_assert_eq(rs_harness_checkpoint(p.tn), 0);
   cr_assert_eq(rs_harness_state_get(p.tn, RS_PARTITION_SHARED, "p", 1, &v, &n),
                0);
   cr_assert_eq(n, 3 * 12, "popular list of 3");
@@ -467,21 +525,25 @@ Test(topn_emit, configuration_errors) {
   cr_assert_eq(rs_harness_restart(tn, 0), RS_ENOTSUP, "%s",
                rs_harness_errmsg(tn));
   rs_harness_destroy(tn);
-  /* A peer whose state is not an mf_update model stops the engine. */
-  rs_harness_t *us = rs_harness_new(&rs_op_mf_update, NULL, err, sizeof err);
-  cr_assert_not_null(us);
-  cr_assert_eq(rs_harness_state_put(us, RS_PARTITION_SHARED, "m", 1, "junk", 4),
-               0);
-  tn = rs_harness_new_with_peer(&rs_op_topn_emit, NULL, "mf", us, err,
+  /* A host of minor 3 without peer_context (the item matrix is read in
+   * place from mf_update's context). */
+  tn = rs_harness_new_with_peer(&rs_op_topn_emit, NULL, "mf", mf, err,
                                 sizeof err);
   cr_assert_not_null(tn, "%s", err);
-  rs_mf_update_t mu = {
-      .interaction = {.user = "a", .user_len = 1, .item = "x", .item_len = 1},
-      .item_index = UINT32_MAX};
-  rs_record_t rec = {
-      .kind = RS_KIND_MF_UPDATE, .key = "a", .key_len = 1, .payload = &mu};
-  cr_assert_eq(rs_harness_push(tn, 0, &rec, 1), RS_ESTATE);
+  rs_harness_set_host_struct_size(
+      tn, (uint32_t)offsetof(rs_host_api_t, peer_context));
+  cr_assert_eq(rs_harness_restart(tn, 0), RS_ENOTSUP, "%s",
+               rs_harness_errmsg(tn));
   rs_harness_destroy(tn);
+  /* A model that is not an mf_update instance. */
+  const char *ss_opts[] = {"gap", "1m", "grace", "0s", NULL};
+  rs_harness_t *us =
+      rs_harness_new(&rs_op_sessionize, ss_opts, err, sizeof err);
+  cr_assert_not_null(us, "%s", err);
+  err[0] = '\0';
+  cr_assert_null(rs_harness_new_with_peer(&rs_op_topn_emit, NULL, "mf", us, err,
+                                          sizeof err));
+  cr_assert(strstr(err, "not an mf_update"), "%s", err);
   rs_harness_destroy(us);
   rs_harness_destroy(mf);
 }

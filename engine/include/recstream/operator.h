@@ -29,6 +29,7 @@ extern "C" {
 #define RS_PLUGIN_SYMBOL "recstream_operator"
 
 typedef struct rs_op rs_op_t;           /* an operator instance (opaque) */
+struct rs_operator_def;                 /* below; named by peer_context */
 typedef struct rs_counter rs_counter_t; /* a metrics counter (opaque) */
 
 /* Option value types and the C type the host writes at `offset`. */
@@ -168,6 +169,17 @@ typedef struct rs_host_api {
    * nobody reads (replay with outputs suppressed, unconnected ports).
    * emit() on an unwanted port is still allowed and costs nothing. */
   int (*port_wanted)(rs_op_t *op, uint32_t port);
+  /* The instance behind a peer_open handle: its context, and its
+   * definition in *def. Only for operators built into recstream that know
+   * the peer's type and read it through that operator's internal header
+   * (topn_emit scores from mf_update's in-memory item matrix with
+   * rs__mf_view instead of one state lookup per item): a context's layout
+   * is private to its operator, so third-party code has no use for it.
+   * Read-only, on the loop thread, never during the peer's own process();
+   * what it points to may change with every batch the peer processes.
+   * NULL (and *def NULL) for a bad handle. Appended late in minor 3. */
+  void *(*peer_context)(rs_op_t *op, int handle,
+                        const struct rs_operator_def **def);
 } rs_host_api_t;
 
 /* The partition argument of state_* for state shared by all partitions. */
