@@ -680,6 +680,108 @@ Test(http, recommendations_are_answered_by_the_partition_owner,
   rs_mock_destroy(m);
 }
 
+/* Copies every message of topic `from` to `to` with a producer whose
+ * partitioner is `partitioner` (same keys and values). */
+static void reproduce(const char *bootstrap, const it_msg_t *msgs, size_t n,
+                      const char *to, const char *partitioner) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  cr_assert_eq(
+      rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof err),
+      RD_KAFKA_CONF_OK, "%s", err);
+  cr_assert_eq(
+      rd_kafka_conf_set(conf, "partitioner", partitioner, err, sizeof err),
+      RD_KAFKA_CONF_OK, "%s", err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  cr_assert_not_null(rk, "%s", err);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(to),
+                                   RD_KAFKA_V_KEY(msgs[i].key, msgs[i].key_len),
+                                   RD_KAFKA_V_VALUE(msgs[i].val, msgs[i].len),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                   RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+  cr_assert_eq(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(rk);
+}
+
+typedef struct topn_arg {
+  int port;
+  double want;
+} topn_arg_t;
+
+static int topn_saw(void *arg) {
+  topn_arg_t *a = arg;
+  return topn_in(a->port) == a->want;
+}
+
+/* The input written by a murmur2 producer (Java clients' default) and
+ * kafka.properties.partitioner saying so: the query looks for a user where
+ * murmur2 put it, and finds the list (with the default CRC32 it would look
+ * in the other partition and answer 404). */
+Test(http, recommendations_follow_the_configured_partitioner, .timeout = 120) {
+  static const char *const topics_[] = {"seed", "in", "in.dlq", "recs", NULL};
+  rs_mock_t *m = it_cluster(1, 2, topics_);
+  cr_assert(m != NULL);
+  const long total = 200;
+  cr_assert_eq(it_produce(m->bootstraps, "seed", total, 10, 0, "avro"), 0);
+  it_msg_t *msgs;
+  size_t n = it_consume_all(m->bootstraps, "seed", (size_t)total, 30000, &msgs);
+  cr_assert_eq(n, (size_t)total);
+  reproduce(m->bootstraps, msgs, n, "in", "murmur2_random");
+  it_msgs_free(msgs, n);
+  /* A user murmur2 and CRC32 place apart. */
+  char user[8] = "";
+  int32_t part = -1;
+  for (int u = 0; u < 10 && part < 0; u++) {
+    int l = snprintf(user, sizeof user, "u%d", u);
+    int32_t mm =
+        rd_kafka_msg_partitioner_murmur2(NULL, user, (size_t)l, 2, NULL, NULL);
+    if (mm != rd_kafka_msg_partitioner_consistent(NULL, user, (size_t)l, 2,
+                                                  NULL, NULL))
+      part = mm;
+  }
+  cr_assert_geq(part, 0, "murmur2 and CRC32 agree on u0..u9");
+
+  char yaml[2048], brokers[512];
+  const char *at = strstr(reco_yaml, "kafka: { brokers: embedded }\n");
+  cr_assert_not_null(at);
+  snprintf(yaml, sizeof yaml,
+           "%.*skafka: { brokers: embedded, properties: { partitioner: "
+           "murmur2_random } }\n%s",
+           (int)(at - reco_yaml), reco_yaml,
+           at + strlen("kafka: { brokers: embedded }\n"));
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  const char *sets[] = {brokers, "kafka.auto_offset_reset=earliest"};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, yaml, sets, 2, 0), 0, "%s", t.err);
+  cr_assert(it_wait(port_bound, &t, 20000));
+  topn_arg_t ta = {rs_engine_http_port(t.e), (double)total};
+  cr_assert(it_wait(topn_saw, &ta, 30000), "topn never saw every record");
+  char path[64];
+  snprintf(path, sizeof path, "/v1/recommendations/%s", user);
+  resp_t r;
+  /* The partition count is read off the loop after the assignment: by
+   * now (every record processed) it is known. */
+  cr_assert_eq(http_req(ta.port, "GET", path, &r), 0);
+  cr_assert_eq(r.status, 200, "%s", r.body);
+  json_t *j = json_loads(r.body, 0, NULL);
+  cr_assert_not_null(j, "%s", r.body);
+  cr_assert_eq(json_integer_value(json_object_get(j, "partition")), part, "%s",
+               r.body);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "partitioner")),
+                   "murmur2_random");
+  cr_assert_null(json_object_get(j, "variant"), "no experiment here");
+  cr_assert(json_array_size(
+                json_object_get(json_object_get(j, "result"), "items")) > 0,
+            "%s", r.body);
+  json_decref(j);
+  free(r.body);
+  cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  it_engine_free(&t);
+  rs_mock_destroy(m);
+}
+
 /* ------------------------------------------------ the job page, in Chromium */
 
 static const char *chromium_bin(void) {
