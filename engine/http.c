@@ -98,7 +98,7 @@ static int rates(const rs_http_t *h, double *in, double *out, double *win) {
 static void on_tick(uv_timer_t *t) {
   rs_http_t *h = t->data;
   rs_metrics_snapshot_t s;
-  if (rs_engine_snapshot(h->e, &s))
+  if (rs_engine_snapshot_counts(h->e, &s))
     return;
   size_t slot = h->ring_head;
   h->ring_ms[slot] = uv_now(h->loop);
@@ -435,7 +435,7 @@ int rs_http_start(uv_loop_t *loop, rs_engine_t *e, const char *bind, int port,
   /* The variant instances are made with the engine: their number is the
    * snapshot's now and later. */
   rs_metrics_snapshot_t s0;
-  if (rs_engine_snapshot(e, &s0)) {
+  if (rs_engine_snapshot_counts(e, &s0)) {
     rs_http_close(h);
     *out = h;
     return RS_ENOMEM;

@@ -86,29 +86,34 @@ void rs_metrics_sanitize(const char *name, char *buf, size_t size) {
     buf[i] = '\0';
 }
 
+/* v with the characters in `special` escaped as backslash + (n for a
+ * newline, else the character itself); runs without them are appended at
+ * once (a scrape renders thousands of label values and HELP texts). */
+static int put_escaped(rs_buf_t *b, const char *v, const char *special) {
+  for (;;) {
+    size_t run = strcspn(v, special);
+    if (run && rs_buf_append(b, v, run))
+      return RS_ENOMEM;
+    v += run;
+    if (!*v)
+      return 0;
+    char esc[2] = {'\\', *v == '\n' ? 'n' : *v};
+    if (rs_buf_append(b, esc, 2))
+      return RS_ENOMEM;
+    v++;
+  }
+}
+
 /* Label values: backslash, double quote and newline escaped. */
 static int put_label_value(rs_buf_t *b, const char *v) {
-  for (; *v; v++) {
-    const char *esc = *v == '\\'   ? "\\\\"
-                      : *v == '"'  ? "\\\""
-                      : *v == '\n' ? "\\n"
-                                   : NULL;
-    if (esc ? rs_buf_append(b, esc, 2) : rs_buf_append(b, v, 1))
-      return RS_ENOMEM;
-  }
-  return 0;
+  return put_escaped(b, v, "\\\"\n");
 }
 
 /* HELP text: backslash and newline escaped. */
 static int put_help(rs_buf_t *b, const char *name, const char *help,
                     const char *type) {
-  if (rs_buf_printf(b, "# HELP %s ", name))
+  if (rs_buf_printf(b, "# HELP %s ", name) || put_escaped(b, help, "\\\n"))
     return RS_ENOMEM;
-  for (; *help; help++) {
-    const char *esc = *help == '\\' ? "\\\\" : *help == '\n' ? "\\n" : NULL;
-    if (esc ? rs_buf_append(b, esc, 2) : rs_buf_append(b, help, 1))
-      return RS_ENOMEM;
-  }
   return rs_buf_printf(b, "\n# TYPE %s %s\n", name, type) ? RS_ENOMEM : 0;
 }
 

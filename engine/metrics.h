@@ -146,6 +146,9 @@ uint64_t rs_metrics_inst_out(const rs_metrics_snapshot_t *s, size_t k);
 /* Fills *out from the engine (loop thread, or before/after the loop).
  * Free with rs_metrics_snapshot_free(). 0 or RS_ENOMEM. */
 int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out);
+/* The same without what rates do not need (state cache and RocksDB
+ * figures, watermarks): the endpoint's once-a-second rate sample. */
+int rs_engine_snapshot_counts(const rs_engine_t *e, rs_metrics_snapshot_t *out);
 void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s);
 
 /* Prometheus text exposition format (Content-Type

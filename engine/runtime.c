@@ -3415,7 +3415,19 @@ int rs_engine_http_port(const rs_engine_t *e) {
   return atomic_load(&((rs_engine_t *)e)->http_port);
 }
 
+static int snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out, int full);
+
 int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
+  return snapshot(e, out, 1);
+}
+
+int rs_engine_snapshot_counts(const rs_engine_t *e,
+                              rs_metrics_snapshot_t *out) {
+  return snapshot(e, out, 0);
+}
+
+static int snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out,
+                    int full) {
   static const char *const states[] = {"init", "running", "stopping", "done"};
   memset(out, 0, sizeof(*out));
   out->g = e->g;
@@ -3429,7 +3441,7 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
   out->inflight_records = e->inflight_records;
   out->inflight_bytes = e->inflight_bytes;
   out->producer_queue = e->producer ? rd_kafka_outq_len(e->producer) : -1;
-  if (e->cache) {
+  if (e->cache && full) {
     out->has_cache = 1;
     rs_cache_stats(e->cache, &out->cache);
   }
@@ -3447,7 +3459,7 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
   out->node_hist = rs_calloc(e->g->n ? e->g->n : 1, sizeof(rs_histogram_t));
   out->node_e2e = rs_calloc(e->g->n ? e->g->n : 1, sizeof(rs_lat_histogram_t));
   out->ack = e->ack_hist;
-  if (e->store) {
+  if (e->store && full) {
     rs_store_stats_t ss;
     rs_store_stats(e->store, &ss);
     out->has_store = 1;
@@ -3475,7 +3487,8 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
   out->parts = rs_calloc(np ? np : 1, sizeof(*out->parts));
   out->insts = ni ? rs_calloc(ni, sizeof(*out->insts)) : NULL;
   if (!out->node_out || !out->node_hist || !out->counters || !out->parts ||
-      !out->node_e2e || (e->store && !out->cfs) || (ni && !out->insts)) {
+      !out->node_e2e || (e->store && full && !out->cfs) ||
+      (ni && !out->insts)) {
     rs_metrics_snapshot_free(out);
     return RS_ENOMEM;
   }
@@ -3509,7 +3522,7 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
       mp->high_watermark = -1;
       int64_t lo, hi;
       /* The client's cached figures (from fetch responses): no request. */
-      if (e->consumer && p->assigned &&
+      if (full && e->consumer && p->assigned &&
           rd_kafka_get_watermark_offsets(e->consumer, mp->topic, i, &lo, &hi) ==
               RD_KAFKA_RESP_ERR_NO_ERROR)
         mp->high_watermark = hi;
