@@ -156,7 +156,10 @@ void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s);
 #define RS_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *out);
 /* {"state", "rate_window_s", "nodes":[{"name","kind","type","topic",
- *  "counters":{...},"rates":{"in_per_s","out_per_s"}}...],
+ *  "counters":{...},"rates":{"in_per_s","out_per_s"}[,"variants":[{"name",
+ *  "counters","rates"}...]]}...], (a split operator's counters summed over
+ *  its variants, each variant instance's under "variants"; their rates
+ *  when s->rate_inst_in is set)
  *  "edges":[{"from","port","to","records_per_s"}...]} appended to out
  *  (rates only when s->rate_in is set; an edge's rate is its source node's
  *  output rate, all ports together). */
