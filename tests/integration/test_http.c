@@ -795,6 +795,36 @@ Test(http, recommendations_follow_the_configured_partitioner, .timeout = 120) {
   free(r.body);
   cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
   it_engine_free(&t);
+
+  /* partitioner random: a key can be in any partition; every partition
+   * this instance owns is asked, and the one that has the user answers. */
+  char yaml2[2048], dir[1100];
+  at = strstr(yaml, "murmur2_random");
+  cr_assert_not_null(at);
+  snprintf(yaml2, sizeof yaml2, "%.*srandom%s", (int)(at - yaml), yaml,
+           at + strlen("murmur2_random"));
+  snprintf(dir, sizeof dir, "state.dir=%s/random", it_state_dir());
+  const char *sets2[] = {brokers, "kafka.auto_offset_reset=earliest",
+                         "app=ihttp-reco-random", dir};
+  cr_assert_eq(it_engine_start(&t, yaml2, sets2, 4, 0), 0, "%s", t.err);
+  cr_assert(it_wait(port_bound, &t, 20000));
+  ta.port = rs_engine_http_port(t.e);
+  cr_assert(it_wait(topn_saw, &ta, 30000), "topn never saw every record");
+  cr_assert_eq(http_req(ta.port, "GET", path, &r), 0);
+  cr_assert_eq(r.status, 200, "%s", r.body);
+  j = json_loads(r.body, 0, NULL);
+  cr_assert_not_null(j, "%s", r.body);
+  cr_assert_eq(json_integer_value(json_object_get(j, "partition")), part, "%s",
+               r.body);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "partitioner")),
+                   "random");
+  json_decref(j);
+  free(r.body);
+  cr_assert_eq(http_req(ta.port, "GET", "/v1/recommendations/nobody", &r), 0);
+  cr_assert_eq(r.status, 404, "%s", r.body);
+  free(r.body);
+  cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  it_engine_free(&t);
   rs_mock_destroy(m);
 }
 
