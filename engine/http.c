@@ -40,8 +40,9 @@ struct rs_http {
   uv_timer_t tick; /* rate sampling */
   int tick_open;
   size_t n_nodes;
+  size_t n_slots; /* n_nodes, then the split operators' variant instances */
   uint64_t ring_ms[RS_RATE_RING];
-  uint64_t *ring_in, *ring_out; /* [RS_RATE_RING][n_nodes] */
+  uint64_t *ring_in, *ring_out; /* [RS_RATE_RING][n_slots] */
   size_t ring_n, ring_head;     /* samples held; next slot */
 };
 
@@ -68,8 +69,9 @@ static int path_is(const char *path, size_t len, const char *want) {
   return len == strlen(want) && !memcmp(path, want, len);
 }
 
-/* Rates per node from the newest sample and the one RS_RATE_WINDOW before
- * it (or the oldest held); 0 when fewer than two samples. */
+/* Rates per slot (nodes, then variant instances) from the newest sample
+ * and the one RS_RATE_WINDOW before it (or the oldest held); 0 when fewer
+ * than two samples. */
 static int rates(const rs_http_t *h, double *in, double *out, double *win) {
   if (h->ring_n < 2)
     return 0;
@@ -79,11 +81,11 @@ static int rates(const rs_http_t *h, double *in, double *out, double *win) {
   double dt = (double)(h->ring_ms[newest] - h->ring_ms[oldest]) / 1e3;
   if (dt <= 0)
     return 0;
-  for (size_t i = 0; i < h->n_nodes; i++) {
-    const uint64_t *ni = h->ring_in + newest * h->n_nodes;
-    const uint64_t *oi = h->ring_in + oldest * h->n_nodes;
-    const uint64_t *no = h->ring_out + newest * h->n_nodes;
-    const uint64_t *oo = h->ring_out + oldest * h->n_nodes;
+  for (size_t i = 0; i < h->n_slots; i++) {
+    const uint64_t *ni = h->ring_in + newest * h->n_slots;
+    const uint64_t *oi = h->ring_in + oldest * h->n_slots;
+    const uint64_t *no = h->ring_out + newest * h->n_slots;
+    const uint64_t *oo = h->ring_out + oldest * h->n_slots;
     /* A partition moved back (reassigned at its stored offset): no rate
      * below zero. */
     in[i] = ni[i] > oi[i] ? (double)(ni[i] - oi[i]) / dt : 0;
@@ -96,13 +98,18 @@ static int rates(const rs_http_t *h, double *in, double *out, double *win) {
 static void on_tick(uv_timer_t *t) {
   rs_http_t *h = t->data;
   rs_metrics_snapshot_t s;
-  if (rs_engine_snapshot(h->e, &s))
+  if (rs_engine_snapshot_counts(h->e, &s))
     return;
   size_t slot = h->ring_head;
   h->ring_ms[slot] = uv_now(h->loop);
   for (size_t i = 0; i < h->n_nodes; i++) {
-    h->ring_in[slot * h->n_nodes + i] = rs_metrics_node_in(&s, i);
-    h->ring_out[slot * h->n_nodes + i] = rs_metrics_node_out(&s, i);
+    h->ring_in[slot * h->n_slots + i] = rs_metrics_node_in(&s, i);
+    h->ring_out[slot * h->n_slots + i] = rs_metrics_node_out(&s, i);
+  }
+  for (size_t k = 0; k < s.n_insts && h->n_nodes + k < h->n_slots; k++) {
+    h->ring_in[slot * h->n_slots + h->n_nodes + k] = rs_metrics_inst_in(&s, k);
+    h->ring_out[slot * h->n_slots + h->n_nodes + k] =
+        rs_metrics_inst_out(&s, k);
   }
   rs_metrics_snapshot_free(&s);
   h->ring_head = (slot + 1) % RS_RATE_RING;
@@ -168,8 +175,9 @@ static int query(rs_http_t *h, const char *user, size_t user_len,
       status = 503;
       json_object_set_new(
           o, "error",
-          json_sprintf("the partition count of %s is unknown (the cluster's "
-                       "metadata could not be read); retry",
+          json_sprintf("the partition count of %s is not known yet (it is "
+                       "read from the cluster's metadata after each "
+                       "assignment); retry",
                        a.topic));
       break;
     default:
@@ -189,6 +197,10 @@ static int query(rs_http_t *h, const char *user, size_t user_len,
     json_object_set_new(o, "topic", json_string(a.topic));
   if (a.partition >= 0)
     json_object_set_new(o, "partition", json_integer(a.partition));
+  if (a.partitioner && a.status != RS_QUERY_NO_OPERATOR)
+    json_object_set_new(o, "partitioner", json_string(a.partitioner));
+  if (a.variant)
+    json_object_set_new(o, "variant", json_string(a.variant));
   if (a.status == RS_QUERY_NOT_OWNED || a.status == RS_QUERY_NO_METADATA ||
       a.status == RS_QUERY_UNKNOWN) {
     json_t *arr = json_array();
@@ -260,11 +272,15 @@ int rs_http_route(rs_http_t *h, const char *method, size_t method_len,
   if (rs_engine_snapshot(h->e, &s))
     return -1;
   int status;
-  double *rin = rs_calloc(h->n_nodes + 1, sizeof(double));
-  double *rout = rs_calloc(h->n_nodes + 1, sizeof(double));
+  double *rin = rs_calloc(h->n_slots + 1, sizeof(double));
+  double *rout = rs_calloc(h->n_slots + 1, sizeof(double));
   if (rin && rout && rates(h, rin, rout, &s.rate_window_s)) {
     s.rate_in = rin;
     s.rate_out = rout;
+    if (s.n_insts && h->n_nodes + s.n_insts <= h->n_slots) {
+      s.rate_inst_in = rin + h->n_nodes;
+      s.rate_inst_out = rout + h->n_nodes;
+    }
   }
   if (metrics) {
     *ctype = RS_METRICS_CONTENT_TYPE;
@@ -416,8 +432,18 @@ int rs_http_start(uv_loop_t *loop, rs_engine_t *e, const char *bind, int port,
   h->accept_ctx.ctx = &h->ctx;
   h->accept_ctx.hosts = h->config.hosts;
   h->n_nodes = rs_engine_graph(e)->n;
-  h->ring_in = rs_calloc(RS_RATE_RING * h->n_nodes + 1, sizeof(uint64_t));
-  h->ring_out = rs_calloc(RS_RATE_RING * h->n_nodes + 1, sizeof(uint64_t));
+  /* The variant instances are made with the engine: their number is the
+   * snapshot's now and later. */
+  rs_metrics_snapshot_t s0;
+  if (rs_engine_snapshot_counts(e, &s0)) {
+    rs_http_close(h);
+    *out = h;
+    return RS_ENOMEM;
+  }
+  h->n_slots = h->n_nodes + s0.n_insts;
+  rs_metrics_snapshot_free(&s0);
+  h->ring_in = rs_calloc(RS_RATE_RING * h->n_slots + 1, sizeof(uint64_t));
+  h->ring_out = rs_calloc(RS_RATE_RING * h->n_slots + 1, sizeof(uint64_t));
   if (!h->ring_in || !h->ring_out) {
     rs_http_close(h);
     *out = h;

@@ -12,10 +12,12 @@
  *                                 operator whose def has query()
  *                                 (rs_engine_query): 200 {"user_id",
  *                                 "operator","type","topic","partition",
- *                                 "result"}; 404 unknown user (its
+ *                                 "partitioner","variant" (split by an
+ *                                 experiment),"result"}; 404 unknown user (its
  *                                 partition is ours); 421 another instance
  *                                 owns its partition ("owned_partitions"
- *                                 lists ours); 503 not ready; 501 no
+ *                                 lists ours); 503 not ready or the
+ *                                 partition count not read yet; 501 no
  *                                 operator answers queries; 400 bad id
  *
  * Lifecycle (runtime.c): rs_http_start() after the loop's handles exist;

@@ -104,7 +104,8 @@ int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
     if (role == RS_CLIENT_CONSUMER &&
         (!strncmp(k, "linger.ms", 9) || !strncmp(k, "batch.", 6) ||
          !strncmp(k, "queue.buffering", 15) || !strcmp(k, "acks") ||
-         !strncmp(k, "compression", 11) || !strncmp(k, "message.", 8)))
+         !strncmp(k, "compression", 11) || !strncmp(k, "message.", 8) ||
+         !strcmp(k, "partitioner")))
       continue;
     if (role == RS_CLIENT_PRODUCER &&
         (!strcmp(k, "group.id") || !strncmp(k, "fetch.", 6) ||

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "experiments.h"
+
 /* 10 us .. 2.5 s: a batch of up to processing.batch_size records. */
 const double rs_hist_bounds[RS_HIST_N - 1] = {
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
@@ -67,6 +69,7 @@ void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s) {
   rs_free(s->node_hist);
   rs_free(s->counters);
   rs_free(s->counter_variants);
+  rs_free(s->insts);
   rs_free(s->parts);
   memset(s, 0, sizeof(*s));
 }
@@ -83,29 +86,34 @@ void rs_metrics_sanitize(const char *name, char *buf, size_t size) {
     buf[i] = '\0';
 }
 
+/* v with the characters in `special` escaped as backslash + (n for a
+ * newline, else the character itself); runs without them are appended at
+ * once (a scrape renders thousands of label values and HELP texts). */
+static int put_escaped(rs_buf_t *b, const char *v, const char *special) {
+  for (;;) {
+    size_t run = strcspn(v, special);
+    if (run && rs_buf_append(b, v, run))
+      return RS_ENOMEM;
+    v += run;
+    if (!*v)
+      return 0;
+    char esc[2] = {'\\', *v == '\n' ? 'n' : *v};
+    if (rs_buf_append(b, esc, 2))
+      return RS_ENOMEM;
+    v++;
+  }
+}
+
 /* Label values: backslash, double quote and newline escaped. */
 static int put_label_value(rs_buf_t *b, const char *v) {
-  for (; *v; v++) {
-    const char *esc = *v == '\\'   ? "\\\\"
-                      : *v == '"'  ? "\\\""
-                      : *v == '\n' ? "\\n"
-                                   : NULL;
-    if (esc ? rs_buf_append(b, esc, 2) : rs_buf_append(b, v, 1))
-      return RS_ENOMEM;
-  }
-  return 0;
+  return put_escaped(b, v, "\\\"\n");
 }
 
 /* HELP text: backslash and newline escaped. */
 static int put_help(rs_buf_t *b, const char *name, const char *help,
                     const char *type) {
-  if (rs_buf_printf(b, "# HELP %s ", name))
+  if (rs_buf_printf(b, "# HELP %s ", name) || put_escaped(b, help, "\\\n"))
     return RS_ENOMEM;
-  for (; *help; help++) {
-    const char *esc = *help == '\\' ? "\\\\" : *help == '\n' ? "\\n" : NULL;
-    if (esc ? rs_buf_append(b, esc, 2) : rs_buf_append(b, help, 1))
-      return RS_ENOMEM;
-  }
   return rs_buf_printf(b, "\n# TYPE %s %s\n", name, type) ? RS_ENOMEM : 0;
 }
 
@@ -209,15 +217,51 @@ static int render_counters(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   return rc;
 }
 
+/* One operator's (or variant instance's) process-time series. */
+static int put_hist(rs_buf_t *b, const char *name, const char *op,
+                    const char *variant, const rs_histogram_t *h) {
+  uint64_t cum = 0;
+  for (size_t k = 0; k < RS_HIST_N; k++) {
+    cum += h->bucket[k];
+    char le[32];
+    if (k < RS_HIST_N - 1)
+      snprintf(le, sizeof le, "%g", rs_hist_bounds[k]);
+    else
+      snprintf(le, sizeof le, "+Inf");
+    if (rs_buf_printf(b, "%s_bucket{operator=\"", name) ||
+        put_label_value(b, op) ||
+        (variant &&
+         (rs_buf_printf(b, "\",variant=\"") || put_label_value(b, variant))) ||
+        rs_buf_printf(b, "\",le=\"%s\"} %llu\n", le, (unsigned long long)cum))
+      return RS_ENOMEM;
+  }
+  if (rs_buf_printf(b, "%s_sum{operator=\"", name) || put_label_value(b, op) ||
+      (variant &&
+       (rs_buf_printf(b, "\",variant=\"") || put_label_value(b, variant))) ||
+      rs_buf_printf(b, "\"} %.9f\n", (double)h->sum_ns / 1e9) ||
+      rs_buf_printf(b, "%s_count{operator=\"", name) ||
+      put_label_value(b, op) ||
+      (variant &&
+       (rs_buf_printf(b, "\",variant=\"") || put_label_value(b, variant))) ||
+      rs_buf_printf(b, "\"} %llu\n", (unsigned long long)h->count))
+    return RS_ENOMEM;
+  return 0;
+}
+
 static int render_hists(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   static const char name[] = "recstream_operator_process_seconds";
-  if (!s->node_hist)
+  if (!s->node_hist && !s->n_insts)
     return 0;
   int any = 0;
+  size_t k = 0; /* insts are in node order */
   for (size_t i = 0; i < s->g->n; i++) {
     const rs_gnode_t *n = &s->g->nodes[i];
-    const rs_histogram_t *h = &s->node_hist[i];
     if (n->kind != RS_NODE_OPERATOR)
+      continue;
+    while (k < s->n_insts && s->insts[k].node < i)
+      k++;
+    int split = k < s->n_insts && s->insts[k].node == i;
+    if (!split && !s->node_hist)
       continue;
     if (!any && put_help(b, name,
                          "time one call of the operator's process() took (one "
@@ -225,26 +269,14 @@ static int render_hists(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
                          "histogram"))
       return RS_ENOMEM;
     any = 1;
-    uint64_t cum = 0;
-    for (size_t k = 0; k < RS_HIST_N; k++) {
-      cum += h->bucket[k];
-      char le[32];
-      if (k < RS_HIST_N - 1)
-        snprintf(le, sizeof le, "%g", rs_hist_bounds[k]);
-      else
-        snprintf(le, sizeof le, "+Inf");
-      if (rs_buf_printf(b, "%s_bucket{operator=\"", name) ||
-          put_label_value(b, n->name) ||
-          rs_buf_printf(b, "\",le=\"%s\"} %llu\n", le, (unsigned long long)cum))
+    if (!split) {
+      if (put_hist(b, name, n->name, NULL, &s->node_hist[i]))
         return RS_ENOMEM;
+      continue;
     }
-    if (rs_buf_printf(b, "%s_sum{operator=\"", name) ||
-        put_label_value(b, n->name) ||
-        rs_buf_printf(b, "\"} %.9f\n", (double)h->sum_ns / 1e9) ||
-        rs_buf_printf(b, "%s_count{operator=\"", name) ||
-        put_label_value(b, n->name) ||
-        rs_buf_printf(b, "\"} %llu\n", (unsigned long long)h->count))
-      return RS_ENOMEM;
+    for (; k < s->n_insts && s->insts[k].node == i; k++)
+      if (put_hist(b, name, n->name, s->insts[k].variant, &s->insts[k].proc))
+        return RS_ENOMEM;
   }
   return 0;
 }
@@ -449,6 +481,95 @@ static int render_cache(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   return 0;
 }
 
+/* Does node `node` register a counter named `name` (any instance)? */
+static int has_counter(const rs_metrics_snapshot_t *s, size_t node,
+                       const char *name) {
+  for (size_t k = 0; k < s->n_counters; k++)
+    if (s->counters[k].node == node && !strcmp(s->counters[k].name, name))
+      return 1;
+  return 0;
+}
+
+/* Sum of counter `name` over experiment x's split operators that count
+ * both impressions and clicks, for the instances of variant `variant`. */
+static uint64_t variant_sum(const rs_metrics_snapshot_t *s,
+                            const rs_experiment_t *x, const char *variant,
+                            const char *name) {
+  uint64_t sum = 0;
+  for (size_t k = 0; k < s->n_counters; k++) {
+    const rs_metric_counter_t *c = &s->counters[k];
+    const char *v = s->counter_variants ? s->counter_variants[k] : NULL;
+    if (!v || strcmp(v, variant) || strcmp(c->name, name))
+      continue;
+    int split = 0;
+    for (size_t o = 0; o < x->n_ops && !split; o++)
+      split = x->ops[o] == c->node;
+    if (split && has_counter(s, c->node, "impressions") &&
+        has_counter(s, c->node, "clicks"))
+      sum += c->value;
+  }
+  return sum;
+}
+
+static int exp_labels(rs_buf_t *b, const char *metric, const char *x,
+                      const char *v) {
+  return rs_buf_printf(b, "%s{experiment=\"", metric) ||
+                 put_label_value(b, x) || rs_buf_printf(b, "\",variant=\"") ||
+                 put_label_value(b, v) || rs_buf_printf(b, "\"}")
+             ? RS_ENOMEM
+             : 0;
+}
+
+/* CTR per experiment variant (metrics.h). */
+static int render_experiments(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
+  const rs_experiments_t *xs = s->g->exp;
+  static const char *const names[] = {"recstream_experiment_impressions_total",
+                                      "recstream_experiment_clicks_total",
+                                      "recstream_experiment_ctr"};
+  static const char *const helps[] = {
+      "recommendation lists shown, per experiment variant (the impressions "
+      "counter of the split operators that count clicks, e.g. bandit_reward)",
+      "clicks joined with the lists shown, per experiment variant",
+      "clicks per list shown since the start, per experiment variant "
+      "(recstream_experiment_clicks_total / "
+      "recstream_experiment_impressions_total; NaN before the first list); "
+      "over a window: rate(clicks) / rate(impressions)"};
+  static const char *const types[] = {"counter", "counter", "gauge"};
+  int any = 0;
+  for (size_t i = 0; xs && i < xs->n && !any; i++)
+    for (size_t o = 0; o < xs->x[i].n_ops && !any; o++)
+      any = has_counter(s, xs->x[i].ops[o], "impressions") &&
+            has_counter(s, xs->x[i].ops[o], "clicks");
+  if (!any)
+    return 0;
+  for (size_t m = 0; m < 3; m++) {
+    if (put_help(b, names[m], helps[m], types[m]))
+      return RS_ENOMEM;
+    for (size_t i = 0; i < xs->n; i++) {
+      const rs_experiment_t *x = &xs->x[i];
+      int counts = 0;
+      for (size_t o = 0; o < x->n_ops && !counts; o++)
+        counts = has_counter(s, x->ops[o], "impressions") &&
+                 has_counter(s, x->ops[o], "clicks");
+      if (!counts)
+        continue;
+      for (size_t v = 0; v < x->n; v++) {
+        uint64_t imp = variant_sum(s, x, x->v[v].name, "impressions");
+        uint64_t clk = variant_sum(s, x, x->v[v].name, "clicks");
+        if (exp_labels(b, names[m], x->name, x->v[v].name))
+          return RS_ENOMEM;
+        int rc = m == 0   ? rs_buf_printf(b, " %llu\n", (unsigned long long)imp)
+                 : m == 1 ? rs_buf_printf(b, " %llu\n", (unsigned long long)clk)
+                 : imp ? rs_buf_printf(b, " %.9g\n", (double)clk / (double)imp)
+                       : rs_buf_printf(b, " NaN\n");
+        if (rc)
+          return RS_ENOMEM;
+      }
+    }
+  }
+  return 0;
+}
+
 int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   const rs_engine_stats_t *st = &s->stats;
   if (put_u64(b, "recstream_up", "1 while the engine runs its loop", "gauge",
@@ -522,17 +643,33 @@ int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   if ((rc = render_counters(s, b)) || (rc = render_hists(s, b)) ||
       (rc = render_sinks(s, b)) || (rc = render_parts(s, b)) ||
       (rc = render_cache(s, b)) || (rc = render_latency(s, b)) ||
-      (rc = render_store(s, b)))
+      (rc = render_store(s, b)) || (rc = render_experiments(s, b)))
     return rc;
   return 0;
 }
 
+/* Counter `name` of node `node`, summed over its variant instances (or of
+ * the instance of `variant` only, when not NULL). */
 static uint64_t counter_of(const rs_metrics_snapshot_t *s, size_t node,
-                           const char *name) {
-  for (size_t k = 0; k < s->n_counters; k++)
-    if (s->counters[k].node == node && !strcmp(s->counters[k].name, name))
-      return s->counters[k].value;
-  return 0;
+                           const char *variant, const char *name) {
+  uint64_t sum = 0;
+  for (size_t k = 0; k < s->n_counters; k++) {
+    if (s->counters[k].node != node || strcmp(s->counters[k].name, name))
+      continue;
+    const char *v = s->counter_variants ? s->counter_variants[k] : NULL;
+    if (variant && (!v || strcmp(v, variant)))
+      continue;
+    sum += s->counters[k].value;
+  }
+  return sum;
+}
+
+uint64_t rs_metrics_inst_in(const rs_metrics_snapshot_t *s, size_t k) {
+  return counter_of(s, s->insts[k].node, s->insts[k].variant, "records_in");
+}
+
+uint64_t rs_metrics_inst_out(const rs_metrics_snapshot_t *s, size_t k) {
+  return counter_of(s, s->insts[k].node, s->insts[k].variant, "records_out");
 }
 
 static uint64_t source_total(const rs_metrics_snapshot_t *s, size_t i) {
@@ -552,7 +689,7 @@ uint64_t rs_metrics_node_in(const rs_metrics_snapshot_t *s, size_t i) {
   case RS_NODE_SINK:
     return s->node_out ? s->node_out[i] : 0;
   default:
-    return counter_of(s, i, "records_in");
+    return counter_of(s, i, NULL, "records_in");
   }
 }
 
@@ -563,7 +700,7 @@ uint64_t rs_metrics_node_out(const rs_metrics_snapshot_t *s, size_t i) {
   case RS_NODE_SINK:
     return s->node_out ? s->node_out[i] : 0;
   default:
-    return counter_of(s, i, "records_out");
+    return counter_of(s, i, NULL, "records_out");
   }
 }
 
@@ -618,15 +755,42 @@ int rs_metrics_graph_json(const rs_metrics_snapshot_t *s, rs_buf_t *out) {
           counters, "records_out",
           json_integer((json_int_t)(s->node_out ? s->node_out[i] : 0)));
     }
+    /* A split operator's counters: summed over its variants here, each
+     * variant's own under "variants". */
     for (size_t k = 0; k < s->n_counters; k++)
       if (s->counters[k].node == i)
         json_object_set_new(counters, s->counters[k].name,
-                            json_integer((json_int_t)s->counters[k].value));
+                            json_integer((json_int_t)counter_of(
+                                s, i, NULL, s->counters[k].name)));
     json_object_set_new(o, "counters", counters);
     if (s->rate_in)
       json_object_set_new(o, "rates",
                           json_pack("{s:f,s:f}", "in_per_s", s->rate_in[i],
                                     "out_per_s", s->rate_out[i]));
+    json_t *vars = NULL;
+    for (size_t k = 0; k < s->n_insts; k++) {
+      if (s->insts[k].node != i)
+        continue;
+      if (!vars)
+        bad |= json_object_set_new(o, "variants", vars = json_array());
+      const char *vn = s->insts[k].variant;
+      json_t *vo = json_object(), *vc = json_object();
+      bad |= !vo || !vc;
+      json_object_set_new(vo, "name", json_string(vn));
+      for (size_t c = 0; c < s->n_counters; c++) {
+        const char *cv = s->counter_variants ? s->counter_variants[c] : NULL;
+        if (s->counters[c].node == i && cv && !strcmp(cv, vn))
+          json_object_set_new(vc, s->counters[c].name,
+                              json_integer((json_int_t)s->counters[c].value));
+      }
+      json_object_set_new(vo, "counters", vc);
+      if (s->rate_inst_in)
+        json_object_set_new(vo, "rates",
+                            json_pack("{s:f,s:f}", "in_per_s",
+                                      s->rate_inst_in[k], "out_per_s",
+                                      s->rate_inst_out[k]));
+      bad |= json_array_append_new(vars, vo);
+    }
     bad |= json_array_append_new(nodes, o);
     for (size_t k = 0; k < n->n_inputs; k++) {
       json_t *ed = json_object();

@@ -8,7 +8,16 @@
  * Metric names (all prefixed recstream_): counters end in _total, times
  * are in seconds, sizes in bytes. Per-operator figures carry the label
  * operator="<node name>"; counters an operator registers itself through
- * host->counter become recstream_<operator type>_<counter>_total.
+ * host->counter become recstream_<operator type>_<counter>_total. An
+ * operator split by an experiment has one instance per variant: its series
+ * carry variant="<name>" as well.
+ *
+ * CTR per experiment variant: for each experiment, the split operators
+ * that register both an "impressions" and a "clicks" counter
+ * (bandit_reward) give recstream_experiment_impressions_total and
+ * recstream_experiment_clicks_total{experiment=...,variant=...} (their
+ * sums per variant) and the gauge recstream_experiment_ctr = clicks /
+ * impressions since the start (NaN before the first impression).
  */
 #ifndef RS_METRICS_H
 #define RS_METRICS_H
@@ -61,6 +70,14 @@ typedef struct rs_metric_counter {
   uint64_t value;
 } rs_metric_counter_t;
 
+/* One operator instance of a split operator (an experiment's variant):
+ * its process() time, for the histograms and the graph's variants. */
+typedef struct rs_metric_inst {
+  size_t node;         /* graph node index */
+  const char *variant; /* the variant's name */
+  rs_histogram_t proc; /* process() time per batch */
+} rs_metric_inst_t;
+
 typedef struct rs_metric_part {
   const char *topic;
   int32_t partition;
@@ -90,6 +107,12 @@ typedef struct rs_metrics_snapshot {
   /* Per counter: the experiment variant of the operator instance that owns
    * it, rendered as a `variant` label; NULL (the array or an entry): none. */
   const char **counter_variants;
+  /* Split operators (experiments): every variant's instance, in node
+   * order and variant order within a node. A node listed here has its
+   * histograms per variant (node_hist[node] is not rendered) and a
+   * "variants" list in the graph JSON. NULL/0: no experiment. */
+  rs_metric_inst_t *insts;
+  size_t n_insts;
   rs_metric_part_t *parts;
   size_t n_parts;
   rs_lat_histogram_t *node_e2e; /* per node (sinks): input record's
@@ -106,6 +129,7 @@ typedef struct rs_metrics_snapshot {
   /* Set by the HTTP endpoint, which samples every second: records/s per
    * node over the last rate_window_s (NULL: no two samples yet). */
   const double *rate_in, *rate_out;
+  const double *rate_inst_in, *rate_inst_out; /* per insts[k] (or NULL) */
   double rate_window_s;
 } rs_metrics_snapshot_t;
 
@@ -114,10 +138,17 @@ typedef struct rs_metrics_snapshot {
  * an operator / produced by a sink. */
 uint64_t rs_metrics_node_in(const rs_metrics_snapshot_t *s, size_t i);
 uint64_t rs_metrics_node_out(const rs_metrics_snapshot_t *s, size_t i);
+/* The same for one variant instance insts[k]: its records_in/records_out
+ * counters. A split node's node totals above sum its variants. */
+uint64_t rs_metrics_inst_in(const rs_metrics_snapshot_t *s, size_t k);
+uint64_t rs_metrics_inst_out(const rs_metrics_snapshot_t *s, size_t k);
 
 /* Fills *out from the engine (loop thread, or before/after the loop).
  * Free with rs_metrics_snapshot_free(). 0 or RS_ENOMEM. */
 int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out);
+/* The same without what rates do not need (state cache and RocksDB
+ * figures, watermarks): the endpoint's once-a-second rate sample. */
+int rs_engine_snapshot_counts(const rs_engine_t *e, rs_metrics_snapshot_t *out);
 void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s);
 
 /* Prometheus text exposition format (Content-Type
@@ -125,7 +156,10 @@ void rs_metrics_snapshot_free(rs_metrics_snapshot_t *s);
 #define RS_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *out);
 /* {"state", "rate_window_s", "nodes":[{"name","kind","type","topic",
- *  "counters":{...},"rates":{"in_per_s","out_per_s"}}...],
+ *  "counters":{...},"rates":{"in_per_s","out_per_s"}[,"variants":[{"name",
+ *  "counters","rates"}...]]}...], (a split operator's counters summed over
+ *  its variants, each variant instance's under "variants"; their rates
+ *  when s->rate_inst_in is set)
  *  "edges":[{"from","port","to","records_per_s"}...]} appended to out
  *  (rates only when s->rate_in is set; an edge's rate is its source node's
  *  output rate, all ports together). */

@@ -51,6 +51,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "options.h"
+#include "query_part.h"
 #include "state/cache.h"
 #include "state/store.h"
 #include "state_cmd.h"
@@ -290,11 +291,12 @@ struct rs_engine {
   rs_http_t *http;      /* http: endpoint (NULL: off) */
   atomic_int http_port; /* its bound port (0: not listening) */
   /* Interactive queries: an operator's query() runs (no state writes);
-   * the source topic's partition count as of assignment `query_gen`. */
+   * the query source's partition count (-1: unknown), read off the loop
+   * after each assignment (query_refresh()): one read in flight at a
+   * time, again when an assignment came during it. */
   int querying;
-  uint64_t assign_gen, query_gen;
   int32_t query_nparts;
-  size_t query_src;
+  int query_reading, query_stale;
   /* Metrics: event time to output handed to the producer, and produce()
    * to the broker's acknowledgement (metrics.h). */
   rs_lat_histogram_t ack_hist;
@@ -1989,12 +1991,14 @@ static void on_commit_timer(uv_timer_t *h) {
   }
 }
 
+static void query_refresh(rs_engine_t *e);
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   rs_engine_t *e = opaque;
   int coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    e->assign_gen++; /* queries read the partition count again */
+    query_refresh(e); /* the partition count may have changed */
     for (int i = 0; i < parts->cnt; i++) {
       ssize_t s = source_of_topic(e, parts->elems[i].topic);
       part_t *p =
@@ -3427,7 +3431,19 @@ int rs_engine_http_port(const rs_engine_t *e) {
   return atomic_load(&((rs_engine_t *)e)->http_port);
 }
 
+static int snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out, int full);
+
 int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
+  return snapshot(e, out, 1);
+}
+
+int rs_engine_snapshot_counts(const rs_engine_t *e,
+                              rs_metrics_snapshot_t *out) {
+  return snapshot(e, out, 0);
+}
+
+static int snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out,
+                    int full) {
   static const char *const states[] = {"init", "running", "stopping", "done"};
   memset(out, 0, sizeof(*out));
   out->g = e->g;
@@ -3441,15 +3457,17 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
   out->inflight_records = e->inflight_records;
   out->inflight_bytes = e->inflight_bytes;
   out->producer_queue = e->producer ? rd_kafka_outq_len(e->producer) : -1;
-  if (e->cache) {
+  if (e->cache && full) {
     out->has_cache = 1;
     rs_cache_stats(e->cache, &out->cache);
   }
-  size_t nc = 0, np = 0;
+  size_t nc = 0, np = 0, ni = 0;
   for (size_t i = 0; e->nodes && i < e->g->n; i++)
-    for (const struct rs_op *o = e->nodes[i].op; o; o = o->vnext)
+    for (const struct rs_op *o = e->nodes[i].op; o; o = o->vnext) {
+      ni += o->x != NULL;
       for (rs_counter_t *c = o->counters; c; c = c->next)
         nc++;
+    }
   for (size_t s = 0; e->parts && s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++)
       np += e->parts[s][i] != NULL;
@@ -3457,7 +3475,7 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
   out->node_hist = rs_calloc(e->g->n ? e->g->n : 1, sizeof(rs_histogram_t));
   out->node_e2e = rs_calloc(e->g->n ? e->g->n : 1, sizeof(rs_lat_histogram_t));
   out->ack = e->ack_hist;
-  if (e->store) {
+  if (e->store && full) {
     rs_store_stats_t ss;
     rs_store_stats(e->store, &ss);
     out->has_store = 1;
@@ -3483,8 +3501,10 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
     return RS_ENOMEM;
   }
   out->parts = rs_calloc(np ? np : 1, sizeof(*out->parts));
+  out->insts = ni ? rs_calloc(ni, sizeof(*out->insts)) : NULL;
   if (!out->node_out || !out->node_hist || !out->counters || !out->parts ||
-      !out->node_e2e || (e->store && !out->cfs)) {
+      !out->node_e2e || (e->store && full && !out->cfs) ||
+      (ni && !out->insts)) {
     rs_metrics_snapshot_free(out);
     return RS_ENOMEM;
   }
@@ -3493,13 +3513,17 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
     out->node_e2e[i] = e->nodes[i].e2e;
     if (e->nodes[i].op)
       out->node_hist[i] = e->nodes[i].op->proc_hist;
-    for (const struct rs_op *o = e->nodes[i].op; o; o = o->vnext)
+    for (const struct rs_op *o = e->nodes[i].op; o; o = o->vnext) {
+      if (o->x)
+        out->insts[out->n_insts++] =
+            (rs_metric_inst_t){i, o->host.variant, o->proc_hist};
       for (rs_counter_t *c = o->counters; c; c = c->next) {
         if (o->x && out->counter_variants)
           out->counter_variants[out->n_counters] = o->host.variant;
         out->counters[out->n_counters++] =
             (rs_metric_counter_t){i, c->name, c->help, c->value};
       }
+    }
   }
   for (size_t s = 0; e->parts && s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++) {
@@ -3514,7 +3538,7 @@ int rs_engine_snapshot(const rs_engine_t *e, rs_metrics_snapshot_t *out) {
       mp->high_watermark = -1;
       int64_t lo, hi;
       /* The client's cached figures (from fetch responses): no request. */
-      if (e->consumer && p->assigned &&
+      if (full && e->consumer && p->assigned &&
           rd_kafka_get_watermark_offsets(e->consumer, mp->topic, i, &lo, &hi) ==
               RD_KAFKA_RESP_ERR_NO_ERROR)
         mp->high_watermark = hi;
@@ -3537,16 +3561,75 @@ static size_t upstream_source(const rs_graph_t *g, size_t ni) {
   return g->nodes[ni].cfg_index;
 }
 
+/* The operator that answers queries (its variant 0 instance), or NULL. */
+static struct rs_op *query_op(const rs_engine_t *e) {
+  for (size_t k = 0; k < e->g->n; k++) {
+    struct rs_op *o = e->nodes ? e->nodes[e->g->order[k]].op : NULL;
+    if (o && o->inited && RS_OPDEF_HAS(o->def, query))
+      return o;
+  }
+  return NULL;
+}
+
+typedef struct nparts_read {
+  uv_work_t w;
+  rs_engine_t *e;
+  rd_kafka_t *rk;
+  const char *topic;
+  int32_t n;
+} nparts_read_t;
+
+static void nparts_work(uv_work_t *w) { /* a thread-pool thread */
+  nparts_read_t *r = w->data;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, r->topic, NULL);
+  r->n = rkt ? topic_partitions(r->rk, rkt) : -1;
+  if (rkt)
+    rd_kafka_topic_destroy(rkt);
+}
+
+static void nparts_done(uv_work_t *w, int status) { /* the loop thread */
+  nparts_read_t *r = w->data;
+  rs_engine_t *e = r->e;
+  e->query_reading = 0;
+  e->query_nparts = status == 0 ? r->n : -1;
+  rs_free(r);
+  if (e->query_stale) {
+    e->query_stale = 0;
+    query_refresh(e);
+  }
+}
+
+/* Reads the query source's partition count again, on libuv's thread pool
+ * (rd_kafka_metadata() blocks; librdkafka handles are thread-safe). The
+ * engine's loop runs until the read is done (an active request), so the
+ * consumer outlives it. */
+static void query_refresh(rs_engine_t *e) {
+  const struct rs_op *op = query_op(e);
+  if (!op || !e->consumer || e->state == ST_DONE)
+    return;
+  if (e->query_reading) {
+    e->query_stale = 1;
+    return;
+  }
+  nparts_read_t *r = rs_calloc(1, sizeof(*r));
+  if (!r)
+    return; /* the count stays as it was; the next assignment retries */
+  r->e = e;
+  r->rk = e->consumer;
+  r->topic = e->cfg->sources[upstream_source(e->g, op->node)].topic;
+  r->w.data = r;
+  if (uv_queue_work(&e->loop, &r->w, nparts_work, nparts_done)) {
+    rs_free(r);
+    return;
+  }
+  e->query_reading = 1;
+}
+
 int rs_engine_query(rs_engine_t *e, const void *key, size_t key_len,
                     rs_query_answer_t *out, char *errstr, size_t errstr_size) {
   memset(out, 0, sizeof(*out));
   out->partition = -1;
-  struct rs_op *op = NULL;
-  for (size_t k = 0; k < e->g->n && !op; k++) {
-    struct rs_op *o = e->nodes ? e->nodes[e->g->order[k]].op : NULL;
-    if (o && o->inited && RS_OPDEF_HAS(o->def, query))
-      op = o;
-  }
+  struct rs_op *op = query_op(e);
   if (!op) {
     out->status = RS_QUERY_NO_OPERATOR;
     return 0;
@@ -3555,21 +3638,22 @@ int rs_engine_query(rs_engine_t *e, const void *key, size_t key_len,
   out->op_type = op->def->name;
   size_t src = upstream_source(e->g, op->node);
   out->topic = e->cfg->sources[src].topic;
+  rs_partitioner_fn part_fn;
+  int rc = rs_query_partitioner(e->cfg, &part_fn, &out->partitioner, errstr,
+                                errstr_size);
+  if (rc)
+    return rc;
+  /* An experiment's operator: the instance of the key's variant. */
+  if (op->x) {
+    uint32_t v = rs_experiment_assign(op->x, key, key_len);
+    while (op->vnext && op->vidx != v)
+      op = op->vnext;
+    out->variant = op->host.variant;
+  }
   if (e->state != ST_RUNNING || e->n_assigned == 0 || !e->consumer ||
       !e->cache) {
     out->status = RS_QUERY_NOT_READY;
     return 0;
-  }
-  /* The partition count, from the cluster once per assignment (a
-   * rebalance follows any change of it). */
-  if (e->query_gen != e->assign_gen || e->query_src != src ||
-      e->query_nparts <= 0) {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->consumer, out->topic, NULL);
-    e->query_nparts = rkt ? topic_partitions(e->consumer, rkt) : -1;
-    if (rkt)
-      rd_kafka_topic_destroy(rkt);
-    e->query_src = src;
-    e->query_gen = e->assign_gen;
   }
   out->n_partitions = e->query_nparts;
   for (int32_t i = 0; i < e->n_parts[src]; i++)
@@ -3582,14 +3666,31 @@ int rs_engine_query(rs_engine_t *e, const void *key, size_t key_len,
   for (int32_t i = 0; i < e->n_parts[src]; i++)
     if (e->parts[src][i] && e->parts[src][i]->assigned)
       out->owned[out->n_owned++] = i;
+  if (!part_fn) {
+    /* partitioner random: the key can be anywhere; ask every partition
+     * owned here. */
+    e->querying = 1;
+    e->cur_op = op;
+    rc = RS_ENOENT;
+    for (size_t i = 0; i < out->n_owned && rc == RS_ENOENT; i++) {
+      rs_free(out->json);
+      out->json = NULL;
+      rc = op->def->query(op, op->ctx, out->owned[i], key, key_len, &out->json,
+                          &out->json_len);
+      if (rc != RS_ENOENT)
+        out->partition = out->owned[i];
+    }
+    e->cur_op = NULL;
+    e->querying = 0;
+    goto answered;
+  }
   if (e->query_nparts <= 0) {
+    if (!e->query_reading)
+      query_refresh(e); /* the last read failed: try again */
     out->status = RS_QUERY_NO_METADATA;
     return 0;
   }
-  /* rd_kafka_msg_partitioner_consistent: CRC32 of the key; the topic
-   * handle is not used for it. */
-  out->partition = rd_kafka_msg_partitioner_consistent(
-      NULL, key, key_len, e->query_nparts, NULL, NULL);
+  out->partition = part_fn(NULL, key, key_len, e->query_nparts, NULL, NULL);
   const part_t *p =
       out->partition < e->n_parts[src] ? e->parts[src][out->partition] : NULL;
   if (!p || !p->assigned) {
@@ -3598,10 +3699,11 @@ int rs_engine_query(rs_engine_t *e, const void *key, size_t key_len,
   }
   e->querying = 1;
   e->cur_op = op;
-  int rc = op->def->query(op, op->ctx, out->partition, key, key_len, &out->json,
-                          &out->json_len);
+  rc = op->def->query(op, op->ctx, out->partition, key, key_len, &out->json,
+                      &out->json_len);
   e->cur_op = NULL;
   e->querying = 0;
+answered:
   if (rc == RS_ENOENT) {
     rs_free(out->json);
     out->json = NULL;

@@ -144,10 +144,14 @@ const rs_graph_t *rs_engine_graph(const rs_engine_t *e);
 
 /* Interactive query (GET /v1/recommendations/{key}, DESIGN.md section 6):
  * the key is hashed to a partition of the source topic upstream of the
- * first operator (in graph order) whose def has `query`, as librdkafka's
- * default partitioner places keyed records (CRC32 of the key modulo the
- * partition count, read from the cluster's metadata once per assignment).
- * Only the instance that owns that partition has the key's state. */
+ * first operator (in graph order) whose def has `query`, with the
+ * partitioner kafka.properties.partitioner names (query_part.h; default
+ * librdkafka's consistent_random: CRC32 of the key) modulo the partition
+ * count. The count is read from the cluster's metadata after each
+ * assignment, on libuv's thread pool (never blocking the loop); until it
+ * is known the answer is RS_QUERY_NO_METADATA. Only the instance that owns
+ * that partition has the key's state. An operator split by an experiment
+ * answers from the instance of the key's variant. */
 typedef enum rs_query_status {
   RS_QUERY_OK = 0,      /* answered: json */
   RS_QUERY_UNKNOWN,     /* the partition is ours; nothing kept for the key */
@@ -162,7 +166,9 @@ typedef struct rs_query_answer {
   const char *op_name; /* answering operator's node name (borrowed) */
   const char *op_type; /* ...and type */
   const char *topic;   /* the source topic the key was hashed for */
-  int32_t partition;   /* the key's partition (-1: unknown) */
+  const char *variant; /* the key's experiment variant (NULL: not split) */
+  const char *partitioner; /* kafka.properties.partitioner or its default */
+  int32_t partition;       /* the key's partition (-1: unknown) */
   int32_t n_partitions;
   int32_t *owned; /* partitions of `topic` assigned here (rs_free) */
   size_t n_owned;

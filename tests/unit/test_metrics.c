@@ -767,3 +767,226 @@ Test(metrics, latency_histograms_rocksdb_and_checkpoint_bytes) {
   cr_assert_eq(rs_lat_quantile(&q, 1.0), 3600, "+Inf answers its lower bound");
   fixture_free(&f);
 }
+
+/* ------------------------------------------------ experiments (A/B) */
+
+static const char exp_yaml[] =
+    "app: x\n"
+    "sources: [ { name: in, topic: in }, { name: fb, topic: fb } ]\n"
+    "operators:\n"
+    "  - { name: parse, type: parse, input: in }\n"
+    "  - { name: pf, type: parse, input: fb, record: feedback }\n"
+    "  - { name: mf, type: mf_update, input: parse }\n"
+    "  - { name: topn, type: topn_emit, input: mf, model: mf }\n"
+    "  - { name: bandit, type: bandit_reward, inputs: [topn, pf] }\n"
+    "sinks: [ { name: out, input: bandit.recommendations, topic: out } ]\n"
+    "experiments:\n"
+    "  - name: ab\n"
+    "    salt: s\n"
+    "    operators: [mf, topn, bandit]\n"
+    "    variants: [ { name: model, weight: 1 }, { name: pop, weight: 1 } ]\n";
+
+static void exp_load(fixture_t *f) {
+  char err[512];
+  cr_assert_eq(rs_config_load_string("x.yaml", exp_yaml, strlen(exp_yaml), NULL,
+                                     0, &f->cfg, err, sizeof err),
+               0, "%s", err);
+  cr_assert_eq(rs_registry_new(&f->reg, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(rs_graph_build(f->cfg, f->reg, &f->g, err, sizeof err), 0, "%s",
+               err);
+  cr_assert_not_null(f->g->exp);
+}
+
+/* Counters as the engine's snapshot lists them for the experiment's graph:
+ * every variant instance's, labelled by variant. */
+typedef struct exp_snap {
+  rs_metric_counter_t c[32];
+  const char *cv[32];
+  rs_metric_inst_t insts[8];
+  size_t nc;
+} exp_snap_t;
+
+static void add_c(exp_snap_t *e, size_t node, const char *variant,
+                  const char *name, uint64_t v) {
+  e->c[e->nc] = (rs_metric_counter_t){node, name, "h", v};
+  e->cv[e->nc++] = variant;
+}
+
+static void exp_fill(exp_snap_t *e, const rs_graph_t *g,
+                     rs_metrics_snapshot_t *s, uint64_t *out) {
+  memset(e, 0, sizeof(*e));
+  size_t parse = node(g, "parse"), mf = node(g, "mf"), topn = node(g, "topn"),
+         bandit = node(g, "bandit");
+  add_c(e, parse, NULL, "records_in", 1000);
+  add_c(e, parse, NULL, "records_out", 990);
+  static const char *const vs[] = {"model", "pop"};
+  for (size_t v = 0; v < 2; v++) {
+    uint64_t k = v + 1;
+    add_c(e, mf, vs[v], "records_in", 100 * k);
+    add_c(e, mf, vs[v], "records_out", 90 * k);
+    add_c(e, topn, vs[v], "records_in", 80 * k);
+    add_c(e, topn, vs[v], "impressions", 7777); /* items: not lists */
+    add_c(e, bandit, vs[v], "records_in", 70 * k);
+    add_c(e, bandit, vs[v], "impressions", v ? 400 : 200);
+    add_c(e, bandit, vs[v], "clicks", v ? 20 : 50);
+  }
+  size_t ni = 0;
+  const size_t split[] = {mf, topn, bandit};
+  for (size_t n = 0; n < 3; n++)
+    for (size_t v = 0; v < 2; v++) {
+      e->insts[ni] = (rs_metric_inst_t){split[n], vs[v], {{0}, 0, 0}};
+      /* (n+1)*(v+1) observations of 2 ms each. */
+      for (size_t o = 0; o < (n + 1) * (v + 1); o++)
+        rs_histogram_observe(&e->insts[ni].proc, 2000000);
+      ni++;
+    }
+  fill(s, g, e->c, e->nc, NULL, 0, out);
+  s->counter_variants = e->cv;
+  s->insts = e->insts;
+  s->n_insts = ni;
+}
+
+Test(metrics, experiment_ctr_per_variant_and_histograms_per_instance) {
+  fixture_t f;
+  exp_load(&f);
+  const rs_graph_t *g = f.g;
+  uint64_t out[16] = {0};
+  exp_snap_t e;
+  rs_metrics_snapshot_t s;
+  rs_histogram_t hist[16];
+  memset(hist, 0, sizeof hist);
+  exp_fill(&e, g, &s, out);
+  s.node_hist = hist;
+  rs_histogram_observe(&hist[node(g, "parse")], 5000);
+  rs_buf_t b = {0};
+  cr_assert_eq(rs_metrics_render(&s, &b), 0);
+  cr_assert_eq(rs_buf_append(&b, "", 1), 0);
+  static parsed_t r;
+  parse_exposition(b.data, &r);
+  /* The lists shown and clicks of bandit_reward (it counts both; topn's
+   * impressions are items and do not count), per variant, and the CTR. */
+  cr_assert_str_eq(family(&r, "recstream_experiment_impressions_total")->type,
+                   "counter");
+  cr_assert_str_eq(family(&r, "recstream_experiment_clicks_total")->type,
+                   "counter");
+  cr_assert_str_eq(family(&r, "recstream_experiment_ctr")->type, "gauge");
+  cr_assert_eq(val(&r, "recstream_experiment_impressions_total",
+                   "experiment=ab,variant=model"),
+               200);
+  cr_assert_eq(val(&r, "recstream_experiment_impressions_total",
+                   "experiment=ab,variant=pop"),
+               400);
+  cr_assert_eq(val(&r, "recstream_experiment_clicks_total",
+                   "experiment=ab,variant=model"),
+               50);
+  cr_assert_eq(
+      val(&r, "recstream_experiment_clicks_total", "experiment=ab,variant=pop"),
+      20);
+  cr_assert_float_eq(
+      val(&r, "recstream_experiment_ctr", "experiment=ab,variant=model"), 0.25,
+      1e-9);
+  cr_assert_float_eq(
+      val(&r, "recstream_experiment_ctr", "experiment=ab,variant=pop"), 0.05,
+      1e-9);
+  cr_assert_eq(count_series(&r, "recstream_experiment_ctr"), 2);
+  /* The operators' own counters keep the variant label. */
+  cr_assert_eq(val(&r, "recstream_bandit_reward_clicks_total",
+                   "operator=bandit,type=bandit_reward,variant=pop"),
+               20);
+  /* Process time: every variant instance of a split operator, the others
+   * as before. */
+  const char *cnt = "recstream_operator_process_seconds_count";
+  cr_assert_eq(val(&r, cnt, "operator=mf,variant=model"), 1);
+  cr_assert_eq(val(&r, cnt, "operator=mf,variant=pop"), 2);
+  cr_assert_eq(val(&r, cnt, "operator=topn,variant=pop"), 4);
+  cr_assert_eq(val(&r, cnt, "operator=bandit,variant=model"), 3);
+  cr_assert_eq(val(&r, cnt, "operator=bandit,variant=pop"), 6);
+  cr_assert_eq(val(&r, cnt, "operator=parse"), 1);
+  cr_assert(isnan(val(&r, cnt, "operator=mf")), "a split node has no "
+                                                "series without variant");
+  cr_assert_eq(count_series(&r, cnt), 2 + 6);
+  cr_assert_eq(val(&r, "recstream_operator_process_seconds_bucket",
+                   "operator=topn,variant=pop,le=0.0025"),
+               4);
+  cr_assert_float_eq(val(&r, "recstream_operator_process_seconds_sum",
+                         "operator=bandit,variant=pop"),
+                     0.012, 1e-9);
+
+  /* No impressions yet: the CTR is NaN, the counters 0. */
+  rs_buf_reset(&b);
+  for (size_t k = 0; k < e.nc; k++)
+    if (!strcmp(e.c[k].name, "impressions") || !strcmp(e.c[k].name, "clicks"))
+      e.c[k].value = 0;
+  cr_assert_eq(rs_metrics_render(&s, &b), 0);
+  cr_assert_eq(rs_buf_append(&b, "", 1), 0);
+  parse_exposition(b.data, &r);
+  cr_assert(
+      isnan(val(&r, "recstream_experiment_ctr", "experiment=ab,variant=pop")));
+  cr_assert_eq(count_series(&r, "recstream_experiment_ctr"), 2);
+  cr_assert_eq(val(&r, "recstream_experiment_impressions_total",
+                   "experiment=ab,variant=pop"),
+               0);
+  rs_buf_free(&b);
+  fixture_free(&f);
+}
+
+Test(metrics, graph_json_lists_every_variant_with_sums_on_the_node) {
+  fixture_t f;
+  exp_load(&f);
+  const rs_graph_t *g = f.g;
+  uint64_t out[16] = {0};
+  exp_snap_t e;
+  rs_metrics_snapshot_t s;
+  exp_fill(&e, g, &s, out);
+  double rin[16 + 8], rout[16 + 8];
+  for (size_t i = 0; i < 16 + 8; i++) {
+    rin[i] = 10.0 + (double)i;
+    rout[i] = 50.0 + (double)i;
+  }
+  s.rate_in = rin;
+  s.rate_out = rout;
+  s.rate_inst_in = rin + g->n;
+  s.rate_inst_out = rout + g->n;
+  s.rate_window_s = 10;
+  /* The totals the rates are sampled from. */
+  cr_assert_eq(rs_metrics_node_in(&s, node(g, "mf")), 300);
+  cr_assert_eq(rs_metrics_node_out(&s, node(g, "mf")), 270);
+  cr_assert_eq(rs_metrics_inst_in(&s, 0), 100); /* mf#model */
+  cr_assert_eq(rs_metrics_inst_in(&s, 1), 200); /* mf#pop */
+  cr_assert_eq(rs_metrics_inst_out(&s, 1), 180);
+  rs_buf_t b = {0};
+  cr_assert_eq(rs_metrics_graph_json(&s, &b), 0);
+  json_error_t je;
+  json_t *j = json_loadb(b.data, b.len, 0, &je);
+  cr_assert(j != NULL, "%.*s", (int)b.len, b.data);
+  json_t *nodes = json_object_get(j, "nodes");
+  json_t *mf = json_array_get(nodes, node(g, "mf"));
+  cr_assert_eq(json_integer_value(json_object_get(
+                   json_object_get(mf, "counters"), "records_in")),
+               300, "the node's figure is its variants' sum");
+  json_t *vars = json_object_get(mf, "variants");
+  cr_assert_eq(json_array_size(vars), 2, "%.*s", (int)b.len, b.data);
+  json_t *pop = json_array_get(vars, 1);
+  cr_assert_str_eq(json_string_value(json_object_get(pop, "name")), "pop");
+  cr_assert_eq(json_integer_value(json_object_get(
+                   json_object_get(pop, "counters"), "records_in")),
+               200);
+  cr_assert_eq(json_real_value(
+                   json_object_get(json_object_get(pop, "rates"), "in_per_s")),
+               rin[g->n + 1]);
+  json_t *bandit = json_array_get(nodes, node(g, "bandit"));
+  json_t *bm = json_array_get(json_object_get(bandit, "variants"), 0);
+  cr_assert_str_eq(json_string_value(json_object_get(bm, "name")), "model");
+  cr_assert_eq(json_integer_value(
+                   json_object_get(json_object_get(bm, "counters"), "clicks")),
+               50);
+  cr_assert_eq(json_integer_value(json_object_get(
+                   json_object_get(bandit, "counters"), "clicks")),
+               70);
+  /* Operators not split: no variants. */
+  cr_assert_null(
+      json_object_get(json_array_get(nodes, node(g, "parse")), "variants"));
+  json_decref(j);
+  rs_buf_free(&b);
+  fixture_free(&f);
+}
