@@ -120,6 +120,9 @@
 #define SZ_BUCKET_HDR 8
 #define SZ_BUCKET_USERS 32 /* users per bucket before the buckets double */
 #define SZ_MAX_NB_LOG 24
+#define SZ_AHEAD 4        /* records between prefetch stages */
+#define SZ_UENT_BLOCK 256 /* bytes of a user's block: header, id, value */
+#define SZ_INLINE_MIN 64  /* value bytes in the block, at least */
 #define SZ_NONE INT64_MIN
 #define SZ_USER_HDR 16
 #define SZ_SESS_HDR 120
@@ -189,23 +192,23 @@ typedef struct sz_pend {
  * is absent, written, and no agenda entry points at it. */
 typedef struct sz_uent {
   uint64_t hash;
-  unsigned char *val; /* USER layout; len 0 when absent */
+  unsigned char *val; /* USER layout (len 0 when absent), in the block */
   size_t len, cap;
   uint32_t refs;   /* agenda entries pointing here */
   uint8_t present; /* the user has an entry */
   uint8_t dirty;   /* differs from the state; on the partition's list */
   uint8_t legacy;  /* also stored under "u" user (meta version 1): delete */
+  uint8_t heap;    /* val is its own allocation, not in this block */
   uint32_t user_len;
   char user[];
 } sz_uent_t;
 
-/* Agenda entry: close session `id` of the user, or (purge) delete the
- * user's entry, once the watermark passes `key`. */
+/* Agenda entry: close session `id` of the user once the watermark passes
+ * `key` (stale when the session was extended or merged since). */
 typedef struct sz_due {
   int64_t key;
   int64_t id;
   sz_uent_t *ent; /* holds a reference */
-  uint32_t purge;
 } sz_due_t;
 
 typedef struct sz_part {
@@ -243,6 +246,8 @@ typedef struct sz_ctx {
   size_t cap_out, cap_key;
   struct sz_group *groups; /* scratch for distinct items */
   size_t cap_groups;
+  uint64_t *hashes; /* of the batch's users, for prefetching */
+  size_t cap_hashes;
   size_t *bstart; /* scratch for checkpoints: users by bucket */
   size_t cap_bstart;
   struct sz_uent **order;
@@ -491,17 +496,15 @@ static int due_less(const sz_due_t *a, const sz_due_t *b) {
     if (r || x->user_len != y->user_len)
       return r ? r < 0 : x->user_len < y->user_len;
   }
-  if (a->purge != b->purge)
-    return a->purge < b->purge;
   return a->id < b->id;
 }
 
 static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, sz_uent_t *ent,
-                    int64_t id, int purge) {
+                    int64_t id) {
   if (grow(c->host, &p->due, &p->cap_due, p->n_due + 1, sizeof(sz_due_t)))
     return RS_ENOMEM;
   ent->refs++;
-  sz_due_t x = {key, id, ent, (uint32_t)purge};
+  sz_due_t x = {key, id, ent};
   size_t i = p->n_due++;
   while (i > 0 && due_less(&x, &p->due[(i - 1) / 2])) {
     p->due[i] = p->due[(i - 1) / 2];
@@ -573,12 +576,19 @@ static int uent_get(sz_ctx_t *c, sz_part_t *p, const char *user, size_t len,
   uint64_t h = user_hash(user, len);
   size_t i = uent_slot(p, h, user, len);
   if (!p->tab[i]) {
-    sz_uent_t *e = c->host->calloc(1, sizeof(*e) + (len ? len : 1));
+    /* One block: header, user, then room for a typical value, so that a
+     * record's user costs one run of adjacent cache lines. */
+    size_t at = (sizeof(sz_uent_t) + len + 7) & ~(size_t)7,
+           size = at + SZ_INLINE_MIN > SZ_UENT_BLOCK ? at + SZ_INLINE_MIN
+                                                     : SZ_UENT_BLOCK;
+    sz_uent_t *e = c->host->calloc(1, size);
     if (!e)
       return RS_ENOMEM;
     e->hash = h;
     e->user_len = (uint32_t)len;
     memcpy(e->user, user, len);
+    e->val = (unsigned char *)e + at;
+    e->cap = size - at;
     p->tab[i] = e;
     p->tab_n++;
   }
@@ -587,8 +597,28 @@ static int uent_get(sz_ctx_t *c, sz_part_t *p, const char *user, size_t len,
 }
 
 static void uent_free(sz_ctx_t *c, sz_uent_t *e) {
-  c->host->free(e->val);
+  if (e->heap)
+    c->host->free(e->val);
   c->host->free(e);
+}
+
+/* Room for an n-byte value in e (its current bytes kept). */
+static int uent_reserve(sz_ctx_t *c, sz_uent_t *e, size_t n) {
+  if (n <= e->cap)
+    return 0;
+  size_t cap = 2 * e->cap > n ? 2 * e->cap : n;
+  unsigned char *v;
+  if (!e->heap) {
+    if (!(v = c->host->malloc(cap)))
+      return RS_ENOMEM;
+    memcpy(v, e->val, e->len);
+    e->heap = 1;
+  } else if (!(v = c->host->realloc(e->val, cap))) {
+    return RS_ENOMEM;
+  }
+  e->val = v;
+  e->cap = cap;
+  return 0;
 }
 
 /* Drops e from the table and frees it when nothing needs it any more:
@@ -872,8 +902,8 @@ static int user_load(sz_ctx_t *c, int32_t partition, const sz_uent_t *e,
   return 0;
 }
 
-/* Encodes c->u as e's new value (the old one's bytes stay valid in c->out
- * until the next encode), to be written at the next checkpoint. */
+/* Encodes c->u as e's new value, to be written at the next checkpoint
+ * (c->u's kept items no longer valid). */
 static int user_store(sz_ctx_t *c, sz_part_t *p, int32_t partition,
                       sz_uent_t *e) {
   size_t n;
@@ -888,14 +918,12 @@ static int user_store(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   }
   if ((rc = user_encode(c, &n)) || (rc = uent_dirty(c, p, e)))
     return rc;
-  unsigned char *v = e->val;
-  size_t cap = e->cap;
-  e->val = c->out;
-  e->cap = c->cap_out;
+  /* c->u no longer points into e->val: encoding copied what it needed. */
+  if (uent_reserve(c, e, n))
+    return RS_ENOMEM;
+  memcpy(e->val, c->out, n);
   e->len = n;
   e->present = 1;
-  c->out = v;
-  c->cap_out = cap;
   return 0;
 }
 
@@ -914,6 +942,23 @@ static int uent_by_user(const void *a, const void *b) {
  * bucket is rewritten). The meta entry records how many there are. */
 static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
   int rc;
+  /* Users with no open session whose last one ended more than the ttl
+   * before the watermark are dropped here rather than on a schedule: a
+   * sweep per checkpoint costs less than an agenda entry per closed
+   * session, and outputs cannot tell (past the ttl, the entry no longer
+   * decides whether a late record belongs to a closed session). */
+  int64_t w = watermark(c, p);
+  for (size_t i = 0; w != SZ_NONE && i < p->tab_cap; i++) {
+    sz_uent_t *e = p->tab[i];
+    if (!e || !e->present || e->val[2] || e->val[3] ||
+        w <= sat_add((int64_t)get64(e->val + 8), c->ttl))
+      continue;
+    if ((rc = uent_dirty(c, p, e)))
+      return rc;
+    e->present = 0;
+    e->len = 0;
+    c->host->counter_add(c->c_purged, 1);
+  }
   unsigned nb_log = p->nb_log;
   while (nb_log < SZ_MAX_NB_LOG && p->tab_n > (size_t)SZ_BUCKET_USERS << nb_log)
     nb_log++;
@@ -1172,7 +1217,7 @@ static int sess_new(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
   s->id = session_id(ia->user, ia->user_len, t);
   c->host->counter_add(c->c_opened, 1);
   *out = s;
-  return due_push(c, p, deadline(c, t), e, s->id, 0);
+  return due_push(c, p, deadline(c, t), e, s->id);
 }
 
 /* Merges open sessions lo+1..hi into lo (they are consecutive in time). */
@@ -1316,19 +1361,6 @@ static int run_due(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   if ((rc = user_load(c, partition, e, &found)) || !found)
     return rc;
   sz_user_t *u = &c->u;
-  if (d->purge) {
-    if (u->n)
-      return 0; /* active again; its sessions re-queue a purge on close */
-    int64_t at = sat_add(u->horizon, c->ttl);
-    if (at != d->key)
-      return due_push(c, p, at, e, 0, 1);
-    if ((rc = uent_dirty(c, p, e)))
-      return rc;
-    e->present = 0;
-    e->len = 0;
-    c->host->counter_add(c->c_purged, 1);
-    return 0;
-  }
   size_t k = 0;
   while (k < u->n && u->s[k].id != d->id)
     k++;
@@ -1336,15 +1368,13 @@ static int run_due(sz_ctx_t *c, sz_part_t *p, int32_t partition,
     return 0; /* closed or merged away since */
   int64_t dl = deadline(c, u->s[k].end);
   if (dl != d->key) /* extended since: due later, in its own order */
-    return due_push(c, p, dl, e, d->id, 0);
+    return due_push(c, p, dl, e, d->id);
   if ((rc = emit_summary(c, e->user, e->user_len, &u->s[k])))
     return rc;
   c->host->counter_add(c->c_closed, 1);
   if (u->horizon == SZ_NONE || u->s[k].end > u->horizon)
     u->horizon = u->s[k].end;
   sess_remove(u, k);
-  if (!u->n && (rc = due_push(c, p, sat_add(u->horizon, c->ttl), e, 0, 1)))
-    return rc;
   return user_store(c, p, partition, e);
 }
 
@@ -1585,8 +1615,7 @@ static int scan_user(sz_ctx_t *c, sz_part_t *p, const char *user, size_t ul,
   sz_uent_t *e;
   if (vlen < SZ_USER_HDR || v[0] != SZ_VERSION)
     goto bad;
-  if ((rc = uent_get(c, p, user, ul, &e)) ||
-      grow_bytes(c, &e->val, &e->cap, vlen))
+  if ((rc = uent_get(c, p, user, ul, &e)) || uent_reserve(c, e, vlen))
     return rc ? rc : RS_ENOMEM;
   if (e->present)
     goto bad; /* twice */
@@ -1612,11 +1641,9 @@ static int scan_user(sz_ctx_t *c, sz_part_t *p, const char *user, size_t ul,
     if (next > vlen)
       goto bad;
     rc = due_push(c, p, deadline(c, (int64_t)get64(h + 16)), e,
-                  (int64_t)get64(h), 0);
+                  (int64_t)get64(h));
     off = next;
   }
-  if (!rc && count == 0)
-    rc = due_push(c, p, sat_add((int64_t)get64(v + 8), c->ttl), e, 0, 1);
   return rc;
 bad:
   snprintf(c->why, sizeof c->why, "user '%.*s' (%zu bytes)",
@@ -1875,8 +1902,38 @@ static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
   }
   sz_part_t *p = NULL;
   int rc = part_ready(c, partition, &p);
-  for (size_t i = 0; i < batch->count && !rc; i++)
+  size_t n = batch->count;
+  if (!rc &&
+      grow(c->host, &c->hashes, &c->cap_hashes, n ? n : 1, sizeof(uint64_t)))
+    rc = RS_ENOMEM;
+  /* A record's user is a random one among many: its table slot, entry and
+   * value are each a cache miss. They are fetched a few records ahead
+   * (hints only: a slot taken by another user, or a table that grows, just
+   * makes one useless). */
+  for (size_t i = 0; i < n && !rc; i++) {
+    const rs_record_t *r = &batch->records[i];
+    const rs_interaction_t *ia = r->payload;
+    c->hashes[i] = r->kind == RS_KIND_INTERACTION && ia && ia->user
+                       ? user_hash(ia->user, ia->user_len)
+                       : 0;
+  }
+  for (size_t i = 0; i < n && !rc; i++) {
+    size_t mask = p->tab_cap - 1;
+    if (p->tab_cap) {
+      if (i + SZ_AHEAD * 3 < n)
+        __builtin_prefetch(&p->tab[c->hashes[i + SZ_AHEAD * 3] & mask]);
+      if (i + SZ_AHEAD * 2 < n) {
+        const sz_uent_t *e = p->tab[c->hashes[i + SZ_AHEAD * 2] & mask];
+        if (e) {
+          __builtin_prefetch(e);
+          __builtin_prefetch((const char *)e + 64);
+          __builtin_prefetch((const char *)e + 128);
+          __builtin_prefetch((const char *)e + 192);
+        }
+      }
+    }
     rc = sz_one(c, p, partition, &batch->records[i]);
+  }
   c->cur = NULL;
   if (!rc && (!(rc = chunk_close(c, p, partition))))
     rc = meta_store(c, p, partition);
@@ -1991,6 +2048,7 @@ static void sz_destroy(rs_op_t *op, void *vctx) {
   h->free(c->out);
   h->free(c->key);
   h->free(c->groups);
+  h->free(c->hashes);
   h->free(c->bstart);
   h->free(c->order);
 }

@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "codec.h"
 #include "common.h"
@@ -331,6 +332,17 @@ static void make_input(input_t *in, long events, long users, int parts) {
   rs_gen_destroy(g);
 }
 
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -342,6 +354,7 @@ typedef struct result {
   uint64_t sessions, enriched, late, checkpoints;
   double op_s, opck_s, store_s; /* in process(), checkpoint(), store writes */
   double total_s;
+  double cpu_s; /* process CPU time (RocksDB's threads included) */
 } result_t;
 
 /* Runs the input through parse and, when sz_opts, sessionize. */
@@ -370,6 +383,7 @@ static result_t run(const input_t *in, const rs_operator_def_t *def2,
   memcpy(pos, in->part_start, (size_t)in->parts * sizeof *pos);
   result_t r = {0};
   uint64_t t0 = rs_now_ns(), last_ckpt = t0;
+  double cpu0 = cpu_now();
   for (int left = 1; left;) {
     left = 0;
     for (int p = 0; p < in->parts; p++) {
@@ -426,6 +440,7 @@ static result_t run(const input_t *in, const rs_operator_def_t *def2,
   r.opck_s += (double)(c1 - c0) / 1e9;
   r.store_s += (double)(rs_now_ns() - c1) / 1e9;
   r.total_s = (double)(rs_now_ns() - t0) / 1e9;
+  r.cpu_s = cpu_now() - cpu0;
   double secs = (double)(rs_now_ns() - t0) / 1e9;
   if (getenv("BENCH_CACHE_STATS")) {
     rs_cache_stats_t cs;
@@ -639,6 +654,8 @@ int main(int argc, char **argv) {
   const char *tags[NP] = {"p", "s", "s0", "us"};
   result_t best[NP] = {{0}};
   double ratio[NP] = {0}, rss[NP] = {0};
+  double *wr = calloc((size_t)rounds * NP, sizeof *wr),
+         *cr = calloc((size_t)rounds * NP, sizeof *cr);
   for (int round = 0; round < rounds; round++) {
     result_t r[NP];
     for (int k = 0; k < NP; k++) {
@@ -652,16 +669,22 @@ int main(int argc, char **argv) {
       rss[k] = m > rss[k] ? m : rss[k];
     }
     printf("round %d: parse %.0f/s", round + 1, r[0].rate);
-    for (int k = 1; k < NP; k++)
-      printf(", %s %.2f", tags[k], r[k].rate / r[0].rate);
+    for (int k = 1; k < NP; k++) {
+      wr[k * rounds + round] = r[k].rate / r[0].rate;
+      cr[k * rounds + round] = r[k].cpu_s > 0 ? r[0].cpu_s / r[k].cpu_s : 0;
+      printf(", %s %.2f (CPU %.2f)", tags[k], wr[k * rounds + round],
+             cr[k * rounds + round]);
+    }
     printf("\n");
     for (int k = 0; k < NP; k++)
       if (r[k].rate > 0)
         printf("  %-3s %.2f s: operator process %.2f s, checkpoint() %.2f s, "
-               "store checkpoints %.2f s (%llu), parse and rest %.2f s\n",
+               "store checkpoints %.2f s (%llu), parse and rest %.2f s; "
+               "CPU %.2f s\n",
                tags[k], r[k].total_s, r[k].op_s, r[k].opck_s, r[k].store_s,
                (unsigned long long)r[k].checkpoints,
-               r[k].total_s - r[k].op_s - r[k].opck_s - r[k].store_s);
+               r[k].total_s - r[k].op_s - r[k].opck_s - r[k].store_s,
+               r[k].cpu_s);
     for (int k = 0; k < NP; k++)
       if (r[k].rate > best[k].rate)
         best[k] = r[k];
@@ -678,6 +701,17 @@ int main(int argc, char **argv) {
            (unsigned long long)best[k].sessions, rss[k]);
   printf("* best ratio to parse within one round (same conditions); target "
          ">= 0.50 for parse -> sessionize\n");
+  printf("median of %d rounds, ratio to parse by wall time / by process CPU "
+         "time (steadier on a loaded machine):",
+         rounds);
+  for (int k = 1; k < NP; k++) {
+    qsort(wr + k * rounds, (size_t)rounds, sizeof *wr, cmp_double);
+    qsort(cr + k * rounds, (size_t)rounds, sizeof *cr, cmp_double);
+    printf(" %s %.2f / %.2f%s", tags[k], wr[k * rounds + rounds / 2],
+           cr[k * rounds + rounds / 2], k + 1 < NP ? "," : "\n");
+  }
+  free(wr);
+  free(cr);
   printf("enriched events: %llu, late records: %llu, checkpoints: %llu\n",
          (unsigned long long)best[1].enriched, (unsigned long long)best[1].late,
          (unsigned long long)best[1].checkpoints);
