@@ -69,8 +69,9 @@
  *                 read; its user entries move into buckets at the next
  *                 checkpoint.
  *   "p" be64(s)   the records of one batch that still waited for the
- *                 watermark at the batch's end (s: arrival number of the
- *                 first), each as u64 arrival number + PENDING below.
+ *                 watermark at the batch's end (s: arrival number of one
+ *                 of them), each as u64 arrival number + PENDING below
+ *                 (records applied within their batch are never copied).
  *                 Records at or before the stored watermark have been
  *                 applied since; the entry goes when all have.
  *   "s" be32(b)   user bucket b (< 2^k): u8 version 1, 3 reserved, u32
@@ -177,13 +178,15 @@ typedef struct sz_chunk {
   size_t len, cap;
 } sz_chunk_t;
 
-/* A pending record: (time, arrival) and where its bytes are; chunk NULL
- * for the record being processed, applied in the same step. */
+/* A pending record: (time, arrival) and where its bytes are: in the
+ * current batch (ia), or, once a batch ended with it still waiting, in a
+ * chunk. */
 typedef struct sz_pend {
   int64_t t;
   uint64_t seq;
   sz_chunk_t *chunk;
   size_t off;
+  const rs_interaction_t *ia;
 } sz_pend_t;
 
 /* A user's entry, kept in memory for the partition (the "u" value,
@@ -454,11 +457,12 @@ static int pend_less(const sz_pend_t *a, const sz_pend_t *b) {
 }
 
 static int pend_push(sz_ctx_t *c, sz_part_t *p, int64_t t, uint64_t seq,
-                     sz_chunk_t *chunk, size_t off) {
+                     sz_chunk_t *chunk, size_t off,
+                     const rs_interaction_t *ia) {
   if (grow(c->host, &p->pend, &p->cap_pend, p->n_pend + 1, sizeof(sz_pend_t)))
     return RS_ENOMEM;
   size_t i = p->n_pend++;
-  sz_pend_t x = {t, seq, chunk, off};
+  sz_pend_t x = {t, seq, chunk, off, ia};
   while (i > 0 && pend_less(&x, &p->pend[(i - 1) / 2])) {
     p->pend[i] = p->pend[(i - 1) / 2];
     i = (i - 1) / 2;
@@ -1256,6 +1260,70 @@ static int sess_merge(sz_ctx_t *c, size_t lo, size_t hi) {
   return 0;
 }
 
+/* The common case of apply_in_bounds, on the encoded entry: ia extends
+ * the user's latest session at its end (t >= end, within the gap and the
+ * duration bound) and the session keeps fewer than max_events events, so
+ * nothing but its header changes and one kept event is appended. *done 0:
+ * anything else (or an entry that does not parse), for the general path. */
+static int fast_append(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
+                       const rs_interaction_t *ia, int *done) {
+  *done = 0;
+  const unsigned char *v = e->val;
+  size_t len = e->len, count, off = SZ_USER_HDR, last = 0;
+  if (!e->present || len < SZ_USER_HDR || v[0] != SZ_VERSION ||
+      !(count = (size_t)v[2] | (size_t)v[3] << 8))
+    return 0;
+  int64_t t = ia->timestamp_ms, last_ts = SZ_NONE;
+  for (size_t k = 0; k < count; k++) {
+    if (len - off < SZ_SESS_HDR)
+      return 0;
+    const unsigned char *h = v + off;
+    uint32_t kept = get32(h + 112);
+    last = off;
+    off += SZ_SESS_HDR + 8 * (size_t)h[116];
+    for (uint32_t x = 0; x < kept; x++) {
+      if (off > len || len - off < SZ_EVENT_HDR ||
+          len - off - SZ_EVENT_HDR < get32(v + off + 12))
+        return 0;
+      if (k + 1 == count)
+        last_ts = (int64_t)get64(v + off);
+      off += SZ_EVENT_HDR + get32(v + off + 12);
+    }
+  }
+  const unsigned char *h = v + last;
+  int64_t start = (int64_t)get64(h + 8), end = (int64_t)get64(h + 16);
+  uint32_t kept = get32(h + 112);
+  if (off != len || last_ts == SZ_NONE || t < end || t > sat_add(end, c->gap) ||
+      (c->max_duration && t > sat_add(start, c->max_duration)) ||
+      kept + 1 > (uint64_t)c->max_events || last_ts > t)
+    return 0;
+  size_t n = len + SZ_EVENT_HDR + ia->item_len;
+  int rc;
+  if ((rc = uent_reserve(c, e, n)) || (rc = uent_dirty(c, p, e)))
+    return rc;
+  unsigned char *w = e->val, *hh = w + last, *o = w + len;
+  memset(o, 0, SZ_EVENT_HDR);
+  put64(o, (uint64_t)t);
+  o[8] = (unsigned char)ia->event_type;
+  put32(o + 12, ia->item_len);
+  memcpy(o + SZ_EVENT_HDR, ia->item, ia->item_len);
+  e->len = n;
+  sz_sess_t s = {.id = (int64_t)get64(hh),
+                 .start = start,
+                 .events = (int64_t)get64(hh + 24) + 1};
+  put64(hh + 16, (uint64_t)t);
+  put64(hh + 24, (uint64_t)s.events);
+  unsigned char *cnt = hh + 56 + 8 * ia->event_type;
+  put64(cnt, get64(cnt) + 1);
+  if (ia->has_value) {
+    unsigned char *sum = hh + (ia->event_type == RS_EVENT_RATING ? 104 : 96);
+    put_f64(sum, get_f64(sum) + ia->value);
+  }
+  put32(hh + 112, kept + 1);
+  *done = 1;
+  return emit_event(c, ia, &s, diff(t, last_ts), 0);
+}
+
 /* Applies an interaction that the watermark has reached: it joins the
  * user's latest session or starts the next one. */
 static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
@@ -1264,6 +1332,7 @@ static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   int64_t t = ia->timestamp_ms, since_prev = -1;
   sz_uent_t *e;
   if ((rc = uent_get(c, p, ia->user, ia->user_len, &e)) ||
+      (rc = fast_append(c, p, e, ia, &found)) || found ||
       (rc = user_load(c, partition, e, &found)))
     return rc;
   sz_sess_t *s = c->u.n ? &c->u.s[c->u.n - 1] : NULL;
@@ -1489,65 +1558,23 @@ static int chunk_release(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   return chunk_drop(c, p, partition, ch);
 }
 
-/* At the end of a batch: its records still waiting go to the state as
- * one entry (only those: with a time-ordered input most of a batch has
- * been applied by then). */
+/* At the end of a batch: its records still waiting (few: with a
+ * time-ordered input most of a batch has been applied by then) are copied
+ * into one chunk, written to the state as one entry. */
 static int chunk_close(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
+  for (size_t i = 0; i < p->n_pend; i++) {
+    sz_pend_t *e = &p->pend[i];
+    if (!e->ia)
+      continue;
+    int rc = pend_append(c, p, e->seq, e->ia, &e->chunk, &e->off);
+    if (rc)
+      return rc;
+    e->ia = NULL;
+  }
   sz_chunk_t *ch = p->open;
   if (!ch)
     return 0;
   p->open = NULL;
-  if (!ch->live) {
-    chunk_free(c, p, ch);
-    return 0;
-  }
-  /* Keep only the records still waiting (those after the watermark; the
-   * applied ones are at or before it), and move their heap entries. */
-  int64_t w = watermark(c, p);
-  size_t *moved = c->host->malloc(2 * ch->live * sizeof(size_t)), m = 0;
-  if (!moved)
-    return RS_ENOMEM;
-  size_t in = 0, out = 0;
-  while (in < ch->len) {
-    int64_t t = 0;
-    uint64_t seq = 0;
-    size_t n = pend_parse(ch->data + in, ch->len - in, &t, &seq);
-    if (!n)
-      break; /* cannot happen: written above; caught by the count check */
-    if (w == SZ_NONE || t > w) {
-      if (m < ch->live) {
-        moved[2 * m] = in;
-        moved[2 * m + 1] = out;
-      }
-      m++;
-      memmove(ch->data + out, ch->data + in, n);
-      out += n;
-    }
-    in += n;
-  }
-  if (m != ch->live) {
-    c->host->free(moved);
-    c->host->log(c->op, RS_LOG_ERROR,
-                 "partition %" PRId32 ": %zu records wait in a chunk that "
-                 "counts %" PRIu32 " (internal error)",
-                 partition, m, ch->live);
-    return RS_EINTERNAL;
-  }
-  ch->len = out;
-  for (size_t i = 0; i < p->n_pend; i++) {
-    if (p->pend[i].chunk != ch)
-      continue;
-    size_t lo = 0, hi = m;
-    while (lo < hi) {
-      size_t mid = (lo + hi) / 2;
-      if (moved[2 * mid] < p->pend[i].off)
-        lo = mid + 1;
-      else
-        hi = mid;
-    }
-    p->pend[i].off = moved[2 * lo + 1];
-  }
-  c->host->free(moved);
   unsigned char k[SZ_CHUNK_KEY];
   chunk_key(k, ch->first_seq);
   int rc = c->host->state_put(c->op, partition, k, sizeof k, ch->data, ch->len);
@@ -1689,7 +1716,7 @@ static int scan_one(void *opaque, const void *kk, size_t klen, const void *vv,
       }
       if (a->wm != SZ_NONE && t <= a->wm)
         continue;
-      rc = pend_push(c, p, t, seq, ch, off);
+      rc = pend_push(c, p, t, seq, ch, off, NULL);
       ch->live++;
       /* Arrival numbers and the largest time stay past every pending
        * record's, whatever the meta entry says. */
@@ -1851,22 +1878,16 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   if (t < w) {
     if ((rc = apply_late(c, p, partition, rec, ia, w)))
       return rc;
-  } else if (t == w) {
-    /* Applied in this step, from the record itself. */
-    if ((rc = pend_push(c, p, t, seq, NULL, 0)))
-      return rc;
-  } else {
-    sz_chunk_t *ch;
-    size_t off;
-    if ((rc = pend_append(c, p, seq, ia, &ch, &off)) ||
-        (rc = pend_push(c, p, t, seq, ch, off)))
-      return rc;
+  } else if ((rc = pend_push(c, p, t, seq, NULL, 0, ia))) {
+    /* Waits as it is (batch memory) until the watermark reaches it; only
+     * the records still waiting at the batch's end are copied. */
+    return rc;
   }
   /* Pending records the watermark has reached, in (time, arrival) order
    * (this record among them when it is not later than the watermark). */
   while (p->n_pend && p->pend[0].t <= w) {
     sz_pend_t e = pend_pop(p);
-    rs_interaction_t *pia = (rs_interaction_t *)ia;
+    rs_interaction_t *pia = (rs_interaction_t *)e.ia;
     if (e.chunk && (rc = pend_take(c, &e, &pia)))
       return rc;
     if ((rc = apply_in_bounds(c, p, partition, pia)) ||
