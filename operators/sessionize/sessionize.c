@@ -122,7 +122,7 @@
 #define SZ_BUCKET_USERS 32 /* users per bucket before the buckets double */
 #define SZ_MAX_NB_LOG 24
 #define SZ_AHEAD 4        /* records between prefetch stages */
-#define SZ_UENT_BLOCK 256 /* bytes of a user's block: header, id, value */
+#define SZ_UENT_BLOCK 384 /* bytes of a user's block: header, id, value */
 #define SZ_INLINE_MIN 64  /* value bytes in the block, at least */
 #define SZ_NONE INT64_MIN
 #define SZ_USER_HDR 16
@@ -1950,6 +1950,7 @@ static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
           __builtin_prefetch((const char *)e + 64);
           __builtin_prefetch((const char *)e + 128);
           __builtin_prefetch((const char *)e + 192);
+          __builtin_prefetch((const char *)e + 256);
         }
       }
     }
