@@ -1897,6 +1897,12 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   /* Sessions (and idle users) the watermark has passed. */
   while (p->n_due && p->due[0].key < w) {
     sz_due_t d = due_pop(p);
+    if (p->n_due && p->due[0].key < w) {
+      /* The next one's user, while this one is handled. */
+      const char *b = (const char *)p->due[0].ent;
+      for (int l = 0; l < 4; l++)
+        __builtin_prefetch(b + 64 * l);
+    }
     rc = run_due(c, p, partition, &d);
     uent_unref(c, p, d.ent);
     if (rc)
