@@ -26,9 +26,13 @@
  *   parse -> sessionize (ooo 0) the same with records applied on arrival
  *   parse -> user_stats (none)  for scale: the simplest stateful per-user
  *                               operator (a get and a put per event)
- * Printed: events/s, the ratio to parse in the same round (the figure of
- * merit; target >= 0.5), per-batch p50/p99 processing time, sessions
- * closed, and peak RSS. Absolute numbers on a shared machine are noise.
+ * Printed per round: the ratio of each pipeline to parse in the same round
+ * by wall time and by process CPU time (the latter steadier on a loaded
+ * machine), and where the time went (operator, checkpoint(), store writes,
+ * parse and the rest); then the best round's events/s, per-batch p50/p99,
+ * sessions closed, peak RSS, and the medians of the ratios (the figure of
+ * merit; target >= 0.5). Absolute numbers on a shared machine are noise.
+ * --only s|s0|us runs parse and that one pipeline (for perf record).
  *
  * --engine then also runs the stream through the whole engine on the
  * embedded broker: source -> parse -> sink against source -> parse ->
