@@ -602,6 +602,11 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  if (only && strcmp(only, "s") && strcmp(only, "s0") && strcmp(only, "us")) {
+    fprintf(stderr, "bench_sessionize: --only takes s, s0 or us, not '%s'\n",
+            only);
+    return 2;
+  }
   if (events < 1 || users < 1 || parts < 1 || rounds < 1) {
     fprintf(stderr, "bench_sessionize: counts must be >= 1\n");
     return 2;
