@@ -44,18 +44,42 @@
  * would need a clock or wall-clock timers from the host, which operators do not
  * have: it is accepted only as 0 (off) and refused otherwise.
  *
+ * Memory and checkpoints. The user entries of a partition are all kept in
+ * memory (an open-addressing table, encoded as in the state, loaded by the
+ * rebuild scan), so a record costs no state call: process() changes them
+ * in memory and marks them dirty, and checkpoint() writes the changed ones,
+ * so they reach RocksDB in the same batch as the input offsets. They are
+ * grouped in 2^k buckets by a hash of the user, one state entry each, and a
+ * checkpoint rewrites the buckets holding a changed user: RocksDB pays per
+ * key, and a key per user made checkpoints cost more than the processing.
+ * The buckets double (every bucket rewritten once) when they average more
+ * than SZ_BUCKET_USERS users. The meta entry and the pending records are
+ * still written at the end of each batch (one entry each); between
+ * checkpoints the state is therefore not a snapshot, and a batch that fails
+ * part way marks the instance failed: later batches and checkpoints are
+ * refused, and the engine restarts from the last checkpoint.
+ *
  * State (partition-scoped keys, integers little-endian unless said):
  *
- *   "m"           partition meta, 32 bytes: version 1 (1 byte), 7 reserved
- *                 zero bytes, largest event time seen (int64; INT64_MIN:
- *                 none), records seen (uint64: the arrival sequence), the
- *                 watermark when it was written (int64)
+ *   "m"           partition meta, 32 bytes: version 2 (1 byte), k (1 byte:
+ *                 2^k user buckets), 6 reserved zero bytes, largest event
+ *                 time seen (int64; INT64_MIN: none), records seen (uint64:
+ *                 the arrival sequence), the watermark when it was written
+ *                 (int64). Version 1 (k = 0, users under "u" user) is still
+ *                 read; its user entries move into buckets at the next
+ *                 checkpoint.
  *   "p" be64(s)   the records of one batch that still waited for the
- *                 watermark at the batch's end (s: arrival number of the
- *                 first), each as u64 arrival number + PENDING below.
+ *                 watermark at the batch's end (s: arrival number of one
+ *                 of them), each as u64 arrival number + PENDING below
+ *                 (records applied within their batch are never copied).
  *                 Records at or before the stored watermark have been
  *                 applied since; the entry goes when all have.
- *   "u" user      the user's open sessions, layout USER below
+ *   "s" be32(b)   user bucket b (< 2^k): u8 version 1, 3 reserved, u32
+ *                 count, then per user in byte order of the user id: u32
+ *                 user length, u32 entry length, user id, entry (layout
+ *                 USER below). User u is in bucket H(u) mod 2^k, H = FNV-1a
+ *                 64 over its bytes, then h ^ (h >> 29). An empty bucket
+ *                 has no entry.
  *
  * USER, version 1:
  *   0 u8 version 1 | 1 u8 reserved | 2 u16 open sessions | 4 u32 reserved
@@ -73,7 +97,7 @@
  *  16 page lengths | 20 u32 reserved | 24 f64 value | 32 i64 time |
  *  40 user, item, device, page bytes
  *
- * A user entry is deleted once the user has no open session and the
+ * A user entry is dropped once the user has no open session and the
  * watermark is more than max(state_ttl, 2 gap + grace) past the end of
  * their last session (before that, it is what tells a late record that
  * it belongs to a closed session). Stored values that do not parse stop
@@ -92,6 +116,14 @@
 #include "recstream/operator.h"
 
 #define SZ_VERSION 1
+#define SZ_META_VERSION 2 /* 1: user entries under "u" user, no buckets */
+#define SZ_BUCKET_KEY 5
+#define SZ_BUCKET_HDR 8
+#define SZ_BUCKET_USERS 32 /* users per bucket before the buckets double */
+#define SZ_MAX_NB_LOG 24
+#define SZ_AHEAD 4        /* records between prefetch stages */
+#define SZ_UENT_BLOCK 384 /* bytes of a user's block: header, id, value */
+#define SZ_INLINE_MIN 64  /* value bytes in the block, at least */
 #define SZ_NONE INT64_MIN
 #define SZ_USER_HDR 16
 #define SZ_SESS_HDR 120
@@ -146,23 +178,40 @@ typedef struct sz_chunk {
   size_t len, cap;
 } sz_chunk_t;
 
-/* A pending record: (time, arrival) and where its bytes are; chunk NULL
- * for the record being processed, applied in the same step. */
+/* A pending record: (time, arrival) and where its bytes are: in the
+ * current batch (ia), or, once a batch ended with it still waiting, in a
+ * chunk. */
 typedef struct sz_pend {
   int64_t t;
   uint64_t seq;
   sz_chunk_t *chunk;
   size_t off;
+  const rs_interaction_t *ia;
 } sz_pend_t;
 
-/* Agenda entry: close session `id` of `user`, or (purge) delete the
- * user's entry, once the watermark passes `key`. */
+/* A user's entry, kept in memory for the partition (the "u" value,
+ * encoded as in the state). The state is written from these at
+ * checkpoint(): put when present, delete when purged. An entry goes when it
+ * is absent, written, and no agenda entry points at it. */
+typedef struct sz_uent {
+  uint64_t hash;
+  unsigned char *val; /* USER layout (len 0 when absent), in the block */
+  size_t len, cap;
+  uint32_t refs;   /* agenda entries pointing here */
+  uint8_t present; /* the user has an entry */
+  uint8_t dirty;   /* differs from the state; on the partition's list */
+  uint8_t legacy;  /* also stored under "u" user (meta version 1): delete */
+  uint8_t heap;    /* val is its own allocation, not in this block */
+  uint32_t user_len;
+  char user[];
+} sz_uent_t;
+
+/* Agenda entry: close session `id` of the user once the watermark passes
+ * `key` (stale when the session was extended or merged since). */
 typedef struct sz_due {
   int64_t key;
   int64_t id;
-  char *user; /* owned */
-  uint32_t user_len;
-  uint32_t purge;
+  sz_uent_t *ent; /* holds a reference */
 } sz_due_t;
 
 typedef struct sz_part {
@@ -171,12 +220,19 @@ typedef struct sz_part {
   uint64_t seq;      /* records seen */
   int64_t saved_max; /* what the meta entry holds */
   uint64_t saved_seq;
+  unsigned nb_log, saved_nb_log; /* 2^nb_log user buckets */
   sz_pend_t *pend;
   size_t n_pend, cap_pend;
   sz_chunk_t *chunks; /* every chunk with live records */
   sz_chunk_t *open;   /* the current batch's */
   sz_due_t *due;
   size_t n_due, cap_due;
+  /* Every user entry of the partition (complete once loaded: a user not
+   * here has none), open addressing with linear probing. */
+  sz_uent_t **tab;
+  size_t tab_cap, tab_n;
+  sz_uent_t **dirty; /* entries to write at the next checkpoint */
+  size_t n_dirty, cap_dirty;
 } sz_part_t;
 
 typedef struct sz_ctx {
@@ -193,12 +249,19 @@ typedef struct sz_ctx {
   size_t cap_out, cap_key;
   struct sz_group *groups; /* scratch for distinct items */
   size_t cap_groups;
+  uint64_t *hashes; /* of the batch's users, for prefetching */
+  size_t cap_hashes;
+  size_t *bstart; /* scratch for checkpoints: users by bucket */
+  size_t cap_bstart;
+  struct sz_uent **order;
+  size_t cap_order;
   /* The record being processed: outputs carry its source position. */
   const rs_record_t *cur;
   uint32_t ordinal;
   char why[256];
   rs_counter_t *c_late, *c_late_acc, *c_opened, *c_closed, *c_merged, *c_split,
       *c_purged, *c_reloads;
+  int failed; /* a batch failed: memory is ahead of the state, unusable */
 } sz_ctx_t;
 
 typedef struct sz_group {
@@ -394,11 +457,12 @@ static int pend_less(const sz_pend_t *a, const sz_pend_t *b) {
 }
 
 static int pend_push(sz_ctx_t *c, sz_part_t *p, int64_t t, uint64_t seq,
-                     sz_chunk_t *chunk, size_t off) {
+                     sz_chunk_t *chunk, size_t off,
+                     const rs_interaction_t *ia) {
   if (grow(c->host, &p->pend, &p->cap_pend, p->n_pend + 1, sizeof(sz_pend_t)))
     return RS_ENOMEM;
   size_t i = p->n_pend++;
-  sz_pend_t x = {t, seq, chunk, off};
+  sz_pend_t x = {t, seq, chunk, off, ia};
   while (i > 0 && pend_less(&x, &p->pend[(i - 1) / 2])) {
     p->pend[i] = p->pend[(i - 1) / 2];
     i = (i - 1) / 2;
@@ -429,24 +493,22 @@ static sz_pend_t pend_pop(sz_part_t *p) {
 static int due_less(const sz_due_t *a, const sz_due_t *b) {
   if (a->key != b->key)
     return a->key < b->key;
-  size_t n = a->user_len < b->user_len ? a->user_len : b->user_len;
-  int r = memcmp(a->user, b->user, n);
-  if (r || a->user_len != b->user_len)
-    return r ? r < 0 : a->user_len < b->user_len;
-  if (a->purge != b->purge)
-    return a->purge < b->purge;
+  const sz_uent_t *x = a->ent, *y = b->ent;
+  if (x != y) {
+    size_t n = x->user_len < y->user_len ? x->user_len : y->user_len;
+    int r = memcmp(x->user, y->user, n);
+    if (r || x->user_len != y->user_len)
+      return r ? r < 0 : x->user_len < y->user_len;
+  }
   return a->id < b->id;
 }
 
-static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, const char *user,
-                    size_t user_len, int64_t id, int purge) {
+static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, sz_uent_t *ent,
+                    int64_t id) {
   if (grow(c->host, &p->due, &p->cap_due, p->n_due + 1, sizeof(sz_due_t)))
     return RS_ENOMEM;
-  char *u = c->host->malloc(user_len ? user_len : 1);
-  if (!u)
-    return RS_ENOMEM;
-  memcpy(u, user, user_len);
-  sz_due_t x = {key, id, u, (uint32_t)user_len, (uint32_t)purge};
+  ent->refs++;
+  sz_due_t x = {key, id, ent};
   size_t i = p->n_due++;
   while (i > 0 && due_less(&x, &p->due[(i - 1) / 2])) {
     p->due[i] = p->due[(i - 1) / 2];
@@ -456,7 +518,7 @@ static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, const char *user,
   return 0;
 }
 
-/* Removes the top; the caller owns its user bytes. */
+/* Removes the top; the caller owns its reference (uent_unref). */
 static sz_due_t due_pop(sz_part_t *p) {
   sz_due_t top = p->due[0], x = p->due[--p->n_due];
   size_t i = 0, n = p->n_due;
@@ -474,6 +536,128 @@ static sz_due_t due_pop(sz_part_t *p) {
   if (n)
     p->due[i] = x;
   return top;
+}
+
+/* ---------------------------------------------------- user table */
+
+static uint64_t user_hash(const char *user, size_t len) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ (unsigned char)user[i]) * 0x100000001b3ull;
+  return h ^ h >> 29;
+}
+
+/* The slot of user in p->tab: its entry, or the empty slot it would take. */
+static size_t uent_slot(const sz_part_t *p, uint64_t h, const char *user,
+                        size_t len) {
+  size_t mask = p->tab_cap - 1, i = (size_t)h & mask;
+  for (sz_uent_t *e; (e = p->tab[i]); i = (i + 1) & mask)
+    if (e->hash == h && e->user_len == len && !memcmp(e->user, user, len))
+      break;
+  return i;
+}
+
+static int tab_grow(sz_ctx_t *c, sz_part_t *p) {
+  size_t cap = p->tab_cap ? 2 * p->tab_cap : 64;
+  sz_uent_t **old = p->tab, **t = c->host->calloc(cap, sizeof(*t));
+  if (!t)
+    return RS_ENOMEM;
+  size_t oc = p->tab_cap;
+  p->tab = t;
+  p->tab_cap = cap;
+  for (size_t i = 0; i < oc; i++)
+    if (old[i])
+      t[uent_slot(p, old[i]->hash, old[i]->user, old[i]->user_len)] = old[i];
+  c->host->free(old);
+  return 0;
+}
+
+/* The user's entry (a new absent one when unknown). */
+static int uent_get(sz_ctx_t *c, sz_part_t *p, const char *user, size_t len,
+                    sz_uent_t **out) {
+  if ((p->tab_n + 1) * 4 > p->tab_cap * 3 && tab_grow(c, p))
+    return RS_ENOMEM;
+  uint64_t h = user_hash(user, len);
+  size_t i = uent_slot(p, h, user, len);
+  if (!p->tab[i]) {
+    /* One block: header, user, then room for a typical value, so that a
+     * record's user costs one run of adjacent cache lines. */
+    size_t at = (sizeof(sz_uent_t) + len + 7) & ~(size_t)7,
+           size = at + SZ_INLINE_MIN > SZ_UENT_BLOCK ? at + SZ_INLINE_MIN
+                                                     : SZ_UENT_BLOCK;
+    sz_uent_t *e = c->host->calloc(1, size);
+    if (!e)
+      return RS_ENOMEM;
+    e->hash = h;
+    e->user_len = (uint32_t)len;
+    memcpy(e->user, user, len);
+    e->val = (unsigned char *)e + at;
+    e->cap = size - at;
+    p->tab[i] = e;
+    p->tab_n++;
+  }
+  *out = p->tab[i];
+  return 0;
+}
+
+static void uent_free(sz_ctx_t *c, sz_uent_t *e) {
+  if (e->heap)
+    c->host->free(e->val);
+  c->host->free(e);
+}
+
+/* Room for an n-byte value in e (its current bytes kept). */
+static int uent_reserve(sz_ctx_t *c, sz_uent_t *e, size_t n) {
+  if (n <= e->cap)
+    return 0;
+  size_t cap = 2 * e->cap > n ? 2 * e->cap : n;
+  unsigned char *v;
+  if (!e->heap) {
+    if (!(v = c->host->malloc(cap)))
+      return RS_ENOMEM;
+    memcpy(v, e->val, e->len);
+    e->heap = 1;
+  } else if (!(v = c->host->realloc(e->val, cap))) {
+    return RS_ENOMEM;
+  }
+  e->val = v;
+  e->cap = cap;
+  return 0;
+}
+
+/* Drops e from the table and frees it when nothing needs it any more:
+ * absent, written, unreferenced. */
+static void uent_release(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e) {
+  if (e->present || e->dirty || e->refs)
+    return;
+  size_t mask = p->tab_cap - 1, i = uent_slot(p, e->hash, e->user, e->user_len);
+  /* Backward-shift deletion keeps every probe sequence unbroken. */
+  for (size_t j = (i + 1) & mask; p->tab[j]; j = (j + 1) & mask) {
+    size_t home = (size_t)p->tab[j]->hash & mask;
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      p->tab[i] = p->tab[j];
+      i = j;
+    }
+  }
+  p->tab[i] = NULL;
+  p->tab_n--;
+  uent_free(c, e);
+}
+
+static void uent_unref(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e) {
+  e->refs--;
+  uent_release(c, p, e);
+}
+
+static int uent_dirty(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e) {
+  if (e->dirty)
+    return 0;
+  if (grow(c->host, &p->dirty, &p->cap_dirty, p->n_dirty + 1,
+           sizeof(sz_uent_t *)))
+    return RS_ENOMEM;
+  p->dirty[p->n_dirty++] = e;
+  e->dirty = 1;
+  return 0;
 }
 
 static void chunk_free(sz_ctx_t *c, sz_part_t *p, sz_chunk_t *ch) {
@@ -504,12 +688,18 @@ static sz_chunk_t *chunk_new(sz_ctx_t *c, sz_part_t *p, uint64_t first_seq) {
 static void part_clear(sz_ctx_t *c, sz_part_t *p) {
   while (p->chunks)
     chunk_free(c, p, p->chunks);
-  for (size_t i = 0; i < p->n_due; i++)
-    c->host->free(p->due[i].user);
   p->n_due = 0;
+  for (size_t i = 0; i < p->tab_cap; i++)
+    if (p->tab[i]) {
+      uent_free(c, p->tab[i]);
+      p->tab[i] = NULL;
+    }
+  p->tab_n = 0;
+  p->n_dirty = 0;
   p->n_pend = 0;
   p->max_t = p->saved_max = SZ_NONE;
   p->seq = p->saved_seq = 0;
+  p->nb_log = p->saved_nb_log = 0;
   p->loaded = 0;
 }
 
@@ -690,25 +880,17 @@ static int state_error(sz_ctx_t *c, int32_t partition, const char *what,
   return rc;
 }
 
-/* Loads the user's entry into c->u (empty when absent); *found says which.
- * Kept items point into the value state_get lent, which stays valid until
- * the next state_* call: callers store (user_store) or drop the entry
- * before any other state call, and copy what outlives it (summaries). */
-static int user_load(sz_ctx_t *c, int32_t partition, const char *user,
-                     size_t len, int *found) {
-  void *v;
-  size_t n;
-  if (user_key(c, user, len))
-    return RS_ENOMEM;
-  int rc = c->host->state_get(c->op, partition, c->key, len + 1, &v, &n);
+/* Decodes the user's entry e into c->u (empty when absent); *found says
+ * which. Kept items point into e->val, which stays as it is until
+ * user_store replaces it. */
+static int user_load(sz_ctx_t *c, int32_t partition, const sz_uent_t *e,
+                     int *found) {
   c->u.n = 0;
   c->u.horizon = SZ_NONE;
   *found = 0;
-  if (rc == RS_ENOENT)
+  if (!e->present)
     return 0;
-  if (rc)
-    return state_error(c, partition, "reading state", user, len, rc);
-  rc = user_decode(c, v, n);
+  int rc = user_decode(c, e->val, e->len);
   if (rc == RS_ENOMEM)
     return rc;
   if (rc) {
@@ -716,29 +898,165 @@ static int user_load(sz_ctx_t *c, int32_t partition, const char *user,
                  "partition %" PRId32 " user '%.*s': stored state is not a "
                  "version-%d sessionize entry: %s; it was written by another "
                  "operator or is corrupt: rebuild the state by replay",
-                 partition, (int)(len > 64 ? 64 : len), user, SZ_VERSION,
-                 c->why);
+                 partition, (int)(e->user_len > 64 ? 64 : e->user_len), e->user,
+                 SZ_VERSION, c->why);
     return RS_ESTATE;
   }
   *found = 1;
   return 0;
 }
 
-static int user_store(sz_ctx_t *c, int32_t partition, const char *user,
-                      size_t len) {
+/* Encodes c->u as e's new value, to be written at the next checkpoint
+ * (c->u's kept items no longer valid). */
+static int user_store(sz_ctx_t *c, sz_part_t *p, int32_t partition,
+                      sz_uent_t *e) {
   size_t n;
   int rc;
   if (c->u.n > SZ_MAX_OPEN) {
     c->host->log(c->op, RS_LOG_ERROR,
                  "partition %" PRId32 " user '%.*s': more than %d open "
                  "sessions (is grace far longer than the gap?)",
-                 partition, (int)(len > 64 ? 64 : len), user, SZ_MAX_OPEN);
+                 partition, (int)(e->user_len > 64 ? 64 : e->user_len), e->user,
+                 SZ_MAX_OPEN);
     return RS_ERANGE;
   }
-  if ((rc = user_encode(c, &n)) || (rc = user_key(c, user, len)))
+  if ((rc = user_encode(c, &n)) || (rc = uent_dirty(c, p, e)))
     return rc;
-  rc = c->host->state_put(c->op, partition, c->key, len + 1, c->out, n);
-  return rc ? state_error(c, partition, "writing state", user, len, rc) : 0;
+  /* c->u no longer points into e->val: encoding copied what it needed. */
+  if (uent_reserve(c, e, n))
+    return RS_ENOMEM;
+  memcpy(e->val, c->out, n);
+  e->len = n;
+  e->present = 1;
+  return 0;
+}
+
+static int meta_store(sz_ctx_t *c, sz_part_t *p, int32_t partition);
+
+static int uent_by_user(const void *a, const void *b) {
+  const sz_uent_t *x = *(sz_uent_t *const *)a, *y = *(sz_uent_t *const *)b;
+  size_t n = x->user_len < y->user_len ? x->user_len : y->user_len;
+  int r = memcmp(x->user, y->user, n);
+  return r ? r : (x->user_len > y->user_len) - (x->user_len < y->user_len);
+}
+
+/* Writes the buckets holding a changed user entry of p to the state, each
+ * as one value (its users in byte order); doubles the buckets first when
+ * they hold more than SZ_BUCKET_USERS users each on average (then every
+ * bucket is rewritten). The meta entry records how many there are. */
+static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
+  int rc;
+  /* Users with no open session whose last one ended more than the ttl
+   * before the watermark are dropped here rather than on a schedule: a
+   * sweep per checkpoint costs less than an agenda entry per closed
+   * session, and outputs cannot tell (past the ttl, the entry no longer
+   * decides whether a late record belongs to a closed session). */
+  int64_t w = watermark(c, p);
+  for (size_t i = 0; w != SZ_NONE && i < p->tab_cap; i++) {
+    sz_uent_t *e = p->tab[i];
+    if (!e || !e->present || e->val[2] || e->val[3] ||
+        w <= sat_add((int64_t)get64(e->val + 8), c->ttl))
+      continue;
+    if ((rc = uent_dirty(c, p, e)))
+      return rc;
+    e->present = 0;
+    e->len = 0;
+    c->host->counter_add(c->c_purged, 1);
+  }
+  unsigned nb_log = p->nb_log;
+  while (nb_log < SZ_MAX_NB_LOG && p->tab_n > (size_t)SZ_BUCKET_USERS << nb_log)
+    nb_log++;
+  if (!p->n_dirty && nb_log == p->nb_log)
+    return 0;
+  size_t nb = (size_t)1 << nb_log, mask = nb - 1;
+  int all = nb_log != p->nb_log;
+  /* Per bucket: -1 clean, else the index of its first user in c->order. */
+  if (grow(c->host, &c->bstart, &c->cap_bstart, nb + 1, sizeof(size_t)))
+    return RS_ENOMEM;
+  size_t *start = c->bstart;
+  for (size_t b = 0; b <= nb; b++)
+    start[b] = all ? 0 : SIZE_MAX;
+  for (size_t i = 0; i < p->n_dirty; i++) {
+    sz_uent_t *e = p->dirty[i];
+    start[e->hash & mask] = 0;
+    if (e->legacy) {
+      if ((rc = user_key(c, e->user, e->user_len)) ||
+          (rc = c->host->state_delete(c->op, partition, c->key,
+                                      e->user_len + 1)))
+        return rc == RS_ENOMEM ? rc
+                               : state_error(c, partition, "deleting state",
+                                             e->user, e->user_len, rc);
+      e->legacy = 0;
+    }
+  }
+  /* Counting sort of the present users of those buckets. */
+  size_t n = 0;
+  for (size_t i = 0; i < p->tab_cap; i++) {
+    sz_uent_t *e = p->tab[i];
+    if (e && e->present && start[e->hash & mask] != SIZE_MAX) {
+      start[e->hash & mask]++;
+      n++;
+    }
+  }
+  if (grow(c->host, &c->order, &c->cap_order, n ? n : 1, sizeof(sz_uent_t *)))
+    return RS_ENOMEM;
+  size_t sum = 0;
+  for (size_t b = 0; b < nb; b++)
+    if (start[b] != SIZE_MAX) {
+      size_t k = start[b];
+      start[b] = sum;
+      sum += k;
+    }
+  for (size_t i = 0; i < p->tab_cap; i++) {
+    sz_uent_t *e = p->tab[i];
+    if (e && e->present && start[e->hash & mask] != SIZE_MAX)
+      c->order[start[e->hash & mask]++] = e;
+  }
+  /* start[b] is now the end of bucket b; buckets follow each other. */
+  size_t from = 0;
+  for (size_t b = 0; b < nb; b++) {
+    if (start[b] == SIZE_MAX)
+      continue;
+    size_t to = start[b], bytes = SZ_BUCKET_HDR;
+    unsigned char key[SZ_BUCKET_KEY] = {
+        's', (unsigned char)(b >> 24), (unsigned char)(b >> 16),
+        (unsigned char)(b >> 8), (unsigned char)b};
+    if (to == from) {
+      rc = c->host->state_delete(c->op, partition, key, sizeof key);
+    } else {
+      qsort(c->order + from, to - from, sizeof(sz_uent_t *), uent_by_user);
+      for (size_t i = from; i < to; i++)
+        bytes += 8 + c->order[i]->user_len + c->order[i]->len;
+      if (grow_bytes(c, &c->out, &c->cap_out, bytes))
+        return RS_ENOMEM;
+      unsigned char *o = c->out;
+      memset(o, 0, SZ_BUCKET_HDR);
+      o[0] = 1;
+      put32(o + 4, (uint32_t)(to - from));
+      o += SZ_BUCKET_HDR;
+      for (size_t i = from; i < to; i++) {
+        const sz_uent_t *e = c->order[i];
+        put32(o, e->user_len);
+        put32(o + 4, (uint32_t)e->len);
+        memcpy(o + 8, e->user, e->user_len);
+        memcpy(o + 8 + e->user_len, e->val, e->len);
+        o += 8 + e->user_len + e->len;
+      }
+      rc = c->host->state_put(c->op, partition, key, sizeof key, c->out, bytes);
+    }
+    if (rc)
+      return state_error(c, partition, "writing a user bucket", "", 0, rc);
+    from = to;
+  }
+  p->nb_log = nb_log;
+  if ((rc = meta_store(c, p, partition)))
+    return rc;
+  for (size_t i = 0; i < p->n_dirty; i++) {
+    p->dirty[i]->dirty = 0;
+    uent_release(c, p, p->dirty[i]);
+  }
+  p->n_dirty = 0;
+  return 0;
 }
 
 /* --------------------------------------------------------- outputs */
@@ -891,8 +1209,8 @@ static int sess_add(sz_ctx_t *c, sz_sess_t *s, const rs_interaction_t *ia,
 }
 
 /* A new session for ia at its place in start order; queued for closing. */
-static int sess_new(sz_ctx_t *c, sz_part_t *p, const rs_interaction_t *ia,
-                    sz_sess_t **out) {
+static int sess_new(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
+                    const rs_interaction_t *ia, sz_sess_t **out) {
   int64_t t = ia->timestamp_ms;
   size_t k = c->u.n;
   while (k > 0 && c->u.s[k - 1].start > t)
@@ -903,7 +1221,7 @@ static int sess_new(sz_ctx_t *c, sz_part_t *p, const rs_interaction_t *ia,
   s->id = session_id(ia->user, ia->user_len, t);
   c->host->counter_add(c->c_opened, 1);
   *out = s;
-  return due_push(c, p, deadline(c, t), ia->user, ia->user_len, s->id, 0);
+  return due_push(c, p, deadline(c, t), e, s->id);
 }
 
 /* Merges open sessions lo+1..hi into lo (they are consecutive in time). */
@@ -942,13 +1260,80 @@ static int sess_merge(sz_ctx_t *c, size_t lo, size_t hi) {
   return 0;
 }
 
+/* The common case of apply_in_bounds, on the encoded entry: ia extends
+ * the user's latest session at its end (t >= end, within the gap and the
+ * duration bound) and the session keeps fewer than max_events events, so
+ * nothing but its header changes and one kept event is appended. *done 0:
+ * anything else (or an entry that does not parse), for the general path. */
+static int fast_append(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
+                       const rs_interaction_t *ia, int *done) {
+  *done = 0;
+  const unsigned char *v = e->val;
+  size_t len = e->len, count, off = SZ_USER_HDR, last = 0;
+  if (!e->present || len < SZ_USER_HDR || v[0] != SZ_VERSION ||
+      !(count = (size_t)v[2] | (size_t)v[3] << 8))
+    return 0;
+  int64_t t = ia->timestamp_ms, last_ts = SZ_NONE;
+  for (size_t k = 0; k < count; k++) {
+    if (len - off < SZ_SESS_HDR)
+      return 0;
+    const unsigned char *h = v + off;
+    uint32_t kept = get32(h + 112);
+    last = off;
+    off += SZ_SESS_HDR + 8 * (size_t)h[116];
+    for (uint32_t x = 0; x < kept; x++) {
+      if (off > len || len - off < SZ_EVENT_HDR ||
+          len - off - SZ_EVENT_HDR < get32(v + off + 12))
+        return 0;
+      if (k + 1 == count)
+        last_ts = (int64_t)get64(v + off);
+      off += SZ_EVENT_HDR + get32(v + off + 12);
+    }
+  }
+  const unsigned char *h = v + last;
+  int64_t start = (int64_t)get64(h + 8), end = (int64_t)get64(h + 16);
+  uint32_t kept = get32(h + 112);
+  if (off != len || last_ts == SZ_NONE || t < end || t > sat_add(end, c->gap) ||
+      (c->max_duration && t > sat_add(start, c->max_duration)) ||
+      kept + 1 > (uint64_t)c->max_events || last_ts > t)
+    return 0;
+  size_t n = len + SZ_EVENT_HDR + ia->item_len;
+  int rc;
+  if ((rc = uent_reserve(c, e, n)) || (rc = uent_dirty(c, p, e)))
+    return rc;
+  unsigned char *w = e->val, *hh = w + last, *o = w + len;
+  memset(o, 0, SZ_EVENT_HDR);
+  put64(o, (uint64_t)t);
+  o[8] = (unsigned char)ia->event_type;
+  put32(o + 12, ia->item_len);
+  memcpy(o + SZ_EVENT_HDR, ia->item, ia->item_len);
+  e->len = n;
+  sz_sess_t s = {.id = (int64_t)get64(hh),
+                 .start = start,
+                 .events = (int64_t)get64(hh + 24) + 1};
+  put64(hh + 16, (uint64_t)t);
+  put64(hh + 24, (uint64_t)s.events);
+  unsigned char *cnt = hh + 56 + 8 * ia->event_type;
+  put64(cnt, get64(cnt) + 1);
+  if (ia->has_value) {
+    unsigned char *sum = hh + (ia->event_type == RS_EVENT_RATING ? 104 : 96);
+    put_f64(sum, get_f64(sum) + ia->value);
+  }
+  put32(hh + 112, kept + 1);
+  *done = 1;
+  return emit_event(c, ia, &s, diff(t, last_ts), 0);
+}
+
 /* Applies an interaction that the watermark has reached: it joins the
  * user's latest session or starts the next one. */
 static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
                            const rs_interaction_t *ia) {
   int found, rc;
   int64_t t = ia->timestamp_ms, since_prev = -1;
-  if ((rc = user_load(c, partition, ia->user, ia->user_len, &found)))
+  sz_uent_t *e;
+  if ((rc = uent_get(c, p, ia->user, ia->user_len, &e)) ||
+      (rc = fast_append(c, p, e, ia, &found)) || found ||
+      (rc = user_load(c, partition, e, &found)))
     return rc;
   sz_sess_t *s = c->u.n ? &c->u.s[c->u.n - 1] : NULL;
   if (s && t >= s->end && t <= sat_add(s->end, c->gap) &&
@@ -959,11 +1344,11 @@ static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
       s->split = 1;
       c->host->counter_add(c->c_split, 1);
     }
-    if (!(rc = sess_new(c, p, ia, &s)))
+    if (!(rc = sess_new(c, p, e, ia, &s)))
       rc = sess_add(c, s, ia, &since_prev);
     since_prev = -1;
   }
-  if (rc || (rc = user_store(c, partition, ia->user, ia->user_len)))
+  if (rc || (rc = user_store(c, p, partition, e)))
     return rc;
   return emit_event(c, ia, s, since_prev, 0);
 }
@@ -986,7 +1371,9 @@ static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
                       int64_t w) {
   int found, rc;
   int64_t t = ia->timestamp_ms, since_prev = -1;
-  if ((rc = user_load(c, partition, ia->user, ia->user_len, &found)))
+  sz_uent_t *e;
+  if ((rc = uent_get(c, p, ia->user, ia->user_len, &e)) ||
+      (rc = user_load(c, partition, e, &found)))
     return rc;
   sz_user_t *u = &c->u;
   size_t lo = u->n, hi = 0;
@@ -1019,17 +1406,18 @@ static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
         lo == u->n && u->horizon != SZ_NONE && t <= sat_add(u->horizon, c->gap);
     if (belongs_closed || deadline(c, t) < w) {
       c->host->counter_add(c->c_late, 1);
+      uent_release(c, p, e); /* a new entry that stays absent */
       rs_record_t r = *rec;
       return emit(c, PORT_LATE, &r);
     }
-    if ((rc = sess_new(c, p, ia, &s)))
+    if ((rc = sess_new(c, p, e, ia, &s)))
       return rc;
   }
   if ((rc = sess_add(c, s, ia, &since_prev)))
     return rc;
   s->late++;
   c->host->counter_add(c->c_late_acc, 1);
-  if ((rc = user_store(c, partition, ia->user, ia->user_len)))
+  if ((rc = user_store(c, p, partition, e)))
     return rc;
   return emit_event(c, ia, s, since_prev, 1);
 }
@@ -1038,24 +1426,10 @@ static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
 static int run_due(sz_ctx_t *c, sz_part_t *p, int32_t partition,
                    const sz_due_t *d) {
   int found, rc;
-  if ((rc = user_load(c, partition, d->user, d->user_len, &found)) || !found)
+  sz_uent_t *e = d->ent;
+  if ((rc = user_load(c, partition, e, &found)) || !found)
     return rc;
   sz_user_t *u = &c->u;
-  if (d->purge) {
-    if (u->n)
-      return 0; /* active again; its sessions re-queue a purge on close */
-    int64_t at = sat_add(u->horizon, c->ttl);
-    if (at != d->key)
-      return due_push(c, p, at, d->user, d->user_len, 0, 1);
-    if ((rc = user_key(c, d->user, d->user_len)))
-      return rc;
-    rc = c->host->state_delete(c->op, partition, c->key, d->user_len + 1);
-    if (rc)
-      return state_error(c, partition, "deleting state", d->user, d->user_len,
-                         rc);
-    c->host->counter_add(c->c_purged, 1);
-    return 0;
-  }
   size_t k = 0;
   while (k < u->n && u->s[k].id != d->id)
     k++;
@@ -1063,17 +1437,14 @@ static int run_due(sz_ctx_t *c, sz_part_t *p, int32_t partition,
     return 0; /* closed or merged away since */
   int64_t dl = deadline(c, u->s[k].end);
   if (dl != d->key) /* extended since: due later, in its own order */
-    return due_push(c, p, dl, d->user, d->user_len, d->id, 0);
-  if ((rc = emit_summary(c, d->user, d->user_len, &u->s[k])))
+    return due_push(c, p, dl, e, d->id);
+  if ((rc = emit_summary(c, e->user, e->user_len, &u->s[k])))
     return rc;
   c->host->counter_add(c->c_closed, 1);
   if (u->horizon == SZ_NONE || u->s[k].end > u->horizon)
     u->horizon = u->s[k].end;
   sess_remove(u, k);
-  if (!u->n && (rc = due_push(c, p, sat_add(u->horizon, c->ttl), d->user,
-                              d->user_len, 0, 1)))
-    return rc;
-  return user_store(c, partition, d->user, d->user_len);
+  return user_store(c, p, partition, e);
 }
 
 /* ------------------------------------------------- pending records */
@@ -1187,65 +1558,23 @@ static int chunk_release(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   return chunk_drop(c, p, partition, ch);
 }
 
-/* At the end of a batch: its records still waiting go to the state as
- * one entry (only those: with a time-ordered input most of a batch has
- * been applied by then). */
+/* At the end of a batch: its records still waiting (few: with a
+ * time-ordered input most of a batch has been applied by then) are copied
+ * into one chunk, written to the state as one entry. */
 static int chunk_close(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
+  for (size_t i = 0; i < p->n_pend; i++) {
+    sz_pend_t *e = &p->pend[i];
+    if (!e->ia)
+      continue;
+    int rc = pend_append(c, p, e->seq, e->ia, &e->chunk, &e->off);
+    if (rc)
+      return rc;
+    e->ia = NULL;
+  }
   sz_chunk_t *ch = p->open;
   if (!ch)
     return 0;
   p->open = NULL;
-  if (!ch->live) {
-    chunk_free(c, p, ch);
-    return 0;
-  }
-  /* Keep only the records still waiting (those after the watermark; the
-   * applied ones are at or before it), and move their heap entries. */
-  int64_t w = watermark(c, p);
-  size_t *moved = c->host->malloc(2 * ch->live * sizeof(size_t)), m = 0;
-  if (!moved)
-    return RS_ENOMEM;
-  size_t in = 0, out = 0;
-  while (in < ch->len) {
-    int64_t t = 0;
-    uint64_t seq = 0;
-    size_t n = pend_parse(ch->data + in, ch->len - in, &t, &seq);
-    if (!n)
-      break; /* cannot happen: written above; caught by the count check */
-    if (w == SZ_NONE || t > w) {
-      if (m < ch->live) {
-        moved[2 * m] = in;
-        moved[2 * m + 1] = out;
-      }
-      m++;
-      memmove(ch->data + out, ch->data + in, n);
-      out += n;
-    }
-    in += n;
-  }
-  if (m != ch->live) {
-    c->host->free(moved);
-    c->host->log(c->op, RS_LOG_ERROR,
-                 "partition %" PRId32 ": %zu records wait in a chunk that "
-                 "counts %" PRIu32 " (internal error)",
-                 partition, m, ch->live);
-    return RS_EINTERNAL;
-  }
-  ch->len = out;
-  for (size_t i = 0; i < p->n_pend; i++) {
-    if (p->pend[i].chunk != ch)
-      continue;
-    size_t lo = 0, hi = m;
-    while (lo < hi) {
-      size_t mid = (lo + hi) / 2;
-      if (moved[2 * mid] < p->pend[i].off)
-        lo = mid + 1;
-      else
-        hi = mid;
-    }
-    p->pend[i].off = moved[2 * lo + 1];
-  }
-  c->host->free(moved);
   unsigned char k[SZ_CHUNK_KEY];
   chunk_key(k, ch->first_seq);
   int rc = c->host->state_put(c->op, partition, k, sizeof k, ch->data, ch->len);
@@ -1258,9 +1587,10 @@ static int chunk_close(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
 /* ------------------------------------------------ partition agenda */
 
 static int meta_store(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
-  if (p->max_t == p->saved_max && p->seq == p->saved_seq)
+  if (p->max_t == p->saved_max && p->seq == p->saved_seq &&
+      p->nb_log == p->saved_nb_log)
     return 0;
-  unsigned char v[SZ_META_LEN] = {SZ_VERSION};
+  unsigned char v[SZ_META_LEN] = {SZ_META_VERSION, (unsigned char)p->nb_log};
   put64(v + 8, (uint64_t)p->max_t);
   put64(v + 16, p->seq);
   /* Every record still pending now is later than this watermark, and
@@ -1272,15 +1602,19 @@ static int meta_store(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
                        rc);
   p->saved_max = p->max_t;
   p->saved_seq = p->seq;
+  p->saved_nb_log = p->nb_log;
   return 0;
 }
 
+/* Version 1 (user entries under "u" user) is read and rewritten as 2. */
 static int meta_decode(const void *vv, size_t n, int64_t *max_t, uint64_t *seq,
-                       int64_t *wm) {
+                       int64_t *wm, unsigned *nb_log) {
   const unsigned char *v = vv;
-  if (n != SZ_META_LEN || v[0] != SZ_VERSION)
+  if (n != SZ_META_LEN || (v[0] != 1 && v[0] != SZ_META_VERSION) ||
+      v[1] > SZ_MAX_NB_LOG || (v[0] == 1 && v[1]))
     return -1;
-  for (int i = 1; i < 8; i++)
+  *nb_log = v[1];
+  for (int i = 2; i < 8; i++)
     if (v[i])
       return -1;
   *max_t = (int64_t)get64(v + 8);
@@ -1293,9 +1627,56 @@ typedef struct scan_arg {
   sz_ctx_t *c;
   sz_part_t *p;
   int64_t wm;       /* from the meta entry, which comes first */
+  int meta;         /* there is one */
   uint64_t max_seq; /* of the pending records */
   int64_t max_pend;
 } scan_arg_t;
+
+/* A user's entry found by the rebuild scan: kept in memory as it is and
+ * its sessions (and purge) queued; only the ids, ends and horizon are read
+ * here (headers at known offsets), the rest when the user is next
+ * touched. */
+static int scan_user(sz_ctx_t *c, sz_part_t *p, const char *user, size_t ul,
+                     const unsigned char *v, size_t vlen, int legacy) {
+  int rc = 0;
+  sz_uent_t *e;
+  if (vlen < SZ_USER_HDR || v[0] != SZ_VERSION)
+    goto bad;
+  if ((rc = uent_get(c, p, user, ul, &e)) || uent_reserve(c, e, vlen))
+    return rc ? rc : RS_ENOMEM;
+  if (e->present)
+    goto bad; /* twice */
+  memcpy(e->val, v, vlen);
+  e->len = vlen;
+  e->present = 1;
+  if (legacy) {
+    e->legacy = 1;
+    if ((rc = uent_dirty(c, p, e)))
+      return rc;
+  }
+  size_t count = (size_t)v[2] | (size_t)v[3] << 8, off = SZ_USER_HDR;
+  for (size_t s = 0; s < count && !rc; s++) {
+    if (vlen - off < SZ_SESS_HDR)
+      goto bad;
+    const unsigned char *h = v + off;
+    size_t kept = get32(h + 112), next = off + SZ_SESS_HDR + 8 * (size_t)h[116];
+    for (size_t x = 0; x < kept; x++) {
+      if (next > vlen || vlen - next < SZ_EVENT_HDR)
+        goto bad;
+      next += SZ_EVENT_HDR + get32(v + next + 12);
+    }
+    if (next > vlen)
+      goto bad;
+    rc = due_push(c, p, deadline(c, (int64_t)get64(h + 16)), e,
+                  (int64_t)get64(h));
+    off = next;
+  }
+  return rc;
+bad:
+  snprintf(c->why, sizeof c->why, "user '%.*s' (%zu bytes)",
+           (int)(ul > 64 ? 64 : ul), user, vlen);
+  return RS_ESTATE;
+}
 
 /* One entry of the partition, while rebuilding its agenda. */
 static int scan_one(void *opaque, const void *kk, size_t klen, const void *vv,
@@ -1306,13 +1687,15 @@ static int scan_one(void *opaque, const void *kk, size_t klen, const void *vv,
   const unsigned char *k = kk, *v = vv;
   int rc = 0;
   if (klen == 1 && k[0] == 'm') {
-    if (meta_decode(v, vlen, &p->max_t, &p->seq, &a->wm)) {
+    if (meta_decode(v, vlen, &p->max_t, &p->seq, &a->wm, &p->nb_log)) {
       snprintf(c->why, sizeof c->why, "the partition's meta entry (%zu bytes)",
                vlen);
       return RS_ESTATE;
     }
     p->saved_max = p->max_t;
     p->saved_seq = p->seq;
+    p->saved_nb_log = p->nb_log;
+    a->meta = 1;
   } else if (klen == SZ_CHUNK_KEY && k[0] == 'p') {
     /* A chunk: its records after the stored watermark still wait; the
      * others were applied (it is deleted after the scan if none wait). */
@@ -1333,7 +1716,7 @@ static int scan_one(void *opaque, const void *kk, size_t klen, const void *vv,
       }
       if (a->wm != SZ_NONE && t <= a->wm)
         continue;
-      rc = pend_push(c, p, t, seq, ch, off);
+      rc = pend_push(c, p, t, seq, ch, off, NULL);
       ch->live++;
       /* Arrival numbers and the largest time stay past every pending
        * record's, whatever the meta entry says. */
@@ -1342,43 +1725,52 @@ static int scan_one(void *opaque, const void *kk, size_t klen, const void *vv,
       if (a->max_pend == SZ_NONE || t > a->max_pend)
         a->max_pend = t;
     }
-  } else if (klen >= 1 && k[0] == 'u') {
-    /* Only the ids, ends and horizon: headers at known offsets. */
-    const char *user = (const char *)k + 1;
-    size_t ul = klen - 1;
-    if (vlen < SZ_USER_HDR || v[0] != SZ_VERSION)
-      goto bad;
-    size_t count = (size_t)v[2] | (size_t)v[3] << 8, off = SZ_USER_HDR;
-    for (size_t s = 0; s < count && !rc; s++) {
-      if (vlen - off < SZ_SESS_HDR)
-        goto bad;
-      const unsigned char *h = v + off;
-      size_t kept = get32(h + 112),
-             next = off + SZ_SESS_HDR + 8 * (size_t)h[116];
-      for (size_t e = 0; e < kept; e++) {
-        if (next > vlen || vlen - next < SZ_EVENT_HDR)
-          goto bad;
-        next += SZ_EVENT_HDR + get32(v + next + 12);
-      }
-      if (next > vlen)
-        goto bad;
-      rc = due_push(c, p, deadline(c, (int64_t)get64(h + 16)), user, ul,
-                    (int64_t)get64(h), 0);
-      off = next;
+  } else if (klen == SZ_BUCKET_KEY && k[0] == 's') {
+    /* A bucket: its users, each length-prefixed, with their entries. */
+    uint32_t b = (uint32_t)k[1] << 24 | (uint32_t)k[2] << 16 |
+                 (uint32_t)k[3] << 8 | k[4];
+    if (!a->meta || b >> p->nb_log || vlen < SZ_BUCKET_HDR || v[0] != 1 ||
+        v[1] || v[2] || v[3]) {
+      snprintf(c->why, sizeof c->why,
+               "user bucket %" PRIu32 " (%zu bytes; %u buckets)", b, vlen,
+               1u << p->nb_log);
+      return RS_ESTATE;
     }
-    if (!rc && count == 0)
-      rc = due_push(c, p, sat_add((int64_t)get64(v + 8), c->ttl), user, ul, 0,
-                    1);
+    size_t count = get32(v + 4), off = SZ_BUCKET_HDR;
+    for (size_t i = 0; i < count && !rc; i++) {
+      if (vlen - off < 8 || vlen - off - 8 < (size_t)get32(v + off) ||
+          vlen - off - 8 - get32(v + off) < (size_t)get32(v + off + 4)) {
+        snprintf(c->why, sizeof c->why,
+                 "user bucket %" PRIu32 " (%zu bytes, user %zu cut short)", b,
+                 vlen, i);
+        return RS_ESTATE;
+      }
+      size_t ul = get32(v + off), ulen = get32(v + off + 4);
+      const char *user = (const char *)v + off + 8;
+      if ((user_hash(user, ul) & ((1u << p->nb_log) - 1)) != b) {
+        snprintf(c->why, sizeof c->why,
+                 "user '%.*s' in bucket %" PRIu32 " (belongs elsewhere)",
+                 (int)(ul > 64 ? 64 : ul), user, b);
+        return RS_ESTATE;
+      }
+      rc = scan_user(c, p, user, ul, v + off + 8 + ul, ulen, 0);
+      off += 8 + ul + ulen;
+    }
+    if (!rc && off != vlen) {
+      snprintf(c->why, sizeof c->why,
+               "user bucket %" PRIu32 " (%zu trailing bytes)", b, vlen - off);
+      return RS_ESTATE;
+    }
+  } else if (klen >= 1 && k[0] == 'u') {
+    /* Version 1 kept each user under its own key: loaded, rewritten into
+     * its bucket and deleted at the next checkpoint. */
+    rc = scan_user(c, p, (const char *)k + 1, klen - 1, v, vlen, 1);
   } else {
     snprintf(c->why, sizeof c->why, "an entry with an unknown key (%zu bytes)",
              klen);
     return RS_ESTATE;
   }
   return rc;
-bad:
-  snprintf(c->why, sizeof c->why, "user '%.*s' (%zu bytes)",
-           (int)(klen - 1 > 64 ? 64 : klen - 1), (const char *)k + 1, vlen);
-  return RS_ESTATE;
 }
 
 /* The partition's agenda, ready for a batch: rebuilt by one scan the first
@@ -1410,20 +1802,21 @@ static int part_ready(sz_ctx_t *c, int32_t partition, sz_part_t **out) {
     return state_error(c, partition, "reading the partition's watermark", "", 0,
                        rc);
   int64_t wm;
-  if (!rc && meta_decode(v, n, &max_t, &seq, &wm)) {
+  unsigned nb_log = 0;
+  if (!rc && meta_decode(v, n, &max_t, &seq, &wm, &nb_log)) {
     c->host->log(c->op, RS_LOG_ERROR,
                  "partition %" PRId32 ": stored watermark entry is not a "
                  "version-%d sessionize entry (%zu bytes); rebuild the state "
                  "by replay",
-                 partition, SZ_VERSION, n);
+                 partition, SZ_META_VERSION, n);
     return RS_ESTATE;
   }
-  if (p->loaded && max_t == p->max_t && seq == p->seq)
+  if (p->loaded && max_t == p->max_t && seq == p->seq && nb_log == p->nb_log)
     return 0;
   if (p->loaded)
     c->host->counter_add(c->c_reloads, 1);
   part_clear(c, p);
-  scan_arg_t a = {c, p, SZ_NONE, 0, SZ_NONE};
+  scan_arg_t a = {c, p, SZ_NONE, 0, 0, SZ_NONE};
   rc = c->host->state_scan(c->op, partition, "", 0, scan_one, &a);
   for (sz_chunk_t *ch = p->chunks, *next; !rc && ch; ch = next) {
     next = ch->next;
@@ -1485,22 +1878,16 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   if (t < w) {
     if ((rc = apply_late(c, p, partition, rec, ia, w)))
       return rc;
-  } else if (t == w) {
-    /* Applied in this step, from the record itself. */
-    if ((rc = pend_push(c, p, t, seq, NULL, 0)))
-      return rc;
-  } else {
-    sz_chunk_t *ch;
-    size_t off;
-    if ((rc = pend_append(c, p, seq, ia, &ch, &off)) ||
-        (rc = pend_push(c, p, t, seq, ch, off)))
-      return rc;
+  } else if ((rc = pend_push(c, p, t, seq, NULL, 0, ia))) {
+    /* Waits as it is (batch memory) until the watermark reaches it; only
+     * the records still waiting at the batch's end are copied. */
+    return rc;
   }
   /* Pending records the watermark has reached, in (time, arrival) order
    * (this record among them when it is not later than the watermark). */
   while (p->n_pend && p->pend[0].t <= w) {
     sz_pend_t e = pend_pop(p);
-    rs_interaction_t *pia = (rs_interaction_t *)ia;
+    rs_interaction_t *pia = (rs_interaction_t *)e.ia;
     if (e.chunk && (rc = pend_take(c, &e, &pia)))
       return rc;
     if ((rc = apply_in_bounds(c, p, partition, pia)) ||
@@ -1510,8 +1897,14 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   /* Sessions (and idle users) the watermark has passed. */
   while (p->n_due && p->due[0].key < w) {
     sz_due_t d = due_pop(p);
+    if (p->n_due && p->due[0].key < w) {
+      /* The next one's user, while this one is handled. */
+      const char *b = (const char *)p->due[0].ent;
+      for (int l = 0; l < 4; l++)
+        __builtin_prefetch(b + 64 * l);
+    }
     rc = run_due(c, p, partition, &d);
-    c->host->free(d.user);
+    uent_unref(c, p, d.ent);
     if (rc)
       return rc;
   }
@@ -1528,22 +1921,78 @@ static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
                  partition);
     return RS_EINVAL;
   }
+  if (c->failed) {
+    c->host->log(op, RS_LOG_ERROR,
+                 "an earlier batch failed: the sessions in memory are not "
+                 "those of any checkpoint; restart from the last checkpoint");
+    return RS_ESTATE;
+  }
   sz_part_t *p = NULL;
   int rc = part_ready(c, partition, &p);
-  for (size_t i = 0; i < batch->count && !rc; i++)
+  size_t n = batch->count;
+  if (!rc &&
+      grow(c->host, &c->hashes, &c->cap_hashes, n ? n : 1, sizeof(uint64_t)))
+    rc = RS_ENOMEM;
+  /* A record's user is a random one among many: its table slot, entry and
+   * value are each a cache miss. They are fetched a few records ahead
+   * (hints only: a slot taken by another user, or a table that grows, just
+   * makes one useless). */
+  for (size_t i = 0; i < n && !rc; i++) {
+    const rs_record_t *r = &batch->records[i];
+    const rs_interaction_t *ia = r->payload;
+    c->hashes[i] = r->kind == RS_KIND_INTERACTION && ia && ia->user
+                       ? user_hash(ia->user, ia->user_len)
+                       : 0;
+  }
+  for (size_t i = 0; i < n && !rc; i++) {
+    size_t mask = p->tab_cap - 1;
+    if (p->tab_cap) {
+      if (i + SZ_AHEAD * 3 < n)
+        __builtin_prefetch(&p->tab[c->hashes[i + SZ_AHEAD * 3] & mask]);
+      if (i + SZ_AHEAD * 2 < n) {
+        const sz_uent_t *e = p->tab[c->hashes[i + SZ_AHEAD * 2] & mask];
+        if (e) {
+          __builtin_prefetch(e);
+          __builtin_prefetch((const char *)e + 64);
+          __builtin_prefetch((const char *)e + 128);
+          __builtin_prefetch((const char *)e + 192);
+          __builtin_prefetch((const char *)e + 256);
+        }
+      }
+    }
     rc = sz_one(c, p, partition, &batch->records[i]);
+  }
   c->cur = NULL;
+  if (!rc && (!(rc = chunk_close(c, p, partition))))
+    rc = meta_store(c, p, partition);
   if (rc) {
-    /* The in-memory agenda may be ahead of the state: start over from the
-     * state if processing ever resumes. */
+    /* Memory is part way through a batch, and the state holds parts of it
+     * (pending records, the meta entry) but not the user entries: neither
+     * may be checkpointed. The engine stops and restarts from the last
+     * checkpoint. */
+    c->failed = 1;
     if (p)
       part_clear(c, p);
-    return rc;
   }
-  if ((rc = chunk_close(c, p, partition)) ||
-      (rc = meta_store(c, p, partition))) {
-    part_clear(c, p);
-    return rc;
+  return rc;
+}
+
+/* Before each checkpoint: the user entries changed since the last one go
+ * to the state, in the same write batch as the input offsets. */
+static int sz_checkpoint(rs_op_t *op, void *vctx) {
+  sz_ctx_t *c = vctx;
+  if (c->failed) {
+    c->host->log(op, RS_LOG_ERROR,
+                 "not checkpointing: an earlier batch failed part way");
+    return RS_ESTATE;
+  }
+  for (size_t i = 0; i < c->n_parts; i++) {
+    int rc;
+    if (c->parts[i] && c->parts[i]->loaded &&
+        (rc = part_flush(c, c->parts[i], (int32_t)i))) {
+      c->failed = 1;
+      return rc;
+    }
   }
   return 0;
 }
@@ -1616,6 +2065,8 @@ static void sz_destroy(rs_op_t *op, void *vctx) {
       part_clear(c, c->parts[i]);
       h->free(c->parts[i]->pend);
       h->free(c->parts[i]->due);
+      h->free(c->parts[i]->tab);
+      h->free(c->parts[i]->dirty);
       h->free(c->parts[i]);
     }
   h->free(c->parts);
@@ -1625,6 +2076,9 @@ static void sz_destroy(rs_op_t *op, void *vctx) {
   h->free(c->out);
   h->free(c->key);
   h->free(c->groups);
+  h->free(c->hashes);
+  h->free(c->bstart);
+  h->free(c->order);
 }
 
 /* Referenced by the built-in operator registry. */
@@ -1654,6 +2108,6 @@ const rs_operator_def_t rs_op_sessionize = {
     .init = sz_init,
     .process = sz_process,
     .on_timer = NULL,
-    .checkpoint = NULL,
+    .checkpoint = sz_checkpoint,
     .destroy = sz_destroy,
 };
