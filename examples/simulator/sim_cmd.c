@@ -783,6 +783,8 @@ static void print_json(const sim_run_t *s, double p50, double p99) {
              ",\"ctr\":",
              w ? "," : "", (double)w * o->window_s, x->shown, x->clicks);
       json_num(stdout, ratio((double)x->clicks, x->shown));
+      fputs(",\"expected_ctr\":", stdout);
+      json_num(stdout, ratio(x->e_model, x->shown));
       fputs(",\"oracle_ctr\":", stdout);
       json_num(stdout, ratio(x->e_oracle, x->shown));
       fputs(",\"random_ctr\":", stdout);

@@ -74,9 +74,10 @@
 #include "recstream/operator.h"
 #include "util.h"
 
-#define BR_VERSION 1
+#define BR_VERSION 2 /* 1: slots without the score (SLOT_HDR1), still read */
 #define IMP_HDR 32
-#define SLOT_HDR 24
+#define SLOT_HDR 32
+#define SLOT_HDR1 24
 #define USER_MAX 8
 #define MAX_SLOTS 1000
 #define STREAM_BANDIT UINT64_C(0x42414e44)
@@ -107,9 +108,13 @@ typedef struct br_ctx {
   int64_t samples;
   int64_t window_ms, lateness_ms;
   double default_reward;
-  int duplicates; /* first|sum */
-  char *model;    /* linucb: the mf_update instance */
-  double alpha;   /* linucb */
+  int duplicates;     /* first|sum */
+  char *model;        /* linucb: the mf_update instance */
+  double alpha;       /* linucb */
+  int thompson_model; /* beta|residual */
+  double res_sd, res_prior_sd;
+  int residual;     /* policy thompson with thompson_model residual */
+  br_calib_t calib; /* residual: loaded from "c" per emission and close */
 
   rs_op_t *op;
   const rs_host_api_t *host;
@@ -204,6 +209,25 @@ static const rs_option_def_t br_options[] = {
      "give the features (read-only, like topn_emit's `model`)."},
     {RS_OPT_DOUBLE, "alpha", "1", offsetof(br_ctx_t, alpha), 0, 1e6, NULL,
      "linucb: weight of the confidence width (exploration)."},
+    {RS_OPT_ENUM, "thompson_model", "beta", offsetof(br_ctx_t, thompson_model),
+     0, -1, "beta|residual",
+     "thompson: what each item's draw is. `beta`: score_weight * score + a "
+     "draw from the item's Beta-Bernoulli posterior of its reward. "
+     "`residual`: a Gaussian on the model score's residual: a + b * score + "
+     "a draw of the item's residual delta ~ N(m, 1 / lambda), where a + b * "
+     "score is the score calibrated to rewards (least squares over every "
+     "closed slot; a = 0, b = score_weight for the first 30) and m, lambda "
+     "the posterior of the mean of the item's residuals r - (a + b * score) "
+     "(prior N(0, residual_prior_sd^2), noise residual_sd)."},
+    {RS_OPT_DOUBLE, "residual_sd", "0.5", offsetof(br_ctx_t, res_sd), 1e-6, 1e6,
+     NULL,
+     "thompson_model residual: standard deviation of one slot's reward "
+     "around a + b * score + delta (a click is 0/1: about 0.5 at most)."},
+    {RS_OPT_DOUBLE, "residual_prior_sd", "0.1",
+     offsetof(br_ctx_t, res_prior_sd), 1e-6, 1e6, NULL,
+     "thompson_model residual: prior standard deviation of an item's "
+     "residual delta, i.e. how far an item's reward may stray from what its "
+     "score predicts before any feedback (larger: more exploration)."},
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -311,7 +335,7 @@ static int rebuild_cb(void *opaque, const void *key, size_t key_len,
                       const void *value, size_t value_len) {
   scan_ctx_t *s = opaque;
   const unsigned char *v = value;
-  if (value_len < IMP_HDR || v[0] != BR_VERSION || key_len < 2)
+  if (value_len < IMP_HDR || (v[0] != BR_VERSION && v[0] != 1) || key_len < 2)
     return s->rc = corrupt(s->c, "impression");
   int64_t t;
   memcpy(&t, v + 8, 8);
@@ -363,16 +387,69 @@ static int get_arm(br_ctx_t *c, const char *item, uint32_t len, br_arm_t *a) {
   size_t n;
   rc = c->host->state_get(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
                           &v, &n);
-  a->shows = a->reward = 0;
+  a->shows = a->reward = a->res_n = a->res_sum = 0;
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  if (rc == 0) {
+    if (n != 16)
+      return corrupt(c, "item statistics");
+    memcpy(&a->shows, v, 8);
+    memcpy(&a->reward, (char *)v + 8, 8);
+  }
+  if (!c->residual)
+    return 0;
+  c->key[0] = 'g';
+  rc = c->host->state_get(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
+                          &v, &n);
+  c->key[0] = 'a'; /* add_arm writes c->key */
   if (rc == RS_ENOENT)
     return 0;
   if (rc)
     return rc;
   if (n != 16)
-    return corrupt(c, "item statistics");
-  memcpy(&a->shows, v, 8);
-  memcpy(&a->reward, (char *)v + 8, 8);
+    return corrupt(c, "item residuals");
+  memcpy(&a->res_n, v, 8);
+  memcpy(&a->res_sum, (char *)v + 8, 8);
   return 0;
+}
+
+/* The calibration sums ("c", shared) into c->calib. */
+static int get_calib(br_ctx_t *c) {
+  void *v;
+  size_t n;
+  memset(&c->calib, 0, sizeof c->calib);
+  int rc = c->host->state_get(c->op, RS_PARTITION_SHARED, "c", 1, &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  if (n != sizeof c->calib)
+    return corrupt(c, "score calibration");
+  memcpy(&c->calib, v, sizeof c->calib);
+  return 0;
+}
+
+static int put_calib(br_ctx_t *c) {
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, "c", 1, &c->calib,
+                            sizeof c->calib);
+}
+
+/* Residual model: one closed slot of item (score, reward r). The residual
+ * is taken against the calibration before this slot joins it. */
+static int add_residual(br_ctx_t *c, const char *item, uint32_t len,
+                        double score, double r) {
+  double a, b;
+  br_calib_fit(&c->calib, c->score_weight, &a, &b);
+  double e = r - (a + b * score);
+  br_calib_add(&c->calib, score, r);
+  br_arm_t arm;
+  int rc = get_arm(c, item, len, &arm); /* c->key = 'a' + item */
+  if (rc)
+    return rc;
+  c->key[0] = 'g';
+  double v[2] = {arm.res_n + 1, arm.res_sum + e};
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
+                            v, sizeof v);
 }
 
 static int add_arm(br_ctx_t *c, const char *item, uint32_t len, double reward) {
@@ -403,6 +480,19 @@ int rs__bandit_arm(void *vctx, const char *item, double *shows,
   int rc = get_arm(c, item, (uint32_t)strlen(item), &a);
   *shows = a.shows;
   *reward = a.reward;
+  return rc;
+}
+
+int rs__bandit_residual(void *vctx, const char *item, double *n, double *sum,
+                        double *a, double *b) {
+  br_ctx_t *c = vctx;
+  br_arm_t arm;
+  int rc = get_arm(c, item, (uint32_t)strlen(item), &arm);
+  if (!rc)
+    rc = get_calib(c);
+  *n = arm.res_n;
+  *sum = arm.res_sum;
+  br_calib_fit(&c->calib, c->score_weight, a, b);
   return rc;
 }
 
@@ -446,8 +536,9 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     return RS_ENOMEM;
   memcpy(c->buf, v, n); /* v is borrowed until the next state call */
   const unsigned char *b = c->buf;
-  if (n < IMP_HDR || b[0] != BR_VERSION)
+  if (n < IMP_HDR || (b[0] != BR_VERSION && b[0] != 1))
     return corrupt(c, "impression");
+  size_t sh = b[0] == 1 ? SLOT_HDR1 : SLOT_HDR;
   uint16_t slots;
   uint32_t ulen, matched, dim;
   int64_t imp_ms;
@@ -463,31 +554,40 @@ static int close_impression(br_ctx_t *c, int32_t partition,
   const char *user = (const char *)b + IMP_HDR;
   size_t off = IMP_HDR + (size_t)ulen;
   double total = 0;
+  if (c->residual && (rc = get_calib(c)))
+    return rc;
   for (uint16_t s = 0; s < slots; s++) {
     uint32_t il;
-    if (off + SLOT_HDR > n)
+    if (off + sh > n)
       return corrupt(c, "impression slot");
     memcpy(&il, b + off, 4);
-    if (off + SLOT_HDR + il > n)
+    if (off + sh + il > n)
       return corrupt(c, "impression slot");
-    if (off + SLOT_HDR + il + 4 * (size_t)dim > n)
+    if (off + sh + il + 4 * (size_t)dim > n)
       return corrupt(c, "impression slot");
-    double r;
+    double r, score = NAN;
     memcpy(&r, b + off + 16, 8);
+    if (sh == SLOT_HDR)
+      memcpy(&score, b + off + 24, 8);
     if (!b[off + 4])
       r = c->default_reward;
     total += r;
+    if (c->residual && isfinite(score) &&
+        (rc = add_residual(c, (const char *)b + off + sh, il, score, r)))
+      return rc;
     if (dim && dim == c->lin.d) {
       if (grow(c, (void **)&c->feat, &c->feat_cap, dim, 4) ||
           grow(c, (void **)&c->ucb, &c->ucb_cap, dim, 8))
         return RS_ENOMEM;
-      memcpy(c->feat, b + off + SLOT_HDR + il, 4 * (size_t)dim);
+      memcpy(c->feat, b + off + sh + il, 4 * (size_t)dim);
       br_lin_update(&c->lin, c->feat, r, c->ucb);
     }
-    if ((rc = add_arm(c, (const char *)b + off + SLOT_HDR, il, r)))
+    if ((rc = add_arm(c, (const char *)b + off + sh, il, r)))
       return rc;
-    off += SLOT_HDR + il + 4 * (size_t)dim;
+    off += sh + il + 4 * (size_t)dim;
   }
+  if (c->residual && (rc = put_calib(c)))
+    return rc;
   if (dim && dim == c->lin.d && (rc = put_lin(c)))
     return rc;
   if (matched == 0) {
@@ -717,9 +817,17 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
                      .prior_alpha = c->prior_alpha,
                      .prior_beta = c->prior_beta,
                      .floor = c->floor,
-                     .samples = (uint32_t)c->samples};
+                     .samples = (uint32_t)c->samples,
+                     .residual = c->residual,
+                     .res_sd = c->res_sd,
+                     .res_prior_sd = c->res_prior_sd};
   int64_t t = 0;
   int rc;
+  if (c->residual) {
+    if ((rc = get_calib(c)))
+      return rc;
+    br_calib_fit(&c->calib, c->score_weight, &pol.cal_a, &pol.cal_b);
+  }
   if (c->policy == BR_EPSILON && c->decay > 0) {
     if ((rc = c->host->state_counter_add(c->op, RS_PARTITION_SHARED, "t", 1, 1,
                                          &t)))
@@ -796,6 +904,7 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
     memset(b + off, 0, SLOT_HDR);
     memcpy(b + off, &items[s].item_len, 4);
     memcpy(b + off + 8, &prop[s], 8);
+    memcpy(b + off + 24, &items[s].score, 8);
     memcpy(b + off + SLOT_HDR, items[s].item, items[s].item_len);
     off += SLOT_HDR + items[s].item_len;
     if (dim) {
@@ -871,8 +980,9 @@ static int load_impression(br_ctx_t *c, int32_t partition, const char *id,
     return RS_ENOMEM;
   memcpy(c->buf, v, n);
   const unsigned char *b = c->buf;
-  if (n < IMP_HDR || b[0] != BR_VERSION)
+  if (n < IMP_HDR || (b[0] != BR_VERSION && b[0] != 1))
     return corrupt(c, "impression");
+  size_t sh = b[0] == 1 ? SLOT_HDR1 : SLOT_HDR;
   uint16_t slots;
   uint32_t ulen, dim;
   memcpy(&slots, b + 2, 2);
@@ -882,19 +992,19 @@ static int load_impression(br_ctx_t *c, int32_t partition, const char *id,
   *slot = -1;
   for (uint16_t s = 0; s < slots; s++) {
     uint32_t il;
-    if (off + SLOT_HDR > n)
+    if (off + sh > n)
       return corrupt(c, "impression slot");
     memcpy(&il, b + off, 4);
-    if (off + SLOT_HDR + il > n)
+    if (off + sh + il > n)
       return corrupt(c, "impression slot");
-    if (off + SLOT_HDR + il + 4 * (size_t)dim > n)
+    if (off + sh + il + 4 * (size_t)dim > n)
       return corrupt(c, "impression slot");
-    if (il == item_len && !memcmp(b + off + SLOT_HDR, item, il)) {
+    if (il == item_len && !memcmp(b + off + sh, item, il)) {
       *slot = s;
       *slot_off = off;
       break;
     }
-    off += SLOT_HDR + il + 4 * (size_t)dim;
+    off += sh + il + 4 * (size_t)dim;
   }
   *n_out = n;
   return 1;
@@ -1078,8 +1188,9 @@ static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   c->op = op;
   c->host = host;
   if (c->policy < 0 || c->policy > BR_LINUCB || c->duplicates < 0 ||
-      c->duplicates > 1)
+      c->duplicates > 1 || c->thompson_model < 0 || c->thompson_model > 1)
     return rs_seterr(errstr, errstr_size, RS_ECONFIG, "bad enum value");
+  c->residual = c->policy == BR_THOMPSON && c->thompson_model == 1;
   if (!RS_HOST_HAS(host, state_counter_add))
     return rs_seterr(errstr, errstr_size, RS_ECONFIG,
                      "bandit_reward needs a host with ABI minor 1");

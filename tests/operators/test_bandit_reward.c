@@ -106,7 +106,7 @@ Test(bandit_policy, epsilon_greedy_hand_worked) {
   /* Posterior means with prior (1, 1): A (6+1)/(8+2) = 0.7, B 1/4 = 0.25,
    * C 1/2 = 0.5. Greedy A, C, B. epsilon 0.3: slot 0 q = (0.8, 0.1, 0.1);
    * slot 1 after A: C 0.7 + 0.15, B 0.15. */
-  br_arm_t arms[3] = {{0, 8, 6}, {0, 2, 0}, {0, 0, 0}};
+  br_arm_t arms[3] = {{0, 8, 6, 0, 0}, {0, 2, 0, 0, 0}, {0, 0, 0, 0, 0}};
   br_policy_t p = {.kind = BR_EPSILON,
                    .epsilon = 0.3,
                    .score_weight = 0,
@@ -148,7 +148,8 @@ Test(bandit_policy, epsilon_greedy_hand_worked) {
 Test(bandit_policy, thompson_follows_the_posterior) {
   /* Beta(91, 11) against Beta(11, 91): the first wins nearly every draw,
    * so q0 = 0.99 * 1 + 0.01 / 3 for it, 0.01 / 3 for the others. */
-  br_arm_t arms[3] = {{0, 100, 10}, {0, 100, 90}, {0, 100, 10}};
+  br_arm_t arms[3] = {
+      {0, 100, 10, 0, 0}, {0, 100, 90, 0, 0}, {0, 100, 10, 0, 0}};
   br_policy_t p = {.kind = BR_THOMPSON,
                    .score_weight = 0,
                    .prior_alpha = 1,
@@ -174,11 +175,90 @@ Test(bandit_policy, thompson_follows_the_posterior) {
   cr_assert_float_eq(s / 20000, 0.5, 0.01);
 }
 
+Test(bandit_policy, thompson_residual_hand_worked) {
+  /* Gaussian on the score residual, sigma 0.5, tau 1, prediction = score
+   * (a 0, b 1). A: score 0.5, 3 residuals summing to 0.6: lambda = 1 +
+   * 3 / 0.25 = 13, m = (0.6 / 0.25) / 13 = 0.184615..., sd = 1 / sqrt(13).
+   * B: score 0.6, no residuals: m 0, sd 1. Greedy: A (0.6846 > 0.6). A
+   * wins a draw when 0.5 + N(m, 1/13) > 0.6 + N(0, 1): probability
+   * Phi(0.084615 / sqrt(1 + 1/13)) = Phi(0.081539) = 0.53249. */
+  br_arm_t arms[2] = {{.score = 0.5, .res_n = 3, .res_sum = 0.6},
+                      {.score = 0.6}};
+  br_policy_t p = {.kind = BR_THOMPSON,
+                   .score_weight = 1,
+                   .prior_alpha = 1,
+                   .prior_beta = 1,
+                   .floor = 0,
+                   .samples = 4096,
+                   .residual = 1,
+                   .res_sd = 0.5,
+                   .res_prior_sd = 1,
+                   .cal_a = 0,
+                   .cal_b = 1};
+  double m, sd;
+  br_residual_posterior(&p, &arms[0], &m, &sd);
+  cr_assert_float_eq(m, 2.4 / 13, 1e-12);
+  cr_assert_float_eq(sd, 1 / sqrt(13), 1e-12);
+  br_residual_posterior(&p, &arms[1], &m, &sd);
+  cr_assert_float_eq(m, 0, 1e-12);
+  cr_assert_float_eq(sd, 1, 1e-12);
+  uint32_t order[2], greedy[2];
+  double prop[2], dist[2], share = 0;
+  enum { RUNS = 50 };
+  for (uint64_t seed = 1; seed <= RUNS; seed++) {
+    br_rng_t r;
+    br_rng_seed(&r, seed * 7717);
+    br_choose(&p, arms, 2, 2, &r, order, prop, greedy, dist, work);
+    cr_assert_eq(greedy[0], 0);
+    cr_assert_float_eq(dist[0] + dist[1], 1, 1e-9);
+    share += dist[0] / RUNS;
+  }
+  /* 204,800 draws: standard error 0.0011 */
+  cr_assert_float_eq(share, 0.53249, 0.006, "share %f", share);
+  /* A calibration a + b * score that lowers B below A for sure: b = 0
+   * leaves 0 + N(m, .) against 0 + N(0, 1) for B. */
+  p.cal_b = 0;
+  p.cal_a = 0.2;
+  cr_assert_float_eq(br_predict(&p, 3), 0.2, 1e-12);
+
+  /* The calibration line: (0,0) (1,0) (2,1) (3,1) ten times: mean s 1.5,
+   * mean r 0.5, var s 1.25, cov 0.5: b = 0.4, a = 0.5 - 0.6 = -0.1. Fewer
+   * than BR_CALIB_MIN points: a = 0, b = score_weight. A falling line is
+   * clamped flat: b = 0, a = mean r. */
+  br_calib_t cal = {0};
+  double a, b;
+  for (int k = 0; k < 10; k++) {
+    br_calib_add(&cal, 0, 0);
+    br_calib_add(&cal, 1, 0);
+    br_calib_add(&cal, 2, 1);
+    if (k == 5) {
+      br_calib_fit(&cal, 2.5, &a, &b);
+      cr_assert_eq(a, 0);
+      cr_assert_eq(b, 2.5);
+    }
+    br_calib_add(&cal, 3, 1);
+  }
+  br_calib_fit(&cal, 2.5, &a, &b);
+  cr_assert_float_eq(b, 0.4, 1e-12);
+  cr_assert_float_eq(a, -0.1, 1e-12);
+  br_calib_t fall = {0};
+  for (int k = 0; k < 20; k++) {
+    br_calib_add(&fall, 0, 1);
+    br_calib_add(&fall, 1, 0);
+  }
+  br_calib_fit(&fall, 1, &a, &b);
+  cr_assert_eq(b, 0);
+  cr_assert_float_eq(a, 0.5, 1e-12);
+}
+
 /* Slot 0's distribution sums to 1 and the frequencies of many draws match
  * the mean logged propensity of each item within 4.5 standard errors. */
 static void check_frequencies(br_policy_t *p) {
-  br_arm_t arms[5] = {
-      {0.3, 10, 2}, {0.1, 4, 3}, {0.0, 0, 0}, {0.2, 30, 3}, {0.1, 1, 1}};
+  br_arm_t arms[5] = {{0.3, 10, 2, 3, 0.5},
+                      {0.1, 4, 3, 0, 0},
+                      {0.0, 0, 0, 0, 0},
+                      {0.2, 30, 3, 10, -1},
+                      {0.1, 1, 1, 1, 0.2}};
   enum { DRAWS = 20000 };
   double mean_q[5] = {0}, count[5] = {0};
   uint32_t order[5], greedy[5];
@@ -221,6 +301,11 @@ Test(bandit_policy, propensities_match_frequencies) {
                     .prior_beta = 1,
                     .floor = 0.05,
                     .samples = 16};
+  check_frequencies(&ts);
+  ts.residual = 1;
+  ts.res_sd = 0.5;
+  ts.res_prior_sd = 0.3;
+  ts.cal_b = 1;
   check_frequencies(&ts);
 }
 
@@ -367,6 +452,45 @@ Test(bandit_reward, join_duplicate_late_missing_and_close) {
   rs_harness_destroy(h);
 }
 
+Test(bandit_reward, thompson_residual_learns_at_close) {
+  /* Two slots, scores 0.5 and 0.2, score_weight 1: before 30 closed slots
+   * the prediction is the score itself. A click on i0 and none on i1:
+   * residuals 1 - 0.5 = 0.5 and 0 - 0.2 = -0.2 at the close. */
+  const char *opts[] = {
+      "policy",        "thompson", "thompson_model", "residual", "slots", "2",
+      "reward_window", "10ms",     "floor",          "0",        NULL};
+  rs_harness_t *h = make(opts);
+  const double sc[2] = {0.5, 0.2};
+  push_list(h, "u1", "imp-1", sc, 2, 1000, 1);
+  cr_assert_eq(last_list(h)->n_items, 2);
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, 1001, 2);
+  void *ctx = rs_harness_ctx(h);
+  double n, sum, a, b;
+  cr_assert_eq(rs__bandit_residual(ctx, "i0", &n, &sum, &a, &b), 0);
+  cr_assert_eq(n, 0);                          /* still open */
+  push_list(h, "u2", "imp-2", sc, 2, 1011, 3); /* closes imp-1 */
+  cr_assert_eq(rs__bandit_residual(ctx, "i0", &n, &sum, &a, &b), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_float_eq(sum, 0.5, 1e-12);
+  cr_assert_eq(a, 0);
+  cr_assert_eq(b, 1);
+  cr_assert_eq(rs__bandit_residual(ctx, "i1", &n, &sum, &a, &b), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_float_eq(sum, -0.2, 1e-12);
+  /* The Beta statistics are kept too (one show each). */
+  double shows, rew;
+  cr_assert_eq(rs__bandit_arm(ctx, "i0", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  /* Survives a restart (state only). */
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  cr_assert_eq(rs__bandit_residual(rs_harness_ctx(h), "i1", &n, &sum, &a, &b),
+               0);
+  cr_assert_float_eq(sum, -0.2, 1e-12);
+  rs_harness_destroy(h);
+}
+
 Test(bandit_reward, duplicates_sum_and_bad_input) {
   const char *opts[] = {"duplicates", "sum", "policy", "greedy", NULL};
   rs_harness_t *h = make(opts);
@@ -437,7 +561,7 @@ Test(bandit_reward, regret_grows_sublinearly_and_beats_random) {
   double random_regret = 0;
   for (int j = 0; j < 8; j++)
     random_regret += (0.6 - p[j]) / 8;
-  static const char *const *policies[2];
+  static const char *const *policies[3];
   const char *ts[] = {"policy", "thompson",      "slots", "1", "score_weight",
                       "0",      "reward_window", "5ms",   NULL};
   const char *eg[] = {"policy",
@@ -453,9 +577,25 @@ Test(bandit_reward, regret_grows_sublinearly_and_beats_random) {
                       "reward_window",
                       "5ms",
                       NULL};
+  /* Scores all 0: the calibration stays flat (a = mean reward), the
+   * residuals learn each arm's click rate. */
+  const char *tr[] = {"policy",
+                      "thompson",
+                      "thompson_model",
+                      "residual",
+                      "slots",
+                      "1",
+                      "score_weight",
+                      "0",
+                      "residual_prior_sd",
+                      "0.5",
+                      "reward_window",
+                      "5ms",
+                      NULL};
   policies[0] = ts;
   policies[1] = eg;
-  for (int k = 0; k < 2; k++) {
+  policies[2] = tr;
+  for (int k = 0; k < 3; k++) {
     double reg[2];
     env_state = 12345;
     run_env(policies[k], p, 8, at[1], at, reg, 2, NULL, NULL);
