@@ -402,11 +402,14 @@ Test(bandit_reward, join_duplicate_late_missing_and_close) {
   cr_assert_eq(w->position, 2);
   cr_assert_eq(w->flags, RS_REWARD_F_JOINED_BY_ITEM);
   cr_assert_eq(w->reward, 5);
-  /* unknown impression, item not shown: unmatched */
+  /* unknown impression: waits for it (until the watermark passes 1080 +
+   * 100); item not shown: unmatched at once */
   push_fb(h, "u1", "imp-9", "i1", RS_FEEDBACK_CLICK, 1, 1080, 103);
+  cr_assert_eq(rs_harness_counter(h, "early_feedback"), 1);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 0);
   push_fb(h, "u1", "imp-1", "i7", RS_FEEDBACK_CLICK, 1, 1080, 104);
-  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 2);
-  cr_assert_eq(rs_harness_emitted_count(h, 2), 2);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 1);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 1);
   /* a second impression that nobody answers */
   push_list(h, "u1", "imp-2", NULL, 3, 1090, 2);
   /* late: after imp-1's window (1000 + 100), before the watermark closes it
@@ -425,14 +428,26 @@ Test(bandit_reward, join_duplicate_late_missing_and_close) {
   cr_assert_eq(rew, -0.5);
   cr_assert_eq(rs__bandit_arm(ctx, "i2", &shows, &rew), 0);
   cr_assert_eq(rew, 5);
-  /* Feedback after the close: the impression is gone. */
+  /* Feedback after the close: the impression is gone, so it waits like
+   * early feedback (this operator cannot tell the two apart). */
   push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, 1095, 106);
-  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 3);
-  /* imp-2 closes at a restart-surviving watermark: state only. */
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 1);
+  cr_assert_eq(rs_harness_counter(h, "early_feedback"), 2);
+  /* imp-2 closes at a restart-surviving watermark: state only. The
+   * waiting feedback (imp-9 until 1180, imp-1 until 1195) expires into
+   * unmatched at the same watermark, after the restart too. */
   cr_assert_eq(rs_harness_checkpoint(h), 0);
   cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
   rs_harness_clear(h);
   push_fb(h, "u2", "imp-x", "i0", RS_FEEDBACK_CLICK, 1, 1200, 107);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 2);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 1 + 2);
+  const rs_feedback_t *uf = rs_harness_emitted(h, 2, 0)->payload;
+  cr_assert_eq(rs_harness_emitted(h, 2, 0)->kind, RS_KIND_FEEDBACK);
+  cr_assert_str_eq(uf->impression_id, "imp-9");
+  cr_assert_eq(uf->item_len, 2);
+  cr_assert(!memcmp(uf->item, "i1", 2));
+  cr_assert_eq(uf->timestamp_ms, 1080);
   cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
   w = reward_at(h, 0);
   cr_assert_str_eq(w->impression_id, "imp-2");
@@ -489,6 +504,87 @@ Test(bandit_reward, thompson_residual_learns_at_close) {
                0);
   cr_assert_float_eq(sum, -0.2, 1e-12);
   rs_harness_destroy(h);
+}
+
+Test(bandit_reward, early_feedback_waits_for_its_impression) {
+  const char *opts[] = {"policy",        "greedy", "slots", "3",
+                        "reward_window", "100ms",  NULL};
+  rs_harness_t *h = make(opts);
+  /* Feedback before its impression (the inputs are not ordered with each
+   * other), twice for i1: kept, joined when the impression arrives. */
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1000, 1);
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1001, 2);
+  cr_assert_eq(rs_harness_counter(h, "early_feedback"), 2);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 0);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 0);
+  push_list(h, "u1", "imp-1", NULL, 3, 999, 3);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  const rs_reward_t *w = reward_at(h, 0);
+  cr_assert_str_eq(w->impression_id, "imp-1");
+  cr_assert_str_eq(w->item, "i1");
+  cr_assert_eq(w->position, 1);
+  cr_assert_eq(w->timestamp_ms, 1000);
+  cr_assert_eq(rs_harness_counter(h, "clicks"), 1);
+  cr_assert_eq(rs_harness_counter(h, "duplicates"), 1);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 0);
+  /* Waiting survives a restart: feedback for imp-2, restart, then imp-2. */
+  push_fb(h, "u2", "imp-2", "i0", RS_FEEDBACK_CLICK, 1, 1010, 4);
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  rs_harness_clear(h);
+  push_list(h, "u2", "imp-2", NULL, 3, 1005, 5);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  cr_assert_str_eq(reward_at(h, 0)->impression_id, "imp-2");
+  cr_assert_eq(reward_at(h, 0)->position, 0);
+  /* Feedback whose impression comes after the window: unmatched when the
+   * watermark passes 1020 + 100, not at once; the impression arriving later
+   * finds nothing waiting. */
+  push_fb(h, "u3", "imp-3", "i2", RS_FEEDBACK_CLICK, 1, 1020, 6);
+  push_list(h, "u4", "imp-4", NULL, 3, 1120, 7);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 0);
+  push_list(h, "u4", "imp-5", NULL, 3, 1121, 8);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 1);
+  push_list(h, "u3", "imp-3", NULL, 3, 1122, 9);
+  /* imp-1 and imp-2 closed with their feedback (no default reward);
+   * imp-3 found nothing waiting: still only imp-2's reward since the
+   * restart. */
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  cr_assert_eq(rs_harness_counter(h, "default_rewards"), 0);
+  rs_harness_destroy(h);
+}
+
+/* The in-memory agenda follows the state: when another instance wrote the
+ * partition (a rebalance), the next batch rebuilds it, so an impression
+ * that instance opened still closes here. */
+Test(bandit_reward, agenda_rebuilt_when_the_state_changed_underneath) {
+  const char *opts[] = {"policy",        "greedy", "slots", "2",
+                        "reward_window", "100ms",  NULL};
+  rs_harness_t *a = make(opts), *b = make(opts);
+  push_list(a, "u1", "imp-a", NULL, 2, 1000, 1);
+  push_list(b, "u2", "imp-b", NULL, 2, 1000, 1);
+  cr_assert_eq(rs_harness_counter(b, "agenda_rebuilds"), 1);
+  /* b's partition now also holds a's impression and a's batch count. */
+  const void *v;
+  size_t n;
+  cr_assert_eq(rs_harness_state_get(a, 0, "mimp-a", 6, &v, &n), 0);
+  unsigned char imp[512];
+  cr_assert(n <= sizeof imp);
+  memcpy(imp, v, n);
+  cr_assert_eq(rs_harness_state_put(b, 0, "mimp-a", 6, imp, n), 0);
+  cr_assert_eq(rs_harness_state_get(a, 0, "w", 1, &v, &n), 0);
+  cr_assert_eq(n, 16);
+  unsigned char w[16];
+  memcpy(w, v, 16);
+  w[8] += 7; /* another instance's count */
+  cr_assert_eq(rs_harness_state_put(b, 0, "w", 1, w, 16), 0);
+  push_list(b, "u2", "imp-b2", NULL, 2, 1200, 2);
+  cr_assert_eq(rs_harness_counter(b, "agenda_rebuilds"), 2);
+  cr_assert_eq(rs_harness_counter(b, "default_rewards"), 2, "imp-a closed");
+  /* Unchanged state: no rebuild per batch. */
+  push_list(b, "u2", "imp-b3", NULL, 2, 1201, 3);
+  cr_assert_eq(rs_harness_counter(b, "agenda_rebuilds"), 2);
+  rs_harness_destroy(a);
+  rs_harness_destroy(b);
 }
 
 Test(bandit_reward, duplicates_sum_and_bad_input) {
