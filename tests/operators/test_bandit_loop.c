@@ -312,7 +312,8 @@ static void run_loop(const world_t *w, result_t *res, int print) {
 
 /* configs/demo_loop.yaml's operator options (kept in step by hand). */
 #define DEMO_MF                                                                \
-  "k=8,learning_rate=0.2,negative_exponent=0,weight_click=4,"                  \
+  "k=16,learning_rate=0.3,adaptive=adagrad,negatives=16,"                      \
+  "negative_exponent=0.5,bias_learning_rate=0,weight_click=1,"                 \
   "popularity_half_life=5m,min_user_events=3"
 #define DEMO_TOPN "n=20,min_interval=0s,exact_scan_below=20000,history=0"
 #define DEMO_BANDIT "policy=thompson,slots=10,reward_window=1m"
@@ -336,9 +337,11 @@ Test(loop, model_beats_popularity_beats_random, .timeout = 300) {
   run_loop(&w, &r, 0);
   cr_log_info("model %.4f popularity %.4f random %.4f oracle %.4f", r.model[0],
               r.model[1], r.random[0], r.oracle[0]);
-  cr_assert_gt(r.model[0], 1.2 * r.model[1], "model %.4f, popularity %.4f",
+  /* Deterministic; measured 0.1765, 0.0719, 0.0441 (oracle 0.2650). With
+   * learning_rate 0 for the model it falls to popularity's level. */
+  cr_assert_gt(r.model[0], 1.6 * r.model[1], "model %.4f, popularity %.4f",
                r.model[0], r.model[1]);
-  cr_assert_gt(r.model[1], r.random[1], "popularity %.4f, random %.4f",
+  cr_assert_gt(r.model[1], 1.3 * r.random[1], "popularity %.4f, random %.4f",
                r.model[1], r.random[1]);
   cr_assert_lt(r.model[0], r.oracle[0]);
 }
