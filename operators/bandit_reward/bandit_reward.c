@@ -28,6 +28,10 @@
  * longer) in state, or for an item the impression did not show, goes out
  * unchanged on port `unmatched` and is counted.
  *
+ * Feedback naming an impression not in state waits for it (the inputs are
+ * not ordered with each other) under "f" + impression id until the
+ * watermark passes its time + reward_window, then goes out unmatched.
+ *
  * Windows close in event time. Each partition's watermark is the largest
  * event time seen on either input minus `max_out_of_orderness`; an
  * impression closes when the watermark passes its time + reward_window:
@@ -52,16 +56,24 @@
  * splitmix64 stream per emission: deterministic per seed, key, offset.
  *
  * State (integers little-endian):
- *  "m" + impression id (partition): 0 u8 version 1 | 1 u8 flags (1: the
+ *  "m" + impression id (partition): 0 u8 version 2 | 1 u8 flags (1: the
  *     greedy list) | 2 u16 slots | 4 u32 user length | 8 i64 impression
- *     time | 16 f64 list propensity | 24 u32 matched slots | 28 u32 0 |
- *     32 user | then per slot: u32 item length | u8 rewarded | 3 x 0 |
- *     f64 propensity | f64 reward | item bytes
+ *     time | 16 f64 list propensity | 24 u32 matched slots | 28 u32 linucb
+ *     dim | 32 user | then per slot: u32 item length | u8 rewarded | 3 x 0
+ *     | f64 propensity | f64 reward | f64 score | item bytes | dim floats.
+ *     Version 1: the same without the score (slot header 24 bytes).
+ *  "f" + impression id (partition): feedback waiting for its impression
+ *     (layout at keep_early).
  *  "u" + user (partition): u8 count, then newest first: u16 length + id.
- *  "w" (partition): i64 largest event time seen.
+ *  "w" (partition): i64 largest event time seen, u64 batches processed
+ *     (the agenda is rebuilt when the count is not the one last written).
  *  "a" + item (shared): f64 shows, f64 reward.
+ *  "g" + item (shared, thompson_model residual): f64 closed slots, f64 sum
+ *     of residuals.
+ *  "c" (shared, residual): the calibration sums (br_calib_t).
  *  "e" (shared): f64 closed impressions, f64 sum w R, f64 sum w.
  *  "t" (shared): int64 impressions emitted (epsilon decay).
+ *  "L" (shared, linucb): u32 d, A^-1 and b.
  */
 #include <inttypes.h>
 #include <math.h>
