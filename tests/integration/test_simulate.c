@@ -53,6 +53,8 @@ Test(simulate_cli, help_and_usage_errors) {
       {"-b x --rate -1", "--rate expects"},
       {"-b x --drift nan", "--drift expects"},
       {"-b x --new-items 0.95", "--new-items expects"},
+      {"-b x --look 0", "--look expects"},
+      {"-b x --look 1.5", "--look expects"},
       {"-b x --duration 10 --warmup 10", "--warmup"},
       {"-b x --duration 4", "--window"},
       {"-b x -X novalue", "-X expects KEY=VALUE"},

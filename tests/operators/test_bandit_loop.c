@@ -70,6 +70,7 @@ static void opts_free(opts_t *o) {
 typedef struct world {
   uint32_t users, items;
   double rate, seconds, warmup, window, drift, new_items;
+  double look; /* probability that a user with an unseen list looks at it */
   uint64_t seed;
   const char *mf, *topn, *bandit;  /* model variant's options */
   const char *pop_mf, *pop_bandit; /* popularity variant's overrides */
@@ -219,7 +220,7 @@ static void act(loop_t *l, double t) {
   int vi = (int)(user & 1); /* the variant split */
   pending_t *p = l->pend + user;
   int clicked = 0;
-  if (p->n) {
+  if (p->n && (l->w->look >= 1 || rs_sim_unit(&l->rng) < l->w->look)) {
     size_t wi = (size_t)(t / l->w->window);
     if (wi >= l->n_wins)
       wi = l->n_wins - 1;
@@ -327,6 +328,7 @@ Test(loop, model_beats_popularity_beats_random, .timeout = 300) {
                .window = 5,
                .drift = 0.2,
                .new_items = 0.2,
+               .look = 1,
                .seed = 3,
                .mf = DEMO_MF,
                .topn = DEMO_TOPN,
@@ -377,6 +379,7 @@ Test(loop, measure, .timeout = 3600) {
                .window = env_num("RS_LOOP_WINDOW", secs / 10),
                .drift = env_num("RS_LOOP_DRIFT", 0.2),
                .new_items = env_num("RS_LOOP_NEW_ITEMS", 0.2),
+               .look = env_num("RS_LOOP_LOOK", 1),
                .seed = (uint64_t)env_num("RS_LOOP_SEED", 42),
                .mf = mf,
                .topn = tn,
