@@ -52,6 +52,10 @@ static void opts_add(opts_t *o, const char *list) {
       if (!strcmp(o->kv[i], t))
         at = i;
     cr_assert(at + 2 <= MAX_OPTS);
+    if (at < o->n) { /* replaced */
+      free((void *)o->kv[at]);
+      free((void *)o->kv[at + 1]);
+    }
     o->kv[at] = strdup(t);
     o->kv[at + 1] = strdup(eq + 1);
     if (at == o->n)
@@ -365,7 +369,7 @@ static const char *env_str(const char *k, const char *dflt) {
  * ./build/tests/operators_test_bandit_loop --filter 'loop/measure' */
 Test(loop, measure, .timeout = 3600) {
   if (!getenv("RS_LOOP"))
-    cr_skip_test("set RS_LOOP=1 to measure");
+    return; /* a no-op in the suite (cr_skip_test leaks in Criterion 2.4) */
   char mf[1024], tn[1024], br[1024];
   snprintf(mf, sizeof mf, "%s,%s", DEMO_MF, env_str("RS_LOOP_MF", ""));
   snprintf(tn, sizeof tn, "%s,%s", DEMO_TOPN, env_str("RS_LOOP_TOPN", ""));
