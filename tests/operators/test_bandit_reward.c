@@ -587,6 +587,53 @@ Test(bandit_reward, agenda_rebuilt_when_the_state_changed_underneath) {
   rs_harness_destroy(b);
 }
 
+/* State written by the previous version: a version-1 impression (slot
+ * header without the score) and an 8-byte watermark are still read: the
+ * impression joins feedback and closes with its default reward. */
+Test(bandit_reward, reads_version_1_state) {
+  const char *opts[] = {"policy",        "thompson", "thompson_model",
+                        "residual",      "slots",    "2",
+                        "reward_window", "100ms",    NULL};
+  rs_harness_t *h = make(opts);
+  unsigned char v[32 + 2 + 2 * (24 + 2)];
+  memset(v, 0, sizeof v);
+  v[0] = 1; /* version 1 */
+  uint16_t slots = 2;
+  uint32_t ulen = 2;
+  int64_t ts = 1000;
+  double plist = 1, prop = 1;
+  memcpy(v + 2, &slots, 2);
+  memcpy(v + 4, &ulen, 4);
+  memcpy(v + 8, &ts, 8);
+  memcpy(v + 16, &plist, 8);
+  memcpy(v + 32, "u1", 2);
+  size_t off = 34;
+  for (int k = 0; k < 2; k++) {
+    uint32_t il = 2;
+    memcpy(v + off, &il, 4);
+    memcpy(v + off + 8, &prop, 8);
+    memcpy(v + off + 24, k ? "i1" : "i0", 2);
+    off += 26;
+  }
+  cr_assert_eq(off, sizeof v);
+  cr_assert_eq(rs_harness_state_put(h, 0, "mold", 4, v, sizeof v), 0);
+  int64_t w = 1000;
+  cr_assert_eq(rs_harness_state_put(h, 0, "w", 1, &w, 8), 0);
+  push_fb(h, "u1", "old", "i1", RS_FEEDBACK_CLICK, 1, 1010, 1);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1, "%s", rs_harness_errmsg(h));
+  cr_assert_eq(reward_at(h, 0)->position, 1);
+  push_list(h, "u2", "new", NULL, 2, 1200, 2); /* closes "old" */
+  double shows, rew, n, sum, a, b;
+  cr_assert_eq(rs__bandit_arm(rs_harness_ctx(h), "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  /* no score in version 1: no residual */
+  cr_assert_eq(rs__bandit_residual(rs_harness_ctx(h), "i1", &n, &sum, &a, &b),
+               0);
+  cr_assert_eq(n, 0);
+  rs_harness_destroy(h);
+}
+
 Test(bandit_reward, duplicates_sum_and_bad_input) {
   const char *opts[] = {"duplicates", "sum", "policy", "greedy", NULL};
   rs_harness_t *h = make(opts);
