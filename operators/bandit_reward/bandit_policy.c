@@ -60,6 +60,52 @@ static double posterior_mean(const br_policy_t *p, const br_arm_t *a) {
          (a->shows + p->prior_alpha + p->prior_beta);
 }
 
+double br_predict(const br_policy_t *p, double score) {
+  return p->cal_a + p->cal_b * score;
+}
+
+void br_residual_posterior(const br_policy_t *p, const br_arm_t *a,
+                           double *mean, double *sd) {
+  double s2 = p->res_sd * p->res_sd, t2 = p->res_prior_sd * p->res_prior_sd;
+  double n = a->res_n > 0 ? a->res_n : 0;
+  double lambda = 1.0 / t2 + n / s2;
+  *mean = (a->res_sum / s2) / lambda;
+  *sd = 1.0 / sqrt(lambda);
+}
+
+void br_calib_add(br_calib_t *c, double score, double reward) {
+  c->n += 1;
+  c->s += score;
+  c->r += reward;
+  c->ss += score * score;
+  c->sr += score * reward;
+}
+
+void br_calib_fit(const br_calib_t *c, double score_weight, double *a,
+                  double *b) {
+  *a = 0;
+  *b = score_weight;
+  if (c->n < BR_CALIB_MIN)
+    return;
+  double ms = c->s / c->n, mr = c->r / c->n;
+  double vs = c->ss / c->n - ms * ms, cv = c->sr / c->n - ms * mr;
+  if (!(vs > 1e-12))
+    return;
+  *b = cv / vs > 0 ? cv / vs : 0;
+  *a = mr - *b * ms;
+}
+
+/* The ranking value's mean: calibrated score plus the residual's posterior
+ * mean (residual model), else score_weight * score + Beta posterior mean. */
+static double value_mean(const br_policy_t *p, const br_arm_t *a) {
+  if (p->residual) {
+    double m, sd;
+    br_residual_posterior(p, a, &m, &sd);
+    return br_predict(p, a->score) + m;
+  }
+  return p->score_weight * a->score + posterior_mean(p, a);
+}
+
 /* The best arm among those with used[j] == 0 by v (ties: lower index). */
 static uint32_t best(const double *v, const double *used, uint32_t n) {
   uint32_t b = UINT32_MAX;
@@ -78,7 +124,7 @@ double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
   if (slots > n)
     slots = n;
   for (uint32_t j = 0; j < n; j++) {
-    mean[j] = p->score_weight * arms[j].score + posterior_mean(p, &arms[j]);
+    mean[j] = value_mean(p, &arms[j]);
     used[j] = 0;
   }
   /* The target policy: greedy on the posterior mean. */
@@ -87,7 +133,15 @@ double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
     used[greedy[s]] = 1;
   }
   memset(used, 0, sizeof(double) * n);
-  if (p->kind == BR_THOMPSON)
+  if (p->kind == BR_THOMPSON && p->residual)
+    for (uint32_t j = 0; j < n; j++) {
+      double mu, sd;
+      br_residual_posterior(p, &arms[j], &mu, &sd);
+      mu += br_predict(p, arms[j].score);
+      for (uint32_t k = 0; k < m; k++)
+        draws[(size_t)k * n + j] = mu + sd * br_rng_normal(rng);
+    }
+  else if (p->kind == BR_THOMPSON)
     for (uint32_t k = 0; k < m; k++)
       for (uint32_t j = 0; j < n; j++) {
         double sh = arms[j].shows > 0 ? arms[j].shows : 0;

@@ -21,7 +21,20 @@
  * for thompson, given the posterior draws, which are part of the policy's
  * randomness; floor > 0 keeps every item's probability positive, which
  * unbiased off-policy estimates need). The product over slots is the
- * probability of the whole list. */
+ * probability of the whole list.
+ *
+ * Thompson's residual model (`thompson_model: residual`) replaces the Beta
+ * draw by a Gaussian on the residual of the model score: the reward of item
+ * i shown with score s is modelled as r = a + b * s + delta_i + noise,
+ * where a + b * s is the score calibrated to rewards (one least-squares
+ * line over every closed slot, br_calib_fit) and delta_i the item's
+ * residual, prior N(0, tau^2) (residual_prior_sd), noise N(0, sigma^2)
+ * (residual_sd). After n_i closed slots with residuals e (e = r - a - b s)
+ * summing to S_i the posterior is N(m_i, 1 / lambda_i), lambda_i = 1/tau^2
+ * + n_i/sigma^2, m_i = (S_i / sigma^2) / lambda_i. Ranking value: a + b s +
+ * m_i (greedy, the target policy), a + b s + a draw of delta_i (thompson).
+ * So the MF score carries what the model knows about the user, and the
+ * residual what the rewards add per item, with its uncertainty. */
 #ifndef RS_BANDIT_POLICY_H
 #define RS_BANDIT_POLICY_H
 
@@ -42,9 +55,11 @@ double br_rng_gamma(br_rng_t *r, double shape); /* shape > 0, scale 1 */
 double br_rng_beta(br_rng_t *r, double a, double b);
 
 typedef struct br_arm {
-  double score;  /* topn_emit's score */
-  double shows;  /* closed impressions that showed the item */
-  double reward; /* rewards they earned (clamped to [0, shows] for Beta) */
+  double score;   /* topn_emit's score */
+  double shows;   /* closed impressions that showed the item */
+  double reward;  /* rewards they earned (clamped to [0, shows] for Beta) */
+  double res_n;   /* residual model: closed slots, and */
+  double res_sum; /* the sum of their residuals r - (a + b * score) */
 } br_arm_t;
 
 typedef struct br_policy {
@@ -54,7 +69,32 @@ typedef struct br_policy {
   double prior_alpha, prior_beta;
   double floor; /* thompson */
   uint32_t samples;
+  int residual;        /* thompson_model residual (else Beta) */
+  double res_sd;       /* sigma: residual noise */
+  double res_prior_sd; /* tau: prior sd of an item's residual */
+  double cal_a, cal_b; /* calibrated prediction a + b * score */
 } br_policy_t;
+
+/* The calibrated prediction a + b * score. */
+double br_predict(const br_policy_t *p, double score);
+/* The posterior of an item's residual (residual model): mean and sd. */
+void br_residual_posterior(const br_policy_t *p, const br_arm_t *a,
+                           double *mean, double *sd);
+
+/* The calibration line, fitted by least squares over (score, reward) of
+ * closed slots: sums n, sum s, sum r, sum s^2, sum s r. */
+typedef struct br_calib {
+  double n, s, r, ss, sr;
+} br_calib_t;
+
+#define BR_CALIB_MIN 30 /* slots before the fit replaces a = 0, b = w */
+
+void br_calib_add(br_calib_t *c, double score, double reward);
+/* a and b: the least-squares line when n >= BR_CALIB_MIN and the scores
+ * vary, its slope clamped at >= 0 (a higher model score never predicts a
+ * lower reward); else a = 0, b = score_weight (the uncalibrated score). */
+void br_calib_fit(const br_calib_t *c, double score_weight, double *a,
+                  double *b);
 
 /* Doubles of scratch br_choose needs for n arms. */
 size_t br_work_size(const br_policy_t *p, uint32_t n);

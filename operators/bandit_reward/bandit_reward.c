@@ -28,6 +28,10 @@
  * longer) in state, or for an item the impression did not show, goes out
  * unchanged on port `unmatched` and is counted.
  *
+ * Feedback naming an impression not in state waits for it (the inputs are
+ * not ordered with each other) under "f" + impression id until the
+ * watermark passes its time + reward_window, then goes out unmatched.
+ *
  * Windows close in event time. Each partition's watermark is the largest
  * event time seen on either input minus `max_out_of_orderness`; an
  * impression closes when the watermark passes its time + reward_window:
@@ -52,16 +56,24 @@
  * splitmix64 stream per emission: deterministic per seed, key, offset.
  *
  * State (integers little-endian):
- *  "m" + impression id (partition): 0 u8 version 1 | 1 u8 flags (1: the
+ *  "m" + impression id (partition): 0 u8 version 2 | 1 u8 flags (1: the
  *     greedy list) | 2 u16 slots | 4 u32 user length | 8 i64 impression
- *     time | 16 f64 list propensity | 24 u32 matched slots | 28 u32 0 |
- *     32 user | then per slot: u32 item length | u8 rewarded | 3 x 0 |
- *     f64 propensity | f64 reward | item bytes
+ *     time | 16 f64 list propensity | 24 u32 matched slots | 28 u32 linucb
+ *     dim | 32 user | then per slot: u32 item length | u8 rewarded | 3 x 0
+ *     | f64 propensity | f64 reward | f64 score | item bytes | dim floats.
+ *     Version 1: the same without the score (slot header 24 bytes).
+ *  "f" + impression id (partition): feedback waiting for its impression
+ *     (layout at keep_early).
  *  "u" + user (partition): u8 count, then newest first: u16 length + id.
- *  "w" (partition): i64 largest event time seen.
+ *  "w" (partition): i64 largest event time seen, u64 batches processed
+ *     (the agenda is rebuilt when the count is not the one last written).
  *  "a" + item (shared): f64 shows, f64 reward.
+ *  "g" + item (shared, thompson_model residual): f64 closed slots, f64 sum
+ *     of residuals.
+ *  "c" (shared, residual): the calibration sums (br_calib_t).
  *  "e" (shared): f64 closed impressions, f64 sum w R, f64 sum w.
  *  "t" (shared): int64 impressions emitted (epsilon decay).
+ *  "L" (shared, linucb): u32 d, A^-1 and b.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -74,9 +86,12 @@
 #include "recstream/operator.h"
 #include "util.h"
 
-#define BR_VERSION 1
+#define BR_VERSION 2 /* 1: slots without the score (SLOT_HDR1), still read */
 #define IMP_HDR 32
-#define SLOT_HDR 24
+#define SLOT_HDR 32
+#define SLOT_HDR1 24
+#define PEND_HDR 16
+#define PEND_MAX 32 /* early feedback records kept per impression id */
 #define USER_MAX 8
 #define MAX_SLOTS 1000
 #define STREAM_BANDIT UINT64_C(0x42414e44)
@@ -87,12 +102,14 @@ static const char *const br_ports[] = {"recommendations", "rewards",
 
 typedef struct br_due {
   int64_t deadline;
-  char *id;
+  char *id; /* the state key: 'm' + impression id, or 'f' + impression id */
   uint32_t id_len;
 } br_due_t;
 
 typedef struct br_part {
   int32_t partition;
+  int valid;      /* the agenda matches the state (seq) */
+  uint64_t seq;   /* batches this agenda has seen, as stored in "w" */
   int64_t max_ts; /* INT64_MIN: none */
   br_due_t *heap;
   size_t n, cap;
@@ -107,9 +124,13 @@ typedef struct br_ctx {
   int64_t samples;
   int64_t window_ms, lateness_ms;
   double default_reward;
-  int duplicates; /* first|sum */
-  char *model;    /* linucb: the mf_update instance */
-  double alpha;   /* linucb */
+  int duplicates;     /* first|sum */
+  char *model;        /* linucb: the mf_update instance */
+  double alpha;       /* linucb */
+  int thompson_model; /* beta|residual */
+  double res_sd, res_prior_sd;
+  int residual;     /* policy thompson with thompson_model residual */
+  br_calib_t calib; /* residual: loaded from "c" per emission and close */
 
   rs_op_t *op;
   const rs_host_api_t *host;
@@ -137,8 +158,8 @@ typedef struct br_ctx {
   size_t ucb_cap;
 
   double est[3]; /* closed impressions, sum w R, sum w */
-  rs_counter_t *c_imp, *c_rewards, *c_clicks, *c_default, *c_dup, *c_late,
-      *c_unmatched, *c_explored, *c_ips_n, *c_ips_wr, *c_ips_w;
+  rs_counter_t *c_rebuilt, *c_early, *c_imp, *c_rewards, *c_clicks, *c_default,
+      *c_dup, *c_late, *c_unmatched, *c_explored, *c_ips_n, *c_ips_wr, *c_ips_w;
 } br_ctx_t;
 
 static const rs_option_def_t br_options[] = {
@@ -204,6 +225,25 @@ static const rs_option_def_t br_options[] = {
      "give the features (read-only, like topn_emit's `model`)."},
     {RS_OPT_DOUBLE, "alpha", "1", offsetof(br_ctx_t, alpha), 0, 1e6, NULL,
      "linucb: weight of the confidence width (exploration)."},
+    {RS_OPT_ENUM, "thompson_model", "beta", offsetof(br_ctx_t, thompson_model),
+     0, -1, "beta|residual",
+     "thompson: what each item's draw is. `beta`: score_weight * score + a "
+     "draw from the item's Beta-Bernoulli posterior of its reward. "
+     "`residual`: a Gaussian on the model score's residual: a + b * score + "
+     "a draw of the item's residual delta ~ N(m, 1 / lambda), where a + b * "
+     "score is the score calibrated to rewards (least squares over every "
+     "closed slot; a = 0, b = score_weight for the first 30) and m, lambda "
+     "the posterior of the mean of the item's residuals r - (a + b * score) "
+     "(prior N(0, residual_prior_sd^2), noise residual_sd)."},
+    {RS_OPT_DOUBLE, "residual_sd", "0.5", offsetof(br_ctx_t, res_sd), 1e-6, 1e6,
+     NULL,
+     "thompson_model residual: standard deviation of one slot's reward "
+     "around a + b * score + delta (a click is 0/1: about 0.5 at most)."},
+    {RS_OPT_DOUBLE, "residual_prior_sd", "0.1",
+     offsetof(br_ctx_t, res_prior_sd), 1e-6, 1e6, NULL,
+     "thompson_model residual: prior standard deviation of an item's "
+     "residual delta, i.e. how far an item's reward may stray from what its "
+     "score predicts before any feedback (larger: more exploration)."},
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -307,50 +347,97 @@ typedef struct scan_ctx {
   int rc;
 } scan_ctx_t;
 
+static int64_t plus_window(const br_ctx_t *c, int64_t t) {
+  return t > INT64_MAX - c->window_ms ? INT64_MAX : t + c->window_ms;
+}
+
 static int rebuild_cb(void *opaque, const void *key, size_t key_len,
                       const void *value, size_t value_len) {
   scan_ctx_t *s = opaque;
   const unsigned char *v = value;
-  if (value_len < IMP_HDR || v[0] != BR_VERSION || key_len < 2)
-    return s->rc = corrupt(s->c, "impression");
+  const char *k = key;
   int64_t t;
-  memcpy(&t, v + 8, 8);
-  int64_t deadline =
-      t > INT64_MAX - s->c->window_ms ? INT64_MAX : t + s->c->window_ms;
-  return s->rc = heap_push(s->c, s->p, deadline, (const char *)key + 1,
-                           (uint32_t)(key_len - 1));
+  if (key_len < 2)
+    return s->rc = corrupt(s->c, "agenda key");
+  if (k[0] == 'm') {
+    if (value_len < IMP_HDR || (v[0] != BR_VERSION && v[0] != 1))
+      return s->rc = corrupt(s->c, "impression");
+    memcpy(&t, v + 8, 8);
+    t = plus_window(s->c, t);
+  } else {
+    if (value_len < PEND_HDR || v[0] != 1)
+      return s->rc = corrupt(s->c, "early feedback");
+    memcpy(&t, v + 8, 8);
+  }
+  return s->rc = heap_push(s->c, s->p, t, k, (uint32_t)key_len);
 }
 
-/* The partition's agenda, loaded from state on first sight. */
+static void part_clear(br_ctx_t *c, br_part_t *p) {
+  for (size_t k = 0; k < p->n; k++)
+    c->host->free(p->heap[k].id);
+  p->n = 0;
+  p->valid = 0;
+}
+
+/* The partition's agenda, ready for a batch: rebuilt from state (one scan
+ * of the impressions "m" and of the early feedback "f") the first time the
+ * partition is seen, and whenever the batch count stored in "w" is not the
+ * one this instance last wrote: the state changed underneath (another
+ * instance had the partition after a rebalance, or a failed batch left
+ * the agenda ahead of the state). */
 static int part_of(br_ctx_t *c, int32_t partition, br_part_t **out) {
-  for (size_t i = 0; i < c->n_parts; i++)
-    if (c->parts[i].partition == partition) {
-      *out = &c->parts[i];
-      return 0;
-    }
-  br_part_t *np = c->host->realloc(c->parts, (c->n_parts + 1) * sizeof(*np));
-  if (!np)
-    return RS_ENOMEM;
-  c->parts = np;
-  br_part_t *p = &c->parts[c->n_parts++];
-  memset(p, 0, sizeof(*p));
-  p->partition = partition;
-  p->max_ts = INT64_MIN;
+  br_part_t *p = NULL;
+  for (size_t i = 0; i < c->n_parts && !p; i++)
+    if (c->parts[i].partition == partition)
+      p = &c->parts[i];
+  if (!p) {
+    br_part_t *np = c->host->realloc(c->parts, (c->n_parts + 1) * sizeof(*np));
+    if (!np)
+      return RS_ENOMEM;
+    c->parts = np;
+    p = &c->parts[c->n_parts++];
+    memset(p, 0, sizeof(*p));
+    p->partition = partition;
+  }
   void *v;
   size_t n;
+  int64_t max_ts = INT64_MIN;
+  uint64_t seq = 0;
   int rc = c->host->state_get(c->op, partition, "w", 1, &v, &n);
   if (rc == 0) {
-    if (n != 8)
+    if (n != 8 && n != 16) /* 8: before the batch count */
       return corrupt(c, "watermark");
-    memcpy(&p->max_ts, v, 8);
+    memcpy(&max_ts, v, 8);
+    if (n == 16)
+      memcpy(&seq, (char *)v + 8, 8);
   } else if (rc != RS_ENOENT)
     return rc;
+  *out = p;
+  if (p->valid && p->seq == seq)
+    return 0;
+  part_clear(c, p);
+  p->max_ts = max_ts;
+  p->seq = seq;
   scan_ctx_t s = {c, p, 0};
   rc = c->host->state_scan(c->op, partition, "m", 1, rebuild_cb, &s);
+  if (!rc && !s.rc)
+    rc = c->host->state_scan(c->op, partition, "f", 1, rebuild_cb, &s);
   if (s.rc)
     return s.rc;
-  *out = p;
-  return rc;
+  if (rc)
+    return rc;
+  c->host->counter_add(c->c_rebuilt, 1);
+  p->valid = 1;
+  return 0;
+}
+
+/* After a batch: the watermark and the batch count the agenda matches. */
+static int part_store(br_ctx_t *c, br_part_t *p) {
+  unsigned char w[16];
+  p->seq++;
+  memcpy(w, &p->max_ts, 8);
+  memcpy(w + 8, &p->seq, 8);
+  return c->host->state_put(c->op, p->partition, "w", 1, w, sizeof w);
 }
 
 /* ------------------------------------------------------ statistics */
@@ -363,16 +450,69 @@ static int get_arm(br_ctx_t *c, const char *item, uint32_t len, br_arm_t *a) {
   size_t n;
   rc = c->host->state_get(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
                           &v, &n);
-  a->shows = a->reward = 0;
+  a->shows = a->reward = a->res_n = a->res_sum = 0;
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  if (rc == 0) {
+    if (n != 16)
+      return corrupt(c, "item statistics");
+    memcpy(&a->shows, v, 8);
+    memcpy(&a->reward, (char *)v + 8, 8);
+  }
+  if (!c->residual)
+    return 0;
+  c->key[0] = 'g';
+  rc = c->host->state_get(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
+                          &v, &n);
+  c->key[0] = 'a'; /* add_arm writes c->key */
   if (rc == RS_ENOENT)
     return 0;
   if (rc)
     return rc;
   if (n != 16)
-    return corrupt(c, "item statistics");
-  memcpy(&a->shows, v, 8);
-  memcpy(&a->reward, (char *)v + 8, 8);
+    return corrupt(c, "item residuals");
+  memcpy(&a->res_n, v, 8);
+  memcpy(&a->res_sum, (char *)v + 8, 8);
   return 0;
+}
+
+/* The calibration sums ("c", shared) into c->calib. */
+static int get_calib(br_ctx_t *c) {
+  void *v;
+  size_t n;
+  memset(&c->calib, 0, sizeof c->calib);
+  int rc = c->host->state_get(c->op, RS_PARTITION_SHARED, "c", 1, &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  if (n != sizeof c->calib)
+    return corrupt(c, "score calibration");
+  memcpy(&c->calib, v, sizeof c->calib);
+  return 0;
+}
+
+static int put_calib(br_ctx_t *c) {
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, "c", 1, &c->calib,
+                            sizeof c->calib);
+}
+
+/* Residual model: one closed slot of item (score, reward r). The residual
+ * is taken against the calibration before this slot joins it. */
+static int add_residual(br_ctx_t *c, const char *item, uint32_t len,
+                        double score, double r) {
+  double a, b;
+  br_calib_fit(&c->calib, c->score_weight, &a, &b);
+  double e = r - (a + b * score);
+  br_calib_add(&c->calib, score, r);
+  br_arm_t arm;
+  int rc = get_arm(c, item, len, &arm); /* c->key = 'a' + item */
+  if (rc)
+    return rc;
+  c->key[0] = 'g';
+  double v[2] = {arm.res_n + 1, arm.res_sum + e};
+  return c->host->state_put(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
+                            v, sizeof v);
 }
 
 static int add_arm(br_ctx_t *c, const char *item, uint32_t len, double reward) {
@@ -403,6 +543,19 @@ int rs__bandit_arm(void *vctx, const char *item, double *shows,
   int rc = get_arm(c, item, (uint32_t)strlen(item), &a);
   *shows = a.shows;
   *reward = a.reward;
+  return rc;
+}
+
+int rs__bandit_residual(void *vctx, const char *item, double *n, double *sum,
+                        double *a, double *b) {
+  br_ctx_t *c = vctx;
+  br_arm_t arm;
+  int rc = get_arm(c, item, (uint32_t)strlen(item), &arm);
+  if (!rc)
+    rc = get_calib(c);
+  *n = arm.res_n;
+  *sum = arm.res_sum;
+  br_calib_fit(&c->calib, c->score_weight, a, b);
   return rc;
 }
 
@@ -446,8 +599,9 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     return RS_ENOMEM;
   memcpy(c->buf, v, n); /* v is borrowed until the next state call */
   const unsigned char *b = c->buf;
-  if (n < IMP_HDR || b[0] != BR_VERSION)
+  if (n < IMP_HDR || (b[0] != BR_VERSION && b[0] != 1))
     return corrupt(c, "impression");
+  size_t sh = b[0] == 1 ? SLOT_HDR1 : SLOT_HDR;
   uint16_t slots;
   uint32_t ulen, matched, dim;
   int64_t imp_ms;
@@ -463,31 +617,40 @@ static int close_impression(br_ctx_t *c, int32_t partition,
   const char *user = (const char *)b + IMP_HDR;
   size_t off = IMP_HDR + (size_t)ulen;
   double total = 0;
+  if (c->residual && (rc = get_calib(c)))
+    return rc;
   for (uint16_t s = 0; s < slots; s++) {
     uint32_t il;
-    if (off + SLOT_HDR > n)
+    if (off + sh > n)
       return corrupt(c, "impression slot");
     memcpy(&il, b + off, 4);
-    if (off + SLOT_HDR + il > n)
+    if (off + sh + il > n)
       return corrupt(c, "impression slot");
-    if (off + SLOT_HDR + il + 4 * (size_t)dim > n)
+    if (off + sh + il + 4 * (size_t)dim > n)
       return corrupt(c, "impression slot");
-    double r;
+    double r, score = NAN;
     memcpy(&r, b + off + 16, 8);
+    if (sh == SLOT_HDR)
+      memcpy(&score, b + off + 24, 8);
     if (!b[off + 4])
       r = c->default_reward;
     total += r;
+    if (c->residual && isfinite(score) &&
+        (rc = add_residual(c, (const char *)b + off + sh, il, score, r)))
+      return rc;
     if (dim && dim == c->lin.d) {
       if (grow(c, (void **)&c->feat, &c->feat_cap, dim, 4) ||
           grow(c, (void **)&c->ucb, &c->ucb_cap, dim, 8))
         return RS_ENOMEM;
-      memcpy(c->feat, b + off + SLOT_HDR + il, 4 * (size_t)dim);
+      memcpy(c->feat, b + off + sh + il, 4 * (size_t)dim);
       br_lin_update(&c->lin, c->feat, r, c->ucb);
     }
-    if ((rc = add_arm(c, (const char *)b + off + SLOT_HDR, il, r)))
+    if ((rc = add_arm(c, (const char *)b + off + sh, il, r)))
       return rc;
-    off += SLOT_HDR + il + 4 * (size_t)dim;
+    off += sh + il + 4 * (size_t)dim;
   }
+  if (c->residual && (rc = put_calib(c)))
+    return rc;
   if (dim && dim == c->lin.d && (rc = put_lin(c)))
     return rc;
   if (matched == 0) {
@@ -528,16 +691,16 @@ static int close_impression(br_ctx_t *c, int32_t partition,
   return c->host->state_delete(c->op, partition, c->key, 1 + (size_t)id_len);
 }
 
+static int expire_early(br_ctx_t *c, int32_t partition, const rs_record_t *src,
+                        uint32_t *ord, const char *id, uint32_t id_len,
+                        int64_t wm);
+
 /* Moves the partition's watermark with event time ts and closes what it
  * passes. */
 static int advance(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
                    uint32_t *ord, int64_t ts) {
-  if (ts > p->max_ts) {
-    p->max_ts = ts;
-    int rc = c->host->state_put(c->op, p->partition, "w", 1, &p->max_ts, 8);
-    if (rc)
-      return rc;
-  }
+  if (ts > p->max_ts)
+    p->max_ts = ts; /* stored after the batch (part_store) */
   int64_t wm = p->max_ts == INT64_MIN ? INT64_MIN
                : p->max_ts < INT64_MIN + c->lateness_ms
                    ? INT64_MIN
@@ -545,7 +708,10 @@ static int advance(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
   while (p->n && p->heap[0].deadline < wm) {
     br_due_t d = p->heap[0];
     heap_pop(p);
-    int rc = close_impression(c, p->partition, src, ord, d.id, d.id_len, wm);
+    int rc = d.id[0] == 'm' ? close_impression(c, p->partition, src, ord,
+                                               d.id + 1, d.id_len - 1, wm)
+                            : expire_early(c, p->partition, src, ord, d.id + 1,
+                                           d.id_len - 1, wm);
     c->host->free(d.id);
     if (rc)
       return rc;
@@ -705,6 +871,9 @@ static int linucb_choose(br_ctx_t *c, int32_t partition,
   return 0;
 }
 
+static int take_early(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
+                      uint32_t *ord, const char *id, uint32_t id_len);
+
 static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
                              uint32_t *ord) {
   const rs_recommendation_t *r = rec->payload;
@@ -717,9 +886,17 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
                      .prior_alpha = c->prior_alpha,
                      .prior_beta = c->prior_beta,
                      .floor = c->floor,
-                     .samples = (uint32_t)c->samples};
+                     .samples = (uint32_t)c->samples,
+                     .residual = c->residual,
+                     .res_sd = c->res_sd,
+                     .res_prior_sd = c->res_prior_sd};
   int64_t t = 0;
   int rc;
+  if (c->residual) {
+    if ((rc = get_calib(c)))
+      return rc;
+    br_calib_fit(&c->calib, c->score_weight, &pol.cal_a, &pol.cal_b);
+  }
   if (c->policy == BR_EPSILON && c->decay > 0) {
     if ((rc = c->host->state_counter_add(c->op, RS_PARTITION_SHARED, "t", 1, 1,
                                          &t)))
@@ -796,6 +973,7 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
     memset(b + off, 0, SLOT_HDR);
     memcpy(b + off, &items[s].item_len, 4);
     memcpy(b + off + 8, &prop[s], 8);
+    memcpy(b + off + 24, &items[s].score, 8);
     memcpy(b + off + SLOT_HDR, items[s].item, items[s].item_len);
     off += SLOT_HDR + items[s].item_len;
     if (dim) {
@@ -807,10 +985,8 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
       (rc = c->host->state_put(c->op, p->partition, c->key,
                                1 + (size_t)r->impression_id_len, b, off)))
     return rc;
-  int64_t deadline = r->timestamp_ms > INT64_MAX - c->window_ms
-                         ? INT64_MAX
-                         : r->timestamp_ms + c->window_ms;
-  if ((rc = heap_push(c, p, deadline, r->impression_id, r->impression_id_len)))
+  if ((rc = heap_push(c, p, plus_window(c, r->timestamp_ms), c->key,
+                      1 + r->impression_id_len)))
     return rc;
 
   /* The user's latest impressions, for feedback without an id. */
@@ -848,8 +1024,10 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
       ubuf[0]++;
     }
   }
-  return c->host->state_put(c->op, p->partition, c->key,
-                            1 + (size_t)r->user_len, ubuf, ulen);
+  if ((rc = c->host->state_put(c->op, p->partition, c->key,
+                               1 + (size_t)r->user_len, ubuf, ulen)))
+    return rc;
+  return take_early(c, p, rec, ord, r->impression_id, r->impression_id_len);
 }
 
 /* Loads impression id into c->buf; the slot showing item or -1. 1 if the
@@ -871,8 +1049,9 @@ static int load_impression(br_ctx_t *c, int32_t partition, const char *id,
     return RS_ENOMEM;
   memcpy(c->buf, v, n);
   const unsigned char *b = c->buf;
-  if (n < IMP_HDR || b[0] != BR_VERSION)
+  if (n < IMP_HDR || (b[0] != BR_VERSION && b[0] != 1))
     return corrupt(c, "impression");
+  size_t sh = b[0] == 1 ? SLOT_HDR1 : SLOT_HDR;
   uint16_t slots;
   uint32_t ulen, dim;
   memcpy(&slots, b + 2, 2);
@@ -882,19 +1061,19 @@ static int load_impression(br_ctx_t *c, int32_t partition, const char *id,
   *slot = -1;
   for (uint16_t s = 0; s < slots; s++) {
     uint32_t il;
-    if (off + SLOT_HDR > n)
+    if (off + sh > n)
       return corrupt(c, "impression slot");
     memcpy(&il, b + off, 4);
-    if (off + SLOT_HDR + il > n)
+    if (off + sh + il > n)
       return corrupt(c, "impression slot");
-    if (off + SLOT_HDR + il + 4 * (size_t)dim > n)
+    if (off + sh + il + 4 * (size_t)dim > n)
       return corrupt(c, "impression slot");
-    if (il == item_len && !memcmp(b + off + SLOT_HDR, item, il)) {
+    if (il == item_len && !memcmp(b + off + sh, item, il)) {
       *slot = s;
       *slot_off = off;
       break;
     }
-    off += SLOT_HDR + il + 4 * (size_t)dim;
+    off += sh + il + 4 * (size_t)dim;
   }
   *n_out = n;
   return 1;
@@ -908,8 +1087,13 @@ static int unmatched(br_ctx_t *c, const rs_record_t *rec, uint32_t *ord,
   return c->host->emit(c->op, PORT_UNMATCHED, &o);
 }
 
+static int keep_early(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
+                      uint32_t *ord);
+
+/* may_wait: feedback naming an impression not in state waits for it
+ * (keep_early) instead of being unmatched at once. */
 static int on_feedback(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
-                       uint32_t *ord) {
+                       uint32_t *ord, int may_wait) {
   const rs_feedback_t *fb = rec->payload;
   size_t n = 0, soff = 0;
   int slot = -1, found = 0, rc;
@@ -957,6 +1141,8 @@ static int on_feedback(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
       }
     }
   }
+  if (!found && may_wait && !(flags & RS_REWARD_F_JOINED_BY_ITEM))
+    return keep_early(c, p, rec, ord);
   if (!found || slot < 0)
     return unmatched(c, rec, ord, c->c_unmatched);
   unsigned char *b = c->buf;
@@ -1005,6 +1191,155 @@ static int on_feedback(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
   if (!r.impression_id)
     return RS_ENOMEM;
   return emit_reward(c, rec, ord, &r);
+}
+
+/* ------------------------------------------------ early feedback */
+
+/* Feedback whose impression is not in state (yet: the two inputs are not
+ * ordered with each other) waits under "f" + impression id:
+ *   0 u8 version 1 | 1 u8 count | 2 6 x 0 | 8 i64 deadline (the first
+ *   record's time + reward_window) | then per record: u32 user length |
+ *   u32 item length | i32 type | u32 0 | f64 value | i64 time | user | item.
+ * The impression's arrival joins them (take_early); the watermark passing
+ * the deadline makes them unmatched (expire_early). */
+#define PEND_REC 32
+
+static int keep_early(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
+                      uint32_t *ord) {
+  const rs_feedback_t *fb = rec->payload;
+  int rc = make_key(c, 'f', fb->impression_id, fb->impression_id_len);
+  if (rc)
+    return rc;
+  size_t klen = 1 + (size_t)fb->impression_id_len;
+  void *v;
+  size_t n = 0;
+  rc = c->host->state_get(c->op, p->partition, c->key, klen, &v, &n);
+  if (rc && rc != RS_ENOENT)
+    return rc;
+  int fresh = rc == RS_ENOENT;
+  if (!fresh && (n < PEND_HDR || ((unsigned char *)v)[0] != 1))
+    return corrupt(c, "early feedback");
+  if (!fresh && ((unsigned char *)v)[1] >= PEND_MAX)
+    return unmatched(c, rec, ord, c->c_unmatched);
+  size_t add = PEND_REC + (size_t)fb->user_len + fb->item_len;
+  if (grow(c, (void **)&c->buf2, &c->buf2_cap, (fresh ? PEND_HDR : n) + add, 1))
+    return RS_ENOMEM;
+  unsigned char *b = c->buf2;
+  if (fresh) {
+    memset(b, 0, PEND_HDR);
+    b[0] = 1;
+    int64_t deadline = plus_window(c, fb->timestamp_ms);
+    memcpy(b + 8, &deadline, 8);
+    n = PEND_HDR;
+  } else {
+    memcpy(b, v, n);
+  }
+  b[1]++;
+  unsigned char *e = b + n;
+  int32_t type = fb->type;
+  memset(e, 0, PEND_REC);
+  memcpy(e, &fb->user_len, 4);
+  memcpy(e + 4, &fb->item_len, 4);
+  memcpy(e + 8, &type, 4);
+  memcpy(e + 16, &fb->value, 8);
+  memcpy(e + 24, &fb->timestamp_ms, 8);
+  memcpy(e + PEND_REC, fb->user, fb->user_len);
+  memcpy(e + PEND_REC + fb->user_len, fb->item, fb->item_len);
+  if ((rc = c->host->state_put(c->op, p->partition, c->key, klen, b, n + add)))
+    return rc;
+  c->host->counter_add(c->c_early, 1);
+  if (fresh) {
+    int64_t deadline;
+    memcpy(&deadline, b + 8, 8);
+    return heap_push(c, p, deadline, c->key, (uint32_t)klen);
+  }
+  return 0;
+}
+
+/* Takes "f" + id out of state and hands each record kept there, as a
+ * feedback record positioned at src, to on_feedback (join = 1) or to the
+ * unmatched port (join = 0). */
+static int drain_early(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
+                       uint32_t *ord, const char *id, uint32_t id_len, int join,
+                       int64_t wm) {
+  int rc = make_key(c, 'f', id, id_len);
+  if (rc)
+    return rc;
+  size_t klen = 1 + (size_t)id_len;
+  void *v;
+  size_t n;
+  rc = c->host->state_get(c->op, p->partition, c->key, klen, &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  /* The records outlive this function (emitted): batch memory. */
+  unsigned char *b = c->host->batch_alloc(c->op, n ? n : 1);
+  char *idc = batch_dup(c, id, id_len);
+  if (!b || !idc)
+    return RS_ENOMEM;
+  memcpy(b, v, n);
+  if (n < PEND_HDR || b[0] != 1)
+    return corrupt(c, "early feedback");
+  int64_t deadline;
+  memcpy(&deadline, b + 8, 8);
+  if (!join && deadline >= wm)
+    return 0; /* a newer entry under the same id: its own agenda entry */
+  if ((rc = c->host->state_delete(c->op, p->partition, c->key, klen)))
+    return rc;
+  size_t off = PEND_HDR;
+  for (unsigned k = 0; k < b[1]; k++) {
+    rs_feedback_t *fb = c->host->batch_alloc(c->op, sizeof(*fb));
+    if (!fb)
+      return RS_ENOMEM;
+    uint32_t ul, il;
+    int32_t type;
+    if (off + PEND_REC > n)
+      return corrupt(c, "early feedback");
+    memcpy(&ul, b + off, 4);
+    memcpy(&il, b + off + 4, 4);
+    if (off + PEND_REC + (size_t)ul + il > n)
+      return corrupt(c, "early feedback");
+    memcpy(&type, b + off + 8, 4);
+    *fb = (rs_feedback_t){.user = (const char *)b + off + PEND_REC,
+                          .user_len = ul,
+                          .impression_id = idc,
+                          .impression_id_len = id_len,
+                          .item = (const char *)b + off + PEND_REC + ul,
+                          .item_len = il,
+                          .type = type};
+    memcpy(&fb->value, b + off + 16, 8);
+    memcpy(&fb->timestamp_ms, b + off + 24, 8);
+    off += PEND_REC + (size_t)ul + il;
+    rs_record_t r = {.kind = RS_KIND_FEEDBACK,
+                     .key = fb->user,
+                     .key_len = ul,
+                     .payload = fb,
+                     .timestamp_ms = fb->timestamp_ms,
+                     .src_partition = src->src_partition,
+                     .src_ordinal = *ord,
+                     .src_offset = src->src_offset};
+    rc = join ? on_feedback(c, p, &r, ord, 0)
+              : unmatched(c, &r, ord, c->c_unmatched);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+static int take_early(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
+                      uint32_t *ord, const char *id, uint32_t id_len) {
+  return drain_early(c, p, src, ord, id, id_len, 1, INT64_MIN);
+}
+
+static int expire_early(br_ctx_t *c, int32_t partition, const rs_record_t *src,
+                        uint32_t *ord, const char *id, uint32_t id_len,
+                        int64_t wm) {
+  br_part_t *p = NULL;
+  for (size_t i = 0; i < c->n_parts && !p; i++)
+    if (c->parts[i].partition == partition)
+      p = &c->parts[i];
+  return p ? drain_early(c, p, src, ord, id, id_len, 0, wm) : RS_EINVAL;
 }
 
 static const char *check(const rs_record_t *rec, uint32_t input, char *buf,
@@ -1060,16 +1395,19 @@ static int br_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
     if (batch->input == 0)
       rc = on_recommendation(c, p, rec, &ord);
     else
-      rc = on_feedback(c, p, rec, &ord);
+      rc = on_feedback(c, p, rec, &ord, 1);
     if (!rc)
       rc = advance(c, p, rec, &ord, rec->timestamp_ms);
     if (rc) {
       c->host->log(op, RS_LOG_ERROR, "bandit_reward failed: %s",
                    rs_strerror(rc));
+      part_clear(c, p); /* ahead of the state: rebuilt if processing resumes */
       return rc;
     }
   }
-  return 0;
+  if ((rc = part_store(c, p)))
+    part_clear(c, p);
+  return rc;
 }
 
 static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
@@ -1078,8 +1416,9 @@ static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   c->op = op;
   c->host = host;
   if (c->policy < 0 || c->policy > BR_LINUCB || c->duplicates < 0 ||
-      c->duplicates > 1)
+      c->duplicates > 1 || c->thompson_model < 0 || c->thompson_model > 1)
     return rs_seterr(errstr, errstr_size, RS_ECONFIG, "bad enum value");
+  c->residual = c->policy == BR_THOMPSON && c->thompson_model == 1;
   if (!RS_HOST_HAS(host, state_counter_add))
     return rs_seterr(errstr, errstr_size, RS_ECONFIG,
                      "bandit_reward needs a host with ABI minor 1");
@@ -1096,6 +1435,10 @@ static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
                        c->model);
   }
   c->c_imp = host->counter(op, "impressions", "Recommendations emitted");
+  c->c_rebuilt = host->counter(op, "agenda_rebuilds",
+                               "Partition agendas rebuilt from state");
+  c->c_early = host->counter(op, "early_feedback",
+                             "Feedback kept waiting for its impression");
   c->c_rewards = host->counter(op, "rewards", "Reward records emitted");
   c->c_clicks = host->counter(op, "clicks", "CLICK feedback joined");
   c->c_default =
@@ -1130,8 +1473,7 @@ static void br_destroy(rs_op_t *op, void *vctx) {
   br_ctx_t *c = vctx;
   (void)op;
   for (size_t i = 0; i < c->n_parts; i++) {
-    for (size_t k = 0; k < c->parts[i].n; k++)
-      c->host->free(c->parts[i].heap[k].id);
+    part_clear(c, &c->parts[i]);
     c->host->free(c->parts[i].heap);
   }
   c->host->free(c->parts);

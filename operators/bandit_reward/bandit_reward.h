@@ -7,5 +7,9 @@
 void rs__bandit_estimates(void *vctx, double *n, double *ips, double *snips);
 /* An item's statistics (closed shows, rewards). */
 int rs__bandit_arm(void *vctx, const char *item, double *shows, double *reward);
+/* thompson_model residual: an item's closed slots and residual sum, and
+ * the calibration line a + b * score now. */
+int rs__bandit_residual(void *vctx, const char *item, double *n, double *sum,
+                        double *a, double *b);
 
 #endif

@@ -109,9 +109,10 @@ Test(bandit_pipeline, closed_loop_rewards, .timeout = 120) {
     json_decref(j);
   }
   /* One record per partition two hours later closes every window; it
-   * names no impression, so it is unmatched. */
+   * names no impression (an id bandit_reward has not seen would wait for
+   * its impression), so it is unmatched at once. */
   for (int32_t part = 0; part < 2; part++)
-    produce_fb(p, "flush", 5, "none", "none", max_ts + 7200000, part,
+    produce_fb(p, "flush", 5, "", "none", max_ts + 7200000, part,
                "DISMISS"); /* teaches mf_update nothing */
   cr_assert_eq(rd_kafka_flush(p, 30000), 0);
   rd_kafka_destroy(p);

@@ -1,8 +1,10 @@
-/* `recstream simulate` against configs/loop.yaml on the embedded broker:
- * the closed loop runs (interactions in, lists out, clicks back, feedback
- * produced) and the MF model's CTR beats a random list's and the
- * popularity-only variant of the same pipeline (min_user_events above any
- * count), both run at once on two embedded clusters. Plus the command's
+/* `recstream simulate` against configs/demo_loop.yaml, the demo's one
+ * engine with its A/B experiment (variant `model`: MF + bandit_reward
+ * Thompson; `popularity`: the same pipeline with cold users and a greedy
+ * bandit), on the embedded broker: the closed loop runs (interactions in,
+ * lists out, clicks back as interactions and feedback, joined by
+ * bandit_reward) and, after the warm-up, the model variant's expected CTR
+ * beats popularity's, which beats a random list's. Plus the command's
  * usage errors. */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -51,6 +53,8 @@ Test(simulate_cli, help_and_usage_errors) {
       {"-b x --rate -1", "--rate expects"},
       {"-b x --drift nan", "--drift expects"},
       {"-b x --new-items 0.95", "--new-items expects"},
+      {"-b x --look 0", "--look expects"},
+      {"-b x --look 1.5", "--look expects"},
       {"-b x --duration 10 --warmup 10", "--warmup"},
       {"-b x --duration 4", "--window"},
       {"-b x -X novalue", "-X expects KEY=VALUE"},
@@ -82,10 +86,10 @@ Test(simulate_cli, help_and_usage_errors) {
   rs_buf_free(&b);
 }
 
-/* configs/loop.yaml's text. */
-static const char *loop_yaml(void) {
+/* configs/demo_loop.yaml's text. */
+static const char *demo_yaml(void) {
   static char text[16384];
-  FILE *f = fopen(RS_SOURCE_DIR "/configs/loop.yaml", "r");
+  FILE *f = fopen(RS_SOURCE_DIR "/configs/demo_loop.yaml", "r");
   cr_assert_not_null(f);
   size_t n = fread(text, 1, sizeof text - 1, f);
   fclose(f);
@@ -94,79 +98,78 @@ static const char *loop_yaml(void) {
   return text;
 }
 
-typedef struct loop {
-  rs_mock_t *m;
-  it_engine_t t;
-  FILE *sim;
-  rs_buf_t out;
-} loop_t;
+static double num(json_t *v, const char *k) {
+  return json_number_value(json_object_get(v, k));
+}
 
-static void loop_start(loop_t *l, const char *state, int popularity) {
+static json_t *variant(json_t *j, const char *name) {
+  json_t *vs = json_object_get(j, "variants"), *v;
+  size_t i;
+  json_array_foreach(vs, i, v) {
+    if (!strcmp(json_string_value(json_object_get(v, "variant")), name))
+      return v;
+  }
+  cr_assert_fail("no variant %s", name);
+  return NULL;
+}
+
+/* Margins: in this world the model variant's expected CTR measured 2.0-3x
+ * popularity's and popularity 1.5-1.9x random's (here on the loaded 2-core
+ * machine: 0.173, 0.085, 0.046; test_bandit_loop's in-process loop
+ * agrees); the asserts stay well below both. With mf's learning_rate at
+ * 0.0001 (`--set operators.mf.learning_rate=0.0001`: a model that does not
+ * learn) the model variant measured 0.072 against popularity's 0.076 and
+ * this test failed. */
+#define MODEL_OVER_POPULARITY 1.3
+#define POPULARITY_OVER_RANDOM 1.1
+
+Test(simulate, demo_experiment_model_beats_popularity_beats_random,
+     .timeout = 120) {
   static const char *const topics[] = {"interactions", "interactions.dlq",
                                        "recommendations", "feedback", NULL};
-  memset(l, 0, sizeof *l);
-  l->m = it_cluster(1, 2, topics);
-  cr_assert_not_null(l->m);
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert_not_null(m);
   char brokers[512], dir[1024];
-  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", l->m->bootstraps);
-  snprintf(dir, sizeof dir, "state.dir=%s/%s", it_state_dir(), state);
-  const char *sets[] = {brokers, dir, "kafka.auto_offset_reset=earliest",
-                        popularity ? "operators.mf.min_user_events=1000000"
-                                   : "operators.mf.min_user_events=3"};
-  cr_assert_eq(it_engine_start(&l->t, loop_yaml(), sets, 4, 0), 0, "%s",
-               l->t.err);
+  snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
+  snprintf(dir, sizeof dir, "state.dir=%s/demo", it_state_dir());
+  const char *sets[] = {brokers, dir, "kafka.auto_offset_reset=earliest"};
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, demo_yaml(), sets, 3, 0), 0, "%s", t.err);
   char cmd[2048];
   snprintf(
       cmd, sizeof cmd,
       "%s simulate -b %s --users 50 --items 500 --rate 300 --duration " LOOP_S
       " --window 2 --warmup 6 --seed 3 --json",
-      bin(), l->m->bootstraps);
-  l->sim = popen(cmd, "r");
-  cr_assert_not_null(l->sim);
-}
-
-static json_t *loop_finish(loop_t *l) {
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, l->sim)) > 0)
-    rs_buf_append(&l->out, buf, n);
-  int st = pclose(l->sim);
-  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "simulate: %d", st);
-  cr_assert_eq(it_engine_join(&l->t, 1), 0, "%s", l->t.err);
-  it_engine_free(&l->t);
-  rs_mock_destroy(l->m);
+      bin(), m->bootstraps);
+  rs_buf_t out = {0};
+  int st = sh(cmd, &out);
+  cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  it_engine_free(&t);
+  rs_mock_destroy(m);
+  cr_assert_eq(st, 0, "simulate: %d", st);
   json_error_t je;
-  json_t *j = json_loadb(l->out.data, l->out.len, 0, &je);
-  cr_assert_not_null(j, "%s: %.*s", je.text, (int)l->out.len, l->out.data);
-  rs_buf_free(&l->out);
-  return j;
-}
-
-static double num(json_t *v, const char *k) {
-  return json_number_value(json_object_get(v, k));
-}
-
-Test(simulate, closed_loop_model_beats_random_and_popularity, .timeout = 120) {
-  loop_t model, pop;
-  loop_start(&model, "model", 0);
-  loop_start(&pop, "pop", 1);
-  json_t *jm = loop_finish(&model), *jp = loop_finish(&pop);
-  json_t *vm = json_array_get(json_object_get(jm, "variants"), 0);
-  json_t *vp = json_array_get(json_object_get(jp, "variants"), 0);
-  cr_assert_not_null(vm);
-  cr_assert_not_null(vp);
-  cr_assert_gt(num(jm, "recommendations"), 1000);
-  cr_assert_gt(num(jm, "feedback"), 0);
-  cr_assert_gt(num(json_object_get(jm, "latency_ms"), "n"), 0);
-  double m_ctr = num(vm, "ctr"), m_exp = num(vm, "expected_ctr");
-  double p_exp = num(vp, "expected_ctr"), rnd = num(vm, "random_ctr");
-  double oracle = num(vm, "oracle_ctr");
-  cr_log_info("model ctr %.4f (expected %.4f), popularity expected %.4f, "
-              "random %.4f, oracle %.4f",
-              m_ctr, m_exp, p_exp, rnd, oracle);
-  cr_assert_gt(m_exp, rnd, "model %f vs random %f", m_exp, rnd);
-  cr_assert_gt(m_exp, p_exp, "model %f vs popularity %f", m_exp, p_exp);
-  cr_assert_lt(m_exp, oracle);
-  json_decref(jm);
-  json_decref(jp);
+  json_t *j = json_loadb(out.data, out.len, 0, &je);
+  cr_assert_not_null(j, "%s: %.*s", je.text, (int)out.len, out.data);
+  rs_buf_free(&out);
+  cr_assert_gt(num(j, "recommendations"), 1000);
+  cr_assert_gt(num(j, "feedback"), 0);
+  cr_assert_eq(num(j, "bad_recommendations"), 0);
+  cr_assert_gt(num(json_object_get(j, "latency_ms"), "n"), 0);
+  cr_assert_eq(json_array_size(json_object_get(j, "variants")), 2);
+  json_t *vm = variant(j, "model"), *vp = variant(j, "popularity");
+  cr_assert_gt(num(vm, "lists"), 200);
+  cr_assert_gt(num(vp, "lists"), 200);
+  double me = num(vm, "expected_ctr"), pe = num(vp, "expected_ctr");
+  double mr = num(vm, "random_ctr"), pr = num(vp, "random_ctr");
+  cr_log_info("model expected %.4f (ctr %.4f, oracle %.4f, random %.4f); "
+              "popularity expected %.4f (ctr %.4f, random %.4f)",
+              me, num(vm, "ctr"), num(vm, "oracle_ctr"), mr, pe, num(vp, "ctr"),
+              pr);
+  cr_assert_gt(me, MODEL_OVER_POPULARITY * pe, "model %f vs popularity %f", me,
+               pe);
+  cr_assert_gt(pe, POPULARITY_OVER_RANDOM * pr, "popularity %f vs random %f",
+               pe, pr);
+  cr_assert_gt(me, mr);
+  cr_assert_lt(me, num(vm, "oracle_ctr"));
+  json_decref(j);
 }

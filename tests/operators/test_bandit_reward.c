@@ -106,7 +106,7 @@ Test(bandit_policy, epsilon_greedy_hand_worked) {
   /* Posterior means with prior (1, 1): A (6+1)/(8+2) = 0.7, B 1/4 = 0.25,
    * C 1/2 = 0.5. Greedy A, C, B. epsilon 0.3: slot 0 q = (0.8, 0.1, 0.1);
    * slot 1 after A: C 0.7 + 0.15, B 0.15. */
-  br_arm_t arms[3] = {{0, 8, 6}, {0, 2, 0}, {0, 0, 0}};
+  br_arm_t arms[3] = {{0, 8, 6, 0, 0}, {0, 2, 0, 0, 0}, {0, 0, 0, 0, 0}};
   br_policy_t p = {.kind = BR_EPSILON,
                    .epsilon = 0.3,
                    .score_weight = 0,
@@ -148,7 +148,8 @@ Test(bandit_policy, epsilon_greedy_hand_worked) {
 Test(bandit_policy, thompson_follows_the_posterior) {
   /* Beta(91, 11) against Beta(11, 91): the first wins nearly every draw,
    * so q0 = 0.99 * 1 + 0.01 / 3 for it, 0.01 / 3 for the others. */
-  br_arm_t arms[3] = {{0, 100, 10}, {0, 100, 90}, {0, 100, 10}};
+  br_arm_t arms[3] = {
+      {0, 100, 10, 0, 0}, {0, 100, 90, 0, 0}, {0, 100, 10, 0, 0}};
   br_policy_t p = {.kind = BR_THOMPSON,
                    .score_weight = 0,
                    .prior_alpha = 1,
@@ -174,11 +175,90 @@ Test(bandit_policy, thompson_follows_the_posterior) {
   cr_assert_float_eq(s / 20000, 0.5, 0.01);
 }
 
+Test(bandit_policy, thompson_residual_hand_worked) {
+  /* Gaussian on the score residual, sigma 0.5, tau 1, prediction = score
+   * (a 0, b 1). A: score 0.5, 3 residuals summing to 0.6: lambda = 1 +
+   * 3 / 0.25 = 13, m = (0.6 / 0.25) / 13 = 0.184615..., sd = 1 / sqrt(13).
+   * B: score 0.6, no residuals: m 0, sd 1. Greedy: A (0.6846 > 0.6). A
+   * wins a draw when 0.5 + N(m, 1/13) > 0.6 + N(0, 1): probability
+   * Phi(0.084615 / sqrt(1 + 1/13)) = Phi(0.081539) = 0.53249. */
+  br_arm_t arms[2] = {{.score = 0.5, .res_n = 3, .res_sum = 0.6},
+                      {.score = 0.6}};
+  br_policy_t p = {.kind = BR_THOMPSON,
+                   .score_weight = 1,
+                   .prior_alpha = 1,
+                   .prior_beta = 1,
+                   .floor = 0,
+                   .samples = 4096,
+                   .residual = 1,
+                   .res_sd = 0.5,
+                   .res_prior_sd = 1,
+                   .cal_a = 0,
+                   .cal_b = 1};
+  double m, sd;
+  br_residual_posterior(&p, &arms[0], &m, &sd);
+  cr_assert_float_eq(m, 2.4 / 13, 1e-12);
+  cr_assert_float_eq(sd, 1 / sqrt(13), 1e-12);
+  br_residual_posterior(&p, &arms[1], &m, &sd);
+  cr_assert_float_eq(m, 0, 1e-12);
+  cr_assert_float_eq(sd, 1, 1e-12);
+  uint32_t order[2], greedy[2];
+  double prop[2], dist[2], share = 0;
+  enum { RUNS = 50 };
+  for (uint64_t seed = 1; seed <= RUNS; seed++) {
+    br_rng_t r;
+    br_rng_seed(&r, seed * 7717);
+    br_choose(&p, arms, 2, 2, &r, order, prop, greedy, dist, work);
+    cr_assert_eq(greedy[0], 0);
+    cr_assert_float_eq(dist[0] + dist[1], 1, 1e-9);
+    share += dist[0] / RUNS;
+  }
+  /* 204,800 draws: standard error 0.0011 */
+  cr_assert_float_eq(share, 0.53249, 0.006, "share %f", share);
+  /* A calibration a + b * score that lowers B below A for sure: b = 0
+   * leaves 0 + N(m, .) against 0 + N(0, 1) for B. */
+  p.cal_b = 0;
+  p.cal_a = 0.2;
+  cr_assert_float_eq(br_predict(&p, 3), 0.2, 1e-12);
+
+  /* The calibration line: (0,0) (1,0) (2,1) (3,1) ten times: mean s 1.5,
+   * mean r 0.5, var s 1.25, cov 0.5: b = 0.4, a = 0.5 - 0.6 = -0.1. Fewer
+   * than BR_CALIB_MIN points: a = 0, b = score_weight. A falling line is
+   * clamped flat: b = 0, a = mean r. */
+  br_calib_t cal = {0};
+  double a, b;
+  for (int k = 0; k < 10; k++) {
+    br_calib_add(&cal, 0, 0);
+    br_calib_add(&cal, 1, 0);
+    br_calib_add(&cal, 2, 1);
+    if (k == 5) {
+      br_calib_fit(&cal, 2.5, &a, &b);
+      cr_assert_eq(a, 0);
+      cr_assert_eq(b, 2.5);
+    }
+    br_calib_add(&cal, 3, 1);
+  }
+  br_calib_fit(&cal, 2.5, &a, &b);
+  cr_assert_float_eq(b, 0.4, 1e-12);
+  cr_assert_float_eq(a, -0.1, 1e-12);
+  br_calib_t fall = {0};
+  for (int k = 0; k < 20; k++) {
+    br_calib_add(&fall, 0, 1);
+    br_calib_add(&fall, 1, 0);
+  }
+  br_calib_fit(&fall, 1, &a, &b);
+  cr_assert_eq(b, 0);
+  cr_assert_float_eq(a, 0.5, 1e-12);
+}
+
 /* Slot 0's distribution sums to 1 and the frequencies of many draws match
  * the mean logged propensity of each item within 4.5 standard errors. */
 static void check_frequencies(br_policy_t *p) {
-  br_arm_t arms[5] = {
-      {0.3, 10, 2}, {0.1, 4, 3}, {0.0, 0, 0}, {0.2, 30, 3}, {0.1, 1, 1}};
+  br_arm_t arms[5] = {{0.3, 10, 2, 3, 0.5},
+                      {0.1, 4, 3, 0, 0},
+                      {0.0, 0, 0, 0, 0},
+                      {0.2, 30, 3, 10, -1},
+                      {0.1, 1, 1, 1, 0.2}};
   enum { DRAWS = 20000 };
   double mean_q[5] = {0}, count[5] = {0};
   uint32_t order[5], greedy[5];
@@ -221,6 +301,11 @@ Test(bandit_policy, propensities_match_frequencies) {
                     .prior_beta = 1,
                     .floor = 0.05,
                     .samples = 16};
+  check_frequencies(&ts);
+  ts.residual = 1;
+  ts.res_sd = 0.5;
+  ts.res_prior_sd = 0.3;
+  ts.cal_b = 1;
   check_frequencies(&ts);
 }
 
@@ -317,11 +402,14 @@ Test(bandit_reward, join_duplicate_late_missing_and_close) {
   cr_assert_eq(w->position, 2);
   cr_assert_eq(w->flags, RS_REWARD_F_JOINED_BY_ITEM);
   cr_assert_eq(w->reward, 5);
-  /* unknown impression, item not shown: unmatched */
+  /* unknown impression: waits for it (until the watermark passes 1080 +
+   * 100); item not shown: unmatched at once */
   push_fb(h, "u1", "imp-9", "i1", RS_FEEDBACK_CLICK, 1, 1080, 103);
+  cr_assert_eq(rs_harness_counter(h, "early_feedback"), 1);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 0);
   push_fb(h, "u1", "imp-1", "i7", RS_FEEDBACK_CLICK, 1, 1080, 104);
-  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 2);
-  cr_assert_eq(rs_harness_emitted_count(h, 2), 2);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 1);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 1);
   /* a second impression that nobody answers */
   push_list(h, "u1", "imp-2", NULL, 3, 1090, 2);
   /* late: after imp-1's window (1000 + 100), before the watermark closes it
@@ -340,14 +428,26 @@ Test(bandit_reward, join_duplicate_late_missing_and_close) {
   cr_assert_eq(rew, -0.5);
   cr_assert_eq(rs__bandit_arm(ctx, "i2", &shows, &rew), 0);
   cr_assert_eq(rew, 5);
-  /* Feedback after the close: the impression is gone. */
+  /* Feedback after the close: the impression is gone, so it waits like
+   * early feedback (this operator cannot tell the two apart). */
   push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, 1095, 106);
-  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 3);
-  /* imp-2 closes at a restart-surviving watermark: state only. */
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 1);
+  cr_assert_eq(rs_harness_counter(h, "early_feedback"), 2);
+  /* imp-2 closes at a restart-surviving watermark: state only. The
+   * waiting feedback (imp-9 until 1180, imp-1 until 1195) expires into
+   * unmatched at the same watermark, after the restart too. */
   cr_assert_eq(rs_harness_checkpoint(h), 0);
   cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
   rs_harness_clear(h);
   push_fb(h, "u2", "imp-x", "i0", RS_FEEDBACK_CLICK, 1, 1200, 107);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 2);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 1 + 2);
+  const rs_feedback_t *uf = rs_harness_emitted(h, 2, 0)->payload;
+  cr_assert_eq(rs_harness_emitted(h, 2, 0)->kind, RS_KIND_FEEDBACK);
+  cr_assert_str_eq(uf->impression_id, "imp-9");
+  cr_assert_eq(uf->item_len, 2);
+  cr_assert(!memcmp(uf->item, "i1", 2));
+  cr_assert_eq(uf->timestamp_ms, 1080);
   cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
   w = reward_at(h, 0);
   cr_assert_str_eq(w->impression_id, "imp-2");
@@ -364,6 +464,173 @@ Test(bandit_reward, join_duplicate_late_missing_and_close) {
   cr_assert_eq(n, 2);
   cr_assert_float_eq(ips, (5.5 - 1.5) / 2, 1e-12);
   cr_assert_float_eq(snips, (5.5 - 1.5) / 2, 1e-12);
+  rs_harness_destroy(h);
+}
+
+Test(bandit_reward, thompson_residual_learns_at_close) {
+  /* Two slots, scores 0.5 and 0.2, score_weight 1: before 30 closed slots
+   * the prediction is the score itself. A click on i0 and none on i1:
+   * residuals 1 - 0.5 = 0.5 and 0 - 0.2 = -0.2 at the close. */
+  const char *opts[] = {
+      "policy",        "thompson", "thompson_model", "residual", "slots", "2",
+      "reward_window", "10ms",     "floor",          "0",        NULL};
+  rs_harness_t *h = make(opts);
+  const double sc[2] = {0.5, 0.2};
+  push_list(h, "u1", "imp-1", sc, 2, 1000, 1);
+  cr_assert_eq(last_list(h)->n_items, 2);
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, 1001, 2);
+  void *ctx = rs_harness_ctx(h);
+  double n, sum, a, b;
+  cr_assert_eq(rs__bandit_residual(ctx, "i0", &n, &sum, &a, &b), 0);
+  cr_assert_eq(n, 0);                          /* still open */
+  push_list(h, "u2", "imp-2", sc, 2, 1011, 3); /* closes imp-1 */
+  cr_assert_eq(rs__bandit_residual(ctx, "i0", &n, &sum, &a, &b), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_float_eq(sum, 0.5, 1e-12);
+  cr_assert_eq(a, 0);
+  cr_assert_eq(b, 1);
+  cr_assert_eq(rs__bandit_residual(ctx, "i1", &n, &sum, &a, &b), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_float_eq(sum, -0.2, 1e-12);
+  /* The Beta statistics are kept too (one show each). */
+  double shows, rew;
+  cr_assert_eq(rs__bandit_arm(ctx, "i0", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  /* Survives a restart (state only). */
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  cr_assert_eq(rs__bandit_residual(rs_harness_ctx(h), "i1", &n, &sum, &a, &b),
+               0);
+  cr_assert_float_eq(sum, -0.2, 1e-12);
+  rs_harness_destroy(h);
+}
+
+Test(bandit_reward, early_feedback_waits_for_its_impression) {
+  const char *opts[] = {"policy",        "greedy", "slots", "3",
+                        "reward_window", "100ms",  NULL};
+  rs_harness_t *h = make(opts);
+  /* Feedback before its impression (the inputs are not ordered with each
+   * other), twice for i1: kept, joined when the impression arrives. */
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1000, 1);
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1001, 2);
+  cr_assert_eq(rs_harness_counter(h, "early_feedback"), 2);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 0);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 0);
+  push_list(h, "u1", "imp-1", NULL, 3, 999, 3);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  const rs_reward_t *w = reward_at(h, 0);
+  cr_assert_str_eq(w->impression_id, "imp-1");
+  cr_assert_str_eq(w->item, "i1");
+  cr_assert_eq(w->position, 1);
+  cr_assert_eq(w->timestamp_ms, 1000);
+  cr_assert_eq(rs_harness_counter(h, "clicks"), 1);
+  cr_assert_eq(rs_harness_counter(h, "duplicates"), 1);
+  cr_assert_eq(rs_harness_counter(h, "unmatched_feedback"), 0);
+  /* Waiting survives a restart: feedback for imp-2, restart, then imp-2. */
+  push_fb(h, "u2", "imp-2", "i0", RS_FEEDBACK_CLICK, 1, 1010, 4);
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  rs_harness_clear(h);
+  push_list(h, "u2", "imp-2", NULL, 3, 1005, 5);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  cr_assert_str_eq(reward_at(h, 0)->impression_id, "imp-2");
+  cr_assert_eq(reward_at(h, 0)->position, 0);
+  /* Feedback whose impression comes after the window: unmatched when the
+   * watermark passes 1020 + 100, not at once; the impression arriving later
+   * finds nothing waiting. */
+  push_fb(h, "u3", "imp-3", "i2", RS_FEEDBACK_CLICK, 1, 1020, 6);
+  push_list(h, "u4", "imp-4", NULL, 3, 1120, 7);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 0);
+  push_list(h, "u4", "imp-5", NULL, 3, 1121, 8);
+  cr_assert_eq(rs_harness_emitted_count(h, 2), 1);
+  push_list(h, "u3", "imp-3", NULL, 3, 1122, 9);
+  /* imp-1 and imp-2 closed with their feedback (no default reward);
+   * imp-3 found nothing waiting: still only imp-2's reward since the
+   * restart. */
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  cr_assert_eq(rs_harness_counter(h, "default_rewards"), 0);
+  rs_harness_destroy(h);
+}
+
+/* The in-memory agenda follows the state: when another instance wrote the
+ * partition (a rebalance), the next batch rebuilds it, so an impression
+ * that instance opened still closes here. */
+Test(bandit_reward, agenda_rebuilt_when_the_state_changed_underneath) {
+  const char *opts[] = {"policy",        "greedy", "slots", "2",
+                        "reward_window", "100ms",  NULL};
+  rs_harness_t *a = make(opts), *b = make(opts);
+  push_list(a, "u1", "imp-a", NULL, 2, 1000, 1);
+  push_list(b, "u2", "imp-b", NULL, 2, 1000, 1);
+  cr_assert_eq(rs_harness_counter(b, "agenda_rebuilds"), 1);
+  /* b's partition now also holds a's impression and a's batch count. */
+  const void *v;
+  size_t n;
+  cr_assert_eq(rs_harness_state_get(a, 0, "mimp-a", 6, &v, &n), 0);
+  unsigned char imp[512];
+  cr_assert(n <= sizeof imp);
+  memcpy(imp, v, n);
+  cr_assert_eq(rs_harness_state_put(b, 0, "mimp-a", 6, imp, n), 0);
+  cr_assert_eq(rs_harness_state_get(a, 0, "w", 1, &v, &n), 0);
+  cr_assert_eq(n, 16);
+  unsigned char w[16];
+  memcpy(w, v, 16);
+  w[8] += 7; /* another instance's count */
+  cr_assert_eq(rs_harness_state_put(b, 0, "w", 1, w, 16), 0);
+  push_list(b, "u2", "imp-b2", NULL, 2, 1200, 2);
+  cr_assert_eq(rs_harness_counter(b, "agenda_rebuilds"), 2);
+  cr_assert_eq(rs_harness_counter(b, "default_rewards"), 2, "imp-a closed");
+  /* Unchanged state: no rebuild per batch. */
+  push_list(b, "u2", "imp-b3", NULL, 2, 1201, 3);
+  cr_assert_eq(rs_harness_counter(b, "agenda_rebuilds"), 2);
+  rs_harness_destroy(a);
+  rs_harness_destroy(b);
+}
+
+/* State written by the previous version: a version-1 impression (slot
+ * header without the score) and an 8-byte watermark are still read: the
+ * impression joins feedback and closes with its default reward. */
+Test(bandit_reward, reads_version_1_state) {
+  const char *opts[] = {"policy",        "thompson", "thompson_model",
+                        "residual",      "slots",    "2",
+                        "reward_window", "100ms",    NULL};
+  rs_harness_t *h = make(opts);
+  unsigned char v[32 + 2 + 2 * (24 + 2)];
+  memset(v, 0, sizeof v);
+  v[0] = 1; /* version 1 */
+  uint16_t slots = 2;
+  uint32_t ulen = 2;
+  int64_t ts = 1000;
+  double plist = 1, prop = 1;
+  memcpy(v + 2, &slots, 2);
+  memcpy(v + 4, &ulen, 4);
+  memcpy(v + 8, &ts, 8);
+  memcpy(v + 16, &plist, 8);
+  memcpy(v + 32, "u1", 2);
+  size_t off = 34;
+  for (int k = 0; k < 2; k++) {
+    uint32_t il = 2;
+    memcpy(v + off, &il, 4);
+    memcpy(v + off + 8, &prop, 8);
+    memcpy(v + off + 24, k ? "i1" : "i0", 2);
+    off += 26;
+  }
+  cr_assert_eq(off, sizeof v);
+  cr_assert_eq(rs_harness_state_put(h, 0, "mold", 4, v, sizeof v), 0);
+  int64_t w = 1000;
+  cr_assert_eq(rs_harness_state_put(h, 0, "w", 1, &w, 8), 0);
+  push_fb(h, "u1", "old", "i1", RS_FEEDBACK_CLICK, 1, 1010, 1);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1, "%s", rs_harness_errmsg(h));
+  cr_assert_eq(reward_at(h, 0)->position, 1);
+  push_list(h, "u2", "new", NULL, 2, 1200, 2); /* closes "old" */
+  double shows, rew, n, sum, a, b;
+  cr_assert_eq(rs__bandit_arm(rs_harness_ctx(h), "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  /* no score in version 1: no residual */
+  cr_assert_eq(rs__bandit_residual(rs_harness_ctx(h), "i1", &n, &sum, &a, &b),
+               0);
+  cr_assert_eq(n, 0);
   rs_harness_destroy(h);
 }
 
@@ -437,7 +704,7 @@ Test(bandit_reward, regret_grows_sublinearly_and_beats_random) {
   double random_regret = 0;
   for (int j = 0; j < 8; j++)
     random_regret += (0.6 - p[j]) / 8;
-  static const char *const *policies[2];
+  static const char *const *policies[3];
   const char *ts[] = {"policy", "thompson",      "slots", "1", "score_weight",
                       "0",      "reward_window", "5ms",   NULL};
   const char *eg[] = {"policy",
@@ -453,9 +720,25 @@ Test(bandit_reward, regret_grows_sublinearly_and_beats_random) {
                       "reward_window",
                       "5ms",
                       NULL};
+  /* Scores all 0: the calibration stays flat (a = mean reward), the
+   * residuals learn each arm's click rate. */
+  const char *tr[] = {"policy",
+                      "thompson",
+                      "thompson_model",
+                      "residual",
+                      "slots",
+                      "1",
+                      "score_weight",
+                      "0",
+                      "residual_prior_sd",
+                      "0.5",
+                      "reward_window",
+                      "5ms",
+                      NULL};
   policies[0] = ts;
   policies[1] = eg;
-  for (int k = 0; k < 2; k++) {
+  policies[2] = tr;
+  for (int k = 0; k < 3; k++) {
     double reg[2];
     env_state = 12345;
     run_env(policies[k], p, 8, at[1], at, reg, 2, NULL, NULL);
