@@ -104,7 +104,7 @@ static void print_help(FILE *f) {
       "      --candidates M     items drawn from popularity per choice, one\n"
       "                         of them picked by taste, 1..1024 (default:\n"
       "                         16). The recommender-evaluation setting is\n"
-      "                         --zipf 0.5 --affinity 3 --candidates 128\n"
+      "                         --affinity 4 --candidates 64 (README.md)\n"
       "\n"
       "Flow:\n"
       "      --rate R           records per second; 0 = as fast as possible\n"
