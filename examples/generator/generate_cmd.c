@@ -96,6 +96,16 @@ static void print_help(FILE *f) {
       "                         or milliseconds since the epoch\n"
       "                         (default: 2026-01-01T00:00:00Z)\n"
       "\n"
+      "Taste vs. popularity (see examples/generator/README.md):\n"
+      "      --zipf Z           Zipf exponent of item popularity, >= 0; 0 =\n"
+      "                         uniform (default: 1)\n"
+      "      --affinity A       weight of the planted taste in each choice,\n"
+      "                         >= 0; 0 = popularity alone (default: 2)\n"
+      "      --candidates M     items drawn from popularity per choice, one\n"
+      "                         of them picked by taste, 1..1024 (default:\n"
+      "                         16). The recommender-evaluation setting is\n"
+      "                         --affinity 4 --candidates 64 (README.md)\n"
+      "\n"
       "Flow:\n"
       "      --rate R           records per second; 0 = as fast as possible\n"
       "                         (default: 0)\n"
@@ -137,6 +147,9 @@ enum long_only {
   OPT_RATE,
   OPT_START_TIME,
   OPT_BAD_EVERY,
+  OPT_ZIPF,
+  OPT_AFFINITY,
+  OPT_CANDIDATES,
 };
 
 static const struct option long_options[] = {
@@ -152,6 +165,9 @@ static const struct option long_options[] = {
     {"out", required_argument, NULL, 'o'},
     {"start-time", required_argument, NULL, OPT_START_TIME},
     {"bad-every", required_argument, NULL, OPT_BAD_EVERY},
+    {"zipf", required_argument, NULL, OPT_ZIPF},
+    {"affinity", required_argument, NULL, OPT_AFFINITY},
+    {"candidates", required_argument, NULL, OPT_CANDIDATES},
     {"property", required_argument, NULL, 'X'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -257,6 +273,27 @@ static int parse_args(int argc, char **argv, cmd_opts_t *o) {
       if ((rc = parse_uint("--bad-every", optarg, 0, INT64_MAX, &v)))
         return rc;
       o->bad_every = (int64_t)v;
+      break;
+    case OPT_ZIPF:
+      if (rs_parse_double(optarg, &o->gen.item_zipf) ||
+          !(o->gen.item_zipf >= 0 && o->gen.item_zipf <= 10))
+        return rs_usage_error("generate",
+                              "--zipf expects a number from 0 to 10, got '%s'",
+                              optarg);
+      break;
+    case OPT_AFFINITY:
+      if (rs_parse_double(optarg, &o->gen.affinity) ||
+          !(o->gen.affinity >= 0 && o->gen.affinity <= 20))
+        return rs_usage_error("generate",
+                              "--affinity expects a number from 0 to 20, got "
+                              "'%s'",
+                              optarg);
+      break;
+    case OPT_CANDIDATES:
+      if ((rc = parse_uint("--candidates", optarg, 1, RS_GEN_MAX_CANDIDATES,
+                           &v)))
+        return rc;
+      o->gen.candidates = (uint32_t)v;
       break;
     case 'X': {
       const char *eq = strchr(optarg, '=');

@@ -10,11 +10,14 @@
  *    N(0, 1) over random pairs.
  *  - Popularity. Items get Zipf weights (rank+1)^-item_zipf over a seeded
  *    random permutation of ranks, sampled in O(1) with an alias table.
- *  - Item choice. A user picks an item by drawing 16 candidates from
- *    popularity and choosing one with probability softmax(affinity * z).
- *    That is sampling-importance-resampling of p(i) ~ pop(i) exp(a z(u,i)):
- *    popularity and taste mixed, at O(16 * 8) flops per event instead of a
- *    softmax over the whole catalogue.
+ *  - Item choice. A user picks an item by drawing `candidates` (default 16)
+ *    items from popularity and choosing one with probability
+ *    softmax(affinity * z). That is sampling-importance-resampling of
+ *    p(i) ~ pop(i) exp(a z(u,i)): popularity and taste mixed, at
+ *    O(candidates * 8) flops per event instead of a softmax over the whole
+ *    catalogue. Few candidates keep choices near popularity (taste only
+ *    reorders a handful of mostly popular items); many let taste reach the
+ *    tail.
  *  - Funnel. A chosen item is VIEWed (value = dwell seconds, log-normal,
  *    longer for liked items). The next event of the same user may continue
  *    the funnel on that item: CLICK, then ADD_TO_CART, then PURCHASE, each
@@ -47,7 +50,6 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-#define CANDIDATES 16
 #define SQRT_DIMS 2.8284271247461903f /* sqrt(RS_GEN_DIMS) */
 #define SESSION_GAP_MIN_MS INT64_C(1800000)
 #define SESSION_GAP_RATIO 48.0 /* 30 min * 48 = 1 day */
@@ -254,13 +256,15 @@ void rs_gen_opts_default(rs_gen_opts_t *o) {
   o->start_time_ms = RS_GEN_DEFAULT_START_MS;
   o->item_zipf = 1.0;
   o->affinity = 2.0;
+  o->candidates = 16;
 }
 
 rs_gen_t *rs_gen_new(const rs_gen_opts_t *opts) {
   if (!opts || opts->users == 0 || opts->items == 0 ||
       opts->start_time_ms < 0 || !(opts->item_zipf >= 0) ||
       !isfinite(opts->item_zipf) || !(opts->affinity >= 0) ||
-      !isfinite(opts->affinity))
+      !isfinite(opts->affinity) || opts->candidates < 1 ||
+      opts->candidates > RS_GEN_MAX_CANDIDATES)
     return NULL;
   rs_gen_t *g = rs_calloc(1, sizeof(*g));
   if (!g)
@@ -348,27 +352,28 @@ static inline float dot(const float *a, const float *b) {
   return s;
 }
 
-/* Draws CANDIDATES items from popularity, returns one chosen by
+/* Draws opts.candidates items from popularity, returns one chosen by
  * softmax(affinity * z); its z in *z_out. */
 static uint32_t choose_item(rs_gen_t *g, uint32_t user, float *z_out) {
   const float *uv = g->user_vec + (size_t)user * RS_GEN_DIMS;
-  uint32_t cand[CANDIDATES];
-  float z[CANDIDATES], w[CANDIDATES];
+  const int nc = (int)g->opts.candidates;
+  uint32_t cand[RS_GEN_MAX_CANDIDATES];
+  float z[RS_GEN_MAX_CANDIDATES], w[RS_GEN_MAX_CANDIDATES];
   float zmax = -INFINITY;
-  for (int k = 0; k < CANDIDATES; k++) {
+  for (int k = 0; k < nc; k++) {
     cand[k] = sample_popular(g);
     z[k] = SQRT_DIMS * dot(uv, g->item_vec + (size_t)cand[k] * RS_GEN_DIMS);
     if (z[k] > zmax)
       zmax = z[k];
   }
   float beta = (float)g->opts.affinity, sum = 0;
-  for (int k = 0; k < CANDIDATES; k++) {
+  for (int k = 0; k < nc; k++) {
     w[k] = expf(beta * (z[k] - zmax)); /* <= 1: no overflow */
     sum += w[k];
   }
   float r = (float)rnd_unit(&g->rng) * sum;
   int k = 0;
-  for (; k < CANDIDATES - 1; k++) {
+  for (; k < nc - 1; k++) {
     r -= w[k];
     if (r < 0)
       break;

@@ -19,6 +19,9 @@
 /* Dimension of the planted latent vectors. */
 #define RS_GEN_DIMS 8
 
+/* Largest number of popularity-drawn candidates per item choice. */
+#define RS_GEN_MAX_CANDIDATES 1024
+
 /* 2026-01-01T00:00:00Z in milliseconds since the Unix epoch. */
 #define RS_GEN_DEFAULT_START_MS INT64_C(1767225600000)
 
@@ -33,6 +36,12 @@ typedef struct rs_gen_opts {
    * item among popularity-sampled candidates (>= 0; default 2.0). 0 turns
    * the planted preferences off: items then follow popularity alone. */
   double affinity;
+  /* Candidates drawn from popularity per item choice, among which one is
+   * picked by softmax(affinity * z) (1 ... RS_GEN_MAX_CANDIDATES; default
+   * 16). Few candidates keep choices close to popularity whatever the
+   * affinity; many let taste reach the whole catalogue (the choice then
+   * approaches p(i) ~ pop(i)^1 * exp(affinity * z(u, i))). */
+  uint32_t candidates;
 } rs_gen_opts_t;
 
 /* Fills *o with the defaults above. Always start from these, then override:

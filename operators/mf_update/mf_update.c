@@ -184,7 +184,7 @@ static const rs_option_def_t mf_options[] = {
      "through unlearned."},
     {RS_OPT_INT, "k", "64", offsetof(mf_ctx_t, k), 1, 1024, NULL,
      "Number of latent factors per user and item."},
-    {RS_OPT_DOUBLE, "learning_rate", "0.05", offsetof(mf_ctx_t, lr), 1e-9, 10,
+    {RS_OPT_DOUBLE, "learning_rate", "0.1", offsetof(mf_ctx_t, lr), 1e-9, 10,
      NULL,
      "SGD step size of the factor vectors (with adaptive: adagrad, the base "
      "rate divided by the root of the accumulated squared gradient)."},
@@ -198,7 +198,7 @@ static const rs_option_def_t mf_options[] = {
      NULL,
      "Standard deviation of the initial vector components (uniform, "
      "deterministic per id and seed)."},
-    {RS_OPT_ENUM, "adaptive", "none", offsetof(mf_ctx_t, adaptive), 0, -1,
+    {RS_OPT_ENUM, "adaptive", "adagrad", offsetof(mf_ctx_t, adaptive), 0, -1,
      "none|adagrad",
      "Per-parameter adaptive step: `adagrad` keeps one accumulator of "
      "squared gradients per vector and per bias (row-wise AdaGrad) and "

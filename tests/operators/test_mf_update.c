@@ -164,6 +164,8 @@ Test(mf_update, two_users_three_items_by_hand) {
                         "0.5",
                         "bias_regularization",
                         "0",
+                        "adaptive", /* plain SGD: the arithmetic above */
+                        "none",
                         NULL};
   rs_harness_t *h = make(opts);
   const char *u[] = {"u1", "u1", "u2", "u2", "u1"};
@@ -274,11 +276,11 @@ Test(mf_update, event_weights_and_dwell) {
 Test(mf_update, nan_guard_keeps_state_finite) {
   /* A diverging configuration: ratings alternating between -1e9 and 1e9
    * keep the error near 1e9, and a step multiplies the vectors by ~1e10
-   * until float overflows. */
+   * until float overflows (plain SGD: AdaGrad would damp the steps). */
   const char *opts[] = {
-      "objective",  "explicit",      "k",          "8",          "init_scale",
-      "5",          "learning_rate", "10",         "error_clip", "1e9",
-      "rating_max", "1e9",           "rating_min", "-1e9",       NULL};
+      "objective",     "explicit", "k",          "8",    "init_scale", "5",
+      "learning_rate", "10",       "error_clip", "1e9",  "rating_max", "1e9",
+      "rating_min",    "-1e9",     "adaptive",   "none", NULL};
   rs_harness_t *h = make(opts);
   int guarded_at = -1;
   for (int i = 0; i < 40 && guarded_at < 0; i++) {

@@ -117,6 +117,18 @@ Test(generator, rejects_bad_options) {
   rs_gen_opts_default(&o);
   o.start_time_ms = -5;
   cr_assert_null(rs_gen_new(&o));
+  rs_gen_opts_default(&o);
+  o.item_zipf = -0.5;
+  cr_assert_null(rs_gen_new(&o));
+  rs_gen_opts_default(&o);
+  o.candidates = 0;
+  cr_assert_null(rs_gen_new(&o));
+  o.candidates = RS_GEN_MAX_CANDIDATES + 1;
+  cr_assert_null(rs_gen_new(&o));
+  o.candidates = RS_GEN_MAX_CANDIDATES;
+  rs_gen_t *g = rs_gen_new(&o);
+  cr_assert_not_null(g);
+  rs_gen_destroy(g);
   cr_assert_null(rs_gen_new(NULL));
   cr_assert_eq(rs_gen_next(NULL, NULL), RS_EINVAL);
 }
@@ -379,6 +391,145 @@ Test(generator, planted_tastes_are_learnable) {
   cr_assert_gt(on.corr, 0.4, "ratings vs affinity: r = %.3f", on.corr);
 }
 
+/* Mean planted affinity of viewed items and the share of views on the 1%
+ * most popular items, over the first N events of a generator. */
+static void view_stats(const rs_gen_opts_t *o, double *mean_z, double *top1) {
+  enum { N = 50000 };
+  rs_gen_t *g = rs_gen_new(o);
+  cr_assert_not_null(g);
+  uint32_t top_n = o->items / 100 ? o->items / 100 : 1;
+  double cut = 0; /* popularity of the top_n-th most popular item */
+  {
+    double *p = malloc(sizeof(double) * o->items);
+    for (uint32_t i = 0; i < o->items; i++)
+      p[i] = rs_gen_item_popularity(g, i);
+    for (uint32_t k = 0; k < top_n; k++) {
+      uint32_t best = 0;
+      for (uint32_t i = 1; i < o->items; i++)
+        if (p[i] > p[best])
+          best = i;
+      cut = p[best];
+      p[best] = -1;
+    }
+    free(p);
+  }
+  double z = 0;
+  long n = 0, top = 0;
+  rs_interaction_t ev;
+  for (int k = 0; k < N; k++) {
+    rs_gen_next(g, &ev);
+    if (ev.event_type != RS_EVENT_VIEW)
+      continue;
+    uint32_t u = id_of(ev.user, ev.user_len, 'u');
+    uint32_t i = id_of(ev.item, ev.item_len, 'i');
+    z += rs_gen_affinity(g, u, i);
+    top += rs_gen_item_popularity(g, i) >= cut;
+    n++;
+  }
+  rs_gen_destroy(g);
+  *mean_z = z / (double)n;
+  *top1 = (double)top / (double)n;
+}
+
+/* The taste-vs-popularity knobs (--zipf, --affinity, --candidates): more
+ * candidates and a higher affinity make choices follow taste (higher
+ * planted affinity of what users view), a lower Zipf exponent moves views
+ * away from the head. Controls: affinity 0 with many candidates is
+ * popularity alone (mean affinity ~0). Observed (2,000 items, 50,000
+ * events): mean z / top-1% share of views: defaults 1.21 / 0.42; 128
+ * candidates and affinity 3 1.84 / 0.36; and zipf 0.5 1.96 / 0.09; and
+ * affinity 0 0.00 / 0.09. */
+Test(generator, taste_knobs_move_choices_from_popularity_to_taste) {
+  rs_gen_opts_t o;
+  rs_gen_opts_default(&o);
+  o.items = 2000;
+  double z_def, top_def, z_pers, top_pers, z_flat, top_flat, z_off, top_off;
+  view_stats(&o, &z_def, &top_def);
+  o.candidates = 128;
+  o.affinity = 3;
+  view_stats(&o, &z_pers, &top_pers);
+  o.item_zipf = 0.5;
+  view_stats(&o, &z_flat, &top_flat);
+  o.affinity = 0;
+  view_stats(&o, &z_off, &top_off);
+  cr_log_info("mean z / top-1%% share: defaults %.2f / %.2f, 128 candidates "
+              "affinity 3 %.2f / %.2f, and zipf 0.5 %.2f / %.2f, affinity 0 "
+              "%.2f / %.2f",
+              z_def, top_def, z_pers, top_pers, z_flat, top_flat, z_off,
+              top_off);
+  cr_assert_gt(z_pers, z_def + 0.4, "defaults %.2f, personal %.2f", z_def,
+               z_pers);
+  cr_assert_lt(fabs(z_off), 0.05, "control without taste: %.2f", z_off);
+  cr_assert_lt(top_flat, 0.5 * top_pers, "zipf 1 %.2f, zipf 0.5 %.2f", top_pers,
+               top_flat);
+}
+
+/* The knobs change choices only: planted vectors and (for the same Zipf
+ * exponent) popularity stay what they were, which the simulator
+ * (examples/simulator/sim_model.c) relies on. */
+Test(generator, taste_knobs_leave_vectors_and_popularity_alone) {
+  rs_gen_opts_t a, b;
+  rs_gen_opts_default(&a);
+  rs_gen_opts_default(&b);
+  b.affinity = 3;
+  b.candidates = 128;
+  rs_gen_t *ga = rs_gen_new(&a), *gb = rs_gen_new(&b);
+  b.item_zipf = 0.5;
+  rs_gen_t *gc = rs_gen_new(&b);
+  for (uint32_t u = 0; u < a.users; u++) {
+    cr_assert_eq(memcmp(rs_gen_user_vector(ga, u), rs_gen_user_vector(gb, u),
+                        sizeof(float) * RS_GEN_DIMS),
+                 0);
+    cr_assert_eq(memcmp(rs_gen_user_vector(ga, u), rs_gen_user_vector(gc, u),
+                        sizeof(float) * RS_GEN_DIMS),
+                 0);
+  }
+  for (uint32_t i = 0; i < a.items; i++) {
+    cr_assert_eq(memcmp(rs_gen_item_vector(ga, i), rs_gen_item_vector(gc, i),
+                        sizeof(float) * RS_GEN_DIMS),
+                 0);
+    cr_assert_eq(rs_gen_item_popularity(ga, i), rs_gen_item_popularity(gb, i));
+  }
+  rs_gen_destroy(ga);
+  rs_gen_destroy(gb);
+  rs_gen_destroy(gc);
+}
+
+/* The default stream is pinned: adding knobs must not change what the
+ * defaults generate (documented figures, the replay and crash tests and
+ * the simulator were measured on it). FNV-1a over the first 20,000 events;
+ * the constant is the stream before --candidates existed. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *c = p;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ c[i]) * UINT64_C(0x100000001b3);
+  return h;
+}
+
+Test(generator, default_stream_is_pinned) {
+  rs_gen_opts_t o;
+  rs_gen_opts_default(&o);
+  rs_gen_t *g = rs_gen_new(&o);
+  uint64_t h = UINT64_C(0xcbf29ce484222325);
+  rs_interaction_t ev;
+  for (int k = 0; k < 20000; k++) {
+    rs_gen_next(g, &ev);
+    h = fnv(h, ev.user, ev.user_len);
+    h = fnv(h, ev.item, ev.item_len);
+    h = fnv(h, &ev.event_type, sizeof ev.event_type);
+    h = fnv(h, &ev.value, sizeof ev.value);
+    h = fnv(h, &ev.timestamp_ms, sizeof ev.timestamp_ms);
+    if (ev.page)
+      h = fnv(h, ev.page, ev.page_len);
+    if (ev.device)
+      h = fnv(h, ev.device, ev.device_len);
+  }
+  rs_gen_destroy(g);
+  cr_log_info("default stream hash %016llx", (unsigned long long)h);
+  cr_assert_eq(h, UINT64_C(0x4790c6445ce53389),
+               "default stream changed: %016llx", (unsigned long long)h);
+}
+
 Test(generator, parse_time) {
   int64_t t;
   cr_assert_eq(rs_gen_parse_time("2026-01-01T00:00:00Z", &t), 0);
@@ -464,6 +615,14 @@ Test(generate_cmd, usage_errors_exit_2_naming_the_flag) {
   cr_assert_not_null(strstr(err, "no.such.property"), "%s", err);
   cr_assert_eq(RUN(err, "--out", "/tmp/x.avro", "--start-time", "noon"), 2);
   cr_assert_not_null(strstr(err, "--start-time"), "%s", err);
+  cr_assert_eq(RUN(err, "--out", "/tmp/x.avro", "--zipf", "-1"), 2);
+  cr_assert_not_null(strstr(err, "--zipf"), "%s", err);
+  cr_assert_eq(RUN(err, "--out", "/tmp/x.avro", "--affinity", "much"), 2);
+  cr_assert_not_null(strstr(err, "--affinity"), "%s", err);
+  cr_assert_eq(RUN(err, "--out", "/tmp/x.avro", "--candidates", "0"), 2);
+  cr_assert_not_null(strstr(err, "--candidates"), "%s", err);
+  cr_assert_eq(RUN(err, "--out", "/tmp/x.avro", "--candidates", "1025"), 2);
+  cr_assert_not_null(strstr(err, "--candidates"), "%s", err);
 }
 
 Test(generate_cmd, help_lists_every_option_with_defaults) {
@@ -484,25 +643,17 @@ Test(generate_cmd, help_lists_every_option_with_defaults) {
   close(fd);
   unlink(path);
   cr_assert_eq(rc, 0);
-  const char *want[] = {"--brokers",
-                        "--topic",
-                        "--users",
-                        "--items",
-                        "--events",
-                        "--seed",
-                        "--format",
-                        "--schema-id",
-                        "--rate",
-                        "--out",
-                        "--start-time",
-                        "--bad-every",
-                        "--property",
-                        "default: 1000",
-                        "default: 5000",
-                        "default: 100000",
-                        "default: 42",
-                        "default: avro",
-                        "2026-01-01T00:00:00Z"};
+  const char *want[] = {"--brokers",       "--topic",
+                        "--users",         "--items",
+                        "--events",        "--seed",
+                        "--format",        "--schema-id",
+                        "--rate",          "--out",
+                        "--start-time",    "--bad-every",
+                        "--property",      "--zipf",
+                        "--affinity",      "--candidates",
+                        "default: 1000",   "default: 5000",
+                        "default: 100000", "default: 42",
+                        "default: avro",   "2026-01-01T00:00:00Z"};
   for (size_t i = 0; i < sizeof want / sizeof *want; i++)
     cr_assert_not_null(strstr(buf, want[i]), "help lacks '%s'", want[i]);
 }
