@@ -2808,13 +2808,21 @@ static int new_op(rs_engine_t *e, size_t i, const rs_experiment_t *x,
   op->c_out = host_counter(op, "records_out", "records the operator emitted");
   op->c_dlq = host_counter(op, "dead_lettered",
                            "records sent to the dead-letter topic");
-  if (RS_OPDEF_HAS(gn->def, init)) {
+  return 0;
+}
+
+/* init() of an instance new_op() made. Every instance exists before the
+ * first init() runs, so an operator may look up a peer (host->peer_open,
+ * peer_context) declared after it in the config. */
+static int init_op(struct rs_op *op, char *errstr, size_t errstr_size) {
+  if (RS_OPDEF_HAS(op->def, init)) {
     char oerr[512] = "";
-    rc = gn->def->init(op, op->ctx, &op->host, oerr, sizeof oerr);
+    int rc = op->def->init(op, op->ctx, &op->host, oerr, sizeof oerr);
     if (rc)
       return rs_seterr(errstr, errstr_size, rc < 0 ? rc : RS_EINTERNAL,
-                       "operator '%s' (%s) failed to start: %s", name,
-                       gn->def->name, oerr[0] ? oerr : rs_strerror(rc));
+                       "operator '%s' (%s) failed to start: %s",
+                       op->x ? op->cf_name : op->e->g->nodes[op->node].name,
+                       op->def->name, oerr[0] ? oerr : rs_strerror(rc));
   }
   op->inited = 1;
   return 0;
@@ -2861,6 +2869,12 @@ static int init_operators(rs_engine_t *e, char *errstr, size_t errstr_size) {
       link = &(*link)->vnext;
     }
   }
+  for (size_t i = 0; i < g->n; i++)
+    for (struct rs_op *op = e->nodes[i].op; op; op = op->vnext) {
+      int rc = init_op(op, errstr, errstr_size);
+      if (rc)
+        return rc;
+    }
   return 0;
 }
 

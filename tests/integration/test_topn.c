@@ -24,9 +24,11 @@ static const char yaml[] =
     "sources: [ { name: in, topic: in } ]\n"
     "operators:\n"
     "  - { name: parse, type: parse, input: in, format: avro }\n"
+    /* topn before the model it reads: every instance exists before the
+     * first init(), so the order of declaration does not matter. */
+    "  - { name: topn, type: topn_emit, input: mf, model: mf, n: 5 }\n"
     "  - { name: mf, type: mf_update, input: parse, k: 8, min_user_events: "
     "2 }\n"
-    "  - { name: topn, type: topn_emit, input: mf, model: mf, n: 5 }\n"
     "sinks: [ { name: out, input: topn, topic: recs, format: json } ]\n";
 
 static int cmp_str(const void *a, const void *b) {
