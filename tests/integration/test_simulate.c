@@ -132,9 +132,12 @@ Test(simulate, demo_experiment_model_beats_popularity_beats_random,
   char brokers[512], dir[1024];
   snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
   snprintf(dir, sizeof dir, "state.dir=%s/demo", it_state_dir());
-  const char *sets[] = {brokers, dir, "kafka.auto_offset_reset=earliest"};
+  /* http.port 0: any free port, not the demo's fixed one (another suite
+   * or test may hold it). */
+  const char *sets[] = {brokers, dir, "kafka.auto_offset_reset=earliest",
+                        "http.port=0"};
   it_engine_t t;
-  cr_assert_eq(it_engine_start(&t, demo_yaml(), sets, 3, 0), 0, "%s", t.err);
+  cr_assert_eq(it_engine_start(&t, demo_yaml(), sets, 4, 0), 0, "%s", t.err);
   char cmd[2048];
   snprintf(
       cmd, sizeof cmd,
