@@ -1835,6 +1835,9 @@ static char *json_put_str(char *o, const char *s, uint32_t len) {
 
 /* The shortest %g form that reads back as the same double. */
 static int fmt_double(char *buf, size_t size, double v) {
+  /* "-0" would read back as the integer 0 (jansson): keep the sign. */
+  if (v == 0 && signbit(v))
+    return snprintf(buf, size, "-0.0");
   if (v == floor(v) && fabs(v) < 9007199254740992.0 && !signbit(v))
     return snprintf(buf, size, "%" PRId64, (int64_t)v);
   for (int prec = 15; prec <= 17; prec++) {
