@@ -217,6 +217,15 @@ static int render_counters(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   return rc;
 }
 
+/* operator="op"[,variant="v"]: the label set of a (variant instance's)
+ * series. Nonzero when out of memory. */
+static int put_op_labels(rs_buf_t *b, const char *op, const char *variant) {
+  return rs_buf_printf(b, "operator=\"") || put_label_value(b, op) ||
+         (variant &&
+          (rs_buf_printf(b, "\",variant=\"") || put_label_value(b, variant))) ||
+         rs_buf_printf(b, "\"");
+}
+
 /* One operator's (or variant instance's) process-time series. */
 static int put_hist(rs_buf_t *b, const char *name, const char *op,
                     const char *variant, const rs_histogram_t *h) {
@@ -228,22 +237,14 @@ static int put_hist(rs_buf_t *b, const char *name, const char *op,
       snprintf(le, sizeof le, "%g", rs_hist_bounds[k]);
     else
       snprintf(le, sizeof le, "+Inf");
-    if (rs_buf_printf(b, "%s_bucket{operator=\"", name) ||
-        put_label_value(b, op) ||
-        (variant &&
-         (rs_buf_printf(b, "\",variant=\"") || put_label_value(b, variant))) ||
-        rs_buf_printf(b, "\",le=\"%s\"} %llu\n", le, (unsigned long long)cum))
+    if (rs_buf_printf(b, "%s_bucket{", name) || put_op_labels(b, op, variant) ||
+        rs_buf_printf(b, ",le=\"%s\"} %llu\n", le, (unsigned long long)cum))
       return RS_ENOMEM;
   }
-  if (rs_buf_printf(b, "%s_sum{operator=\"", name) || put_label_value(b, op) ||
-      (variant &&
-       (rs_buf_printf(b, "\",variant=\"") || put_label_value(b, variant))) ||
-      rs_buf_printf(b, "\"} %.9f\n", (double)h->sum_ns / 1e9) ||
-      rs_buf_printf(b, "%s_count{operator=\"", name) ||
-      put_label_value(b, op) ||
-      (variant &&
-       (rs_buf_printf(b, "\",variant=\"") || put_label_value(b, variant))) ||
-      rs_buf_printf(b, "\"} %llu\n", (unsigned long long)h->count))
+  if (rs_buf_printf(b, "%s_sum{", name) || put_op_labels(b, op, variant) ||
+      rs_buf_printf(b, "} %.9f\n", (double)h->sum_ns / 1e9) ||
+      rs_buf_printf(b, "%s_count{", name) || put_op_labels(b, op, variant) ||
+      rs_buf_printf(b, "} %llu\n", (unsigned long long)h->count))
     return RS_ENOMEM;
   return 0;
 }

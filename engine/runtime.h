@@ -163,10 +163,10 @@ typedef enum rs_query_status {
 
 typedef struct rs_query_answer {
   rs_query_status_t status;
-  const char *op_name; /* answering operator's node name (borrowed) */
-  const char *op_type; /* ...and type */
-  const char *topic;   /* the source topic the key was hashed for */
-  const char *variant; /* the key's experiment variant (NULL: not split) */
+  const char *op_name;     /* answering operator's node name (borrowed) */
+  const char *op_type;     /* ...and type */
+  const char *topic;       /* the source topic the key was hashed for */
+  const char *variant;     /* the key's experiment variant (NULL: not split) */
   const char *partitioner; /* kafka.properties.partitioner or its default */
   int32_t partition;       /* the key's partition (-1: unknown) */
   int32_t n_partitions;
