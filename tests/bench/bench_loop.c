@@ -273,14 +273,7 @@ int main(int argc, char **argv) {
                     "1\n");
     return 2;
   }
-  FILE *la = fopen("/proc/loadavg", "r");
-  char load[128] = "?";
-  if (la) {
-    if (!fgets(load, sizeof load, la))
-      snprintf(load, sizeof load, "?");
-    fclose(la);
-    load[strcspn(load, "\n")] = '\0';
-  }
+  const char *load = bench_loadavg();
   printf("commit_interval %s, sync %s, batch_size %ld, kafka "
          "fetch.wait.max.ms: 1, linger.ms: 0%s; load average at start: %s\n",
          commit_interval, state_sync, batch_size, kafka_props, load);

@@ -192,14 +192,7 @@ int main(int argc, char **argv) {
   }
   if (n_sizes < 1 || seconds <= 0 || k_factors < 1 || k_factors > 1024)
     bench_die("arguments", "bad --sizes, --seconds or --k");
-  FILE *la = fopen("/proc/loadavg", "r");
-  char load[128] = "?";
-  if (la) {
-    if (!fgets(load, sizeof load, la))
-      snprintf(load, sizeof load, "?");
-    fclose(la);
-    load[strcspn(load, "\n")] = '\0';
-  }
+  const char *load = bench_loadavg();
   printf("topn_emit, k = %d, n = 10, %d users, skewed items; per emission "
          "(topn_emit's process() only); load average at start: %s\n",
          k_factors, USERS, load);

@@ -245,3 +245,12 @@ rs_mock_t *bench_broker(const char *const *topics, int partitions) {
       bench_die("topic", err);
   return m;
 }
+
+const char *bench_loadavg(void) {
+  static char text[64];
+  double l[3];
+  if (getloadavg(l, 3) != 3)
+    return "?";
+  snprintf(text, sizeof text, "%.2f %.2f %.2f", l[0], l[1], l[2]);
+  return text;
+}

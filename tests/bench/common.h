@@ -60,4 +60,8 @@ double bench_cpu_seconds(void);
 /* The median of v[0..n) (sorts v). */
 double bench_median(double *v, int n);
 
+/* The 1, 5 and 15 minute load averages as text ("?" when unknown), in a
+ * static buffer: for the figures' context on a shared machine. */
+const char *bench_loadavg(void);
+
 #endif

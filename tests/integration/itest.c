@@ -47,6 +47,21 @@ static rd_kafka_t *client(const char *bootstrap, rd_kafka_type_t type,
   return rk;
 }
 
+const char *it_config_text(const char *name) {
+  static char text[16384];
+  char path[1024];
+  snprintf(path, sizeof path, "%s/configs/%s", RS_SOURCE_DIR, name);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return NULL;
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  if (n == 0 || n >= sizeof text - 1)
+    return NULL;
+  text[n] = 0;
+  return text;
+}
+
 long it_produce(const char *bootstrap, const char *topic, long n, int users,
                 long bad_every, const char *format) {
   rd_kafka_t *p = client(bootstrap, RD_KAFKA_PRODUCER, NULL);

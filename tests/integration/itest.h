@@ -18,6 +18,10 @@
 /* Starts a mock cluster and creates each topic with `partitions`. */
 rs_mock_t *it_cluster(int brokers, int partitions, const char *const *topics);
 
+/* The text of configs/NAME in the source tree (a static buffer, valid until
+ * the next call), or NULL when it cannot be read whole. */
+const char *it_config_text(const char *name);
+
 /* Produces n interactions keyed by user "u<k % users>" with the sequence
  * number k in the `page` field ("seq-<k>") and timestamp base+k. Every
  * bad_every-th record (0: none) is replaced by invalid bytes (kinds cycle:

@@ -88,13 +88,8 @@ Test(simulate_cli, help_and_usage_errors) {
 
 /* configs/demo_loop.yaml's text. */
 static const char *demo_yaml(void) {
-  static char text[16384];
-  FILE *f = fopen(RS_SOURCE_DIR "/configs/demo_loop.yaml", "r");
-  cr_assert_not_null(f);
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  fclose(f);
-  cr_assert(n > 0 && n < sizeof text - 1);
-  text[n] = 0;
+  const char *text = it_config_text("demo_loop.yaml");
+  cr_assert_not_null(text, "cannot read configs/demo_loop.yaml");
   return text;
 }
 
