@@ -217,36 +217,47 @@ static int render_counters(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
   return rc;
 }
 
-/* operator="op"[,variant="v"]: the label set of a (variant instance's)
- * series. Nonzero when out of memory. */
-static int put_op_labels(rs_buf_t *b, const char *op, const char *variant) {
-  return rs_buf_printf(b, "operator=\"") || put_label_value(b, op) ||
-         (variant &&
-          (rs_buf_printf(b, "\",variant=\"") || put_label_value(b, variant))) ||
-         rs_buf_printf(b, "\"");
-}
-
-/* One operator's (or variant instance's) process-time series. */
-static int put_hist(rs_buf_t *b, const char *name, const char *op,
-                    const char *variant, const rs_histogram_t *h) {
+/* One histogram's series: cumulative buckets over `bounds` (n - 1 finite
+ * bounds in seconds, then +Inf), sum (sum_digits decimals) and count.
+ * `labels` is the rendered label set (k="v",...; "" for none). */
+static int put_series(rs_buf_t *b, const char *name, const char *labels,
+                      const double *bounds, const uint64_t *bucket, size_t n,
+                      uint64_t count, uint64_t sum_ns, int sum_digits) {
+  const int has = labels[0] != 0;
   uint64_t cum = 0;
-  for (size_t k = 0; k < RS_HIST_N; k++) {
-    cum += h->bucket[k];
+  for (size_t k = 0; k < n; k++) {
+    cum += bucket[k];
     char le[32];
-    if (k < RS_HIST_N - 1)
-      snprintf(le, sizeof le, "%g", rs_hist_bounds[k]);
+    if (k < n - 1)
+      snprintf(le, sizeof le, "%g", bounds[k]);
     else
       snprintf(le, sizeof le, "+Inf");
-    if (rs_buf_printf(b, "%s_bucket{", name) || put_op_labels(b, op, variant) ||
-        rs_buf_printf(b, ",le=\"%s\"} %llu\n", le, (unsigned long long)cum))
+    if (rs_buf_printf(b, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels,
+                      has ? "," : "", le, (unsigned long long)cum))
       return RS_ENOMEM;
   }
-  if (rs_buf_printf(b, "%s_sum{", name) || put_op_labels(b, op, variant) ||
-      rs_buf_printf(b, "} %.9f\n", (double)h->sum_ns / 1e9) ||
-      rs_buf_printf(b, "%s_count{", name) || put_op_labels(b, op, variant) ||
-      rs_buf_printf(b, "} %llu\n", (unsigned long long)h->count))
+  if (rs_buf_printf(b, "%s_sum%s%s%s %.*f\n", name, has ? "{" : "", labels,
+                    has ? "}" : "", sum_digits, (double)sum_ns / 1e9) ||
+      rs_buf_printf(b, "%s_count%s%s%s %llu\n", name, has ? "{" : "", labels,
+                    has ? "}" : "", (unsigned long long)count))
     return RS_ENOMEM;
   return 0;
+}
+
+/* One operator's (or variant instance's) process-time series:
+ * operator="op"[,variant="v"]. */
+static int put_hist(rs_buf_t *b, const char *name, const char *op,
+                    const char *variant, const rs_histogram_t *h) {
+  rs_buf_t l = {0};
+  int rc = rs_buf_printf(&l, "operator=\"") || put_label_value(&l, op) ||
+                   (variant && (rs_buf_printf(&l, "\",variant=\"") ||
+                                put_label_value(&l, variant))) ||
+                   rs_buf_printf(&l, "\"") || rs_buf_append(&l, "", 1)
+               ? RS_ENOMEM
+               : put_series(b, name, l.data, rs_hist_bounds, h->bucket,
+                            RS_HIST_N, h->count, h->sum_ns, 9);
+  rs_buf_free(&l);
+  return rc;
 }
 
 static int render_hists(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
@@ -285,30 +296,15 @@ static int render_hists(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
 /* One latency histogram's series, with one label or none. */
 static int put_lat(rs_buf_t *b, const char *name, const char *label,
                    const char *value, const rs_lat_histogram_t *h) {
-  uint64_t cum = 0;
-  for (size_t k = 0; k < RS_LAT_N; k++) {
-    cum += h->bucket[k];
-    char le[32];
-    if (k < RS_LAT_N - 1)
-      snprintf(le, sizeof le, "%g", rs_lat_bounds[k]);
-    else
-      snprintf(le, sizeof le, "+Inf");
-    if (rs_buf_printf(b, "%s_bucket{", name) ||
-        (label && (rs_buf_printf(b, "%s=\"", label) ||
-                   put_label_value(b, value) || rs_buf_printf(b, "\","))) ||
-        rs_buf_printf(b, "le=\"%s\"} %llu\n", le, (unsigned long long)cum))
-      return RS_ENOMEM;
-  }
-  for (int k = 0; k < 2; k++) {
-    if (rs_buf_printf(b, "%s_%s", name, k ? "count" : "sum") ||
-        (label && (rs_buf_printf(b, "{%s=\"", label) ||
-                   put_label_value(b, value) || rs_buf_printf(b, "\"}"))))
-      return RS_ENOMEM;
-    if (k ? rs_buf_printf(b, " %llu\n", (unsigned long long)h->count)
-          : rs_buf_printf(b, " %.6f\n", (double)h->sum_ns / 1e9))
-      return RS_ENOMEM;
-  }
-  return 0;
+  rs_buf_t l = {0};
+  int rc = (label && (rs_buf_printf(&l, "%s=\"", label) ||
+                      put_label_value(&l, value) || rs_buf_printf(&l, "\""))) ||
+                   rs_buf_append(&l, "", 1)
+               ? RS_ENOMEM
+               : put_series(b, name, l.data, rs_lat_bounds, h->bucket, RS_LAT_N,
+                            h->count, h->sum_ns, 6);
+  rs_buf_free(&l);
+  return rc;
 }
 
 static int render_latency(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
