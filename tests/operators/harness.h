@@ -95,6 +95,14 @@ int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
                     size_t n);
 int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
                           const rs_record_t *recs, size_t n);
+/* host->idle_notify: the harness records the interval the operator asked
+ * for in init() (rs_harness_idle_ms: 0 when it asked for none; a restart
+ * starts from 0 again) and has no clock of its own: rs_harness_idle()
+ * delivers an idle batch for `partition` (process() with count 0 and
+ * records NULL, as the engine does once the partition ran nothing for the
+ * interval). RS_EINVAL when the operator asked for none. */
+int rs_harness_idle(rs_harness_t *h, int32_t partition);
+int64_t rs_harness_idle_ms(const rs_harness_t *h);
 /* Runs the operator's query() (ABI minor 3) for key in partition, as the
  * engine does for GET /v1/recommendations/{key}: with state writes,
  * emit() and dead_letter() refused (RS_EINVAL) while it runs. 0 with
