@@ -40,9 +40,10 @@
  * operator's back, e.g. it was dropped), then kept up to date on every change.
  * Heap entries may be stale (a session extended or merged since): each is
  * checked against the state when it reaches the top, re-queued at the session's
- * current deadline or skipped. `idle_close` (closing on wall-clock inactivity)
- * would need a clock or wall-clock timers from the host, which operators do not
- * have: it is accepted only as 0 (off) and refused otherwise.
+ * current deadline or skipped. `idle_close` (off by default; wall-clock,
+ * non-deterministic): the host's idle batch (host->idle_notify) steps the
+ * partition's watermark just past its latest close deadline, as a record
+ * would (sz_idle, at the end of this file).
  *
  * Memory and checkpoints. The user entries of a partition are all kept in
  * memory (an open-addressing table, encoded as in the state, loaded by the
