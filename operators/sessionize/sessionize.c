@@ -64,11 +64,12 @@
  *
  *   "m"           partition meta, 32 bytes: version 2 (1 byte), k (1 byte:
  *                 2^k user buckets), 6 reserved zero bytes, largest event
- *                 time seen (int64; INT64_MIN: none), records seen (uint64:
- *                 the arrival sequence), the watermark when it was written
- *                 (int64). Version 1 (k = 0, users under "u" user) is still
- *                 read; its user entries move into buckets at the next
- *                 checkpoint.
+ *                 time seen (int64; INT64_MIN: none; after an idle close
+ *                 the stepped watermark + max_out_of_orderness), records
+ *                 seen (uint64: the arrival sequence), the watermark when
+ *                 it was written (int64). Version 1 (k = 0, users under "u"
+ *                 user) is still read; its user entries move into buckets
+ *                 at the next checkpoint.
  *   "p" be64(s)   the records of one batch that still waited for the
  *                 watermark at the batch's end (s: arrival number of one
  *                 of them), each as u64 arrival number + PENDING below

@@ -5,13 +5,14 @@
  * It implements a whole rs_host_api_t (ABI minor 3): emit() and
  * dead_letter() collect deep copies (they survive later pushes),
  * batch_alloc() serves from an arena reset at the start of every push,
- * counters are readable by name, random() is deterministic, and timer_set
- * returns RS_ENOTSUP like the current engine. Like the engine's runtime, it
- * counts records_in (records pushed), records_out (successful emits) and
- * dead_lettered for every operator; host->counter() with one of those names
- * returns the same counter. Options are given as YAML scalar strings and
- * written into the operator context from its option table, with defaults,
- * bounds and unknown-key rejection, before init() runs.
+ * counters are readable by name, random() is deterministic, timer_set
+ * returns RS_ENOTSUP like the current engine, and idle batches
+ * (idle_notify) come when the test calls rs_harness_idle(). Like the engine's
+ * runtime, it counts records_in (records pushed), records_out (successful
+ * emits) and dead_lettered for every operator; host->counter() with one of
+ * those names returns the same counter. Options are given as YAML scalar
+ * strings and written into the operator context from its option table, with
+ * defaults, bounds and unknown-key rejection, before init() runs.
  *
  * Keyed state is the real thing: each harness owns a RocksDB store (state/)
  * in a private mkdtemp directory under $TMPDIR (default /tmp), with one
