@@ -4,7 +4,7 @@
  *                          [--latency-pipeline full|demo|loop]
  *                          [--kafka KEY=VALUE]... [--commit-interval D]
  *                          [--sync true|false] [--batch-size N]
- *                          [--skip-throughput]
+ *                          [--sim-kafka KEY=VALUE]... [--skip-throughput]
  * 1. Throughput: N interactions on the embedded broker read by raw
  *    librdkafka (the engine's fetch settings) and by the pipeline, each in
  *    a fresh process; the pipeline's rate as a ratio to raw consume
@@ -44,7 +44,17 @@ static double rate = 5000, seconds = 15, warmup = -1;
 static int skip_tput = 0;
 static const char *commit_interval = "5s", *state_sync = "false";
 static long batch_size = 100;
+/* The engine's librdkafka properties: configs/demo_loop.yaml's two, which
+ * --kafka replaces, and the rest of --kafka's. */
+static const char *fetch_wait = "1", *linger = "0";
 static char kafka_props[2048] = "";
+/* The simulator's own librdkafka properties (its -X), e.g. its producer's
+ * linger.ms: on the embedded broker a fetch returns one produced message
+ * set per partition, so how the simulator batches its interactions sets how
+ * many records the engine can read per fetch (docs/DEMO.md, "Latency"). */
+enum { MAX_SIM_PROPS = 16 };
+static char *sim_props[MAX_SIM_PROPS];
+static int n_sim_props;
 
 enum { P_FULL, P_DEMO, P_LOOP };
 static const char *const pipe_names[] = {"full", "demo", "loop", NULL};
@@ -60,7 +70,7 @@ static void loop_yaml(char *out, size_t size, const char *brokers,
            "kafka:\n"
            "  brokers: \"%s\"\n"
            "  auto_offset_reset: earliest\n"
-           "  properties: { fetch.wait.max.ms: 1, linger.ms: 0%s }\n"
+           "  properties: { fetch.wait.max.ms: \"%s\", linger.ms: \"%s\"%s }\n"
            "state: { dir: \"%s\", commit_interval: %s, sync: %s, guarantee: "
            "at_least_once }\n"
            "processing: { batch_size: %ld }\n"
@@ -77,7 +87,8 @@ static void loop_yaml(char *out, size_t size, const char *brokers,
            "%s"
            "sinks: [ { name: recommendations, input: %s, topic: "
            "recommendations, format: avro } ]\n",
-           brokers, kafka_props, dir, commit_interval, state_sync, batch_size,
+           brokers, fetch_wait, linger, kafka_props, dir, commit_interval,
+           state_sync, batch_size,
            fb ? ", { name: feedback, topic: feedback }" : "",
            fb ? "  - { name: parse_feedback, type: parse, input: feedback, "
                 "format: avro, record: feedback }\n"
@@ -163,26 +174,25 @@ static void latency(const void *arg, void *out) {
   snprintf(wu, sizeof wu, "%g", warmup >= 0 ? warmup : seconds / 3);
   /* The engine's group join takes ~3 s; the simulator's warm-up (a third)
    * covers it and the model's first minutes. */
-  char *argv[] = {"simulate",
-                  "--brokers",
-                  (char *)m->bootstraps,
-                  "--rate",
-                  r,
-                  "--duration",
-                  d,
-                  "--users",
-                  "1000",
-                  "--items",
-                  "1000",
-                  "--window",
-                  "1",
-                  "--warmup",
-                  wu,
-                  "--json",
-                  "--no-feedback", /* the loop pipeline reads none */
-                  NULL};
-  int argc = (int)(sizeof argv / sizeof argv[0]) - (lat_pipe != P_LOOP ? 2 : 1);
-  int rc = rs_cmd_simulate(argc, argv);
+  char *argv[] = {
+      "simulate", "--brokers", (char *)m->bootstraps,
+      "--rate",   r,           "--duration",
+      d,          "--users",   "1000",
+      "--items",  "1000",      "--window",
+      "1",        "--warmup",  wu,
+      "--json",   NULL, /* --no-feedback: the loop pipeline reads none */
+      NULL};
+  char *args[sizeof argv / sizeof argv[0] + 2 * MAX_SIM_PROPS];
+  int argc = (int)(sizeof argv / sizeof argv[0]) - 2;
+  memcpy(args, argv, (size_t)argc * sizeof *args);
+  if (lat_pipe == P_LOOP)
+    args[argc++] = "--no-feedback";
+  for (int i = 0; i < n_sim_props; i++) {
+    args[argc++] = "-X";
+    args[argc++] = sim_props[i];
+  }
+  args[argc] = NULL;
+  int rc = rs_cmd_simulate(argc, args);
   fflush(stdout);
   rs_engine_stop(x.e);
   pthread_join(th, NULL);
@@ -244,9 +254,14 @@ int main(int argc, char **argv) {
              strlen(kafka_props) + strlen(argv[i + 1]) + 8 <
                  sizeof kafka_props) {
       const char *kv = argv[++i], *eq = strchr(kv, '=');
-      size_t n = strlen(kafka_props);
-      snprintf(kafka_props + n, sizeof kafka_props - n, ", %.*s: \"%s\"",
-               (int)(eq - kv), kv, eq + 1);
+      size_t n = strlen(kafka_props), kl = (size_t)(eq - kv);
+      if (kl == 17 && !strncmp(kv, "fetch.wait.max.ms", kl))
+        fetch_wait = eq + 1;
+      else if (kl == 9 && !strncmp(kv, "linger.ms", kl))
+        linger = eq + 1;
+      else
+        snprintf(kafka_props + n, sizeof kafka_props - n, ", %.*s: \"%s\"",
+                 (int)kl, kv, eq + 1);
     } else if (!strcmp(argv[i], "--commit-interval") && i + 1 < argc)
       commit_interval = argv[++i];
     else if (!strcmp(argv[i], "--sync") && i + 1 < argc &&
@@ -254,6 +269,9 @@ int main(int argc, char **argv) {
       state_sync = argv[++i];
     else if (!strcmp(argv[i], "--batch-size") && i + 1 < argc)
       batch_size = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--sim-kafka") && i + 1 < argc &&
+             strchr(argv[i + 1], '=') && n_sim_props < MAX_SIM_PROPS)
+      sim_props[n_sim_props++] = argv[++i];
     else if (!strcmp(argv[i], "--skip-throughput"))
       skip_tput = 1;
     else {
@@ -262,7 +280,7 @@ int main(int argc, char **argv) {
               "[--warmup W] [--pipeline full|demo|loop] "
               "[--latency-pipeline full|demo|loop] [--kafka KEY=VALUE]... "
               "[--commit-interval D] [--sync true|false] [--batch-size N] "
-              "[--skip-throughput]\n");
+              "[--sim-kafka KEY=VALUE]... [--skip-throughput]\n");
       return 2;
     }
   }
@@ -275,8 +293,14 @@ int main(int argc, char **argv) {
   }
   const char *load = bench_loadavg();
   printf("commit_interval %s, sync %s, batch_size %ld, kafka "
-         "fetch.wait.max.ms: 1, linger.ms: 0%s; load average at start: %s\n",
-         commit_interval, state_sync, batch_size, kafka_props, load);
+         "fetch.wait.max.ms: %s, linger.ms: %s%s; load average at start: "
+         "%s\n",
+         commit_interval, state_sync, batch_size, fetch_wait, linger,
+         kafka_props, load);
+  for (int i = 0; i < n_sim_props; i++)
+    printf("%s%s", i ? ", " : "simulator -X: ", sim_props[i]);
+  if (n_sim_props)
+    printf("\n");
   if (!skip_tput) {
     tput_t t;
     bench_in_child("throughput", throughput, NULL, &t, sizeof t);
