@@ -4,7 +4,8 @@
  *                          [--latency-pipeline full|demo|loop]
  *                          [--kafka KEY=VALUE]... [--commit-interval D]
  *                          [--sync true|false] [--batch-size N]
- *                          [--sim-kafka KEY=VALUE]... [--skip-throughput]
+ *                          [--sim-kafka KEY=VALUE]... [--partitions N]
+ *                          [--skip-throughput]
  * 1. Throughput: N interactions on the embedded broker read by raw
  *    librdkafka (the engine's fetch settings) and by the pipeline, each in
  *    a fresh process; the pipeline's rate as a ratio to raw consume
@@ -44,6 +45,7 @@ static double rate = 5000, seconds = 15, warmup = -1;
 static int skip_tput = 0;
 static const char *commit_interval = "5s", *state_sync = "false";
 static long batch_size = 100;
+static int partitions = 4; /* of every topic on the embedded broker */
 /* The engine's librdkafka properties: configs/demo_loop.yaml's two, which
  * --kafka replaces, and the rest of --kafka's. */
 static const char *fetch_wait = "1", *linger = "0";
@@ -150,7 +152,7 @@ static void *engine_thread(void *arg) {
 static void latency(const void *arg, void *out) {
   (void)arg;
   (void)out;
-  rs_mock_t *m = bench_broker(topics, 4);
+  rs_mock_t *m = bench_broker(topics, partitions);
   char yaml[8192], dir[1024], err[1024];
   snprintf(dir, sizeof dir, "%s/lat", bench_state_root());
   loop_yaml(yaml, sizeof yaml, m->bootstraps, dir, lat_pipe);
@@ -211,6 +213,30 @@ static void latency(const void *arg, void *out) {
          (double)st.checkpoint_ns / 1e6 / ck,
          (double)st.checkpoint_wait_ns / 1e6 / ck,
          (unsigned long long)st.pauses, (double)st.paused_ns / 1e6);
+  /* Where the time goes (every list, warm-up included): the interaction's
+   * Kafka timestamp (the simulator's produce) to the list handed to the
+   * engine's producer (sim linger + broker + engine fetch + queueing +
+   * processing); the engine's produce to the broker's ack (its linger +
+   * broker); and each operator's process() time per batch. What is left of
+   * the simulator's figure is the list's way back: broker -> the
+   * simulator's fetch and poll. */
+  for (size_t i = 0; i < snap.g->n; i++)
+    if (snap.node_e2e && snap.node_e2e[i].count)
+      printf("   breakdown: interaction produced -> list to the producer p50 "
+             "%.1f ms p99 %.1f ms;",
+             rs_lat_quantile(&snap.node_e2e[i], 0.5) * 1e3,
+             rs_lat_quantile(&snap.node_e2e[i], 0.99) * 1e3);
+  printf(" engine produce -> ack p50 %.1f ms p99 %.1f ms\n",
+         rs_lat_quantile(&snap.ack, 0.5) * 1e3,
+         rs_lat_quantile(&snap.ack, 0.99) * 1e3);
+  printf("   process() per batch, mean us:");
+  for (size_t i = 0; i < snap.g->n; i++)
+    if (snap.node_hist && snap.node_hist[i].count)
+      printf(" %s %.0f", snap.g->nodes[i].name,
+             (double)snap.node_hist[i].sum_ns / 1e3 /
+                 (double)snap.node_hist[i].count);
+  printf(" (%.1f records per batch)\n",
+         st.batches ? (double)st.records_in / (double)st.batches : 0.0);
   printf("   checkpoint write batches: %.0f KiB on average, the last %.0f "
          "KiB\n",
          (double)snap.checkpoint_total_bytes / 1024 / ck,
@@ -272,6 +298,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--sim-kafka") && i + 1 < argc &&
              strchr(argv[i + 1], '=') && n_sim_props < MAX_SIM_PROPS)
       sim_props[n_sim_props++] = argv[++i];
+    else if (!strcmp(argv[i], "--partitions") && i + 1 < argc)
+      partitions = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--skip-throughput"))
       skip_tput = 1;
     else {
@@ -280,15 +308,16 @@ int main(int argc, char **argv) {
               "[--warmup W] [--pipeline full|demo|loop] "
               "[--latency-pipeline full|demo|loop] [--kafka KEY=VALUE]... "
               "[--commit-interval D] [--sync true|false] [--batch-size N] "
-              "[--sim-kafka KEY=VALUE]... [--skip-throughput]\n");
+              "[--sim-kafka KEY=VALUE]... [--partitions N] "
+              "[--skip-throughput]\n");
       return 2;
     }
   }
   if (n_records < 1000 || rate < 1 || seconds < 3 || warmup >= seconds ||
-      batch_size < 1) {
+      batch_size < 1 || partitions < 1 || partitions > 64) {
     fprintf(stderr, "bench_loop: --records >= 1000, --rate >= 1, "
                     "--seconds >= 3, --warmup < --seconds, --batch-size >= "
-                    "1\n");
+                    "1, --partitions 1..64\n");
     return 2;
   }
   const char *load = bench_loadavg();
@@ -311,10 +340,11 @@ int main(int argc, char **argv) {
            pipe_names[tput_pipe], n_records, t.raw, t.pipeline,
            t.pipeline / t.raw);
   }
-  printf("2. latency, pipeline %s, at %g actions/s for %gs (simulate --json; "
+  printf("2. latency, pipeline %s, %d partitions per topic, at %g actions/s "
+         "for %gs (simulate --json; "
          "latency_ms is interaction produced -> its recommendation "
          "consumed):\n",
-         pipe_names[lat_pipe], rate, seconds);
+         pipe_names[lat_pipe], partitions, rate, seconds);
   fflush(stdout);
   int dummy;
   bench_in_child("latency", latency, NULL, &dummy, sizeof dummy);
