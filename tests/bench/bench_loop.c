@@ -22,10 +22,14 @@
  *    pipeline running in a thread: p50/p99 from an interaction being
  *    produced to its recommendation being consumed (the simulator's JSON),
  *    then the engine's own counters (batches, checkpoints and how long
- *    they held the loop).
+ *    they held the loop) and a time breakdown (interaction produced ->
+ *    list handed to the producer, produce -> ack, process() per batch per
+ *    operator, records per batch).
  * The latency settings are configs/demo_loop.yaml's (kept in step by hand:
- * a bench has no source directory at run time); --kafka, --commit-interval
- * and --batch-size override them to compare settings in one place.
+ * a bench has no source directory at run time: 1 partition per topic,
+ * fetch.wait.max.ms 1, linger.ms 3, and simulate's own linger.ms 3);
+ * --kafka, --sim-kafka, --partitions, --commit-interval and --batch-size
+ * override them to compare settings in one place.
  * Numbers, not pass/fail: no thresholds here (docs/DEMO.md). */
 #include <pthread.h>
 #include <stdio.h>
