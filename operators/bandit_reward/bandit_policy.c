@@ -91,7 +91,23 @@ double br_rng_beta(br_rng_t *r, double a, double b) {
 
 size_t br_work_size(const br_policy_t *p, uint32_t n) {
   size_t m = p->kind == BR_THOMPSON ? (p->samples ? p->samples : 1) : 0;
-  return (size_t)n * (m + 3);
+  /* mean, used, q; thompson: the draws, then each sample's arms in
+   * ranking order and its cursor (uint32_t, two to a double) */
+  return (size_t)n * (m + 3) + (m * n + m + 1) / 2;
+}
+
+/* Arms 0..n-1 ordered by v, best first, ties by lower index (the order in
+ * which best() below would pick them); insertion sort: n is a list's
+ * candidates, tens. */
+static void rank_arms(const double *v, uint32_t n, uint32_t *ord) {
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t j = i;
+    while (j > 0 && v[i] > v[ord[j - 1]]) {
+      ord[j] = ord[j - 1];
+      j--;
+    }
+    ord[j] = i;
+  }
 }
 
 static double posterior_mean(const br_policy_t *p, const br_arm_t *a) {
@@ -195,6 +211,15 @@ double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
         draws[(size_t)k * n + j] = base + (x + y > 0 ? x / (x + y) : 0.5);
       }
     }
+  /* Thompson: each sample's best remaining arm for every slot, from its
+   * arms ranked once (a cursor skips the arms already placed) instead of
+   * a scan of all arms per sample and slot. */
+  uint32_t *rank = (uint32_t *)(draws + (size_t)m * n), *cur = rank + m * n;
+  if (p->kind == BR_THOMPSON)
+    for (uint32_t k = 0; k < m; k++) {
+      rank_arms(draws + (size_t)k * n, n, rank + (size_t)k * n);
+      cur[k] = 0;
+    }
   double list = 1.0;
   for (uint32_t s = 0; s < slots; s++) {
     uint32_t left = n - s;
@@ -202,8 +227,12 @@ double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
       q[j] = 0;
     if (p->kind == BR_THOMPSON) {
       double share = (1.0 - p->floor) / (double)m;
-      for (uint32_t k = 0; k < m; k++)
-        q[best(draws + (size_t)k * n, used, n)] += share;
+      for (uint32_t k = 0; k < m; k++) {
+        const uint32_t *r = rank + (size_t)k * n;
+        while (used[r[cur[k]]])
+          cur[k]++;
+        q[r[cur[k]]] += share;
+      }
       for (uint32_t j = 0; j < n; j++)
         if (!used[j])
           q[j] += p->floor / (double)left;
