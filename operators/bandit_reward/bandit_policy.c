@@ -20,29 +20,68 @@ double br_rng_uniform(br_rng_t *r) {
   return (double)(br_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* Marsaglia's polar method: exact, and no cos() (the pair's second normal
+ * is dropped: br_rng_t holds no spare). */
 double br_rng_normal(br_rng_t *r) {
-  double u = 1.0 - br_rng_uniform(r), v = br_rng_uniform(r);
-  return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+  for (;;) {
+    double u = 2.0 * br_rng_uniform(r) - 1.0, v = 2.0 * br_rng_uniform(r) - 1.0;
+    double s = u * u + v * v;
+    if (s < 1.0 && s > 0.0)
+      return u * sqrt(-2.0 * log(s) / s);
+  }
 }
 
-/* Marsaglia and Tsang (2000); shape < 1 by boosting with U^(1/shape). */
-double br_rng_gamma(br_rng_t *r, double shape) {
-  double boost = 1.0;
+/* A gamma sampler prepared for one shape, so that many draws of the same
+ * shape (Thompson's samples of one arm) pay for the constants once. */
+typedef struct gamma_prep {
+  double d, c, inv_shape; /* Marsaglia-Tsang; inv_shape: boost (< 1) */
+  int k;                  /* integer shape 1..GAMMA_SMALL_INT: sum of Exp */
+} gamma_prep_t;
+
+#define GAMMA_SMALL_INT 4
+
+static gamma_prep_t gamma_prepare(double shape) {
+  gamma_prep_t g = {0};
+  if (shape >= 1.0 && shape <= GAMMA_SMALL_INT && shape == floor(shape)) {
+    g.k = (int)shape;
+    return g;
+  }
   if (shape < 1.0) {
-    boost = pow(1.0 - br_rng_uniform(r), 1.0 / shape);
+    g.inv_shape = 1.0 / shape;
     shape += 1.0;
   }
-  double d = shape - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+  g.d = shape - 1.0 / 3.0;
+  g.c = 1.0 / sqrt(9.0 * g.d);
+  return g;
+}
+
+/* Gamma(k) for a small integer k is a sum of k Exp(1): -log of a product
+ * of k uniforms in (0, 1] (exact; one log). Otherwise Marsaglia and Tsang
+ * (2000); shape < 1 by boosting Gamma(shape + 1) with U^(1/shape). */
+static double gamma_draw(br_rng_t *r, const gamma_prep_t *g) {
+  if (g->k) {
+    double prod = 1.0 - br_rng_uniform(r);
+    for (int i = 1; i < g->k; i++)
+      prod *= 1.0 - br_rng_uniform(r);
+    return -log(prod);
+  }
+  double boost =
+      g->inv_shape > 0 ? pow(1.0 - br_rng_uniform(r), g->inv_shape) : 1.0;
   for (;;) {
-    double x = br_rng_normal(r), v = 1.0 + c * x;
+    double x = br_rng_normal(r), v = 1.0 + g->c * x;
     if (v <= 0)
       continue;
     v = v * v * v;
     double u = 1.0 - br_rng_uniform(r);
     if (u < 1.0 - 0.0331 * x * x * x * x ||
-        log(u) < 0.5 * x * x + d * (1.0 - v + log(v)))
-      return d * v * boost;
+        log(u) < 0.5 * x * x + g->d * (1.0 - v + log(v)))
+      return g->d * v * boost;
   }
+}
+
+double br_rng_gamma(br_rng_t *r, double shape) {
+  gamma_prep_t g = gamma_prepare(shape);
+  return gamma_draw(r, &g);
 }
 
 double br_rng_beta(br_rng_t *r, double a, double b) {
@@ -52,7 +91,23 @@ double br_rng_beta(br_rng_t *r, double a, double b) {
 
 size_t br_work_size(const br_policy_t *p, uint32_t n) {
   size_t m = p->kind == BR_THOMPSON ? (p->samples ? p->samples : 1) : 0;
-  return (size_t)n * (m + 3);
+  /* mean, used, q; thompson: the draws, then each sample's arms in
+   * ranking order and its cursor (uint32_t, two to a double) */
+  return (size_t)n * (m + 3) + (m * n + m + 1) / 2;
+}
+
+/* Arms 0..n-1 ordered by v, best first, ties by lower index (the order in
+ * which best() below would pick them); insertion sort: n is a list's
+ * candidates, tens. */
+static void rank_arms(const double *v, uint32_t n, uint32_t *ord) {
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t j = i;
+    while (j > 0 && v[i] > v[ord[j - 1]]) {
+      ord[j] = ord[j - 1];
+      j--;
+    }
+    ord[j] = i;
+  }
 }
 
 static double posterior_mean(const br_policy_t *p, const br_arm_t *a) {
@@ -142,16 +197,29 @@ double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
         draws[(size_t)k * n + j] = mu + sd * br_rng_normal(rng);
     }
   else if (p->kind == BR_THOMPSON)
-    for (uint32_t k = 0; k < m; k++)
-      for (uint32_t j = 0; j < n; j++) {
-        double sh = arms[j].shows > 0 ? arms[j].shows : 0;
-        double rw = arms[j].reward < 0 ? 0 : arms[j].reward;
-        if (rw > sh)
-          rw = sh;
-        draws[(size_t)k * n + j] =
-            p->score_weight * arms[j].score +
-            br_rng_beta(rng, p->prior_alpha + rw, p->prior_beta + sh - rw);
+    /* Arm by arm: the m draws of one arm share its two gamma shapes. */
+    for (uint32_t j = 0; j < n; j++) {
+      double sh = arms[j].shows > 0 ? arms[j].shows : 0;
+      double rw = arms[j].reward < 0 ? 0 : arms[j].reward;
+      if (rw > sh)
+        rw = sh;
+      gamma_prep_t ga = gamma_prepare(p->prior_alpha + rw),
+                   gb = gamma_prepare(p->prior_beta + sh - rw);
+      double base = p->score_weight * arms[j].score;
+      for (uint32_t k = 0; k < m; k++) {
+        double x = gamma_draw(rng, &ga), y = gamma_draw(rng, &gb);
+        draws[(size_t)k * n + j] = base + (x + y > 0 ? x / (x + y) : 0.5);
       }
+    }
+  /* Thompson: each sample's best remaining arm for every slot, from its
+   * arms ranked once (a cursor skips the arms already placed) instead of
+   * a scan of all arms per sample and slot. */
+  uint32_t *rank = (uint32_t *)(draws + (size_t)m * n), *cur = rank + m * n;
+  if (p->kind == BR_THOMPSON)
+    for (uint32_t k = 0; k < m; k++) {
+      rank_arms(draws + (size_t)k * n, n, rank + (size_t)k * n);
+      cur[k] = 0;
+    }
   double list = 1.0;
   for (uint32_t s = 0; s < slots; s++) {
     uint32_t left = n - s;
@@ -159,8 +227,12 @@ double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
       q[j] = 0;
     if (p->kind == BR_THOMPSON) {
       double share = (1.0 - p->floor) / (double)m;
-      for (uint32_t k = 0; k < m; k++)
-        q[best(draws + (size_t)k * n, used, n)] += share;
+      for (uint32_t k = 0; k < m; k++) {
+        const uint32_t *r = rank + (size_t)k * n;
+        while (used[r[cur[k]]])
+          cur[k]++;
+        q[r[cur[k]]] += share;
+      }
       for (uint32_t j = 0; j < n; j++)
         if (!used[j])
           q[j] += p->floor / (double)left;

@@ -4,6 +4,7 @@
  *                          [--latency-pipeline full|demo|loop]
  *                          [--kafka KEY=VALUE]... [--commit-interval D]
  *                          [--sync true|false] [--batch-size N]
+ *                          [--sim-kafka KEY=VALUE]... [--partitions N]
  *                          [--skip-throughput]
  * 1. Throughput: N interactions on the embedded broker read by raw
  *    librdkafka (the engine's fetch settings) and by the pipeline, each in
@@ -21,10 +22,14 @@
  *    pipeline running in a thread: p50/p99 from an interaction being
  *    produced to its recommendation being consumed (the simulator's JSON),
  *    then the engine's own counters (batches, checkpoints and how long
- *    they held the loop).
+ *    they held the loop) and a time breakdown (interaction produced ->
+ *    list handed to the producer, produce -> ack, process() per batch per
+ *    operator, records per batch).
  * The latency settings are configs/demo_loop.yaml's (kept in step by hand:
- * a bench has no source directory at run time); --kafka, --commit-interval
- * and --batch-size override them to compare settings in one place.
+ * a bench has no source directory at run time: 1 partition per topic,
+ * fetch.wait.max.ms 1, linger.ms 3, and simulate's own linger.ms 3);
+ * --kafka, --sim-kafka, --partitions, --commit-interval and --batch-size
+ * override them to compare settings in one place.
  * Numbers, not pass/fail: no thresholds here (docs/DEMO.md). */
 #include <pthread.h>
 #include <stdio.h>
@@ -44,7 +49,20 @@ static double rate = 5000, seconds = 15, warmup = -1;
 static int skip_tput = 0;
 static const char *commit_interval = "5s", *state_sync = "false";
 static long batch_size = 100;
+/* Of every topic on the embedded broker in the latency run (the demo's
+ * embedded.partitions); the throughput run has 4. */
+static int partitions = 1;
+/* The engine's librdkafka properties: configs/demo_loop.yaml's two, which
+ * --kafka replaces, and the rest of --kafka's. */
+static const char *fetch_wait = "1", *linger = "3";
 static char kafka_props[2048] = "";
+/* The simulator's own librdkafka properties (its -X), e.g. its producer's
+ * linger.ms: on the embedded broker a fetch returns one produced message
+ * set per partition, so how the simulator batches its interactions sets how
+ * many records the engine can read per fetch (docs/DEMO.md, "Latency"). */
+enum { MAX_SIM_PROPS = 16 };
+static char *sim_props[MAX_SIM_PROPS];
+static int n_sim_props;
 
 enum { P_FULL, P_DEMO, P_LOOP };
 static const char *const pipe_names[] = {"full", "demo", "loop", NULL};
@@ -60,7 +78,7 @@ static void loop_yaml(char *out, size_t size, const char *brokers,
            "kafka:\n"
            "  brokers: \"%s\"\n"
            "  auto_offset_reset: earliest\n"
-           "  properties: { fetch.wait.max.ms: 1, linger.ms: 0%s }\n"
+           "  properties: { fetch.wait.max.ms: \"%s\", linger.ms: \"%s\"%s }\n"
            "state: { dir: \"%s\", commit_interval: %s, sync: %s, guarantee: "
            "at_least_once }\n"
            "processing: { batch_size: %ld }\n"
@@ -77,7 +95,8 @@ static void loop_yaml(char *out, size_t size, const char *brokers,
            "%s"
            "sinks: [ { name: recommendations, input: %s, topic: "
            "recommendations, format: avro } ]\n",
-           brokers, kafka_props, dir, commit_interval, state_sync, batch_size,
+           brokers, fetch_wait, linger, kafka_props, dir, commit_interval,
+           state_sync, batch_size,
            fb ? ", { name: feedback, topic: feedback }" : "",
            fb ? "  - { name: parse_feedback, type: parse, input: feedback, "
                 "format: avro, record: feedback }\n"
@@ -139,7 +158,7 @@ static void *engine_thread(void *arg) {
 static void latency(const void *arg, void *out) {
   (void)arg;
   (void)out;
-  rs_mock_t *m = bench_broker(topics, 4);
+  rs_mock_t *m = bench_broker(topics, partitions);
   char yaml[8192], dir[1024], err[1024];
   snprintf(dir, sizeof dir, "%s/lat", bench_state_root());
   loop_yaml(yaml, sizeof yaml, m->bootstraps, dir, lat_pipe);
@@ -163,26 +182,25 @@ static void latency(const void *arg, void *out) {
   snprintf(wu, sizeof wu, "%g", warmup >= 0 ? warmup : seconds / 3);
   /* The engine's group join takes ~3 s; the simulator's warm-up (a third)
    * covers it and the model's first minutes. */
-  char *argv[] = {"simulate",
-                  "--brokers",
-                  (char *)m->bootstraps,
-                  "--rate",
-                  r,
-                  "--duration",
-                  d,
-                  "--users",
-                  "1000",
-                  "--items",
-                  "1000",
-                  "--window",
-                  "1",
-                  "--warmup",
-                  wu,
-                  "--json",
-                  "--no-feedback", /* the loop pipeline reads none */
-                  NULL};
-  int argc = (int)(sizeof argv / sizeof argv[0]) - (lat_pipe != P_LOOP ? 2 : 1);
-  int rc = rs_cmd_simulate(argc, argv);
+  char *argv[] = {
+      "simulate", "--brokers", (char *)m->bootstraps,
+      "--rate",   r,           "--duration",
+      d,          "--users",   "1000",
+      "--items",  "1000",      "--window",
+      "1",        "--warmup",  wu,
+      "--json",   NULL, /* --no-feedback: the loop pipeline reads none */
+      NULL};
+  char *args[sizeof argv / sizeof argv[0] + 2 * MAX_SIM_PROPS];
+  int argc = (int)(sizeof argv / sizeof argv[0]) - 2;
+  memcpy(args, argv, (size_t)argc * sizeof *args);
+  if (lat_pipe == P_LOOP)
+    args[argc++] = "--no-feedback";
+  for (int i = 0; i < n_sim_props; i++) {
+    args[argc++] = "-X";
+    args[argc++] = sim_props[i];
+  }
+  args[argc] = NULL;
+  int rc = rs_cmd_simulate(argc, args);
   fflush(stdout);
   rs_engine_stop(x.e);
   pthread_join(th, NULL);
@@ -201,6 +219,30 @@ static void latency(const void *arg, void *out) {
          (double)st.checkpoint_ns / 1e6 / ck,
          (double)st.checkpoint_wait_ns / 1e6 / ck,
          (unsigned long long)st.pauses, (double)st.paused_ns / 1e6);
+  /* Where the time goes (every list, warm-up included): the interaction's
+   * Kafka timestamp (the simulator's produce) to the list handed to the
+   * engine's producer (sim linger + broker + engine fetch + queueing +
+   * processing); the engine's produce to the broker's ack (its linger +
+   * broker); and each operator's process() time per batch. What is left of
+   * the simulator's figure is the list's way back: broker -> the
+   * simulator's fetch and poll. */
+  for (size_t i = 0; i < snap.g->n; i++)
+    if (snap.node_e2e && snap.node_e2e[i].count)
+      printf("   breakdown: interaction produced -> list to the producer p50 "
+             "%.1f ms p99 %.1f ms;",
+             rs_lat_quantile(&snap.node_e2e[i], 0.5) * 1e3,
+             rs_lat_quantile(&snap.node_e2e[i], 0.99) * 1e3);
+  printf(" engine produce -> ack p50 %.1f ms p99 %.1f ms\n",
+         rs_lat_quantile(&snap.ack, 0.5) * 1e3,
+         rs_lat_quantile(&snap.ack, 0.99) * 1e3);
+  printf("   process() per batch, mean us:");
+  for (size_t i = 0; i < snap.g->n; i++)
+    if (snap.node_hist && snap.node_hist[i].count)
+      printf(" %s %.0f", snap.g->nodes[i].name,
+             (double)snap.node_hist[i].sum_ns / 1e3 /
+                 (double)snap.node_hist[i].count);
+  printf(" (%.1f records per batch)\n",
+         st.batches ? (double)st.records_in / (double)st.batches : 0.0);
   printf("   checkpoint write batches: %.0f KiB on average, the last %.0f "
          "KiB\n",
          (double)snap.checkpoint_total_bytes / 1024 / ck,
@@ -244,9 +286,14 @@ int main(int argc, char **argv) {
              strlen(kafka_props) + strlen(argv[i + 1]) + 8 <
                  sizeof kafka_props) {
       const char *kv = argv[++i], *eq = strchr(kv, '=');
-      size_t n = strlen(kafka_props);
-      snprintf(kafka_props + n, sizeof kafka_props - n, ", %.*s: \"%s\"",
-               (int)(eq - kv), kv, eq + 1);
+      size_t n = strlen(kafka_props), kl = (size_t)(eq - kv);
+      if (kl == 17 && !strncmp(kv, "fetch.wait.max.ms", kl))
+        fetch_wait = eq + 1;
+      else if (kl == 9 && !strncmp(kv, "linger.ms", kl))
+        linger = eq + 1;
+      else
+        snprintf(kafka_props + n, sizeof kafka_props - n, ", %.*s: \"%s\"",
+                 (int)kl, kv, eq + 1);
     } else if (!strcmp(argv[i], "--commit-interval") && i + 1 < argc)
       commit_interval = argv[++i];
     else if (!strcmp(argv[i], "--sync") && i + 1 < argc &&
@@ -254,6 +301,11 @@ int main(int argc, char **argv) {
       state_sync = argv[++i];
     else if (!strcmp(argv[i], "--batch-size") && i + 1 < argc)
       batch_size = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--sim-kafka") && i + 1 < argc &&
+             strchr(argv[i + 1], '=') && n_sim_props < MAX_SIM_PROPS)
+      sim_props[n_sim_props++] = argv[++i];
+    else if (!strcmp(argv[i], "--partitions") && i + 1 < argc)
+      partitions = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--skip-throughput"))
       skip_tput = 1;
     else {
@@ -262,21 +314,28 @@ int main(int argc, char **argv) {
               "[--warmup W] [--pipeline full|demo|loop] "
               "[--latency-pipeline full|demo|loop] [--kafka KEY=VALUE]... "
               "[--commit-interval D] [--sync true|false] [--batch-size N] "
+              "[--sim-kafka KEY=VALUE]... [--partitions N] "
               "[--skip-throughput]\n");
       return 2;
     }
   }
   if (n_records < 1000 || rate < 1 || seconds < 3 || warmup >= seconds ||
-      batch_size < 1) {
+      batch_size < 1 || partitions < 1 || partitions > 64) {
     fprintf(stderr, "bench_loop: --records >= 1000, --rate >= 1, "
                     "--seconds >= 3, --warmup < --seconds, --batch-size >= "
-                    "1\n");
+                    "1, --partitions 1..64\n");
     return 2;
   }
   const char *load = bench_loadavg();
   printf("commit_interval %s, sync %s, batch_size %ld, kafka "
-         "fetch.wait.max.ms: 1, linger.ms: 0%s; load average at start: %s\n",
-         commit_interval, state_sync, batch_size, kafka_props, load);
+         "fetch.wait.max.ms: %s, linger.ms: %s%s; load average at start: "
+         "%s\n",
+         commit_interval, state_sync, batch_size, fetch_wait, linger,
+         kafka_props, load);
+  for (int i = 0; i < n_sim_props; i++)
+    printf("%s%s", i ? ", " : "simulator -X: ", sim_props[i]);
+  if (n_sim_props)
+    printf("\n");
   if (!skip_tput) {
     tput_t t;
     bench_in_child("throughput", throughput, NULL, &t, sizeof t);
@@ -287,10 +346,11 @@ int main(int argc, char **argv) {
            pipe_names[tput_pipe], n_records, t.raw, t.pipeline,
            t.pipeline / t.raw);
   }
-  printf("2. latency, pipeline %s, at %g actions/s for %gs (simulate --json; "
+  printf("2. latency, pipeline %s, %d partitions per topic, at %g actions/s "
+         "for %gs (simulate --json; "
          "latency_ms is interaction produced -> its recommendation "
          "consumed):\n",
-         pipe_names[lat_pipe], rate, seconds);
+         pipe_names[lat_pipe], partitions, rate, seconds);
   fflush(stdout);
   int dummy;
   bench_in_child("latency", latency, NULL, &dummy, sizeof dummy);
