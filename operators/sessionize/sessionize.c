@@ -134,6 +134,7 @@
 #define SZ_PEND_REC (8 + SZ_PEND_HDR)
 #define SZ_MAX_MERGED 16
 #define SZ_MAX_OPEN 65535
+#define SZ_FEW_EVENTS 24 /* summaries group these without sorting */
 
 enum { PORT_OUT = 0, PORT_SESSIONS = 1, PORT_LATE = 2 };
 
@@ -269,7 +270,7 @@ typedef struct sz_ctx {
   struct sz_uent *spare;
   struct sz_slab *slabs;
   unsigned char *slab_next; /* uncarved blocks of the newest slab */
-  size_t slab_left;
+  size_t slab_left, slab_blocks;
   /* The record being processed: outputs carry its source position. */
   const rs_record_t *cur;
   uint32_t ordinal;
@@ -596,7 +597,8 @@ typedef struct sz_slab {
   uint64_t pad; /* blocks start 16-byte aligned */
 } sz_slab_t;
 
-#define SZ_SLAB_BLOCKS 256 /* 96 KiB slabs */
+#define SZ_SLAB_MIN 256  /* blocks of the first slab (96 KiB); doubling */
+#define SZ_SLAB_MAX 4096 /* up to 1.5 MiB */
 
 /* A standard (SZ_UENT_BLOCK) block with a zeroed header: a freed one, or
  * carved from a slab. Slabs go at destroy(): the operator keeps the
@@ -607,14 +609,16 @@ static sz_uent_t *block_new(sz_ctx_t *c) {
     c->spare = (sz_uent_t *)(void *)e->val;
   } else {
     if (!c->slab_left) {
-      sz_slab_t *s = c->host->malloc(sizeof(sz_slab_t) +
-                                     (size_t)SZ_SLAB_BLOCKS * SZ_UENT_BLOCK);
+      size_t nb = c->slab_blocks ? 2 * c->slab_blocks : SZ_SLAB_MIN;
+      nb = nb > SZ_SLAB_MAX ? SZ_SLAB_MAX : nb;
+      size_t bytes = sizeof(sz_slab_t) + nb * SZ_UENT_BLOCK;
+      sz_slab_t *s = c->host->malloc(bytes);
       if (!s)
         return NULL;
       s->next = c->slabs;
       c->slabs = s;
       c->slab_next = (unsigned char *)(s + 1);
-      c->slab_left = SZ_SLAB_BLOCKS;
+      c->slab_left = c->slab_blocks = nb;
     }
     e = (sz_uent_t *)(void *)c->slab_next;
     c->slab_next += SZ_UENT_BLOCK;
@@ -1188,21 +1192,38 @@ static int emit_summary(sz_ctx_t *c, const char *user, size_t user_len,
   size_t n = s->n_ev, m = 0, bytes = 0;
   if (grow(c->host, &c->groups, &c->cap_groups, n ? n : 1, sizeof(sz_group_t)))
     return RS_ENOMEM;
-  for (size_t e = 0; e < n; e++)
-    c->groups[e] =
-        (sz_group_t){s->ev[e].item, s->ev[e].item_len, (uint32_t)e, 1};
-  qsort(c->groups, n, sizeof(sz_group_t), group_by_item);
-  for (size_t e = 0; e < n; e++) {
-    if (m && c->groups[m - 1].item_len == c->groups[e].item_len &&
-        !memcmp(c->groups[m - 1].item, c->groups[e].item,
-                c->groups[e].item_len)) {
-      c->groups[m - 1].count++;
-      continue;
+  if (n <= SZ_FEW_EVENTS) {
+    /* Few (the usual case): each event against the groups so far. */
+    for (size_t e = 0; e < n; e++) {
+      const sz_event_t *ev = &s->ev[e];
+      size_t g = 0;
+      while (g < m && (c->groups[g].item_len != ev->item_len ||
+                       memcmp(c->groups[g].item, ev->item, ev->item_len)))
+        g++;
+      if (g < m) {
+        c->groups[g].count++;
+      } else {
+        c->groups[m++] = (sz_group_t){ev->item, ev->item_len, (uint32_t)e, 1};
+        bytes += ev->item_len;
+      }
     }
-    c->groups[m++] = c->groups[e];
-    bytes += c->groups[e].item_len;
+  } else {
+    for (size_t e = 0; e < n; e++)
+      c->groups[e] =
+          (sz_group_t){s->ev[e].item, s->ev[e].item_len, (uint32_t)e, 1};
+    qsort(c->groups, n, sizeof(sz_group_t), group_by_item);
+    for (size_t e = 0; e < n; e++) {
+      if (m && c->groups[m - 1].item_len == c->groups[e].item_len &&
+          !memcmp(c->groups[m - 1].item, c->groups[e].item,
+                  c->groups[e].item_len)) {
+        c->groups[m - 1].count++;
+        continue;
+      }
+      c->groups[m++] = c->groups[e];
+      bytes += c->groups[e].item_len;
+    }
+    qsort(c->groups, m, sizeof(sz_group_t), group_by_first);
   }
-  qsort(c->groups, m, sizeof(sz_group_t), group_by_first);
 
   rs_session_t *out = c->host->batch_alloc(c->op, sizeof(*out));
   rs_session_item_t *items =
