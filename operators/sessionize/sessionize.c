@@ -223,11 +223,6 @@ typedef struct sz_due {
   sz_uent_t *ent; /* holds a reference */
 } sz_due_t;
 
-typedef struct sz_dvec {
-  sz_due_t *v;
-  size_t n, cap;
-} sz_dvec_t;
-
 typedef struct sz_part {
   int loaded;
   int64_t max_t;     /* largest event time seen */
@@ -239,18 +234,8 @@ typedef struct sz_part {
   size_t n_pend, cap_pend;
   sz_chunk_t *chunks; /* every chunk with live records */
   sz_chunk_t *open;   /* the current batch's */
-  /* The close agenda: a calendar queue. Bucket b holds the entries with
-   * floor(key / due_width) = b; the ring holds buckets due_cur ..
-   * due_cur + SZ_RING - 1 (slot b mod SZ_RING), later ones wait unsorted in
-   * due_far. The current bucket is sorted when it is first looked at and
-   * popped from due_head on (entries pushed with an earlier bucket join it,
-   * in order). */
-  sz_dvec_t *ring;
-  int64_t due_width, due_cur, far_min;
-  size_t due_head, n_ring;
-  int due_sorted;
-  sz_dvec_t far;
-  size_t n_due; /* entries in all */
+  sz_due_t *due;
+  size_t n_due, cap_due;
   /* Every user entry of the partition (complete once loaded: a user not
    * here has none), open addressing with linear probing. */
   sz_slot_t *tab;
@@ -265,8 +250,7 @@ typedef struct sz_ctx {
 
   rs_op_t *op;
   const rs_host_api_t *host;
-  int64_t ttl;       /* effective: max(state_ttl, 2 gap + grace) */
-  int64_t due_width; /* of a calendar bucket (ms) */
+  int64_t ttl; /* effective: max(state_ttl, 2 gap + grace) */
   sz_part_t **parts;
   size_t n_parts;
   sz_user_t u;
@@ -535,173 +519,39 @@ static int due_less(const sz_due_t *a, const sz_due_t *b) {
   return a->id < b->id;
 }
 
-#define SZ_RING 256 /* buckets of the calendar ring */
-
-/* floor(key / width). */
-static int64_t due_bucket(const sz_part_t *p, int64_t key) {
-  return key >= 0 ? key / p->due_width : -1 - (-1 - key) / p->due_width;
-}
-
-static int dvec_add(const rs_host_api_t *h, sz_dvec_t *v, size_t at,
-                    sz_due_t x) {
-  if (grow(h, &v->v, &v->cap, v->n + 1, sizeof(sz_due_t)))
-    return RS_ENOMEM;
-  memmove(v->v + at + 1, v->v + at, (v->n - at) * sizeof(sz_due_t));
-  v->v[at] = x;
-  v->n++;
-  return 0;
-}
-
-/* Puts x into its bucket (or far); no reference taken. */
-static int due_place(sz_ctx_t *c, sz_part_t *p, sz_due_t x) {
-  int64_t b = due_bucket(p, x.key);
-  if (b < p->due_cur)
-    b = p->due_cur; /* past due: first, in key order, in the current one */
-  if ((uint64_t)b - (uint64_t)p->due_cur >= SZ_RING) {
-    if (!p->far.n || b < p->far_min)
-      p->far_min = b;
-    return dvec_add(c->host, &p->far, p->far.n, x);
-  }
-  sz_dvec_t *v = &p->ring[(uint64_t)b % SZ_RING];
-  size_t at = v->n;
-  if (b == p->due_cur && p->due_sorted) {
-    /* After every entry it does not sort before. */
-    size_t lo = p->due_head, hi = v->n;
-    while (lo < hi) {
-      size_t mid = lo + (hi - lo) / 2;
-      if (due_less(&x, &v->v[mid]))
-        hi = mid;
-      else
-        lo = mid + 1;
-    }
-    at = lo;
-  }
-  int rc = dvec_add(c->host, v, at, x);
-  if (!rc)
-    p->n_ring++;
-  return rc;
-}
-
 static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, sz_uent_t *ent,
                     int64_t id) {
-  if (!p->ring && !(p->ring = c->host->calloc(SZ_RING, sizeof(sz_dvec_t))))
+  if (grow(c->host, &p->due, &p->cap_due, p->n_due + 1, sizeof(sz_due_t)))
     return RS_ENOMEM;
-  if (!p->n_due) {
-    /* Empty: the ring starts at this entry's bucket. */
-    p->ring[(uint64_t)p->due_cur % SZ_RING].n = 0;
-    p->due_head = 0;
-    p->due_sorted = 0;
-    p->due_cur = due_bucket(p, key);
-  }
-  int rc = due_place(c, p, (sz_due_t){key, id, ent});
-  if (rc)
-    return rc;
   ent->refs++;
-  p->n_due++;
+  sz_due_t x = {key, id, ent};
+  size_t i = p->n_due++;
+  while (i > 0 && due_less(&x, &p->due[(i - 1) / 2])) {
+    p->due[i] = p->due[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  p->due[i] = x;
   return 0;
 }
 
-/* Far entries that the ring now covers move into it. */
-static int due_migrate(sz_ctx_t *c, sz_part_t *p) {
-  size_t keep = 0;
-  sz_dvec_t *f = &p->far;
-  int64_t min = 0;
-  for (size_t i = 0; i < f->n; i++) {
-    int64_t b = due_bucket(p, f->v[i].key);
-    if ((uint64_t)b - (uint64_t)p->due_cur < SZ_RING) {
-      int rc = due_place(c, p, f->v[i]);
-      if (rc)
-        return rc;
-    } else {
-      if (!keep || b < min)
-        min = b;
-      f->v[keep++] = f->v[i];
-    }
-  }
-  f->n = keep;
-  p->far_min = min;
-  return 0;
-}
-
-static void due_sort(sz_due_t *v, size_t n) {
-  for (size_t i = 1; i < n; i++) {
-    sz_due_t x = v[i];
-    size_t j = i;
-    for (; j > 0 && due_less(&x, &v[j - 1]); j--)
-      v[j] = v[j - 1];
-    v[j] = x;
-  }
-}
-
-static int due_cmp(const void *a, const void *b) {
-  return due_less(a, b) ? -1 : due_less(b, a) ? 1 : 0;
-}
-
-/* The next entry in (key, user, id) order, or NULL when none (*rc set on
- * an allocation failure). */
-static sz_due_t *due_top(sz_ctx_t *c, sz_part_t *p, int *rc) {
-  *rc = 0;
-  if (!p->n_due)
-    return NULL;
-  for (;;) {
-    sz_dvec_t *v = &p->ring[(uint64_t)p->due_cur % SZ_RING];
-    if (p->due_head < v->n) {
-      if (!p->due_sorted) {
-        size_t n = v->n - p->due_head;
-        if (n <= 32)
-          due_sort(v->v + p->due_head, n);
-        else
-          qsort(v->v + p->due_head, n, sizeof(sz_due_t), due_cmp);
-        p->due_sorted = 1;
-      }
-      return &v->v[p->due_head];
-    }
-    v->n = 0;
-    p->due_head = 0;
-    p->due_sorted = 0;
-    /* The next bucket, or straight to the far ones when the ring is
-     * empty. */
-    p->due_cur = p->n_ring ? p->due_cur + 1 : p->far_min;
-    if (p->far.n && (uint64_t)p->far_min - (uint64_t)p->due_cur < SZ_RING &&
-        (*rc = due_migrate(c, p)))
-      return NULL;
-  }
-}
-
-/* Removes the entry due_top returned; the caller owns its reference
- * (uent_unref). */
+/* Removes the top; the caller owns its reference (uent_unref). */
 static sz_due_t due_pop(sz_part_t *p) {
-  sz_due_t top = p->ring[(uint64_t)p->due_cur % SZ_RING].v[p->due_head++];
-  p->n_ring--;
-  p->n_due--;
+  sz_due_t top = p->due[0], x = p->due[--p->n_due];
+  size_t i = 0, n = p->n_due;
+  for (;;) {
+    size_t k = 2 * i + 1;
+    if (k >= n)
+      break;
+    if (k + 1 < n && due_less(&p->due[k + 1], &p->due[k]))
+      k++;
+    if (!due_less(&p->due[k], &x))
+      break;
+    p->due[i] = p->due[k];
+    i = k;
+  }
+  if (n)
+    p->due[i] = x;
   return top;
-}
-
-/* After the rebuild scan pushed entries in any order: the ring starts
- * again at the earliest. */
-static int due_rebase(sz_ctx_t *c, sz_part_t *p) {
-  if (!p->n_due)
-    return 0;
-  for (size_t b = 0; b < SZ_RING; b++) {
-    sz_dvec_t *v = &p->ring[b];
-    size_t from = b == (uint64_t)p->due_cur % SZ_RING ? p->due_head : 0;
-    for (size_t i = from; i < v->n; i++) {
-      int rc = dvec_add(c->host, &p->far, p->far.n, v->v[i]);
-      if (rc)
-        return rc;
-    }
-    v->n = 0;
-  }
-  p->n_ring = 0;
-  p->due_head = 0;
-  p->due_sorted = 0;
-  int64_t min = due_bucket(p, p->far.v[0].key);
-  for (size_t i = 1; i < p->far.n; i++) {
-    int64_t b = due_bucket(p, p->far.v[i].key);
-    min = b < min ? b : min;
-  }
-  p->due_cur = min;
-  return due_migrate(c, p);
 }
 
 /* ---------------------------------------------------- user table */
@@ -903,12 +753,7 @@ static sz_chunk_t *chunk_new(sz_ctx_t *c, sz_part_t *p, uint64_t first_seq) {
 static void part_clear(sz_ctx_t *c, sz_part_t *p) {
   while (p->chunks)
     chunk_free(c, p, p->chunks);
-  for (size_t b = 0; p->ring && b < SZ_RING; b++)
-    p->ring[b].n = 0;
-  p->far.n = 0;
-  p->n_due = p->n_ring = p->due_head = 0;
-  p->due_sorted = 0;
-  p->due_width = c->due_width;
+  p->n_due = 0;
   for (size_t i = 0; i < p->tab_cap; i++)
     if (p->tab[i].e) {
       uent_free(c, p->tab[i].e);
@@ -2232,10 +2077,6 @@ static int part_ready(sz_ctx_t *c, int32_t partition, sz_part_t **out) {
     }
     return rc;
   }
-  if ((rc = due_rebase(c, p))) {
-    part_clear(c, p);
-    return rc;
-  }
   p->loaded = 1;
   return 0;
 }
@@ -2291,22 +2132,20 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
       return rc;
   }
   /* Sessions (and idle users) the watermark has passed. */
-  for (sz_due_t *top; (top = due_top(c, p, &rc)) && top->key < w;) {
-    /* Entries of a bucket come in order: the user of one a few ahead is
-     * fetched while this one is handled. */
-    const sz_dvec_t *v = &p->ring[(uint64_t)p->due_cur % SZ_RING];
-    if (p->due_head + 3 < v->n) {
-      const char *b = (const char *)v->v[p->due_head + 3].ent;
+  while (p->n_due && p->due[0].key < w) {
+    sz_due_t d = due_pop(p);
+    if (p->n_due && p->due[0].key < w) {
+      /* The next one's user, while this one is handled. */
+      const char *b = (const char *)p->due[0].ent;
       for (int l = 0; l < 4; l++)
         __builtin_prefetch(b + 64 * l);
     }
-    sz_due_t d = due_pop(p);
     rc = run_due(c, p, partition, &d);
     uent_unref(c, p, d.ent);
     if (rc)
       return rc;
   }
-  return rc;
+  return 0;
 }
 
 static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
@@ -2433,10 +2272,6 @@ static int sz_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   }
   int64_t floor = sat_add(sat_add(c->gap, c->gap), c->grace);
   c->ttl = c->state_ttl > floor ? c->state_ttl : floor;
-  /* Close deadlines pushed are at most ooo + gap + grace past the
-   * watermark: the calendar's ring spans twice that. */
-  int64_t span = sat_add(sat_add(c->ooo, c->gap), c->grace);
-  c->due_width = span / (SZ_RING / 2) + 1;
   struct {
     rs_counter_t **c;
     const char *name, *help;
@@ -2473,10 +2308,7 @@ static void sz_destroy(rs_op_t *op, void *vctx) {
     if (c->parts[i]) {
       part_clear(c, c->parts[i]);
       h->free(c->parts[i]->pend);
-      for (size_t b = 0; c->parts[i]->ring && b < SZ_RING; b++)
-        h->free(c->parts[i]->ring[b].v);
-      h->free(c->parts[i]->ring);
-      h->free(c->parts[i]->far.v);
+      h->free(c->parts[i]->due);
       h->free(c->parts[i]->tab);
       h->free(c->parts[i]->dirty);
       h->free(c->parts[i]);
