@@ -45,9 +45,12 @@
  * have: it is accepted only as 0 (off) and refused otherwise.
  *
  * Memory and checkpoints. The user entries of a partition are all kept in
- * memory (an open-addressing table, encoded as in the state, loaded by the
- * rebuild scan), so a record costs no state call: process() changes them
- * in memory and marks them dirty, and checkpoint() writes the changed ones,
+ * memory (an open-addressing table, encoded as in the state, loaded and
+ * checked in full by the rebuild scan; blocks from slabs, reused), so a
+ * record costs no state call: process() changes them in memory (in place
+ * in their encoding for an event extending the latest session or starting
+ * one after it, and for a close) and marks them dirty, and checkpoint()
+ * writes the changed ones,
  * so they reach RocksDB in the same batch as the input offsets. They are
  * grouped in 2^k buckets by a hash of the user, one state entry each, and a
  * checkpoint rewrites the buckets holding a changed user: RocksDB pays per

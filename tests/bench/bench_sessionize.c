@@ -29,7 +29,8 @@
  * Printed per round: the ratio of each pipeline to parse in the same round
  * by wall time and by process CPU time (the latter steadier on a loaded
  * machine), and where the time went (operator, checkpoint(), store writes,
- * parse and the rest); then the best round's events/s, per-batch p50/p99,
+ * parse and the rest; thread CPU per event in parse's and the operator's
+ * process()); then the best round's events/s, per-batch p50/p99,
  * sessions closed, peak RSS, and the medians of the ratios (the figure of
  * merit; target >= 0.5). Absolute numbers on a shared machine are noise.
  * --only s|s0|us runs parse and that one pipeline (for perf record).
