@@ -46,9 +46,12 @@
  * would (sz_idle, at the end of this file).
  *
  * Memory and checkpoints. The user entries of a partition are all kept in
- * memory (an open-addressing table, encoded as in the state, loaded by the
- * rebuild scan), so a record costs no state call: process() changes them
- * in memory and marks them dirty, and checkpoint() writes the changed ones,
+ * memory (an open-addressing table, encoded as in the state, loaded and
+ * checked in full by the rebuild scan; blocks from slabs, reused), so a
+ * record costs no state call: process() changes them in memory (in place
+ * in their encoding for an event extending the latest session or starting
+ * one after it, and for a close) and marks them dirty, and checkpoint()
+ * writes the changed ones,
  * so they reach RocksDB in the same batch as the input offsets. They are
  * grouped in 2^k buckets by a hash of the user, one state entry each, and a
  * checkpoint rewrites the buckets holding a changed user: RocksDB pays per
@@ -136,6 +139,7 @@
 #define SZ_PEND_REC (8 + SZ_PEND_HDR)
 #define SZ_MAX_MERGED 16
 #define SZ_MAX_OPEN 65535
+#define SZ_FEW_EVENTS 24 /* summaries group these without sorting */
 
 enum { PORT_OUT = 0, PORT_SESSIONS = 1, PORT_LATE = 2 };
 
@@ -186,6 +190,7 @@ typedef struct sz_chunk {
 typedef struct sz_pend {
   int64_t t;
   uint64_t seq;
+  uint64_t hash; /* of the user */
   sz_chunk_t *chunk;
   size_t off;
   const rs_interaction_t *ia;
@@ -207,6 +212,13 @@ typedef struct sz_uent {
   uint32_t user_len;
   char user[];
 } sz_uent_t;
+
+/* A slot of the user table: the hash beside the entry, so that probing
+ * past other users touches no entry. */
+typedef struct sz_slot {
+  uint64_t hash;
+  sz_uent_t *e; /* NULL: empty */
+} sz_slot_t;
 
 /* Agenda entry: close session `id` of the user once the watermark passes
  * `key` (stale when the session was extended or merged since). */
@@ -231,7 +243,7 @@ typedef struct sz_part {
   size_t n_due, cap_due;
   /* Every user entry of the partition (complete once loaded: a user not
    * here has none), open addressing with linear probing. */
-  sz_uent_t **tab;
+  sz_slot_t *tab;
   size_t tab_cap, tab_n;
   sz_uent_t **dirty; /* entries to write at the next checkpoint */
   size_t n_dirty, cap_dirty;
@@ -257,6 +269,13 @@ typedef struct sz_ctx {
   size_t cap_bstart;
   struct sz_uent **order;
   size_t cap_order;
+  /* Standard user blocks come from slabs (a malloc per user cost more
+   * than the rest of its record); freed ones are reused, linked through
+   * val. */
+  struct sz_uent *spare;
+  struct sz_slab *slabs;
+  unsigned char *slab_next; /* uncarved blocks of the newest slab */
+  size_t slab_left, slab_blocks;
   /* The record being processed: outputs carry its source position. */
   const rs_record_t *cur;
   uint32_t ordinal;
@@ -465,12 +484,12 @@ static int pend_less(const sz_pend_t *a, const sz_pend_t *b) {
 }
 
 static int pend_push(sz_ctx_t *c, sz_part_t *p, int64_t t, uint64_t seq,
-                     sz_chunk_t *chunk, size_t off,
+                     uint64_t hash, sz_chunk_t *chunk, size_t off,
                      const rs_interaction_t *ia) {
   if (grow(c->host, &p->pend, &p->cap_pend, p->n_pend + 1, sizeof(sz_pend_t)))
     return RS_ENOMEM;
   size_t i = p->n_pend++;
-  sz_pend_t x = {t, seq, chunk, off, ia};
+  sz_pend_t x = {t, seq, hash, chunk, off, ia};
   while (i > 0 && pend_less(&x, &p->pend[(i - 1) / 2])) {
     p->pend[i] = p->pend[(i - 1) / 2];
     i = (i - 1) / 2;
@@ -559,59 +578,108 @@ static uint64_t user_hash(const char *user, size_t len) {
 static size_t uent_slot(const sz_part_t *p, uint64_t h, const char *user,
                         size_t len) {
   size_t mask = p->tab_cap - 1, i = (size_t)h & mask;
-  for (sz_uent_t *e; (e = p->tab[i]); i = (i + 1) & mask)
-    if (e->hash == h && e->user_len == len && !memcmp(e->user, user, len))
+  for (const sz_slot_t *s; (s = &p->tab[i])->e; i = (i + 1) & mask)
+    if (s->hash == h && s->e->user_len == len && !memcmp(s->e->user, user, len))
       break;
   return i;
 }
 
 static int tab_grow(sz_ctx_t *c, sz_part_t *p) {
   size_t cap = p->tab_cap ? 2 * p->tab_cap : 64;
-  sz_uent_t **old = p->tab, **t = c->host->calloc(cap, sizeof(*t));
+  sz_slot_t *old = p->tab, *t = c->host->calloc(cap, sizeof(*t));
   if (!t)
     return RS_ENOMEM;
-  size_t oc = p->tab_cap;
+  size_t oc = p->tab_cap, mask = cap - 1;
   p->tab = t;
   p->tab_cap = cap;
   for (size_t i = 0; i < oc; i++)
-    if (old[i])
-      t[uent_slot(p, old[i]->hash, old[i]->user, old[i]->user_len)] = old[i];
+    if (old[i].e) {
+      size_t j = (size_t)old[i].hash & mask;
+      while (t[j].e)
+        j = (j + 1) & mask;
+      t[j] = old[i];
+    }
   c->host->free(old);
   return 0;
 }
 
-/* The user's entry (a new absent one when unknown). */
-static int uent_get(sz_ctx_t *c, sz_part_t *p, const char *user, size_t len,
-                    sz_uent_t **out) {
+typedef struct sz_slab {
+  struct sz_slab *next;
+  uint64_t pad; /* blocks start 16-byte aligned */
+} sz_slab_t;
+
+#define SZ_SLAB_MIN 256  /* blocks of the first slab (96 KiB); doubling */
+#define SZ_SLAB_MAX 4096 /* up to 1.5 MiB */
+
+/* A standard (SZ_UENT_BLOCK) block with a zeroed header: a freed one, or
+ * carved from a slab. Slabs go at destroy(): the operator keeps the
+ * memory of its peak number of users. */
+static sz_uent_t *block_new(sz_ctx_t *c) {
+  sz_uent_t *e = c->spare;
+  if (e) {
+    c->spare = (sz_uent_t *)(void *)e->val;
+  } else {
+    if (!c->slab_left) {
+      size_t nb = c->slab_blocks ? 2 * c->slab_blocks : SZ_SLAB_MIN;
+      nb = nb > SZ_SLAB_MAX ? SZ_SLAB_MAX : nb;
+      size_t bytes = sizeof(sz_slab_t) + nb * SZ_UENT_BLOCK;
+      sz_slab_t *s = c->host->malloc(bytes);
+      if (!s)
+        return NULL;
+      s->next = c->slabs;
+      c->slabs = s;
+      c->slab_next = (unsigned char *)(s + 1);
+      c->slab_left = c->slab_blocks = nb;
+    }
+    e = (sz_uent_t *)(void *)c->slab_next;
+    c->slab_next += SZ_UENT_BLOCK;
+    c->slab_left--;
+  }
+  memset(e, 0, sizeof(*e));
+  return e;
+}
+
+/* The user's entry (a new absent one when unknown); h = user_hash. */
+static int uent_get(sz_ctx_t *c, sz_part_t *p, uint64_t h, const char *user,
+                    size_t len, sz_uent_t **out) {
   if ((p->tab_n + 1) * 4 > p->tab_cap * 3 && tab_grow(c, p))
     return RS_ENOMEM;
-  uint64_t h = user_hash(user, len);
   size_t i = uent_slot(p, h, user, len);
-  if (!p->tab[i]) {
+  if (!p->tab[i].e) {
     /* One block: header, user, then room for a typical value, so that a
      * record's user costs one run of adjacent cache lines. */
     size_t at = (sizeof(sz_uent_t) + len + 7) & ~(size_t)7,
            size = at + SZ_INLINE_MIN > SZ_UENT_BLOCK ? at + SZ_INLINE_MIN
                                                      : SZ_UENT_BLOCK;
-    sz_uent_t *e = c->host->calloc(1, size);
-    if (!e)
+    sz_uent_t *e;
+    if (size == SZ_UENT_BLOCK) {
+      if (!(e = block_new(c)))
+        return RS_ENOMEM;
+    } else if (!(e = c->host->calloc(1, size))) {
       return RS_ENOMEM;
+    }
     e->hash = h;
     e->user_len = (uint32_t)len;
     memcpy(e->user, user, len);
     e->val = (unsigned char *)e + at;
     e->cap = size - at;
-    p->tab[i] = e;
+    p->tab[i] = (sz_slot_t){h, e};
     p->tab_n++;
   }
-  *out = p->tab[i];
+  *out = p->tab[i].e;
   return 0;
 }
 
 static void uent_free(sz_ctx_t *c, sz_uent_t *e) {
   if (e->heap)
     c->host->free(e->val);
-  c->host->free(e);
+  size_t at = (sizeof(sz_uent_t) + e->user_len + 7) & ~(size_t)7;
+  if (at + SZ_INLINE_MIN <= SZ_UENT_BLOCK) { /* a slab block */
+    e->val = (unsigned char *)c->spare;
+    c->spare = e;
+  } else {
+    c->host->free(e);
+  }
 }
 
 /* Room for an n-byte value in e (its current bytes kept). */
@@ -640,14 +708,14 @@ static void uent_release(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e) {
     return;
   size_t mask = p->tab_cap - 1, i = uent_slot(p, e->hash, e->user, e->user_len);
   /* Backward-shift deletion keeps every probe sequence unbroken. */
-  for (size_t j = (i + 1) & mask; p->tab[j]; j = (j + 1) & mask) {
-    size_t home = (size_t)p->tab[j]->hash & mask;
+  for (size_t j = (i + 1) & mask; p->tab[j].e; j = (j + 1) & mask) {
+    size_t home = (size_t)p->tab[j].hash & mask;
     if (((j - home) & mask) >= ((j - i) & mask)) {
       p->tab[i] = p->tab[j];
       i = j;
     }
   }
-  p->tab[i] = NULL;
+  p->tab[i].e = NULL;
   p->tab_n--;
   uent_free(c, e);
 }
@@ -698,9 +766,9 @@ static void part_clear(sz_ctx_t *c, sz_part_t *p) {
     chunk_free(c, p, p->chunks);
   p->n_due = 0;
   for (size_t i = 0; i < p->tab_cap; i++)
-    if (p->tab[i]) {
-      uent_free(c, p->tab[i]);
-      p->tab[i] = NULL;
+    if (p->tab[i].e) {
+      uent_free(c, p->tab[i].e);
+      p->tab[i].e = NULL;
     }
   p->tab_n = 0;
   p->n_dirty = 0;
@@ -722,16 +790,24 @@ static void sess_reset(sz_sess_t *s) {
   s->summ_max_ts = SZ_NONE;
 }
 
-/* Makes room for a session at index k (shifting the rest up) and resets
- * it; the spare slot past n keeps its event buffer. */
-static sz_sess_t *sess_insert(sz_ctx_t *c, size_t k) {
+/* Room for one more session in c->u (spares keep their event buffers). */
+static int user_room(sz_ctx_t *c) {
   sz_user_t *u = &c->u;
   if (u->n + 1 > u->cap) {
     size_t old = u->cap;
     if (grow(c->host, &u->s, &u->cap, u->n + 1, sizeof(sz_sess_t)))
-      return NULL;
+      return RS_ENOMEM;
     memset(u->s + old, 0, (u->cap - old) * sizeof(sz_sess_t));
   }
+  return 0;
+}
+
+/* Makes room for a session at index k (shifting the rest up) and resets
+ * it; the spare slot past n keeps its event buffer. */
+static sz_sess_t *sess_insert(sz_ctx_t *c, size_t k) {
+  sz_user_t *u = &c->u;
+  if (user_room(c))
+    return NULL;
   sz_sess_t spare = u->s[u->n];
   memmove(u->s + k + 1, u->s + k, (u->n - k) * sizeof(sz_sess_t));
   u->s[k] = spare;
@@ -744,6 +820,67 @@ static void sess_remove(sz_user_t *u, size_t k) {
   sz_sess_t gone = u->s[k];
   memmove(u->s + k, u->s + k + 1, (u->n - k - 1) * sizeof(sz_sess_t));
   u->s[--u->n] = gone;
+}
+
+/* Decodes session k at *off of the entry p (n bytes) into s (its kept
+ * items point into p) and moves *off past it; -1 (reason in c->why) when
+ * it does not parse. */
+static int sess_decode(sz_ctx_t *c, const unsigned char *p, size_t n,
+                       size_t *offp, sz_sess_t *s, size_t k) {
+  size_t off = *offp;
+  if (n - off < SZ_SESS_HDR) {
+    snprintf(c->why, sizeof c->why, "session %zu is cut short at byte %zu", k,
+             off);
+    return -1;
+  }
+  const unsigned char *h = p + off;
+  s->id = (int64_t)get64(h);
+  s->start = (int64_t)get64(h + 8);
+  s->end = (int64_t)get64(h + 16);
+  s->events = (int64_t)get64(h + 24);
+  s->summarised = (int64_t)get64(h + 32);
+  s->summ_max_ts = (int64_t)get64(h + 40);
+  s->late = (int64_t)get64(h + 48);
+  for (int t = 0; t < RS_EVENT__COUNT; t++)
+    s->counts[t] = (int64_t)get64(h + 56 + 8 * t);
+  s->dwell = get_f64(h + 96);
+  s->rating = get_f64(h + 104);
+  uint32_t kept = get32(h + 112);
+  s->n_merged = h[116];
+  s->split = h[117] & 1;
+  off += SZ_SESS_HDR;
+  if (s->n_merged > SZ_MAX_MERGED || (h[117] & ~1u) || h[118] || h[119] ||
+      n - off < (size_t)s->n_merged * 8 || kept > (uint64_t)s->events ||
+      s->start > s->end) {
+    snprintf(c->why, sizeof c->why, "session %zu header is inconsistent", k);
+    return -1;
+  }
+  for (uint32_t m = 0; m < s->n_merged; m++, off += 8)
+    s->merged[m] = (int64_t)get64(p + off);
+  if (grow(c->host, &s->ev, &s->cap_ev, kept, sizeof(sz_event_t)))
+    return RS_ENOMEM;
+  for (uint32_t e = 0; e < kept; e++) {
+    if (n - off < SZ_EVENT_HDR) {
+      snprintf(c->why, sizeof c->why,
+               "session %zu event %" PRIu32 " is cut short", k, e);
+      return -1;
+    }
+    sz_event_t *ev = &s->ev[e];
+    ev->ts = (int64_t)get64(p + off);
+    ev->type = p[off + 8];
+    ev->item_len = get32(p + off + 12);
+    off += SZ_EVENT_HDR;
+    if (ev->type >= RS_EVENT__COUNT || n - off < ev->item_len) {
+      snprintf(c->why, sizeof c->why,
+               "session %zu event %" PRIu32 " is malformed", k, e);
+      return -1;
+    }
+    ev->item = (const char *)p + off;
+    off += ev->item_len;
+  }
+  s->n_ev = kept;
+  *offp = off;
+  return 0;
 }
 
 static int user_decode(sz_ctx_t *c, const unsigned char *p, size_t n) {
@@ -760,64 +897,13 @@ static int user_decode(sz_ctx_t *c, const unsigned char *p, size_t n) {
   u->horizon = (int64_t)get64(p + 8);
   size_t off = SZ_USER_HDR;
   for (size_t k = 0; k < count; k++) {
-    if (n - off < SZ_SESS_HDR) {
-      snprintf(c->why, sizeof c->why, "session %zu is cut short at byte %zu", k,
-               off);
-      return -1;
-    }
-    const unsigned char *h = p + off;
-    if (u->n + 1 > u->cap) {
-      size_t old = u->cap;
-      if (grow(c->host, &u->s, &u->cap, u->n + 1, sizeof(sz_sess_t)))
-        return RS_ENOMEM;
-      memset(u->s + old, 0, (u->cap - old) * sizeof(sz_sess_t));
-    }
-    sz_sess_t *s = &u->s[u->n++]; /* every field is set below */
-    s->id = (int64_t)get64(h);
-    s->start = (int64_t)get64(h + 8);
-    s->end = (int64_t)get64(h + 16);
-    s->events = (int64_t)get64(h + 24);
-    s->summarised = (int64_t)get64(h + 32);
-    s->summ_max_ts = (int64_t)get64(h + 40);
-    s->late = (int64_t)get64(h + 48);
-    for (int t = 0; t < RS_EVENT__COUNT; t++)
-      s->counts[t] = (int64_t)get64(h + 56 + 8 * t);
-    s->dwell = get_f64(h + 96);
-    s->rating = get_f64(h + 104);
-    uint32_t kept = get32(h + 112);
-    s->n_merged = h[116];
-    s->split = h[117] & 1;
-    off += SZ_SESS_HDR;
-    if (s->n_merged > SZ_MAX_MERGED || (h[117] & ~1u) || h[118] || h[119] ||
-        n - off < (size_t)s->n_merged * 8 || kept > (uint64_t)s->events ||
-        s->start > s->end) {
-      snprintf(c->why, sizeof c->why, "session %zu header is inconsistent", k);
-      return -1;
-    }
-    for (uint32_t m = 0; m < s->n_merged; m++, off += 8)
-      s->merged[m] = (int64_t)get64(p + off);
-    if (grow(c->host, &s->ev, &s->cap_ev, kept, sizeof(sz_event_t)))
+    int rc;
+    if (user_room(c))
       return RS_ENOMEM;
-    for (uint32_t e = 0; e < kept; e++) {
-      if (n - off < SZ_EVENT_HDR) {
-        snprintf(c->why, sizeof c->why,
-                 "session %zu event %" PRIu32 " is cut short", k, e);
-        return -1;
-      }
-      sz_event_t *ev = &s->ev[e];
-      ev->ts = (int64_t)get64(p + off);
-      ev->type = p[off + 8];
-      ev->item_len = get32(p + off + 12);
-      off += SZ_EVENT_HDR;
-      if (ev->type >= RS_EVENT__COUNT || n - off < ev->item_len) {
-        snprintf(c->why, sizeof c->why,
-                 "session %zu event %" PRIu32 " is malformed", k, e);
-        return -1;
-      }
-      ev->item = (const char *)p + off;
-      off += ev->item_len;
-    }
-    s->n_ev = kept;
+    /* every field is set by sess_decode */
+    if ((rc = sess_decode(c, p, n, &off, &u->s[u->n], k)))
+      return rc;
+    u->n++;
   }
   if (off != n) {
     snprintf(c->why, sizeof c->why, "%zu trailing bytes", n - off);
@@ -961,7 +1047,7 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
    * decides whether a late record belongs to a closed session). */
   int64_t w = watermark(c, p);
   for (size_t i = 0; w != SZ_NONE && i < p->tab_cap; i++) {
-    sz_uent_t *e = p->tab[i];
+    sz_uent_t *e = p->tab[i].e;
     if (!e || !e->present || e->val[2] || e->val[3] ||
         w <= sat_add((int64_t)get64(e->val + 8), c->ttl))
       continue;
@@ -1000,7 +1086,7 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
   /* Counting sort of the present users of those buckets. */
   size_t n = 0;
   for (size_t i = 0; i < p->tab_cap; i++) {
-    sz_uent_t *e = p->tab[i];
+    sz_uent_t *e = p->tab[i].e;
     if (e && e->present && start[e->hash & mask] != SIZE_MAX) {
       start[e->hash & mask]++;
       n++;
@@ -1016,7 +1102,7 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
       sum += k;
     }
   for (size_t i = 0; i < p->tab_cap; i++) {
-    sz_uent_t *e = p->tab[i];
+    sz_uent_t *e = p->tab[i].e;
     if (e && e->present && start[e->hash & mask] != SIZE_MAX)
       c->order[start[e->hash & mask]++] = e;
   }
@@ -1117,21 +1203,38 @@ static int emit_summary(sz_ctx_t *c, const char *user, size_t user_len,
   size_t n = s->n_ev, m = 0, bytes = 0;
   if (grow(c->host, &c->groups, &c->cap_groups, n ? n : 1, sizeof(sz_group_t)))
     return RS_ENOMEM;
-  for (size_t e = 0; e < n; e++)
-    c->groups[e] =
-        (sz_group_t){s->ev[e].item, s->ev[e].item_len, (uint32_t)e, 1};
-  qsort(c->groups, n, sizeof(sz_group_t), group_by_item);
-  for (size_t e = 0; e < n; e++) {
-    if (m && c->groups[m - 1].item_len == c->groups[e].item_len &&
-        !memcmp(c->groups[m - 1].item, c->groups[e].item,
-                c->groups[e].item_len)) {
-      c->groups[m - 1].count++;
-      continue;
+  if (n <= SZ_FEW_EVENTS) {
+    /* Few (the usual case): each event against the groups so far. */
+    for (size_t e = 0; e < n; e++) {
+      const sz_event_t *ev = &s->ev[e];
+      size_t g = 0;
+      while (g < m && (c->groups[g].item_len != ev->item_len ||
+                       memcmp(c->groups[g].item, ev->item, ev->item_len)))
+        g++;
+      if (g < m) {
+        c->groups[g].count++;
+      } else {
+        c->groups[m++] = (sz_group_t){ev->item, ev->item_len, (uint32_t)e, 1};
+        bytes += ev->item_len;
+      }
     }
-    c->groups[m++] = c->groups[e];
-    bytes += c->groups[e].item_len;
+  } else {
+    for (size_t e = 0; e < n; e++)
+      c->groups[e] =
+          (sz_group_t){s->ev[e].item, s->ev[e].item_len, (uint32_t)e, 1};
+    qsort(c->groups, n, sizeof(sz_group_t), group_by_item);
+    for (size_t e = 0; e < n; e++) {
+      if (m && c->groups[m - 1].item_len == c->groups[e].item_len &&
+          !memcmp(c->groups[m - 1].item, c->groups[e].item,
+                  c->groups[e].item_len)) {
+        c->groups[m - 1].count++;
+        continue;
+      }
+      c->groups[m++] = c->groups[e];
+      bytes += c->groups[e].item_len;
+    }
+    qsort(c->groups, m, sizeof(sz_group_t), group_by_first);
   }
-  qsort(c->groups, m, sizeof(sz_group_t), group_by_first);
 
   rs_session_t *out = c->host->batch_alloc(c->op, sizeof(*out));
   rs_session_item_t *items =
@@ -1268,79 +1371,159 @@ static int sess_merge(sz_ctx_t *c, size_t lo, size_t hi) {
   return 0;
 }
 
-/* The common case of apply_in_bounds, on the encoded entry: ia extends
- * the user's latest session at its end (t >= end, within the gap and the
- * duration bound) and the session keeps fewer than max_events events, so
- * nothing but its header changes and one kept event is appended. *done 0:
- * anything else (or an entry that does not parse), for the general path. */
-static int fast_append(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
-                       const rs_interaction_t *ia, int *done) {
-  *done = 0;
-  const unsigned char *v = e->val;
-  size_t len = e->len, count, off = SZ_USER_HDR, last = 0;
-  if (!e->present || len < SZ_USER_HDR || v[0] != SZ_VERSION ||
-      !(count = (size_t)v[2] | (size_t)v[3] << 8))
+/* The offset just past the session at off of the encoded entry v (len
+ * bytes), 0 when it does not fit; *last_ev gets the offset of its last
+ * kept event (0: none). */
+static size_t sess_skip(const unsigned char *v, size_t len, size_t off,
+                        size_t *last_ev) {
+  if (off > len || len - off < SZ_SESS_HDR)
     return 0;
-  int64_t t = ia->timestamp_ms, last_ts = SZ_NONE;
-  for (size_t k = 0; k < count; k++) {
-    if (len - off < SZ_SESS_HDR)
-      return 0;
-    const unsigned char *h = v + off;
-    uint32_t kept = get32(h + 112);
-    last = off;
-    off += SZ_SESS_HDR + 8 * (size_t)h[116];
-    for (uint32_t x = 0; x < kept; x++) {
-      if (off > len || len - off < SZ_EVENT_HDR ||
-          len - off - SZ_EVENT_HDR < get32(v + off + 12))
-        return 0;
-      if (k + 1 == count)
-        last_ts = (int64_t)get64(v + off);
-      off += SZ_EVENT_HDR + get32(v + off + 12);
-    }
-  }
-  const unsigned char *h = v + last;
-  int64_t start = (int64_t)get64(h + 8), end = (int64_t)get64(h + 16);
+  const unsigned char *h = v + off;
   uint32_t kept = get32(h + 112);
-  if (off != len || last_ts == SZ_NONE || t < end || t > sat_add(end, c->gap) ||
-      (c->max_duration && t > sat_add(start, c->max_duration)) ||
-      kept + 1 > (uint64_t)c->max_events || last_ts > t)
-    return 0;
-  size_t n = len + SZ_EVENT_HDR + ia->item_len;
-  int rc;
-  if ((rc = uent_reserve(c, e, n)) || (rc = uent_dirty(c, p, e)))
-    return rc;
-  unsigned char *w = e->val, *hh = w + last, *o = w + len;
+  size_t o = off + SZ_SESS_HDR + 8 * (size_t)h[116];
+  *last_ev = 0;
+  for (uint32_t x = 0; x < kept; x++) {
+    if (o > len || len - o < SZ_EVENT_HDR ||
+        len - o - SZ_EVENT_HDR < get32(v + o + 12))
+      return 0;
+    *last_ev = o;
+    o += SZ_EVENT_HDR + get32(v + o + 12);
+  }
+  return o > len ? 0 : o;
+}
+
+/* Appends ia's kept event (EVENT layout) at o. */
+static unsigned char *put_event(unsigned char *o, const rs_interaction_t *ia) {
   memset(o, 0, SZ_EVENT_HDR);
-  put64(o, (uint64_t)t);
+  put64(o, (uint64_t)ia->timestamp_ms);
   o[8] = (unsigned char)ia->event_type;
   put32(o + 12, ia->item_len);
   memcpy(o + SZ_EVENT_HDR, ia->item, ia->item_len);
-  e->len = n;
-  sz_sess_t s = {.id = (int64_t)get64(hh),
-                 .start = start,
-                 .events = (int64_t)get64(hh + 24) + 1};
-  put64(hh + 16, (uint64_t)t);
-  put64(hh + 24, (uint64_t)s.events);
-  unsigned char *cnt = hh + 56 + 8 * ia->event_type;
-  put64(cnt, get64(cnt) + 1);
-  if (ia->has_value) {
-    unsigned char *sum = hh + (ia->event_type == RS_EVENT_RATING ? 104 : 96);
-    put_f64(sum, get_f64(sum) + ia->value);
+  return o + SZ_EVENT_HDR + ia->item_len;
+}
+
+/* The common cases of apply_in_bounds, on the encoded entry (the bytes
+ * user_encode would write, without decoding and encoding the rest): ia
+ * extends the user's latest session at its end (t >= end, within the gap
+ * and the duration bound) while it keeps fewer than max_events events, so
+ * only its header changes and one kept event is appended; or ia starts a
+ * new session after all of the user's (none open, or t past the latest's
+ * end + gap, or within it but past the duration bound: a split), appended
+ * at the end. *done 0: anything else (or an entry that does not parse),
+ * for the general path. */
+static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
+                          const rs_interaction_t *ia, int *done) {
+  *done = 0;
+  const unsigned char *v = e->val;
+  size_t len = e->len, count = 0, off = SZ_USER_HDR, last = 0, last_ev = 0;
+  if (e->present) {
+    if (len < SZ_USER_HDR || v[0] != SZ_VERSION)
+      return 0;
+    count = (size_t)v[2] | (size_t)v[3] << 8;
+    for (size_t k = 0; k < count; k++) {
+      last = off;
+      if (!(off = sess_skip(v, len, off, &last_ev)))
+        return 0;
+    }
+    if (off != len)
+      return 0;
   }
-  put32(hh + 112, kept + 1);
+  int64_t t = ia->timestamp_ms;
+  int rc;
+  if (count) {
+    const unsigned char *h = v + last;
+    int64_t start = (int64_t)get64(h + 8), end = (int64_t)get64(h + 16);
+    uint32_t kept = get32(h + 112);
+    if (t < end || !last_ev)
+      return 0;
+    int64_t last_ts = (int64_t)get64(v + last_ev);
+    if (t <= sat_add(end, c->gap)) {
+      if (c->max_duration && t > sat_add(start, c->max_duration)) {
+        /* Split: a new session below, this one marked. */
+        if (count + 1 > SZ_MAX_OPEN)
+          return 0;
+        if ((rc = uent_dirty(c, p, e)))
+          return rc;
+        e->val[last + 117] |= 1;
+        c->host->counter_add(c->c_split, 1);
+      } else {
+        if (kept + 1 > (uint64_t)c->max_events || last_ts > t)
+          return 0;
+        /* Appended to the latest session. */
+        size_t n = len + SZ_EVENT_HDR + ia->item_len;
+        if ((rc = uent_reserve(c, e, n)) || (rc = uent_dirty(c, p, e)))
+          return rc;
+        unsigned char *hh = e->val + last;
+        put_event(e->val + len, ia);
+        e->len = n;
+        sz_sess_t s = {.id = (int64_t)get64(hh),
+                       .start = start,
+                       .events = (int64_t)get64(hh + 24) + 1};
+        put64(hh + 16, (uint64_t)t);
+        put64(hh + 24, (uint64_t)s.events);
+        unsigned char *cnt = hh + 56 + 8 * ia->event_type;
+        put64(cnt, get64(cnt) + 1);
+        if (ia->has_value) {
+          unsigned char *sum =
+              hh + (ia->event_type == RS_EVENT_RATING ? 104 : 96);
+          put_f64(sum, get_f64(sum) + ia->value);
+        }
+        put32(hh + 112, kept + 1);
+        *done = 1;
+        return emit_event(c, ia, &s, diff(t, last_ts), 0);
+      }
+    } else if (count + 1 > SZ_MAX_OPEN) {
+      return 0;
+    }
+  }
+  /* A new session, after every open one (their starts are <= t). */
+  size_t at = e->present ? len : SZ_USER_HDR,
+         n = at + SZ_SESS_HDR + SZ_EVENT_HDR + ia->item_len;
+  if ((rc = uent_reserve(c, e, n)) || (rc = uent_dirty(c, p, e)))
+    return rc;
+  unsigned char *w = e->val;
+  if (!e->present) {
+    memset(w, 0, SZ_USER_HDR);
+    w[0] = SZ_VERSION;
+    put64(w + 8, (uint64_t)SZ_NONE);
+    e->present = 1;
+  }
+  w[2] = (unsigned char)(count + 1);
+  w[3] = (unsigned char)((count + 1) >> 8);
+  unsigned char *h = w + at;
+  sz_sess_t s = {
+      .id = session_id(ia->user, ia->user_len, t), .start = t, .events = 1};
+  memset(h, 0, SZ_SESS_HDR);
+  put64(h, (uint64_t)s.id);
+  put64(h + 8, (uint64_t)t);
+  put64(h + 16, (uint64_t)t);
+  put64(h + 24, 1);
+  put64(h + 40, (uint64_t)SZ_NONE);
+  put64(h + 56 + 8 * ia->event_type, 1);
+  if (ia->has_value) {
+    double sum = 0.0; /* as sess_add: 0.0 + value */
+    sum += ia->value;
+    put_f64(h + (ia->event_type == RS_EVENT_RATING ? 104 : 96), sum);
+  }
+  put32(h + 112, 1);
+  put_event(h + SZ_SESS_HDR, ia);
+  e->len = n;
   *done = 1;
-  return emit_event(c, ia, &s, diff(t, last_ts), 0);
+  c->host->counter_add(c->c_opened, 1);
+  if ((rc = due_push(c, p, deadline(c, t), e, s.id)))
+    return rc;
+  return emit_event(c, ia, &s, -1, 0);
 }
 
 /* Applies an interaction that the watermark has reached: it joins the
  * user's latest session or starts the next one. */
 static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
-                           const rs_interaction_t *ia) {
+                           uint64_t hash, const rs_interaction_t *ia) {
   int found, rc;
   int64_t t = ia->timestamp_ms, since_prev = -1;
   sz_uent_t *e;
-  if ((rc = uent_get(c, p, ia->user, ia->user_len, &e)) ||
-      (rc = fast_append(c, p, e, ia, &found)) || found ||
+  if ((rc = uent_get(c, p, hash, ia->user, ia->user_len, &e)) ||
+      (rc = fast_in_bounds(c, p, e, ia, &found)) || found ||
       (rc = user_load(c, partition, e, &found)))
     return rc;
   sz_sess_t *s = c->u.n ? &c->u.s[c->u.n - 1] : NULL;
@@ -1375,12 +1558,12 @@ static int64_t distance(const sz_sess_t *s, int64_t t) {
 
 /* A record the watermark had already passed (t < W). */
 static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
-                      const rs_record_t *rec, const rs_interaction_t *ia,
-                      int64_t w) {
+                      const rs_record_t *rec, uint64_t hash,
+                      const rs_interaction_t *ia, int64_t w) {
   int found, rc;
   int64_t t = ia->timestamp_ms, since_prev = -1;
   sz_uent_t *e;
-  if ((rc = uent_get(c, p, ia->user, ia->user_len, &e)) ||
+  if ((rc = uent_get(c, p, hash, ia->user, ia->user_len, &e)) ||
       (rc = user_load(c, partition, e, &found)))
     return rc;
   sz_user_t *u = &c->u;
@@ -1430,11 +1613,72 @@ static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   return emit_event(c, ia, s, since_prev, 1);
 }
 
+/* run_due on the encoded entry: the session is found by walking the
+ * headers, only it is decoded (for its summary), and its bytes are cut
+ * out. *done 0: an entry that does not parse, for the general path (which
+ * reports it). */
+static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
+  sz_uent_t *e = d->ent;
+  const unsigned char *v = e->val;
+  size_t len = e->len, off = SZ_USER_HDR, at = 0, to = 0, last_ev;
+  *done = 0;
+  if (!e->present) {
+    *done = 1;
+    return 0;
+  }
+  if (len < SZ_USER_HDR || v[0] != SZ_VERSION)
+    return 0;
+  size_t count = (size_t)v[2] | (size_t)v[3] << 8;
+  for (size_t k = 0; k < count; k++) {
+    size_t next = sess_skip(v, len, off, &last_ev);
+    if (!next)
+      return 0;
+    if (!to && (int64_t)get64(v + off) == d->id) {
+      at = off;
+      to = next;
+    }
+    off = next;
+  }
+  if (off != len)
+    return 0;
+  *done = 1;
+  if (!to)
+    return 0; /* closed or merged away since */
+  int64_t end = (int64_t)get64(v + at + 16), dl = deadline(c, end);
+  if (dl != d->key) /* extended since: due later, in its own order */
+    return due_push(c, p, dl, e, d->id);
+  sz_user_t *u = &c->u;
+  int rc;
+  size_t o = at;
+  u->n = 0;
+  if ((rc = user_room(c)))
+    return rc;
+  if ((rc = sess_decode(c, v, len, &o, &u->s[0], 0))) {
+    *done = 0;
+    return rc == RS_ENOMEM ? rc : 0;
+  }
+  if ((rc = emit_summary(c, e->user, e->user_len, &u->s[0])) ||
+      (rc = uent_dirty(c, p, e)))
+    return rc;
+  c->host->counter_add(c->c_closed, 1);
+  unsigned char *w = e->val;
+  int64_t horizon = (int64_t)get64(w + 8);
+  if (horizon == SZ_NONE || end > horizon)
+    put64(w + 8, (uint64_t)end);
+  memmove(w + at, w + to, len - to);
+  e->len = len - (to - at);
+  w[2] = (unsigned char)(count - 1);
+  w[3] = (unsigned char)((count - 1) >> 8);
+  return 0;
+}
+
 /* Handles one agenda entry that the watermark has passed. */
 static int run_due(sz_ctx_t *c, sz_part_t *p, int32_t partition,
                    const sz_due_t *d) {
   int found, rc;
   sz_uent_t *e = d->ent;
+  if ((rc = fast_due(c, p, d, &found)) || found)
+    return rc;
   if ((rc = user_load(c, partition, e, &found)) || !found)
     return rc;
   sz_user_t *u = &c->u;
@@ -1640,20 +1884,25 @@ typedef struct scan_arg {
   int64_t max_pend;
 } scan_arg_t;
 
-/* A user's entry found by the rebuild scan: kept in memory as it is and
- * its sessions (and purge) queued; only the ids, ends and horizon are read
- * here (headers at known offsets), the rest when the user is next
- * touched. */
+/* A user's entry found by the rebuild scan: checked, kept in memory as it
+ * is, and its sessions queued for closing. */
 static int scan_user(sz_ctx_t *c, sz_part_t *p, const char *user, size_t ul,
                      const unsigned char *v, size_t vlen, int legacy) {
-  int rc = 0;
+  /* Decoded in full once here, so that every entry in memory is well
+   * formed (the in-place paths rely on it). */
+  int rc = user_decode(c, v, vlen);
   sz_uent_t *e;
-  if (vlen < SZ_USER_HDR || v[0] != SZ_VERSION)
+  if (rc == RS_ENOMEM)
+    return rc;
+  if (rc)
     goto bad;
-  if ((rc = uent_get(c, p, user, ul, &e)) || uent_reserve(c, e, vlen))
+  if ((rc = uent_get(c, p, user_hash(user, ul), user, ul, &e)) ||
+      uent_reserve(c, e, vlen))
     return rc ? rc : RS_ENOMEM;
-  if (e->present)
-    goto bad; /* twice */
+  if (e->present) {
+    snprintf(c->why, sizeof c->why, "stored twice");
+    goto bad;
+  }
   memcpy(e->val, v, vlen);
   e->len = vlen;
   e->present = 1;
@@ -1662,27 +1911,15 @@ static int scan_user(sz_ctx_t *c, sz_part_t *p, const char *user, size_t ul,
     if ((rc = uent_dirty(c, p, e)))
       return rc;
   }
-  size_t count = (size_t)v[2] | (size_t)v[3] << 8, off = SZ_USER_HDR;
-  for (size_t s = 0; s < count && !rc; s++) {
-    if (vlen - off < SZ_SESS_HDR)
-      goto bad;
-    const unsigned char *h = v + off;
-    size_t kept = get32(h + 112), next = off + SZ_SESS_HDR + 8 * (size_t)h[116];
-    for (size_t x = 0; x < kept; x++) {
-      if (next > vlen || vlen - next < SZ_EVENT_HDR)
-        goto bad;
-      next += SZ_EVENT_HDR + get32(v + next + 12);
-    }
-    if (next > vlen)
-      goto bad;
-    rc = due_push(c, p, deadline(c, (int64_t)get64(h + 16)), e,
-                  (int64_t)get64(h));
-    off = next;
-  }
+  for (size_t k = 0; k < c->u.n && !rc; k++)
+    rc = due_push(c, p, deadline(c, c->u.s[k].end), e, c->u.s[k].id);
   return rc;
-bad:
-  snprintf(c->why, sizeof c->why, "user '%.*s' (%zu bytes)",
-           (int)(ul > 64 ? 64 : ul), user, vlen);
+bad:;
+  char why[sizeof c->why];
+  memcpy(why, c->why, sizeof why);
+  why[120] = '\0';
+  snprintf(c->why, sizeof c->why, "user '%.*s' (%zu bytes): %.120s",
+           (int)(ul > 64 ? 64 : ul), user, vlen, why);
   return RS_ESTATE;
 }
 
@@ -1724,7 +1961,10 @@ static int scan_one(void *opaque, const void *kk, size_t klen, const void *vv,
       }
       if (a->wm != SZ_NONE && t <= a->wm)
         continue;
-      rc = pend_push(c, p, t, seq, ch, off, NULL);
+      const unsigned char *r = v + off + 8;
+      rc = pend_push(c, p, t, seq,
+                     user_hash((const char *)r + SZ_PEND_HDR, get32(r + 4)), ch,
+                     off, NULL);
       ch->live++;
       /* Arrival numbers and the largest time stay past every pending
        * record's, whatever the meta entry says. */
@@ -1867,7 +2107,7 @@ static const char *check(sz_ctx_t *c, const rs_record_t *rec) {
 }
 
 static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
-                  const rs_record_t *rec) {
+                  const rs_record_t *rec, uint64_t hash) {
   const char *why = check(c, rec);
   if (why) {
     int rc = c->host->dead_letter(c->op, rec, why);
@@ -1884,9 +2124,9 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
     p->max_t = t;
   int64_t w = watermark(c, p);
   if (t < w) {
-    if ((rc = apply_late(c, p, partition, rec, ia, w)))
+    if ((rc = apply_late(c, p, partition, rec, hash, ia, w)))
       return rc;
-  } else if ((rc = pend_push(c, p, t, seq, NULL, 0, ia))) {
+  } else if ((rc = pend_push(c, p, t, seq, hash, NULL, 0, ia))) {
     /* Waits as it is (batch memory) until the watermark reaches it; only
      * the records still waiting at the batch's end are copied. */
     return rc;
@@ -1898,7 +2138,7 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
     rs_interaction_t *pia = (rs_interaction_t *)e.ia;
     if (e.chunk && (rc = pend_take(c, &e, &pia)))
       return rc;
-    if ((rc = apply_in_bounds(c, p, partition, pia)) ||
+    if ((rc = apply_in_bounds(c, p, partition, e.hash, pia)) ||
         (e.chunk && (rc = chunk_release(c, p, partition, e.chunk))))
       return rc;
   }
@@ -1963,7 +2203,14 @@ static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
       if (i + SZ_AHEAD * 3 < n)
         __builtin_prefetch(&p->tab[c->hashes[i + SZ_AHEAD * 3] & mask]);
       if (i + SZ_AHEAD * 2 < n) {
-        const sz_uent_t *e = p->tab[c->hashes[i + SZ_AHEAD * 2] & mask];
+        uint64_t h = c->hashes[i + SZ_AHEAD * 2];
+        size_t j = (size_t)h & mask;
+        const sz_uent_t *e = NULL;
+        for (int k = 0; k < 4 && p->tab[j].e; k++, j = (j + 1) & mask)
+          if (p->tab[j].hash == h) {
+            e = p->tab[j].e;
+            break;
+          }
         if (e) {
           __builtin_prefetch(e);
           __builtin_prefetch((const char *)e + 64);
@@ -1973,7 +2220,7 @@ static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
         }
       }
     }
-    rc = sz_one(c, p, partition, &batch->records[i]);
+    rc = sz_one(c, p, partition, &batch->records[i], c->hashes[i]);
   }
   c->cur = NULL;
   if (!rc && (!(rc = chunk_close(c, p, partition))))
@@ -2083,6 +2330,11 @@ static void sz_destroy(rs_op_t *op, void *vctx) {
   h->free(c->hashes);
   h->free(c->bstart);
   h->free(c->order);
+  while (c->slabs) {
+    sz_slab_t *s = c->slabs;
+    c->slabs = s->next;
+    h->free(s);
+  }
 }
 
 /* Referenced by the built-in operator registry. */

@@ -29,7 +29,8 @@
  * Printed per round: the ratio of each pipeline to parse in the same round
  * by wall time and by process CPU time (the latter steadier on a loaded
  * machine), and where the time went (operator, checkpoint(), store writes,
- * parse and the rest); then the best round's events/s, per-batch p50/p99,
+ * parse and the rest; thread CPU per event in parse's and the operator's
+ * process()); then the best round's events/s, per-batch p50/p99,
  * sessions closed, peak RSS, and the medians of the ratios (the figure of
  * merit; target >= 0.5). Absolute numbers on a shared machine are noise.
  * --only s|s0|us runs parse and that one pipeline (for perf record).
@@ -342,6 +343,14 @@ static double cpu_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* This thread's CPU time: what process() calls cost, other processes on
+ * the machine excluded (they still share its caches). */
+static double thread_cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -357,6 +366,8 @@ typedef struct result {
   double p50_us, p99_us;
   uint64_t sessions, enriched, late, checkpoints;
   double op_s, opck_s, store_s; /* in process(), checkpoint(), store writes */
+  double parse_cpu,
+      op_cpu; /* thread CPU time in parse's, the 2nd's process() */
   double total_s;
   double cpu_s; /* process CPU time (RocksDB's threads included) */
 } result_t;
@@ -400,15 +411,19 @@ static result_t run(const input_t *in, const rs_operator_def_t *def2,
       rs_arena_reset(&st.arena);
       parse->out[0].n = 0;
       rs_batch_t batch = {in->recs + pos[p], m, p, 0};
+      double pc0 = thread_cpu_now();
       if (parse->def->process(parse, parse->ctx, &batch))
         bench_die("parse", "process failed");
+      r.parse_cpu += thread_cpu_now() - pc0;
       if (sz) {
         for (int q = 0; q < 3; q++)
           sz->out[q].n = 0;
         rs_batch_t sb = {parse->out[0].recs, parse->out[0].n, p, 0};
         uint64_t s0 = rs_now_ns();
+        double oc0 = thread_cpu_now();
         if (sz->def->process(sz, sz->ctx, &sb))
           bench_die("sessionize", "process failed");
+        r.op_cpu += thread_cpu_now() - oc0;
         r.op_s += (double)(rs_now_ns() - s0) / 1e9;
         r.enriched += sz->out[0].n;
       }
@@ -689,11 +704,13 @@ int main(int argc, char **argv) {
       if (r[k].rate > 0)
         printf("  %-3s %.2f s: operator process %.2f s, checkpoint() %.2f s, "
                "store checkpoints %.2f s (%llu), parse and rest %.2f s; "
-               "CPU %.2f s\n",
+               "CPU %.2f s; thread CPU in process(): parse %.0f ns/event, "
+               "operator %.0f ns/event\n",
                tags[k], r[k].total_s, r[k].op_s, r[k].opck_s, r[k].store_s,
                (unsigned long long)r[k].checkpoints,
                r[k].total_s - r[k].op_s - r[k].opck_s - r[k].store_s,
-               r[k].cpu_s);
+               r[k].cpu_s, r[k].parse_cpu * 1e9 / (double)in.n,
+               r[k].op_cpu * 1e9 / (double)in.n);
     for (int k = 0; k < NP; k++)
       if (r[k].rate > best[k].rate)
         best[k] = r[k];
