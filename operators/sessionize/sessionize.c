@@ -2433,7 +2433,7 @@ static int sz_idle(sz_ctx_t *c, int32_t partition) {
       rs_interaction_t *pia = (rs_interaction_t *)e.ia;
       if (e.chunk && (rc = pend_take(c, &e, &pia)))
         break;
-      if (!(rc = apply_in_bounds(c, p, partition, pia)) && e.chunk)
+      if (!(rc = apply_in_bounds(c, p, partition, e.hash, pia)) && e.chunk)
         rc = chunk_release(c, p, partition, e.chunk);
     }
     while (!rc && p->n_due) {
