@@ -75,6 +75,9 @@ typedef struct world {
   uint32_t users, items;
   double rate, seconds, warmup, window, drift, new_items;
   double look; /* probability that a user with an unseen list looks at it */
+  /* Feedback -> mf_update's input 1 and bandit_reward's `unclicked` ->
+   * its input 2, as configs/demo_loop.yaml wires them (weight_unclicked). */
+  int unclicked_to_mf;
   uint64_t seed;
   const char *mf, *topn, *bandit;  /* model variant's options */
   const char *pop_mf, *pop_bandit; /* popularity variant's overrides */
@@ -138,6 +141,22 @@ static int64_t ts_of(double t) {
   return 1767225600000LL + (int64_t)llround(t * 1000.0);
 }
 
+/* bandit_reward's unclicked slots (port `unclicked`) of its last push into
+ * mf_update's third input, when the world routes them there (as
+ * configs/demo_loop.yaml does through the `unclicked` topic). */
+static void feed_unclicked(loop_t *l, int vi) {
+  variant_t *v = &l->v[vi];
+  size_t n = rs_harness_emitted_count(v->br, 3);
+  if (!l->w->unclicked_to_mf || !n)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    rs_record_t r = *rs_harness_emitted(v->br, 3, i);
+    r.src_offset = v->offset++;
+    cr_assert_eq(rs_harness_push_input(v->mf, 2, 0, &r, 1), 0, "mf: %s",
+                 rs_harness_errmsg(v->mf));
+  }
+}
+
 /* One interaction through the variant's pipeline; the list it made (if
  * any) becomes the user's pending list. */
 static void interact(loop_t *l, int vi, uint32_t user, uint32_t item, int type,
@@ -175,6 +194,7 @@ static void interact(loop_t *l, int vi, uint32_t user, uint32_t item, int type,
     cr_assert_eq(rs_harness_push_input(v->br, 0, 0, r, 1), 0, "bandit: %s",
                  rs_harness_errmsg(v->br));
   }
+  feed_unclicked(l, vi);
   size_t n = rs_harness_emitted_count(v->br, 0);
   if (!n)
     return;
@@ -216,6 +236,10 @@ static void feedback(loop_t *l, int vi, uint32_t user, const char *imp,
   rs_harness_clear(v->br);
   cr_assert_eq(rs_harness_push_input(v->br, 1, 0, &rec, 1), 0, "feedback: %s",
                rs_harness_errmsg(v->br));
+  if (l->w->unclicked_to_mf)
+    cr_assert_eq(rs_harness_push_input(v->mf, 1, 0, &rec, 1), 0, "mf: %s",
+                 rs_harness_errmsg(v->mf));
+  feed_unclicked(l, vi);
 }
 
 /* One user action, as `recstream simulate` does it (sim_cmd.c act()). */
@@ -366,6 +390,8 @@ static const char *env_str(const char *k, const char *dflt) {
  * RS_LOOP_SECONDS=30 RS_LOOP_WARMUP=10 RS_LOOP_WINDOW=3 RS_LOOP_SEED=42
  * RS_LOOP_DRIFT=0.2 RS_LOOP_NEW_ITEMS=0.2 RS_LOOP_MF=k=v,...
  * RS_LOOP_TOPN=... RS_LOOP_BANDIT=... (added to the demo's options)
+ * RS_LOOP_LOOK=P RS_LOOP_UNCLICKED=1 (feedback -> mf input 1 and
+ * bandit_reward's port `unclicked` -> mf input 2, for weight_unclicked)
  * ./build/tests/operators_test_bandit_loop --filter 'loop/measure' */
 Test(loop, measure) {
   if (!getenv("RS_LOOP"))
@@ -384,6 +410,7 @@ Test(loop, measure) {
                .drift = env_num("RS_LOOP_DRIFT", 0.2),
                .new_items = env_num("RS_LOOP_NEW_ITEMS", 0.2),
                .look = env_num("RS_LOOP_LOOK", 1),
+               .unclicked_to_mf = (int)env_num("RS_LOOP_UNCLICKED", 0),
                .seed = (uint64_t)env_num("RS_LOOP_SEED", 42),
                .mf = mf,
                .topn = tn,
