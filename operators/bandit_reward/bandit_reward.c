@@ -102,6 +102,7 @@
 #define MAX_SLOTS 1000
 #define STREAM_BANDIT UINT64_C(0x42414e44)
 
+enum { UNCLICKED_ALL = 0, UNCLICKED_WITH_FEEDBACK = 1 };
 enum {
   PORT_RECS = 0,
   PORT_REWARDS = 1,
@@ -136,6 +137,7 @@ typedef struct br_ctx {
   int64_t window_ms, lateness_ms;
   double default_reward;
   int duplicates;     /* first|sum */
+  int unclicked;      /* all|with_feedback: port unclicked */
   char *model;        /* linucb: the mf_update instance */
   double alpha;       /* linucb */
   int thompson_model; /* beta|residual */
@@ -227,6 +229,13 @@ static const rs_option_def_t br_options[] = {
      -1e9, 1e9, NULL,
      "Reward of a slot (and of the whole impression's default reward "
      "record) without feedback when the window closes."},
+    {RS_OPT_ENUM, "unclicked", "all", offsetof(br_ctx_t, unclicked), 0, -1,
+     "all|with_feedback",
+     "Which closing impressions emit their slots without feedback on port "
+     "`unclicked` (when it is wired): `all`, or `with_feedback`, only lists "
+     "in which at least one slot got feedback (the only ones mf_update's "
+     "weight_unclicked learns from: it ranks them below the list's clicks; "
+     "a list without any may not have been seen at all)."},
     {RS_OPT_ENUM, "duplicates", "first", offsetof(br_ctx_t, duplicates), 0, -1,
      "first|sum",
      "Several feedback records for one (impression, item): `first` counts "
@@ -683,7 +692,8 @@ static int close_impression(br_ctx_t *c, int32_t partition,
       memcpy(&score, b + off + 24, 8);
     if (!b[off + 4]) {
       r = c->default_reward;
-      if ((rc = emit_unclicked(c, src, ord, user, ulen, id, id_len,
+      if ((c->unclicked == UNCLICKED_ALL || matched > 0) &&
+          (rc = emit_unclicked(c, src, ord, user, ulen, id, id_len,
                                (const char *)b + off + sh, il, when)))
         return rc;
     }

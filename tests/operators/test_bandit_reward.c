@@ -870,6 +870,29 @@ Test(bandit_reward, unclicked_slots_go_out_when_the_impression_closes) {
   }
 }
 
+/* unclicked: with_feedback: only lists in which some slot got feedback. */
+Test(bandit_reward, unclicked_with_feedback_skips_lists_without_any) {
+  const char *opts[] = {"policy",    "greedy",        "slots",
+                        "3",         "reward_window", "1s",
+                        "unclicked", "with_feedback", NULL};
+  rs_harness_t *h = make(opts);
+  const double scores[] = {3, 2, 1};
+  push_list(h, "u1", "imp-1", scores, 3, 1000, 1);
+  push_list(h, "u1", "imp-2", scores, 3, 1500, 2);
+  push_fb(h, "u1", "imp-2", "i2", RS_FEEDBACK_CLICK, 1, 1600, 3);
+  push_list(h, "u1", "imp-3", scores, 3, 2600, 4); /* closes both */
+  cr_assert_eq(rs_harness_emitted_count(h, 3), 2);
+  for (size_t k = 0; k < 2; k++) {
+    const rs_feedback_t *f = rs_harness_emitted(h, 3, k)->payload;
+    cr_assert(!memcmp(f->impression_id, "imp-2", 5), "only imp-2's slots");
+    cr_assert(memcmp(f->item, "i2", 2), "not the clicked one");
+  }
+  rs_harness_destroy(h);
+  const char *bad[] = {"unclicked", "some", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
+  cr_assert(strstr(err, "unclicked"), "%s", err);
+}
+
 Test(bandit_reward, option_table_is_documented) {
   cr_assert_str_eq(rs_op_bandit_reward.name, "bandit_reward");
   for (size_t i = 0; i < rs_op_bandit_reward.n_options; i++) {
