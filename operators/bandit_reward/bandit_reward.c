@@ -28,6 +28,12 @@
  * longer) in state, or for an item the impression did not show, goes out
  * unchanged on port `unmatched` and is counted.
  *
+ * Port `unclicked`: when an impression closes, each slot that got no
+ * feedback goes out as a feedback record (RS_KIND_FEEDBACK, type DISMISS,
+ * value default_reward, the impression id and the item, time of the
+ * close), only when the port is wired: mf_update's weight_unclicked learns
+ * them as negatives against the clicks of the same impression.
+ *
  * Feedback naming an impression not in state waits for it (the inputs are
  * not ordered with each other) under "f" + impression id until the
  * watermark passes its time + reward_window, then goes out unmatched.
@@ -96,9 +102,15 @@
 #define MAX_SLOTS 1000
 #define STREAM_BANDIT UINT64_C(0x42414e44)
 
-enum { PORT_RECS = 0, PORT_REWARDS = 1, PORT_UNMATCHED = 2 };
+enum { UNCLICKED_ALL = 0, UNCLICKED_WITH_FEEDBACK = 1 };
+enum {
+  PORT_RECS = 0,
+  PORT_REWARDS = 1,
+  PORT_UNMATCHED = 2,
+  PORT_UNCLICKED = 3
+};
 static const char *const br_ports[] = {"recommendations", "rewards",
-                                       "unmatched", NULL};
+                                       "unmatched", "unclicked", NULL};
 
 typedef struct br_due {
   int64_t deadline;
@@ -125,6 +137,7 @@ typedef struct br_ctx {
   int64_t window_ms, lateness_ms;
   double default_reward;
   int duplicates;     /* first|sum */
+  int unclicked;      /* all|with_feedback: port unclicked */
   char *model;        /* linucb: the mf_update instance */
   double alpha;       /* linucb */
   int thompson_model; /* beta|residual */
@@ -159,7 +172,8 @@ typedef struct br_ctx {
 
   double est[3]; /* closed impressions, sum w R, sum w */
   rs_counter_t *c_rebuilt, *c_early, *c_imp, *c_rewards, *c_clicks, *c_default,
-      *c_dup, *c_late, *c_unmatched, *c_explored, *c_ips_n, *c_ips_wr, *c_ips_w;
+      *c_unclicked, *c_dup, *c_late, *c_unmatched, *c_explored, *c_ips_n,
+      *c_ips_wr, *c_ips_w;
 } br_ctx_t;
 
 static const rs_option_def_t br_options[] = {
@@ -215,6 +229,13 @@ static const rs_option_def_t br_options[] = {
      -1e9, 1e9, NULL,
      "Reward of a slot (and of the whole impression's default reward "
      "record) without feedback when the window closes."},
+    {RS_OPT_ENUM, "unclicked", "all", offsetof(br_ctx_t, unclicked), 0, -1,
+     "all|with_feedback",
+     "Which closing impressions emit their slots without feedback on port "
+     "`unclicked` (when it is wired): `all`, or `with_feedback`, only lists "
+     "in which at least one slot got feedback (the only ones mf_update's "
+     "weight_unclicked learns from: it ranks them below the list's clicks; "
+     "a list without any may not have been seen at all)."},
     {RS_OPT_ENUM, "duplicates", "first", offsetof(br_ctx_t, duplicates), 0, -1,
      "first|sum",
      "Several feedback records for one (impression, item): `first` counts "
@@ -581,6 +602,43 @@ static int emit_reward(br_ctx_t *c, const rs_record_t *src, uint32_t *ord,
 
 static int put_lin(br_ctx_t *c);
 
+/* Port `unclicked`: a slot of a closing impression that got no feedback,
+ * as a feedback record (type DISMISS, value default_reward) naming the
+ * impression and the item, for mf_update's weight_unclicked. Nothing when
+ * the port is not wired. */
+static int emit_unclicked(br_ctx_t *c, const rs_record_t *src, uint32_t *ord,
+                          const char *user, uint32_t ulen, const char *id,
+                          uint32_t id_len, const char *item, uint32_t il,
+                          int64_t when) {
+  if (RS_HOST_HAS(c->host, port_wanted) &&
+      !c->host->port_wanted(c->op, PORT_UNCLICKED))
+    return 0;
+  rs_feedback_t *f = c->host->batch_alloc(c->op, sizeof(*f));
+  if (!f)
+    return RS_ENOMEM;
+  *f = (rs_feedback_t){.user = batch_dup(c, user, ulen),
+                       .user_len = ulen,
+                       .impression_id = batch_dup(c, id, id_len),
+                       .impression_id_len = id_len,
+                       .item = batch_dup(c, item, il),
+                       .item_len = il,
+                       .type = RS_FEEDBACK_DISMISS,
+                       .value = c->default_reward,
+                       .timestamp_ms = when};
+  if (!f->user || !f->impression_id || !f->item)
+    return RS_ENOMEM;
+  rs_record_t out = {.kind = RS_KIND_FEEDBACK,
+                     .key = f->user,
+                     .key_len = ulen,
+                     .payload = f,
+                     .timestamp_ms = when,
+                     .src_partition = src->src_partition,
+                     .src_ordinal = (*ord)++,
+                     .src_offset = src->src_offset};
+  c->host->counter_add(c->c_unclicked, 1);
+  return c->host->emit(c->op, PORT_UNCLICKED, &out);
+}
+
 /* Closes impression `id`: default reward, statistics, estimates. */
 static int close_impression(br_ctx_t *c, int32_t partition,
                             const rs_record_t *src, uint32_t *ord,
@@ -632,8 +690,13 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     memcpy(&r, b + off + 16, 8);
     if (sh == SLOT_HDR)
       memcpy(&score, b + off + 24, 8);
-    if (!b[off + 4])
+    if (!b[off + 4]) {
       r = c->default_reward;
+      if ((c->unclicked == UNCLICKED_ALL || matched > 0) &&
+          (rc = emit_unclicked(c, src, ord, user, ulen, id, id_len,
+                               (const char *)b + off + sh, il, when)))
+        return rc;
+    }
     total += r;
     if (c->residual && isfinite(score) &&
         (rc = add_residual(c, (const char *)b + off + sh, il, score, r)))
@@ -1443,6 +1506,9 @@ static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   c->c_clicks = host->counter(op, "clicks", "CLICK feedback joined");
   c->c_default =
       host->counter(op, "default_rewards", "Impressions closed unrewarded");
+  c->c_unclicked = host->counter(op, "unclicked_slots",
+                                 "Slots closed without feedback, emitted on "
+                                 "port unclicked");
   c->c_dup = host->counter(op, "duplicates", "Repeated feedback per item");
   c->c_late = host->counter(op, "late_feedback",
                             "Feedback after its impression's reward_window");

@@ -52,6 +52,10 @@
  *     8  8 count (int64)            16  8 pop_log (binary64)
  *    24  4 bias  28 4 vector accumulator  32 4 bias accumulator
  *    36  4 reserved (0)             40 4k vector
+ *  clicks (partition-local, weight_unclicked), key "k" + user: u8 n
+ *     (<= 128), then n entries oldest first: u64 FNV-1a hash of the
+ *     impression id, u32 internal item id (the user's last clicks naming
+ *     an impression; unclicked slots of that impression rank below them)
  *  model (shared), key "m", 40 bytes:
  *     0  1 version (1)  1 1 objective  2 2 min_user_events (uint16,
  *     saturated; for readers such as topn_emit; 0 in older states)  4 4 k
@@ -113,6 +117,9 @@ enum { RW_VALUE = 0, RW_ONE = 1 };
 #define STREAM_ITEM_INIT UINT64_C(0x4954454d49)
 #define STREAM_NEG UINT64_C(0x4e4547)
 
+#define CLICKED_MAX 128 /* clicks remembered per user (state "k") */
+#define CLICKED_ENT 12
+
 typedef struct mf_ctx {
   /* Options. */
   int objective;
@@ -124,6 +131,8 @@ typedef struct mf_ctx {
   double w_type[RS_EVENT__COUNT - 1]; /* VIEW, CLICK, ADD_TO_CART, PURCHASE */
   int rating_weight;
   double feedback_weight;
+  double w_unclicked;
+  unsigned char clicked[1 + CLICKED_MAX * CLICKED_ENT];
   int64_t dwell_ref_ms;
   double dwell_cap;
   int64_t half_life_ms;
@@ -270,6 +279,19 @@ static const rs_option_def_t mf_options[] = {
      "(not for the explicit objective; DISMISS and default rewards teach "
      "nothing). Feedback updates the model and popularity but emits no "
      "record. 0 ignores feedback."},
+    {RS_OPT_DOUBLE, "weight_unclicked", "0", offsetof(mf_ctx_t, w_unclicked), 0,
+     1000, NULL,
+     "bpr: weight of an unclicked slot, learned as a negative against the "
+     "items clicked in the same impression: one BPR step per (clicked, "
+     "unclicked) pair, the clicked item ranked above. Unclicked slots are "
+     "DISMISS feedback records naming an impression and an item (what "
+     "bandit_reward emits on port `unclicked` when an impression closes); "
+     "the clicks are feedback or reward records with a value > 0 naming an "
+     "impression, on any input, remembered per user (the last 128, state "
+     "\"k\" + user) whatever feedback_weight is. A slot of an impression "
+     "without a click teaches nothing. These steps change no count, "
+     "popularity or event count and emit nothing. 0 (the default): DISMISS "
+     "teaches nothing."},
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -622,6 +644,13 @@ static int mf_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
     snprintf(errstr, errstr_size, "options out of range");
     return RS_ECONFIG;
   }
+  if (c->w_unclicked > 0 && c->objective != RS_MF_OBJ_BPR) {
+    snprintf(errstr, errstr_size,
+             "weight_unclicked (%g) needs objective bpr: unclicked slots are "
+             "learned as bpr negatives",
+             c->w_unclicked);
+    return RS_ECONFIG;
+  }
   c->kp = rs_mf_padded((uint32_t)c->k);
   c->inv_tau = log(2.0) / (double)c->half_life_ms;
   c->seed_mix = (uint64_t)c->seed * UINT64_C(0x9e3779b97f4a7c15);
@@ -700,10 +729,120 @@ static const rs_interaction_t *interaction_of(const rs_record_t *rec) {
  * feedback types) on the item, learned with weight feedback_weight * value
  * (reward). Returns 0 with *w < 0 when there is nothing to learn (no item,
  * value <= 0, DISMISS, a default reward, or the explicit objective). */
+/* The user, impression id and item of a feedback or reward record. */
+typedef struct fb_ref {
+  const char *user, *imp;
+  uint32_t user_len, imp_len;
+} fb_ref_t;
+
+static int fb_ref(const rs_record_t *rec, fb_ref_t *r) {
+  if (rec->kind == RS_KIND_FEEDBACK) {
+    const rs_feedback_t *f = rec->payload;
+    *r = (fb_ref_t){f->user, f->impression_id, f->user_len,
+                    f->impression_id_len};
+  } else if (rec->kind == RS_KIND_REWARD) {
+    const rs_reward_t *w = rec->payload;
+    *r = (fb_ref_t){w->user, w->impression_id, w->user_len,
+                    w->impression_id_len};
+  } else {
+    return 0;
+  }
+  return r->user && r->user_len && r->imp && r->imp_len;
+}
+
+static uint64_t imp_hash(const fb_ref_t *r) {
+  uint64_t h = UINT64_C(1469598103934665603); /* FNV-1a */
+  for (uint32_t k = 0; k < r->imp_len; k++)
+    h = (h ^ (unsigned char)r->imp[k]) * UINT64_C(1099511628211);
+  return h;
+}
+
+/* The user's remembered clicks (state "k" + user) into c->clicked: u8 n,
+ * then n entries of u64 impression hash + u32 item index, oldest first. */
+static int clicked_load(mf_ctx_t *c, int32_t partition, const fb_ref_t *r) {
+  int rc = make_key(c, 'k', r->user, r->user_len);
+  if (rc)
+    return rc;
+  void *v;
+  size_t n;
+  c->clicked[0] = 0;
+  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)r->user_len, &v,
+                          &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  const unsigned char *b = v;
+  if (n < 1 || b[0] > CLICKED_MAX || n != 1 + (size_t)b[0] * CLICKED_ENT) {
+    char what[160];
+    snprintf(what, sizeof what, "partition %" PRId32 " clicks of user '%.*s'",
+             partition, (int)(r->user_len > 64 ? 64 : r->user_len), r->user);
+    return bad_state(c, what, "wrong size");
+  }
+  memcpy(c->clicked, b, n);
+  return 0;
+}
+
+/* A positive reward: remembers (impression, item) for the impression's
+ * unclicked slots, which close later. */
+static int clicked_add(mf_ctx_t *c, int32_t partition, const fb_ref_t *r,
+                       uint32_t i) {
+  int rc = clicked_load(c, partition, r);
+  if (rc)
+    return rc;
+  unsigned n = c->clicked[0];
+  if (n == CLICKED_MAX) { /* drop the oldest */
+    memmove(c->clicked + 1, c->clicked + 1 + CLICKED_ENT,
+            (CLICKED_MAX - 1) * CLICKED_ENT);
+    n--;
+  }
+  uint64_t h = imp_hash(r);
+  unsigned char *e = c->clicked + 1 + (size_t)n * CLICKED_ENT;
+  memcpy(e, &h, 8);
+  memcpy(e + 8, &i, 4);
+  c->clicked[0] = (unsigned char)(n + 1);
+  return c->host->state_put(c->op, partition, c->key, 1 + (size_t)r->user_len,
+                            c->clicked, 1 + (size_t)(n + 1) * CLICKED_ENT);
+}
+
+/* The items clicked in the impression of unclicked slot r (other than
+ * item i), into out[] (at most NEG_MAX). */
+static int clicked_in(mf_ctx_t *c, int32_t partition, const fb_ref_t *r,
+                      uint32_t i, uint32_t *out, uint32_t *n_out) {
+  *n_out = 0;
+  int rc = clicked_load(c, partition, r);
+  if (rc)
+    return rc;
+  uint64_t h = imp_hash(r);
+  for (unsigned k = 0; k < c->clicked[0] && *n_out < NEG_MAX; k++) {
+    const unsigned char *e = c->clicked + 1 + (size_t)k * CLICKED_ENT;
+    uint64_t eh;
+    uint32_t it;
+    memcpy(&eh, e, 8);
+    memcpy(&it, e + 8, 4);
+    if (eh == h && it != i && it < c->n_items)
+      out[(*n_out)++] = it;
+  }
+  return 0;
+}
+
+/* The value a feedback or reward record counts as a click with (> 0), or
+ * 0 (DISMISS, default rewards). */
+static double clicked_value(const rs_record_t *rec) {
+  if (rec->kind == RS_KIND_FEEDBACK) {
+    const rs_feedback_t *f = rec->payload;
+    return f->type == RS_FEEDBACK_DISMISS || !(f->value > 0) ? 0 : f->value;
+  }
+  const rs_reward_t *r = rec->payload;
+  return (r->flags & RS_REWARD_F_DEFAULT) || !(r->reward > 0) ? 0 : r->reward;
+}
+
 static void feedback_interaction(const mf_ctx_t *c, const rs_record_t *rec,
-                                 rs_interaction_t *ia, double *w) {
+                                 rs_interaction_t *ia, double *w,
+                                 int *unclicked) {
   memset(ia, 0, sizeof(*ia));
   *w = -1;
+  *unclicked = 0;
   int type;
   double value;
   if (rec->kind == RS_KIND_FEEDBACK) {
@@ -715,6 +854,14 @@ static void feedback_interaction(const mf_ctx_t *c, const rs_record_t *rec,
     ia->timestamp_ms = f->timestamp_ms;
     type = f->type;
     value = f->value;
+    if (type == RS_FEEDBACK_DISMISS && c->w_unclicked > 0 &&
+        c->objective == RS_MF_OBJ_BPR && f->impression_id &&
+        f->impression_id_len && f->item && f->item_len) {
+      *w = c->w_unclicked; /* an unclicked slot (weight_unclicked) */
+      *unclicked = 1;
+      ia->event_type = RS_EVENT_VIEW;
+      return;
+    }
   } else {
     const rs_reward_t *r = rec->payload;
     ia->user = r->user;
@@ -927,8 +1074,9 @@ static uint32_t sample_negatives(mf_ctx_t *c, const rs_record_t *rec,
 /* One SGD event. *flags gets RS_MF_F_LEARNED or RS_MF_F_GUARDED; *score
  * the prediction before the step. */
 static int learn(mf_ctx_t *c, const rs_record_t *rec,
-                 const rs_interaction_t *ia, uint32_t i, float w,
-                 uint32_t *flags, float *score) {
+                 const rs_interaction_t *ia, uint32_t i, float w, int unclicked,
+                 const uint32_t *refs, uint32_t n_refs, uint32_t *flags,
+                 float *score) {
   uint32_t kp = c->kp;
   unsigned char *u = c->ubuf;
   float *p = (float *)(u + USER_HDR);
@@ -971,19 +1119,38 @@ static int learn(mf_ctx_t *c, const rs_record_t *rec,
     gbi = h.gsq[4];
   } else {
     *score = rs_mf_dot(p, c->qrow, kp) + bi + log_count_term(c, i);
-    n_neg = sample_negatives(c, rec, ia, i, (uint32_t)c->negatives, neg);
+    if (unclicked) {
+      memcpy(neg, refs, sizeof(uint32_t) * n_refs);
+      n_neg = n_refs;
+    } else {
+      n_neg = sample_negatives(c, rec, ia, i, (uint32_t)c->negatives, neg);
+    }
     for (uint32_t m = 0; m < n_neg; m++) {
       float *qj = c->qneg + (size_t)m * kp;
       memcpy(qj, item_row(c, neg[m]), sizeof(float) * kp);
       bneg[m] = c->item_bias[neg[m]];
-      h.lr_qj = rate(c, c->lr, c->item_acc[neg[m]]);
-      h.lr_bj = rate(c, c->lr_bias, c->item_acc_bias[neg[m]]);
-      rs_mf_step_bpr(p, c->qrow, qj, &bi, &bneg[m], kp, &h);
+      if (unclicked) {
+        /* An unclicked slot: the sampled item ranks above item i (the
+         * roles of bpr's pair swapped: qi is the sampled row). */
+        h.lr_q = rate(c, c->lr, c->item_acc[neg[m]]);
+        h.lr_bi = rate(c, c->lr_bias, c->item_acc_bias[neg[m]]);
+        h.lr_qj = rate(c, c->lr, c->item_acc[i]);
+        h.lr_bj = rate(c, c->lr_bias, c->item_acc_bias[i]);
+        rs_mf_step_bpr(p, qj, c->qrow, &bneg[m], &bi, kp, &h);
+        gneg[m] = h.gsq[1];
+        gbneg[m] = h.gsq[4];
+        gq += h.gsq[2];
+        gbi += h.gsq[5];
+      } else {
+        h.lr_qj = rate(c, c->lr, c->item_acc[neg[m]]);
+        h.lr_bj = rate(c, c->lr_bias, c->item_acc_bias[neg[m]]);
+        rs_mf_step_bpr(p, c->qrow, qj, &bi, &bneg[m], kp, &h);
+        gq += h.gsq[1];
+        gbi += h.gsq[4];
+        gneg[m] = h.gsq[2];
+        gbneg[m] = h.gsq[5];
+      }
       gp += h.gsq[0];
-      gq += h.gsq[1];
-      gbi += h.gsq[4];
-      gneg[m] = h.gsq[2];
-      gbneg[m] = h.gsq[5];
       ok &= rs_mf_all_finite(qj, kp) && isfinite(bneg[m]);
     }
     if (n_neg == 0) {
@@ -1084,8 +1251,23 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
   }
   rs_interaction_t fia;
   double fw = -2; /* >= 0: feedback's weight; -1: feedback, not learned */
+  int unclicked = 0;
   if (rec->kind == RS_KIND_FEEDBACK || rec->kind == RS_KIND_REWARD) {
-    feedback_interaction(c, rec, &fia, &fw);
+    feedback_interaction(c, rec, &fia, &fw, &unclicked);
+    /* A click naming its impression: remembered for the impression's
+     * unclicked slots (weight_unclicked), whatever feedback_weight is. */
+    fb_ref_t ref;
+    int has_ref = fb_ref(rec, &ref);
+    if (has_ref && !unclicked && c->w_unclicked > 0 &&
+        c->objective == RS_MF_OBJ_BPR && clicked_value(rec) > 0 && fia.item &&
+        fia.item_len) {
+      uint32_t ci;
+      int cnew, crc = item_index(c, &fia, &ci, &cnew);
+      if (!crc && ci != NO_ITEM)
+        crc = clicked_add(c, partition, &ref, ci);
+      if (crc)
+        return crc;
+    }
     if (fw < 0) {
       c->host->counter_add(c->c_skipped, 1);
       return 0;
@@ -1102,8 +1284,13 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
   memcpy(&events, c->ubuf + 8, 8);
   uint32_t flags = item_new ? RS_MF_F_NEW_ITEM : 0;
   float w = (float)(fw >= 0 ? fw : event_weight(c, ia)), score = 0;
+  uint32_t refs[NEG_MAX], n_refs = 0;
+  fb_ref_t uref;
+  if (unclicked && i != NO_ITEM && fb_ref(rec, &uref) &&
+      (rc = clicked_in(c, partition, &uref, i, refs, &n_refs)))
+    return rc;
   if (i != NO_ITEM && w > 0) {
-    if ((rc = learn(c, rec, ia, i, w, &flags, &score)))
+    if ((rc = learn(c, rec, ia, i, w, unclicked, refs, n_refs, &flags, &score)))
       return rc;
   } else if (i != NO_ITEM) {
     score = predict(c, i);
@@ -1120,7 +1307,7 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
     c->rating_n++;
     c->meta_dirty = 1;
   }
-  if (i != NO_ITEM) {
+  if (i != NO_ITEM && !unclicked) {
     c->item_count[i]++;
     c->item_pop[i] =
         logaddexp(c->item_pop[i], (double)ia->timestamp_ms * c->inv_tau);
@@ -1128,7 +1315,8 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
     if ((rc = put_item(c, i)))
       return rc;
   }
-  events++;
+  if (!unclicked) /* a slot not clicked is not an event of the user's */
+    events++;
   memcpy(c->ubuf + 8, &events, 8);
   if ((rc = make_key(c, 'u', ia->user, ia->user_len)) ||
       (rc = c->host->state_put(c->op, partition, c->key,
@@ -1242,7 +1430,7 @@ const rs_operator_def_t rs_op_mf_update = {
     .n_options = sizeof(mf_options) / sizeof(mf_options[0]),
     .output_ports = mf_ports,
     .min_inputs = 1,
-    .max_inputs = 2,
+    .max_inputs = 3,
     .init = mf_init,
     .process = mf_process,
     .on_timer = NULL,

@@ -909,6 +909,77 @@ Test(bandit_reward, mf_update_learns_from_feedback_and_rewards) {
   rs_harness_destroy(h);
 }
 
+/* Port `unclicked`: when an impression closes, each slot without feedback
+ * goes out as a DISMISS feedback record naming the impression and the item
+ * (value default_reward), for mf_update's weight_unclicked; nothing when
+ * the port is not wired. */
+Test(bandit_reward, unclicked_slots_go_out_when_the_impression_closes) {
+  const char *opts[] = {
+      "policy", "greedy",         "slots", "3", "reward_window",
+      "1s",     "default_reward", "-0.5",  NULL};
+  for (int wanted = 1; wanted >= 0; wanted--) {
+    rs_harness_t *h = make(opts);
+    rs_harness_set_port_wanted(h, 3, wanted);
+    const double scores[] = {3, 2, 1};
+    push_list(h, "u1", "imp-1", scores, 3, 1000, 1);
+    push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1100, 2);
+    cr_assert_eq(rs_harness_emitted_count(h, 3), 0, "open: nothing yet");
+    push_list(h, "u1", "imp-2", scores, 3, 2500, 3); /* closes imp-1 */
+    if (!wanted) {
+      cr_assert_eq(rs_harness_emitted_count(h, 3), 0);
+      cr_assert_eq(rs_harness_counter(h, "unclicked_slots"), 0);
+      rs_harness_destroy(h);
+      continue;
+    }
+    cr_assert_eq(rs_harness_emitted_count(h, 3), 2);
+    cr_assert_eq(rs_harness_counter(h, "unclicked_slots"), 2);
+    const char *want[] = {"i0", "i2"}; /* greedy shows i0 i1 i2 */
+    for (size_t k = 0; k < 2; k++) {
+      const rs_record_t *r = rs_harness_emitted(h, 3, k);
+      cr_assert_eq(r->kind, RS_KIND_FEEDBACK);
+      const rs_feedback_t *f = r->payload;
+      cr_assert_eq(f->type, RS_FEEDBACK_DISMISS);
+      cr_assert_float_eq(f->value, -0.5, 0);
+      cr_assert_eq(f->user_len, 2);
+      cr_assert(!memcmp(f->user, "u1", 2));
+      cr_assert_eq(f->impression_id_len, 5);
+      cr_assert(!memcmp(f->impression_id, "imp-1", 5));
+      cr_assert_eq(f->item_len, 2);
+      cr_assert(!memcmp(f->item, want[k], 2), "slot %zu: %.*s", k,
+                (int)f->item_len, f->item);
+      cr_assert_eq(r->key_len, 2);
+      cr_assert_eq(r->timestamp_ms, 2500, "the close's time");
+    }
+    /* A list with no click: every slot. */
+    push_list(h, "u1", "imp-3", scores, 3, 4000, 4); /* closes imp-2 */
+    cr_assert_eq(rs_harness_emitted_count(h, 3), 5);
+    rs_harness_destroy(h);
+  }
+}
+
+/* unclicked: with_feedback: only lists in which some slot got feedback. */
+Test(bandit_reward, unclicked_with_feedback_skips_lists_without_any) {
+  const char *opts[] = {"policy",    "greedy",        "slots",
+                        "3",         "reward_window", "1s",
+                        "unclicked", "with_feedback", NULL};
+  rs_harness_t *h = make(opts);
+  const double scores[] = {3, 2, 1};
+  push_list(h, "u1", "imp-1", scores, 3, 1000, 1);
+  push_list(h, "u1", "imp-2", scores, 3, 1500, 2);
+  push_fb(h, "u1", "imp-2", "i2", RS_FEEDBACK_CLICK, 1, 1600, 3);
+  push_list(h, "u1", "imp-3", scores, 3, 2600, 4); /* closes both */
+  cr_assert_eq(rs_harness_emitted_count(h, 3), 2);
+  for (size_t k = 0; k < 2; k++) {
+    const rs_feedback_t *f = rs_harness_emitted(h, 3, k)->payload;
+    cr_assert(!memcmp(f->impression_id, "imp-2", 5), "only imp-2's slots");
+    cr_assert(memcmp(f->item, "i2", 2), "not the clicked one");
+  }
+  rs_harness_destroy(h);
+  const char *bad[] = {"unclicked", "some", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
+  cr_assert(strstr(err, "unclicked"), "%s", err);
+}
+
 Test(bandit_reward, option_table_is_documented) {
   cr_assert_str_eq(rs_op_bandit_reward.name, "bandit_reward");
   for (size_t i = 0; i < rs_op_bandit_reward.n_options; i++) {

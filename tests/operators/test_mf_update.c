@@ -603,3 +603,133 @@ Test(mf_update, session_events_learn_like_interactions) {
   rs_harness_destroy(a);
   rs_harness_destroy(b);
 }
+
+/* ---- weight_unclicked: unclicked slots below the same list's clicks ---- */
+
+static void push_fbk(rs_harness_t *h, const char *user, const char *imp,
+                     const char *item, int type, double value, int64_t off) {
+  rs_feedback_t f = {.user = user,
+                     .user_len = (uint32_t)strlen(user),
+                     .impression_id = imp,
+                     .impression_id_len = imp ? (uint32_t)strlen(imp) : 0,
+                     .item = item,
+                     .item_len = (uint32_t)strlen(item),
+                     .type = type,
+                     .value = value,
+                     .timestamp_ms = 1000 + off};
+  rs_record_t rec = {.kind = RS_KIND_FEEDBACK,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .payload = &f,
+                     .timestamp_ms = f.timestamp_ms,
+                     .src_offset = off};
+  int rc = rs_harness_push_input(h, 1, 0, &rec, 1);
+  cr_assert_eq(rc, 0, "push feedback: %d (%s)", rc, rs_harness_errmsg(h));
+}
+
+static void biases(rs_harness_t *h, float *b) {
+  rs_mf_view_t v;
+  rs__mf_view(rs_harness_ctx(h), &v);
+  cr_assert_eq(v.n_items, 3);
+  for (int i = 0; i < 3; i++)
+    b[i] = v.item_bias[i];
+}
+
+/* k 1 with zero vectors, so a BPR step moves only the biases:
+ * s = w / (1 + exp(bi - bj)), bi += lr_b s, bj -= lr_b s (lr_b 0.2, w 2,
+ * no regularisation). Worked by hand:
+ *  1. click a in imp1 (remembered; feedback_weight 0: not learned), then
+ *     imp1's unclicked b: x = 0, s = 1: a 0.2, b -0.2;
+ *  2. unclicked c in imp2 (no click there) and unclicked a in imp1 (the
+ *     clicked item itself): nothing;
+ *  3. click c in imp1, unclicked b again: pair (a, b), x = 0.4,
+ *     s = 2 / (1 + e^0.4) = 0.802624: a 0.360525, b -0.360525; pair (c, b),
+ *     x = 0.360525, s = 2 / (1 + e^0.360525) = 0.821659: c 0.164332,
+ *     b -0.524857.
+ * The click of step 1 is remembered across a checkpoint and restart. */
+Test(mf_update, unclicked_slots_rank_below_the_lists_clicks_by_hand) {
+  const char *opts[] = {"objective",
+                        "bpr",
+                        "k",
+                        "1",
+                        "init_scale",
+                        "0",
+                        "adaptive",
+                        "none",
+                        "bias_learning_rate",
+                        "0.2",
+                        "bias_regularization",
+                        "0",
+                        "weight_view",
+                        "0",
+                        "feedback_weight",
+                        "0",
+                        "weight_unclicked",
+                        "2",
+                        NULL};
+  rs_harness_t *h = make(opts);
+  push1(h, "u0", "a", RS_EVENT_VIEW, 0, 0, 1, 1);
+  push1(h, "u0", "b", RS_EVENT_VIEW, 0, 0, 2, 2);
+  push1(h, "u0", "c", RS_EVENT_VIEW, 0, 0, 3, 3);
+  rs_harness_clear(h); /* the views' updates */
+  push_fbk(h, "u", "imp1", "a", RS_FEEDBACK_CLICK, 1, 4);
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  float b[3];
+  biases(h, b);
+  for (int i = 0; i < 3; i++)
+    cr_assert_float_eq(b[i], 0, 0, "item %d", i);
+  push_fbk(h, "u", "imp1", "b", RS_FEEDBACK_DISMISS, 0, 5);
+  biases(h, b);
+  cr_assert_float_eq(b[0], 0.2, 1e-6);
+  cr_assert_float_eq(b[1], -0.2, 1e-6);
+  cr_assert_float_eq(b[2], 0, 0);
+  push_fbk(h, "u", "imp2", "c", RS_FEEDBACK_DISMISS, 0, 6);
+  push_fbk(h, "u", "imp1", "a", RS_FEEDBACK_DISMISS, 0, 7);
+  biases(h, b);
+  cr_assert_float_eq(b[0], 0.2, 1e-6);
+  cr_assert_float_eq(b[1], -0.2, 1e-6);
+  cr_assert_float_eq(b[2], 0, 0);
+  push_fbk(h, "u", "imp1", "c", RS_FEEDBACK_CLICK, 1, 8);
+  push_fbk(h, "u", "imp1", "b", RS_FEEDBACK_DISMISS, 0, 9);
+  biases(h, b);
+  cr_assert_float_eq(b[0], 0.360525, 1e-5, "a %f", b[0]);
+  cr_assert_float_eq(b[1], -0.524857, 1e-5, "b %f", b[1]);
+  cr_assert_float_eq(b[2], 0.164332, 1e-5, "c %f", b[2]);
+  /* Counts, popularity and the user's event count are untouched; nothing
+   * is emitted for feedback. */
+  float vec[1], bias;
+  int64_t n;
+  for (uint32_t i = 0; i < 3; i++) {
+    item_state(h, i, 1, vec, &bias, &n);
+    cr_assert_eq(n, 1, "item %u count %lld", i, (long long)n);
+  }
+  user_state(h, "u", 1, vec, &bias, &n);
+  cr_assert_eq(n, 0);
+  cr_assert_eq(rs_harness_emitted_count(h, 0), 0);
+  cr_assert_eq(rs_harness_dead_count(h), 0);
+  rs_harness_destroy(h);
+
+  /* weight_unclicked 0 (the default): DISMISS teaches nothing. */
+  opts[16] = "weight_unclicked";
+  opts[17] = "0";
+  h = make(opts);
+  push1(h, "u0", "a", RS_EVENT_VIEW, 0, 0, 1, 1);
+  push1(h, "u0", "b", RS_EVENT_VIEW, 0, 0, 2, 2);
+  push1(h, "u0", "c", RS_EVENT_VIEW, 0, 0, 3, 3);
+  push_fbk(h, "u", "imp1", "a", RS_FEEDBACK_CLICK, 1, 4);
+  push_fbk(h, "u", "imp1", "b", RS_FEEDBACK_DISMISS, 0, 5);
+  biases(h, b);
+  for (int i = 0; i < 3; i++)
+    cr_assert_float_eq(b[i], 0, 0, "item %d", i);
+  rs_harness_destroy(h);
+}
+
+Test(mf_update, weight_unclicked_needs_bpr) {
+  const char *o1[] = {"objective", "isgd", "weight_unclicked", "1", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_mf_update, o1, err, sizeof err));
+  cr_assert(strstr(err, "weight_unclicked") && strstr(err, "bpr"), "%s", err);
+  const char *o2[] = {"weight_unclicked", "-1", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_mf_update, o2, err, sizeof err));
+  cr_assert(strstr(err, "weight_unclicked"), "%s", err);
+}
