@@ -1955,8 +1955,8 @@ static void on_idle(uv_idle_t *h) {
  * an idle batch (process() with count 0) for each input partition that has
  * run no record for `ms` of loop time. One uv timer serves every
  * registration; it is due at the earliest deadline of any partition not yet
- * served, and a record re-arms it only when it is not running (a running
- * timer is due no later than the new deadline). Nothing polls Kafka. */
+ * served, and a record makes it due sooner when its partition's new
+ * deadline is earlier (idle_arm). Nothing polls Kafka. */
 typedef struct idle_reg {
   struct rs_op *op;
   uint64_t ms;
@@ -1991,10 +1991,15 @@ static void idle_upstream(const rs_graph_t *g, size_t i, unsigned char *seen,
 
 static void on_idle_timer(uv_timer_t *h);
 
-/* Starts the timer when it is not running (the earliest deadline is then
- * this one or later). */
+/* Makes the timer due in in_ms unless it is already due sooner. A running
+ * timer may be due later: registrations differ in interval (two operators,
+ * or experiment variants overriding it), so after the short one fired the
+ * timer waits for the long one while a record re-arms the short one. */
 static void idle_arm(rs_engine_t *e, uint64_t in_ms) {
-  if (e->state == ST_RUNNING && !uv_is_active((uv_handle_t *)&e->idle_timer))
+  if (e->state != ST_RUNNING)
+    return;
+  if (!uv_is_active((uv_handle_t *)&e->idle_timer) ||
+      uv_timer_get_due_in(&e->idle_timer) > in_ms)
     uv_timer_start(&e->idle_timer, on_idle_timer, in_ms, 0);
 }
 

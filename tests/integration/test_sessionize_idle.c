@@ -23,7 +23,11 @@
  * exactly one however slow the machine. The input offsets are committed past
  * them. plain, which saw the same records, asked for no idle batches: u0's
  * first session closes only when the later record moves partition 0's
- * watermark, with the summary the idle close made; the others stay open. */
+ * watermark, with the summary the idle close made; the others stay open.
+ * A third, `slow`, asks for idle batches after 1h: once idle's two have
+ * gone out the timer waits for slow's deadlines, and the later record must
+ * make it due sooner again (idle's 1s) or the third summary would not come
+ * within the test; slow itself never gets one. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -36,8 +40,9 @@
 #define BASE 1767225600000LL
 #define LATER (BASE + 2 * 3600 * 1000) /* past end + 30m + 1m + 1 */
 
-static const char *const topics[] = {"interactions", "interactions.dlq",
-                                     "sessions-idle", "sessions-plain", NULL};
+static const char *const topics[] = {"interactions",  "interactions.dlq",
+                                     "sessions-idle", "sessions-plain",
+                                     "sessions-slow", NULL};
 
 static const char *const yaml =
     "app: idle\n"
@@ -51,10 +56,14 @@ static const char *const yaml =
     "  - { name: idle, type: sessionize, input: parse, gap: 30m, grace: 1m,\n"
     "      idle_close: 1s }\n"
     "  - { name: plain, type: sessionize, input: parse, gap: 30m, grace: 1m }\n"
+    "  - { name: slow, type: sessionize, input: parse, gap: 30m, grace: 1m,\n"
+    "      idle_close: 1h }\n"
     "sinks:\n"
     "  - { name: s-idle, input: idle.sessions, topic: sessions-idle,\n"
     "      format: json }\n"
     "  - { name: s-plain, input: plain.sessions, topic: sessions-plain,\n"
+    "      format: json }\n"
+    "  - { name: s-slow, input: slow.sessions, topic: sessions-slow,\n"
     "      format: json }\n";
 
 typedef struct {
@@ -170,6 +179,9 @@ Test(sessionize_idle, idle_partitions_close_their_sessions_on_the_sink_topic,
   cr_assert_eq(rs_engine_counter(t.e, "plain", "records_in"), 5);
   cr_assert_eq(rs_engine_counter(t.e, "plain", "sessions_closed"), 1);
   cr_assert_eq(rs_engine_counter(t.e, "plain", "idle_batches"), 0);
+  cr_assert_eq(rs_engine_counter(t.e, "slow", "records_in"), 5);
+  cr_assert_eq(rs_engine_counter(t.e, "slow", "sessions_closed"), 1);
+  cr_assert_eq(rs_engine_counter(t.e, "slow", "idle_batches"), 0);
   it_engine_free(&t);
   /* The idle batches' outputs were tracked like a run's: the input
    * positions were committed past them once they were acknowledged. */
