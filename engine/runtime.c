@@ -311,6 +311,10 @@ struct rs_engine {
   struct idle_reg *idle_regs;
   size_t n_idle;
   uv_timer_t idle_timer;
+  /* idle_hold(): holds in force (checkpoint barrier, backpressure, revoke
+   * flush) and the loop time the first began. */
+  int idle_holds;
+  uint64_t idle_hold_since;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -321,6 +325,7 @@ static void begin_stop(rs_engine_t *e);
 static outtopic_t *find_out(const rs_engine_t *e, const char *name);
 static void reset_idle_clocks(rs_engine_t *e);
 static void idle_touch(rs_engine_t *e, part_t *p);
+static void idle_hold(rs_engine_t *e, int hold);
 
 static void fail(rs_engine_t *e, int err, const char *fmt, ...) {
   if (!e->err) {
@@ -574,6 +579,7 @@ static void try_checkpoint(rs_engine_t *e) {
   if (e->savepoint_requested)
     savepoint(e);
   reset_idle_clocks(e);
+  idle_hold(e, 0);
   uv_idle_start(&e->idle, on_idle); /* resume processing */
 }
 
@@ -581,6 +587,7 @@ static void request_checkpoint(rs_engine_t *e) {
   if (e->ckpt_pending || !e->store || e->state != ST_RUNNING)
     return;
   e->ckpt_pending = 1;
+  idle_hold(e, 1);
   e->ckpt_requested_ns = rs_now_ns();
   uv_idle_stop(&e->idle);
   try_checkpoint(e);
@@ -1529,6 +1536,8 @@ static void on_pause_timer(uv_timer_t *h) {
 }
 
 static void set_paused(rs_engine_t *e, int pause) {
+  if (!pause != !e->paused)
+    idle_hold(e, pause != 0);
   if (pause && !e->paused)
     uv_timer_start(&e->pause_timer, on_pause_timer, PAUSE_AFTER_MS, 0);
   if (!pause && e->paused) {
@@ -2017,6 +2026,31 @@ static void idle_touch(rs_engine_t *e, part_t *p) {
     idle_arm(e, min);
 }
 
+/* The engine itself holds processing (hold 1: a checkpoint barrier,
+ * backpressure, the flush at a revoke; they may overlap) or lets it go on
+ * (hold 0, once per hold). Held time is not a partition being idle: when
+ * the last hold ends, every assigned partition's idle clock moves forward
+ * by it, so the records that waited run before any idle batch. Not reset
+ * to now: with checkpoints every second no idle batch would ever come. */
+static void idle_hold(rs_engine_t *e, int hold) {
+  if (!e->n_idle || e->feed || !e->loop_inited)
+    return;
+  uv_update_time(&e->loop); /* a revoke flush blocks the loop */
+  uint64_t now = uv_now(&e->loop);
+  if (hold) {
+    if (e->idle_holds++ == 0)
+      e->idle_hold_since = now;
+    return;
+  }
+  if (!e->idle_holds || --e->idle_holds)
+    return;
+  uint64_t held = now - e->idle_hold_since;
+  for (size_t s = 0; s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++)
+      if (e->parts[s][i] && e->parts[s][i]->assigned)
+        e->parts[s][i]->idle_last += held;
+}
+
 static int host_idle_notify(rs_op_t *op, int64_t idle_ms) {
   rs_engine_t *e = op->e;
   if (op->inited || idle_ms <= 0)
@@ -2335,6 +2369,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
        * outputs cannot be acknowledged in time, nothing is checkpointed
        * and the next owner starts from the previous checkpoint. */
       if (e->store && !e->err) {
+        idle_hold(e, 1);
         if (e->inflight_records > 0)
           rd_kafka_flush(e->producer, 30000);
         advance(e);
@@ -2355,6 +2390,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                "the revoked partitions cannot be checkpointed; stopping "
                "(the next start resumes from the last checkpoint)",
                (long long)e->inflight_records);
+        idle_hold(e, 0);
       }
     } else {
       rs_log(RS_LOG_WARN, "engine", "rebalance error: %s",
