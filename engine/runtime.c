@@ -2057,8 +2057,9 @@ static int host_idle_notify(rs_op_t *op, int64_t idle_ms) {
     return RS_EINVAL;
   /* Outputs must be a function of the input (exactly_once suppresses by
    * source position on replay; deterministic order and replays reproduce
-   * a run): wall-clock batches would break both. */
-  if (e->eo || e->ordered)
+   * a run): wall-clock batches would break both. Records from files have
+   * no wall clock to be idle in. */
+  if (e->eo || e->ordered || e->opts.files)
     return RS_ENOTSUP;
   for (size_t r = 0; r < e->n_idle; r++)
     if (e->idle_regs[r].op == op) {
