@@ -1292,6 +1292,52 @@ static const inrec_t *views(rs_engine_t *e, rd_kafka_message_t **ms,
   return e->inrecs;
 }
 
+/* Runs what a batch of (src, partition) left in the nodes' output buffers
+ * through the graph in topological order: each operator downstream of a
+ * non-empty buffer (every variant instance of a split one), each sink. */
+static int run_graph(rs_engine_t *e, size_t src, int32_t partition) {
+  const rs_graph_t *g = e->g;
+  int rc = 0;
+  for (size_t k = 0; k < g->n && !rc; k++) {
+    size_t ni = g->order[k];
+    const rs_gnode_t *gn = &g->nodes[ni];
+    for (size_t in = 0; in < gn->n_inputs && !rc; in++) {
+      const outbuf_t *ob =
+          &e->nodes[gn->inputs[in].from].out[gn->inputs[in].port];
+      if (!ob->n)
+        continue;
+      if (gn->kind == RS_NODE_SINK) {
+        rc = run_sink(e, ni, ob);
+        continue;
+      }
+      for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {
+        rs_batch_t b = {.records = ob->recs,
+                        .count = ob->n,
+                        .partition = partition,
+                        .input = (uint32_t)in};
+        if (op->x && (rc = route_variant(op, &b)))
+          break;
+        if (!b.count)
+          continue;
+        if (op->c_in)
+          op->c_in->value += b.count;
+        e->cur_op = op;
+        uint64_t t0 = rs_now_ns();
+        rc = op->def->process(op, op->ctx, &b);
+        rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
+        if (rc < 0 && !e->errstr[0])
+          rs_seterr(e->errstr, sizeof e->errstr, rc,
+                    "operator '%s' (%s) failed on %s [%d]: %s",
+                    op->cf_name[0] ? op->cf_name : gn->name, op->def->name,
+                    e->cfg->sources[src].topic, (int)partition,
+                    rs_strerror(rc));
+        rc = rc < 0 ? rc : 0;
+      }
+    }
+  }
+  return rc;
+}
+
 /* Pushes one run of records from one source partition through the graph. */
 static int process_run(rs_engine_t *e, size_t src, int32_t partition,
                        const inrec_t *msgs, size_t n) {
@@ -1395,43 +1441,8 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
     rc = outbuf_push(so, &r);
   }
 
-  for (size_t k = 0; k < g->n && !rc; k++) {
-    size_t ni = g->order[k];
-    const rs_gnode_t *gn = &g->nodes[ni];
-    for (size_t in = 0; in < gn->n_inputs && !rc; in++) {
-      const outbuf_t *ob =
-          &e->nodes[gn->inputs[in].from].out[gn->inputs[in].port];
-      if (!ob->n)
-        continue;
-      if (gn->kind == RS_NODE_SINK) {
-        rc = run_sink(e, ni, ob);
-        continue;
-      }
-      for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {
-        rs_batch_t b = {.records = ob->recs,
-                        .count = ob->n,
-                        .partition = partition,
-                        .input = (uint32_t)in};
-        if (op->x && (rc = route_variant(op, &b)))
-          break;
-        if (!b.count)
-          continue;
-        if (op->c_in)
-          op->c_in->value += b.count;
-        e->cur_op = op;
-        uint64_t t0 = rs_now_ns();
-        rc = op->def->process(op, op->ctx, &b);
-        rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
-        if (rc < 0 && !e->errstr[0])
-          rs_seterr(e->errstr, sizeof e->errstr, rc,
-                    "operator '%s' (%s) failed on %s [%d]: %s",
-                    op->cf_name[0] ? op->cf_name : gn->name, op->def->name,
-                    e->cfg->sources[src].topic, (int)partition,
-                    rs_strerror(rc));
-        rc = rc < 0 ? rc : 0;
-      }
-    }
-  }
+  if (!rc)
+    rc = run_graph(e, src, partition);
   /* The tracker joins its partition's queue even on error so that nothing
    * after it can be committed. A run that wrote nothing needs no tracker
    * of its own: it is complete now, so it extends the one before it (or
@@ -2096,8 +2107,8 @@ static int host_idle_notify(rs_op_t *op, int64_t idle_ms) {
 
 /* Runs op's idle batch for partition `partition` of source src through
  * the graph: op's process() with no records, then every node downstream of
- * what it emitted, as process_run() does for a run (this repeats its graph
- * walk; the source and every other buffer stay empty). Outputs hang on a
+ * what it emitted, through run_graph() as for a run (the source and every
+ * other buffer stay empty). Outputs hang on a
  * tracker of their own, queued on the partition like a run's, whose end is
  * the partition's position: a commit passes it only once they are
  * acknowledged, and the checkpoint barrier waits for them. */
@@ -2136,43 +2147,8 @@ static int idle_run(rs_engine_t *e, struct rs_op *idle_op, size_t src,
               idle_op->def->name, e->cfg->sources[src].topic, (int)partition,
               rs_strerror(rc));
   rc = rc < 0 ? rc : 0;
-  for (size_t k = 0; k < g->n && !rc; k++) {
-    size_t ni = g->order[k];
-    const rs_gnode_t *gn = &g->nodes[ni];
-    for (size_t in = 0; in < gn->n_inputs && !rc; in++) {
-      const outbuf_t *ob =
-          &e->nodes[gn->inputs[in].from].out[gn->inputs[in].port];
-      if (!ob->n)
-        continue;
-      if (gn->kind == RS_NODE_SINK) {
-        rc = run_sink(e, ni, ob);
-        continue;
-      }
-      for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {
-        rs_batch_t b = {.records = ob->recs,
-                        .count = ob->n,
-                        .partition = partition,
-                        .input = (uint32_t)in};
-        if (op->x && (rc = route_variant(op, &b)))
-          break;
-        if (!b.count)
-          continue;
-        if (op->c_in)
-          op->c_in->value += b.count;
-        e->cur_op = op;
-        t0 = rs_now_ns();
-        rc = op->def->process(op, op->ctx, &b);
-        rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
-        if (rc < 0 && !e->errstr[0])
-          rs_seterr(e->errstr, sizeof e->errstr, rc,
-                    "operator '%s' (%s) failed on %s [%d]: %s",
-                    op->cf_name[0] ? op->cf_name : gn->name, op->def->name,
-                    e->cfg->sources[src].topic, (int)partition,
-                    rs_strerror(rc));
-        rc = rc < 0 ? rc : 0;
-      }
-    }
-  }
+  if (!rc)
+    rc = run_graph(e, src, partition);
   e->cur_op = NULL;
   if (rc)
     t->failed = 1;
