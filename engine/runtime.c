@@ -2108,10 +2108,10 @@ static int host_idle_notify(rs_op_t *op, int64_t idle_ms) {
 /* Runs op's idle batch for partition `partition` of source src through
  * the graph: op's process() with no records, then every node downstream of
  * what it emitted, through run_graph() as for a run (the source and every
- * other buffer stay empty). Outputs hang on a
- * tracker of their own, queued on the partition like a run's, whose end is
- * the partition's position: a commit passes it only once they are
- * acknowledged, and the checkpoint barrier waits for them. */
+ * other buffer stay empty). Outputs hang on a tracker of their own,
+ * queued on the partition like a run's, whose end is the partition's
+ * position: a commit passes it only once they are acknowledged, and the
+ * checkpoint barrier waits for them. */
 static int idle_run(rs_engine_t *e, struct rs_op *idle_op, size_t src,
                     int32_t partition) {
   part_t *p = get_part(e, src, partition);
