@@ -44,7 +44,6 @@ struct rs_local {
   rs_store_t *store;
   rs_cache_t *cache;
   int cf;
-  int64_t idle_ms; /* host->idle_notify (0: not asked) */
 };
 
 /* Emits go to on_emit, or nowhere: then no port is wanted. */
@@ -171,15 +170,13 @@ static int l_timer(rs_op_t *op, int32_t p, int64_t when, const void *tag,
   return RS_ENOTSUP;
 }
 
-/* Recorded only: this host has no clock (a replay of a file is never idle
- * in wall-clock terms); rs_local_idle() delivers an idle batch when its
- * caller decides. init() only, like the engine's. */
+/* This host has no clock (`recstream eval` replays a file, never idle in
+ * wall-clock terms): it delivers no idle batches, and says so, so an
+ * operator can fall back (sessionize warns and closes by event time). */
 static int l_idle_notify(rs_op_t *op, int64_t idle_ms) {
-  rs_local_t *l = op->l;
-  if (l->inited || idle_ms <= 0)
-    return RS_EINVAL;
-  l->idle_ms = idle_ms;
-  return 0;
+  (void)op;
+  (void)idle_ms;
+  return RS_ENOTSUP;
 }
 
 /* The runtime's host->random (rs_op_random). */
@@ -317,12 +314,6 @@ int rs_local_push(rs_local_t *l, int32_t partition, const rs_record_t *recs,
   rs_arena_reset(&l->arena);
   rs_batch_t b = {recs, n, partition, 0};
   return l->def->process(&l->op, l->ctx, &b);
-}
-
-int rs_local_idle(rs_local_t *l, int32_t partition) {
-  if (!l->idle_ms)
-    return RS_EINVAL;
-  return rs_local_push(l, partition, NULL, 0);
 }
 
 void *rs_local_ctx(rs_local_t *l) {

@@ -1623,7 +1623,8 @@ planned:
                          .n_replay = o.files ? 0 : plan.n,
                          .suppress_output = !strcmp(o.output, "none"),
                          .dlq_topic = dlq,
-                         .state_reset = 1};
+                         .state_reset = 1,
+                         .files = o.files != NULL};
   if (strcmp(o.progress, "none") || o.files) {
     eo.progress = on_progress;
     eo.progress_opaque = &prog;

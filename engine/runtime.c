@@ -311,6 +311,10 @@ struct rs_engine {
   struct idle_reg *idle_regs;
   size_t n_idle;
   uv_timer_t idle_timer;
+  /* idle_hold(): holds in force (checkpoint barrier, backpressure, revoke
+   * flush) and the loop time the first began. */
+  int idle_holds;
+  uint64_t idle_hold_since;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -321,6 +325,7 @@ static void begin_stop(rs_engine_t *e);
 static outtopic_t *find_out(const rs_engine_t *e, const char *name);
 static void reset_idle_clocks(rs_engine_t *e);
 static void idle_touch(rs_engine_t *e, part_t *p);
+static void idle_hold(rs_engine_t *e, int hold);
 
 static void fail(rs_engine_t *e, int err, const char *fmt, ...) {
   if (!e->err) {
@@ -574,6 +579,7 @@ static void try_checkpoint(rs_engine_t *e) {
   if (e->savepoint_requested)
     savepoint(e);
   reset_idle_clocks(e);
+  idle_hold(e, 0);
   uv_idle_start(&e->idle, on_idle); /* resume processing */
 }
 
@@ -581,6 +587,7 @@ static void request_checkpoint(rs_engine_t *e) {
   if (e->ckpt_pending || !e->store || e->state != ST_RUNNING)
     return;
   e->ckpt_pending = 1;
+  idle_hold(e, 1);
   e->ckpt_requested_ns = rs_now_ns();
   uv_idle_stop(&e->idle);
   try_checkpoint(e);
@@ -1285,6 +1292,52 @@ static const inrec_t *views(rs_engine_t *e, rd_kafka_message_t **ms,
   return e->inrecs;
 }
 
+/* Runs what a batch of (src, partition) left in the nodes' output buffers
+ * through the graph in topological order: each operator downstream of a
+ * non-empty buffer (every variant instance of a split one), each sink. */
+static int run_graph(rs_engine_t *e, size_t src, int32_t partition) {
+  const rs_graph_t *g = e->g;
+  int rc = 0;
+  for (size_t k = 0; k < g->n && !rc; k++) {
+    size_t ni = g->order[k];
+    const rs_gnode_t *gn = &g->nodes[ni];
+    for (size_t in = 0; in < gn->n_inputs && !rc; in++) {
+      const outbuf_t *ob =
+          &e->nodes[gn->inputs[in].from].out[gn->inputs[in].port];
+      if (!ob->n)
+        continue;
+      if (gn->kind == RS_NODE_SINK) {
+        rc = run_sink(e, ni, ob);
+        continue;
+      }
+      for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {
+        rs_batch_t b = {.records = ob->recs,
+                        .count = ob->n,
+                        .partition = partition,
+                        .input = (uint32_t)in};
+        if (op->x && (rc = route_variant(op, &b)))
+          break;
+        if (!b.count)
+          continue;
+        if (op->c_in)
+          op->c_in->value += b.count;
+        e->cur_op = op;
+        uint64_t t0 = rs_now_ns();
+        rc = op->def->process(op, op->ctx, &b);
+        rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
+        if (rc < 0 && !e->errstr[0])
+          rs_seterr(e->errstr, sizeof e->errstr, rc,
+                    "operator '%s' (%s) failed on %s [%d]: %s",
+                    op->cf_name[0] ? op->cf_name : gn->name, op->def->name,
+                    e->cfg->sources[src].topic, (int)partition,
+                    rs_strerror(rc));
+        rc = rc < 0 ? rc : 0;
+      }
+    }
+  }
+  return rc;
+}
+
 /* Pushes one run of records from one source partition through the graph. */
 static int process_run(rs_engine_t *e, size_t src, int32_t partition,
                        const inrec_t *msgs, size_t n) {
@@ -1388,43 +1441,8 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
     rc = outbuf_push(so, &r);
   }
 
-  for (size_t k = 0; k < g->n && !rc; k++) {
-    size_t ni = g->order[k];
-    const rs_gnode_t *gn = &g->nodes[ni];
-    for (size_t in = 0; in < gn->n_inputs && !rc; in++) {
-      const outbuf_t *ob =
-          &e->nodes[gn->inputs[in].from].out[gn->inputs[in].port];
-      if (!ob->n)
-        continue;
-      if (gn->kind == RS_NODE_SINK) {
-        rc = run_sink(e, ni, ob);
-        continue;
-      }
-      for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {
-        rs_batch_t b = {.records = ob->recs,
-                        .count = ob->n,
-                        .partition = partition,
-                        .input = (uint32_t)in};
-        if (op->x && (rc = route_variant(op, &b)))
-          break;
-        if (!b.count)
-          continue;
-        if (op->c_in)
-          op->c_in->value += b.count;
-        e->cur_op = op;
-        uint64_t t0 = rs_now_ns();
-        rc = op->def->process(op, op->ctx, &b);
-        rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
-        if (rc < 0 && !e->errstr[0])
-          rs_seterr(e->errstr, sizeof e->errstr, rc,
-                    "operator '%s' (%s) failed on %s [%d]: %s",
-                    op->cf_name[0] ? op->cf_name : gn->name, op->def->name,
-                    e->cfg->sources[src].topic, (int)partition,
-                    rs_strerror(rc));
-        rc = rc < 0 ? rc : 0;
-      }
-    }
-  }
+  if (!rc)
+    rc = run_graph(e, src, partition);
   /* The tracker joins its partition's queue even on error so that nothing
    * after it can be committed. A run that wrote nothing needs no tracker
    * of its own: it is complete now, so it extends the one before it (or
@@ -1529,6 +1547,8 @@ static void on_pause_timer(uv_timer_t *h) {
 }
 
 static void set_paused(rs_engine_t *e, int pause) {
+  if (!pause != !e->paused)
+    idle_hold(e, pause != 0);
   if (pause && !e->paused)
     uv_timer_start(&e->pause_timer, on_pause_timer, PAUSE_AFTER_MS, 0);
   if (!pause && e->paused) {
@@ -1955,8 +1975,8 @@ static void on_idle(uv_idle_t *h) {
  * an idle batch (process() with count 0) for each input partition that has
  * run no record for `ms` of loop time. One uv timer serves every
  * registration; it is due at the earliest deadline of any partition not yet
- * served, and a record re-arms it only when it is not running (a running
- * timer is due no later than the new deadline). Nothing polls Kafka. */
+ * served, and a record makes it due sooner when its partition's new
+ * deadline is earlier (idle_arm). Nothing polls Kafka. */
 typedef struct idle_reg {
   struct rs_op *op;
   uint64_t ms;
@@ -1991,10 +2011,15 @@ static void idle_upstream(const rs_graph_t *g, size_t i, unsigned char *seen,
 
 static void on_idle_timer(uv_timer_t *h);
 
-/* Starts the timer when it is not running (the earliest deadline is then
- * this one or later). */
+/* Makes the timer due in in_ms unless it is already due sooner. A running
+ * timer may be due later: registrations differ in interval (two operators,
+ * or experiment variants overriding it), so after the short one fired the
+ * timer waits for the long one while a record re-arms the short one. */
 static void idle_arm(rs_engine_t *e, uint64_t in_ms) {
-  if (e->state == ST_RUNNING && !uv_is_active((uv_handle_t *)&e->idle_timer))
+  if (e->state != ST_RUNNING)
+    return;
+  if (!uv_is_active((uv_handle_t *)&e->idle_timer) ||
+      uv_timer_get_due_in(&e->idle_timer) > in_ms)
     uv_timer_start(&e->idle_timer, on_idle_timer, in_ms, 0);
 }
 
@@ -2012,14 +2037,40 @@ static void idle_touch(rs_engine_t *e, part_t *p) {
     idle_arm(e, min);
 }
 
+/* The engine itself holds processing (hold 1: a checkpoint barrier,
+ * backpressure, the flush at a revoke; they may overlap) or lets it go on
+ * (hold 0, once per hold). Held time is not a partition being idle: when
+ * the last hold ends, every assigned partition's idle clock moves forward
+ * by it, so the records that waited run before any idle batch. Not reset
+ * to now: with checkpoints every second no idle batch would ever come. */
+static void idle_hold(rs_engine_t *e, int hold) {
+  if (!e->n_idle || e->feed || !e->loop_inited)
+    return;
+  uv_update_time(&e->loop); /* a revoke flush blocks the loop */
+  uint64_t now = uv_now(&e->loop);
+  if (hold) {
+    if (e->idle_holds++ == 0)
+      e->idle_hold_since = now;
+    return;
+  }
+  if (!e->idle_holds || --e->idle_holds)
+    return;
+  uint64_t held = now - e->idle_hold_since;
+  for (size_t s = 0; s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; i < e->n_parts[s]; i++)
+      if (e->parts[s][i] && e->parts[s][i]->assigned)
+        e->parts[s][i]->idle_last += held;
+}
+
 static int host_idle_notify(rs_op_t *op, int64_t idle_ms) {
   rs_engine_t *e = op->e;
   if (op->inited || idle_ms <= 0)
     return RS_EINVAL;
   /* Outputs must be a function of the input (exactly_once suppresses by
    * source position on replay; deterministic order and replays reproduce
-   * a run): wall-clock batches would break both. */
-  if (e->eo || e->ordered)
+   * a run): wall-clock batches would break both. Records from files have
+   * no wall clock to be idle in. */
+  if (e->eo || e->ordered || e->opts.files)
     return RS_ENOTSUP;
   for (size_t r = 0; r < e->n_idle; r++)
     if (e->idle_regs[r].op == op) {
@@ -2056,11 +2107,11 @@ static int host_idle_notify(rs_op_t *op, int64_t idle_ms) {
 
 /* Runs op's idle batch for partition `partition` of source src through
  * the graph: op's process() with no records, then every node downstream of
- * what it emitted, as process_run() does for a run (this repeats its graph
- * walk; the source and every other buffer stay empty). Outputs hang on a
- * tracker of their own, queued on the partition like a run's, whose end is
- * the partition's position: a commit passes it only once they are
- * acknowledged, and the checkpoint barrier waits for them. */
+ * what it emitted, through run_graph() as for a run (the source and every
+ * other buffer stay empty). Outputs hang on a tracker of their own,
+ * queued on the partition like a run's, whose end is the partition's
+ * position: a commit passes it only once they are acknowledged, and the
+ * checkpoint barrier waits for them. */
 static int idle_run(rs_engine_t *e, struct rs_op *idle_op, size_t src,
                     int32_t partition) {
   part_t *p = get_part(e, src, partition);
@@ -2096,43 +2147,8 @@ static int idle_run(rs_engine_t *e, struct rs_op *idle_op, size_t src,
               idle_op->def->name, e->cfg->sources[src].topic, (int)partition,
               rs_strerror(rc));
   rc = rc < 0 ? rc : 0;
-  for (size_t k = 0; k < g->n && !rc; k++) {
-    size_t ni = g->order[k];
-    const rs_gnode_t *gn = &g->nodes[ni];
-    for (size_t in = 0; in < gn->n_inputs && !rc; in++) {
-      const outbuf_t *ob =
-          &e->nodes[gn->inputs[in].from].out[gn->inputs[in].port];
-      if (!ob->n)
-        continue;
-      if (gn->kind == RS_NODE_SINK) {
-        rc = run_sink(e, ni, ob);
-        continue;
-      }
-      for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {
-        rs_batch_t b = {.records = ob->recs,
-                        .count = ob->n,
-                        .partition = partition,
-                        .input = (uint32_t)in};
-        if (op->x && (rc = route_variant(op, &b)))
-          break;
-        if (!b.count)
-          continue;
-        if (op->c_in)
-          op->c_in->value += b.count;
-        e->cur_op = op;
-        t0 = rs_now_ns();
-        rc = op->def->process(op, op->ctx, &b);
-        rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
-        if (rc < 0 && !e->errstr[0])
-          rs_seterr(e->errstr, sizeof e->errstr, rc,
-                    "operator '%s' (%s) failed on %s [%d]: %s",
-                    op->cf_name[0] ? op->cf_name : gn->name, op->def->name,
-                    e->cfg->sources[src].topic, (int)partition,
-                    rs_strerror(rc));
-        rc = rc < 0 ? rc : 0;
-      }
-    }
-  }
+  if (!rc)
+    rc = run_graph(e, src, partition);
   e->cur_op = NULL;
   if (rc)
     t->failed = 1;
@@ -2330,6 +2346,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
        * outputs cannot be acknowledged in time, nothing is checkpointed
        * and the next owner starts from the previous checkpoint. */
       if (e->store && !e->err) {
+        idle_hold(e, 1);
         if (e->inflight_records > 0)
           rd_kafka_flush(e->producer, 30000);
         advance(e);
@@ -2350,6 +2367,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                "the revoked partitions cannot be checkpointed; stopping "
                "(the next start resumes from the last checkpoint)",
                (long long)e->inflight_records);
+        idle_hold(e, 0);
       }
     } else {
       rs_log(RS_LOG_WARN, "engine", "rebalance error: %s",

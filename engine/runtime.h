@@ -52,6 +52,9 @@ typedef struct rs_engine_opts {
   void (*progress)(void *opaque, const struct rs_engine_stats *st);
   void *progress_opaque;
   uint64_t progress_ms;
+  /* The records will come from files (rs_engine_run_feed): no wall clock
+   * of their own, so host->idle_notify answers RS_ENOTSUP. */
+  int files;
 } rs_engine_opts_t;
 
 typedef struct rs_engine_stats {

@@ -341,7 +341,9 @@ static const rs_option_def_t sz_options[] = {
      "against that watermark (late ones extend nothing closed: within the "
      "gap after a user's closed session they go to port `late`). Refused "
      "with state.guarantee exactly_once and processing.order deterministic; "
-     "ignored, with a warning, in replays. See docs/SESSIONS.md."},
+     "ignored, with a warning, in replays (also of files) and recstream "
+     "eval. Choose more than gap + grace + max_out_of_orderness. See "
+     "docs/SESSIONS.md."},
 };
 
 /* ---------------------------------------------------------- helpers */
@@ -2371,9 +2373,9 @@ const rs_operator_def_t rs_op_sessionize = {
 /* ------------------------------------------------------- idle_close */
 
 /* Asks the host for idle batches when idle_close is set. A host that
- * delivers none (a replay; exactly_once and deterministic order are
- * refused with the config already) leaves closing to the watermark, said
- * once in the log. */
+ * delivers none (replays, of topics or files, and recstream eval's local
+ * host; exactly_once and deterministic order are refused with the config
+ * already) leaves closing to the watermark, said once in the log. */
 static int sz_idle_init(sz_ctx_t *c, char *errstr, size_t errstr_size) {
   if (!c->idle_close)
     return 0;
@@ -2383,8 +2385,9 @@ static int sz_idle_init(sz_ctx_t *c, char *errstr, size_t errstr_size) {
   if (rc == RS_ENOTSUP) {
     c->host->log(c->op, RS_LOG_WARN,
                  "idle_close is ignored: this host delivers no wall-clock "
-                 "idle batches (a replay, exactly_once or deterministic "
-                 "order); sessions close when the watermark passes them");
+                 "idle batches (a replay, eval, exactly_once or "
+                 "deterministic order); sessions close when the watermark "
+                 "passes them");
     return 0;
   }
   if (rc) {

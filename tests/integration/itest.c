@@ -1,9 +1,13 @@
 /* Integration test helpers (see itest.h). */
 #include "itest.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -339,4 +343,77 @@ long it_seq_of(const rs_interaction_t *it) {
   memcpy(buf, it->page + 4, n);
   buf[n] = '\0';
   return strtol(buf, NULL, 10);
+}
+
+/* One HTTP/1.1 request on a fresh connection; reads until the server
+ * closes it. 0 or -1 (connection or protocol failure). */
+int it_http_req(int port, const char *method, const char *path, it_resp_t *r) {
+  memset(r, 0, sizeof(*r));
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+    close(fd);
+    return -1;
+  }
+  char req[512];
+  int n = snprintf(req, sizeof req,
+                   "%s %s HTTP/1.1\r\nHost: localhost\r\nUser-Agent: itest\r\n"
+                   "\r\n",
+                   method, path);
+  if (write(fd, req, (size_t)n) != n) {
+    close(fd);
+    return -1;
+  }
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    if (len + 4096 > cap)
+      buf = realloc(buf, cap *= 2);
+    ssize_t k = read(fd, buf + len, cap - len - 1);
+    if (k <= 0)
+      break;
+    len += (size_t)k;
+  }
+  close(fd);
+  buf[len] = '\0';
+  char *eoh = strstr(buf, "\r\n\r\n");
+  if (!eoh || sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1) {
+    free(buf);
+    return -1;
+  }
+  *eoh = '\0';
+  for (char *line = strstr(buf, "\r\n"); line; line = strstr(line + 2, "\r\n"))
+    if (!strncasecmp(line + 2, "content-type:", 13)) {
+      const char *v = line + 15;
+      while (*v == ' ')
+        v++;
+      size_t l = strcspn(v, "\r\n");
+      snprintf(r->ctype, sizeof r->ctype, "%.*s", (int)l, v);
+    }
+  r->len = len - (size_t)(eoh + 4 - buf);
+  r->body = malloc(r->len + 1);
+  memcpy(r->body, eoh + 4, r->len);
+  r->body[r->len] = '\0';
+  free(buf);
+  return 0;
+}
+
+/* The value of the sample series (name{labels} as rendered) in the
+ * engine's /metrics on port; -1 when absent or the request failed. */
+double it_metric(int port, const char *series) {
+  it_resp_t r;
+  if (it_http_req(port, "GET", "/metrics", &r))
+    return -1;
+  double v = -1;
+  size_t l = strlen(series);
+  for (const char *p = r.body; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p)
+    if (!strncmp(p, series, l) && p[l] == ' ') {
+      v = strtod(p + l + 1, NULL);
+      break;
+    }
+  free(r.body);
+  return v;
 }

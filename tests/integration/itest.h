@@ -91,4 +91,19 @@ int it_wait(int (*cond)(void *), void *arg, int timeout_ms);
 /* Sequence number from a decoded interaction's page "seq-<k>", or -1. */
 long it_seq_of(const rs_interaction_t *it);
 
+/* One HTTP/1.1 request to 127.0.0.1:port on a fresh connection (read until
+ * the server closes it): status, content type, body (malloc'd; free it).
+ * 0 or -1 (connection or protocol failure). */
+typedef struct it_resp {
+  int status;
+  char ctype[128];
+  char *body;
+  size_t len;
+} it_resp_t;
+int it_http_req(int port, const char *method, const char *path, it_resp_t *r);
+/* The value of the sample series (name{labels} as rendered) in the
+ * engine's /metrics on port (thread-safe while the engine runs, unlike
+ * rs_engine_counter); -1 when absent or the request failed. */
+double it_metric(int port, const char *series);
+
 #endif

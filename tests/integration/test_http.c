@@ -33,67 +33,10 @@ static const char http_yaml[] =
     "  - { name: out, input: parse, topic: out, format: json }\n"
     "  - { name: ustats, input: stats, topic: ustats }\n";
 
-typedef struct resp {
-  int status;
-  char ctype[128];
-  char *body;
-  size_t len;
-} resp_t;
+typedef it_resp_t resp_t;
 
-/* One HTTP/1.1 request on a fresh connection; reads until the server
- * closes it. 0 or -1 (connection or protocol failure). */
 static int http_req(int port, const char *method, const char *path, resp_t *r) {
-  memset(r, 0, sizeof(*r));
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
-    return -1;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
-    close(fd);
-    return -1;
-  }
-  char req[512];
-  int n = snprintf(req, sizeof req,
-                   "%s %s HTTP/1.1\r\nHost: localhost\r\nUser-Agent: itest\r\n"
-                   "\r\n",
-                   method, path);
-  if (write(fd, req, (size_t)n) != n) {
-    close(fd);
-    return -1;
-  }
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  for (;;) {
-    if (len + 4096 > cap)
-      buf = realloc(buf, cap *= 2);
-    ssize_t k = read(fd, buf + len, cap - len - 1);
-    if (k <= 0)
-      break;
-    len += (size_t)k;
-  }
-  close(fd);
-  buf[len] = '\0';
-  char *eoh = strstr(buf, "\r\n\r\n");
-  if (!eoh || sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1) {
-    free(buf);
-    return -1;
-  }
-  *eoh = '\0';
-  for (char *line = strstr(buf, "\r\n"); line; line = strstr(line + 2, "\r\n"))
-    if (!strncasecmp(line + 2, "content-type:", 13)) {
-      const char *v = line + 15;
-      while (*v == ' ')
-        v++;
-      size_t l = strcspn(v, "\r\n");
-      snprintf(r->ctype, sizeof r->ctype, "%.*s", (int)l, v);
-    }
-  r->len = len - (size_t)(eoh + 4 - buf);
-  r->body = malloc(r->len + 1);
-  memcpy(r->body, eoh + 4, r->len);
-  r->body[r->len] = '\0';
-  free(buf);
-  return 0;
+  return it_http_req(port, method, path, r);
 }
 
 /* The value of the sample with exactly this name{labels} (as rendered)

@@ -1,7 +1,8 @@
-/* engine/local_host.c, the lean in-process host `recstream eval` uses:
- * host->idle_notify is recorded in init() and rs_local_idle() delivers the
- * idle batch when its caller decides (the host keeps no clock), here with
- * sessionize's idle_close; without idle_close there is nothing to deliver. */
+/* engine/local_host.c, the lean in-process host `recstream eval` uses: it
+ * keeps no clock, so host->idle_notify answers RS_ENOTSUP, and sessionize
+ * with idle_close takes its warning path (closing by event time only):
+ * an empty batch is then no idle batch and closes nothing, exactly as
+ * without idle_close. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -57,26 +58,27 @@ static void push(rs_local_t *l, int64_t t) {
   "  - { name: s, type: sessionize, input: in, gap: 10s, grace: 5s" extra      \
   " }\nsinks: [ { name: o, input: s.sessions, topic: o } ]\n"
 
-Test(local_host, idle_batches_come_only_from_rs_local_idle) {
+Test(local_host, idle_close_is_refused_by_the_host_and_ignored) {
   seen_t s = {0};
   rs_config_t *cfg;
   rs_local_t *l = start(YAML(", idle_close: 1m"), &s, &cfg);
   push(l, 1000);
-  cr_assert_eq(s.per_port[1], 0, "the host delivers nothing by itself");
-  cr_assert_eq(rs_local_idle(l, 0), 0);
-  cr_assert_eq(s.per_port[1], 1);
+  cr_assert_eq(rs_local_push(l, 0, NULL, 0), 0);
+  cr_assert_eq(s.per_port[1], 0, "no idle batch: nothing closes");
+  cr_assert_eq(rs_local_counter(l, "sessions_closed"), 0);
+  push(l, 1000 + 10000 + 5000 + 1);
+  cr_assert_eq(s.per_port[1], 1, "the watermark closes it");
   cr_assert_eq(s.last_end, 1000);
-  cr_assert_eq(rs_local_counter(l, "sessions_closed"), 1);
   rs_local_destroy(l);
   rs_config_destroy(cfg);
 }
 
-Test(local_host, no_idle_batch_without_idle_close) {
+Test(local_host, an_empty_batch_without_idle_close_closes_nothing) {
   seen_t s = {0};
   rs_config_t *cfg;
   rs_local_t *l = start(YAML(""), &s, &cfg);
   push(l, 1000);
-  cr_assert_eq(rs_local_idle(l, 0), RS_EINVAL);
+  cr_assert_eq(rs_local_push(l, 0, NULL, 0), 0);
   cr_assert_eq(s.per_port[1], 0);
   rs_local_destroy(l);
   rs_config_destroy(cfg);

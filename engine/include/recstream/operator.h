@@ -193,6 +193,10 @@ typedef struct rs_host_api {
    * one of the instance's input partitions has processed no record for
    * idle_ms (> 0) of wall-clock time, the host calls process() with an
    * *idle batch* for that partition: count 0, records NULL, input 0.
+   * Idleness is per partition of each upstream source: with two
+   * co-partitioned sources, partition p is idle when one source's p is
+   * silent, whatever the other's does. Time the host itself held
+   * processing (checkpoint barrier, backpressure) does not count.
    * Once per idle period: the partition's next record re-arms it (and so
    * does an assignment of the partition). The batch runs like any other,
    * between batches and never during a checkpoint barrier: what process()
@@ -202,9 +206,10 @@ typedef struct rs_host_api {
    * src_offset = -1. A second call replaces the interval. RS_ENOTSUP when
    * this host never delivers idle batches: state.guarantee exactly_once
    * (outputs must be a function of the input for replay suppression),
-   * processing.order deterministic, replays; RS_EINVAL outside init() or
-   * for idle_ms <= 0. An operator that never calls it never sees a batch
-   * with count 0. Appended late in minor 3. */
+   * processing.order deterministic, replays (of topics or files) and
+   * `recstream eval`; RS_EINVAL outside init() or for idle_ms <= 0;
+   * RS_ERANGE beyond 64 instances asking. An operator that never calls it
+   * never sees a batch with count 0. Appended late in minor 3. */
   int (*idle_notify)(rs_op_t *op, int64_t idle_ms);
 } rs_host_api_t;
 
