@@ -38,6 +38,7 @@ struct entry {
   uint32_t bytes; /* accounted size of the block */
   uint8_t flags;
   uint8_t cls;
+  uint16_t pin;         /* staged by the checkpoint of this generation */
   unsigned char data[]; /* key, then value */
 };
 
@@ -45,6 +46,12 @@ struct rs_cache {
   rs_store_t *store;
   rs__rocks_t *db;
   rs__rocks_batch_t *spill;
+  /* While a staged checkpoint is being written (staged): its entries are
+   * pinned (pin == gen), and evictions go to spill_next as well as spill,
+   * which becomes the spill once the checkpoint is durable. */
+  rs__rocks_batch_t *spill_next;
+  int staged;
+  uint16_t gen;
   entry_t **buckets;
   size_t nbuckets; /* a power of two */
   size_t n;
@@ -121,6 +128,7 @@ void rs_cache_destroy(rs_cache_t *c) {
       rs_free(f);
     }
   rs__rocks_batch_destroy(c->spill);
+  rs__rocks_batch_destroy(c->spill_next);
   rs_free(c->buckets);
   rs_free(c->scan);
   rs_buf_free(&c->key);
@@ -165,10 +173,18 @@ static void touch(entry_t *e) {
   e->flags |= F_REF;
 }
 
+/* Staged for the checkpoint being written and not changed since: the
+ * database does not have its value yet, so it must stay (a dirty one may
+ * go: eviction spills it). (A generation
+ * that wraps around may pin an older entry too: only for one write.) */
+static int pinned(const rs_cache_t *c, const entry_t *e) {
+  return c->staged && e->pin == c->gen && !(e->flags & F_DIRTY);
+}
+
 static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
   entry_t *h = c->hand;
   for (size_t i = 0; h && i <= 2 * c->n; i++) {
-    if (h != protect && !(h->flags & F_REF)) {
+    if (h != protect && !(h->flags & F_REF) && !pinned(c, h)) {
       c->hand = h->lnext;
       return h;
     }
@@ -278,6 +294,23 @@ static int trim_free_block(rs_cache_t *c) {
 
 /* ---- spill and eviction ---- */
 
+/* Writes that bypass the cache go to the spill (readable, written by the
+ * next checkpoint) and, while one is being written, to spill_next too:
+ * the staged batch holds a copy of the spill as it was, so only what
+ * comes after it must outlive the write. */
+static void spill_put(rs_cache_t *c, int cf, const void *k, size_t kn,
+                      const void *v, size_t vn) {
+  rs__rocks_batch_put(c->db, c->spill, cf, k, kn, v, vn);
+  if (c->staged)
+    rs__rocks_batch_put(c->db, c->spill_next, cf, k, kn, v, vn);
+}
+
+static void spill_delete(rs_cache_t *c, int cf, const void *k, size_t kn) {
+  rs__rocks_batch_delete(c->db, c->spill, cf, k, kn);
+  if (c->staged)
+    rs__rocks_batch_delete(c->db, c->spill_next, cf, k, kn);
+}
+
 static int stage(rs_cache_t *c, rs__rocks_batch_t *b, entry_t *e,
                  rs_buf_t *kb) {
   if (rs__state_key(kb, e->partition, e->data, e->klen))
@@ -300,7 +333,8 @@ static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
 
 static int evict(rs_cache_t *c, entry_t *e) {
   if (e->flags & F_DIRTY) {
-    if (stage(c, c->spill, e, &c->ekey))
+    if (stage(c, c->spill, e, &c->ekey) ||
+        (c->staged && stage(c, c->spill_next, e, &c->ekey)))
       return RS_ENOMEM; /* keep it: dropping it would lose the write */
     c->writebacks++;
   }
@@ -443,8 +477,7 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
   /* Too large to cache: it goes to the pending batch like an eviction. */
   if ((rc = rs__state_key(&c->key, partition, key, key_len)))
     return rc;
-  rs__rocks_batch_put(c->db, c->spill, cf, c->key.data, c->key.len, value,
-                      value_len);
+  spill_put(c, cf, c->key.data, c->key.len, value, value_len);
   c->writebacks++;
   return 0;
 }
@@ -468,7 +501,7 @@ int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
     return rc;
   if ((rc = rs__state_key(&c->key, partition, key, key_len)))
     return rc;
-  rs__rocks_batch_delete(c->db, c->spill, cf, c->key.data, c->key.len);
+  spill_delete(c, cf, c->key.data, c->key.len);
   return 0;
 }
 
@@ -619,8 +652,8 @@ void rs_cache_stats(const rs_cache_t *c, rs_cache_stats_t *out) {
 }
 
 int rs_cache_needs_checkpoint(const rs_cache_t *c) {
-  return rs__rocks_batch_count(c->spill) &&
-         rs__rocks_batch_bytes(c->spill) > c->bound / 4;
+  rs__rocks_batch_t *b = c->staged ? c->spill_next : c->spill;
+  return rs__rocks_batch_count(b) && rs__rocks_batch_bytes(b) > c->bound / 4;
 }
 
 rs__rocks_batch_t *rs__cache_batch(rs_cache_t *c) {
@@ -633,6 +666,40 @@ int rs__cache_stage_dirty(rs_cache_t *c, rs__rocks_batch_t *b) {
       return RS_ENOMEM;
   }
   return 0;
+}
+
+int rs__cache_pin_staged(rs_cache_t *c) {
+  if (c->staged)
+    return RS_EINVAL;
+  if (!c->spill_next && !(c->spill_next = rs__rocks_batch_create()))
+    return RS_ENOMEM;
+  if (++c->gen == 0)
+    c->gen = 1; /* 0 is what a new entry has */
+  c->staged = 1;
+  for (entry_t *e = c->dhead, *next; e; e = next) {
+    next = e->dnext;
+    e->flags &= (uint8_t)~F_DIRTY;
+    e->dprev = e->dnext = NULL;
+    e->pin = c->gen;
+  }
+  c->dhead = NULL;
+  c->dirty_bytes = 0;
+  return 0;
+}
+
+int rs__cache_is_staged(const rs_cache_t *c) {
+  return c->staged;
+}
+
+void rs__cache_durable(rs_cache_t *c) {
+  if (!c->staged)
+    return;
+  rs__rocks_batch_t *old = c->spill;
+  c->spill = c->spill_next;
+  c->spill_next = old;
+  rs__rocks_batch_clear(old);
+  c->staged = 0;      /* unpins every entry at once */
+  make_room(c, NULL); /* what the pins held over the bound */
 }
 
 void rs__cache_checkpointed(rs_cache_t *c) {
