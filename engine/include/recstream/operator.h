@@ -213,11 +213,15 @@ typedef struct rs_operator_def {
   int (*process)(rs_op_t *op, void *ctx, const rs_batch_t *batch);
   int (*on_timer)(rs_op_t *op, void *ctx, int32_t partition, int64_t when_ms,
                   const void *tag, size_t tag_len);
-  /* Called before every checkpoint is written (each state.commit_interval,
-   * on partition revocation, at shutdown; never during process()): write
-   * what is kept in memory through state_put & co., and those writes are
-   * stored atomically with the input offsets. emit() and dead_letter() are
-   * not allowed here. A negative return stops the engine. Optional. */
+  /* Called when every checkpoint is taken (each state.commit_interval,
+   * on partition revocation, at shutdown; between batches, never during
+   * process()): write what is kept in memory through state_put & co., and
+   * those writes are stored atomically with the input offsets of that
+   * moment. The checkpoint reaches disk later (once the outputs produced
+   * before it are acknowledged, written off the loop thread) while
+   * processing goes on; writes after this call belong to the next one.
+   * emit() and dead_letter() are not allowed here. A negative return stops
+   * the engine. Optional. */
   int (*checkpoint)(rs_op_t *op, void *ctx);
   void (*destroy)(rs_op_t *op, void *ctx);
 
