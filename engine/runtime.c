@@ -214,8 +214,7 @@ struct rs_engine {
    * always; mq: records (and per-partition events such as end-of-partition)
    * of every assigned partition, forwarded there at assignment, drained
    * only when the engine may process. Apart, a rebalance is never stuck
-   * behind prefetched records while processing waits (backpressure, a
-   * checkpoint barrier). */
+   * behind prefetched records while processing waits (backpressure). */
   rd_kafka_queue_t *cq, *mq, *pq;
 
   uv_loop_t loop;
@@ -1903,8 +1902,8 @@ static int before(const part_t *p, size_t i, const part_t *q) {
 
 static void on_order_timer(uv_timer_t *h);
 
-/* The engine itself held processing (a checkpoint barrier, backpressure):
- * time waited meanwhile is not a partition lagging. */
+/* The engine itself held processing (backpressure): time waited
+ * meanwhile is not a partition lagging. */
 static void reset_idle_clocks(rs_engine_t *e) {
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++)
