@@ -215,7 +215,7 @@ static int cli(char *out, size_t out_size, const char *fmt, ...) {
 Test(checkpoint, kill_between_capture_and_write_loses_nothing, .timeout = 120) {
   rs_mock_t *m = it_cluster(1, 4, topics);
   cr_assert(m != NULL);
-  const long total = 20000;
+  const long total = 10000;
   cr_assert_eq(it_produce(m->bootstraps, "in", total, 200, 0, "avro"), 0);
   char cfg[300], dir[300];
   snprintf(cfg, sizeof cfg, "%s-ck.yaml", it_state_dir());
