@@ -44,6 +44,7 @@ struct rs_local {
   rs_store_t *store;
   rs_cache_t *cache;
   int cf;
+  int64_t idle_ms; /* host->idle_notify (0: not asked) */
 };
 
 /* Emits go to on_emit, or nowhere: then no port is wanted. */
@@ -170,6 +171,17 @@ static int l_timer(rs_op_t *op, int32_t p, int64_t when, const void *tag,
   return RS_ENOTSUP;
 }
 
+/* Recorded only: this host has no clock (a replay of a file is never idle
+ * in wall-clock terms); rs_local_idle() delivers an idle batch when its
+ * caller decides. init() only, like the engine's. */
+static int l_idle_notify(rs_op_t *op, int64_t idle_ms) {
+  rs_local_t *l = op->l;
+  if (l->inited || idle_ms <= 0)
+    return RS_EINVAL;
+  l->idle_ms = idle_ms;
+  return 0;
+}
+
 /* The runtime's host->random (rs_op_random). */
 static uint64_t l_random(rs_op_t *op, const void *key, size_t key_len,
                          int64_t offset, uint64_t stream) {
@@ -254,6 +266,7 @@ int rs_local_new(const rs_operator_def_t *def, const char *name,
       .variant = "",
       .port_wanted = l_port_wanted,
       .peer_context = l_peer_context,
+      .idle_notify = l_idle_notify,
   };
   const char *tmp = getenv("TMPDIR");
   snprintf(l->dir, sizeof l->dir, "%s/recstream_local_XXXXXX",
@@ -304,6 +317,12 @@ int rs_local_push(rs_local_t *l, int32_t partition, const rs_record_t *recs,
   rs_arena_reset(&l->arena);
   rs_batch_t b = {recs, n, partition, 0};
   return l->def->process(&l->op, l->ctx, &b);
+}
+
+int rs_local_idle(rs_local_t *l, int32_t partition) {
+  if (!l->idle_ms)
+    return RS_EINVAL;
+  return rs_local_push(l, partition, NULL, 0);
 }
 
 void *rs_local_ctx(rs_local_t *l) {

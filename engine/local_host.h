@@ -8,7 +8,7 @@
  * of the operator's name), so a replay draws what the pipeline would.
  * emit() and dead_letter() are handed to callbacks; batch_alloc() serves
  * from an arena reset at every push; timers are RS_ENOTSUP, as in the
- * engine.
+ * engine; idle batches come only from rs_local_idle().
  *
  * (tests/operators/harness.c is the richer host for operator tests:
  * collected records, restarts, borrow checks. This one is lean on purpose:
@@ -57,6 +57,11 @@ void rs_local_destroy(rs_local_t *l);
 /* Runs process() on one batch of partition `partition` (input 0). */
 int rs_local_push(rs_local_t *l, int32_t partition, const rs_record_t *recs,
                   size_t n);
+/* host->idle_notify: this host keeps no clock and never delivers an idle
+ * batch by itself; this delivers one for `partition` (process() with count
+ * 0, as the engine does once the partition ran no record for the interval
+ * the operator asked for). RS_EINVAL when the operator asked for none. */
+int rs_local_idle(rs_local_t *l, int32_t partition);
 
 /* The operator's context and host table, e.g. for built-in read access. */
 void *rs_local_ctx(rs_local_t *l);

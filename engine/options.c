@@ -135,6 +135,58 @@ static int parse_value(const rs_option_def_t *o, const char *s, void *ctx) {
   return 0;
 }
 
+/* Whether option o holds a non-zero value in ctx (not for strings). */
+static int is_set(const rs_option_def_t *o, const void *ctx) {
+  const char *field = (const char *)ctx + o->offset;
+  switch (o->type) {
+  case RS_OPT_BOOL:
+  case RS_OPT_ENUM: {
+    int v;
+    memcpy(&v, field, sizeof v);
+    return v != 0;
+  }
+  case RS_OPT_DOUBLE: {
+    double v;
+    memcpy(&v, field, sizeof v);
+    return v != 0;
+  }
+  case RS_OPT_STRING:
+    return 0;
+  default: {
+    int64_t v;
+    memcpy(&v, field, sizeof v);
+    return v != 0;
+  }
+  }
+}
+
+/* An option marked RS_OPT_WALL_CLOCK, set, where the config promises
+ * outputs that depend only on the input: refused, naming why. */
+static int wall_clock_refused(const rs_config_t *cfg, const rs_option_def_t *o,
+                              const void *ctx, int line, int col,
+                              const char *label, char *errstr,
+                              size_t errstr_size) {
+  if (o->type == RS_OPT_ENUM || o->type == RS_OPT_STRING || !o->enum_values ||
+      strcmp(o->enum_values, RS_OPT_WALL_CLOCK) || !is_set(o, ctx))
+    return 0;
+  char where[512];
+  rs_config_where(cfg, line, col, where, sizeof where);
+  if (cfg->state.guarantee == RS_GUARANTEE_EXACTLY_ONCE)
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "%s%s.%s: acts on wall-clock time, so outputs are not a "
+                     "function of the input, which state.guarantee "
+                     "exactly_once needs (a replay must regenerate the same "
+                     "outputs); leave %s at 0 or use at_least_once",
+                     where, label, o->name, o->name);
+  if (cfg->processing.order == RS_ORDER_DETERMINISTIC)
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "%s%s.%s: acts on wall-clock time, so a run cannot be "
+                     "reproduced as processing.order deterministic promises; "
+                     "leave %s at 0 or use processing.order arrival",
+                     where, label, o->name, o->name);
+  return 0;
+}
+
 int rs_options_apply(const rs_config_t *cfg, const rs_operator_def_t *def,
                      const rs_ynode_t *map, const char *label, void *ctx,
                      char *errstr, size_t errstr_size) {
@@ -182,6 +234,9 @@ int rs_options_apply(const rs_config_t *cfg, const rs_operator_def_t *def,
                        "%s%s.%s: expected %s, got '%s'", where, label, o->name,
                        expected(o->type), v);
     }
+    if ((rc = wall_clock_refused(cfg, o, ctx, line, col, label, errstr,
+                                 errstr_size)))
+      return rc;
   }
   for (size_t i = 0; i < map->n; i++) {
     if (map->pairs[i].used)

@@ -124,6 +124,10 @@ struct part {
   int64_t committable;  /* -1: nothing to commit yet */
   int64_t committed;
   tracker_t *head, *tail;
+  /* host->idle_notify: loop time (ms) of its last run or assignment, and
+   * bit r set once registration r's idle batch went out since then. */
+  uint64_t idle_last;
+  uint64_t idle_fired;
 };
 
 /* exactly_once: one source position found in an output partition by the
@@ -310,6 +314,11 @@ struct rs_engine {
   rs_lat_histogram_t ack_hist;
   const inrec_t *run_msgs; /* the current run's inputs, by offset */
   size_t run_n;
+  /* host->idle_notify registrations (at most 64: a bit each in
+   * part_t.idle_fired) and the one timer that serves them all. */
+  struct idle_reg *idle_regs;
+  size_t n_idle;
+  uv_timer_t idle_timer;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -319,6 +328,7 @@ static void fail(rs_engine_t *e, int err, const char *fmt, ...)
 static void begin_stop(rs_engine_t *e);
 static outtopic_t *find_out(const rs_engine_t *e, const char *name);
 static void reset_idle_clocks(rs_engine_t *e);
+static void idle_touch(rs_engine_t *e, part_t *p);
 
 static void fail(rs_engine_t *e, int err, const char *fmt, ...) {
   if (!e->err) {
@@ -1136,6 +1146,8 @@ static int host_port_wanted(rs_op_t *op, uint32_t port) {
   return port < n->n_ports && n->out[port].wanted;
 }
 
+static int host_idle_notify(rs_op_t *op, int64_t idle_ms);
+
 static const rs_host_api_t host_api_template = {
     .abi_version = RS_ABI_VERSION,
     .struct_size = sizeof(rs_host_api_t),
@@ -1163,6 +1175,7 @@ static const rs_host_api_t host_api_template = {
     .variant = "",
     .port_wanted = host_port_wanted,
     .peer_context = host_peer_context,
+    .idle_notify = host_idle_notify,
 };
 
 /* ------------------------------------------------------------ produce */
@@ -1594,6 +1607,7 @@ static int process_run(rs_engine_t *e, size_t src, int32_t partition,
   p->resumed = 0;
   p->eof = 0;
   p->next_offset = t->end_offset;
+  idle_touch(e, p);
   e->run_msgs = msgs;
   e->run_n = n;
 
@@ -2184,6 +2198,248 @@ static void on_idle(uv_idle_t *h) {
   drain(h->data);
 }
 
+/* ------------------------------------------------------- idle batches */
+
+/* host->idle_notify (ABI minor 3, appended): an operator instance asks for
+ * an idle batch (process() with count 0) for each input partition that has
+ * run no record for `ms` of loop time. One uv timer serves every
+ * registration; it is due at the earliest deadline of any partition not yet
+ * served, and a record re-arms it only when it is not running (a running
+ * timer is due no later than the new deadline). Nothing polls Kafka. */
+typedef struct idle_reg {
+  struct rs_op *op;
+  uint64_t ms;
+  unsigned char *srcs; /* [n_sources]: 1 when the source feeds op */
+  rs_counter_t *c_idle;
+} idle_reg_t;
+
+/* While an idle batch cannot run (backpressure), the timer looks again
+ * this often. */
+#define IDLE_RETRY_MS 50
+
+static void idle_free(rs_engine_t *e) {
+  for (size_t r = 0; r < e->n_idle; r++)
+    rs_free(e->idle_regs[r].srcs);
+  rs_free(e->idle_regs);
+  e->idle_regs = NULL;
+  e->n_idle = 0;
+}
+
+/* Marks in srcs (indexed by source) every source upstream of node i. */
+static void idle_upstream(const rs_graph_t *g, size_t i, unsigned char *seen,
+                          unsigned char *srcs) {
+  if (seen[i])
+    return;
+  seen[i] = 1;
+  const rs_gnode_t *gn = &g->nodes[i];
+  if (gn->kind == RS_NODE_SOURCE)
+    srcs[gn->cfg_index] = 1;
+  for (size_t k = 0; k < gn->n_inputs; k++)
+    idle_upstream(g, gn->inputs[k].from, seen, srcs);
+}
+
+static void on_idle_timer(uv_timer_t *h);
+
+/* Starts the timer when it is not running (the earliest deadline is then
+ * this one or later). */
+static void idle_arm(rs_engine_t *e, uint64_t in_ms) {
+  if (e->state == ST_RUNNING && !uv_is_active((uv_handle_t *)&e->idle_timer))
+    uv_timer_start(&e->idle_timer, on_idle_timer, in_ms, 0);
+}
+
+/* A run of p, or its assignment: its idle clock starts again. */
+static void idle_touch(rs_engine_t *e, part_t *p) {
+  if (!e->n_idle || e->feed || !e->loop_inited)
+    return;
+  p->idle_last = uv_now(&e->loop);
+  p->idle_fired = 0;
+  uint64_t min = UINT64_MAX;
+  for (size_t r = 0; r < e->n_idle; r++)
+    if (e->idle_regs[r].srcs[p->src] && e->idle_regs[r].ms < min)
+      min = e->idle_regs[r].ms;
+  if (min != UINT64_MAX)
+    idle_arm(e, min);
+}
+
+static int host_idle_notify(rs_op_t *op, int64_t idle_ms) {
+  rs_engine_t *e = op->e;
+  if (op->inited || idle_ms <= 0)
+    return RS_EINVAL;
+  /* Outputs must be a function of the input (exactly_once suppresses by
+   * source position on replay; deterministic order and replays reproduce
+   * a run): wall-clock batches would break both. */
+  if (e->eo || e->ordered)
+    return RS_ENOTSUP;
+  for (size_t r = 0; r < e->n_idle; r++)
+    if (e->idle_regs[r].op == op) {
+      e->idle_regs[r].ms = (uint64_t)idle_ms;
+      return 0;
+    }
+  if (e->n_idle == 64)
+    return RS_ERANGE;
+  idle_reg_t *regs =
+      rs_realloc(e->idle_regs, (e->n_idle + 1) * sizeof(*e->idle_regs));
+  if (!regs)
+    return RS_ENOMEM;
+  e->idle_regs = regs;
+  idle_reg_t *r = &regs[e->n_idle];
+  unsigned char *seen = rs_calloc(e->g->n, 1);
+  *r = (idle_reg_t){
+      .op = op,
+      .ms = (uint64_t)idle_ms,
+      .srcs = rs_calloc(e->cfg->n_sources ? e->cfg->n_sources : 1, 1),
+      .c_idle =
+          host_counter(op, "idle_batches",
+                       "idle batches: an input partition ran no record "
+                       "for the interval the operator asked (idle_notify)")};
+  if (!seen || !r->srcs || !r->c_idle) {
+    rs_free(seen);
+    rs_free(r->srcs);
+    return RS_ENOMEM;
+  }
+  idle_upstream(e->g, op->node, seen, r->srcs);
+  rs_free(seen);
+  e->n_idle++;
+  return 0;
+}
+
+/* Runs op's idle batch for partition `partition` of source src through
+ * the graph: op's process() with no records, then every node downstream of
+ * what it emitted, as process_run() does for a run (this repeats its graph
+ * walk; the source and every other buffer stay empty). Outputs hang on a
+ * tracker of their own, queued on the partition like a run's, whose end is
+ * the partition's position: a commit passes it only once they are
+ * acknowledged, and a checkpoint taken after it waits for them. */
+static int idle_run(rs_engine_t *e, struct rs_op *idle_op, size_t src,
+                    int32_t partition) {
+  part_t *p = get_part(e, src, partition);
+  tracker_t *t = rs_calloc(1, sizeof(*t));
+  if (!p || !t) {
+    rs_free(t);
+    return rs_seterr(e->errstr, sizeof e->errstr, RS_ENOMEM, "out of memory");
+  }
+  e->errstr[0] = '\0';
+  t->part = p;
+  t->generation = p->generation;
+  t->end_offset = p->next_offset >= 0 ? p->next_offset : p->committable;
+  e->cur = t;
+  e->cur_src = src;
+  e->cur_partition = partition;
+  ordinals_reset(e);
+  e->run_msgs = NULL;
+  e->run_n = 0;
+  const rs_graph_t *g = e->g;
+  for (size_t i = 0; i < g->n; i++)
+    for (size_t k = 0; k < e->nodes[i].n_ports; k++)
+      e->nodes[i].out[k].n = 0;
+  rs_batch_t ib = {.records = NULL, .count = 0, .partition = partition};
+  e->cur_op = idle_op;
+  uint64_t t0 = rs_now_ns();
+  int rc = idle_op->def->process(idle_op, idle_op->ctx, &ib);
+  rs_histogram_observe(&idle_op->proc_hist, rs_now_ns() - t0);
+  if (rc < 0 && !e->errstr[0])
+    rs_seterr(e->errstr, sizeof e->errstr, rc,
+              "operator '%s' (%s) failed on an idle batch of %s [%d]: %s",
+              idle_op->cf_name[0] ? idle_op->cf_name
+                                  : g->nodes[idle_op->node].name,
+              idle_op->def->name, e->cfg->sources[src].topic, (int)partition,
+              rs_strerror(rc));
+  rc = rc < 0 ? rc : 0;
+  for (size_t k = 0; k < g->n && !rc; k++) {
+    size_t ni = g->order[k];
+    const rs_gnode_t *gn = &g->nodes[ni];
+    for (size_t in = 0; in < gn->n_inputs && !rc; in++) {
+      const outbuf_t *ob =
+          &e->nodes[gn->inputs[in].from].out[gn->inputs[in].port];
+      if (!ob->n)
+        continue;
+      if (gn->kind == RS_NODE_SINK) {
+        rc = run_sink(e, ni, ob);
+        continue;
+      }
+      for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {
+        rs_batch_t b = {.records = ob->recs,
+                        .count = ob->n,
+                        .partition = partition,
+                        .input = (uint32_t)in};
+        if (op->x && (rc = route_variant(op, &b)))
+          break;
+        if (!b.count)
+          continue;
+        if (op->c_in)
+          op->c_in->value += b.count;
+        e->cur_op = op;
+        t0 = rs_now_ns();
+        rc = op->def->process(op, op->ctx, &b);
+        rs_histogram_observe(&op->proc_hist, rs_now_ns() - t0);
+        if (rc < 0 && !e->errstr[0])
+          rs_seterr(e->errstr, sizeof e->errstr, rc,
+                    "operator '%s' (%s) failed on %s [%d]: %s",
+                    op->cf_name[0] ? op->cf_name : gn->name, op->def->name,
+                    e->cfg->sources[src].topic, (int)partition,
+                    rs_strerror(rc));
+        rc = rc < 0 ? rc : 0;
+      }
+    }
+  }
+  e->cur_op = NULL;
+  if (rc)
+    t->failed = 1;
+  if (!rc && t->pending == 0) {
+    rs_free(t); /* nothing to wait for */
+  } else {
+    if (p->tail)
+      p->tail->next = t;
+    else
+      p->head = t;
+    p->tail = t;
+  }
+  e->cur = NULL;
+  rs_arena_reset(&e->arena);
+  return rc;
+}
+
+/* Sends the idle batches that are due, then sets the timer for the next
+ * deadline (none: it stops until a record or an assignment re-arms it). */
+static void on_idle_timer(uv_timer_t *h) {
+  rs_engine_t *e = h->data;
+  if (e->state != ST_RUNNING || e->err)
+    return;
+  uint64_t now = uv_now(&e->loop), next = UINT64_MAX;
+  for (size_t r = 0; r < e->n_idle; r++) {
+    idle_reg_t *reg = &e->idle_regs[r];
+    for (size_t s = 0; s < e->cfg->n_sources; s++) {
+      if (!reg->srcs[s])
+        continue;
+      for (int32_t i = 0; i < e->n_parts[s]; i++) {
+        part_t *p = e->parts[s][i];
+        if (!p || !p->assigned || (p->idle_fired >> r & 1))
+          continue;
+        uint64_t due = p->idle_last + reg->ms;
+        if (due > now) {
+          next = due < next ? due : next;
+          continue;
+        }
+        if (!may_process(e)) {
+          next = now + IDLE_RETRY_MS < next ? now + IDLE_RETRY_MS : next;
+          continue;
+        }
+        p->idle_fired |= (uint64_t)1 << r;
+        reg->c_idle->value++;
+        int rc = idle_run(e, reg->op, s, i);
+        if (rc) {
+          fail(e, rc, "%s", e->errstr[0] ? e->errstr : rs_strerror(rc));
+          return;
+        }
+        if (after_run(e))
+          next = now + IDLE_RETRY_MS < next ? now + IDLE_RETRY_MS : next;
+      }
+    }
+  }
+  if (next != UINT64_MAX)
+    uv_timer_start(&e->idle_timer, on_idle_timer, next - now, 0);
+}
+
 /* Runs on a librdkafka thread, with the queue's lock held, when a queue
  * goes from empty to non-empty: only wake the loop. */
 static void on_queue_event(rd_kafka_t *rk, void *opaque) {
@@ -2263,6 +2519,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       p->committable = p->committed = -1;
       p->empty_since = 0;
       p->gave_up = 0;
+      idle_touch(e, p);
       /* The offset stored with the state wins over the group's: state and
        * position must stay together (README, "Offsets and state"). */
       if (p->stored_offset >= 0) {
@@ -2876,6 +3133,10 @@ static void close_all(rs_engine_t *e) {
       e->handles_open++;
       uv_close(hs[i], close_cb);
     }
+  if (!uv_is_closing((uv_handle_t *)&e->idle_timer)) {
+    e->handles_open++;
+    uv_close((uv_handle_t *)&e->idle_timer, close_cb);
+  }
 }
 
 static void maybe_finish(rs_engine_t *e) {
@@ -3289,6 +3550,8 @@ int rs_engine_run(rs_engine_t *e, char *errstr, size_t errstr_size) {
   uv_async_init(&e->loop, &e->cwake, on_consumer_ready);
   uv_timer_init(&e->loop, &e->order_timer);
   uv_timer_init(&e->loop, &e->progress_timer);
+  uv_timer_init(&e->loop, &e->idle_timer);
+  e->idle_timer.data = e;
   uv_signal_init(&e->loop, &e->sigusr1);
   uv_async_init(&e->loop, &e->pwake, on_producer_ready);
   uv_idle_init(&e->loop, &e->idle);
@@ -3635,6 +3898,7 @@ void rs_engine_destroy(rs_engine_t *e) {
   rs_free(e->ords_used);
   rs_free(e->heap);
   rs_free(e->spare_tracker);
+  idle_free(e);
   /* Not written (its outputs were never all acknowledged, or the engine
    * failed): the previous checkpoint stays. */
   ck_free(e->ck);

@@ -40,9 +40,10 @@
  * operator's back, e.g. it was dropped), then kept up to date on every change.
  * Heap entries may be stale (a session extended or merged since): each is
  * checked against the state when it reaches the top, re-queued at the session's
- * current deadline or skipped. `idle_close` (closing on wall-clock inactivity)
- * would need a clock or wall-clock timers from the host, which operators do not
- * have: it is accepted only as 0 (off) and refused otherwise.
+ * current deadline or skipped. `idle_close` (off by default; wall-clock,
+ * non-deterministic): the host's idle batch (host->idle_notify) steps the
+ * partition's watermark just past its latest close deadline, as a record
+ * would (sz_idle, at the end of this file).
  *
  * Memory and checkpoints. The user entries of a partition are all kept in
  * memory (an open-addressing table, encoded as in the state, loaded by the
@@ -63,11 +64,12 @@
  *
  *   "m"           partition meta, 32 bytes: version 2 (1 byte), k (1 byte:
  *                 2^k user buckets), 6 reserved zero bytes, largest event
- *                 time seen (int64; INT64_MIN: none), records seen (uint64:
- *                 the arrival sequence), the watermark when it was written
- *                 (int64). Version 1 (k = 0, users under "u" user) is still
- *                 read; its user entries move into buckets at the next
- *                 checkpoint.
+ *                 time seen (int64; INT64_MIN: none; after an idle close
+ *                 the stepped watermark + max_out_of_orderness), records
+ *                 seen (uint64: the arrival sequence), the watermark when
+ *                 it was written (int64). Version 1 (k = 0, users under "u"
+ *                 user) is still read; its user entries move into buckets
+ *                 at the next checkpoint.
  *   "p" be64(s)   the records of one batch that still waited for the
  *                 watermark at the batch's end (s: arrival number of one
  *                 of them), each as u64 arrival number + PENDING below
@@ -261,7 +263,8 @@ typedef struct sz_ctx {
   char why[256];
   rs_counter_t *c_late, *c_late_acc, *c_opened, *c_closed, *c_merged, *c_split,
       *c_purged, *c_reloads;
-  int failed; /* a batch failed: memory is ahead of the state, unusable */
+  int failed;  /* a batch failed: memory is ahead of the state, unusable */
+  int idle_on; /* idle_close set and the host delivers idle batches */
 } sz_ctx_t;
 
 typedef struct sz_group {
@@ -310,11 +313,16 @@ static const rs_option_def_t sz_options[] = {
      "late record that it belongs to a closed session); 0 means exactly "
      "that."},
     {RS_OPT_DURATION, "idle_close", "0", offsetof(sz_ctx_t, idle_close), 0,
-     86400000.0, NULL,
-     "Close sessions of a partition that receives nothing for this long in "
-     "wall-clock time (non-deterministic). Not available: operators have "
-     "no clock or wall-clock timers in this engine, so only 0 (off) is "
-     "accepted; a partition's sessions close when its watermark moves."},
+     86400000.0, RS_OPT_WALL_CLOCK,
+     "Off (0) by default. Non-deterministic: when a partition has processed "
+     "no record for this long in wall-clock time, its watermark steps just "
+     "past the latest close deadline of its open sessions, as a record "
+     "would move it: waiting records are applied and every open session "
+     "closes (summaries on port `sessions`). Later records are judged "
+     "against that watermark (late ones extend nothing closed: within the "
+     "gap after a user's closed session they go to port `late`). Refused "
+     "with state.guarantee exactly_once and processing.order deterministic; "
+     "ignored, with a warning, in replays. See docs/SESSIONS.md."},
 };
 
 /* ---------------------------------------------------------- helpers */
@@ -1911,8 +1919,13 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   return 0;
 }
 
+static int sz_idle(sz_ctx_t *c, int32_t partition);
+static int sz_idle_init(sz_ctx_t *c, char *errstr, size_t errstr_size);
+
 static int sz_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
   sz_ctx_t *c = vctx;
+  if (batch->count == 0 && c->idle_on)
+    return sz_idle(c, batch->partition); /* host->idle_notify */
   int32_t partition = batch->partition;
   if (partition < 0) {
     c->host->log(op, RS_LOG_ERROR,
@@ -2004,15 +2017,6 @@ static int sz_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   sz_ctx_t *c = vctx;
   c->op = op;
   c->host = host;
-  if (c->idle_close != 0) {
-    snprintf(errstr, errstr_size,
-             "idle_close: closing sessions on wall-clock inactivity needs a "
-             "clock or wall-clock timers, which this engine does not give "
-             "operators (host timer_set is unsupported); leave idle_close at "
-             "0: sessions close when their partition's watermark passes end "
-             "+ gap + grace");
-    return RS_ENOTSUP;
-  }
   if (c->gap < 0 || c->grace < 0 || c->ooo < 0 || c->max_duration < 0 ||
       c->state_ttl < 0 || c->max_events < 1) {
     snprintf(errstr, errstr_size,
@@ -2052,7 +2056,7 @@ static int sz_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
       return RS_ENOMEM;
     }
   }
-  return 0;
+  return sz_idle_init(c, errstr, errstr_size);
 }
 
 static void sz_destroy(rs_op_t *op, void *vctx) {
@@ -2111,3 +2115,95 @@ const rs_operator_def_t rs_op_sessionize = {
     .checkpoint = sz_checkpoint,
     .destroy = sz_destroy,
 };
+
+/* ------------------------------------------------------- idle_close */
+
+/* Asks the host for idle batches when idle_close is set. A host that
+ * delivers none (a replay; exactly_once and deterministic order are
+ * refused with the config already) leaves closing to the watermark, said
+ * once in the log. */
+static int sz_idle_init(sz_ctx_t *c, char *errstr, size_t errstr_size) {
+  if (!c->idle_close)
+    return 0;
+  int rc = RS_HOST_HAS(c->host, idle_notify)
+               ? c->host->idle_notify(c->op, c->idle_close)
+               : RS_ENOTSUP;
+  if (rc == RS_ENOTSUP) {
+    c->host->log(c->op, RS_LOG_WARN,
+                 "idle_close is ignored: this host delivers no wall-clock "
+                 "idle batches (a replay, exactly_once or deterministic "
+                 "order); sessions close when the watermark passes them");
+    return 0;
+  }
+  if (rc) {
+    snprintf(errstr, errstr_size,
+             "idle_close: the host refused idle batches: %s", rs_strerror(rc));
+    return rc;
+  }
+  c->idle_on = 1;
+  return 0;
+}
+
+/* An idle batch: the partition processed no record for idle_close of
+ * wall-clock time. Its watermark steps forward exactly as a record would
+ * move it to just past the latest close deadline of its open sessions:
+ * every waiting record is applied, in (event time, arrival) order, then
+ * every open session closes, in (deadline, user, id) order, with its
+ * summary on port `sessions`. The watermark stays there (the meta entry's
+ * largest event time becomes it + max_out_of_orderness), so later records
+ * are judged against it by the usual rules. With no open session and
+ * nothing waiting nothing changes. When the step happens is wall-clock
+ * time (non-deterministic); what it does depends only on the records
+ * before it. Outputs carry no input position (src_offset -1). */
+static int sz_idle(sz_ctx_t *c, int32_t partition) {
+  if (partition < 0) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "idle batch of partition %" PRId32 ": sessions need a "
+                 "partition >= 0",
+                 partition);
+    return RS_EINVAL;
+  }
+  if (c->failed) {
+    c->host->log(c->op, RS_LOG_ERROR,
+                 "an earlier batch failed: the sessions in memory are not "
+                 "those of any checkpoint; restart from the last checkpoint");
+    return RS_ESTATE;
+  }
+  sz_part_t *p = NULL;
+  int rc = part_ready(c, partition, &p);
+  if (!rc && (p->n_pend || p->n_due)) {
+    rs_record_t src = {.src_partition = partition, .src_offset = -1};
+    int64_t w = watermark(c, p), last = SZ_NONE;
+    c->cur = &src;
+    c->ordinal = 0;
+    while (!rc && p->n_pend) {
+      sz_pend_t e = pend_pop(p);
+      rs_interaction_t *pia = (rs_interaction_t *)e.ia;
+      if (e.chunk && (rc = pend_take(c, &e, &pia)))
+        break;
+      if (!(rc = apply_in_bounds(c, p, partition, pia)) && e.chunk)
+        rc = chunk_release(c, p, partition, e.chunk);
+    }
+    while (!rc && p->n_due) {
+      sz_due_t d = due_pop(p);
+      if (last == SZ_NONE || d.key > last)
+        last = d.key;
+      rc = run_due(c, p, partition, &d);
+      uent_unref(c, p, d.ent);
+    }
+    c->cur = NULL;
+    /* The largest key popped is the latest deadline closed (a stale entry
+     * is never later than the deadline that closed or absorbed its
+     * session), so the watermark just past it closes exactly these. */
+    if (!rc && last != SZ_NONE && (w == SZ_NONE || sat_add(last, 1) > w))
+      p->max_t = sat_add(sat_add(last, 1), c->ooo);
+    if (!rc)
+      rc = meta_store(c, p, partition);
+  }
+  if (rc) {
+    c->failed = 1; /* as in sz_process: the engine restarts */
+    if (p)
+      part_clear(c, p);
+  }
+  return rc;
+}

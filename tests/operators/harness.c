@@ -81,6 +81,8 @@ struct rs_harness {
    * the peer harness's own cache), set by rs_harness_new_with_peer. */
   char *peer_name;
   rs_harness_t *peer;
+  /* host->idle_notify: the interval the operator asked for (0: none). */
+  int64_t idle_ms;
 };
 
 static void *dup_bytes(const void *p, size_t n) {
@@ -690,6 +692,17 @@ static void *h_peer_context(rs_op_t *op, int handle,
   return *def ? h->peer->ctx : NULL;
 }
 
+/* Recorded only: the harness has no clock; rs_harness_idle() delivers an
+ * idle batch when the test says so. Allowed in init() only, like the
+ * engine's. */
+static int h_idle_notify(rs_op_t *op, int64_t idle_ms) {
+  rs_harness_t *h = op->h;
+  if (h->initialized || idle_ms <= 0)
+    return RS_EINVAL;
+  h->idle_ms = idle_ms;
+  return 0;
+}
+
 static int h_timer_set(rs_op_t *op, int32_t partition, int64_t when_ms,
                        const void *tag, size_t tag_len) {
   return RS_ENOTSUP;
@@ -773,6 +786,7 @@ static int op_start(rs_harness_t *h, char *errstr, size_t errstr_size) {
                              &h->strings, &h->n_strings, errstr, errstr_size);
   if (rc)
     return rc;
+  h->idle_ms = 0;
   if (RS_OPDEF_HAS(h->def, init) &&
       (rc = h->def->init(&h->op, h->ctx, &h->host, errstr, errstr_size)) < 0)
     return rc;
@@ -909,6 +923,7 @@ rs_harness_t *rs_harness_new_with_peer(const rs_operator_def_t *def,
       .variant = "",
       .port_wanted = h_port_wanted,
       .peer_context = h_peer_context,
+      .idle_notify = h_idle_notify,
   };
   if (peer_name && peer) {
     h->peer = peer;
@@ -962,6 +977,16 @@ int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
 int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
                     size_t n) {
   return rs_harness_push_input(h, 0, partition, recs, n);
+}
+
+int rs_harness_idle(rs_harness_t *h, int32_t partition) {
+  if (!h->initialized || !h->idle_ms)
+    return RS_EINVAL;
+  return rs_harness_push_input(h, 0, partition, NULL, 0);
+}
+
+int64_t rs_harness_idle_ms(const rs_harness_t *h) {
+  return h->idle_ms;
 }
 
 int rs_harness_query(rs_harness_t *h, int32_t partition, const void *key,

@@ -5,13 +5,14 @@
  * It implements a whole rs_host_api_t (ABI minor 3): emit() and
  * dead_letter() collect deep copies (they survive later pushes),
  * batch_alloc() serves from an arena reset at the start of every push,
- * counters are readable by name, random() is deterministic, and timer_set
- * returns RS_ENOTSUP like the current engine. Like the engine's runtime, it
- * counts records_in (records pushed), records_out (successful emits) and
- * dead_lettered for every operator; host->counter() with one of those names
- * returns the same counter. Options are given as YAML scalar strings and
- * written into the operator context from its option table, with defaults,
- * bounds and unknown-key rejection, before init() runs.
+ * counters are readable by name, random() is deterministic, timer_set
+ * returns RS_ENOTSUP like the current engine, and idle batches
+ * (idle_notify) come when the test calls rs_harness_idle(). Like the engine's
+ * runtime, it counts records_in (records pushed), records_out (successful
+ * emits) and dead_lettered for every operator; host->counter() with one of
+ * those names returns the same counter. Options are given as YAML scalar
+ * strings and written into the operator context from its option table, with
+ * defaults, bounds and unknown-key rejection, before init() runs.
  *
  * Keyed state is the real thing: each harness owns a RocksDB store (state/)
  * in a private mkdtemp directory under $TMPDIR (default /tmp), with one
@@ -95,6 +96,14 @@ int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
                     size_t n);
 int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
                           const rs_record_t *recs, size_t n);
+/* host->idle_notify: the harness records the interval the operator asked
+ * for in init() (rs_harness_idle_ms: 0 when it asked for none; a restart
+ * starts from 0 again) and has no clock of its own: rs_harness_idle()
+ * delivers an idle batch for `partition` (process() with count 0 and
+ * records NULL, as the engine does once the partition ran nothing for the
+ * interval). RS_EINVAL when the operator asked for none. */
+int rs_harness_idle(rs_harness_t *h, int32_t partition);
+int64_t rs_harness_idle_ms(const rs_harness_t *h);
 /* Runs the operator's query() (ABI minor 3) for key in partition, as the
  * engine does for GET /v1/recommendations/{key}: with state writes,
  * emit() and dead_letter() refused (RS_EINVAL) while it runs. 0 with

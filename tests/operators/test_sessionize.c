@@ -800,11 +800,7 @@ Test(sessionize, option_errors) {
   rs_harness_t *h = rs_harness_new(&rs_op_sessionize, NULL, err, sizeof err);
   cr_assert_null(h);
   cr_assert(strstr(err, "grace") != NULL, "%s", err);
-  const char *idle[] = {"grace", "1m", "idle_close", "5m", NULL};
-  h = rs_harness_new(&rs_op_sessionize, idle, err, sizeof err);
-  cr_assert_null(h);
-  cr_assert(strstr(err, "idle_close") != NULL && strstr(err, "wall-clock"),
-            "%s", err);
+  /* idle_close: tests/operators/test_sessionize_idle.c. */
   const char *bad[] = {"grace", "1m", "max_events_per_session", "0", NULL};
   h = rs_harness_new(&rs_op_sessionize, bad, err, sizeof err);
   cr_assert_null(h);

@@ -193,6 +193,15 @@ Test(config, set_overrides_values_operators_and_properties) {
   rs_config_destroy(cfg);
 }
 
+/* sessionize with idle_close (at_least_once, arrival order: valid). */
+#define SESSIONS_IDLE                                                          \
+  "operators:\n"                                                               \
+  "  - { name: parse, type: parse, input: in }\n"                              \
+  "  - { name: s, type: sessionize, input: parse, grace: 1m,\n"                \
+  "      idle_close: 5m }\n"                                                   \
+  "sinks:\n"                                                                   \
+  "  - { name: out, input: s.sessions, topic: out }\n"
+
 typedef struct bad_case {
   const char *name;
   const char *yaml;
@@ -442,6 +451,28 @@ static const bad_case_t bad_cases[] = {
      "experiment 'x'; an operator takes part in one experiment"},
     {"exp_not_a_list", HEAD PARSE TAIL "experiments: { name: x }\n", NULL,
      "bad.yaml:8:14: experiments: expected a list of experiments"},
+    /* Wall-clock options (RS_OPT_WALL_CLOCK: sessionize's idle_close) where
+     * outputs must be a function of the input. */
+    {"idle_close_exactly_once",
+     "state: { guarantee: exactly_once }\n" HEAD SESSIONS_IDLE, NULL,
+     "bad.yaml:8:19: "
+     "operators 's'.idle_close: acts on wall-clock time, so outputs are not a "
+     "function of the input, which state.guarantee exactly_once needs (a "
+     "replay must regenerate the same outputs); leave idle_close at 0 or use "
+     "at_least_once"},
+    {"idle_close_deterministic",
+     "processing: { order: deterministic }\n" HEAD SESSIONS_IDLE, NULL,
+     "bad.yaml:8:19: "
+     "operators 's'.idle_close: acts on wall-clock time, so a run cannot be "
+     "reproduced as processing.order deterministic promises; leave idle_close "
+     "at 0 or use processing.order arrival"},
+    {"idle_close_set_exactly_once", HEAD SESSIONS_IDLE,
+     "state.guarantee=exactly_once",
+     "bad.yaml:7:19: "
+     "operators 's'.idle_close: acts on wall-clock time, so outputs are not a "
+     "function of the input, which state.guarantee exactly_once needs (a "
+     "replay must regenerate the same outputs); leave idle_close at 0 or use "
+     "at_least_once"},
 };
 
 Test(config, every_bad_config_has_its_exact_message) {
@@ -555,4 +586,16 @@ Test(util, durations_and_sizes) {
   cr_assert_str_eq(buf, "90s");
   rs_format_duration(1500, buf, sizeof buf);
   cr_assert_str_eq(buf, "1500ms");
+}
+
+/* idle_close is valid with at_least_once and arrival order (the defaults),
+ * and 0 is valid with exactly_once. */
+Test(config, idle_close_loads_where_outputs_may_depend_on_wall_clock) {
+  char err[1024];
+  cr_assert_eq(load(HEAD SESSIONS_IDLE, NULL, 0, err, sizeof err), 0, "%s",
+               err);
+  const char *off[] = {"operators.s.idle_close=0"};
+  cr_assert_eq(load("state: { guarantee: exactly_once }\n" HEAD SESSIONS_IDLE,
+                    off, 1, err, sizeof err),
+               0, "%s", err);
 }

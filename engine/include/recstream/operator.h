@@ -53,10 +53,18 @@ typedef struct rs_option_def {
    * ignored when min > max. */
   double min;
   double max;
-  /* RS_OPT_ENUM: the allowed values separated by '|', e.g. "avro|json". */
+  /* RS_OPT_ENUM: the allowed values separated by '|', e.g. "avro|json".
+   * Other types: NULL, or RS_OPT_WALL_CLOCK (below). */
   const char *enum_values;
   const char *description;
 } rs_option_def_t;
+
+/* enum_values of a BOOL, INT, DOUBLE, DURATION or SIZE option whose
+ * non-zero value makes the operator's outputs depend on wall-clock time
+ * (e.g. sessionize's idle_close, which uses host->idle_notify): the host
+ * refuses a non-zero value in a config with state.guarantee exactly_once
+ * or processing.order deterministic, at validation, naming the option. */
+#define RS_OPT_WALL_CLOCK "wall_clock"
 
 typedef enum rs_log_level {
   RS_LOG_ERROR = 0,
@@ -180,6 +188,24 @@ typedef struct rs_host_api {
    * NULL (and *def NULL) for a bad handle. Appended late in minor 3. */
   void *(*peer_context)(rs_op_t *op, int handle,
                         const struct rs_operator_def **def);
+  /* Wall-clock idleness (DESIGN.md section 2: only where the config asks
+   * for it, documented as non-deterministic). Call once, in init(): when
+   * one of the instance's input partitions has processed no record for
+   * idle_ms (> 0) of wall-clock time, the host calls process() with an
+   * *idle batch* for that partition: count 0, records NULL, input 0.
+   * Once per idle period: the partition's next record re-arms it (and so
+   * does an assignment of the partition). The batch runs like any other,
+   * between batches and never during a checkpoint barrier: what process()
+   * emits flows downstream and to sinks, is tracked for acknowledgement
+   * and covered by the next checkpoint. Such outputs derive from no input
+   * record: give them src_partition = the batch's partition and
+   * src_offset = -1. A second call replaces the interval. RS_ENOTSUP when
+   * this host never delivers idle batches: state.guarantee exactly_once
+   * (outputs must be a function of the input for replay suppression),
+   * processing.order deterministic, replays; RS_EINVAL outside init() or
+   * for idle_ms <= 0. An operator that never calls it never sees a batch
+   * with count 0. Appended late in minor 3. */
+  int (*idle_notify)(rs_op_t *op, int64_t idle_ms);
 } rs_host_api_t;
 
 /* The partition argument of state_* for state shared by all partitions. */
