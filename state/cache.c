@@ -22,13 +22,14 @@
 #define F_DIRTY 1u
 #define F_ABSENT 2u  /* a cached miss, or a tombstone when also dirty */
 #define F_REF 4u     /* used since the CLOCK hand last passed */
+#define F_PINNED 8u  /* staged, unchanged since: on the pinned list */
 #define N_CLASSES 29 /* 64 << 14 = 1 MiB is the largest class */
 #define CLS_LARGE 0xffu
 
 typedef struct entry entry_t;
 struct entry {
-  entry_t *hnext; /* hash chain; free-list link when free */
-  entry_t *lprev, *lnext;
+  entry_t *hnext;         /* hash chain; free-list link when free */
+  entry_t *lprev, *lnext; /* CLOCK ring, or the pinned list (F_PINNED) */
   entry_t *dprev, *dnext;
   uint64_t hash;
   int32_t partition;
@@ -38,7 +39,6 @@ struct entry {
   uint32_t bytes; /* accounted size of the block */
   uint8_t flags;
   uint8_t cls;
-  uint16_t pin;         /* staged by the checkpoint of this generation */
   unsigned char data[]; /* key, then value */
 };
 
@@ -47,11 +47,13 @@ struct rs_cache {
   rs__rocks_t *db;
   rs__rocks_batch_t *spill;
   /* While a staged checkpoint is being written (staged): its entries are
-   * pinned (pin == gen), and evictions go to spill_next as well as spill,
-   * which becomes the spill once the checkpoint is durable. */
+   * pinned (off the CLOCK ring, on the pinned list), and evictions go to
+   * spill_next as well as spill, which becomes the spill once the
+   * checkpoint is durable. */
   rs__rocks_batch_t *spill_next;
   int staged;
-  uint16_t gen;
+  entry_t *phead; /* pinned entries (lprev/lnext), not on the ring */
+  size_t npinned;
   entry_t **buckets;
   size_t nbuckets; /* a power of two */
   size_t n;
@@ -60,7 +62,7 @@ struct rs_cache {
   entry_t *freel[N_CLASSES];
   size_t free_bytes, free_cap;
   size_t live_bytes, dirty_bytes, bound;
-  uint64_t hits, misses, evictions, writebacks;
+  uint64_t hits, misses, evictions, writebacks, victim_steps;
   rs_buf_t key;  /* prefixed key of the current call */
   rs_buf_t ekey; /* prefixed key of an entry being spilled or staged */
   rs_buf_t val;  /* values read but too large to cache */
@@ -116,8 +118,13 @@ int rs_cache_create(rs_store_t *store, size_t bound_bytes, rs_cache_t **out) {
 void rs_cache_destroy(rs_cache_t *c) {
   if (!c)
     return;
+  size_t pinned = 0;
+  for (entry_t *e = c->phead, *next; e; e = next, pinned++) {
+    next = e->lnext;
+    rs_free(e);
+  }
   entry_t *e = c->hand;
-  for (size_t i = 0; i < c->n; i++) {
+  for (size_t i = pinned; i < c->n; i++) {
     entry_t *next = e->lnext;
     rs_free(e);
     e = next;
@@ -144,7 +151,23 @@ void rs_cache_destroy(rs_cache_t *c) {
  * already touched, where LRU would also write both list neighbours (two
  * more cache misses per hit on a large cache). The hand sweeps, clearing
  * F_REF, and evicts the first entry found without it. */
+static void pinned_unlink(rs_cache_t *c, entry_t *e) {
+  if (e->lprev)
+    e->lprev->lnext = e->lnext;
+  else
+    c->phead = e->lnext;
+  if (e->lnext)
+    e->lnext->lprev = e->lprev;
+  e->lprev = e->lnext = NULL;
+  e->flags &= (uint8_t)~F_PINNED;
+  c->npinned--;
+}
+
 static void ring_unlink(rs_cache_t *c, entry_t *e) {
+  if (e->flags & F_PINNED) {
+    pinned_unlink(c, e);
+    return;
+  }
   if (e->lnext == e) {
     c->hand = NULL;
   } else {
@@ -174,17 +197,33 @@ static void touch(entry_t *e) {
 }
 
 /* Staged for the checkpoint being written and not changed since: the
- * database does not have its value yet, so it must stay (a dirty one may
- * go: eviction spills it). (A generation
- * that wraps around may pin an older entry too: only for one write.) */
-static int pinned(const rs_cache_t *c, const entry_t *e) {
-  return c->staged && e->pin == c->gen && !(e->flags & F_DIRTY);
+ * database does not have its value yet, so it must stay. Such entries are
+ * off the ring (rs__cache_pin_staged moves them to the pinned list, O(dirty)
+ * like the staging itself), so the hand never walks past them: with most of
+ * the cache pinned, an eviction still costs O(1) amortized. A change puts
+ * the entry back on the ring (dirty_set): a dirty one may go, eviction
+ * spills it. */
+static void pin(rs_cache_t *c, entry_t *e) {
+  ring_unlink(c, e);
+  e->flags |= F_PINNED;
+  c->npinned++;
+  e->lprev = NULL;
+  e->lnext = c->phead;
+  if (c->phead)
+    c->phead->lprev = e;
+  c->phead = e;
+}
+
+static void unpin(rs_cache_t *c, entry_t *e) {
+  pinned_unlink(c, e);
+  ring_push(c, e);
 }
 
 static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
-  entry_t *h = c->hand;
-  for (size_t i = 0; h && i <= 2 * c->n; i++) {
-    if (h != protect && !(h->flags & F_REF) && !pinned(c, h)) {
+  entry_t *h = c->hand; /* two turns of the ring at most */
+  for (size_t i = 0; h && i <= 2 * (c->n - c->npinned); i++) {
+    c->victim_steps++;
+    if (h != protect && !(h->flags & F_REF)) {
       c->hand = h->lnext;
       return h;
     }
@@ -197,6 +236,8 @@ static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
 static void dirty_set(rs_cache_t *c, entry_t *e) {
   if (e->flags & F_DIRTY)
     return;
+  if (e->flags & F_PINNED)
+    unpin(c, e); /* changed after T: evictable again (spilled if evicted) */
   e->flags |= F_DIRTY;
   e->dprev = NULL;
   e->dnext = c->dhead;
@@ -643,6 +684,7 @@ void rs_cache_stats(const rs_cache_t *c, rs_cache_stats_t *out) {
   out->misses = c->misses;
   out->evictions = c->evictions;
   out->writebacks = c->writebacks;
+  out->victim_steps = c->victim_steps;
   out->entries = c->n;
   out->total_bytes = total_bytes(c);
   out->dirty_bytes = c->dirty_bytes;
@@ -673,14 +715,12 @@ int rs__cache_pin_staged(rs_cache_t *c) {
     return RS_EINVAL;
   if (!c->spill_next && !(c->spill_next = rs__rocks_batch_create()))
     return RS_ENOMEM;
-  if (++c->gen == 0)
-    c->gen = 1; /* 0 is what a new entry has */
   c->staged = 1;
   for (entry_t *e = c->dhead, *next; e; e = next) {
     next = e->dnext;
     e->flags &= (uint8_t)~F_DIRTY;
     e->dprev = e->dnext = NULL;
-    e->pin = c->gen;
+    pin(c, e);
   }
   c->dhead = NULL;
   c->dirty_bytes = 0;
@@ -698,7 +738,9 @@ void rs__cache_durable(rs_cache_t *c) {
   c->spill = c->spill_next;
   c->spill_next = old;
   rs__rocks_batch_clear(old);
-  c->staged = 0;      /* unpins every entry at once */
+  c->staged = 0;
+  while (c->phead) /* back on the ring, O(pinned) */
+    unpin(c, c->phead);
   make_room(c, NULL); /* what the pins held over the bound */
 }
 

@@ -29,9 +29,11 @@
 
 typedef struct rs_cache_stats {
   uint64_t hits;
-  uint64_t misses;     /* reads that went to RocksDB */
-  uint64_t evictions;  /* entries evicted for space */
-  uint64_t writebacks; /* dirty entries among them, spilled to the batch */
+  uint64_t misses;       /* reads that went to RocksDB */
+  uint64_t evictions;    /* entries evicted for space */
+  uint64_t writebacks;   /* dirty entries among them, spilled to the batch */
+  uint64_t victim_steps; /* entries the CLOCK hand looked at to find victims
+                            (pinned entries are off the ring: not counted) */
   size_t entries;
   size_t total_bytes; /* entries (key + value + overhead), free blocks and
                          the hash table; <= bound_bytes after every call,

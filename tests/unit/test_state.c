@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -937,5 +938,50 @@ Test(state, staged_checkpoint_pins_entries_until_written) {
   cr_assert_str_eq(raw_str(s, cf, 0, "f499"), "f-value-499");
   cr_assert_str_eq(raw_str(s, cf, 0, "f000"), "f-value-0");
   cr_assert_str_eq(raw_str(s, cf, 0, "s199"), "s-value-199");
+  rs_store_destroy(s);
+}
+
+/* D1: with most of the cache pinned by a staged checkpoint, finding a
+ * victim must not walk past the pinned entries (they are off the CLOCK
+ * ring): counted in steps of the hand, not measured in time. */
+Test(state, eviction_skips_pinned_entries_in_constant_steps) {
+  rs_store_t *s = open_store();
+  int cf = rs_store_cf(s, "counts");
+  rs_cache_t *c;
+  cr_assert_eq(rs_cache_create(s, 64 * 1024, &c), 0);
+  char key[32], val[64];
+  for (int i = 0; i < 2000; i++) { /* fills the cache with dirty entries */
+    snprintf(key, sizeof key, "k%05d", i);
+    snprintf(val, sizeof val, "value-%d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), val, strlen(val)), 0);
+  }
+  rs_cache_stats_t cs0, cs;
+  rs_cache_stats(c, &cs0);
+  cr_assert_gt(cs0.dirty_bytes, cs0.bound_bytes / 2);
+  rs_offset_t off = {.topic = "in", .partition = 0, .next_offset = 2000};
+  rs_store_staged_t *st;
+  cr_assert_eq(rs_store_checkpoint_stage(s, c, &off, 1, &st), 0);
+  size_t pinned = cs0.entries;
+  cr_assert_gt(pinned, 300, "only %zu entries cached", pinned);
+  for (int i = 0; i < 1000; i++) { /* new keys: each one evicts */
+    snprintf(key, sizeof key, "n%05d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), "n", 1), 0);
+  }
+  rs_cache_stats(c, &cs);
+  uint64_t ev = cs.evictions - cs0.evictions;
+  uint64_t steps = cs.victim_steps - cs0.victim_steps;
+  cr_assert_gt(ev, 900);
+  cr_assert_leq(steps, 4 * ev + 64,
+                "%" PRIu64 " steps of the hand for %" PRIu64
+                " evictions with %zu entries pinned",
+                steps, ev, pinned);
+  /* Durable: the pinned entries are back on the ring and evictable. */
+  cr_assert_eq(rs_store_staged_write(st, g_err, sizeof g_err), 0, "%s", g_err);
+  rs_store_staged_done(s, c, st);
+  rs_cache_stats(c, &cs);
+  cr_assert_leq(cs.total_bytes, cs.bound_bytes);
+  cr_assert_str_eq(get_str(c, cf, 0, "k01999"), "value-1999");
+  cr_assert_str_eq(get_str(c, cf, 0, "n00999"), "n");
+  rs_cache_destroy(c);
   rs_store_destroy(s);
 }
