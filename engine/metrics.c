@@ -637,8 +637,9 @@ int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
                   "outputs in flight included; processing goes on)",
                   st->checkpoint_wait_ns) ||
       put_seconds(b, "recstream_checkpoint_hold_seconds_total",
-                  "loop time checkpoints took (capture and end): the only "
-                  "time they keep records from being processed",
+                  "loop time checkpoints took: capture and end; synchronous "
+                  "ones (revocation, shutdown, replays) in full, waits for "
+                  "acknowledgements and the write included",
                   st->checkpoint_hold_ns) ||
       put_seconds_gauge(b, "recstream_checkpoint_hold_max_seconds",
                         "the longest single checkpoint hold of the loop",
@@ -647,6 +648,10 @@ int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
                   "time from checkpoints' capture to the acknowledgement of "
                   "every output produced before it",
                   st->checkpoint_ack_wait_ns) ||
+      put_u64(b, "recstream_checkpoint_pauses_total",
+              "processing paused because the state cache's spill grew "
+              "while a checkpoint waited for acknowledgements",
+              "counter", st->checkpoint_pauses) ||
       put_u64(b, "recstream_suppressed_outputs_total",
               "exactly_once: regenerated outputs not sent again", "counter",
               st->suppressed) ||

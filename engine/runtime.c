@@ -258,13 +258,13 @@ struct rs_engine {
 
   rs_store_t *store;
   rs_cache_t *cache;
-  int eo;                /* state.guarantee: exactly_once */
-  int ordered;           /* processing.order: deterministic */
-  ckpt_t *ck;            /* the checkpoint in flight (at most one) */
-  int ckpt_again;        /* requested while one was in flight */
-  int ck_zombies;        /* finished synchronously, thread pool not yet back */
-  uint32_t epoch;        /* checkpoint epoch of outputs produced now */
-  int64_t epoch_outputs; /* ...of them not yet acknowledged */
+  int eo;         /* state.guarantee: exactly_once */
+  int ordered;    /* processing.order: deterministic */
+  ckpt_t *ck;     /* the checkpoint in flight (at most one) */
+  int ckpt_again; /* requested while one was in flight */
+  int ck_paused; /* processing paused: the spill grew while one was in flight */
+  uint32_t epoch;             /* checkpoint epoch of outputs produced now */
+  int64_t epoch_outputs;      /* ...of them not yet acknowledged */
   uint64_t ckpt_requested_ns; /* of the request not yet captured (0: none) */
   int savepoint_requested;
   int pid_written;
@@ -619,6 +619,10 @@ static int capture(rs_engine_t *e) {
 }
 
 static void savepoint(rs_engine_t *e);
+static void request_checkpoint(rs_engine_t *e);
+static void set_paused(rs_engine_t *e, int pause);
+static int under_low_water(const rs_engine_t *e);
+static void on_idle(uv_idle_t *h);
 
 /* Step 3, on the loop: the batch is written (or held nothing, or failed). */
 static void complete(rs_engine_t *e, ckpt_t *ck) {
@@ -663,12 +667,26 @@ static void complete(rs_engine_t *e, ckpt_t *ck) {
   ck_hold(e, rs_now_ns() - t0);
   if (ck->queued) {
     ck->finished = 1; /* after_write() frees it */
-    e->ck_zombies++;
   } else {
     ck_free(ck);
   }
   if (!e->err && e->savepoint_requested)
     savepoint(e);
+  /* Requested meanwhile: taken now, whichever way this one ended (also
+   * when it completed synchronously: left set, it would hold off early
+   * checkpoints until the commit timer's next tick). */
+  if (e->ckpt_again && !e->err)
+    request_checkpoint(e);
+  /* Paused for the spill (after_run): the spill is staged now, or will be
+   * by the next checkpoint. Processing resumes on the next loop turn (not
+   * from here: revocation and shutdown finish checkpoints too). */
+  if (e->ck_paused) {
+    e->ck_paused = 0;
+    if (e->paused && e->state == ST_RUNNING && !e->err && under_low_water(e)) {
+      set_paused(e, 0);
+      uv_idle_start(&e->idle, on_idle);
+    }
+  }
 }
 
 static void write_work(uv_work_t *req) {
@@ -684,13 +702,10 @@ static void write_work(uv_work_t *req) {
   uv_mutex_unlock(&ck->mu);
 }
 
-static void request_checkpoint(rs_engine_t *e);
-
 static void after_write(uv_work_t *req, int status) {
   ckpt_t *ck = req->data;
   rs_engine_t *e = ck->e;
   if (ck->finished) { /* completed synchronously (finish_checkpoint) */
-    e->ck_zombies--;
     ck_free(ck);
     return;
   }
@@ -700,8 +715,6 @@ static void after_write(uv_work_t *req, int status) {
     snprintf(ck->err, sizeof ck->err, "the write was cancelled");
   }
   complete(e, ck);
-  if (e->ckpt_again && !e->err)
-    request_checkpoint(e);
 }
 
 /* Step 2 once nothing of the checkpoint's epochs is in flight: adds the
@@ -790,9 +803,15 @@ static int finish_checkpoint(rs_engine_t *e) {
  * taken and written here. Only called with no output in flight (every
  * output derived from the offsets stored here has been acknowledged) and
  * between batches. */
-static int write_checkpoint(rs_engine_t *e, int sync_commit) {
-  if (!e->store || e->err)
-    return e->err;
+static int write_checkpoint_here(rs_engine_t *e, int sync_commit) {
+  /* The one in flight commits what it stores too: with the caller's
+   * synchronous commit (revocation), else its offsets would be marked
+   * committed by an asynchronous commit and ours would find nothing left
+   * to commit for the revoked partitions. A pending request is served by
+   * the capture below. */
+  if (e->ck)
+    e->ck->sync_commit |= sync_commit;
+  e->ckpt_again = 0;
   int rc = finish_checkpoint(e);
   if (rc)
     return rc;
@@ -800,6 +819,22 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
     return rc;
   e->ck->sync_commit = sync_commit;
   return finish_checkpoint(e);
+}
+
+/* Counted in full as loop time held (checkpoint_hold_ns): the waits for
+ * acknowledgements and the writes happen on this thread. */
+static int write_checkpoint(rs_engine_t *e, int sync_commit) {
+  if (!e->store || e->err)
+    return e->err;
+  uint64_t t0 = rs_now_ns(), held = e->stats.checkpoint_hold_ns;
+  int rc = write_checkpoint_here(e, sync_commit);
+  uint64_t ns = rs_now_ns() - t0;
+  held = e->stats.checkpoint_hold_ns - held; /* capture and end */
+  if (ns > held)
+    e->stats.checkpoint_hold_ns += ns - held;
+  if (ns > e->stats.checkpoint_hold_max_ns)
+    e->stats.checkpoint_hold_max_ns = ns;
+  return rc;
 }
 
 static void on_idle(uv_idle_t *h);
@@ -1853,9 +1888,22 @@ static int after_run(rs_engine_t *e) {
     return 1;
   }
   /* Taken at once between batches, or as soon as the one in flight
-   * ends; processing goes on either way. */
-  if (e->cache && !e->ckpt_again && rs_cache_needs_checkpoint(e->cache))
+   * ends. Processing goes on, unless the spill grew past its early
+   * checkpoint mark while one is in flight (outputs unacknowledged for
+   * long): then it pauses like backpressure until that one completes
+   * (complete()), so the spill (kept twice meanwhile: spill and
+   * spill_next) stays bounded as when checkpoints stopped processing. */
+  if (e->cache && rs_cache_needs_checkpoint(e->cache)) {
     request_checkpoint(e);
+    if (e->ck && !e->err && rs_cache_needs_checkpoint(e->cache)) {
+      if (!e->ck_paused)
+        e->stats.checkpoint_pauses++;
+      e->ck_paused = 1;
+      set_paused(e, 1);
+      uv_idle_stop(&e->idle);
+      return 1;
+    }
+  }
   return e->err != 0;
 }
 
@@ -2115,8 +2163,11 @@ static void drain_ordered(rs_engine_t *e) {
       rd_kafka_message_destroy(m);
     }
   }
-  /* Again while it makes progress: a checkpoint requested by a batch may
-   * complete at once, leaving buffered records with nothing to wake us. */
+  /* Again while it makes progress: merge() stops at a partition with
+   * nothing buffered whose next record may come first, or after a batch
+   * that paused processing, possibly leaving buffered records with nothing
+   * to wake us (checkpoints do not stop it: they are taken between
+   * batches and written later). */
   for (;;) {
     size_t left = e->buffered;
     merge(e);
@@ -2478,7 +2529,8 @@ static void on_producer_ready(uv_async_t *h) {
   }
   advance(e);
   checkpoint_progress(e);
-  if (e->paused && e->state == ST_RUNNING && under_low_water(e)) {
+  if (e->paused && !e->ck_paused && e->state == ST_RUNNING &&
+      under_low_water(e)) {
     set_paused(e, 0);
     drain(e);
   }

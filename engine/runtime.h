@@ -97,6 +97,10 @@ typedef struct rs_engine_stats {
   uint64_t checkpoint_hold_max_ns; /* the longest such hold */
   uint64_t checkpoint_ack_wait_ns; /* capture to the acknowledgement of the
                                       last output produced before it */
+  uint64_t checkpoint_pauses;      /* processing paused because the cache's
+                                      spill grew past its early-checkpoint mark
+                                      while a checkpoint waited (it resumes when
+                                      that one completes) */
 } rs_engine_stats_t;
 
 /* cfg and g are borrowed and must outlive the engine. Starts the embedded
