@@ -195,10 +195,10 @@ typedef struct rs_host_api {
    * *idle batch* for that partition: count 0, records NULL, input 0.
    * Once per idle period: the partition's next record re-arms it (and so
    * does an assignment of the partition). The batch runs like any other,
-   * between batches and never during a checkpoint barrier: what process()
-   * emits flows downstream and to sinks, is tracked for acknowledgement
-   * and covered by the next checkpoint. Such outputs derive from no input
-   * record: give them src_partition = the batch's partition and
+   * between batches (never while a checkpoint is being captured): what
+   * process() emits flows downstream and to sinks, is tracked for
+   * acknowledgement and covered by the next checkpoint. Such outputs derive
+   * from no input record: give them src_partition = the batch's partition and
    * src_offset = -1. A second call replaces the interval. RS_ENOTSUP when
    * this host never delivers idle batches: state.guarantee exactly_once
    * (outputs must be a function of the input for replay suppression),
