@@ -258,13 +258,13 @@ struct rs_engine {
 
   rs_store_t *store;
   rs_cache_t *cache;
-  int eo;         /* state.guarantee: exactly_once */
-  int ordered;    /* processing.order: deterministic */
-  ckpt_t *ck;     /* the checkpoint in flight (at most one) */
-  int ckpt_again; /* requested while one was in flight */
-  int ck_paused; /* processing paused: the spill grew while one was in flight */
-  uint32_t epoch;             /* checkpoint epoch of outputs produced now */
-  int64_t epoch_outputs;      /* ...of them not yet acknowledged */
+  int eo;                /* state.guarantee: exactly_once */
+  int ordered;           /* processing.order: deterministic */
+  ckpt_t *ck;            /* the checkpoint in flight (at most one) */
+  int ckpt_again;        /* requested while one was in flight */
+  int ck_paused;         /* paused: the spill grew behind the one in flight */
+  uint32_t epoch;        /* checkpoint epoch of outputs produced now */
+  int64_t epoch_outputs; /* ...of them not yet acknowledged */
   uint64_t ckpt_requested_ns; /* of the request not yet captured (0: none) */
   int savepoint_requested;
   int pid_written;
