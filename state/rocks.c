@@ -623,6 +623,23 @@ int rs__rocks_batch_write(rs__rocks_t *r, rs__rocks_batch_t *b, int sync) {
   return err ? take_err(r, err, "checkpoint write") : 0;
 }
 
+int rs__rocks_batch_write_detached(rs__rocks_t *r, rs__rocks_batch_t *b,
+                                   int sync, char *errstr, size_t errstr_size) {
+  char *err = NULL;
+  int s = sync < 0 ? r->sync : sync;
+  const rocksdb_writeoptions_t *wo = s ? r->wopts_sync : r->wopts_nosync;
+  if (b->wi)
+    rocksdb_write_writebatch_wi(r->db, wo, b->wi, &err);
+  else
+    rocksdb_write(r->db, wo, b->wb, &err);
+  if (!err)
+    return 0;
+  rs_seterr(errstr, errstr_size, RS_ESTATE,
+            "state directory %s: checkpoint write: %s", r->dir, err);
+  rocksdb_free(err);
+  return RS_ESTATE;
+}
+
 rs__rocks_iter_t *rs__rocks_iter_create(rs__rocks_t *r,
                                         rs__rocks_batch_t *batch, int cf,
                                         const void *lower, size_t lower_len,
