@@ -2,12 +2,14 @@
 #include "itest.h"
 
 #include <arpa/inet.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +51,23 @@ static rd_kafka_t *client(const char *bootstrap, rd_kafka_type_t type,
   if (!rk)
     fprintf(stderr, "client: %s\n", err);
   return rk;
+}
+
+int it_cli(char *out, size_t out_size, const char *fmt, ...) {
+  char args[4096], cmd[4400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  snprintf(cmd, sizeof cmd, "%s/recstream %s 2>&1", RS_BINARY_DIR, args);
+  out[0] = '\0';
+  FILE *p = popen(cmd, "r");
+  if (!p)
+    return -1;
+  size_t n = fread(out, 1, out_size - 1, p);
+  out[n] = '\0';
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 const char *it_config_text(const char *name) {

@@ -22,6 +22,12 @@ rs_mock_t *it_cluster(int brokers, int partitions, const char *const *topics);
  * the next call), or NULL when it cannot be read whole. */
 const char *it_config_text(const char *name);
 
+/* Runs the recstream binary of this build with the printf-formatted
+ * arguments; returns its exit status (128 + signal when killed, -1 when it
+ * could not be started), its stdout and stderr in out. */
+int it_cli(char *out, size_t out_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Produces n interactions keyed by user "u<k % users>" with the sequence
  * number k in the `page` field ("seq-<k>") and timestamp base+k. Every
  * bad_every-th record (0: none) is replaced by invalid bytes (kinds cycle:

@@ -269,24 +269,6 @@ Test(checkpoint, spill_growing_while_a_checkpoint_waits_pauses_processing,
   rs_mock_destroy(m);
 }
 
-/* Runs the recstream binary; returns its exit status, output in out. */
-static int cli(char *out, size_t out_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int cli(char *out, size_t out_size, const char *fmt, ...) {
-  char args[4096], cmd[4400];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(args, sizeof args, fmt, ap);
-  va_end(ap);
-  snprintf(cmd, sizeof cmd, "%s/recstream %s 2>&1", RS_BINARY_DIR, args);
-  FILE *p = popen(cmd, "r");
-  cr_assert(p != NULL);
-  size_t n = fread(out, 1, out_size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* Killed between a checkpoint's capture and its write (processing went on
  * past the capture meanwhile, outputs in flight): the next start resumes
  * from the checkpoint before, and the state counts every input exactly
@@ -305,11 +287,11 @@ Test(checkpoint, kill_between_capture_and_write_loses_nothing, .timeout = 120) {
   fclose(f);
   static char out[1 << 16];
   setenv("RECSTREAM_CRASH_POINT", "checkpoint_before_write:3", 1);
-  int rc = cli(out, sizeof out,
-               "run %s --exit-at-end --set kafka.brokers=%s --set "
-               "state.dir=%s --set kafka.group_id=ck1 --set "
-               "state.commit_interval=10ms --set processing.batch_size=50",
-               cfg, m->bootstraps, dir);
+  int rc = it_cli(out, sizeof out,
+                  "run %s --exit-at-end --set kafka.brokers=%s --set "
+                  "state.dir=%s --set kafka.group_id=ck1 --set "
+                  "state.commit_interval=10ms --set processing.batch_size=50",
+                  cfg, m->bootstraps, dir);
   unsetenv("RECSTREAM_CRASH_POINT");
   /* A run whose inputs were all covered by its second written checkpoint
    * has an empty third one, never reaches the crash point and ends: then
@@ -328,10 +310,10 @@ Test(checkpoint, kill_between_capture_and_write_loses_nothing, .timeout = 120) {
   }
   cr_assert_eq(events_counted(dir), sum,
                "the state is not that of its stored offsets");
-  rc = cli(out, sizeof out,
-           "run %s --exit-at-end --set kafka.brokers=%s --set state.dir=%s "
-           "--set kafka.group_id=ck1",
-           cfg, m->bootstraps, dir);
+  rc = it_cli(out, sizeof out,
+              "run %s --exit-at-end --set kafka.brokers=%s --set state.dir=%s "
+              "--set kafka.group_id=ck1",
+              cfg, m->bootstraps, dir);
   cr_assert_eq(rc, 0, "rc %d: %s", rc, out);
   stored_offsets(dir, stored);
   for (int p = 0; p < 4; p++)

@@ -44,24 +44,6 @@ static const char *config_file(void) {
   return cfg_path;
 }
 
-/* Runs the recstream binary; returns its exit status, output in out. */
-static int cli(char *out, size_t out_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int cli(char *out, size_t out_size, const char *fmt, ...) {
-  char args[4096], cmd[4400];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(args, sizeof args, fmt, ap);
-  va_end(ap);
-  snprintf(cmd, sizeof cmd, "%s/recstream %s 2>&1", RS_BINARY_DIR, args);
-  FILE *p = popen(cmd, "r");
-  cr_assert(p != NULL);
-  size_t n = fread(out, 1, out_size - 1, p);
-  out[n] = '\0';
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 static char *dir_of(const char *name) {
   static char buf[4][300];
   static int k;
@@ -187,10 +169,10 @@ Test(replay, parity_with_a_live_run, .timeout = 180) {
   cr_assert_eq(st.records_in, 6000);
 
   char out[16384];
-  int rc = cli(out, sizeof out,
-               "replay %s --set kafka.brokers=%s --state-dir %s --output "
-               "topic:backfill --progress none",
-               cfg, m->bootstraps, dir_of("replayed"));
+  int rc = it_cli(out, sizeof out,
+                  "replay %s --set kafka.brokers=%s --state-dir %s --output "
+                  "topic:backfill --progress none",
+                  cfg, m->bootstraps, dir_of("replayed"));
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "records:            6000 of 6000 planned"), "%s", out);
   size_t n1 = assert_same_state("live", "replayed", 1,
@@ -220,9 +202,9 @@ Test(replay, parity_with_a_live_run, .timeout = 180) {
   it_msgs_free(y, ny);
 
   /* --output none writes nothing and says how much it withheld. */
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --progress none",
-           cfg, m->bootstraps, dir_of("quiet"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --progress none",
+              cfg, m->bootstraps, dir_of("quiet"));
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "outputs withheld:   6000"), "%s", out);
   cr_assert_eq(total_of(m->bootstraps, "backfill"), no);
@@ -295,10 +277,10 @@ Test(replay, hand_off_to_a_live_run, .timeout = 180) {
   iso(split, when, sizeof when);
 
   char out[16384];
-  int rc = cli(out, sizeof out,
-               "replay %s --set kafka.brokers=%s --state-dir %s --to %s "
-               "--progress none",
-               cfg, m->bootstraps, dir_of("handoff"), when);
+  int rc = it_cli(out, sizeof out,
+                  "replay %s --set kafka.brokers=%s --state-dir %s --to %s "
+                  "--progress none",
+                  cfg, m->bootstraps, dir_of("handoff"), when);
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "records:            3000 of 3000 planned"), "%s", out);
   cr_assert(strstr(out, "continue live with: recstream run"), "%s", out);
@@ -320,37 +302,38 @@ Test(replay, interrupted_replay_resumes, .timeout = 180) {
   cr_assert_eq(it_produce(m->bootstraps, "in", 40000, 500, 0, "avro"), 0);
   const char *cfg = config_file();
   char out[16384];
-  int rc = cli(out, sizeof out,
-               "replay %s --set kafka.brokers=%s --state-dir %s --progress "
-               "none",
-               cfg, m->bootstraps, dir_of("whole"));
+  int rc = it_cli(out, sizeof out,
+                  "replay %s --set kafka.brokers=%s --state-dir %s --progress "
+                  "none",
+                  cfg, m->bootstraps, dir_of("whole"));
   cr_assert_eq(rc, 0, "%s", out);
   /* Killed at its second checkpoint write. */
   setenv("RECSTREAM_CRASH_POINT", "checkpoint_after_write:2", 1);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --set state.commit_interval=10ms "
-           "--state-dir %s --progress none",
-           cfg, m->bootstraps, dir_of("cut"));
+  rc = it_cli(
+      out, sizeof out,
+      "replay %s --set kafka.brokers=%s --set state.commit_interval=10ms "
+      "--state-dir %s --progress none",
+      cfg, m->bootstraps, dir_of("cut"));
   unsetenv("RECSTREAM_CRASH_POINT");
   cr_assert_eq(rc, 128 + SIGKILL, "rc %d: %s", rc, out);
   /* Resuming needs the flag... */
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --progress none",
-           cfg, m->bootstraps, dir_of("cut"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --progress none",
+              cfg, m->bootstraps, dir_of("cut"));
   cr_assert_eq(rc, 2, "%s", out);
   cr_assert(strstr(out, "--resume"), "%s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --resume "
-           "--progress none",
-           cfg, m->bootstraps, dir_of("cut"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --resume "
+              "--progress none",
+              cfg, m->bootstraps, dir_of("cut"));
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "recstream replay: complete"), "%s", out);
   assert_same_state("whole", "cut", 1, "the resumed replay differs");
   /* A complete replay has nothing to resume. */
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --resume "
-           "--progress none",
-           cfg, m->bootstraps, dir_of("cut"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --resume "
+              "--progress none",
+              cfg, m->bootstraps, dir_of("cut"));
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "nothing to resume"), "%s", out);
   rs_mock_destroy(m);
@@ -463,10 +446,10 @@ Test(replay, retention_gap_is_reported, .timeout = 120) {
   cr_assert_gt(lo, 0, "the broker kept everything; nothing to test");
   const char *cfg = config_file();
   char out[16384];
-  int rc = cli(out, sizeof out,
-               "replay %s --set kafka.brokers=%s --state-dir %s --from 0:0 "
-               "--dry-run",
-               cfg, m->bootstraps, dir_of("gap"));
+  int rc = it_cli(out, sizeof out,
+                  "replay %s --set kafka.brokers=%s --state-dir %s --from 0:0 "
+                  "--dry-run",
+                  cfg, m->bootstraps, dir_of("gap"));
   cr_assert_eq(rc, 0, "%s", out);
   char want[160];
   snprintf(want, sizeof want,
@@ -506,32 +489,32 @@ Test(replay, refusals_and_bad_arguments, .timeout = 120) {
       {2, "--seek-window -1", "--seek-window"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    int rc = cli(out, sizeof out,
-                 "replay %s --set kafka.brokers=%s --state-dir %s %s", cfg, B,
-                 dir_of("x"), cases[i].args);
+    int rc = it_cli(out, sizeof out,
+                    "replay %s --set kafka.brokers=%s --state-dir %s %s", cfg,
+                    B, dir_of("x"), cases[i].args);
     cr_assert_eq(rc, cases[i].rc, "%s: rc %d: %s", cases[i].args, rc, out);
     cr_assert(strstr(out, cases[i].want), "%s: %s", cases[i].args, out);
   }
-  int rc = cli(out, sizeof out, "replay %s", cfg);
+  int rc = it_cli(out, sizeof out, "replay %s", cfg);
   cr_assert_eq(rc, 2, "%s", out);
   cr_assert(strstr(out, "embedded"), "%s", out);
-  rc =
-      cli(out, sizeof out, "replay %s --set kafka.brokers=%s --resume", cfg, B);
+  rc = it_cli(out, sizeof out, "replay %s --set kafka.brokers=%s --resume", cfg,
+              B);
   cr_assert_eq(rc, 2, "%s", out);
   cr_assert(strstr(out, "--resume needs --state-dir"), "%s", out);
-  rc = cli(out, sizeof out, "replay --help");
+  rc = it_cli(out, sizeof out, "replay --help");
   cr_assert_eq(rc, 0);
   cr_assert(strstr(out, "--from POS") && strstr(out, "--resume"), "%s", out);
 
   /* An existing state is never written into or deleted without --force;
    * not even with --force while a process has it open. */
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --progress none",
-           cfg, B, dir_of("busy"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --progress none",
+              cfg, B, dir_of("busy"));
   cr_assert_eq(rc, 0, "%s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --progress none",
-           cfg, B, dir_of("busy"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --progress none",
+              cfg, B, dir_of("busy"));
   cr_assert_eq(rc, 2, "%s", out);
   cr_assert(strstr(out, "already holds state") && strstr(out, "--force"), "%s",
             out);
@@ -541,19 +524,19 @@ Test(replay, refusals_and_bad_arguments, .timeout = 120) {
   const char *sets[] = {b, d, "kafka.group_id=g-busy"};
   it_engine_t eng;
   cr_assert_eq(it_engine_start(&eng, yaml, sets, 3, 0), 0, "%s", eng.err);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --force "
-           "--progress none",
-           cfg, B, dir_of("busy"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --force "
+              "--progress none",
+              cfg, B, dir_of("busy"));
   cr_assert_eq(rc, 1, "%s", out);
   cr_assert(strstr(out, dir_of("busy")) && strstr(out, "lock"), "%s", out);
   cr_assert_eq(it_engine_join(&eng, 1), 0, "%s", eng.err);
   it_engine_free(&eng);
   /* --dry-run writes nothing. */
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s "
-           "--dry-run",
-           cfg, B, dir_of("dry"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s "
+              "--dry-run",
+              cfg, B, dir_of("dry"));
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "records to replay: 200"), "%s", out);
   cr_assert_eq(access(dir_of("dry"), F_OK), -1, "--dry-run created %s",
@@ -569,10 +552,10 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
   cr_assert(m != NULL);
   char file[300], out[16384];
   snprintf(file, sizeof file, "%s-events.avro", it_state_dir());
-  int rc = cli(out, sizeof out,
-               "generate --out %s --events 6000 --users 150 --items 400 "
-               "--seed 11",
-               file);
+  int rc = it_cli(out, sizeof out,
+                  "generate --out %s --events 6000 --users 150 --items 400 "
+                  "--seed 11",
+                  file);
   cr_assert_eq(rc, 0, "%s", out);
 
   avro_file_reader_t r;
@@ -622,15 +605,15 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
   avro_file_reader_close(r);
 
   const char *cfg = config_file();
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --progress none "
-           "--output topic:out",
-           cfg, m->bootstraps, dir_of("from-topic"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --progress none "
+              "--output topic:out",
+              cfg, m->bootstraps, dir_of("from-topic"));
   cr_assert_eq(rc, 0, "%s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
-           "--progress none --output topic:backfill",
-           cfg, m->bootstraps, dir_of("from-file"), file);
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
+              "--progress none --output topic:backfill",
+              cfg, m->bootstraps, dir_of("from-file"), file);
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "records:            6000 of 6000 planned"), "%s", out);
   size_t n1 =
@@ -659,32 +642,33 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
    * stored with the state: the same state as an uninterrupted one. */
   char big[300];
   snprintf(big, sizeof big, "%s-big.avro", it_state_dir());
-  rc = cli(out, sizeof out,
-           "generate --out %s --events 40000 --users 300 --items 500 "
-           "--seed 12",
-           big);
+  rc = it_cli(out, sizeof out,
+              "generate --out %s --events 40000 --users 300 --items 500 "
+              "--seed 12",
+              big);
   cr_assert_eq(rc, 0, "%s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
-           "--progress none",
-           cfg, m->bootstraps, dir_of("files-whole"), big);
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
+              "--progress none",
+              cfg, m->bootstraps, dir_of("files-whole"), big);
   cr_assert_eq(rc, 0, "%s", out);
   setenv("RECSTREAM_CRASH_POINT", "checkpoint_after_write:1", 1);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --set state.commit_interval=10ms "
-           "--state-dir %s --files %s --progress none",
-           cfg, m->bootstraps, dir_of("files-cut"), big);
+  rc = it_cli(
+      out, sizeof out,
+      "replay %s --set kafka.brokers=%s --set state.commit_interval=10ms "
+      "--state-dir %s --files %s --progress none",
+      cfg, m->bootstraps, dir_of("files-cut"), big);
   unsetenv("RECSTREAM_CRASH_POINT");
   cr_assert_eq(rc, 128 + SIGKILL, "rc %d: %s", rc, out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
-           "--resume --progress none",
-           cfg, m->bootstraps, dir_of("files-cut"), file);
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
+              "--resume --progress none",
+              cfg, m->bootstraps, dir_of("files-cut"), file);
   cr_assert_eq(rc, 2, "another file: %s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --resume "
-           "--progress none",
-           cfg, m->bootstraps, dir_of("files-cut"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --resume "
+              "--progress none",
+              cfg, m->bootstraps, dir_of("files-cut"));
   cr_assert_eq(rc, 0, "%s", out);
   const char *rec = strstr(out, "records:            ");
   cr_assert(rec != NULL, "%s", out);
@@ -702,30 +686,31 @@ Test(replay, files_replay_equals_topic_replay, .timeout = 180) {
   cr_assert(f != NULL);
   fputs("not avro", f);
   fclose(f);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --files %s", cfg,
-           m->bootstraps, dir_of("bad"), bad);
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --files %s", cfg,
+              m->bootstraps, dir_of("bad"), bad);
   cr_assert_eq(rc, 1, "%s", out);
   cr_assert(strstr(out, bad) && strstr(out, "not a readable Avro"), "%s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --files '%s/none*'",
-           cfg, m->bootstraps, dir_of("bad"), it_state_dir());
+  rc = it_cli(
+      out, sizeof out,
+      "replay %s --set kafka.brokers=%s --state-dir %s --files '%s/none*'", cfg,
+      m->bootstraps, dir_of("bad"), it_state_dir());
   cr_assert_eq(rc, 2, "%s", out);
   cr_assert(strstr(out, "no file matches"), "%s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --files %s --from earliest", cfg,
-           m->bootstraps, file);
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --files %s --from earliest",
+              cfg, m->bootstraps, file);
   cr_assert_eq(rc, 2, "%s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
-           "--resume --output topic:out",
-           cfg, m->bootstraps, dir_of("from-topic"), file);
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --state-dir %s --files %s "
+              "--resume --output topic:out",
+              cfg, m->bootstraps, dir_of("from-topic"), file);
   cr_assert_eq(rc, 2, "%s", out);
   cr_assert(strstr(out, "read topics, not files"), "%s", out);
-  rc = cli(out, sizeof out,
-           "replay %s --set kafka.brokers=%s --files %s --set "
-           "operators.parse.format=json --state-dir %s",
-           cfg, m->bootstraps, file, dir_of("json"));
+  rc = it_cli(out, sizeof out,
+              "replay %s --set kafka.brokers=%s --files %s --set "
+              "operators.parse.format=json --state-dir %s",
+              cfg, m->bootstraps, file, dir_of("json"));
   cr_assert_eq(rc, 2, "%s", out);
   cr_assert(strstr(out, "operators.parse.format=avro"), "%s", out);
   rs_mock_destroy(m);
@@ -739,11 +724,11 @@ Test(replay, exactly_once_redirect_writes_dead_letters, .timeout = 120) {
   cr_assert_eq(it_produce(m->bootstraps, "in", 600, 30, 50, "avro"), 12);
   const char *cfg = config_file();
   char out[16384];
-  int rc = cli(out, sizeof out,
-               "replay %s --set kafka.brokers=%s --set "
-               "state.guarantee=exactly_once --state-dir %s --output "
-               "topic:backfill --progress none",
-               cfg, m->bootstraps, dir_of("eo"));
+  int rc = it_cli(out, sizeof out,
+                  "replay %s --set kafka.brokers=%s --set "
+                  "state.guarantee=exactly_once --state-dir %s --output "
+                  "topic:backfill --progress none",
+                  cfg, m->bootstraps, dir_of("eo"));
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "dead-lettered:      12"), "%s", out);
   cr_assert_eq(total_of(m->bootstraps, "backfill.dlq"), 12);
@@ -757,7 +742,7 @@ Test(replay, files_replay_failure_is_reported, .timeout = 120) {
   char file[300], cfg[300], out[16384];
   snprintf(file, sizeof file, "%s-fail.avro", it_state_dir());
   int rc =
-      cli(out, sizeof out, "generate --out %s --events 2000 --seed 3", file);
+      it_cli(out, sizeof out, "generate --out %s --events 2000 --seed 3", file);
   cr_assert_eq(rc, 0, "%s", out);
   snprintf(cfg, sizeof cfg, "%s-fail.yaml", it_state_dir());
   FILE *f = fopen(cfg, "w");
@@ -773,9 +758,10 @@ Test(replay, files_replay_failure_is_reported, .timeout = 120) {
           RS_BINARY_DIR);
   fclose(f);
   setenv("RS_TEST_CC_FAIL", "1", 1);
-  rc = cli(out, sizeof out,
-           "replay %s --partitions 4 --files %s --state-dir %s --progress none",
-           cfg, file, dir_of("fail"));
+  rc = it_cli(
+      out, sizeof out,
+      "replay %s --partitions 4 --files %s --state-dir %s --progress none", cfg,
+      file, dir_of("fail"));
   unsetenv("RS_TEST_CC_FAIL");
   cr_assert_eq(rc, 1, "rc %d: %s", rc, out);
   cr_assert(strstr(out, "operator 'count'") && strstr(out, "--resume"), "%s",

@@ -974,6 +974,27 @@ int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
   return h->def->process(&h->op, h->ctx, &batch);
 }
 
+int rs_harness_push_feedback(rs_harness_t *h, uint32_t input, const char *user,
+                             const char *imp, const char *item, int type,
+                             double value, int64_t ts, int64_t offset) {
+  rs_feedback_t f = {.user = user,
+                     .user_len = (uint32_t)strlen(user),
+                     .impression_id = imp,
+                     .impression_id_len = imp ? (uint32_t)strlen(imp) : 0,
+                     .item = item,
+                     .item_len = (uint32_t)strlen(item),
+                     .type = type,
+                     .value = value,
+                     .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_FEEDBACK,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .payload = &f,
+                     .timestamp_ms = ts,
+                     .src_offset = offset};
+  return rs_harness_push_input(h, input, 0, &rec, 1);
+}
+
 int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
                     size_t n) {
   return rs_harness_push_input(h, 0, partition, recs, n);

@@ -96,6 +96,11 @@ int rs_harness_push(rs_harness_t *h, int32_t partition, const rs_record_t *recs,
                     size_t n);
 int rs_harness_push_input(rs_harness_t *h, uint32_t input, int32_t partition,
                           const rs_record_t *recs, size_t n);
+/* One feedback record (user, impression id or NULL, item, type, value,
+ * event time ts, input offset) from `input` of partition 0. */
+int rs_harness_push_feedback(rs_harness_t *h, uint32_t input, const char *user,
+                             const char *imp, const char *item, int type,
+                             double value, int64_t ts, int64_t offset);
 /* host->idle_notify: the harness records the interval the operator asked
  * for in init() (rs_harness_idle_ms: 0 when it asked for none; a restart
  * starts from 0 again) and has no clock of its own: rs_harness_idle()

@@ -67,22 +67,8 @@ static void push_list(rs_harness_t *h, const char *user, const char *imp,
 static void push_fb(rs_harness_t *h, const char *user, const char *imp,
                     const char *item, int type, double value, int64_t ts,
                     int64_t offset) {
-  rs_feedback_t f = {.user = user,
-                     .user_len = (uint32_t)strlen(user),
-                     .impression_id = imp,
-                     .impression_id_len = imp ? (uint32_t)strlen(imp) : 0,
-                     .item = item,
-                     .item_len = (uint32_t)strlen(item),
-                     .type = type,
-                     .value = value,
-                     .timestamp_ms = ts};
-  rs_record_t rec = {.kind = RS_KIND_FEEDBACK,
-                     .key = user,
-                     .key_len = strlen(user),
-                     .payload = &f,
-                     .timestamp_ms = ts,
-                     .src_offset = offset};
-  int rc = rs_harness_push_input(h, 1, 0, &rec, 1);
+  int rc =
+      rs_harness_push_feedback(h, 1, user, imp, item, type, value, ts, offset);
   cr_assert_eq(rc, 0, "push feedback: %d %s", rc, rs_harness_errmsg(h));
 }
 

@@ -608,22 +608,8 @@ Test(mf_update, session_events_learn_like_interactions) {
 
 static void push_fbk(rs_harness_t *h, const char *user, const char *imp,
                      const char *item, int type, double value, int64_t off) {
-  rs_feedback_t f = {.user = user,
-                     .user_len = (uint32_t)strlen(user),
-                     .impression_id = imp,
-                     .impression_id_len = imp ? (uint32_t)strlen(imp) : 0,
-                     .item = item,
-                     .item_len = (uint32_t)strlen(item),
-                     .type = type,
-                     .value = value,
-                     .timestamp_ms = 1000 + off};
-  rs_record_t rec = {.kind = RS_KIND_FEEDBACK,
-                     .key = user,
-                     .key_len = strlen(user),
-                     .payload = &f,
-                     .timestamp_ms = f.timestamp_ms,
-                     .src_offset = off};
-  int rc = rs_harness_push_input(h, 1, 0, &rec, 1);
+  int rc = rs_harness_push_feedback(h, 1, user, imp, item, type, value,
+                                    1000 + off, off);
   cr_assert_eq(rc, 0, "push feedback: %d (%s)", rc, rs_harness_errmsg(h));
 }
 
