@@ -791,12 +791,21 @@ static int clicked_add(mf_ctx_t *c, int32_t partition, const fb_ref_t *r,
   if (rc)
     return rc;
   unsigned n = c->clicked[0];
+  uint64_t h = imp_hash(r);
+  for (unsigned k = 0; k < n; k++) { /* the same click twice: kept once */
+    const unsigned char *e = c->clicked + 1 + (size_t)k * CLICKED_ENT;
+    uint64_t eh;
+    uint32_t it;
+    memcpy(&eh, e, 8);
+    memcpy(&it, e + 8, 4);
+    if (eh == h && it == i)
+      return 0;
+  }
   if (n == CLICKED_MAX) { /* drop the oldest */
     memmove(c->clicked + 1, c->clicked + 1 + CLICKED_ENT,
             (CLICKED_MAX - 1) * CLICKED_ENT);
     n--;
   }
-  uint64_t h = imp_hash(r);
   unsigned char *e = c->clicked + 1 + (size_t)n * CLICKED_ENT;
   memcpy(e, &h, 8);
   memcpy(e + 8, &i, 4);
@@ -1263,6 +1272,9 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
         fia.item_len) {
       uint32_t ci;
       int cnew, crc = item_index(c, &fia, &ci, &cnew);
+      /* A new item is counted by the model record: its entry must exist. */
+      if (!crc && ci != NO_ITEM && cnew)
+        crc = put_item(c, ci);
       if (!crc && ci != NO_ITEM)
         crc = clicked_add(c, partition, &ref, ci);
       if (crc)
@@ -1307,11 +1319,15 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
     c->rating_n++;
     c->meta_dirty = 1;
   }
-  if (i != NO_ITEM && !unclicked) {
-    c->item_count[i]++;
-    c->item_pop[i] =
-        logaddexp(c->item_pop[i], (double)ia->timestamp_ms * c->inv_tau);
-    fw_set(c, i, fw_weight(c, c->item_count[i]));
+  if (i != NO_ITEM) {
+    if (!unclicked) { /* an unclicked slot is not an event of the item's */
+      c->item_count[i]++;
+      c->item_pop[i] =
+          logaddexp(c->item_pop[i], (double)ia->timestamp_ms * c->inv_tau);
+      fw_set(c, i, fw_weight(c, c->item_count[i]));
+    }
+    /* Also for an unclicked slot: learn() moved its row, or it is new and
+     * the model record counts it. */
     if ((rc = put_item(c, i)))
       return rc;
   }
