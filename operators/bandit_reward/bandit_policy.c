@@ -96,12 +96,17 @@ size_t br_work_size(const br_policy_t *p, uint32_t n) {
   return (size_t)n * (m + 3) + (m * n + m + 1) / 2;
 }
 
-/* Arms 0..n-1 ordered by v, best first, ties by lower index (the order in
- * which best() below would pick them); insertion sort: n is a list's
- * candidates, tens. */
-static void rank_arms(const double *v, uint32_t n, uint32_t *ord) {
-  for (uint32_t i = 0; i < n; i++) {
-    uint32_t j = i;
+/* The `top` best of arms 0..n-1 by v into ord[0..top), best first, ties
+ * by lower index (the order in which best() below would pick them): a
+ * bounded insertion sort, O(n * top). Slot s has s arms placed before it,
+ * so a sample's best unplaced arm is always among its first s + 1. */
+static void rank_arms(const double *v, uint32_t n, uint32_t top,
+                      uint32_t *ord) {
+  uint32_t len = 0;
+  for (uint32_t i = 0; i < n && top > 0; i++) {
+    if (len == top && !(v[i] > v[ord[top - 1]]))
+      continue; /* not better than the last kept */
+    uint32_t j = len < top ? len++ : top - 1;
     while (j > 0 && v[i] > v[ord[j - 1]]) {
       ord[j] = ord[j - 1];
       j--;
@@ -217,7 +222,7 @@ double br_choose(const br_policy_t *p, const br_arm_t *arms, uint32_t n,
   uint32_t *rank = (uint32_t *)(draws + (size_t)m * n), *cur = rank + m * n;
   if (p->kind == BR_THOMPSON)
     for (uint32_t k = 0; k < m; k++) {
-      rank_arms(draws + (size_t)k * n, n, rank + (size_t)k * n);
+      rank_arms(draws + (size_t)k * n, n, slots, rank + (size_t)k * n);
       cur[k] = 0;
     }
   double list = 1.0;
