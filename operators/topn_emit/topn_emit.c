@@ -17,9 +17,12 @@
  * instead of a state lookup per item (about 110 ns). The view is asked
  * for again per record (the arrays move as the catalogue grows). A
  * `model` that is not an mf_update instance fails init(). Item names
- * ("r" + BE32 id) and mf_update's user record ("u" + user: events at 8,
- * bias at 16, vector at 32, for the session trigger) are still read
- * through peer_state_get.
+ * ("r" + BE32 id) are read through peer_state_get once per item and kept
+ * (an id's name never changes while the model lives; the names are
+ * dropped when the model restarts or goes back, see tn_ctx_t): 20 state
+ * lookups per list were a third of the operator's time at n = 20.
+ * mf_update's user record ("u" + user: events at 8, bias at 16, vector at
+ * 32, for the session trigger) is read through peer_state_get.
  *
  * Inputs: mf_update's records (RS_KIND_MF_UPDATE), and optionally, as a
  * second input, sessionize's `sessions` port (RS_KIND_SESSION); anything
@@ -134,6 +137,22 @@ typedef struct tn_ctx {
   double *lc;
   int64_t *lc_n;
   size_t lc_items;
+
+  /* Item names ("r" + BE32 id in the model's state), cached as read: an
+   * id's name never changes while the model lives (mf_update only appends
+   * ids), so an emission reads each name from state once per process
+   * instead of once per list. names_at[id] is 1 + the name's offset in
+   * names (0: not read yet), names_len[id] its length. Dropped whenever
+   * the model is not the one they were read from: another context, fewer
+   * items or an older version than last seen (a restarted or rolled-back
+   * model may give an id to another name). */
+  char *names;
+  size_t names_n, names_cap;
+  uint32_t *names_at, *names_len;
+  size_t names_items;
+  const void *names_mf;
+  uint32_t names_seen_items;
+  uint64_t names_seen_version;
 
   const char *variant; /* host->variant, "" outside experiments */
   uint32_t variant_len;
@@ -253,6 +272,58 @@ static int read_model(tn_ctx_t *c) {
   if (!c->mf || def != &rs_op_mf_update)
     return RS_ESTATE;
   rs__mf_view(c->mf, &c->mv);
+  if (c->names_mf != c->mf || c->mv.n_items < c->names_seen_items ||
+      c->mv.version < c->names_seen_version) {
+    c->names_n = 0;
+    if (c->names_items)
+      memset(c->names_at, 0, c->names_items * sizeof *c->names_at);
+    c->names_mf = c->mf;
+  }
+  c->names_seen_items = c->mv.n_items;
+  c->names_seen_version = c->mv.version;
+  return 0;
+}
+
+/* Item `it`'s name (see names in tn_ctx_t): borrowed until the next call
+ * (the pool may move). */
+static int item_name(tn_ctx_t *c, uint32_t it, const char **name,
+                     uint32_t *len) {
+  if (it >= c->names_items) {
+    size_t cap = c->names_items ? c->names_items : 1024;
+    while (cap <= it)
+      cap *= 2;
+    uint32_t *at = c->host->realloc(c->names_at, cap * sizeof *at);
+    if (!at)
+      return RS_ENOMEM;
+    c->names_at = at;
+    uint32_t *ln = c->host->realloc(c->names_len, cap * sizeof *ln);
+    if (!ln)
+      return RS_ENOMEM;
+    c->names_len = ln;
+    memset(at + c->names_items, 0, (cap - c->names_items) * sizeof *at);
+    c->names_items = cap;
+  }
+  if (!c->names_at[it]) {
+    unsigned char key[5] = {'r'};
+    put_be32(key + 1, it);
+    void *v;
+    size_t n;
+    int rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, key,
+                                     5, &v, &n);
+    if (rc)
+      return rc == RS_ENOENT ? RS_ESTATE : rc;
+    if (n > UINT32_MAX || c->names_n + n + 1 > UINT32_MAX)
+      return RS_ENOMEM;
+    int grc = grow(c, (void **)&c->names, &c->names_cap, c->names_n + n + 1);
+    if (grc)
+      return grc;
+    memcpy(c->names + c->names_n, v, n);
+    c->names_at[it] = (uint32_t)c->names_n + 1;
+    c->names_len[it] = (uint32_t)n;
+    c->names_n += n;
+  }
+  *name = c->names + c->names_at[it] - 1;
+  *len = c->names_len[it];
   return 0;
 }
 
@@ -624,19 +695,16 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   if (il < 0 || il >= IMP_MAX)
     return RS_EINTERNAL;
   for (uint32_t i = 0; i < nt; i++) {
-    unsigned char key[5] = {'r'};
-    put_be32(key + 1, c->top[i].item);
-    void *v;
-    size_t n;
-    if ((rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, key,
-                                      5, &v, &n)))
-      return rc == RS_ENOENT ? RS_ESTATE : rc;
+    const char *v;
+    uint32_t n;
+    if ((rc = item_name(c, c->top[i].item, &v, &n)))
+      return rc;
     char *name = c->host->batch_alloc(c->op, n ? n : 1);
     if (!name)
       return RS_ENOMEM;
     memcpy(name, v, n);
     items[i] = (rs_scored_item_t){.item = name,
-                                  .item_len = (uint32_t)n,
+                                  .item_len = n,
                                   .score = c->top[i].score,
                                   .propensity = 1.0};
   }
@@ -1123,6 +1191,9 @@ static void tn_destroy(rs_op_t *op, void *vctx) {
   c->host->free(c->upad_mem);
   c->host->free(c->lc);
   c->host->free(c->lc_n);
+  c->host->free(c->names);
+  c->host->free(c->names_at);
+  c->host->free(c->names_len);
 }
 
 /* The popular list is kept in memory and stored here, with the offsets
