@@ -72,6 +72,9 @@ enum { MAX_KAFKA_PROPS = 16 };
 static char *kafka_kv[MAX_KAFKA_PROPS];
 static int n_kafka_kv;
 static int raw_rt = 0, skip_latency = 0;
+/* The engine fixes enable.idempotence=true on its producer (engine/kafka.c);
+ * --raw-idempotence false shows what that costs on the raw path. */
+static const char *idempotence = "true";
 /* The simulator's own librdkafka properties (its -X), e.g. its producer's
  * linger.ms: on the embedded broker a fetch returns one produced message
  * set per partition, so how the simulator batches its interactions sets how
@@ -320,7 +323,8 @@ static void kset_kv(rd_kafka_conf_t *c, const char *kv) {
 }
 
 /* The engine's client settings (engine/kafka.c defaults that matter for
- * latency, then the demo's two, then --kafka). */
+ * latency, its fixed enable.idempotence=true on the producer, then the
+ * demo's two, then --kafka). */
 static rd_kafka_t *engine_client(const char *brokers, int consumer) {
   rd_kafka_conf_t *c = rd_kafka_conf_new();
   char err[512];
@@ -332,7 +336,7 @@ static rd_kafka_t *engine_client(const char *brokers, int consumer) {
     kset(c, "queued.min.messages", "1000000");
     kset(c, "fetch.wait.max.ms", fetch_wait);
   } else {
-    kset(c, "enable.idempotence", "false");
+    kset(c, "enable.idempotence", idempotence);
     kset(c, "batch.num.messages", "10000");
     kset(c, "linger.ms", linger);
   }
@@ -569,6 +573,9 @@ int main(int argc, char **argv) {
       raw_rt = 1;
     else if (!strcmp(argv[i], "--skip-latency"))
       skip_latency = 1;
+    else if (!strcmp(argv[i], "--raw-idempotence") && i + 1 < argc &&
+             (!strcmp(argv[i + 1], "true") || !strcmp(argv[i + 1], "false")))
+      idempotence = argv[++i];
     else {
       fprintf(strcmp(argv[i], "--help") ? stderr : stdout,
               "usage: bench_loop [--records N] [--rate R] [--seconds S] "
@@ -576,7 +583,8 @@ int main(int argc, char **argv) {
               "[--latency-pipeline full|demo|loop] [--kafka KEY=VALUE]... "
               "[--commit-interval D] [--sync true|false] [--batch-size N] "
               "[--sim-kafka KEY=VALUE]... [--partitions N] "
-              "[--skip-throughput] [--raw-roundtrip] [--skip-latency]\n");
+              "[--skip-throughput] [--raw-roundtrip] [--skip-latency] "
+              "[--raw-idempotence true|false]\n");
       return strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -610,14 +618,16 @@ int main(int argc, char **argv) {
   if (raw_rt) {
     raw_res_t rr;
     bench_in_child("raw round trip", raw_roundtrip, NULL, &rr, sizeof rr);
-    printf("3. raw round trip, no engine (simulator settings -> embedded "
-           "broker -> relay with the engine's settings -> broker -> "
-           "simulator), %d partitions, %g interactions/s for %gs: "
-           "%ld produced, %ld relayed, %ld measured after the warm-up: p50 "
-           "%.2f ms p90 %.2f ms p99 %.2f ms p99.9 %.2f ms max %.2f ms; load "
-           "average now %s\n",
-           partitions, rate, seconds, rr.produced, rr.relayed, rr.n, rr.p50,
-           rr.p90, rr.p99, rr.p999, rr.max, bench_loadavg());
+    printf(
+        "3. raw round trip, no engine (simulator settings -> embedded "
+        "broker -> relay with the engine's settings -> broker -> "
+        "simulator), %d partitions, %g interactions/s for %gs: "
+        "relay idempotence %s, %ld produced, %ld relayed, %ld measured after "
+        "the warm-up: p50 "
+        "%.2f ms p90 %.2f ms p99 %.2f ms p99.9 %.2f ms max %.2f ms; load "
+        "average now %s\n",
+        partitions, rate, seconds, idempotence, rr.produced, rr.relayed, rr.n,
+        rr.p50, rr.p90, rr.p99, rr.p999, rr.max, bench_loadavg());
     fflush(stdout);
   }
   if (skip_latency)
