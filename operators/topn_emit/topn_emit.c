@@ -565,9 +565,18 @@ static int cmp_u32(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static int cmp_best(const void *a, const void *b) {
-  const cand_t *x = a, *y = b;
-  return worse(y, x) ? -1 : worse(x, y) ? 1 : 0;
+/* The heap's n entries best first. `worse` is a total order on them
+ * (finite scores, distinct items), so this is the one order any sort
+ * gives; an insertion sort of n (default 10) entries does without
+ * qsort's calls through a comparator. */
+static void sort_best(cand_t *h, uint32_t n) {
+  for (uint32_t i = 1; i < n; i++) {
+    cand_t x = h[i];
+    uint32_t j = i;
+    for (; j > 0 && worse(&h[j - 1], &x); j--)
+      h[j] = h[j - 1];
+    h[j] = x;
+  }
 }
 
 static int consumed(const uint32_t *sorted, size_t n, uint32_t it) {
@@ -678,7 +687,7 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
         heap_push(c->top, &nt, cap, x);
     }
   }
-  qsort(c->top, nt, sizeof(cand_t), cmp_best);
+  sort_best(c->top, nt);
 
   /* The record. */
   rs_recommendation_t *rr = c->host->batch_alloc(c->op, sizeof(*rr));
