@@ -67,7 +67,8 @@
  * State (this operator's), integers little-endian:
  *  user (partition), "u" + user: 0 1 version (1), 1 3 reserved, 4 4 n,
  *     8 8 last emission event time (INT64_MIN: never), 16 4n item ids
- *     oldest first.
+ *     oldest first. Not kept with history 0 and min_interval 0 (nothing
+ *     in it could change an output; user_kept()).
  *  last list (partition), "l" + user: 0 1 version (1), 1 1 flags (1: the
  *     popular list of a cold user; 0 in lists written before the flag),
  *     2 2 impression id length L, 4 4 n, 8 8 event time, 16 8 model
@@ -769,13 +770,29 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
 }
 
 /* Loads the user's record into ubuf: history at ubuf + USER_HDR. */
+/* Whether the user record is needed: with history 0 and min_interval 0
+ * neither of its parts (consumed items, last emission time) can change an
+ * output, so it is neither read nor written (two state lookups per
+ * record; the demo's settings). A later start with min_interval > 0 then
+ * finds no last emission for these users: their first trigger emits. */
+static int user_kept(const tn_ctx_t *c) {
+  return c->history > 0 || c->min_interval_ms > 0;
+}
+
 static int load_user(tn_ctx_t *c, int32_t partition, const char *user,
                      uint32_t len, uint32_t *nh_out, int64_t *last_emit) {
   /* ubuf first: the value state_get lends must not outlive a state call,
    * and its absence (a new user) must not be mistaken for an empty one. */
   size_t hcap = (size_t)c->history;
   int rc = grow(c, (void **)&c->ubuf, &c->ubuf_cap, USER_HDR + 4 * hcap + 4);
-  if (rc || (rc = make_key(c, 'u', user, len)))
+  if (rc)
+    return rc;
+  if (!user_kept(c)) {
+    *nh_out = 0;
+    *last_emit = INT64_MIN;
+    return 0;
+  }
+  if ((rc = make_key(c, 'u', user, len)))
     return rc;
   void *v;
   size_t n = 0;
@@ -803,6 +820,8 @@ static int load_user(tn_ctx_t *c, int32_t partition, const char *user,
 
 static int save_user(tn_ctx_t *c, int32_t partition, const char *user,
                      uint32_t len, uint32_t nh, int64_t last_emit) {
+  if (!user_kept(c))
+    return 0;
   c->ubuf[0] = TN_LAYOUT;
   memset(c->ubuf + 1, 0, 7);
   put_u32(c->ubuf + 4, nh);

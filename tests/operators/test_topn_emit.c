@@ -820,6 +820,10 @@ Test(topn_emit, names_follow_a_model_restarted_from_an_earlier_checkpoint) {
   feed(&p, "u2", "y", 5); /* ids 1 and 2 are now x and y */
   r = last_rec(p.tn);
   cr_assert_eq(r->n_items, 3);
+  /* history 0 and min_interval 0: no user record is kept. */
+  const void *v;
+  size_t n;
+  cr_assert_eq(rs_harness_state_get(p.tn, 0, "uu2", 3, &v, &n), RS_ENOENT);
   cr_assert(list_has(r, "a") && list_has(r, "x") && list_has(r, "y"),
             "names %.*s %.*s %.*s", (int)r->items[0].item_len, r->items[0].item,
             (int)r->items[1].item_len, r->items[1].item,
