@@ -769,7 +769,6 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   return 0;
 }
 
-/* Loads the user's record into ubuf: history at ubuf + USER_HDR. */
 /* Whether the user record is needed: with history 0 and min_interval 0
  * neither of its parts (consumed items, last emission time) can change an
  * output, so it is neither read nor written (two state lookups per
@@ -779,6 +778,7 @@ static int user_kept(const tn_ctx_t *c) {
   return c->history > 0 || c->min_interval_ms > 0;
 }
 
+/* Loads the user's record into ubuf: history at ubuf + USER_HDR. */
 static int load_user(tn_ctx_t *c, int32_t partition, const char *user,
                      uint32_t len, uint32_t *nh_out, int64_t *last_emit) {
   /* ubuf first: the value state_get lends must not outlive a state call,
