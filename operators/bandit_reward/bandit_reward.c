@@ -125,7 +125,23 @@ typedef struct br_part {
   int64_t max_ts; /* INT64_MIN: none */
   br_due_t *heap;
   size_t n, cap;
+  /* Agenda entries of early feedback ("f" + id) per bucket of the id's
+   * hash: every "f" key in the partition's state has its entry in the
+   * agenda until the watermark passes it, so a zero count means no
+   * feedback waits for an impression with an id of that bucket, and an
+   * impression need not look for any (take_early): a state lookup saved
+   * per list, mostly of a key that is not there. */
+  uint32_t *early;
 } br_part_t;
+
+#define EARLY_BUCKETS 4096u
+
+static uint32_t early_bucket(const char *id, uint32_t len) {
+  uint32_t h = 2166136261u;
+  for (uint32_t i = 0; i < len; i++)
+    h = (h ^ (unsigned char)id[i]) * 16777619u;
+  return h & (EARLY_BUCKETS - 1);
+}
 
 typedef struct br_ctx {
   /* Options. */
@@ -330,6 +346,8 @@ static int heap_push(br_ctx_t *c, br_part_t *p, int64_t deadline,
     return RS_ENOMEM;
   memcpy(d, id, id_len);
   d[id_len] = '\0';
+  if (id_len && id[0] == 'f')
+    p->early[early_bucket(id + 1, id_len - 1)]++;
   size_t i = p->n++;
   p->heap[i] = (br_due_t){deadline, d, id_len};
   while (i > 0) {
@@ -345,6 +363,9 @@ static int heap_push(br_ctx_t *c, br_part_t *p, int64_t deadline,
 }
 
 static void heap_pop(br_part_t *p) {
+  const br_due_t *top = &p->heap[0];
+  if (top->id_len && top->id[0] == 'f')
+    p->early[early_bucket(top->id + 1, top->id_len - 1)]--;
   p->heap[0] = p->heap[--p->n];
   size_t i = 0;
   for (;;) {
@@ -398,6 +419,8 @@ static void part_clear(br_ctx_t *c, br_part_t *p) {
     c->host->free(p->heap[k].id);
   p->n = 0;
   p->valid = 0;
+  if (p->early)
+    memset(p->early, 0, EARLY_BUCKETS * sizeof *p->early);
 }
 
 /* The partition's agenda, ready for a batch: rebuilt from state (one scan
@@ -416,9 +439,13 @@ static int part_of(br_ctx_t *c, int32_t partition, br_part_t **out) {
     if (!np)
       return RS_ENOMEM;
     c->parts = np;
+    uint32_t *early = c->host->calloc(EARLY_BUCKETS, sizeof *early);
+    if (!early)
+      return RS_ENOMEM;
     p = &c->parts[c->n_parts++];
     memset(p, 0, sizeof(*p));
     p->partition = partition;
+    p->early = early;
   }
   void *v;
   size_t n;
@@ -1392,6 +1419,8 @@ static int drain_early(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
 
 static int take_early(br_ctx_t *c, br_part_t *p, const rs_record_t *src,
                       uint32_t *ord, const char *id, uint32_t id_len) {
+  if (!p->early[early_bucket(id, id_len)])
+    return 0; /* nothing waits under an id of this bucket (br_part_t) */
   return drain_early(c, p, src, ord, id, id_len, 1, INT64_MIN);
 }
 
@@ -1541,6 +1570,7 @@ static void br_destroy(rs_op_t *op, void *vctx) {
   for (size_t i = 0; i < c->n_parts; i++) {
     part_clear(c, &c->parts[i]);
     c->host->free(c->parts[i].heap);
+    c->host->free(c->parts[i].early);
   }
   c->host->free(c->parts);
   c->host->free(c->buf);

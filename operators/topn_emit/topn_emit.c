@@ -17,9 +17,12 @@
  * instead of a state lookup per item (about 110 ns). The view is asked
  * for again per record (the arrays move as the catalogue grows). A
  * `model` that is not an mf_update instance fails init(). Item names
- * ("r" + BE32 id) and mf_update's user record ("u" + user: events at 8,
- * bias at 16, vector at 32, for the session trigger) are still read
- * through peer_state_get.
+ * ("r" + BE32 id) are read through peer_state_get once per item and kept
+ * (an id's name never changes while the model lives; the names are
+ * dropped when the model restarts or goes back, see tn_ctx_t): 20 state
+ * lookups per list were a third of the operator's time at n = 20.
+ * mf_update's user record ("u" + user: events at 8, bias at 16, vector at
+ * 32, for the session trigger) is read through peer_state_get.
  *
  * Inputs: mf_update's records (RS_KIND_MF_UPDATE), and optionally, as a
  * second input, sessionize's `sessions` port (RS_KIND_SESSION); anything
@@ -64,7 +67,8 @@
  * State (this operator's), integers little-endian:
  *  user (partition), "u" + user: 0 1 version (1), 1 3 reserved, 4 4 n,
  *     8 8 last emission event time (INT64_MIN: never), 16 4n item ids
- *     oldest first.
+ *     oldest first. Not kept with history 0 and min_interval 0 (nothing
+ *     in it could change an output; user_kept()).
  *  last list (partition), "l" + user: 0 1 version (1), 1 1 flags (1: the
  *     popular list of a cold user; 0 in lists written before the flag),
  *     2 2 impression id length L, 4 4 n, 8 8 event time, 16 8 model
@@ -134,6 +138,22 @@ typedef struct tn_ctx {
   double *lc;
   int64_t *lc_n;
   size_t lc_items;
+
+  /* Item names ("r" + BE32 id in the model's state), cached as read: an
+   * id's name never changes while the model lives (mf_update only appends
+   * ids), so an emission reads each name from state once per process
+   * instead of once per list. names_at[id] is 1 + the name's offset in
+   * names (0: not read yet), names_len[id] its length. Dropped whenever
+   * the model is not the one they were read from: another context, fewer
+   * items or an older version than last seen (a restarted or rolled-back
+   * model may give an id to another name). */
+  char *names;
+  size_t names_n, names_cap;
+  uint32_t *names_at, *names_len;
+  size_t names_items;
+  const void *names_mf;
+  uint32_t names_seen_items;
+  uint64_t names_seen_version;
 
   const char *variant; /* host->variant, "" outside experiments */
   uint32_t variant_len;
@@ -253,6 +273,58 @@ static int read_model(tn_ctx_t *c) {
   if (!c->mf || def != &rs_op_mf_update)
     return RS_ESTATE;
   rs__mf_view(c->mf, &c->mv);
+  if (c->names_mf != c->mf || c->mv.n_items < c->names_seen_items ||
+      c->mv.version < c->names_seen_version) {
+    c->names_n = 0;
+    if (c->names_items)
+      memset(c->names_at, 0, c->names_items * sizeof *c->names_at);
+    c->names_mf = c->mf;
+  }
+  c->names_seen_items = c->mv.n_items;
+  c->names_seen_version = c->mv.version;
+  return 0;
+}
+
+/* Item `it`'s name (see names in tn_ctx_t): borrowed until the next call
+ * (the pool may move). */
+static int item_name(tn_ctx_t *c, uint32_t it, const char **name,
+                     uint32_t *len) {
+  if (it >= c->names_items) {
+    size_t cap = c->names_items ? c->names_items : 1024;
+    while (cap <= it)
+      cap *= 2;
+    uint32_t *at = c->host->realloc(c->names_at, cap * sizeof *at);
+    if (!at)
+      return RS_ENOMEM;
+    c->names_at = at;
+    uint32_t *ln = c->host->realloc(c->names_len, cap * sizeof *ln);
+    if (!ln)
+      return RS_ENOMEM;
+    c->names_len = ln;
+    memset(at + c->names_items, 0, (cap - c->names_items) * sizeof *at);
+    c->names_items = cap;
+  }
+  if (!c->names_at[it]) {
+    unsigned char key[5] = {'r'};
+    put_be32(key + 1, it);
+    void *v;
+    size_t n;
+    int rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, key,
+                                     5, &v, &n);
+    if (rc)
+      return rc == RS_ENOENT ? RS_ESTATE : rc;
+    if (n > UINT32_MAX || c->names_n + n + 1 > UINT32_MAX)
+      return RS_ENOMEM;
+    int grc = grow(c, (void **)&c->names, &c->names_cap, c->names_n + n + 1);
+    if (grc)
+      return grc;
+    memcpy(c->names + c->names_n, v, n);
+    c->names_at[it] = (uint32_t)c->names_n + 1;
+    c->names_len[it] = (uint32_t)n;
+    c->names_n += n;
+  }
+  *name = c->names + c->names_at[it] - 1;
+  *len = c->names_len[it];
   return 0;
 }
 
@@ -494,9 +566,18 @@ static int cmp_u32(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static int cmp_best(const void *a, const void *b) {
-  const cand_t *x = a, *y = b;
-  return worse(y, x) ? -1 : worse(x, y) ? 1 : 0;
+/* The heap's n entries best first. `worse` is a total order on them
+ * (finite scores, distinct items), so this is the one order any sort
+ * gives; an insertion sort of n (default 10) entries does without
+ * qsort's calls through a comparator. */
+static void sort_best(cand_t *h, uint32_t n) {
+  for (uint32_t i = 1; i < n; i++) {
+    cand_t x = h[i];
+    uint32_t j = i;
+    for (; j > 0 && worse(&h[j - 1], &x); j--)
+      h[j] = h[j - 1];
+    h[j] = x;
+  }
 }
 
 static int consumed(const uint32_t *sorted, size_t n, uint32_t it) {
@@ -607,7 +688,7 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
         heap_push(c->top, &nt, cap, x);
     }
   }
-  qsort(c->top, nt, sizeof(cand_t), cmp_best);
+  sort_best(c->top, nt);
 
   /* The record. */
   rs_recommendation_t *rr = c->host->batch_alloc(c->op, sizeof(*rr));
@@ -624,19 +705,16 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   if (il < 0 || il >= IMP_MAX)
     return RS_EINTERNAL;
   for (uint32_t i = 0; i < nt; i++) {
-    unsigned char key[5] = {'r'};
-    put_be32(key + 1, c->top[i].item);
-    void *v;
-    size_t n;
-    if ((rc = c->host->peer_state_get(c->op, c->peer, RS_PARTITION_SHARED, key,
-                                      5, &v, &n)))
-      return rc == RS_ENOENT ? RS_ESTATE : rc;
+    const char *v;
+    uint32_t n;
+    if ((rc = item_name(c, c->top[i].item, &v, &n)))
+      return rc;
     char *name = c->host->batch_alloc(c->op, n ? n : 1);
     if (!name)
       return RS_ENOMEM;
     memcpy(name, v, n);
     items[i] = (rs_scored_item_t){.item = name,
-                                  .item_len = (uint32_t)n,
+                                  .item_len = n,
                                   .score = c->top[i].score,
                                   .propensity = 1.0};
   }
@@ -691,6 +769,15 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   return 0;
 }
 
+/* Whether the user record is needed: with history 0 and min_interval 0
+ * neither of its parts (consumed items, last emission time) can change an
+ * output, so it is neither read nor written (two state lookups per
+ * record; the demo's settings). A later start with min_interval > 0 then
+ * finds no last emission for these users: their first trigger emits. */
+static int user_kept(const tn_ctx_t *c) {
+  return c->history > 0 || c->min_interval_ms > 0;
+}
+
 /* Loads the user's record into ubuf: history at ubuf + USER_HDR. */
 static int load_user(tn_ctx_t *c, int32_t partition, const char *user,
                      uint32_t len, uint32_t *nh_out, int64_t *last_emit) {
@@ -698,7 +785,14 @@ static int load_user(tn_ctx_t *c, int32_t partition, const char *user,
    * and its absence (a new user) must not be mistaken for an empty one. */
   size_t hcap = (size_t)c->history;
   int rc = grow(c, (void **)&c->ubuf, &c->ubuf_cap, USER_HDR + 4 * hcap + 4);
-  if (rc || (rc = make_key(c, 'u', user, len)))
+  if (rc)
+    return rc;
+  if (!user_kept(c)) {
+    *nh_out = 0;
+    *last_emit = INT64_MIN;
+    return 0;
+  }
+  if ((rc = make_key(c, 'u', user, len)))
     return rc;
   void *v;
   size_t n = 0;
@@ -726,6 +820,8 @@ static int load_user(tn_ctx_t *c, int32_t partition, const char *user,
 
 static int save_user(tn_ctx_t *c, int32_t partition, const char *user,
                      uint32_t len, uint32_t nh, int64_t last_emit) {
+  if (!user_kept(c))
+    return 0;
   c->ubuf[0] = TN_LAYOUT;
   memset(c->ubuf + 1, 0, 7);
   put_u32(c->ubuf + 4, nh);
@@ -1123,6 +1219,9 @@ static void tn_destroy(rs_op_t *op, void *vctx) {
   c->host->free(c->upad_mem);
   c->host->free(c->lc);
   c->host->free(c->lc_n);
+  c->host->free(c->names);
+  c->host->free(c->names_at);
+  c->host->free(c->names_len);
 }
 
 /* The popular list is kept in memory and stored here, with the offsets

@@ -5,7 +5,8 @@
  *                          [--kafka KEY=VALUE]... [--commit-interval D]
  *                          [--sync true|false] [--batch-size N]
  *                          [--sim-kafka KEY=VALUE]... [--partitions N]
- *                          [--skip-throughput]
+ *                          [--skip-throughput] [--raw-roundtrip]
+ *                          [--skip-latency]
  * 1. Throughput: N interactions on the embedded broker read by raw
  *    librdkafka (the engine's fetch settings) and by the pipeline, each in
  *    a fresh process; the pipeline's rate as a ratio to raw consume
@@ -25,12 +26,22 @@
  *    they held the loop) and a time breakdown (interaction produced ->
  *    list handed to the producer, produce -> ack, process() per batch per
  *    operator, records per batch).
+ * 3. --raw-roundtrip (run before part 2, in its own child): the same
+ *    Kafka path with no engine, same settings and rate: simulator-like
+ *    producer -> embedded broker -> a relay consuming with the engine's
+ *    consumer settings and producing each interaction back at once with
+ *    its producer settings -> broker -> simulator-like consumer; p50/p99
+ *    of produce -> consumed. The floor the engine's figure sits on: what
+ *    the broker, the clients and their threads cost on this machine.
+ *    --skip-latency leaves part 2 out (settings sweeps of the raw path).
  * The latency settings are configs/demo_loop.yaml's (kept in step by hand:
  * a bench has no source directory at run time: 1 partition per topic,
  * fetch.wait.max.ms 1, linger.ms 3, and simulate's own linger.ms 3);
  * --kafka, --sim-kafka, --partitions, --commit-interval and --batch-size
  * override them to compare settings in one place.
  * Numbers, not pass/fail: no thresholds here (docs/DEMO.md). */
+#include <librdkafka/rdkafka.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +67,14 @@ static int partitions = 1;
  * --kafka replaces, and the rest of --kafka's. */
 static const char *fetch_wait = "1", *linger = "3";
 static char kafka_props[2048] = "";
+/* --kafka's other pairs again, for the raw round trip's relay clients. */
+enum { MAX_KAFKA_PROPS = 16 };
+static char *kafka_kv[MAX_KAFKA_PROPS];
+static int n_kafka_kv;
+static int raw_rt = 0, skip_latency = 0;
+/* The engine fixes enable.idempotence=true on its producer (engine/kafka.c);
+ * --raw-idempotence false shows what that costs on the raw path. */
+static const char *idempotence = "true";
 /* The simulator's own librdkafka properties (its -X), e.g. its producer's
  * linger.ms: on the embedded broker a fetch returns one produced message
  * set per partition, so how the simulator batches its interactions sets how
@@ -264,6 +283,246 @@ static void latency(const void *arg, void *out) {
   rs_mock_destroy(m);
 }
 
+/* ------------------------------------------------ 3. raw round trip */
+
+/* The latency run's Kafka path with no engine: a "simulator" thread
+ * produces interactions at --rate with the simulator's producer settings
+ * (and a feedback record for 60% of them, about what the demo's simulated
+ * users click), a relay thread consumes both topics with the engine's
+ * consumer settings and produces a 256-byte record per interaction to
+ * `recommendations` at once with the engine's producer settings, and the
+ * simulator thread consumes those as `recstream simulate` does (its
+ * consumer settings, its 1 ms sleeps on the consumer between due actions).
+ * Latency: the interaction's produce() call -> its record consumed, the
+ * simulator's definition. What the engine adds on top of this is its own
+ * fetch/queue/processing time; this is what the embedded broker, the two
+ * librdkafka producers and consumers and their threads cost on this
+ * machine with these settings. */
+typedef struct raw_res {
+  long n, produced, relayed;
+  double p50, p90, p99, p999, max;
+} raw_res_t;
+
+typedef struct relay {
+  rd_kafka_t *cons, *prod;
+  volatile int stop;
+  long relayed;
+} relay_t;
+
+static void kset(rd_kafka_conf_t *c, const char *k, const char *v) {
+  char err[512];
+  if (rd_kafka_conf_set(c, k, v, err, sizeof err) != RD_KAFKA_CONF_OK)
+    bench_die(k, err);
+}
+
+static void kset_kv(rd_kafka_conf_t *c, const char *kv) {
+  char key[256];
+  const char *eq = strchr(kv, '=');
+  snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
+  kset(c, key, eq + 1);
+}
+
+/* The engine's client settings (engine/kafka.c defaults that matter for
+ * latency, its fixed enable.idempotence=true on the producer, then the
+ * demo's two, then --kafka). */
+static rd_kafka_t *engine_client(const char *brokers, int consumer) {
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  char err[512];
+  kset(c, "bootstrap.servers", brokers);
+  if (consumer) {
+    kset(c, "group.id", "bench-raw-relay"); /* assign() only */
+    kset(c, "enable.auto.commit", "false");
+    kset(c, "enable.partition.eof", "false");
+    kset(c, "queued.min.messages", "1000000");
+    kset(c, "fetch.wait.max.ms", fetch_wait);
+  } else {
+    kset(c, "enable.idempotence", idempotence);
+    kset(c, "batch.num.messages", "10000");
+    kset(c, "linger.ms", linger);
+  }
+  for (int i = 0; i < n_kafka_kv; i++)
+    if (consumer ? strncmp(kafka_kv[i], "linger.ms=", 10)
+                 : strncmp(kafka_kv[i], "fetch.wait.max.ms=", 18))
+      kset_kv(c, kafka_kv[i]);
+  rd_kafka_t *k = rd_kafka_new(consumer ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER,
+                               c, err, sizeof err);
+  if (!k)
+    bench_die("raw round trip client", err);
+  return k;
+}
+
+/* `recstream simulate`'s client settings (sim_cmd.c make_conf), then
+ * --sim-kafka. */
+static rd_kafka_t *sim_client(const char *brokers, int consumer) {
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  char err[512];
+  kset(c, "bootstrap.servers", brokers);
+  if (consumer) {
+    kset(c, "group.id", "bench-raw-sim");
+    kset(c, "enable.auto.commit", "false");
+    kset(c, "fetch.wait.max.ms", "1");
+    kset(c, "fetch.error.backoff.ms", "10");
+    kset(c, "enable.partition.eof", "false");
+  } else {
+    kset(c, "linger.ms", "3");
+    kset(c, "batch.num.messages", "1000");
+    kset(c, "acks", "1");
+    kset(c, "enable.idempotence", "false");
+  }
+  for (int i = 0; i < n_sim_props; i++)
+    kset_kv(c, sim_props[i]);
+  rd_kafka_t *k = rd_kafka_new(consumer ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER,
+                               c, err, sizeof err);
+  if (!k)
+    bench_die("raw round trip client", err);
+  rd_kafka_poll_set_consumer(k);
+  return k;
+}
+
+static void assign_all(rd_kafka_t *k, const char *const *tps, int64_t off) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+  for (int t = 0; tps[t]; t++)
+    for (int p = 0; p < partitions; p++)
+      rd_kafka_topic_partition_list_add(l, tps[t], p)->offset = off;
+  rd_kafka_resp_err_t e = rd_kafka_assign(k, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    bench_die("assign", rd_kafka_err2str(e));
+}
+
+static void *relay_thread(void *arg) {
+  relay_t *r = arg;
+  char out[256];
+  memset(out, 'r', sizeof out);
+  while (!r->stop) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(r->cons, 100);
+    if (m) {
+      if (!m->err && !strcmp(rd_kafka_topic_name(m->rkt), "interactions") &&
+          m->len >= 8) {
+        memcpy(out, m->payload, 8);
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            r->prod, RD_KAFKA_V_TOPIC("recommendations"),
+            RD_KAFKA_V_PARTITION(m->partition),
+            RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_VALUE(out, sizeof out),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (!e)
+          r->relayed++;
+      }
+      rd_kafka_message_destroy(m);
+    }
+    rd_kafka_poll(r->prod, 0);
+  }
+  return NULL;
+}
+
+static int cmp_dbl(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void raw_roundtrip(const void *arg, void *out) {
+  (void)arg;
+  raw_res_t *res = out;
+  memset(res, 0, sizeof *res);
+  rs_mock_t *m = bench_broker(topics, partitions);
+  static const char *const in_topics[] = {"interactions", "feedback", NULL};
+  static const char *const out_topics[] = {"recommendations", NULL};
+  relay_t r = {.cons = engine_client(m->bootstraps, 1),
+               .prod = engine_client(m->bootstraps, 0)};
+  rd_kafka_poll_set_consumer(r.cons);
+  assign_all(r.cons, in_topics, RD_KAFKA_OFFSET_BEGINNING);
+  rd_kafka_t *sp = sim_client(m->bootstraps, 0);
+  rd_kafka_t *sc = sim_client(m->bootstraps, 1);
+  assign_all(sc, out_topics, RD_KAFKA_OFFSET_BEGINNING);
+  pthread_t th;
+  if (pthread_create(&th, NULL, relay_thread, &r))
+    bench_die("relay", "cannot start its thread");
+  double wu = warmup >= 0 ? warmup : seconds / 3;
+  size_t cap = (size_t)(rate * seconds * 1.2) + 1024, n = 0;
+  double *lat = malloc(cap * sizeof *lat);
+  if (!lat)
+    bench_die("raw round trip", "out of memory");
+  uint64_t start = rs_now_ns(), end = (uint64_t)(seconds * 1e9);
+  double interval = 1e9 / rate, due = 0;
+  uint64_t rng = 42;
+  char payload[64], fb[64];
+  memset(payload, 'i', sizeof payload);
+  memset(fb, 'f', sizeof fb);
+  for (;;) {
+    uint64_t now = rs_now_ns() - start;
+    if (now >= end)
+      break;
+    for (int burst = 0; due <= (double)now && burst < 1000; burst++) {
+      rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+      char key[16];
+      int kl = snprintf(key, sizeof key, "u%u", (unsigned)(rng >> 33) % 1000);
+      uint64_t t = rs_now_ns();
+      memcpy(payload, &t, 8);
+      if (!rd_kafka_producev(sp, RD_KAFKA_V_TOPIC("interactions"),
+                             RD_KAFKA_V_KEY(key, (size_t)kl),
+                             RD_KAFKA_V_VALUE(payload, sizeof payload),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_END))
+        res->produced++;
+      if ((rng >> 20) % 10 < 6)
+        rd_kafka_producev(
+            sp, RD_KAFKA_V_TOPIC("feedback"), RD_KAFKA_V_KEY(key, (size_t)kl),
+            RD_KAFKA_V_VALUE(fb, sizeof fb),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+      due += interval;
+    }
+    rd_kafka_poll(sp, 0);
+    double wait_ms = (due - (double)(rs_now_ns() - start)) / 1e6;
+    int tmo = wait_ms <= 0 ? 0 : wait_ms < 10 ? (int)ceil(wait_ms) : 10;
+    for (rd_kafka_message_t *msg; (msg = rd_kafka_consumer_poll(sc, tmo));
+         tmo = 0) {
+      if (!msg->err && msg->len >= 8 && n < cap) {
+        uint64_t sent;
+        memcpy(&sent, msg->payload, 8);
+        uint64_t got = rs_now_ns();
+        if ((double)(got - start) / 1e9 >= wu)
+          lat[n++] = (double)(got - sent) / 1e6;
+      }
+      rd_kafka_message_destroy(msg);
+    }
+  }
+  /* The last records on their way. */
+  for (int k = 0; k < 20; k++) {
+    rd_kafka_message_t *msg = rd_kafka_consumer_poll(sc, 10);
+    if (!msg)
+      continue;
+    if (!msg->err && msg->len >= 8 && n < cap) {
+      uint64_t sent;
+      memcpy(&sent, msg->payload, 8);
+      lat[n++] = (double)(rs_now_ns() - sent) / 1e6;
+    }
+    rd_kafka_message_destroy(msg);
+  }
+  r.stop = 1;
+  pthread_join(th, NULL);
+  res->relayed = r.relayed;
+  rd_kafka_consumer_close(sc);
+  rd_kafka_destroy(sc);
+  rd_kafka_flush(sp, 5000);
+  rd_kafka_destroy(sp);
+  rd_kafka_consumer_close(r.cons);
+  rd_kafka_destroy(r.cons);
+  rd_kafka_flush(r.prod, 5000);
+  rd_kafka_destroy(r.prod);
+  rs_mock_destroy(m);
+  res->n = (long)n;
+  if (n) {
+    qsort(lat, n, sizeof *lat, cmp_dbl);
+    res->p50 = lat[n / 2];
+    res->p90 = lat[(size_t)((double)n * 0.9)];
+    res->p99 = lat[(size_t)((double)n * 0.99)];
+    res->p999 = lat[(size_t)((double)n * 0.999)];
+    res->max = lat[n - 1];
+  }
+  free(lat);
+}
+
 int main(int argc, char **argv) {
   bench_init("bench_loop");
   for (int i = 1; i < argc; i++) {
@@ -286,6 +545,8 @@ int main(int argc, char **argv) {
              strlen(kafka_props) + strlen(argv[i + 1]) + 8 <
                  sizeof kafka_props) {
       const char *kv = argv[++i], *eq = strchr(kv, '=');
+      if (n_kafka_kv < MAX_KAFKA_PROPS)
+        kafka_kv[n_kafka_kv++] = (char *)kv;
       size_t n = strlen(kafka_props), kl = (size_t)(eq - kv);
       if (kl == 17 && !strncmp(kv, "fetch.wait.max.ms", kl))
         fetch_wait = eq + 1;
@@ -308,15 +569,23 @@ int main(int argc, char **argv) {
       partitions = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--skip-throughput"))
       skip_tput = 1;
+    else if (!strcmp(argv[i], "--raw-roundtrip"))
+      raw_rt = 1;
+    else if (!strcmp(argv[i], "--skip-latency"))
+      skip_latency = 1;
+    else if (!strcmp(argv[i], "--raw-idempotence") && i + 1 < argc &&
+             (!strcmp(argv[i + 1], "true") || !strcmp(argv[i + 1], "false")))
+      idempotence = argv[++i];
     else {
-      fprintf(stderr,
+      fprintf(strcmp(argv[i], "--help") ? stderr : stdout,
               "usage: bench_loop [--records N] [--rate R] [--seconds S] "
               "[--warmup W] [--pipeline full|demo|loop] "
               "[--latency-pipeline full|demo|loop] [--kafka KEY=VALUE]... "
               "[--commit-interval D] [--sync true|false] [--batch-size N] "
               "[--sim-kafka KEY=VALUE]... [--partitions N] "
-              "[--skip-throughput]\n");
-      return 2;
+              "[--skip-throughput] [--raw-roundtrip] [--skip-latency] "
+              "[--raw-idempotence true|false]\n");
+      return strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
   if (n_records < 1000 || rate < 1 || seconds < 3 || warmup >= seconds ||
@@ -346,6 +615,23 @@ int main(int argc, char **argv) {
            pipe_names[tput_pipe], n_records, t.raw, t.pipeline,
            t.pipeline / t.raw);
   }
+  if (raw_rt) {
+    raw_res_t rr;
+    bench_in_child("raw round trip", raw_roundtrip, NULL, &rr, sizeof rr);
+    printf(
+        "3. raw round trip, no engine (simulator settings -> embedded "
+        "broker -> relay with the engine's settings -> broker -> "
+        "simulator), %d partitions, %g interactions/s for %gs: "
+        "relay idempotence %s, %ld produced, %ld relayed, %ld measured after "
+        "the warm-up: p50 "
+        "%.2f ms p90 %.2f ms p99 %.2f ms p99.9 %.2f ms max %.2f ms; load "
+        "average now %s\n",
+        partitions, rate, seconds, idempotence, rr.produced, rr.relayed, rr.n,
+        rr.p50, rr.p90, rr.p99, rr.p999, rr.max, bench_loadavg());
+    fflush(stdout);
+  }
+  if (skip_latency)
+    return 0;
   printf("2. latency, pipeline %s, %d partitions per topic, at %g actions/s "
          "for %gs (simulate --json; "
          "latency_ms is interaction produced -> its recommendation "

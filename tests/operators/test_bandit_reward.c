@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "operators/bandit_reward/bandit_policy.h"
 #include "operators/bandit_reward/bandit_reward.h"
@@ -1145,4 +1146,377 @@ Test(bandit_policy, linucb_regret_in_a_linear_environment) {
               reg, 4 * T, rnd);
   cr_assert(reg < 3.0 * at_t, "regret %.1f at T, %.1f at 4T", at_t, reg);
   cr_assert(reg < 0.5 * rnd, "regret %.1f, uniform random %.1f", reg, rnd);
+}
+
+/* ------------------------------------- the demo chain's outputs, pinned */
+
+/* configs/demo_loop.yaml's mf_update -> topn_emit -> bandit_reward chain
+ * in harnesses (two variants, as its experiment splits users), driven by
+ * a deterministic stream of views, clicks and feedback (some without an
+ * impression id, some duplicated), with windows short enough that
+ * impressions close. Every record topn_emit and bandit_reward emit (all
+ * four ports) and their counters go into one FNV-1a digest, pinned: a
+ * change meant to make either operator cheaper must leave it unchanged.
+ * mf_update learns next to nothing here (learning_rate 1e-9: its vectors
+ * stay near the deterministic initial ones), so the pin is about topn_emit
+ * and bandit_reward rather than about how mf_update learns.
+ *
+ * With RS_CHAIN=1 in the environment, `chain/measure` runs a larger world
+ * (RS_CHAIN_USERS, _ITEMS, _ACTIONS, _STEP_MS, _WINDOW, _LR) and prints
+ * each operator's process() time per record (this thread's CPU time, the
+ * clock's own cost taken off; compare runs made together): the A/B
+ * figures of operators/topn_emit/NOTES.md and docs/DEMO.md ("Latency"). */
+
+extern const rs_operator_def_t rs_op_topn_emit;
+
+typedef struct chain_world {
+  uint32_t users, items;
+  long actions;
+  int64_t step_ms;
+  const char *window; /* bandit_reward's reward_window */
+  const char *lr;     /* mf_update's learning_rate */
+} chain_world_t;
+
+typedef struct chain_var {
+  rs_harness_t *mf, *tn, *br;
+  int64_t off;
+  uint64_t ns[3], n[3]; /* process() time and records per operator */
+} chain_var_t;
+
+typedef struct chain {
+  chain_var_t v[2];
+  uint64_t h; /* FNV-1a */
+  struct {
+    char imp[64];
+    char items[10][16];
+    uint32_t n;
+  } * pend;
+} chain_t;
+
+static void fnv(chain_t *c, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++)
+    c->h = (c->h ^ b[i]) * 0x100000001b3ULL;
+}
+static void fnv_s(chain_t *c, const char *s, uint32_t n) {
+  fnv(c, &n, 4);
+  if (s && n)
+    fnv(c, s, n);
+}
+
+static void digest_rec(chain_t *c, uint32_t port, const rs_record_t *r) {
+  fnv(c, &port, 4);
+  fnv(c, &r->kind, sizeof r->kind);
+  fnv_s(c, r->key, (uint32_t)r->key_len);
+  fnv(c, &r->timestamp_ms, 8);
+  if (r->kind == RS_KIND_RECOMMENDATION) {
+    const rs_recommendation_t *x = r->payload;
+    fnv_s(c, x->user, x->user_len);
+    fnv_s(c, x->impression_id, x->impression_id_len);
+    fnv_s(c, x->variant, x->variant_len);
+    fnv(c, &x->n_items, 4);
+    fnv(c, &x->flags, 4);
+    fnv(c, &x->model_version, 8);
+    fnv(c, &x->timestamp_ms, 8);
+    for (uint32_t i = 0; i < x->n_items; i++) {
+      fnv_s(c, x->items[i].item, x->items[i].item_len);
+      fnv(c, &x->items[i].score, 8);
+      fnv(c, &x->items[i].propensity, 8);
+    }
+  } else if (r->kind == RS_KIND_REWARD) {
+    const rs_reward_t *x = r->payload;
+    fnv_s(c, x->user, x->user_len);
+    fnv_s(c, x->impression_id, x->impression_id_len);
+    fnv_s(c, x->item, x->item_len);
+    fnv(c, &x->position, 4);
+    fnv(c, &x->flags, 4);
+    fnv(c, &x->type, 4);
+    fnv(c, &x->reward, 8);
+    fnv(c, &x->propensity, 8);
+    fnv(c, &x->impression_ms, 8);
+    fnv(c, &x->timestamp_ms, 8);
+  } else if (r->kind == RS_KIND_FEEDBACK) {
+    const rs_feedback_t *x = r->payload;
+    fnv_s(c, x->user, x->user_len);
+    fnv_s(c, x->impression_id, x->impression_id_len);
+    fnv_s(c, x->item, x->item_len);
+    fnv(c, &x->type, 4);
+    fnv(c, &x->value, 8);
+    fnv(c, &x->timestamp_ms, 8);
+  }
+}
+
+static void digest_out(chain_t *c, rs_harness_t *h, uint32_t ports) {
+  for (uint32_t p = 0; p < ports; p++)
+    for (size_t i = 0; i < rs_harness_emitted_count(h, p); i++)
+      digest_rec(c, p, rs_harness_emitted(h, p, i));
+}
+
+/* This thread's CPU time: other processes on a shared machine do not count
+ * in it. It is a system call (about 1 us here): clock_cost() measures a
+ * pair of them, which run_chain subtracts per record. */
+static uint64_t thread_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static double clock_cost(void) {
+  uint64_t sum = 0;
+  for (int i = 0; i < 20000; i++) {
+    uint64_t t0 = thread_ns();
+    sum += thread_ns() - t0;
+  }
+  return (double)sum / 20000;
+}
+
+static void chain_push(chain_var_t *v, int op, rs_harness_t *h, uint32_t input,
+                       const rs_record_t *r) {
+  uint64_t t0 = thread_ns();
+  int rc = rs_harness_push_input(h, input, 0, r, 1);
+  v->ns[op] += thread_ns() - t0;
+  v->n[op]++;
+  if (rc)
+    cr_assert_fail("op %d: %s", op, rs_harness_errmsg(h));
+}
+
+static void chain_interact(chain_t *c, int vi, uint32_t user, uint32_t item,
+                           int type, int64_t ts) {
+  chain_var_t *v = &c->v[vi];
+  char uid[16], iid[16];
+  snprintf(uid, sizeof uid, "u%u", user);
+  snprintf(iid, sizeof iid, "i%u", item);
+  rs_interaction_t ia = {.user = uid,
+                         .user_len = (uint32_t)strlen(uid),
+                         .item = iid,
+                         .item_len = (uint32_t)strlen(iid),
+                         .event_type = type,
+                         .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_INTERACTION,
+                     .key = uid,
+                     .key_len = strlen(uid),
+                     .value = "raw",
+                     .value_len = 3,
+                     .payload = &ia,
+                     .timestamp_ms = ts,
+                     .src_offset = v->off++};
+  rs_harness_clear(v->mf);
+  rs_harness_clear(v->tn);
+  rs_harness_clear(v->br);
+  chain_push(v, 0, v->mf, 0, &rec);
+  for (size_t i = 0; i < rs_harness_emitted_count(v->mf, 0); i++)
+    chain_push(v, 1, v->tn, 0, rs_harness_emitted(v->mf, 0, i));
+  digest_out(c, v->tn, 1);
+  for (size_t i = 0; i < rs_harness_emitted_count(v->tn, 0); i++)
+    chain_push(v, 2, v->br, 0, rs_harness_emitted(v->tn, 0, i));
+  digest_out(c, v->br, 4);
+  size_t n = rs_harness_emitted_count(v->br, 0);
+  if (!n)
+    return;
+  const rs_recommendation_t *r = rs_harness_emitted(v->br, 0, n - 1)->payload;
+  cr_assert(r->n_items <= 10 && r->impression_id_len < 64);
+  snprintf(c->pend[user].imp, 64, "%.*s", (int)r->impression_id_len,
+           r->impression_id);
+  for (uint32_t k = 0; k < r->n_items; k++)
+    snprintf(c->pend[user].items[k], 16, "%.*s", (int)r->items[k].item_len,
+             r->items[k].item);
+  c->pend[user].n = r->n_items;
+}
+
+static void chain_feedback(chain_t *c, int vi, uint32_t user, const char *imp,
+                           const char *item, int64_t ts) {
+  chain_var_t *v = &c->v[vi];
+  char uid[16];
+  snprintf(uid, sizeof uid, "u%u", user);
+  rs_feedback_t f = {.user = uid,
+                     .user_len = (uint32_t)strlen(uid),
+                     .impression_id = imp,
+                     .impression_id_len = (uint32_t)strlen(imp),
+                     .item = item,
+                     .item_len = (uint32_t)strlen(item),
+                     .type = RS_FEEDBACK_CLICK,
+                     .value = 1,
+                     .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_FEEDBACK,
+                     .key = uid,
+                     .key_len = strlen(uid),
+                     .payload = &f,
+                     .timestamp_ms = ts,
+                     .src_offset = v->off++};
+  rs_harness_clear(v->br);
+  chain_push(v, 2, v->br, 1, &rec);
+  digest_out(c, v->br, 4);
+}
+
+static uint64_t chain_rand(uint64_t *s) {
+  *s += 0x9e3779b97f4a7c15ULL;
+  uint64_t z = *s;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/* Runs the world; returns the digest, *per_rec the us of process() per
+ * record of mf_update, topn_emit and bandit_reward (both variants). */
+static uint64_t run_chain(const chain_world_t *w, double per_rec[3]) {
+  chain_t *c = calloc(1, sizeof *c);
+  cr_assert_not_null(c);
+  c->pend = calloc(w->users, sizeof *c->pend);
+  cr_assert_not_null(c->pend);
+  c->h = 0xcbf29ce484222325ULL;
+  for (int vi = 0; vi < 2; vi++) {
+    const char *mf_opts[] = {"k",
+                             "16",
+                             "learning_rate",
+                             w->lr,
+                             "adaptive",
+                             "adagrad",
+                             "negatives",
+                             "16",
+                             "negative_exponent",
+                             "0.5",
+                             "bias_learning_rate",
+                             "0",
+                             "weight_click",
+                             "1",
+                             "popularity_half_life",
+                             "5m",
+                             "min_user_events",
+                             vi ? "1000000" : "3",
+                             NULL};
+    const char *tn_opts[] = {
+        "n", "20", "min_interval", "0s", "model", "mf", "history", "0", NULL};
+    const char *br_opts[] = {"policy",
+                             vi ? "greedy" : "thompson",
+                             "slots",
+                             "10",
+                             "reward_window",
+                             w->window,
+                             NULL};
+    chain_var_t *v = &c->v[vi];
+    v->mf = rs_harness_new(&rs_op_mf_update, mf_opts, err, sizeof err);
+    cr_assert_not_null(v->mf, "mf_update: %s", err);
+    v->tn = rs_harness_new_with_peer(&rs_op_topn_emit, tn_opts, "mf", v->mf,
+                                     err, sizeof err);
+    cr_assert_not_null(v->tn, "topn_emit: %s", err);
+    v->br = rs_harness_new(&rs_op_bandit_reward, br_opts, err, sizeof err);
+    cr_assert_not_null(v->br, "bandit_reward: %s", err);
+    cr_assert_eq(rs_harness_set_cache_bytes(v->mf, (size_t)64 << 20), 0);
+    cr_assert_eq(rs_harness_set_cache_bytes(v->tn, (size_t)64 << 20), 0);
+    cr_assert_eq(rs_harness_set_cache_bytes(v->br, (size_t)256 << 20), 0);
+  }
+  uint64_t rng = 12345;
+  for (long a = 0; a < w->actions; a++) {
+    int64_t ts = 1767225600000LL + a * w->step_ms;
+    uint32_t user = (uint32_t)(chain_rand(&rng) % w->users);
+    int vi = (int)(user & 1);
+    /* Items arrive over the run: a third at the start. */
+    uint32_t known =
+        w->items / 3 + (uint32_t)((uint64_t)(w->items * 2 / 3) * (uint64_t)a /
+                                  (uint64_t)w->actions);
+    uint64_t r = chain_rand(&rng);
+    if (c->pend[user].n && r % 100 < 30) {
+      uint32_t k = (uint32_t)(r >> 32) % c->pend[user].n;
+      const char *imp = (r >> 8) % 8 == 0 ? "" : c->pend[user].imp;
+      char item[16];
+      memcpy(item, c->pend[user].items[k], 16);
+      chain_feedback(c, vi, user, imp, item, ts);
+      if ((r >> 16) % 16 == 0) /* a duplicate */
+        chain_feedback(c, vi, user, imp, item, ts + 1);
+      c->pend[user].n = 0;
+      uint32_t it = (uint32_t)atoi(item + 1);
+      chain_interact(c, vi, user, it, RS_EVENT_CLICK, ts);
+    } else {
+      double u = (double)(chain_rand(&rng) >> 11) / 9007199254740992.0;
+      chain_interact(c, vi, user, (uint32_t)(u * u * known), RS_EVENT_VIEW, ts);
+    }
+  }
+  static const char *const counters[] = {"emissions",
+                                         "impressions",
+                                         "popular_emissions",
+                                         "candidates",
+                                         "exact_scanned",
+                                         "rewards",
+                                         "clicks",
+                                         "default_rewards",
+                                         "unclicked_slots",
+                                         "duplicates",
+                                         "late_feedback",
+                                         "unmatched_feedback",
+                                         "early_feedback",
+                                         "explored",
+                                         "ips_impressions",
+                                         "ips_weighted_reward_micro",
+                                         "ips_weight_micro",
+                                         NULL};
+  for (int vi = 0; vi < 2; vi++) {
+    for (int i = 0; counters[i]; i++) {
+      int64_t x = rs_harness_counter(c->v[vi].tn, counters[i]);
+      int64_t y = rs_harness_counter(c->v[vi].br, counters[i]);
+      fnv(c, &x, 8);
+      fnv(c, &y, 8);
+      if (getenv("RS_CHAIN_COUNTERS"))
+        printf("variant %d %s: topn %lld bandit %lld\n", vi, counters[i],
+               (long long)x, (long long)y);
+    }
+  }
+  double cc = clock_cost();
+  for (int op = 0; op < 3; op++) {
+    uint64_t ns = c->v[0].ns[op] + c->v[1].ns[op];
+    uint64_t n = c->v[0].n[op] + c->v[1].n[op];
+    per_rec[op] = n ? ((double)ns / (double)n - cc) / 1e3 : 0;
+  }
+  for (int vi = 0; vi < 2; vi++) {
+    rs_harness_destroy(c->v[vi].br);
+    rs_harness_destroy(c->v[vi].tn);
+    rs_harness_destroy(c->v[vi].mf);
+  }
+  uint64_t h = c->h;
+  free(c->pend);
+  free(c);
+  return h;
+}
+
+Test(chain, demo_outputs_are_pinned, .timeout = 300) {
+  chain_world_t w = {.users = 200,
+                     .items = 400,
+                     .actions = 6000,
+                     .step_ms = 5,
+                     .window = "2s",
+                     .lr = "1e-9"};
+  double us[3];
+  uint64_t h = run_chain(&w, us);
+  cr_log_info("digest %016llx; us per record: mf %.1f topn %.1f bandit %.1f",
+              (unsigned long long)h, us[0], us[1], us[2]);
+  cr_assert_eq(h, UINT64_C(0xb18f5ea07b4b026e), "digest %016llx",
+               (unsigned long long)h);
+}
+
+static double chain_env(const char *k, double dflt) {
+  const char *v = getenv(k);
+  return v && *v ? atof(v) : dflt;
+}
+
+/* RS_CHAIN=1 ./build/tests/operators_test_bandit_reward --filter
+ * 'chain/measure' (defaults: 1,000 users and items as bench_loop's
+ * simulator, 60,000 actions 1 ms apart, reward_window 20s, mf_update
+ * learning as the demo's). */
+Test(chain, measure, .timeout = 600) {
+  if (!getenv("RS_CHAIN"))
+    return; /* a no-op in the suite */
+  const char *win = getenv("RS_CHAIN_WINDOW");
+  const char *lr = getenv("RS_CHAIN_LR");
+  chain_world_t w = {.users = (uint32_t)chain_env("RS_CHAIN_USERS", 1000),
+                     .items = (uint32_t)chain_env("RS_CHAIN_ITEMS", 1000),
+                     .actions = (long)chain_env("RS_CHAIN_ACTIONS", 60000),
+                     .step_ms = (int64_t)chain_env("RS_CHAIN_STEP_MS", 1),
+                     .window = win ? win : "20s",
+                     .lr = lr ? lr : "0.3"};
+  double us[3];
+  uint64_t h = run_chain(&w, us);
+  printf("chain: %u users %u items %ld actions, digest %016llx\n"
+         "  process() per record: mf_update %.2f us, topn_emit %.2f us, "
+         "bandit_reward %.2f us\n",
+         w.users, w.items, w.actions, (unsigned long long)h, us[0], us[1],
+         us[2]);
 }

@@ -797,3 +797,36 @@ Test(topn_emit, query_answers_the_last_emitted_list_with_names) {
   cr_assert_eq(rs_harness_query(p.tn, 0, "a", 1, &json, &len), RS_ESTATE);
   close_pair(&p);
 }
+
+/* topn_emit keeps the item names it has read (an id's name never changes
+ * while the model lives). A model that restarts from an earlier
+ * checkpoint gives the ids after it to whatever items come next: the
+ * names must follow, not the ones read before the restart. */
+Test(topn_emit, names_follow_a_model_restarted_from_an_earlier_checkpoint) {
+  const char *mf_opts[] = {"k", "4", "min_user_events", "1", NULL};
+  const char *tn_opts[] = {"n", "3", "history", "0", NULL};
+  pair_t p;
+  open_pair(&p, mf_opts, tn_opts);
+  feed(&p, "u1", "a", 1);
+  cr_assert_eq(rs_harness_checkpoint(p.mf), 0);
+  feed(&p, "u1", "b", 2);
+  feed(&p, "u1", "c", 3); /* ids 1 and 2 are b and c */
+  const rs_recommendation_t *r = last_rec(p.tn);
+  cr_assert_eq(r->n_items, 3);
+  cr_assert(list_has(r, "b") && list_has(r, "c"));
+  /* mf_update alone goes back to the checkpoint (only "a"). */
+  cr_assert_eq(rs_harness_restart(p.mf, 1), 0, "%s", rs_harness_errmsg(p.mf));
+  feed(&p, "u2", "x", 4);
+  feed(&p, "u2", "y", 5); /* ids 1 and 2 are now x and y */
+  r = last_rec(p.tn);
+  cr_assert_eq(r->n_items, 3);
+  /* history 0 and min_interval 0: no user record is kept. */
+  const void *v;
+  size_t n;
+  cr_assert_eq(rs_harness_state_get(p.tn, 0, "uu2", 3, &v, &n), RS_ENOENT);
+  cr_assert(list_has(r, "a") && list_has(r, "x") && list_has(r, "y"),
+            "names %.*s %.*s %.*s", (int)r->items[0].item_len, r->items[0].item,
+            (int)r->items[1].item_len, r->items[1].item,
+            (int)r->items[2].item_len, r->items[2].item);
+  close_pair(&p);
+}
