@@ -2682,6 +2682,15 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         buf_drop(e, p);
       }
     }
+    /* Paused for backpressure: the revoked partitions leave unpaused.
+     * librdkafka (2.0.2) keeps a partition's pause across unassign and
+     * assign, and only assigned partitions can be resumed: resuming the
+     * input later would miss them, and if they came back here they would
+     * never be fetched again (their records, checkpoints and commits
+     * stalled for good). An assignment made while paused pauses its
+     * partitions itself (above). */
+    if (e->input_paused)
+      rd_kafka_resume_partitions(rk, parts);
     if (coop)
       rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
     else
