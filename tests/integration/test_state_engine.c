@@ -468,15 +468,19 @@ Test(state_engine, rebalance_while_paused_fetches_reassigned_partitions,
   snprintf(b, sizeof b, "kafka.brokers=%s", m->bootstraps);
   snprintf(d1, sizeof d1, "state.dir=%s/paused1", it_state_dir());
   snprintf(d2, sizeof d2, "state.dir=%s/paused2", it_state_dir());
+  /* api.version.request.timeout.ms: above the slow broker's 10 s, so that
+   * the clients do not fall back to guessing an old broker version. */
   const char *s1[] = {b, d1, "processing.batch_size=100",
-                      "processing.max_inflight_records=1000"};
+                      "processing.max_inflight_records=1000",
+                      "kafka.properties.api.version.request.timeout.ms=30000"};
   const char *s2[] = {b, d2, "processing.batch_size=100",
-                      "processing.max_inflight_records=1000"};
+                      "processing.max_inflight_records=1000",
+                      "kafka.properties.api.version.request.timeout.ms=30000"};
   it_engine_t one, two;
-  cr_assert_eq(it_engine_start(&one, yaml, s1, 4, 0), 0, "%s", one.err);
+  cr_assert_eq(it_engine_start(&one, yaml, s1, 5, 0), 0, "%s", one.err);
   cr_assert(it_wait(input_paused, one.e, 60000),
             "the first instance never paused its input");
-  cr_assert_eq(it_engine_start_opts(&two, yaml, s2, 4, 0, 1), 0, "%s", two.err);
+  cr_assert_eq(it_engine_start_opts(&two, yaml, s2, 5, 0, 1), 0, "%s", two.err);
   cr_assert(it_wait(processed_some, two.e, 120000),
             "the second instance got no partition");
   rd_kafka_mock_broker_set_rtt(m->mc, 2, 0);
