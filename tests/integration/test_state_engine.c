@@ -497,6 +497,60 @@ Test(state_engine, rebalance_while_paused_fetches_reassigned_partitions,
   rs_mock_destroy(m);
 }
 
+/* Offset commits the group refuses (REBALANCE_IN_PROGRESS, then the
+ * member errors that make the client rejoin: its partitions are revoked
+ * and handed back to it, possibly while the input is paused) are retried
+ * by later checkpoints until the group has every partition at its end;
+ * the state's offsets are there too. 40 refusals cover the commits of
+ * the first seconds, the end's included (processing takes well under a
+ * second here; a refused final commit left marked as committed would
+ * never be sent again). */
+Test(state_engine, refused_commits_are_retried_until_the_end_is_committed,
+     .timeout = 240) {
+  rs_mock_t *m = it_cluster(1, 4, topics);
+  cr_assert(m != NULL);
+  const long total = 4000;
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 500, 0, "avro"), 0);
+  rd_kafka_resp_err_t errs[40];
+  for (int i = 0; i < 40; i++)
+    errs[i] = i == 20   ? RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION
+              : i == 30 ? RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID
+                        : RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+  rd_kafka_mock_push_request_errors_array(m->mc, 8 /* OffsetCommit */, 40,
+                                          errs);
+  char b[512], d[256];
+  snprintf(b, sizeof b, "kafka.brokers=%s", m->bootstraps);
+  snprintf(d, sizeof d, "state.dir=%s/refused", it_state_dir());
+  const char *sets[] = {b, d, "processing.batch_size=100"};
+  it_engine_t one;
+  cr_assert_eq(it_engine_start(&one, yaml, sets, 3, 0), 0, "%s", one.err);
+  cr_assert(it_wait(all_committed, (void *)m->bootstraps, 120000),
+            "the group did not commit every partition at its end");
+  cr_assert_eq(it_engine_join(&one, 1), 0, "%s", one.err);
+  rs_engine_stats_t st;
+  rs_engine_get_stats(one.e, &st);
+  cr_assert_geq(st.records_in, (uint64_t)total);
+  it_engine_free(&one);
+  rs_store_t *s;
+  char err[512];
+  cr_assert_eq(rs_store_open(d + strlen("state.dir="), NULL, 0, NULL, &s, err,
+                             sizeof err),
+               0, "%s", err);
+  rs_offset_t *offs;
+  size_t n;
+  cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
+  int64_t stored[4] = {-1, -1, -1, -1};
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(offs[i].topic, "in") && offs[i].partition < 4)
+      stored[offs[i].partition] = offs[i].next_offset;
+  rs_store_offsets_free(offs, n);
+  rs_store_destroy(s);
+  for (int p = 0; p < 4; p++)
+    cr_assert_eq(stored[p], it_end_offset(m->bootstraps, "in", p),
+                 "partition %d", p);
+  rs_mock_destroy(m);
+}
+
 /* A state directory is one process's: a second engine on it is refused
  * with a message naming the directory; a corrupt one likewise, and it is
  * left as it was (never wiped). */
