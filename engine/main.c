@@ -371,10 +371,12 @@ static int cmd_run(int argc, char **argv) {
          (unsigned long long)st.pauses, (unsigned long long)st.partition_pauses,
          (double)st.paused_ns / 1e9);
   printf("  offset commits:     %llu\n", (unsigned long long)st.commits);
-  printf("  checkpoints:        %llu (%.1f ms writing, %.1f ms waiting for "
-         "acknowledgements too)\n",
+  printf("  checkpoints:        %llu (%.1f ms writing, %.1f ms from request "
+         "to end; loop held %.1f ms, at most %.1f ms at once)\n",
          (unsigned long long)st.checkpoints, (double)st.checkpoint_ns / 1e6,
-         (double)st.checkpoint_wait_ns / 1e6);
+         (double)st.checkpoint_wait_ns / 1e6,
+         (double)st.checkpoint_hold_ns / 1e6,
+         (double)st.checkpoint_hold_max_ns / 1e6);
   if (c.cfg->state.guarantee == RS_GUARANTEE_EXACTLY_ONCE)
     printf("  exactly_once:       %llu outputs read at start, %llu "
            "regenerated outputs suppressed\n",

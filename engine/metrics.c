@@ -140,6 +140,14 @@ static int put_seconds(rs_buf_t *b, const char *name, const char *help,
   return 0;
 }
 
+static int put_seconds_gauge(rs_buf_t *b, const char *name, const char *help,
+                             uint64_t ns) {
+  if (put_help(b, name, help, "gauge") ||
+      rs_buf_printf(b, "%s %.9f\n", name, (double)ns / 1e9))
+    return RS_ENOMEM;
+  return 0;
+}
+
 /* One sample of an operator counter, its family name precomputed. */
 typedef struct fam_sample {
   char family[160];
@@ -621,11 +629,29 @@ int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
       put_u64(b, "recstream_checkpoints_total", "state checkpoints written",
               "counter", st->checkpoints) ||
       put_seconds(b, "recstream_checkpoint_seconds_total",
-                  "time spent writing checkpoints", st->checkpoint_ns) ||
+                  "time spent writing checkpoints (RocksDB write, off the "
+                  "loop thread)",
+                  st->checkpoint_ns) ||
       put_seconds(b, "recstream_checkpoint_wait_seconds_total",
                   "time from a checkpoint's request to its end (waiting for "
-                  "outputs in flight included)",
+                  "outputs in flight included; processing goes on)",
                   st->checkpoint_wait_ns) ||
+      put_seconds(b, "recstream_checkpoint_hold_seconds_total",
+                  "loop time checkpoints took: capture and end; synchronous "
+                  "ones (revocation, shutdown, replays) in full, waits for "
+                  "acknowledgements and the write included",
+                  st->checkpoint_hold_ns) ||
+      put_seconds_gauge(b, "recstream_checkpoint_hold_max_seconds",
+                        "the longest single checkpoint hold of the loop",
+                        st->checkpoint_hold_max_ns) ||
+      put_seconds(b, "recstream_checkpoint_ack_wait_seconds_total",
+                  "time from checkpoints' capture to the acknowledgement of "
+                  "every output produced before it",
+                  st->checkpoint_ack_wait_ns) ||
+      put_u64(b, "recstream_checkpoint_pauses_total",
+              "processing paused because the state cache's spill grew "
+              "while a checkpoint waited for acknowledgements",
+              "counter", st->checkpoint_pauses) ||
       put_u64(b, "recstream_suppressed_outputs_total",
               "exactly_once: regenerated outputs not sent again", "counter",
               st->suppressed) ||

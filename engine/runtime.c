@@ -98,6 +98,7 @@ typedef struct tracker {
   int32_t pending;    /* outputs not yet acknowledged */
   int failed;
   uint32_t generation; /* part->generation when created */
+  uint32_t epoch;      /* checkpoint epoch of its outputs (produce()) */
 } tracker_t;
 
 struct part {
@@ -164,6 +165,8 @@ typedef struct outtopic {
   int32_t n_track;     /* length of the arrays below */
   int64_t *acked_end;  /* highest acknowledged offset + 1 (-1: none) */
   int64_t *stored_end; /* the same, as of the last checkpoint */
+  int64_t *ckpt_end;   /* the same, of the outputs produced before the
+                          checkpoint in flight was captured */
   uint32_t idx;        /* in e->outs */
 } outtopic_t;
 
@@ -201,6 +204,8 @@ typedef struct node_rt {
 
 typedef enum { ST_INIT, ST_RUNNING, ST_STOPPING, ST_DONE } state_t;
 
+typedef struct ckpt ckpt_t; /* a checkpoint in flight (checkpoints below) */
+
 struct rs_engine {
   const rs_config_t *cfg;
   const rs_graph_t *g;
@@ -213,8 +218,7 @@ struct rs_engine {
    * always; mq: records (and per-partition events such as end-of-partition)
    * of every assigned partition, forwarded there at assignment, drained
    * only when the engine may process. Apart, a rebalance is never stuck
-   * behind prefetched records while processing waits (backpressure, a
-   * checkpoint barrier). */
+   * behind prefetched records while processing waits (backpressure). */
   rd_kafka_queue_t *cq, *mq, *pq;
 
   uv_loop_t loop;
@@ -254,10 +258,14 @@ struct rs_engine {
 
   rs_store_t *store;
   rs_cache_t *cache;
-  int eo;           /* state.guarantee: exactly_once */
-  int ordered;      /* processing.order: deterministic */
-  int ckpt_pending; /* a checkpoint waits for in-flight outputs */
-  uint64_t ckpt_requested_ns;
+  int eo;                /* state.guarantee: exactly_once */
+  int ordered;           /* processing.order: deterministic */
+  ckpt_t *ck;            /* the checkpoint in flight (at most one) */
+  int ckpt_again;        /* requested while one was in flight */
+  int ck_paused;         /* paused: the spill grew behind the one in flight */
+  uint32_t epoch;        /* checkpoint epoch of outputs produced now */
+  int64_t epoch_outputs; /* ...of them not yet acknowledged */
+  uint64_t ckpt_requested_ns; /* of the request not yet captured (0: none) */
   int savepoint_requested;
   int pid_written;
   char crash_name[64]; /* RECSTREAM_CRASH_POINT (tests only) */
@@ -411,9 +419,18 @@ static void commit_offsets(rs_engine_t *e, int sync) {
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++) {
       part_t *p = e->parts[s][i];
-      if (p && p->assigned && p->committable > p->committed)
+      if (!p || !p->assigned)
+        continue;
+      /* With state, never past the stored offset: the group's offset and
+       * the state's stay together, as when checkpoints stopped processing
+       * (committable may be ahead: outputs after the last checkpoint's
+       * capture that are acknowledged already). */
+      int64_t c = p->committable;
+      if (e->store && c > p->stored_offset)
+        c = p->stored_offset;
+      if (c > p->committed)
         rd_kafka_topic_partition_list_add(l, e->cfg->sources[s].topic, i)
-            ->offset = p->committable;
+            ->offset = c;
     }
   if (l->cnt > 0) {
     rd_kafka_resp_err_t err = rd_kafka_commit(e->consumer, l, !sync);
@@ -459,14 +476,81 @@ static void crash_point(rs_engine_t *e, const char *name) {
   }
 }
 
-/* Writes dirty state, the next input offset of every assigned partition
- * and (exactly_once) the acknowledged end of every output partition in
- * one RocksDB batch, then commits the input offsets to Kafka. Only called
- * with no output in flight: every output derived from the offsets stored
- * here has been acknowledged, so a restart from them loses nothing. */
-static int write_checkpoint(rs_engine_t *e, int sync_commit) {
-  if (!e->store || e->err)
-    return e->err;
+/* Checkpoints (DESIGN.md section 3), asynchronous: processing never waits
+ * for one.
+ *
+ *  1. Capture, on the loop between batches (never during process()), at a
+ *     point T: the operators' checkpoint() callbacks run, the next input
+ *     offset of every partition is taken, and the cache stages every dirty
+ *     entry (plus what it spilled) into the checkpoint's own RocksDB batch,
+ *     marking those entries clean but pinned (state/store.h,
+ *     rs_store_checkpoint_stage). Outputs produced from here on belong to
+ *     the next epoch (trackers carry the epoch of their outputs); the
+ *     checkpoint waits for the delivery reports of its own epoch and the
+ *     earlier ones only (ckpt_t.unacked), which new outputs never raise.
+ *  2. Acknowledged: every output produced before T has a successful
+ *     delivery report. exactly_once adds each output partition's
+ *     acknowledged end at T, learned from those reports (ckpt_end). The
+ *     batch goes to libuv's thread pool (uv_queue_work).
+ *  3. Written: on the loop again, the stored offsets and stats are
+ *     updated, the cache unpins, and the input offsets of T are committed
+ *     to Kafka.
+ * At most one checkpoint is in flight; a request meanwhile is taken when
+ * it ends. Revocation, shutdown, the file feed and savepoints finish the
+ * one in flight synchronously first (write_checkpoint). A failed
+ * delivery stops the engine as before: the checkpoint is then not written
+ * if it still waits for acknowledgements (the previous one stays). */
+typedef enum { CK_ACKS, CK_WRITING, CK_DONE } ck_phase_t;
+
+struct ckpt {
+  rs_engine_t *e;
+  rs_store_staged_t *st;
+  rs_offset_t *offs; /* inputs at T, then (exactly_once) output ends */
+  size_t n, cap;
+  uint32_t epoch;  /* outputs of this epoch and before count here */
+  int64_t unacked; /* ...of them not yet acknowledged */
+  ck_phase_t phase;
+  int sync_commit; /* commit to Kafka synchronously when done */
+  int written;     /* the batch held something and was written */
+  int queued;      /* in the thread pool: after_write() frees it */
+  int finished;    /* completed on the loop before after_write() ran */
+  uint64_t t_req, t_cap, t_acked, write_ns;
+  uv_work_t req;
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  int worker_done; /* under mu */
+  int rc;
+  char err[512];
+};
+
+static void ck_free(ckpt_t *ck) {
+  if (!ck)
+    return;
+  rs_store_staged_free(ck->st);
+  rs_free(ck->offs);
+  uv_cond_destroy(&ck->cv);
+  uv_mutex_destroy(&ck->mu);
+  rs_free(ck);
+}
+
+static int ck_add(ckpt_t *ck, const char *topic, int32_t partition,
+                  int64_t next) {
+  if (rs_grow((void **)&ck->offs, &ck->cap, ck->n + 1, sizeof(*ck->offs)))
+    return RS_ENOMEM;
+  ck->offs[ck->n++] = (rs_offset_t){
+      .topic = topic, .partition = partition, .next_offset = next};
+  return 0;
+}
+
+static void ck_hold(rs_engine_t *e, uint64_t ns) {
+  e->stats.checkpoint_hold_ns += ns;
+  if (ns > e->stats.checkpoint_hold_max_ns)
+    e->stats.checkpoint_hold_max_ns = ns;
+}
+
+/* Step 1. 0 with e->ck set, or an error (the engine is failed). */
+static int capture(rs_engine_t *e) {
+  uint64_t t0 = rs_now_ns();
   /* Operators write what they keep in memory first (their checkpoint()
    * callback): those writes join this checkpoint's batch. */
   for (size_t i = 0; i < e->g->n; i++)
@@ -484,113 +568,295 @@ static int write_checkpoint(rs_engine_t *e, int sync_commit) {
         return rc;
       }
     }
-  size_t cap = 1;
-  for (size_t s = 0; s < e->cfg->n_sources; s++)
-    cap += (size_t)e->n_parts[s];
-  for (size_t i = 0; i < e->n_outs; i++)
-    cap += (size_t)e->outs[i]->n_track;
-  rs_offset_t *offs = rs_calloc(cap, sizeof(*offs));
-  if (!offs) {
+  ckpt_t *ck = rs_calloc(1, sizeof(*ck));
+  if (!ck || uv_mutex_init(&ck->mu)) {
+    rs_free(ck);
     fail(e, RS_ENOMEM, "checkpoint: out of memory");
     return RS_ENOMEM;
   }
-  size_t n = 0;
-  for (size_t s = 0; s < e->cfg->n_sources; s++)
-    for (int32_t i = 0; i < e->n_parts[s]; i++) {
+  uv_cond_init(&ck->cv);
+  ck->e = e;
+  int rc = 0;
+  for (size_t s = 0; !rc && s < e->cfg->n_sources; s++)
+    for (int32_t i = 0; !rc && i < e->n_parts[s]; i++) {
       part_t *p = e->parts[s][i];
       if (p && p->assigned && p->next_offset >= 0 &&
           p->next_offset != p->stored_offset)
-        offs[n++] = (rs_offset_t){.topic = e->cfg->sources[s].topic,
-                                  .partition = i,
-                                  .next_offset = p->next_offset};
+        rc = ck_add(ck, e->cfg->sources[s].topic, i, p->next_offset);
     }
   /* Files (rs_engine_run_feed): each partition's position in the files,
    * under a name no Kafka topic can have, so a resumed replay of the same
    * files continues there. */
-  for (int32_t i = 0; e->feed && i < e->n_parts[e->feed_src]; i++) {
+  for (int32_t i = 0; !rc && e->feed && i < e->n_parts[e->feed_src]; i++) {
     part_t *p = e->parts[e->feed_src][i];
     if (p && p->next_offset >= 0 && p->next_offset != p->stored_offset)
-      offs[n++] = (rs_offset_t){.topic = e->feed_topic,
-                                .partition = i,
-                                .next_offset = p->next_offset};
+      rc = ck_add(ck, e->feed_topic, i, p->next_offset);
   }
-  for (size_t k = 0; e->eo && k < e->n_outs; k++) {
-    outtopic_t *ot = e->outs[k];
-    for (int32_t i = 0; i < ot->n_track; i++)
-      if (ot->acked_end[i] >= 0 && ot->acked_end[i] != ot->stored_end[i])
-        offs[n++] = (rs_offset_t){
-            .topic = ot->name, .partition = i, .next_offset = ot->acked_end[i]};
-  }
-  rs_cache_stats_t cs;
-  rs_cache_stats(e->cache, &cs);
-  if (n == 0 && cs.dirty_bytes == 0 && cs.spill_bytes == 0) {
-    /* Nothing moved since the last one: no write (and no fsync). */
-    rs_free(offs);
-    advance(e);
-    commit_offsets(e, sync_commit);
-    return 0;
-  }
-  uint64_t t0 = rs_now_ns();
-  crash_point(e, "checkpoint_before_write");
-  int rc = rs_store_checkpoint(e->store, e->cache, offs, n);
   if (!rc)
-    crash_point(e, "checkpoint_after_write");
+    rc =
+        rs_store_checkpoint_stage(e->store, e->cache, ck->offs, ck->n, &ck->st);
   if (rc) {
-    rs_free(offs);
-    fail(e, rc,
-         "checkpoint to %s failed: %s; stopping (the previous "
-         "checkpoint is intact)",
-         rs_store_dir(e->store), rs_store_errmsg(e->store));
+    ck_free(ck);
+    fail(e, rc, "checkpoint: %s",
+         rc == RS_ENOMEM ? "out of memory" : rs_store_errmsg(e->store));
     return rc;
   }
-  for (size_t k = 0; k < n; k++) {
-    ssize_t s = source_of_topic(e, offs[k].topic);
-    if (s >= 0) {
-      e->parts[s][offs[k].partition]->stored_offset = offs[k].next_offset;
-    } else if (offs[k].topic == e->feed_topic) {
-      e->parts[e->feed_src][offs[k].partition]->stored_offset =
-          offs[k].next_offset;
-    } else {
-      outtopic_t *ot = find_out(e, offs[k].topic);
-      ot->stored_end[offs[k].partition] = offs[k].next_offset;
-    }
+  /* The output ends at T start from what is acknowledged now; reports
+   * of this epoch's outputs raise them (on_delivery). */
+  for (size_t k = 0; e->eo && k < e->n_outs; k++) {
+    outtopic_t *ot = e->outs[k];
+    if (ot->n_track)
+      memcpy(ot->ckpt_end, ot->acked_end,
+             (size_t)ot->n_track * sizeof(*ot->ckpt_end));
   }
-  rs_free(offs);
-  e->stats.checkpoints++;
-  e->stats.checkpoint_ns += rs_now_ns() - t0;
-  advance(e);
-  commit_offsets(e, sync_commit);
+  ck->epoch = e->epoch++;
+  ck->unacked = e->epoch_outputs;
+  e->epoch_outputs = 0;
+  ck->phase = CK_ACKS;
+  ck->t_req = e->ckpt_requested_ns ? e->ckpt_requested_ns : t0;
+  e->ckpt_requested_ns = 0;
+  e->ckpt_again = 0;
+  ck->t_cap = rs_now_ns();
+  e->ck = ck;
+  e->stats.checkpoint_captures++;
+  ck_hold(e, ck->t_cap - t0);
   return 0;
 }
 
-static void on_idle(uv_idle_t *h);
 static void savepoint(rs_engine_t *e);
+static void request_checkpoint(rs_engine_t *e);
+static void set_paused(rs_engine_t *e, int pause);
+static int under_low_water(const rs_engine_t *e);
+static void on_idle(uv_idle_t *h);
 
-/* The checkpoint barrier: processing stops until every output in flight
- * is acknowledged, then the checkpoint is written and processing goes
- * on. Called when requested and after every batch of delivery reports. */
-static void try_checkpoint(rs_engine_t *e) {
-  if (!e->ckpt_pending || e->inflight_records > 0 || e->state != ST_RUNNING)
-    return;
-  e->ckpt_pending = 0;
-  if (write_checkpoint(e, 0))
-    return;
-  e->stats.checkpoint_wait_ns += rs_now_ns() - e->ckpt_requested_ns;
-  if (e->savepoint_requested)
+/* Step 3, on the loop: the batch is written (or held nothing, or failed). */
+static void complete(rs_engine_t *e, ckpt_t *ck) {
+  uint64_t t0 = rs_now_ns();
+  e->ck = NULL;
+  ck->phase = CK_DONE;
+  if (ck->rc) {
+    /* The cache's entries staged at T are clean but not in the database:
+     * no later checkpoint could be complete, so the engine stops. */
+    fail(e, ck->rc,
+         "checkpoint to %s failed: %s; stopping (the previous checkpoint is "
+         "intact)",
+         rs_store_dir(e->store), ck->err);
+  } else {
+    if (ck->written)
+      crash_point(e, "checkpoint_after_write");
+    for (size_t k = 0; k < ck->n; k++) {
+      const rs_offset_t *o = &ck->offs[k];
+      ssize_t s = source_of_topic(e, o->topic);
+      if (s >= 0) {
+        e->parts[s][o->partition]->stored_offset = o->next_offset;
+      } else if (o->topic == e->feed_topic) {
+        e->parts[e->feed_src][o->partition]->stored_offset = o->next_offset;
+      } else {
+        outtopic_t *ot = find_out(e, o->topic);
+        ot->stored_end[o->partition] = o->next_offset;
+      }
+    }
+    rs_store_staged_done(e->store, e->cache, ck->st);
+    ck->st = NULL;
+    if (ck->written) {
+      e->stats.checkpoints++;
+      e->stats.checkpoint_ns += ck->write_ns;
+    }
+    e->stats.checkpoint_ack_wait_ns += ck->t_acked - ck->t_cap;
+    e->stats.checkpoint_wait_ns += rs_now_ns() - ck->t_req;
+    advance(e);
+    /* Kafka gets the offsets of T (commit_offsets never passes what is
+     * stored): every output derived from them is acknowledged. */
+    commit_offsets(e, ck->sync_commit);
+  }
+  ck_hold(e, rs_now_ns() - t0);
+  if (ck->queued) {
+    ck->finished = 1; /* after_write() frees it */
+  } else {
+    ck_free(ck);
+  }
+  if (!e->err && e->savepoint_requested)
     savepoint(e);
-  reset_idle_clocks(e);
-  idle_hold(e, 0);
-  uv_idle_start(&e->idle, on_idle); /* resume processing */
+  /* Requested meanwhile: taken now, whichever way this one ended (also
+   * when it completed synchronously: left set, it would hold off early
+   * checkpoints until the commit timer's next tick). */
+  if (e->ckpt_again && !e->err)
+    request_checkpoint(e);
+  /* Paused for the spill (after_run): the spill is staged now, or will be
+   * by the next checkpoint. Processing resumes on the next loop turn (not
+   * from here: revocation and shutdown finish checkpoints too). */
+  if (e->ck_paused) {
+    e->ck_paused = 0;
+    if (e->paused && e->state == ST_RUNNING && !e->err && under_low_water(e)) {
+      set_paused(e, 0);
+      uv_idle_start(&e->idle, on_idle);
+    }
+  }
 }
 
-static void request_checkpoint(rs_engine_t *e) {
-  if (e->ckpt_pending || !e->store || e->state != ST_RUNNING)
+static void write_work(uv_work_t *req) {
+  ckpt_t *ck = req->data;
+  uint64_t t0 = rs_now_ns();
+  int rc = rs_store_staged_write(ck->st, ck->err, sizeof ck->err);
+  uint64_t ns = rs_now_ns() - t0;
+  uv_mutex_lock(&ck->mu);
+  ck->rc = rc;
+  ck->write_ns = ns;
+  ck->worker_done = 1;
+  uv_cond_signal(&ck->cv);
+  uv_mutex_unlock(&ck->mu);
+}
+
+static void after_write(uv_work_t *req, int status) {
+  ckpt_t *ck = req->data;
+  rs_engine_t *e = ck->e;
+  if (ck->finished) { /* completed synchronously (finish_checkpoint) */
+    ck_free(ck);
     return;
-  e->ckpt_pending = 1;
-  idle_hold(e, 1);
-  e->ckpt_requested_ns = rs_now_ns();
-  uv_idle_stop(&e->idle);
-  try_checkpoint(e);
+  }
+  ck->queued = 0;
+  if (status == UV_ECANCELED && !ck->rc) {
+    ck->rc = RS_EINTERNAL;
+    snprintf(ck->err, sizeof ck->err, "the write was cancelled");
+  }
+  complete(e, ck);
+}
+
+/* Step 2 once nothing of the checkpoint's epochs is in flight: adds the
+ * output ends and writes, in the thread pool when `async`, else here. */
+static void start_write(rs_engine_t *e, ckpt_t *ck, int async) {
+  ck->t_acked = rs_now_ns();
+  int rc = 0;
+  for (size_t k = 0; e->eo && !rc && k < e->n_outs; k++) {
+    outtopic_t *ot = e->outs[k];
+    for (int32_t i = 0; !rc && i < ot->n_track; i++)
+      if (ot->ckpt_end[i] >= 0 && ot->ckpt_end[i] != ot->stored_end[i])
+        rc = ck_add(ck, ot->name, i, ot->ckpt_end[i]);
+  }
+  size_t n_in = 0;
+  for (size_t k = 0; k < ck->n; k++)
+    if (source_of_topic(e, ck->offs[k].topic) >= 0 ||
+        ck->offs[k].topic == e->feed_topic)
+      n_in++;
+  if (!rc)
+    rc = rs_store_staged_add_offsets(e->store, ck->st, ck->offs + n_in,
+                                     ck->n - n_in);
+  if (rc) {
+    ck->rc = rc;
+    snprintf(ck->err, sizeof ck->err, "%s", rs_strerror(rc));
+  }
+  if (rc || rs_store_staged_empty(ck->st)) {
+    /* Nothing moved since the last one: no write (and no fsync). */
+    complete(e, ck);
+    return;
+  }
+  ck->written = 1;
+  ck->phase = CK_WRITING;
+  ck->req.data = ck;
+  crash_point(e, "checkpoint_before_write");
+  if (async) {
+    if (uv_queue_work(&e->loop, &ck->req, write_work, after_write) == 0) {
+      ck->queued = 1;
+      return;
+    }
+  }
+  write_work(&ck->req);
+  complete(e, ck);
+}
+
+/* Called after delivery reports: writes the checkpoint in flight once its
+ * outputs are acknowledged. A failed delivery leaves it unwritten. */
+static void checkpoint_progress(rs_engine_t *e) {
+  ckpt_t *ck = e->ck;
+  if (!ck || ck->phase != CK_ACKS || ck->unacked > 0 || e->err)
+    return;
+  start_write(e, ck, 1);
+}
+
+/* Finishes the checkpoint in flight here and now (revocation, shutdown,
+ * feed, savepoint): waits (30 s at most) for its outputs, then writes it
+ * on this thread, or waits for the thread pool's write. 0 when none is
+ * in flight any more. */
+static int finish_checkpoint(rs_engine_t *e) {
+  ckpt_t *ck = e->ck;
+  if (!ck)
+    return 0;
+  if (ck->phase == CK_ACKS) {
+    uint64_t t0 = rs_now_ns();
+    while (ck->unacked > 0 && !e->err && rs_now_ns() - t0 < 30ull * 1000000000u)
+      rd_kafka_poll(e->producer, 100);
+    if (ck->unacked > 0 || e->err)
+      return e->err ? e->err : RS_EDELIVERY;
+    start_write(e, ck, 0);
+    return e->ck ? RS_EINTERNAL : e->err;
+  }
+  /* CK_WRITING in the thread pool: take it back if it has not started,
+   * else wait for it. after_write() then only frees it. */
+  if (uv_cancel((uv_req_t *)&ck->req) == 0) {
+    write_work(&ck->req);
+  } else {
+    uv_mutex_lock(&ck->mu);
+    while (!ck->worker_done)
+      uv_cond_wait(&ck->cv, &ck->mu);
+    uv_mutex_unlock(&ck->mu);
+  }
+  complete(e, ck);
+  return e->err;
+}
+
+/* A synchronous checkpoint: the one in flight is finished, then one is
+ * taken and written here. Only called with no output in flight (every
+ * output derived from the offsets stored here has been acknowledged) and
+ * between batches. */
+static int write_checkpoint_here(rs_engine_t *e, int sync_commit) {
+  /* The one in flight commits what it stores too: with the caller's
+   * synchronous commit (revocation), else its offsets would be marked
+   * committed by an asynchronous commit and ours would find nothing left
+   * to commit for the revoked partitions. A pending request is served by
+   * the capture below. */
+  if (e->ck)
+    e->ck->sync_commit |= sync_commit;
+  e->ckpt_again = 0;
+  int rc = finish_checkpoint(e);
+  if (rc)
+    return rc;
+  if ((rc = capture(e)))
+    return rc;
+  e->ck->sync_commit = sync_commit;
+  return finish_checkpoint(e);
+}
+
+/* Counted in full as loop time held (checkpoint_hold_ns): the waits for
+ * acknowledgements and the writes happen on this thread. */
+static int write_checkpoint(rs_engine_t *e, int sync_commit) {
+  if (!e->store || e->err)
+    return e->err;
+  uint64_t t0 = rs_now_ns(), held = e->stats.checkpoint_hold_ns;
+  int rc = write_checkpoint_here(e, sync_commit);
+  uint64_t ns = rs_now_ns() - t0;
+  held = e->stats.checkpoint_hold_ns - held; /* capture and end */
+  if (ns > held)
+    e->stats.checkpoint_hold_ns += ns - held;
+  if (ns > e->stats.checkpoint_hold_max_ns)
+    e->stats.checkpoint_hold_max_ns = ns;
+  return rc;
+}
+
+static void on_idle(uv_idle_t *h);
+
+/* Takes a checkpoint now (between batches), or once the one in flight is
+ * done. */
+static void request_checkpoint(rs_engine_t *e) {
+  if (!e->store || e->state != ST_RUNNING || e->err)
+    return;
+  if (!e->ckpt_requested_ns)
+    e->ckpt_requested_ns = rs_now_ns();
+  if (e->ck) {
+    e->ckpt_again = 1; /* coalesced */
+    return;
+  }
+  if (capture(e) == 0)
+    checkpoint_progress(e);
 }
 
 /* --------------------------------------------------------- host API */
@@ -647,8 +913,12 @@ static int ensure_track(outtopic_t *ot, int32_t partition) {
   if (!b)
     return RS_ENOMEM;
   ot->stored_end = b;
+  int64_t *c = rs_realloc(ot->ckpt_end, (size_t)n * sizeof(*c));
+  if (!c)
+    return RS_ENOMEM;
+  ot->ckpt_end = c;
   for (int32_t i = ot->n_track; i < n; i++)
-    a[i] = b[i] = -1;
+    a[i] = b[i] = c[i] = -1;
   ot->n_track = n;
   return 0;
 }
@@ -696,6 +966,7 @@ static void out_topic_free(outtopic_t *ot) {
   rs_free(ot->name);
   rs_free(ot->acked_end);
   rs_free(ot->stored_end);
+  rs_free(ot->ckpt_end);
   rs_free(ot);
 }
 
@@ -1162,6 +1433,8 @@ static int produce(rs_engine_t *e, outtopic_t *ot, const void *key,
       rd_kafka_headers_destroy(h); /* ours again when producev fails */
     if (!err) {
       t->pending++;
+      t->epoch = e->epoch; /* a run never spans a checkpoint's capture */
+      e->epoch_outputs++;
       e->inflight_records++;
       e->inflight_bytes += (int64_t)(key_len + val_len);
       if (e->inflight_bytes > e->stats.max_inflight_bytes)
@@ -1195,6 +1468,13 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
     return; /* purged at destroy: nothing waits for these any more */
   e->inflight_records--;
   e->inflight_bytes -= (int64_t)(m->len + m->key_len);
+  /* Outputs of an epoch before the current one are the checkpoint's in
+   * flight (it ends only when they are all acknowledged). */
+  ckpt_t *ck = e->ck && t->epoch != e->epoch ? e->ck : NULL;
+  if (ck)
+    ck->unacked--;
+  else
+    e->epoch_outputs--;
   if (m->err) {
     t->failed = 1;
     e->stats.delivery_failures++;
@@ -1210,8 +1490,11 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
     outtopic_t *ot = rd_kafka_topic_opaque(m->rkt);
     if (ot && m->partition >= 0 && m->offset >= 0 &&
         !ensure_track(ot, m->partition) &&
-        m->offset + 1 > ot->acked_end[m->partition])
+        m->offset + 1 > ot->acked_end[m->partition]) {
       ot->acked_end[m->partition] = m->offset + 1;
+      if (ck) /* reports of one partition come in order */
+        ot->ckpt_end[m->partition] = m->offset + 1;
+    }
   }
   t->pending--;
 }
@@ -1604,13 +1887,12 @@ static void handle_consumer_error(rs_engine_t *e, rd_kafka_message_t *m) {
  * backpressure holds (until the partitions are paused in the client too,
  * which drops what it had fetched). Events (cq) are served regardless. */
 static int may_drain(const rs_engine_t *e) {
-  return e->state == ST_RUNNING && !e->ckpt_pending &&
-         (!e->paused || e->input_paused);
+  return e->state == ST_RUNNING && (!e->paused || e->input_paused);
 }
 
 /* Whether to push records through the graph now. */
 static int may_process(const rs_engine_t *e) {
-  return e->state == ST_RUNNING && !e->ckpt_pending && !e->paused;
+  return e->state == ST_RUNNING && !e->paused;
 }
 
 /* After a batch: release what completed, apply backpressure, checkpoint
@@ -1623,11 +1905,24 @@ static int after_run(rs_engine_t *e) {
     uv_idle_stop(&e->idle);
     return 1;
   }
+  /* Taken at once between batches, or as soon as the one in flight
+   * ends. Processing goes on, unless the spill grew past its early
+   * checkpoint mark while one is in flight (outputs unacknowledged for
+   * long): then it pauses like backpressure until that one completes
+   * (complete()), so the spill (kept twice meanwhile: spill and
+   * spill_next) stays bounded as when checkpoints stopped processing. */
   if (e->cache && rs_cache_needs_checkpoint(e->cache)) {
     request_checkpoint(e);
-    return 1;
+    if (e->ck && !e->err && rs_cache_needs_checkpoint(e->cache)) {
+      if (!e->ck_paused)
+        e->stats.checkpoint_pauses++;
+      e->ck_paused = 1;
+      set_paused(e, 1);
+      uv_idle_stop(&e->idle);
+      return 1;
+    }
   }
-  return 0;
+  return e->err != 0;
 }
 
 /* ------------------------------------------- deterministic order merge */
@@ -1687,8 +1982,8 @@ static int before(const part_t *p, size_t i, const part_t *q) {
 
 static void on_order_timer(uv_timer_t *h);
 
-/* The engine itself held processing (a checkpoint barrier, backpressure):
- * time waited meanwhile is not a partition lagging. */
+/* The engine itself held processing (backpressure): time waited
+ * meanwhile is not a partition lagging. */
 static void reset_idle_clocks(rs_engine_t *e) {
   for (size_t s = 0; s < e->cfg->n_sources; s++)
     for (int32_t i = 0; i < e->n_parts[s]; i++)
@@ -1886,8 +2181,11 @@ static void drain_ordered(rs_engine_t *e) {
       rd_kafka_message_destroy(m);
     }
   }
-  /* Again while it makes progress: a checkpoint requested by a batch may
-   * complete at once, leaving buffered records with nothing to wake us. */
+  /* Again while it makes progress: merge() stops at a partition with
+   * nothing buffered whose next record may come first, or after a batch
+   * that paused processing, possibly leaving buffered records with nothing
+   * to wake us (checkpoints do not stop it: they are taken between
+   * batches and written later). */
   for (;;) {
     size_t left = e->buffered;
     merge(e);
@@ -1984,8 +2282,8 @@ typedef struct idle_reg {
   rs_counter_t *c_idle;
 } idle_reg_t;
 
-/* While an idle batch cannot run (checkpoint barrier, backpressure), the
- * timer looks again this often. */
+/* While an idle batch cannot run (backpressure), the timer looks again
+ * this often. */
 #define IDLE_RETRY_MS 50
 
 static void idle_free(rs_engine_t *e) {
@@ -2110,8 +2408,8 @@ static int host_idle_notify(rs_op_t *op, int64_t idle_ms) {
  * what it emitted, through run_graph() as for a run (the source and every
  * other buffer stay empty). Outputs hang on a tracker of their own,
  * queued on the partition like a run's, whose end is the partition's
- * position: a commit passes it only once they are acknowledged, and the
- * checkpoint barrier waits for them. */
+ * position: a commit passes it only once they are acknowledged, and a
+ * checkpoint taken after it waits for them. */
 static int idle_run(rs_engine_t *e, struct rs_op *idle_op, size_t src,
                     int32_t partition) {
   part_t *p = get_part(e, src, partition);
@@ -2244,8 +2542,9 @@ static void on_producer_ready(uv_async_t *h) {
     e->stats.last_ack_ns = rs_now_ns();
   }
   advance(e);
-  try_checkpoint(e);
-  if (e->paused && e->state == ST_RUNNING && under_low_water(e)) {
+  checkpoint_progress(e);
+  if (e->paused && !e->ck_paused && e->state == ST_RUNNING &&
+      under_low_water(e)) {
     set_paused(e, 0);
     drain(e);
   }
@@ -2383,6 +2682,15 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         buf_drop(e, p);
       }
     }
+    /* Paused for backpressure: the revoked partitions leave unpaused.
+     * librdkafka (2.0.2) keeps a partition's pause across unassign and
+     * assign, and only assigned partitions can be resumed: resuming the
+     * input later would miss them, and if they came back here they would
+     * never be fetched again (their records, checkpoints and commits
+     * stalled for good). An assignment made while paused pauses its
+     * partitions itself (above). */
+    if (e->input_paused)
+      rd_kafka_resume_partitions(rk, parts);
     if (coop)
       rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
     else
@@ -3668,6 +3976,10 @@ void rs_engine_destroy(rs_engine_t *e) {
   rs_free(e->heap);
   rs_free(e->spare_tracker);
   idle_free(e);
+  /* Not written (its outputs were never all acknowledged, or the engine
+   * failed): the previous checkpoint stays. */
+  ck_free(e->ck);
+  e->ck = NULL;
   if (e->cq)
     rd_kafka_queue_destroy(e->cq);
   if (e->mq)

@@ -75,8 +75,8 @@ typedef struct rs_engine_stats {
   uint64_t first_input_ns;     /* rs_now_ns() when the first record arrived */
   uint64_t last_ack_ns;        /* rs_now_ns() of the last delivery report */
   uint64_t checkpoints;        /* state checkpoints written */
-  uint64_t checkpoint_ns;      /* time spent writing them */
-  uint64_t checkpoint_wait_ns; /* ...plus waiting for in-flight outputs */
+  uint64_t checkpoint_ns;      /* time spent writing them (off the loop) */
+  uint64_t checkpoint_wait_ns; /* request to end (acks and write too) */
   uint64_t suppressed;         /* exactly_once: regenerated outputs not sent
                                   again because the output topic had them */
   uint64_t scanned_outputs;    /* exactly_once: output records read at start */
@@ -91,6 +91,19 @@ typedef struct rs_engine_stats {
   uint64_t withheld_dead_letters; /* ...of them, dead letters */
   int interrupted; /* stopped by a signal or rs_engine_stop() before the
                       end (an exit_at_end run: before its end) */
+
+  /* Checkpoints do not stop processing (runtime.c, "Checkpoints"): */
+  uint64_t checkpoint_captures;    /* checkpoints taken (written or not) */
+  uint64_t checkpoint_hold_ns;     /* loop time they took: capture (operator
+                                      callbacks, staging the batch) and end
+                                      (offsets, commit, unpinning) */
+  uint64_t checkpoint_hold_max_ns; /* the longest such hold */
+  uint64_t checkpoint_ack_wait_ns; /* capture to the acknowledgement of the
+                                      last output produced before it */
+  uint64_t checkpoint_pauses;      /* processing paused because the cache's
+                                      spill grew past its early-checkpoint mark
+                                      while a checkpoint waited (it resumes when
+                                      that one completes) */
 } rs_engine_stats_t;
 
 /* cfg and g are borrowed and must outlive the engine. Starts the embedded

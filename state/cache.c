@@ -22,13 +22,14 @@
 #define F_DIRTY 1u
 #define F_ABSENT 2u  /* a cached miss, or a tombstone when also dirty */
 #define F_REF 4u     /* used since the CLOCK hand last passed */
+#define F_PINNED 8u  /* staged, unchanged since: on the pinned list */
 #define N_CLASSES 29 /* 64 << 14 = 1 MiB is the largest class */
 #define CLS_LARGE 0xffu
 
 typedef struct entry entry_t;
 struct entry {
-  entry_t *hnext; /* hash chain; free-list link when free */
-  entry_t *lprev, *lnext;
+  entry_t *hnext;         /* hash chain; free-list link when free */
+  entry_t *lprev, *lnext; /* CLOCK ring, or the pinned list (F_PINNED) */
   entry_t *dprev, *dnext;
   uint64_t hash;
   int32_t partition;
@@ -45,6 +46,14 @@ struct rs_cache {
   rs_store_t *store;
   rs__rocks_t *db;
   rs__rocks_batch_t *spill;
+  /* While a staged checkpoint is being written (staged): its entries are
+   * pinned (off the CLOCK ring, on the pinned list), and evictions go to
+   * spill_next as well as spill, which becomes the spill once the
+   * checkpoint is durable. */
+  rs__rocks_batch_t *spill_next;
+  int staged;
+  entry_t *phead; /* pinned entries (lprev/lnext), not on the ring */
+  size_t npinned;
   entry_t **buckets;
   size_t nbuckets; /* a power of two */
   size_t n;
@@ -53,7 +62,7 @@ struct rs_cache {
   entry_t *freel[N_CLASSES];
   size_t free_bytes, free_cap;
   size_t live_bytes, dirty_bytes, bound;
-  uint64_t hits, misses, evictions, writebacks;
+  uint64_t hits, misses, evictions, writebacks, victim_steps;
   rs_buf_t key;  /* prefixed key of the current call */
   rs_buf_t ekey; /* prefixed key of an entry being spilled or staged */
   rs_buf_t val;  /* values read but too large to cache */
@@ -109,8 +118,13 @@ int rs_cache_create(rs_store_t *store, size_t bound_bytes, rs_cache_t **out) {
 void rs_cache_destroy(rs_cache_t *c) {
   if (!c)
     return;
+  size_t pinned = 0;
+  for (entry_t *e = c->phead, *next; e; e = next, pinned++) {
+    next = e->lnext;
+    rs_free(e);
+  }
   entry_t *e = c->hand;
-  for (size_t i = 0; i < c->n; i++) {
+  for (size_t i = pinned; i < c->n; i++) {
     entry_t *next = e->lnext;
     rs_free(e);
     e = next;
@@ -121,6 +135,7 @@ void rs_cache_destroy(rs_cache_t *c) {
       rs_free(f);
     }
   rs__rocks_batch_destroy(c->spill);
+  rs__rocks_batch_destroy(c->spill_next);
   rs_free(c->buckets);
   rs_free(c->scan);
   rs_buf_free(&c->key);
@@ -136,7 +151,23 @@ void rs_cache_destroy(rs_cache_t *c) {
  * already touched, where LRU would also write both list neighbours (two
  * more cache misses per hit on a large cache). The hand sweeps, clearing
  * F_REF, and evicts the first entry found without it. */
+static void pinned_unlink(rs_cache_t *c, entry_t *e) {
+  if (e->lprev)
+    e->lprev->lnext = e->lnext;
+  else
+    c->phead = e->lnext;
+  if (e->lnext)
+    e->lnext->lprev = e->lprev;
+  e->lprev = e->lnext = NULL;
+  e->flags &= (uint8_t)~F_PINNED;
+  c->npinned--;
+}
+
 static void ring_unlink(rs_cache_t *c, entry_t *e) {
+  if (e->flags & F_PINNED) {
+    pinned_unlink(c, e);
+    return;
+  }
   if (e->lnext == e) {
     c->hand = NULL;
   } else {
@@ -165,9 +196,33 @@ static void touch(entry_t *e) {
   e->flags |= F_REF;
 }
 
+/* Staged for the checkpoint being written and not changed since: the
+ * database does not have its value yet, so it must stay. Such entries are
+ * off the ring (rs__cache_pin_staged moves them to the pinned list, O(dirty)
+ * like the staging itself), so the hand never walks past them: with most of
+ * the cache pinned, an eviction still costs O(1) amortized. A change puts
+ * the entry back on the ring (dirty_set): a dirty one may go, eviction
+ * spills it. */
+static void pin(rs_cache_t *c, entry_t *e) {
+  ring_unlink(c, e);
+  e->flags |= F_PINNED;
+  c->npinned++;
+  e->lprev = NULL;
+  e->lnext = c->phead;
+  if (c->phead)
+    c->phead->lprev = e;
+  c->phead = e;
+}
+
+static void unpin(rs_cache_t *c, entry_t *e) {
+  pinned_unlink(c, e);
+  ring_push(c, e);
+}
+
 static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
-  entry_t *h = c->hand;
-  for (size_t i = 0; h && i <= 2 * c->n; i++) {
+  entry_t *h = c->hand; /* two turns of the ring at most */
+  for (size_t i = 0; h && i <= 2 * (c->n - c->npinned); i++) {
+    c->victim_steps++;
     if (h != protect && !(h->flags & F_REF)) {
       c->hand = h->lnext;
       return h;
@@ -181,6 +236,8 @@ static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
 static void dirty_set(rs_cache_t *c, entry_t *e) {
   if (e->flags & F_DIRTY)
     return;
+  if (e->flags & F_PINNED)
+    unpin(c, e); /* changed after T: evictable again (spilled if evicted) */
   e->flags |= F_DIRTY;
   e->dprev = NULL;
   e->dnext = c->dhead;
@@ -278,6 +335,23 @@ static int trim_free_block(rs_cache_t *c) {
 
 /* ---- spill and eviction ---- */
 
+/* Writes that bypass the cache go to the spill (readable, written by the
+ * next checkpoint) and, while one is being written, to spill_next too:
+ * the staged batch holds a copy of the spill as it was, so only what
+ * comes after it must outlive the write. */
+static void spill_put(rs_cache_t *c, int cf, const void *k, size_t kn,
+                      const void *v, size_t vn) {
+  rs__rocks_batch_put(c->db, c->spill, cf, k, kn, v, vn);
+  if (c->staged)
+    rs__rocks_batch_put(c->db, c->spill_next, cf, k, kn, v, vn);
+}
+
+static void spill_delete(rs_cache_t *c, int cf, const void *k, size_t kn) {
+  rs__rocks_batch_delete(c->db, c->spill, cf, k, kn);
+  if (c->staged)
+    rs__rocks_batch_delete(c->db, c->spill_next, cf, k, kn);
+}
+
 static int stage(rs_cache_t *c, rs__rocks_batch_t *b, entry_t *e,
                  rs_buf_t *kb) {
   if (rs__state_key(kb, e->partition, e->data, e->klen))
@@ -300,7 +374,8 @@ static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
 
 static int evict(rs_cache_t *c, entry_t *e) {
   if (e->flags & F_DIRTY) {
-    if (stage(c, c->spill, e, &c->ekey))
+    if (stage(c, c->spill, e, &c->ekey) ||
+        (c->staged && stage(c, c->spill_next, e, &c->ekey)))
       return RS_ENOMEM; /* keep it: dropping it would lose the write */
     c->writebacks++;
   }
@@ -443,8 +518,7 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
   /* Too large to cache: it goes to the pending batch like an eviction. */
   if ((rc = rs__state_key(&c->key, partition, key, key_len)))
     return rc;
-  rs__rocks_batch_put(c->db, c->spill, cf, c->key.data, c->key.len, value,
-                      value_len);
+  spill_put(c, cf, c->key.data, c->key.len, value, value_len);
   c->writebacks++;
   return 0;
 }
@@ -468,7 +542,7 @@ int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
     return rc;
   if ((rc = rs__state_key(&c->key, partition, key, key_len)))
     return rc;
-  rs__rocks_batch_delete(c->db, c->spill, cf, c->key.data, c->key.len);
+  spill_delete(c, cf, c->key.data, c->key.len);
   return 0;
 }
 
@@ -610,6 +684,7 @@ void rs_cache_stats(const rs_cache_t *c, rs_cache_stats_t *out) {
   out->misses = c->misses;
   out->evictions = c->evictions;
   out->writebacks = c->writebacks;
+  out->victim_steps = c->victim_steps;
   out->entries = c->n;
   out->total_bytes = total_bytes(c);
   out->dirty_bytes = c->dirty_bytes;
@@ -619,8 +694,8 @@ void rs_cache_stats(const rs_cache_t *c, rs_cache_stats_t *out) {
 }
 
 int rs_cache_needs_checkpoint(const rs_cache_t *c) {
-  return rs__rocks_batch_count(c->spill) &&
-         rs__rocks_batch_bytes(c->spill) > c->bound / 4;
+  rs__rocks_batch_t *b = c->staged ? c->spill_next : c->spill;
+  return rs__rocks_batch_count(b) && rs__rocks_batch_bytes(b) > c->bound / 4;
 }
 
 rs__rocks_batch_t *rs__cache_batch(rs_cache_t *c) {
@@ -633,6 +708,40 @@ int rs__cache_stage_dirty(rs_cache_t *c, rs__rocks_batch_t *b) {
       return RS_ENOMEM;
   }
   return 0;
+}
+
+int rs__cache_pin_staged(rs_cache_t *c) {
+  if (c->staged)
+    return RS_EINVAL;
+  if (!c->spill_next && !(c->spill_next = rs__rocks_batch_create()))
+    return RS_ENOMEM;
+  c->staged = 1;
+  for (entry_t *e = c->dhead, *next; e; e = next) {
+    next = e->dnext;
+    e->flags &= (uint8_t)~F_DIRTY;
+    e->dprev = e->dnext = NULL;
+    pin(c, e);
+  }
+  c->dhead = NULL;
+  c->dirty_bytes = 0;
+  return 0;
+}
+
+int rs__cache_is_staged(const rs_cache_t *c) {
+  return c->staged;
+}
+
+void rs__cache_durable(rs_cache_t *c) {
+  if (!c->staged)
+    return;
+  rs__rocks_batch_t *old = c->spill;
+  c->spill = c->spill_next;
+  c->spill_next = old;
+  rs__rocks_batch_clear(old);
+  c->staged = 0;
+  while (c->phead) /* back on the ring, O(pinned) */
+    unpin(c, c->phead);
+  make_room(c, NULL); /* what the pins held over the bound */
 }
 
 void rs__cache_checkpointed(rs_cache_t *c) {

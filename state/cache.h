@@ -29,12 +29,16 @@
 
 typedef struct rs_cache_stats {
   uint64_t hits;
-  uint64_t misses;     /* reads that went to RocksDB */
-  uint64_t evictions;  /* entries evicted for space */
-  uint64_t writebacks; /* dirty entries among them, spilled to the batch */
+  uint64_t misses;       /* reads that went to RocksDB */
+  uint64_t evictions;    /* entries evicted for space */
+  uint64_t writebacks;   /* dirty entries among them, spilled to the batch */
+  uint64_t victim_steps; /* entries the CLOCK hand looked at to find victims
+                            (pinned entries are off the ring: not counted) */
   size_t entries;
   size_t total_bytes; /* entries (key + value + overhead), free blocks and
-                         the hash table; <= bound_bytes after every call */
+                         the hash table; <= bound_bytes after every call,
+                         except while a staged checkpoint pins entries
+                         (rs_store_checkpoint_stage): then up to those */
   size_t dirty_bytes;
   size_t spill_bytes; /* evicted dirty data awaiting the next checkpoint */
   size_t bound_bytes;
@@ -93,5 +97,17 @@ int rs__cache_stage_dirty(rs_cache_t *c, rs__rocks_batch_t *b);
 /* After the checkpoint batch was written: every entry is clean and the
  * spill batch is empty. */
 void rs__cache_checkpointed(rs_cache_t *c);
+/* Asynchronous checkpoints (rs_store_checkpoint_stage): after the dirty
+ * entries and a copy of the spill were staged into a batch, marks them
+ * clean and pinned: not evicted until rs__cache_durable(), so reads keep
+ * seeing them while the database does not have them yet. Entries changed
+ * later are dirty again (for the next checkpoint); spilled writes go to
+ * a second batch as well, which replaces the spill once the staged one is
+ * durable. RS_EINVAL when a staged checkpoint is already pending. */
+int rs__cache_pin_staged(rs_cache_t *c);
+int rs__cache_is_staged(const rs_cache_t *c);
+/* The staged checkpoint is written: unpins, and drops the spilled writes
+ * it held. */
+void rs__cache_durable(rs_cache_t *c);
 
 #endif

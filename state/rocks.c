@@ -612,7 +612,8 @@ void rs__rocks_batch_clear(rs__rocks_batch_t *b) {
     rocksdb_writebatch_clear(b->wb);
 }
 
-int rs__rocks_batch_write(rs__rocks_t *r, rs__rocks_batch_t *b, int sync) {
+int rs__rocks_batch_write_detached(rs__rocks_t *r, rs__rocks_batch_t *b,
+                                   int sync, char *errstr, size_t errstr_size) {
   char *err = NULL;
   int s = sync < 0 ? r->sync : sync;
   const rocksdb_writeoptions_t *wo = s ? r->wopts_sync : r->wopts_nosync;
@@ -620,7 +621,18 @@ int rs__rocks_batch_write(rs__rocks_t *r, rs__rocks_batch_t *b, int sync) {
     rocksdb_write_writebatch_wi(r->db, wo, b->wi, &err);
   else
     rocksdb_write(r->db, wo, b->wb, &err);
-  return err ? take_err(r, err, "checkpoint write") : 0;
+  if (!err)
+    return 0;
+  rs_seterr(errstr, errstr_size, RS_ESTATE,
+            "state directory %s: checkpoint write: %s", r->dir, err);
+  rocksdb_free(err);
+  return RS_ESTATE;
+}
+
+/* The same, on the thread that owns r: the message goes to r's errmsg. */
+int rs__rocks_batch_write(rs__rocks_t *r, rs__rocks_batch_t *b, int sync) {
+  return rs__rocks_batch_write_detached(r, b, sync, r->errmsg,
+                                        sizeof r->errmsg);
 }
 
 rs__rocks_iter_t *rs__rocks_iter_create(rs__rocks_t *r,

@@ -134,6 +134,11 @@ void rs__rocks_batch_clear(rs__rocks_batch_t *b);
 /* Writes the whole batch as one atomic write; sync per the open options
  * (or forced when sync > 0; sync < 0 means "per options"). */
 int rs__rocks_batch_write(rs__rocks_t *r, rs__rocks_batch_t *b, int sync);
+/* The same, callable from another thread while r is in use: it touches
+ * nothing of r but RocksDB's thread-safe write, and the message of a
+ * failure goes to errstr instead of rs__rocks_errmsg(). */
+int rs__rocks_batch_write_detached(rs__rocks_t *r, rs__rocks_batch_t *b,
+                                   int sync, char *errstr, size_t errstr_size);
 
 /* Ordered iteration over [lower, upper) of a column family, with batch's
  * pending writes merged in when batch is non-NULL. The batch must not be

@@ -351,19 +351,16 @@ int rs_store_delete_offset(rs_store_t *s, const char *topic,
   return rc;
 }
 
-int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
-                        const rs_offset_t *offsets, size_t n) {
+static int check_offsets(const rs_offset_t *offsets, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (!offsets[i].topic || offsets[i].n_extra > RS_OFFSET_MAX_EXTRA)
       return RS_EINVAL;
-  /* A plain batch seeded with what the cache spilled since the last
-   * checkpoint: appending the dirty entries to it costs a copy each, where
-   * the spill's indexed batch would cost a skiplist insert each. */
-  rs__rocks_batch_t *b =
-      rs__rocks_batch_plain(cache ? rs__cache_batch(cache) : NULL);
-  if (!b)
-    return RS_ENOMEM;
-  int rc = cache ? rs__cache_stage_dirty(cache, b) : 0;
+  return 0;
+}
+
+static int put_offsets(rs_store_t *s, rs__rocks_batch_t *b,
+                       const rs_offset_t *offsets, size_t n) {
+  int rc = 0;
   for (size_t i = 0; !rc && i < n; i++) {
     unsigned char v[8 * (1 + RS_OFFSET_MAX_EXTRA)];
     rs__state_i64_encode(v, offsets[i].next_offset);
@@ -374,19 +371,118 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
       rs__rocks_batch_put(s->db, b, s->offsets_cf, s->key.data, s->key.len, v,
                           8 * (1 + offsets[i].n_extra));
   }
-  size_t bytes = rc ? 0 : rs__rocks_batch_bytes(b);
+  return rc;
+}
+
+/* A plain batch seeded with what the cache spilled since the last
+ * checkpoint, then every dirty entry and the offsets: appending to it
+ * costs a copy each, where the spill's indexed batch would cost a
+ * skiplist insert each. */
+static int build_batch(rs_store_t *s, rs_cache_t *cache,
+                       const rs_offset_t *offsets, size_t n,
+                       rs__rocks_batch_t **out) {
+  *out = NULL;
+  int rc = check_offsets(offsets, n);
+  if (rc)
+    return rc;
+  if (cache && rs__cache_is_staged(cache))
+    return RS_EINVAL; /* a staged checkpoint must be written first */
+  rs__rocks_batch_t *b =
+      rs__rocks_batch_plain(cache ? rs__cache_batch(cache) : NULL);
+  if (!b)
+    return RS_ENOMEM;
+  rc = cache ? rs__cache_stage_dirty(cache, b) : 0;
+  if (!rc)
+    rc = put_offsets(s, b, offsets, n);
+  if (rc) {
+    rs__rocks_batch_destroy(b);
+    return rc;
+  }
+  *out = b;
+  return 0;
+}
+
+static void count_write(rs_store_t *s, size_t bytes) {
+  s->ckpts++;
+  s->ckpt_last_bytes = bytes;
+  s->ckpt_total_bytes += bytes;
+}
+
+int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
+                        const rs_offset_t *offsets, size_t n) {
+  rs__rocks_batch_t *b;
+  int rc = build_batch(s, cache, offsets, n, &b);
+  if (rc)
+    return rc;
+  size_t bytes = rs__rocks_batch_bytes(b);
   if (!rc)
     rc = rs__rocks_batch_write(s->db, b, -1);
   rs__rocks_batch_destroy(b);
-  if (!rc) {
-    s->ckpts++;
-    s->ckpt_last_bytes = bytes;
-    s->ckpt_total_bytes += bytes;
-  }
+  if (!rc)
+    count_write(s, bytes);
   /* On failure nothing was written and the cache is untouched. */
   if (!rc && cache)
     rs__cache_checkpointed(cache);
   return rc;
+}
+
+struct rs_store_staged {
+  rs__rocks_t *db;
+  rs__rocks_batch_t *b;
+  size_t bytes; /* of the batch, when written */
+};
+
+int rs_store_checkpoint_stage(rs_store_t *s, rs_cache_t *cache,
+                              const rs_offset_t *offsets, size_t n,
+                              rs_store_staged_t **out) {
+  *out = NULL;
+  rs_store_staged_t *st = rs_calloc(1, sizeof *st);
+  if (!st)
+    return RS_ENOMEM;
+  int rc = build_batch(s, cache, offsets, n, &st->b);
+  if (!rc && cache && (rc = rs__cache_pin_staged(cache)))
+    rs__rocks_batch_destroy(st->b);
+  if (rc) {
+    rs_free(st);
+    return rc;
+  }
+  st->db = s->db;
+  *out = st;
+  return 0;
+}
+
+int rs_store_staged_add_offsets(rs_store_t *s, rs_store_staged_t *st,
+                                const rs_offset_t *offsets, size_t n) {
+  int rc = check_offsets(offsets, n);
+  return rc ? rc : put_offsets(s, st->b, offsets, n);
+}
+
+int rs_store_staged_empty(rs_store_staged_t *st) {
+  return rs__rocks_batch_count(st->b) == 0;
+}
+
+int rs_store_staged_write(rs_store_staged_t *st, char *errstr,
+                          size_t errstr_size) {
+  st->bytes = rs__rocks_batch_bytes(st->b);
+  return rs__rocks_batch_write_detached(st->db, st->b, -1, errstr, errstr_size);
+}
+
+void rs_store_staged_done(rs_store_t *s, rs_cache_t *cache,
+                          rs_store_staged_t *st) {
+  if (!st)
+    return;
+  if (st->bytes || !rs_store_staged_empty(st))
+    count_write(s, st->bytes);
+  if (cache)
+    rs__cache_durable(cache);
+  rs_store_staged_free(st);
+}
+
+void rs_store_staged_free(rs_store_staged_t *st) {
+  if (!st)
+    return;
+  rs__rocks_batch_destroy(st->b);
+  rs_free(st);
 }
 
 typedef struct offs_acc {

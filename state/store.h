@@ -115,6 +115,44 @@ typedef struct rs_offset {
  * before, so the call may be retried. */
 int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
                         const rs_offset_t *offsets, size_t n);
+/* The same checkpoint in steps, so that the write can leave the thread
+ * that owns the store and cache (the engine's loop):
+ *  1. rs_store_checkpoint_stage(): on the owning thread, at a consistent
+ *     point T. Copies the spilled writes, every dirty entry and the n
+ *     offsets into a new batch, and marks those cache entries clean but
+ *     pinned: they stay cached (and readable: the database does not have
+ *     them yet) until step 4. Work on the cache goes on meanwhile;
+ *     entries changed after T are dirty again, for the next checkpoint.
+ *     At most one staged checkpoint per cache (RS_EINVAL otherwise; also
+ *     for rs_store_checkpoint() while one is staged).
+ *  2. rs_store_staged_add_offsets(): optional, owning thread, before the
+ *     write: more offset records (e.g. output ends learned after T).
+ *  3. rs_store_staged_write(): on any thread, once; touches only the
+ *     staged batch and RocksDB's thread-safe write (the message of a
+ *     failure goes to errstr). The owning thread must not destroy the
+ *     store until it returned.
+ *  4. rs_store_staged_done(): owning thread, after a successful write:
+ *     counts it (rs_store_stats), unpins, drops the spilled writes it
+ *     held, frees st.
+ * A failed write leaves the previous checkpoint on disk; the staged one
+ * may be written again (step 3), or dropped with rs_store_staged_free()
+ * when the cache will not be checkpointed again (the engine stops: its
+ * entries staged at T are clean in the cache and would be missing from a
+ * later checkpoint). */
+typedef struct rs_store_staged rs_store_staged_t;
+int rs_store_checkpoint_stage(rs_store_t *s, rs_cache_t *cache,
+                              const rs_offset_t *offsets, size_t n,
+                              rs_store_staged_t **out);
+int rs_store_staged_add_offsets(rs_store_t *s, rs_store_staged_t *st,
+                                const rs_offset_t *offsets, size_t n);
+/* 1 when the batch holds nothing (no state, no offset): no need to write. */
+int rs_store_staged_empty(rs_store_staged_t *st);
+int rs_store_staged_write(rs_store_staged_t *st, char *errstr,
+                          size_t errstr_size);
+void rs_store_staged_done(rs_store_t *s, rs_cache_t *cache,
+                          rs_store_staged_t *st);
+void rs_store_staged_free(rs_store_staged_t *st);
+
 /* Every stored offset record, sorted by (topic, partition). *out is an
  * array of *n records (topics included); free with
  * rs_store_offsets_free(). */

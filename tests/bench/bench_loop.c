@@ -230,14 +230,19 @@ static void latency(const void *arg, void *out) {
     bench_die("engine", "no snapshot");
   rs_engine_stats_t st = snap.stats;
   double ck = st.checkpoints ? (double)st.checkpoints : 1;
+  double cap = st.checkpoint_captures ? (double)st.checkpoint_captures : 1;
   printf("   engine: %llu records in %llu batches; %llu checkpoints, mean "
-         "write %.2f ms, mean barrier (waiting for acks + write) %.2f ms; "
-         "%llu backpressure pauses (%.0f ms)\n",
+         "write %.2f ms (off the loop), request to end %.2f ms, acks %.2f "
+         "ms; loop held %.2f ms on average, %.2f ms at most; %llu "
+         "backpressure pauses (%.0f ms)\n",
          (unsigned long long)st.records_in, (unsigned long long)st.batches,
          (unsigned long long)st.checkpoints,
          (double)st.checkpoint_ns / 1e6 / ck,
-         (double)st.checkpoint_wait_ns / 1e6 / ck,
-         (unsigned long long)st.pauses, (double)st.paused_ns / 1e6);
+         (double)st.checkpoint_wait_ns / 1e6 / cap,
+         (double)st.checkpoint_ack_wait_ns / 1e6 / cap,
+         (double)st.checkpoint_hold_ns / 1e6 / cap,
+         (double)st.checkpoint_hold_max_ns / 1e6, (unsigned long long)st.pauses,
+         (double)st.paused_ns / 1e6);
   /* Where the time goes (every list, warm-up included): the interaction's
    * Kafka timestamp (the simulator's produce) to the list handed to the
    * engine's producer (sim linger + broker + engine fetch + queueing +

@@ -56,7 +56,7 @@
  *                   interval to spare: the records left from the stored
  *                   position over the records of an interval, estimated
  *                   as twice the reference's output rate (processing runs
- *                   in bursts between the checkpoint barriers) and raised
+ *                   ahead of the acknowledged outputs) and raised
  *                   by what each checkpoint kill and miss showed. n = 1
  *                   has no guard: in a start with records to process it
  *                   fires, at the latest in the checkpoint at the stop. A
@@ -1263,12 +1263,11 @@ static void *run_guarantee(void *arg) {
   r->t_ref = oc.secs;
   /* Records per checkpoint interval, from the reference's output rate
    * (first output to last; the exit comes later, after the outputs in
-   * flight and the final checkpoint), doubled: processing runs in bursts
-   * between checkpoint barriers, which stop it until every output in flight
-   * is acknowledged, so it runs about twice as fast as the outputs come
-   * (measured: the first working checkpoint of a start came after up to
-   * 66k records where the output rate gave 36k per interval). Raised by
-   * what the kills show. */
+   * flight and the final checkpoint), doubled: processing runs ahead of
+   * the acknowledged outputs (checkpoints, asynchronous, no longer stop it;
+   * measured when they did: the first working checkpoint of a start came
+   * after up to 66k records where the output rate gave 36k per interval).
+   * Raised by what the kills show. */
   double proc = oc.last_out - r->j_ref;
   if (oc.last_out < 0 || proc < 0.05)
     proc = 0.05;

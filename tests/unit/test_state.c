@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <inttypes.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -829,6 +830,158 @@ Test(state, stats_count_checkpoint_bytes_and_rocksdb_figures) {
   cr_assert_eq(rs_store_cf_stats(s, rs_store_cf(s, "vectors"), &other), 0);
   cr_assert_eq(other.estimated_keys, 0);
   cr_assert_eq(rs_store_cf_stats(s, 99, &cs), RS_EINVAL);
+  rs_cache_destroy(c);
+  rs_store_destroy(s);
+}
+
+/* The asynchronous checkpoint's steps (rs_store_checkpoint_stage ...
+ * staged_done): what was staged at T stays readable while the database
+ * does not have it yet, under a cache far too small to hold what comes
+ * after: pinned entries are not evicted, the spill as of T stays readable,
+ * and what is spilled after T survives the write. */
+Test(state, staged_checkpoint_pins_entries_until_written) {
+  rs_store_t *s = open_store();
+  int cf = rs_store_cf(s, "counts");
+  rs_cache_t *c;
+  cr_assert_eq(rs_cache_create(s, 8 * 1024, &c), 0);
+  char key[32], val[64];
+  /* Before T: enough to spill some, then 20 hot ones. */
+  for (int i = 0; i < 200; i++) {
+    snprintf(key, sizeof key, "s%03d", i);
+    snprintf(val, sizeof val, "s-value-%d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), val, strlen(val)), 0);
+  }
+  for (int i = 0; i < 20; i++) {
+    snprintf(key, sizeof key, "p%02d", i);
+    snprintf(val, sizeof val, "p-value-%d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), val, strlen(val)), 0);
+  }
+  rs_cache_stats_t cs;
+  rs_cache_stats(c, &cs);
+  cr_assert_gt(cs.spill_bytes, 0, "nothing spilled before T");
+  rs_offset_t off = {.topic = "in", .partition = 0, .next_offset = 220};
+  rs_store_staged_t *st;
+  cr_assert_eq(rs_store_checkpoint_stage(s, c, &off, 1, &st), 0);
+  cr_assert_eq(rs_store_staged_empty(st), 0);
+  /* One staged checkpoint at a time; no synchronous one meanwhile. */
+  rs_store_staged_t *st2;
+  cr_assert_eq(rs_store_checkpoint_stage(s, c, &off, 1, &st2), RS_EINVAL);
+  cr_assert_eq(rs_store_checkpoint(s, c, &off, 1), RS_EINVAL);
+  rs_cache_stats(c, &cs);
+  cr_expect_eq(cs.dirty_bytes, 0, "staged entries are clean");
+
+  /* After T: a flood of new entries through the tiny cache. */
+  for (int i = 0; i < 500; i++) {
+    snprintf(key, sizeof key, "f%03d", i);
+    snprintf(val, sizeof val, "f-value-%d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), val, strlen(val)), 0);
+  }
+  rs_cache_stats(c, &cs);
+  uint64_t misses = cs.misses;
+  cr_assert_gt(cs.evictions, 400);
+  for (int i = 0; i < 20; i++) {
+    snprintf(key, sizeof key, "p%02d", i);
+    snprintf(val, sizeof val, "p-value-%d", i);
+    cr_assert_null(raw_str(s, cf, 0, key), "%s written before the write", key);
+    const char *got = get_str(c, cf, 0, key);
+    cr_assert(got && !strcmp(got, val), "pinned %s reads %s", key,
+              got ? got : "(absent)");
+  }
+  rs_cache_stats(c, &cs);
+  cr_assert_eq(cs.misses, misses, "a pinned entry was evicted");
+  for (int i = 0; i < 200; i += 7) { /* the spill as of T */
+    snprintf(key, sizeof key, "s%03d", i);
+    snprintf(val, sizeof val, "s-value-%d", i);
+    const char *got = get_str(c, cf, 0, key);
+    cr_assert(got && !strcmp(got, val), "%s reads %s", key,
+              got ? got : "(absent)");
+  }
+  /* Changed after T: dirty again, for the next checkpoint. */
+  cr_assert_eq(rs_cache_put(c, cf, 0, "p00", 3, "newer", 5), 0);
+  cr_assert_str_eq(get_str(c, cf, 0, "p00"), "newer");
+
+  cr_assert_eq(rs_store_staged_write(st, g_err, sizeof g_err), 0, "%s", g_err);
+  rs_store_staged_done(s, c, st);
+  cr_assert_str_eq(raw_str(s, cf, 0, "p01"), "p-value-1");
+  cr_assert_str_eq(raw_str(s, cf, 0, "p00"), "p-value-0");
+  cr_assert_str_eq(raw_str(s, cf, 0, "s000"), "s-value-0");
+  cr_assert_null(raw_str(s, cf, 0, "f000"), "written before its checkpoint");
+  rs_offset_t *offs;
+  size_t n;
+  cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_eq(offs[0].next_offset, 220);
+  rs_store_offsets_free(offs, n);
+
+  /* Unpinned: another flood evicts them, and every value is still there,
+   * the ones spilled after T included. */
+  for (int i = 0; i < 500; i++) {
+    snprintf(key, sizeof key, "g%03d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), "g", 1), 0);
+  }
+  rs_cache_stats(c, &cs);
+  cr_assert_leq(cs.total_bytes, cs.bound_bytes);
+  for (int i = 0; i < 500; i++) {
+    snprintf(key, sizeof key, "f%03d", i);
+    snprintf(val, sizeof val, "f-value-%d", i);
+    const char *got = get_str(c, cf, 0, key);
+    cr_assert(got && !strcmp(got, val), "%s reads %s", key,
+              got ? got : "(absent)");
+  }
+  cr_assert_str_eq(get_str(c, cf, 0, "p00"), "newer");
+  cr_assert_str_eq(get_str(c, cf, 0, "p05"), "p-value-5");
+  cr_assert_eq(rs_store_checkpoint(s, c, NULL, 0), 0);
+  rs_cache_destroy(c);
+  rs_store_destroy(s);
+  s = open_store();
+  cr_assert_str_eq(raw_str(s, cf, 0, "p00"), "newer");
+  cr_assert_str_eq(raw_str(s, cf, 0, "f499"), "f-value-499");
+  cr_assert_str_eq(raw_str(s, cf, 0, "f000"), "f-value-0");
+  cr_assert_str_eq(raw_str(s, cf, 0, "s199"), "s-value-199");
+  rs_store_destroy(s);
+}
+
+/* D1: with most of the cache pinned by a staged checkpoint, finding a
+ * victim must not walk past the pinned entries (they are off the CLOCK
+ * ring): counted in steps of the hand, not measured in time. */
+Test(state, eviction_skips_pinned_entries_in_constant_steps) {
+  rs_store_t *s = open_store();
+  int cf = rs_store_cf(s, "counts");
+  rs_cache_t *c;
+  cr_assert_eq(rs_cache_create(s, 64 * 1024, &c), 0);
+  char key[32], val[64];
+  for (int i = 0; i < 2000; i++) { /* fills the cache with dirty entries */
+    snprintf(key, sizeof key, "k%05d", i);
+    snprintf(val, sizeof val, "value-%d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), val, strlen(val)), 0);
+  }
+  rs_cache_stats_t cs0, cs;
+  rs_cache_stats(c, &cs0);
+  cr_assert_gt(cs0.dirty_bytes, cs0.bound_bytes / 2);
+  rs_offset_t off = {.topic = "in", .partition = 0, .next_offset = 2000};
+  rs_store_staged_t *st;
+  cr_assert_eq(rs_store_checkpoint_stage(s, c, &off, 1, &st), 0);
+  size_t pinned = cs0.entries;
+  cr_assert_gt(pinned, 300, "only %zu entries cached", pinned);
+  for (int i = 0; i < 1000; i++) { /* new keys: each one evicts */
+    snprintf(key, sizeof key, "n%05d", i);
+    cr_assert_eq(rs_cache_put(c, cf, 0, key, strlen(key), "n", 1), 0);
+  }
+  rs_cache_stats(c, &cs);
+  uint64_t ev = cs.evictions - cs0.evictions;
+  uint64_t steps = cs.victim_steps - cs0.victim_steps;
+  cr_assert_gt(ev, 900);
+  cr_assert_leq(steps, 4 * ev + 64,
+                "%" PRIu64 " steps of the hand for %" PRIu64
+                " evictions with %zu entries pinned",
+                steps, ev, pinned);
+  /* Durable: the pinned entries are back on the ring and evictable. */
+  cr_assert_eq(rs_store_staged_write(st, g_err, sizeof g_err), 0, "%s", g_err);
+  rs_store_staged_done(s, c, st);
+  rs_cache_stats(c, &cs);
+  cr_assert_leq(cs.total_bytes, cs.bound_bytes);
+  cr_assert_str_eq(get_str(c, cf, 0, "k01999"), "value-1999");
+  cr_assert_str_eq(get_str(c, cf, 0, "n00999"), "n");
   rs_cache_destroy(c);
   rs_store_destroy(s);
 }

@@ -199,10 +199,10 @@ typedef struct rs_host_api {
    * processing (checkpoint barrier, backpressure) does not count.
    * Once per idle period: the partition's next record re-arms it (and so
    * does an assignment of the partition). The batch runs like any other,
-   * between batches and never during a checkpoint barrier: what process()
-   * emits flows downstream and to sinks, is tracked for acknowledgement
-   * and covered by the next checkpoint. Such outputs derive from no input
-   * record: give them src_partition = the batch's partition and
+   * between batches (never while a checkpoint is being captured): what
+   * process() emits flows downstream and to sinks, is tracked for
+   * acknowledgement and covered by the next checkpoint. Such outputs derive
+   * from no input record: give them src_partition = the batch's partition and
    * src_offset = -1. A second call replaces the interval. RS_ENOTSUP when
    * this host never delivers idle batches: state.guarantee exactly_once
    * (outputs must be a function of the input for replay suppression),
@@ -244,11 +244,15 @@ typedef struct rs_operator_def {
   int (*process)(rs_op_t *op, void *ctx, const rs_batch_t *batch);
   int (*on_timer)(rs_op_t *op, void *ctx, int32_t partition, int64_t when_ms,
                   const void *tag, size_t tag_len);
-  /* Called before every checkpoint is written (each state.commit_interval,
-   * on partition revocation, at shutdown; never during process()): write
-   * what is kept in memory through state_put & co., and those writes are
-   * stored atomically with the input offsets. emit() and dead_letter() are
-   * not allowed here. A negative return stops the engine. Optional. */
+  /* Called when every checkpoint is taken (each state.commit_interval,
+   * on partition revocation, at shutdown; between batches, never during
+   * process()): write what is kept in memory through state_put & co., and
+   * those writes are stored atomically with the input offsets of that
+   * moment. The checkpoint reaches disk later (once the outputs produced
+   * before it are acknowledged, written off the loop thread) while
+   * processing goes on; writes after this call belong to the next one.
+   * emit() and dead_letter() are not allowed here. A negative return stops
+   * the engine. Optional. */
   int (*checkpoint)(rs_op_t *op, void *ctx);
   void (*destroy)(rs_op_t *op, void *ctx);
 
