@@ -1184,16 +1184,19 @@ static int emit(sz_ctx_t *c, uint32_t port, rs_record_t *r) {
   return c->host->emit(c->op, port, r);
 }
 
-static int emit_event(sz_ctx_t *c, const rs_interaction_t *ia,
-                      const sz_sess_t *s, int64_t since_prev, int late) {
+/* ia's enriched event: it is event number `position` of session id
+ * (started at start). */
+static int emit_event(sz_ctx_t *c, const rs_interaction_t *ia, int64_t id,
+                      int64_t start, int64_t position, int64_t since_prev,
+                      int late) {
   rs_session_event_t *se = c->host->batch_alloc(c->op, sizeof(*se));
   if (!se)
     return RS_ENOMEM;
   *se = (rs_session_event_t){.interaction = ia,
-                             .session_id = s->id,
-                             .session_start_ms = s->start,
+                             .session_id = id,
+                             .session_start_ms = start,
                              .since_prev_ms = since_prev,
-                             .position = s->events,
+                             .position = position,
                              .late = late};
   rs_record_t r = {.kind = RS_KIND_SESSION_EVENT,
                    .key = ia->user,
@@ -1478,11 +1481,9 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
         unsigned char *hh = e->val + last;
         put_event(e->val + len, ia);
         e->len = n;
-        sz_sess_t s = {.id = (int64_t)get64(hh),
-                       .start = start,
-                       .events = (int64_t)get64(hh + 24) + 1};
+        int64_t events = (int64_t)get64(hh + 24) + 1;
         put64(hh + 16, (uint64_t)t);
-        put64(hh + 24, (uint64_t)s.events);
+        put64(hh + 24, (uint64_t)events);
         unsigned char *cnt = hh + 56 + 8 * ia->event_type;
         put64(cnt, get64(cnt) + 1);
         if (ia->has_value) {
@@ -1492,7 +1493,8 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
         }
         put32(hh + 112, kept + 1);
         *done = 1;
-        return emit_event(c, ia, &s, diff(t, last_ts), 0);
+        return emit_event(c, ia, (int64_t)get64(hh), start, events,
+                          diff(t, last_ts), 0);
       }
     } else if (count + 1 > SZ_MAX_OPEN) {
       return 0;
@@ -1513,10 +1515,9 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
   w[2] = (unsigned char)(count + 1);
   w[3] = (unsigned char)((count + 1) >> 8);
   unsigned char *h = w + at;
-  sz_sess_t s = {
-      .id = session_id(ia->user, ia->user_len, t), .start = t, .events = 1};
+  int64_t id = session_id(ia->user, ia->user_len, t);
   memset(h, 0, SZ_SESS_HDR);
-  put64(h, (uint64_t)s.id);
+  put64(h, (uint64_t)id);
   put64(h + 8, (uint64_t)t);
   put64(h + 16, (uint64_t)t);
   put64(h + 24, 1);
@@ -1532,9 +1533,9 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
   e->len = n;
   *done = 1;
   c->host->counter_add(c->c_opened, 1);
-  if ((rc = due_push(c, p, deadline(c, t), e, s.id)))
+  if ((rc = due_push(c, p, deadline(c, t), e, id)))
     return rc;
-  return emit_event(c, ia, &s, -1, 0);
+  return emit_event(c, ia, id, t, 1, -1, 0);
 }
 
 /* Applies an interaction that the watermark has reached: it joins the
@@ -1563,7 +1564,7 @@ static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   }
   if (rc || (rc = user_store(c, p, partition, e)))
     return rc;
-  return emit_event(c, ia, s, since_prev, 0);
+  return emit_event(c, ia, s->id, s->start, s->events, since_prev, 0);
 }
 
 /* Span of session s if t joined it. */
@@ -1632,7 +1633,7 @@ static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   c->host->counter_add(c->c_late_acc, 1);
   if ((rc = user_store(c, p, partition, e)))
     return rc;
-  return emit_event(c, ia, s, since_prev, 1);
+  return emit_event(c, ia, s->id, s->start, s->events, since_prev, 1);
 }
 
 /* run_due on the encoded entry: the session is found by walking the
@@ -2177,6 +2178,14 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
     uent_unref(c, p, d.ent);
     if (rc)
       return rc;
+  }
+  /* The next close is usually a record or two away, and its user's block
+   * (last touched gap + grace of event time ago) is a cache miss: fetch
+   * it now. */
+  if (p->n_due) {
+    const char *b = (const char *)p->due[0].ent;
+    for (int l = 0; l < 4; l++)
+      __builtin_prefetch(b + 64 * l);
   }
   return 0;
 }
