@@ -1124,12 +1124,14 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
       e->legacy = 0;
     }
   }
-  /* Counting sort of the present users of those buckets. */
+  /* Counting sort of the users of those buckets by the hashes in the
+   * table's slots: no entry is read here (each would be a cache miss, and
+   * this runs over every user at every checkpoint). Absent users are
+   * skipped while encoding. */
   size_t n = 0;
   for (size_t i = 0; i < p->tab_cap; i++) {
-    sz_uent_t *e = p->tab[i].e;
-    if (e && e->present && start[e->hash & mask] != SIZE_MAX) {
-      start[e->hash & mask]++;
+    if (p->tab[i].e && start[p->tab[i].hash & mask] != SIZE_MAX) {
+      start[p->tab[i].hash & mask]++;
       n++;
     }
   }
@@ -1144,32 +1146,41 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
     }
   for (size_t i = 0; i < p->tab_cap; i++) {
     sz_uent_t *e = p->tab[i].e;
-    if (e && e->present && start[e->hash & mask] != SIZE_MAX)
-      c->order[start[e->hash & mask]++] = e;
+    if (e && start[p->tab[i].hash & mask] != SIZE_MAX)
+      c->order[start[p->tab[i].hash & mask]++] = e;
   }
   /* start[b] is now the end of bucket b; buckets follow each other. */
-  size_t from = 0;
+  size_t from = 0, ahead = 0;
   for (size_t b = 0; b < nb; b++) {
     if (start[b] == SIZE_MAX)
       continue;
-    size_t to = start[b], bytes = SZ_BUCKET_HDR;
+    size_t to = start[b], bytes = SZ_BUCKET_HDR, users = 0;
+    /* The entries of the next buckets, while this one is written. */
+    for (ahead = ahead > to ? ahead : to; ahead < n && ahead < to + 32;
+         ahead++) {
+      __builtin_prefetch(c->order[ahead]);
+      __builtin_prefetch((const char *)c->order[ahead] + 64);
+    }
     unsigned char key[SZ_BUCKET_KEY] = {
         's', (unsigned char)(b >> 24), (unsigned char)(b >> 16),
         (unsigned char)(b >> 8), (unsigned char)b};
-    if (to == from) {
+    for (size_t i = from; i < to; i++)
+      if (c->order[i]->present) {
+        c->order[users++ + from] = c->order[i];
+        bytes += 8 + c->order[i]->user_len + c->order[i]->len;
+      }
+    if (!users) {
       rc = c->host->state_delete(c->op, partition, key, sizeof key);
     } else {
-      qsort(c->order + from, to - from, sizeof(sz_uent_t *), uent_by_user);
-      for (size_t i = from; i < to; i++)
-        bytes += 8 + c->order[i]->user_len + c->order[i]->len;
+      qsort(c->order + from, users, sizeof(sz_uent_t *), uent_by_user);
       if (grow_bytes(c, &c->out, &c->cap_out, bytes))
         return RS_ENOMEM;
       unsigned char *o = c->out;
       memset(o, 0, SZ_BUCKET_HDR);
       o[0] = 1;
-      put32(o + 4, (uint32_t)(to - from));
+      put32(o + 4, (uint32_t)users);
       o += SZ_BUCKET_HDR;
-      for (size_t i = from; i < to; i++) {
+      for (size_t i = from; i < from + users; i++) {
         const sz_uent_t *e = c->order[i];
         put32(o, e->user_len);
         put32(o + 4, (uint32_t)e->len);
