@@ -117,6 +117,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "recstream/operator.h"
 
@@ -532,6 +533,12 @@ static int due_less(const sz_due_t *a, const sz_due_t *b) {
   return a->id < b->id;
 }
 
+/* The agenda is a 4-ary min-heap: half the levels of a binary one, and a
+ * node's children share one or two cache lines (a pop per close, most of
+ * them misses on a heap that other partitions' data keeps evicting). Any
+ * heap pops in the same (key, user, id) order. */
+#define SZ_DUE_ARITY 4
+
 static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, sz_uent_t *ent,
                     int64_t id) {
   if (grow(c->host, &p->due, &p->cap_due, p->n_due + 1, sizeof(sz_due_t)))
@@ -539,9 +546,9 @@ static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, sz_uent_t *ent,
   ent->refs++;
   sz_due_t x = {key, id, ent};
   size_t i = p->n_due++;
-  while (i > 0 && due_less(&x, &p->due[(i - 1) / 2])) {
-    p->due[i] = p->due[(i - 1) / 2];
-    i = (i - 1) / 2;
+  while (i > 0 && due_less(&x, &p->due[(i - 1) / SZ_DUE_ARITY])) {
+    p->due[i] = p->due[(i - 1) / SZ_DUE_ARITY];
+    i = (i - 1) / SZ_DUE_ARITY;
   }
   p->due[i] = x;
   return 0;
@@ -552,11 +559,14 @@ static sz_due_t due_pop(sz_part_t *p) {
   sz_due_t top = p->due[0], x = p->due[--p->n_due];
   size_t i = 0, n = p->n_due;
   for (;;) {
-    size_t k = 2 * i + 1;
+    size_t k = SZ_DUE_ARITY * i + 1, end = k + SZ_DUE_ARITY;
     if (k >= n)
       break;
-    if (k + 1 < n && due_less(&p->due[k + 1], &p->due[k]))
-      k++;
+    if (end > n)
+      end = n;
+    for (size_t j = k + 1; j < end; j++)
+      if (due_less(&p->due[j], &p->due[k]))
+        k = j;
     if (!due_less(&p->due[k], &x))
       break;
     p->due[i] = p->due[k];
@@ -586,11 +596,29 @@ static size_t uent_slot(const sz_part_t *p, uint64_t h, const char *user,
   return i;
 }
 
+/* Faults in the whole pages of [mem, mem + n) now, in one call: every
+ * byte of it is about to be written, and a page fault per 4 KiB page,
+ * taken one at a time on first touch, cost more than the rest of the
+ * records that touched them (measured; a trap per page is dear in a VM).
+ * Only a hint: the memory is the same either way. */
+static void prefault(void *mem, size_t n) {
+#ifdef MADV_POPULATE_WRITE
+  uintptr_t a = ((uintptr_t)mem + 4095) & ~(uintptr_t)4095,
+            b = ((uintptr_t)mem + n) & ~(uintptr_t)4095;
+  if (b > a)
+    (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+#else
+  (void)mem;
+  (void)n;
+#endif
+}
+
 static int tab_grow(sz_ctx_t *c, sz_part_t *p) {
   size_t cap = p->tab_cap ? 2 * p->tab_cap : 64;
   sz_slot_t *old = p->tab, *t = c->host->calloc(cap, sizeof(*t));
   if (!t)
     return RS_ENOMEM;
+  prefault(t, cap * sizeof(*t));
   size_t oc = p->tab_cap, mask = cap - 1;
   p->tab = t;
   p->tab_cap = cap;
@@ -628,6 +656,7 @@ static sz_uent_t *block_new(sz_ctx_t *c) {
       sz_slab_t *s = c->host->malloc(bytes);
       if (!s)
         return NULL;
+      prefault(s, bytes);
       s->next = c->slabs;
       c->slabs = s;
       c->slab_next = (unsigned char *)(s + 1);
@@ -637,6 +666,16 @@ static sz_uent_t *block_new(sz_ctx_t *c) {
     c->slab_next += SZ_UENT_BLOCK;
     c->slab_left--;
   }
+  /* The next new user's block (a freed one, or slab memory not touched
+   * since it was faulted in) is written whole by its first record (entry
+   * header, user id, a session): fetch it for writing now, records ahead
+   * of its use, instead of a write miss per line then. */
+  const char *next = c->spare       ? (const char *)c->spare
+                     : c->slab_left ? (const char *)c->slab_next
+                                    : NULL;
+  if (next)
+    for (int l = 0; l < SZ_UENT_BLOCK / 64; l++)
+      __builtin_prefetch(next + 64 * l, 1);
   memset(e, 0, sizeof(*e));
   return e;
 }
@@ -1085,12 +1124,14 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
       e->legacy = 0;
     }
   }
-  /* Counting sort of the present users of those buckets. */
+  /* Counting sort of the users of those buckets by the hashes in the
+   * table's slots: no entry is read here (each would be a cache miss, and
+   * this runs over every user at every checkpoint). Absent users are
+   * skipped while encoding. */
   size_t n = 0;
   for (size_t i = 0; i < p->tab_cap; i++) {
-    sz_uent_t *e = p->tab[i].e;
-    if (e && e->present && start[e->hash & mask] != SIZE_MAX) {
-      start[e->hash & mask]++;
+    if (p->tab[i].e && start[p->tab[i].hash & mask] != SIZE_MAX) {
+      start[p->tab[i].hash & mask]++;
       n++;
     }
   }
@@ -1105,32 +1146,41 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
     }
   for (size_t i = 0; i < p->tab_cap; i++) {
     sz_uent_t *e = p->tab[i].e;
-    if (e && e->present && start[e->hash & mask] != SIZE_MAX)
-      c->order[start[e->hash & mask]++] = e;
+    if (e && start[p->tab[i].hash & mask] != SIZE_MAX)
+      c->order[start[p->tab[i].hash & mask]++] = e;
   }
   /* start[b] is now the end of bucket b; buckets follow each other. */
-  size_t from = 0;
+  size_t from = 0, ahead = 0;
   for (size_t b = 0; b < nb; b++) {
     if (start[b] == SIZE_MAX)
       continue;
-    size_t to = start[b], bytes = SZ_BUCKET_HDR;
+    size_t to = start[b], bytes = SZ_BUCKET_HDR, users = 0;
+    /* The entries of the next buckets, while this one is written. */
+    for (ahead = ahead > to ? ahead : to; ahead < n && ahead < to + 32;
+         ahead++) {
+      __builtin_prefetch(c->order[ahead]);
+      __builtin_prefetch((const char *)c->order[ahead] + 64);
+    }
     unsigned char key[SZ_BUCKET_KEY] = {
         's', (unsigned char)(b >> 24), (unsigned char)(b >> 16),
         (unsigned char)(b >> 8), (unsigned char)b};
-    if (to == from) {
+    for (size_t i = from; i < to; i++)
+      if (c->order[i]->present) {
+        c->order[users++ + from] = c->order[i];
+        bytes += 8 + c->order[i]->user_len + c->order[i]->len;
+      }
+    if (!users) {
       rc = c->host->state_delete(c->op, partition, key, sizeof key);
     } else {
-      qsort(c->order + from, to - from, sizeof(sz_uent_t *), uent_by_user);
-      for (size_t i = from; i < to; i++)
-        bytes += 8 + c->order[i]->user_len + c->order[i]->len;
+      qsort(c->order + from, users, sizeof(sz_uent_t *), uent_by_user);
       if (grow_bytes(c, &c->out, &c->cap_out, bytes))
         return RS_ENOMEM;
       unsigned char *o = c->out;
       memset(o, 0, SZ_BUCKET_HDR);
       o[0] = 1;
-      put32(o + 4, (uint32_t)(to - from));
+      put32(o + 4, (uint32_t)users);
       o += SZ_BUCKET_HDR;
-      for (size_t i = from; i < to; i++) {
+      for (size_t i = from; i < from + users; i++) {
         const sz_uent_t *e = c->order[i];
         put32(o, e->user_len);
         put32(o + 4, (uint32_t)e->len);
@@ -1164,16 +1214,19 @@ static int emit(sz_ctx_t *c, uint32_t port, rs_record_t *r) {
   return c->host->emit(c->op, port, r);
 }
 
-static int emit_event(sz_ctx_t *c, const rs_interaction_t *ia,
-                      const sz_sess_t *s, int64_t since_prev, int late) {
+/* ia's enriched event: it is event number `position` of session id
+ * (started at start). */
+static int emit_event(sz_ctx_t *c, const rs_interaction_t *ia, int64_t id,
+                      int64_t start, int64_t position, int64_t since_prev,
+                      int late) {
   rs_session_event_t *se = c->host->batch_alloc(c->op, sizeof(*se));
   if (!se)
     return RS_ENOMEM;
   *se = (rs_session_event_t){.interaction = ia,
-                             .session_id = s->id,
-                             .session_start_ms = s->start,
+                             .session_id = id,
+                             .session_start_ms = start,
                              .since_prev_ms = since_prev,
-                             .position = s->events,
+                             .position = position,
                              .late = late};
   rs_record_t r = {.kind = RS_KIND_SESSION_EVENT,
                    .key = ia->user,
@@ -1458,11 +1511,9 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
         unsigned char *hh = e->val + last;
         put_event(e->val + len, ia);
         e->len = n;
-        sz_sess_t s = {.id = (int64_t)get64(hh),
-                       .start = start,
-                       .events = (int64_t)get64(hh + 24) + 1};
+        int64_t events = (int64_t)get64(hh + 24) + 1;
         put64(hh + 16, (uint64_t)t);
-        put64(hh + 24, (uint64_t)s.events);
+        put64(hh + 24, (uint64_t)events);
         unsigned char *cnt = hh + 56 + 8 * ia->event_type;
         put64(cnt, get64(cnt) + 1);
         if (ia->has_value) {
@@ -1472,7 +1523,8 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
         }
         put32(hh + 112, kept + 1);
         *done = 1;
-        return emit_event(c, ia, &s, diff(t, last_ts), 0);
+        return emit_event(c, ia, (int64_t)get64(hh), start, events,
+                          diff(t, last_ts), 0);
       }
     } else if (count + 1 > SZ_MAX_OPEN) {
       return 0;
@@ -1493,10 +1545,9 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
   w[2] = (unsigned char)(count + 1);
   w[3] = (unsigned char)((count + 1) >> 8);
   unsigned char *h = w + at;
-  sz_sess_t s = {
-      .id = session_id(ia->user, ia->user_len, t), .start = t, .events = 1};
+  int64_t id = session_id(ia->user, ia->user_len, t);
   memset(h, 0, SZ_SESS_HDR);
-  put64(h, (uint64_t)s.id);
+  put64(h, (uint64_t)id);
   put64(h + 8, (uint64_t)t);
   put64(h + 16, (uint64_t)t);
   put64(h + 24, 1);
@@ -1512,9 +1563,9 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
   e->len = n;
   *done = 1;
   c->host->counter_add(c->c_opened, 1);
-  if ((rc = due_push(c, p, deadline(c, t), e, s.id)))
+  if ((rc = due_push(c, p, deadline(c, t), e, id)))
     return rc;
-  return emit_event(c, ia, &s, -1, 0);
+  return emit_event(c, ia, id, t, 1, -1, 0);
 }
 
 /* Applies an interaction that the watermark has reached: it joins the
@@ -1543,7 +1594,7 @@ static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   }
   if (rc || (rc = user_store(c, p, partition, e)))
     return rc;
-  return emit_event(c, ia, s, since_prev, 0);
+  return emit_event(c, ia, s->id, s->start, s->events, since_prev, 0);
 }
 
 /* Span of session s if t joined it. */
@@ -1612,7 +1663,7 @@ static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   c->host->counter_add(c->c_late_acc, 1);
   if ((rc = user_store(c, p, partition, e)))
     return rc;
-  return emit_event(c, ia, s, since_prev, 1);
+  return emit_event(c, ia, s->id, s->start, s->events, since_prev, 1);
 }
 
 /* run_due on the encoded entry: the session is found by walking the
@@ -2157,6 +2208,14 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
     uent_unref(c, p, d.ent);
     if (rc)
       return rc;
+  }
+  /* The next close is usually a record or two away, and its user's block
+   * (last touched gap + grace of event time ago) is a cache miss: fetch
+   * it now. */
+  if (p->n_due) {
+    const char *b = (const char *)p->due[0].ent;
+    for (int l = 0; l < 4; l++)
+      __builtin_prefetch(b + 64 * l);
   }
   return 0;
 }
