@@ -762,6 +762,7 @@ static int open_list(cctx_t *c, const rs_ynode_t *root, const char *name,
 }
 
 static int read_sources(cctx_t *c, const rs_ynode_t *root) {
+  static const char *const bools[] = {"false", "true", NULL};
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *s;
   void *array = NULL;
@@ -780,7 +781,10 @@ static int read_sources(cctx_t *c, const rs_ynode_t *root) {
                       &src->topic)) ||
         (rc = get_num(c, s->items[i], label, "partitions", T_INT, 0, 1, 1024,
                       &parts)) ||
-        (rc = check_unknown(c, s->items[i], label, "name, topic, partitions")))
+        (rc = get_enum(c, s->items[i], label, "loopback", bools, 0,
+                       &src->loopback)) ||
+        (rc = check_unknown(c, s->items[i], label,
+                            "name, topic, partitions, loopback")))
       return rc;
     src->partitions = (int)parts;
   }

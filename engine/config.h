@@ -46,6 +46,7 @@ typedef struct rs_source_cfg {
   char *name;
   char *topic;
   int partitions; /* for the embedded broker; 0 = kafka.embedded.partitions */
+  int loopback;   /* reads a topic one of the pipeline's sinks writes */
   const rs_ynode_t *node;
 } rs_source_cfg_t;
 

@@ -186,6 +186,42 @@ static int visit(rs_graph_t *g, size_t i, int *color, size_t *stack,
   return 0;
 }
 
+/* Sources with `loopback: true` read a topic that one of the pipeline's own
+ * sinks writes. The flag must name a real loop (some sink writes the
+ * topic), and exactly_once cannot run one: a checkpoint keeps a source
+ * topic's next input offset and (exactly_once) an output topic's
+ * acknowledged end under the same topic name, so for a topic that is both
+ * the two would overwrite each other. */
+static int check_loopbacks(const rs_config_t *cfg, char *errstr,
+                           size_t errstr_size) {
+  char where[128];
+  for (size_t j = 0; j < cfg->n_sources; j++) {
+    const rs_source_cfg_t *src = &cfg->sources[j];
+    if (!src->loopback)
+      continue;
+    rs_ypair_t *p = rs_ymap_find(src->node, "loopback");
+    const rs_ynode_t *at = p ? p->value : src->node;
+    rs_config_where(cfg, at->line, at->col, where, sizeof where);
+    size_t i = 0;
+    while (i < cfg->n_sinks && strcmp(cfg->sinks[i].topic, src->topic))
+      i++;
+    if (i == cfg->n_sinks)
+      return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%ssources '%s'.loopback: no sink writes topic '%s'; "
+                       "loopback is only for a source that reads the "
+                       "pipeline's own output (remove it)",
+                       where, src->name, src->topic);
+    if (cfg->state.guarantee == RS_GUARANTEE_EXACTLY_ONCE)
+      return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%ssources '%s'.loopback: not available with "
+                       "state.guarantee exactly_once (a checkpoint keeps "
+                       "topic '%s''s input offsets and its output ends under "
+                       "the same name); use at_least_once",
+                       where, src->name, src->topic);
+  }
+  return 0;
+}
+
 int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
                    rs_graph_t **out, char *errstr, size_t errstr_size) {
   *out = NULL;
@@ -349,19 +385,25 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
                        where, src->name, src->topic, cfg->sources[j].name);
   }
 
-  /* A sink writing into a source topic would feed itself forever. */
+  /* A sink writing into a source topic would feed itself forever, unless
+   * the source declares the loop (`loopback: true`, docs/CONFIG.md). */
   for (size_t i = 0; i < cfg->n_sinks && !rc; i++)
     for (size_t j = 0; j < cfg->n_sources && !rc; j++)
-      if (!strcmp(cfg->sinks[i].topic, cfg->sources[j].topic)) {
+      if (!cfg->sources[j].loopback &&
+          !strcmp(cfg->sinks[i].topic, cfg->sources[j].topic)) {
         rs_ypair_t *p = rs_ymap_find(cfg->sinks[i].node, "topic");
         rs_config_where(cfg, p->value->line, p->value->col, where,
                         sizeof where);
         rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
                        "%ssinks '%s'.topic: '%s' is also read by source "
-                       "'%s'; the pipeline would consume its own output",
+                       "'%s'; the pipeline would consume its own output "
+                       "(if that loop is deliberate, set loopback: true on "
+                       "the source)",
                        where, cfg->sinks[i].name, cfg->sinks[i].topic,
                        cfg->sources[j].name);
       }
+  if (!rc)
+    rc = check_loopbacks(cfg, errstr, errstr_size);
 
   /* Nor may dead letters go into a source topic (they would be read back
    * and fail again; and the state store keeps input and output positions

@@ -120,8 +120,10 @@ static json_t *variant(json_t *j, const char *name) {
 
 Test(simulate, demo_experiment_model_beats_popularity_beats_random,
      .timeout = 120) {
-  static const char *const topics[] = {"interactions", "interactions.dlq",
-                                       "recommendations", "feedback", NULL};
+  /* unclicked: bandit.unclicked fed back to mf (a loopback source). */
+  static const char *const topics[] = {"interactions",    "interactions.dlq",
+                                       "recommendations", "feedback",
+                                       "unclicked",       NULL};
   rs_mock_t *m = it_cluster(1, 4, topics);
   cr_assert_not_null(m);
   char brokers[512], dir[1024];

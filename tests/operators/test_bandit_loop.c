@@ -350,13 +350,17 @@ static void run_loop(const world_t *w, result_t *res, int print) {
   free(l);
 }
 
-/* configs/demo_loop.yaml's operator options (kept in step by hand). */
+/* configs/demo_loop.yaml's operator options (kept in step by hand), with
+ * its wiring: feedback into mf_update's second input and bandit_reward's
+ * unclicked slots (the loopback topic `unclicked`) into its third. */
 #define DEMO_MF                                                                \
   "k=16,learning_rate=0.3,adaptive=adagrad,negatives=16,"                      \
   "negative_exponent=0.5,bias_learning_rate=0,weight_click=1,"                 \
+  "weight_unclicked=1,feedback_weight=0,"                                      \
   "popularity_half_life=5m,min_user_events=3"
 #define DEMO_TOPN "n=20,min_interval=0s,exact_scan_below=20000,history=0"
-#define DEMO_BANDIT "policy=thompson,slots=10,reward_window=1m"
+#define DEMO_BANDIT                                                            \
+  "policy=thompson,slots=10,reward_window=5s,unclicked=with_feedback"
 
 /* The small world both loop tests run: the demo's options, 40 users. */
 static world_t small_world(void) {
@@ -369,42 +373,25 @@ static world_t small_world(void) {
                    .drift = 0.2,
                    .new_items = 0.2,
                    .look = 1,
+                   .unclicked_to_mf = 1,
                    .seed = 3,
                    .mf = DEMO_MF,
                    .topn = DEMO_TOPN,
                    .bandit = DEMO_BANDIT,
-                   .pop_mf = "min_user_events=1000000",
-                   .pop_bandit = "policy=greedy"};
+                   .pop_mf = "min_user_events=1000000,weight_unclicked=0",
+                   .pop_bandit = "policy=greedy,reward_window=1m"};
 }
 
+/* The demo as configured: the unclicked slots reach mf_update and are
+ * learned, and the order model > popularity > random holds. Deterministic;
+ * measured: model 0.1849, popularity 0.0744, random 0.0448 (oracle 0.2648),
+ * 11,615 slots fed back, all learned (with_feedback: only lists with a
+ * click send theirs). With learning_rate 0 for the model it falls to
+ * popularity's level; with weight_unclicked 0 none is learned. (In the
+ * demo's world the wiring moves 0.58 to 0.66 of the oracle, docs/DEMO.md;
+ * this world is too small to assert a gain.) */
 Test(loop, model_beats_popularity_beats_random, .timeout = 300) {
   world_t w = small_world();
-  result_t r;
-  run_loop(&w, &r, 0);
-  cr_log_info("model %.4f popularity %.4f random %.4f oracle %.4f", r.model[0],
-              r.model[1], r.random[0], r.oracle[0]);
-  /* Deterministic; measured 0.1767, 0.0720, 0.0447 (oracle 0.2678). With
-   * learning_rate 0 for the model it falls to popularity's level. */
-  cr_assert_gt(r.model[0], 1.6 * r.model[1], "model %.4f, popularity %.4f",
-               r.model[0], r.model[1]);
-  cr_assert_gt(r.model[1], 1.3 * r.random[1], "popularity %.4f, random %.4f",
-               r.model[1], r.random[1]);
-  cr_assert_lt(r.model[0], r.oracle[0]);
-}
-
-/* The wiring docs/DEMO.md ("Unclicked slots") proposes: feedback into
- * mf_update and bandit_reward's port `unclicked` fed back to it, with
- * weight_unclicked. The unclicked slots reach mf_update and are learned
- * (those of lists with a click), and the order model > popularity > random
- * holds. Deterministic; measured: model 0.1773, popularity 0.0805, random
- * 0.0453 (oracle 0.2684); without the wiring 0.1767 in this small world
- * (in the demo's world 0.59 -> 0.65 of the oracle, too small a world here
- * to assert a gain). */
-Test(loop, unclicked_slots_reach_mf_update, .timeout = 300) {
-  world_t w = small_world();
-  w.unclicked_to_mf = 1;
-  w.mf = DEMO_MF ",weight_unclicked=1,feedback_weight=0";
-  w.bandit = DEMO_BANDIT ",reward_window=5s";
   result_t r;
   run_loop(&w, &r, 0);
   cr_log_info("model %.4f popularity %.4f random %.4f oracle %.4f unclicked "
@@ -412,13 +399,34 @@ Test(loop, unclicked_slots_reach_mf_update, .timeout = 300) {
               r.model[0], r.model[1], r.random[0], r.oracle[0], r.unclicked,
               r.unclicked_learned);
   cr_assert_gt(r.unclicked, 1000, "unclicked slots fed back: %ld", r.unclicked);
-  cr_assert_gt(r.unclicked_learned, r.unclicked / 4,
+  cr_assert_gt(r.unclicked_learned, r.unclicked / 2,
                "learned %ld of %ld unclicked slots", r.unclicked_learned,
                r.unclicked);
   cr_assert_gt(r.model[0], 1.6 * r.model[1], "model %.4f, popularity %.4f",
                r.model[0], r.model[1]);
   cr_assert_gt(r.model[1], 1.3 * r.random[1], "popularity %.4f, random %.4f",
                r.model[1], r.random[1]);
+  cr_assert_lt(r.model[0], r.oracle[0]);
+}
+
+/* Without the loopback (session 7's demo: no unclicked slots, feedback
+ * only into bandit_reward, reward_window 1m) the order holds too.
+ * Deterministic; measured 0.1767, 0.0720, 0.0447 (oracle 0.2678). */
+Test(loop, without_unclicked_slots, .timeout = 300) {
+  world_t w = small_world();
+  w.unclicked_to_mf = 0;
+  w.mf = DEMO_MF ",weight_unclicked=0,feedback_weight=1";
+  w.bandit = DEMO_BANDIT ",reward_window=1m,unclicked=all";
+  result_t r;
+  run_loop(&w, &r, 0);
+  cr_log_info("model %.4f popularity %.4f random %.4f oracle %.4f", r.model[0],
+              r.model[1], r.random[0], r.oracle[0]);
+  cr_assert_eq(r.unclicked, 0);
+  cr_assert_gt(r.model[0], 1.6 * r.model[1], "model %.4f, popularity %.4f",
+               r.model[0], r.model[1]);
+  cr_assert_gt(r.model[1], 1.3 * r.random[1], "popularity %.4f, random %.4f",
+               r.model[1], r.random[1]);
+  cr_assert_lt(r.model[0], r.oracle[0]);
 }
 
 static double env_num(const char *k, double dflt) {
@@ -435,8 +443,11 @@ static const char *env_str(const char *k, const char *dflt) {
  * RS_LOOP_SECONDS=30 RS_LOOP_WARMUP=10 RS_LOOP_WINDOW=3 RS_LOOP_SEED=42
  * RS_LOOP_DRIFT=0.2 RS_LOOP_NEW_ITEMS=0.2 RS_LOOP_MF=k=v,...
  * RS_LOOP_TOPN=... RS_LOOP_BANDIT=... (added to the demo's options)
- * RS_LOOP_LOOK=P RS_LOOP_UNCLICKED=1 (feedback -> mf input 1 and
- * bandit_reward's port `unclicked` -> mf input 2, for weight_unclicked)
+ * RS_LOOP_LOOK=P RS_LOOP_UNCLICKED=0 (default 1, as the demo: feedback ->
+ * mf input 1 and bandit_reward's port `unclicked` -> mf input 2; 0 cuts
+ * both, for the options of session 7's demo add
+ * RS_LOOP_MF=weight_unclicked=0,feedback_weight=1
+ * RS_LOOP_BANDIT=reward_window=1m)
  * ./build/tests/operators_test_bandit_loop --filter 'loop/measure' */
 Test(loop, measure) {
   if (!getenv("RS_LOOP"))
@@ -455,13 +466,13 @@ Test(loop, measure) {
                .drift = env_num("RS_LOOP_DRIFT", 0.2),
                .new_items = env_num("RS_LOOP_NEW_ITEMS", 0.2),
                .look = env_num("RS_LOOP_LOOK", 1),
-               .unclicked_to_mf = (int)env_num("RS_LOOP_UNCLICKED", 0),
+               .unclicked_to_mf = (int)env_num("RS_LOOP_UNCLICKED", 1),
                .seed = (uint64_t)env_num("RS_LOOP_SEED", 42),
                .mf = mf,
                .topn = tn,
                .bandit = br,
-               .pop_mf = "min_user_events=1000000",
-               .pop_bandit = "policy=greedy"};
+               .pop_mf = "min_user_events=1000000,weight_unclicked=0",
+               .pop_bandit = "policy=greedy,reward_window=1m"};
   result_t r;
   printf("users %u items %u rate %g seconds %g seed %llu\nmf: %s\ntopn: "
          "%s\nbandit: %s\n",

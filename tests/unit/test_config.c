@@ -193,6 +193,20 @@ Test(config, set_overrides_values_operators_and_properties) {
   rs_config_destroy(cfg);
 }
 
+/* A deliberate loop (sources' loopback): `in` is parsed and written to
+ * topic `back`, which source `back` reads again (valid at_least_once). */
+#define LOOPBACK                                                               \
+  "app: t\n"                                                                   \
+  "sources:\n"                                                                 \
+  "  - { name: in, topic: in }\n"                                              \
+  "  - { name: back, topic: back, loopback: true }\n"                          \
+  "operators:\n"                                                               \
+  "  - { name: parse, type: parse, input: in }\n"                              \
+  "  - { name: again, type: parse, input: back }\n"                            \
+  "sinks:\n"                                                                   \
+  "  - { name: fed, input: parse, topic: back }\n"                             \
+  "  - { name: out, input: again, topic: out }\n"
+
 /* sessionize with idle_close (at_least_once, arrival order: valid). */
 #define SESSIONS_IDLE                                                          \
   "operators:\n"                                                               \
@@ -301,7 +315,8 @@ static const bad_case_t bad_cases[] = {
     {"sink_into_source",
      HEAD PARSE "sinks:\n  - { name: out, input: parse, topic: in }\n", NULL,
      "bad.yaml:7:39: sinks 'out'.topic: 'in' is also read by source 'in'; the "
-     "pipeline would consume its own output"},
+     "pipeline would consume its own output (if that loop is deliberate, set "
+     "loopback: true on the source)"},
     {"dead_letters_into_source",
      HEAD "operators:\n  - { name: parse, type: parse, input: in, "
           "dead_letter_topic: in }\n" TAIL,
@@ -473,6 +488,34 @@ static const bad_case_t bad_cases[] = {
      "function of the input, which state.guarantee exactly_once needs (a "
      "replay must regenerate the same outputs); leave idle_close at 0 or use "
      "at_least_once"},
+    /* sources' loopback: only on a source a sink writes, not exactly_once,
+     * a boolean; without it the loop is refused as sink_into_source. */
+    {"loopback_without_a_sink_writing_it",
+     "app: t\nsources:\n  - { name: in, topic: in, loopback: true }\n" PARSE
+         TAIL,
+     NULL,
+     "bad.yaml:3:38: sources 'in'.loopback: no sink writes topic 'in'; "
+     "loopback is only for a source that reads the pipeline's own output "
+     "(remove it)"},
+    {"loopback_exactly_once", "state: { guarantee: exactly_once }\n" LOOPBACK,
+     NULL,
+     "bad.yaml:5:42: sources 'back'.loopback: not available with "
+     "state.guarantee exactly_once (a checkpoint keeps topic 'back''s input "
+     "offsets and its output ends under the same name); use at_least_once"},
+    {"loopback_set_exactly_once", LOOPBACK, "state.guarantee=exactly_once",
+     "bad.yaml:4:42: sources 'back'.loopback: not available with "
+     "state.guarantee exactly_once (a checkpoint keeps topic 'back''s input "
+     "offsets and its output ends under the same name); use at_least_once"},
+    {"loopback_not_a_bool",
+     "app: t\nsources:\n  - { name: in, topic: in, loopback: yes }\n" PARSE
+         TAIL,
+     NULL,
+     "bad.yaml:3:38: sources 'in'.loopback: expected one of false, true, got "
+     "'yes'"},
+    {"loopback_off_is_the_old_check", LOOPBACK, "sources.back.loopback=false",
+     "bad.yaml:9:39: sinks 'fed'.topic: 'back' is also read by source 'back'; "
+     "the pipeline would consume its own output (if that loop is deliberate, "
+     "set loopback: true on the source)"},
 };
 
 Test(config, every_bad_config_has_its_exact_message) {
@@ -598,4 +641,16 @@ Test(config, idle_close_loads_where_outputs_may_depend_on_wall_clock) {
   cr_assert_eq(load("state: { guarantee: exactly_once }\n" HEAD SESSIONS_IDLE,
                     off, 1, err, sizeof err),
                0, "%s", err);
+}
+
+Test(config, loopback_source_reads_its_own_sink) {
+  char err[1024];
+  rs_config_t *cfg = NULL;
+  cr_assert_eq(load(LOOPBACK, NULL, 0, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(rs_config_load_string("l.yaml", LOOPBACK, strlen(LOOPBACK), NULL,
+                                     0, &cfg, err, sizeof err),
+               0, "%s", err);
+  cr_assert_eq(cfg->sources[0].loopback, 0);
+  cr_assert_eq(cfg->sources[1].loopback, 1);
+  rs_config_destroy(cfg);
 }
