@@ -528,6 +528,23 @@ static int worse(const cand_t *a, const cand_t *b) {
   return a->score < b->score || (a->score == b->score && a->item > b->item);
 }
 
+/* Restores the heap (worst at the root) below i in h[0..n). */
+static void sift_down(cand_t *h, uint32_t n, uint32_t i) {
+  for (;;) {
+    uint32_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < n && worse(&h[l], &h[m]))
+      m = l;
+    if (r < n && worse(&h[r], &h[m]))
+      m = r;
+    if (m == i)
+      return;
+    cand_t t = h[i];
+    h[i] = h[m];
+    h[m] = t;
+    i = m;
+  }
+}
+
 static void heap_push(cand_t *h, uint32_t *n, uint32_t cap, cand_t x) {
   if (*n == cap) {
     if (!worse(&h[0], &x))
@@ -546,19 +563,7 @@ static void heap_push(cand_t *h, uint32_t *n, uint32_t cap, cand_t x) {
     }
     return;
   }
-  for (uint32_t i = 0;;) {
-    uint32_t l = 2 * i + 1, r = l + 1, m = i;
-    if (l < *n && worse(&h[l], &h[m]))
-      m = l;
-    if (r < *n && worse(&h[r], &h[m]))
-      m = r;
-    if (m == i)
-      break;
-    cand_t t = h[i];
-    h[i] = h[m];
-    h[m] = t;
-    i = m;
-  }
+  sift_down(h, *n, 0);
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -566,17 +571,17 @@ static int cmp_u32(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* The heap's n entries best first. `worse` is a total order on them
- * (finite scores, distinct items), so this is the one order any sort
- * gives; an insertion sort of n (default 10) entries does without
- * qsort's calls through a comparator. */
+/* The heap's n entries best first, in place: the worst (the root) goes
+ * to the end, n - 1 times (a heapsort, O(n log n) for any n up to the
+ * option's 1,000; an insertion sort of the heap's nearly ascending array
+ * was quadratic there). `worse` is a total order on them (finite scores,
+ * distinct items), so this is the one order any sort gives. */
 static void sort_best(cand_t *h, uint32_t n) {
-  for (uint32_t i = 1; i < n; i++) {
-    cand_t x = h[i];
-    uint32_t j = i;
-    for (; j > 0 && worse(&h[j - 1], &x); j--)
-      h[j] = h[j - 1];
-    h[j] = x;
+  for (uint32_t k = n; k > 1; k--) {
+    cand_t t = h[0];
+    h[0] = h[k - 1];
+    h[k - 1] = t;
+    sift_down(h, k - 1, 0);
   }
 }
 
