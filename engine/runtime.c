@@ -476,8 +476,8 @@ static void crash_point(rs_engine_t *e, const char *name) {
   }
 }
 
-/* Checkpoints (DESIGN.md section 3), asynchronous: processing never waits
- * for one.
+/* Checkpoints (DESIGN.md section 3), asynchronous: processing does not wait
+ * for one (except the spill pause, see ck_paused).
  *
  *  1. Capture, on the loop between batches (never during process()), at a
  *     point T: the operators' checkpoint() callbacks run, the next input
@@ -574,7 +574,12 @@ static int capture(rs_engine_t *e) {
     fail(e, RS_ENOMEM, "checkpoint: out of memory");
     return RS_ENOMEM;
   }
-  uv_cond_init(&ck->cv);
+  if (uv_cond_init(&ck->cv)) {
+    uv_mutex_destroy(&ck->mu);
+    rs_free(ck);
+    fail(e, RS_ENOMEM, "checkpoint: out of memory");
+    return RS_ENOMEM;
+  }
   ck->e = e;
   int rc = 0;
   for (size_t s = 0; !rc && s < e->cfg->n_sources; s++)
