@@ -1125,9 +1125,9 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
     }
   }
   /* Counting sort of the users of those buckets by the hashes in the
-   * table's slots: no entry is read here (each would be a cache miss, and
-   * this runs over every user at every checkpoint). Absent users are
-   * skipped while encoding. */
+   * table's slots: no entry is read here (the ttl sweep above still reads
+   * every entry once per checkpoint; this pass no longer reads them a
+   * second time). Absent users are skipped while encoding. */
   size_t n = 0;
   for (size_t i = 0; i < p->tab_cap; i++) {
     if (p->tab[i].e && start[p->tab[i].hash & mask] != SIZE_MAX) {

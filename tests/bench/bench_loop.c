@@ -15,9 +15,10 @@
  *    sessionize (closed sessions as topn_emit's second input), mf_update,
  *    topn_emit (n 20, whole-catalogue scan of 1,000 items) and
  *    bandit_reward (Thompson, 10 slots); `demo` (part 2's default) is
- *    configs/demo_loop.yaml's pipeline, the same without sessionize and
- *    without the A/B split; `loop` is configs/loop.yaml's parse ->
- *    mf_update -> topn_emit.
+ *    configs/demo_loop.yaml's pipeline as of session 7, the same without
+ *    sessionize and without the A/B split (session 8's loop through the
+ *    topic `unclicked` and its options are not in it); `loop` is
+ * configs/loop.yaml's parse -> mf_update -> topn_emit.
  * 2. Latency: `recstream simulate` (in-process, rs_cmd_simulate) at R
  *    user actions per second (default 5,000), with feedback, against that
  *    pipeline running in a thread: p50/p99 from an interaction being
