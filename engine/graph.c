@@ -194,7 +194,7 @@ static int visit(rs_graph_t *g, size_t i, int *color, size_t *stack,
  * the two would overwrite each other. */
 static int check_loopbacks(const rs_config_t *cfg, char *errstr,
                            size_t errstr_size) {
-  char where[128];
+  char where[512];
   for (size_t j = 0; j < cfg->n_sources; j++) {
     const rs_source_cfg_t *src = &cfg->sources[j];
     if (!src->loopback)
