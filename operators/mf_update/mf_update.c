@@ -91,6 +91,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -180,7 +181,10 @@ typedef struct mf_ctx {
   rs_counter_t *c_learned, *c_skipped, *c_guard, *c_bad_state, *c_users,
       *c_items, *c_refused;
   char reason[256];
+  uint64_t instance; /* rs_mf_view_t */
 } mf_ctx_t;
+
+static atomic_uint_fast64_t mf_instances;
 
 static const rs_option_def_t mf_options[] = {
     {RS_OPT_ENUM, "objective", "bpr", offsetof(mf_ctx_t, objective), 0, -1,
@@ -685,6 +689,7 @@ static int mf_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
     mf_destroy(op, c); /* the host calls destroy() only after init succeeds */
     return RS_ENOMEM;
   }
+  c->instance = (uint64_t)atomic_fetch_add(&mf_instances, 1) + 1;
   int rc = load_model(c);
   if (rc) {
     snprintf(errstr, errstr_size, "cannot load the stored model: %s%s",
@@ -1391,6 +1396,7 @@ void rs__mf_view(void *vctx, rs_mf_view_t *out) {
   out->rating_min = c->rating_min;
   out->rating_max = c->rating_max;
   out->version = c->version;
+  out->instance = c->instance;
 }
 
 int rs__mf_item_index(void *vctx, const char *item, size_t len, uint32_t *idx) {

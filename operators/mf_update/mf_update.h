@@ -36,6 +36,10 @@ typedef struct rs_mf_view {
                         middle of the rating range) */
   double rating_min, rating_max;
   uint64_t version; /* model updates so far */
+  /* This model's instance in the process (1, 2, ...; set at init, never
+   * reused): an item id names the same item for as long as the instance
+   * lives (items are only appended), and only then. */
+  uint64_t instance;
 } rs_mf_view_t;
 
 extern const rs_operator_def_t rs_op_mf_update;

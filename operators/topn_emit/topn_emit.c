@@ -19,7 +19,7 @@
  * `model` that is not an mf_update instance fails init(). Item names
  * ("r" + BE32 id) are read through peer_state_get once per item and kept
  * (an id's name never changes while the model lives; the names are
- * dropped when the model restarts or goes back, see tn_ctx_t): 20 state
+ * dropped when another model instance is seen, see tn_ctx_t): 20 state
  * lookups per list were a third of the operator's time at n = 20.
  * mf_update's user record ("u" + user: events at 8, bias at 16, vector at
  * 32, for the session trigger) is read through peer_state_get.
@@ -144,16 +144,13 @@ typedef struct tn_ctx {
    * ids), so an emission reads each name from state once per process
    * instead of once per list. names_at[id] is 1 + the name's offset in
    * names (0: not read yet), names_len[id] its length. Dropped whenever
-   * the model is not the one they were read from: another context, fewer
-   * items or an older version than last seen (a restarted or rolled-back
-   * model may give an id to another name). */
+   * the model is not the instance they were read from (rs_mf_view_t
+   * instance: a restarted model may give an id to another name). */
   char *names;
   size_t names_n, names_cap;
   uint32_t *names_at, *names_len;
   size_t names_items;
-  const void *names_mf;
-  uint32_t names_seen_items;
-  uint64_t names_seen_version;
+  uint64_t names_instance; /* 0: none read yet */
 
   const char *variant; /* host->variant, "" outside experiments */
   uint32_t variant_len;
@@ -273,15 +270,12 @@ static int read_model(tn_ctx_t *c) {
   if (!c->mf || def != &rs_op_mf_update)
     return RS_ESTATE;
   rs__mf_view(c->mf, &c->mv);
-  if (c->names_mf != c->mf || c->mv.n_items < c->names_seen_items ||
-      c->mv.version < c->names_seen_version) {
+  if (c->names_instance != c->mv.instance) {
     c->names_n = 0;
     if (c->names_items)
       memset(c->names_at, 0, c->names_items * sizeof *c->names_at);
-    c->names_mf = c->mf;
+    c->names_instance = c->mv.instance;
   }
-  c->names_seen_items = c->mv.n_items;
-  c->names_seen_version = c->mv.version;
   return 0;
 }
 
