@@ -301,6 +301,26 @@ static int all_committed(void *arg) {
   return 1;
 }
 
+/* The second instance joins (empty state) while the output broker (2) is
+ * slow; once it has work the output is made prompt, the group must get
+ * every partition committed at its end, and both instances stop. */
+static void second_joins(rs_mock_t *m, it_engine_t *one, it_engine_t *two,
+                         const char *const *sets, size_t n_sets,
+                         rs_engine_stats_t *st1, rs_engine_stats_t *st2) {
+  cr_assert_eq(it_engine_start_opts(two, yaml, sets, n_sets, 0, 1), 0, "%s",
+               two->err);
+  /* The group rebalances (which takes the embedded broker seconds). */
+  cr_assert(it_wait(processed_some, two->e, 120000),
+            "the second instance got no partition");
+  rd_kafka_mock_broker_set_rtt(m->mc, 2, 0);
+  cr_assert(it_wait(all_committed, (void *)m->bootstraps, 180000),
+            "the group did not commit every partition at its end");
+  cr_assert_eq(it_engine_join(two, 1), 0, "%s", two->err);
+  cr_assert_eq(it_engine_join(one, 1), 0, "%s", one->err);
+  rs_engine_get_stats(one->e, st1);
+  rs_engine_get_stats(two->e, st2);
+}
+
 /* Two instances share the input; the second joins mid-stream. Both use
  * deterministic order so that every partition is part-way through when
  * the group rebalances (arrival order tends to finish partitions one at a
@@ -354,19 +374,8 @@ Test(state_engine, rebalance_hands_partitions_over_at_their_checkpoint,
   cr_assert_eq(it_engine_join(&refused, 0), RS_ESTATE, "%s", refused.err);
   cr_assert(strstr(refused.err, "holds no state") != NULL, "%s", refused.err);
   it_engine_free(&refused);
-  cr_assert_eq(it_engine_start_opts(&two, yaml, s2, 7, 0, 1), 0, "%s", two.err);
-  /* The group rebalances (which takes the embedded broker seconds); the
-   * output stays slow until the second instance has work. */
-  cr_assert(it_wait(processed_some, two.e, 120000),
-            "the second instance got no partition");
-  rd_kafka_mock_broker_set_rtt(m->mc, 2, 0);
-  cr_assert(it_wait(all_committed, (void *)m->bootstraps, 180000),
-            "the group did not commit every partition at its end");
-  cr_assert_eq(it_engine_join(&two, 1), 0, "%s", two.err);
-  cr_assert_eq(it_engine_join(&one, 1), 0, "%s", one.err);
   rs_engine_stats_t st1, st2;
-  rs_engine_get_stats(one.e, &st1);
-  rs_engine_get_stats(two.e, &st2);
+  second_joins(m, &one, &two, s2, 7, &st1, &st2);
   cr_assert_gt(st2.records_in, 0, "the second instance got no partition");
   /* Nothing lost: every input processed and checkpointed, every output
    * there. Exact handover (no input processed twice) needs the revoking
@@ -480,17 +489,8 @@ Test(state_engine, rebalance_while_paused_fetches_reassigned_partitions,
   cr_assert_eq(it_engine_start(&one, yaml, s1, 5, 0), 0, "%s", one.err);
   cr_assert(it_wait(input_paused, one.e, 60000),
             "the first instance never paused its input");
-  cr_assert_eq(it_engine_start_opts(&two, yaml, s2, 5, 0, 1), 0, "%s", two.err);
-  cr_assert(it_wait(processed_some, two.e, 120000),
-            "the second instance got no partition");
-  rd_kafka_mock_broker_set_rtt(m->mc, 2, 0);
-  cr_assert(it_wait(all_committed, (void *)m->bootstraps, 120000),
-            "the group did not commit every partition at its end");
-  cr_assert_eq(it_engine_join(&two, 1), 0, "%s", two.err);
-  cr_assert_eq(it_engine_join(&one, 1), 0, "%s", one.err);
   rs_engine_stats_t st1, st2;
-  rs_engine_get_stats(one.e, &st1);
-  rs_engine_get_stats(two.e, &st2);
+  second_joins(m, &one, &two, s2, 5, &st1, &st2);
   cr_assert_geq(st1.records_in + st2.records_in, (uint64_t)total);
   it_engine_free(&one);
   it_engine_free(&two);
