@@ -621,6 +621,14 @@ static void biases(rs_harness_t *h, float *b) {
     b[i] = v.item_bias[i];
 }
 
+/* Options under which a BPR step moves only the biases (k 1, zero
+ * vectors, no adaptive rate or bias regularisation, feedback clicks
+ * remembered but not learned): 14 strings. */
+#define BIASES_ONLY_BPR                                                        \
+  "objective", "bpr", "k", "1", "init_scale", "0", "adaptive", "none",         \
+      "bias_learning_rate", "0.2", "bias_regularization", "0",                 \
+      "feedback_weight", "0"
+
 /* Items first seen in a click or an unclicked slot are written to state
  * with the model record that counts them (a restart used to fail with
  * "missing although the model counts it"), an unclicked slot's moved row
@@ -628,23 +636,7 @@ static void biases(rs_harness_t *h, float *b) {
  * pair would be stepped twice: y at -0.4). k 1, zero vectors: only biases
  * move, x 0.2 and y -0.2 as in the hand-worked test below. */
 Test(mf_update, unclicked_and_clicked_new_items_survive_a_restart) {
-  const char *opts[] = {"objective",
-                        "bpr",
-                        "k",
-                        "1",
-                        "init_scale",
-                        "0",
-                        "adaptive",
-                        "none",
-                        "bias_learning_rate",
-                        "0.2",
-                        "bias_regularization",
-                        "0",
-                        "feedback_weight",
-                        "0",
-                        "weight_unclicked",
-                        "2",
-                        NULL};
+  const char *opts[] = {BIASES_ONLY_BPR, "weight_unclicked", "2", NULL};
   rs_harness_t *h = make(opts);
   push_fbk(h, "u", "imp1", "x", RS_FEEDBACK_CLICK, 1, 1);
   push_fbk(h, "u", "imp1", "x", RS_FEEDBACK_CLICK, 1, 2);
@@ -673,25 +665,9 @@ Test(mf_update, unclicked_and_clicked_new_items_survive_a_restart) {
  *     b -0.524857.
  * The click of step 1 is remembered across a checkpoint and restart. */
 Test(mf_update, unclicked_slots_rank_below_the_lists_clicks_by_hand) {
-  const char *opts[] = {"objective",
-                        "bpr",
-                        "k",
-                        "1",
-                        "init_scale",
-                        "0",
-                        "adaptive",
-                        "none",
-                        "bias_learning_rate",
-                        "0.2",
-                        "bias_regularization",
-                        "0",
-                        "weight_view",
-                        "0",
-                        "feedback_weight",
-                        "0",
-                        "weight_unclicked",
-                        "2",
-                        NULL};
+  /* opts[16], opts[17]: weight_unclicked, changed below. */
+  const char *opts[] = {BIASES_ONLY_BPR,    "weight_view", "0",
+                        "weight_unclicked", "2",           NULL};
   rs_harness_t *h = make(opts);
   push1(h, "u0", "a", RS_EVENT_VIEW, 0, 0, 1, 1);
   push1(h, "u0", "b", RS_EVENT_VIEW, 0, 0, 2, 2);
