@@ -94,6 +94,23 @@ static int committed_at(void *arg) {
   return 1;
 }
 
+/* Starts the engine on config y (state in dir, consumer group `group`,
+ * 5 s request timeout) and waits until the group has committed every
+ * input partition at its current end; w is the wait's state. */
+static void start_and_commit(it_engine_t *e, rs_mock_t *m, const char *y,
+                             const char *dir, const char *group, waitarg_t *w) {
+  char b[512], d[400], g[128];
+  snprintf(b, sizeof b, "kafka.brokers=%s", m->bootstraps);
+  snprintf(d, sizeof d, "state.dir=%s", dir);
+  snprintf(g, sizeof g, "kafka.group_id=%s", group);
+  const char *sets[] = {b, d, g, "kafka.properties.request.timeout.ms=5000"};
+  cr_assert_eq(it_engine_start(e, y, sets, 4, 0), 0, "%s", e->err);
+  *w = (waitarg_t){.bootstrap = m->bootstraps, .group = group, .e = e->e};
+  for (int p = 0; p < 4; p++)
+    w->ends[p] = it_end_offset(m->bootstraps, "in", p);
+  cr_assert(it_wait(committed_at, w, 60000), "first part not committed");
+}
+
 static int processed(void *arg) {
   waitarg_t *w = arg;
   rs_engine_stats_t st;
@@ -124,17 +141,11 @@ Test(checkpoint, unacknowledged_outputs_keep_their_inputs_uncommitted,
   }
   const long half = 1000;
   cr_assert_eq(it_produce(m->bootstraps, "in", half, 50, 0, "avro"), 0);
-  char b[512], d[300];
-  snprintf(b, sizeof b, "kafka.brokers=%s", m->bootstraps);
-  snprintf(d, sizeof d, "state.dir=%s/alo", it_state_dir());
-  const char *sets[] = {b, d, "kafka.group_id=ck",
-                        "kafka.properties.request.timeout.ms=5000"};
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/alo", it_state_dir());
   it_engine_t e;
-  cr_assert_eq(it_engine_start(&e, yaml, sets, 4, 0), 0, "%s", e.err);
-  waitarg_t w = {.bootstrap = m->bootstraps, .group = "ck", .e = e.e};
-  for (int p = 0; p < 4; p++)
-    w.ends[p] = it_end_offset(m->bootstraps, "in", p);
-  cr_assert(it_wait(committed_at, &w, 60000), "first part not committed");
+  waitarg_t w;
+  start_and_commit(&e, m, yaml, dir, "ck", &w);
 
   /* Outputs cannot be acknowledged from here on. */
   rd_kafka_mock_broker_set_down(m->mc, 2);
@@ -156,7 +167,7 @@ Test(checkpoint, unacknowledged_outputs_keep_their_inputs_uncommitted,
    * stored and committed offsets below are the check; a barrier would
    * already have failed the wait for processing above.) */
   int64_t stored[4];
-  stored_offsets(d + strlen("state.dir="), stored);
+  stored_offsets(dir, stored);
   for (int p = 0; p < 4; p++) {
     cr_assert_leq(stored[p], first[p],
                   "partition %d: stored offset %lld covers inputs whose "
@@ -174,7 +185,7 @@ Test(checkpoint, unacknowledged_outputs_keep_their_inputs_uncommitted,
   for (int p = 0; p < 4; p++)
     w.ends[p] = it_end_offset(m->bootstraps, "in", p);
   cr_assert(it_wait(committed_at, &w, 60000), "second part not committed");
-  stored_offsets(d + strlen("state.dir="), stored);
+  stored_offsets(dir, stored);
   for (int p = 0; p < 4; p++)
     cr_assert_eq(stored[p], w.ends[p], "partition %d", p);
   cr_assert_eq(it_engine_join(&e, 1), 0, "%s", e.err);
@@ -187,7 +198,7 @@ Test(checkpoint, unacknowledged_outputs_keep_their_inputs_uncommitted,
       it_consume_all(m->bootstraps, "out", (size_t)(2 * half), 30000, &msgs);
   cr_assert_geq(got, (size_t)(2 * half));
   it_msgs_free(msgs, got);
-  cr_assert_eq(events_counted(d + strlen("state.dir=")), 2 * half,
+  cr_assert_eq(events_counted(dir), 2 * half,
                "the state counted each input once");
   rs_mock_destroy(m);
 }
@@ -225,17 +236,11 @@ Test(checkpoint, spill_growing_while_a_checkpoint_waits_pauses_processing,
                           "parse }\n"
                           "sinks: [ { name: out, input: stats, topic: out } "
                           "]\n";
-  char b[512], d[300];
-  snprintf(b, sizeof b, "kafka.brokers=%s", m->bootstraps);
-  snprintf(d, sizeof d, "state.dir=%s/spill", it_state_dir());
-  const char *sets[] = {b, d, "kafka.group_id=cs",
-                        "kafka.properties.request.timeout.ms=5000"};
+  char dir[300];
+  snprintf(dir, sizeof dir, "%s/spill", it_state_dir());
   it_engine_t e;
-  cr_assert_eq(it_engine_start(&e, y, sets, 4, 0), 0, "%s", e.err);
-  waitarg_t w = {.bootstrap = m->bootstraps, .group = "cs", .e = e.e};
-  for (int p = 0; p < 4; p++)
-    w.ends[p] = it_end_offset(m->bootstraps, "in", p);
-  cr_assert(it_wait(committed_at, &w, 60000), "first part not committed");
+  waitarg_t w;
+  start_and_commit(&e, m, y, dir, "cs", &w);
   rd_kafka_mock_broker_set_down(m->mc, 2);
   cr_assert_eq(it_produce(m->bootstraps, "in", n, (int)n, 0, "avro"), 0);
   cr_assert(it_wait(paused_for_spill, &w, 60000),
@@ -264,7 +269,7 @@ Test(checkpoint, spill_growing_while_a_checkpoint_waits_pauses_processing,
   cr_assert_eq(st.records_in, (uint64_t)(first + n));
   cr_assert_eq(st.delivery_failures, 0);
   it_engine_free(&e);
-  cr_assert_eq(events_counted(d + strlen("state.dir=")), first + n,
+  cr_assert_eq(events_counted(dir), first + n,
                "the state counted each input once");
   rs_mock_destroy(m);
 }
