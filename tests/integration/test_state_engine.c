@@ -301,6 +301,24 @@ static int all_committed(void *arg) {
   return 1;
 }
 
+/* Raises stored[p] to the next offset of input partition p (of 4) kept in
+ * the state directory dir, where that is later. */
+static void stored_in_offsets(const char *dir, int64_t stored[4]) {
+  rs_store_t *s;
+  char err[512];
+  cr_assert_eq(rs_store_open(dir, NULL, 0, NULL, &s, err, sizeof err), 0, "%s",
+               err);
+  rs_offset_t *offs;
+  size_t n;
+  cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(offs[i].topic, "in") && offs[i].partition < 4 &&
+        offs[i].next_offset > stored[offs[i].partition])
+      stored[offs[i].partition] = offs[i].next_offset;
+  rs_store_offsets_free(offs, n);
+  rs_store_destroy(s);
+}
+
 /* The second instance joins (empty state) while the output broker (2) is
  * slow; once it has work the output is made prompt, the group must get
  * every partition committed at its end, and both instances stop. */
@@ -421,22 +439,8 @@ Test(state_engine, rebalance_hands_partitions_over_at_their_checkpoint,
    * the rebalances): the later of the two states is the end of the
    * input. */
   int64_t stored[4] = {-1, -1, -1, -1};
-  const char *dirs[] = {d1 + strlen("state.dir="), d2 + strlen("state.dir=")};
-  for (int k = 0; k < 2; k++) {
-    rs_store_t *s;
-    char err[512];
-    cr_assert_eq(rs_store_open(dirs[k], NULL, 0, NULL, &s, err, sizeof err), 0,
-                 "%s", err);
-    rs_offset_t *offs;
-    size_t n;
-    cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
-    for (size_t i = 0; i < n; i++)
-      if (!strcmp(offs[i].topic, "in") && offs[i].partition < 4 &&
-          offs[i].next_offset > stored[offs[i].partition])
-        stored[offs[i].partition] = offs[i].next_offset;
-    rs_store_offsets_free(offs, n);
-    rs_store_destroy(s);
-  }
+  stored_in_offsets(d1 + strlen("state.dir="), stored);
+  stored_in_offsets(d2 + strlen("state.dir="), stored);
   for (int p = 0; p < 4; p++)
     cr_assert_eq(stored[p], it_end_offset(m->bootstraps, "in", p),
                  "partition %d", p);
@@ -531,20 +535,8 @@ Test(state_engine, refused_commits_are_retried_until_the_end_is_committed,
   rs_engine_get_stats(one.e, &st);
   cr_assert_geq(st.records_in, (uint64_t)total);
   it_engine_free(&one);
-  rs_store_t *s;
-  char err[512];
-  cr_assert_eq(rs_store_open(d + strlen("state.dir="), NULL, 0, NULL, &s, err,
-                             sizeof err),
-               0, "%s", err);
-  rs_offset_t *offs;
-  size_t n;
-  cr_assert_eq(rs_store_read_offsets(s, &offs, &n), 0);
   int64_t stored[4] = {-1, -1, -1, -1};
-  for (size_t i = 0; i < n; i++)
-    if (!strcmp(offs[i].topic, "in") && offs[i].partition < 4)
-      stored[offs[i].partition] = offs[i].next_offset;
-  rs_store_offsets_free(offs, n);
-  rs_store_destroy(s);
+  stored_in_offsets(d + strlen("state.dir="), stored);
   for (int p = 0; p < 4; p++)
     cr_assert_eq(stored[p], it_end_offset(m->bootstraps, "in", p),
                  "partition %d", p);
