@@ -3,6 +3,7 @@
  * order per key is kept, offsets are committed only behind acknowledged
  * outputs, and memory stays bounded behind a slow sink. */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,28 @@ static int has_some_output(void *arg) {
   return sum >= o->want;
 }
 
+/* Fails with what the engine and the output topic show: this test has
+ * stalled twice in hundreds of runs on a loaded machine (output not
+ * complete 120 s after the outage), cause not yet known. */
+static void outage_stuck(it_engine_t *t, outage_t *o, long total) {
+  rs_engine_stats_t s;
+  rs_engine_get_stats(t->e, &s);
+  int64_t end[4];
+  for (int p = 0; p < 4; p++)
+    end[p] = it_end_offset(o->bootstrap, "out", p);
+  uint64_t now = rs_now_ns();
+  cr_assert_fail(
+      "output did not complete: out ends %" PRId64 " %" PRId64 " %" PRId64
+      " %" PRId64 " of %ld; engine: in %" PRIu64
+      ", last ack %.1f s ago, delivery failures %" PRIu64 ", pauses %" PRIu64
+      " (%" PRIu64 " of the partitions), checkpoints %" PRIu64 " of %" PRIu64
+      " captures, %" PRIu64 " checkpoint pauses, commits %" PRIu64,
+      end[0], end[1], end[2], end[3], total, s.records_in,
+      s.last_ack_ns ? (double)(now - s.last_ack_ns) / 1e9 : -1.0,
+      s.delivery_failures, s.pauses, s.partition_pauses, s.checkpoints,
+      s.checkpoint_captures, s.checkpoint_pauses, s.commits);
+}
+
 Test(pipeline, produce_errors_and_broker_outage_lose_nothing, .timeout = 300) {
   rs_mock_t *m = it_cluster(3, 4, topics);
   cr_assert(m != NULL);
@@ -211,7 +234,8 @@ Test(pipeline, produce_errors_and_broker_outage_lose_nothing, .timeout = 300) {
   nanosleep(&ts, NULL); /* the outage itself, not a synchronisation */
   rd_kafka_mock_broker_set_up(m->mc, 2);
   o.want = total;
-  cr_assert(it_wait(has_some_output, &o, 120000), "output did not complete");
+  if (!it_wait(has_some_output, &o, 120000))
+    outage_stuck(&t, &o, total); /* a rare stall: say where it stands */
   cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
   rs_engine_stats_t st;
   rs_engine_get_stats(t.e, &st);
