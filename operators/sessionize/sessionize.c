@@ -32,9 +32,10 @@
  *
  * Departure from DESIGN.md ("timers fire on event time"): the host's
  * timer_set is not implemented (RS_ENOTSUP), so the operator keeps its own
- * event-time agenda per partition: an in-memory min-heap of (close
+ * event-time agenda per partition: an in-memory priority queue of (close
  * deadline, user, session id) and one of pending records (event time,
- * arrival sequence; their bytes in memory, one chunk per batch). Both are
+ * arrival sequence; their bytes in memory, one chunk per batch), each a
+ * sorted FIFO ring for in-order pushes plus a min-heap for the rest. Both are
  * rebuilt from the state by one state_scan the first time a partition is seen
  * in this process (and again if the partition's state changed behind the
  * operator's back, e.g. it was dropped), then kept up to date on every change.
@@ -236,12 +237,24 @@ typedef struct sz_part {
   int64_t saved_max; /* what the meta entry holds */
   uint64_t saved_seq;
   unsigned nb_log, saved_nb_log; /* 2^nb_log user buckets */
-  sz_pend_t *pend;
+  /* The pending records and the close agenda are each a FIFO ring plus a
+   * heap: a push not earlier than the ring's last entry (nearly all of them
+   * with a time-ordered input: records arrive in time order and new
+   * sessions are created in it) is appended to the ring, any other goes to
+   * the heap, and a pop takes the smaller of the two heads. The same order
+   * as one heap (each is sorted by the same total order), but the usual
+   * push and pop are sequential accesses instead of a chain of cache
+   * misses down a heap of many thousand entries. */
+  sz_pend_t *pend; /* heap */
   size_t n_pend, cap_pend;
+  sz_pend_t *pring; /* ring, sorted */
+  size_t pr_head, pr_n, pr_cap;
   sz_chunk_t *chunks; /* every chunk with live records */
   sz_chunk_t *open;   /* the current batch's */
-  sz_due_t *due;
+  sz_due_t *due;      /* heap */
   size_t n_due, cap_due;
+  sz_due_t *dring; /* ring, sorted */
+  size_t dr_head, dr_n, dr_cap;
   /* Every user entry of the partition (complete once loaded: a user not
    * here has none), open addressing with linear probing. */
   sz_slot_t *tab;
@@ -486,13 +499,45 @@ static int pend_less(const sz_pend_t *a, const sz_pend_t *b) {
   return a->t != b->t ? a->t < b->t : a->seq < b->seq;
 }
 
+/* Makes room for one more entry in the ring *buf (n entries from *head,
+ * capacity *cap, a power of two, entries of sz bytes), keeping their
+ * order; the ring starts at 0 afterwards. */
+static int ring_room(const rs_host_api_t *h, void *buf, size_t *head, size_t n,
+                     size_t *cap, size_t sz) {
+  if (n < *cap)
+    return 0;
+  size_t nc = *cap ? 2 * *cap : 64, first = *cap - *head;
+  unsigned char *old = *(unsigned char **)buf, *b = h->malloc(nc * sz);
+  if (!b)
+    return RS_ENOMEM;
+  if (n) {
+    if (first > n)
+      first = n;
+    memcpy(b, old + *head * sz, first * sz);
+    memcpy(b + first * sz, old, (n - first) * sz);
+  }
+  h->free(old);
+  *(unsigned char **)buf = b;
+  *head = 0;
+  *cap = nc;
+  return 0;
+}
+
 static int pend_push(sz_ctx_t *c, sz_part_t *p, int64_t t, uint64_t seq,
                      uint64_t hash, sz_chunk_t *chunk, size_t off,
                      const rs_interaction_t *ia) {
+  sz_pend_t x = {t, seq, hash, chunk, off, ia};
+  if (!p->pr_n ||
+      !pend_less(&x, &p->pring[(p->pr_head + p->pr_n - 1) & (p->pr_cap - 1)])) {
+    if (ring_room(c->host, &p->pring, &p->pr_head, p->pr_n, &p->pr_cap,
+                  sizeof(sz_pend_t)))
+      return RS_ENOMEM;
+    p->pring[(p->pr_head + p->pr_n++) & (p->pr_cap - 1)] = x;
+    return 0;
+  }
   if (grow(c->host, &p->pend, &p->cap_pend, p->n_pend + 1, sizeof(sz_pend_t)))
     return RS_ENOMEM;
   size_t i = p->n_pend++;
-  sz_pend_t x = {t, seq, hash, chunk, off, ia};
   while (i > 0 && pend_less(&x, &p->pend[(i - 1) / 2])) {
     p->pend[i] = p->pend[(i - 1) / 2];
     i = (i - 1) / 2;
@@ -501,7 +546,26 @@ static int pend_push(sz_ctx_t *c, sz_part_t *p, int64_t t, uint64_t seq,
   return 0;
 }
 
+static size_t pend_count(const sz_part_t *p) {
+  return p->n_pend + p->pr_n;
+}
+
+/* The first pending record (NULL: none). */
+static const sz_pend_t *pend_top(const sz_part_t *p) {
+  const sz_pend_t *r = p->pr_n ? &p->pring[p->pr_head] : NULL;
+  if (!p->n_pend)
+    return r;
+  return r && pend_less(r, &p->pend[0]) ? r : &p->pend[0];
+}
+
 static sz_pend_t pend_pop(sz_part_t *p) {
+  if (p->pr_n &&
+      (!p->n_pend || pend_less(&p->pring[p->pr_head], &p->pend[0]))) {
+    sz_pend_t top = p->pring[p->pr_head];
+    p->pr_head = (p->pr_head + 1) & (p->pr_cap - 1);
+    p->pr_n--;
+    return top;
+  }
   sz_pend_t top = p->pend[0], x = p->pend[--p->n_pend];
   size_t i = 0, n = p->n_pend;
   for (;;) {
@@ -533,18 +597,28 @@ static int due_less(const sz_due_t *a, const sz_due_t *b) {
   return a->id < b->id;
 }
 
-/* The agenda is a 4-ary min-heap: half the levels of a binary one, and a
- * node's children share one or two cache lines (a pop per close, most of
- * them misses on a heap that other partitions' data keeps evicting). Any
- * heap pops in the same (key, user, id) order. */
+/* The agenda's heap part (sessions re-queued at a later deadline after
+ * an extension: about a third of the pushes in the bench; new sessions go
+ * to the ring) is 4-ary: half the levels of a binary one, and a node's
+ * children share one or two cache lines. Any heap pops in the same
+ * (key, user, id) order. */
 #define SZ_DUE_ARITY 4
 
 static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, sz_uent_t *ent,
                     int64_t id) {
+  sz_due_t x = {key, id, ent};
+  if (!p->dr_n ||
+      !due_less(&x, &p->dring[(p->dr_head + p->dr_n - 1) & (p->dr_cap - 1)])) {
+    if (ring_room(c->host, &p->dring, &p->dr_head, p->dr_n, &p->dr_cap,
+                  sizeof(sz_due_t)))
+      return RS_ENOMEM;
+    ent->refs++;
+    p->dring[(p->dr_head + p->dr_n++) & (p->dr_cap - 1)] = x;
+    return 0;
+  }
   if (grow(c->host, &p->due, &p->cap_due, p->n_due + 1, sizeof(sz_due_t)))
     return RS_ENOMEM;
   ent->refs++;
-  sz_due_t x = {key, id, ent};
   size_t i = p->n_due++;
   while (i > 0 && due_less(&x, &p->due[(i - 1) / SZ_DUE_ARITY])) {
     p->due[i] = p->due[(i - 1) / SZ_DUE_ARITY];
@@ -554,8 +628,26 @@ static int due_push(sz_ctx_t *c, sz_part_t *p, int64_t key, sz_uent_t *ent,
   return 0;
 }
 
+static size_t due_count(const sz_part_t *p) {
+  return p->n_due + p->dr_n;
+}
+
+/* The first agenda entry (NULL: none). */
+static const sz_due_t *due_top(const sz_part_t *p) {
+  const sz_due_t *r = p->dr_n ? &p->dring[p->dr_head] : NULL;
+  if (!p->n_due)
+    return r;
+  return r && due_less(r, &p->due[0]) ? r : &p->due[0];
+}
+
 /* Removes the top; the caller owns its reference (uent_unref). */
 static sz_due_t due_pop(sz_part_t *p) {
+  if (p->dr_n && (!p->n_due || due_less(&p->dring[p->dr_head], &p->due[0]))) {
+    sz_due_t top = p->dring[p->dr_head];
+    p->dr_head = (p->dr_head + 1) & (p->dr_cap - 1);
+    p->dr_n--;
+    return top;
+  }
   sz_due_t top = p->due[0], x = p->due[--p->n_due];
   size_t i = 0, n = p->n_due;
   for (;;) {
@@ -805,7 +897,7 @@ static sz_chunk_t *chunk_new(sz_ctx_t *c, sz_part_t *p, uint64_t first_seq) {
 static void part_clear(sz_ctx_t *c, sz_part_t *p) {
   while (p->chunks)
     chunk_free(c, p, p->chunks);
-  p->n_due = 0;
+  p->n_due = p->dr_n = 0;
   for (size_t i = 0; i < p->tab_cap; i++)
     if (p->tab[i].e) {
       uent_free(c, p->tab[i].e);
@@ -813,7 +905,7 @@ static void part_clear(sz_ctx_t *c, sz_part_t *p) {
     }
   p->tab_n = 0;
   p->n_dirty = 0;
-  p->n_pend = 0;
+  p->n_pend = p->pr_n = 0;
   p->max_t = p->saved_max = SZ_NONE;
   p->seq = p->saved_seq = 0;
   p->nb_log = p->saved_nb_log = 0;
@@ -1867,8 +1959,11 @@ static int chunk_release(sz_ctx_t *c, sz_part_t *p, int32_t partition,
  * time-ordered input most of a batch has been applied by then) are copied
  * into one chunk, written to the state as one entry. */
 static int chunk_close(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
-  for (size_t i = 0; i < p->n_pend; i++) {
-    sz_pend_t *e = &p->pend[i];
+  for (size_t i = 0; i < pend_count(p); i++) {
+    sz_pend_t *e =
+        i < p->n_pend
+            ? &p->pend[i]
+            : &p->pring[(p->pr_head + i - p->n_pend) & (p->pr_cap - 1)];
     if (!e->ia)
       continue;
     int rc = pend_append(c, p, e->seq, e->ia, &e->chunk, &e->off);
@@ -2186,7 +2281,7 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   }
   /* Pending records the watermark has reached, in (time, arrival) order
    * (this record among them when it is not later than the watermark). */
-  while (p->n_pend && p->pend[0].t <= w) {
+  for (const sz_pend_t *top; (top = pend_top(p)) && top->t <= w;) {
     sz_pend_t e = pend_pop(p);
     rs_interaction_t *pia = (rs_interaction_t *)e.ia;
     if (e.chunk && (rc = pend_take(c, &e, &pia)))
@@ -2196,11 +2291,11 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
       return rc;
   }
   /* Sessions (and idle users) the watermark has passed. */
-  while (p->n_due && p->due[0].key < w) {
+  for (const sz_due_t *top; (top = due_top(p)) && top->key < w;) {
     sz_due_t d = due_pop(p);
-    if (p->n_due && p->due[0].key < w) {
+    if ((top = due_top(p)) && top->key < w) {
       /* The next one's user, while this one is handled. */
-      const char *b = (const char *)p->due[0].ent;
+      const char *b = (const char *)top->ent;
       for (int l = 0; l < 4; l++)
         __builtin_prefetch(b + 64 * l);
     }
@@ -2212,8 +2307,8 @@ static int sz_one(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   /* The next close is usually a record or two away, and its user's block
    * (last touched gap + grace of event time ago) is a cache miss: fetch
    * it now. */
-  if (p->n_due) {
-    const char *b = (const char *)p->due[0].ent;
+  if (due_count(p)) {
+    const char *b = (const char *)due_top(p)->ent;
     for (int l = 0; l < 4; l++)
       __builtin_prefetch(b + 64 * l);
   }
@@ -2376,7 +2471,9 @@ static void sz_destroy(rs_op_t *op, void *vctx) {
     if (c->parts[i]) {
       part_clear(c, c->parts[i]);
       h->free(c->parts[i]->pend);
+      h->free(c->parts[i]->pring);
       h->free(c->parts[i]->due);
+      h->free(c->parts[i]->dring);
       h->free(c->parts[i]->tab);
       h->free(c->parts[i]->dirty);
       h->free(c->parts[i]);
@@ -2485,12 +2582,12 @@ static int sz_idle(sz_ctx_t *c, int32_t partition) {
   }
   sz_part_t *p = NULL;
   int rc = part_ready(c, partition, &p);
-  if (!rc && (p->n_pend || p->n_due)) {
+  if (!rc && (pend_count(p) || due_count(p))) {
     rs_record_t src = {.src_partition = partition, .src_offset = -1};
     int64_t w = watermark(c, p), last = SZ_NONE;
     c->cur = &src;
     c->ordinal = 0;
-    while (!rc && p->n_pend) {
+    while (!rc && pend_count(p)) {
       sz_pend_t e = pend_pop(p);
       rs_interaction_t *pia = (rs_interaction_t *)e.ia;
       if (e.chunk && (rc = pend_take(c, &e, &pia)))
@@ -2498,7 +2595,7 @@ static int sz_idle(sz_ctx_t *c, int32_t partition) {
       if (!(rc = apply_in_bounds(c, p, partition, e.hash, pia)) && e.chunk)
         rc = chunk_release(c, p, partition, e.chunk);
     }
-    while (!rc && p->n_due) {
+    while (!rc && due_count(p)) {
       sz_due_t d = due_pop(p);
       if (last == SZ_NONE || d.key > last)
         last = d.key;

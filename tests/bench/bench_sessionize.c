@@ -32,7 +32,10 @@
  * parse and the rest; thread CPU per event in parse's and the operator's
  * process()); then the best round's events/s, per-batch p50/p99,
  * sessions closed, peak RSS, and the medians of the ratios (the figure of
- * merit; target >= 0.5). Absolute numbers on a shared machine are noise.
+ * merit; target >= 0.5), then the median of the operator's thread CPU per
+ * event and of its ratio to parse's in the same run (a diagnostic for A/B
+ * comparisons of the operator: it moves less with the load). Absolute
+ * numbers on a shared machine are noise.
  * --only s|s0|us runs parse and that one pipeline (for perf record).
  *
  * --engine then also runs the stream through the whole engine on the
@@ -679,7 +682,9 @@ int main(int argc, char **argv) {
   result_t best[NP] = {{0}};
   double ratio[NP] = {0}, rss[NP] = {0};
   double *wr = calloc((size_t)rounds * NP, sizeof *wr),
-         *cr = calloc((size_t)rounds * NP, sizeof *cr);
+         *cr = calloc((size_t)rounds * NP, sizeof *cr),
+         *opr = calloc((size_t)rounds * NP, sizeof *opr),
+         *opn = calloc((size_t)rounds * NP, sizeof *opn);
   for (int round = 0; round < rounds; round++) {
     result_t r[NP];
     for (int k = 0; k < NP; k++) {
@@ -696,6 +701,9 @@ int main(int argc, char **argv) {
     for (int k = 1; k < NP; k++) {
       wr[k * rounds + round] = r[k].rate / r[0].rate;
       cr[k * rounds + round] = r[k].cpu_s > 0 ? r[0].cpu_s / r[k].cpu_s : 0;
+      opr[k * rounds + round] =
+          r[k].parse_cpu > 0 ? r[k].op_cpu / r[k].parse_cpu : 0;
+      opn[k * rounds + round] = r[k].op_cpu * 1e9 / (double)in.n;
       printf(", %s %.2f (CPU %.2f)", tags[k], wr[k * rounds + round],
              cr[k * rounds + round]);
     }
@@ -736,8 +744,22 @@ int main(int argc, char **argv) {
     printf(" %s %.2f / %.2f%s", tags[k], wr[k * rounds + rounds / 2],
            cr[k * rounds + rounds / 2], k + 1 < NP ? "," : "\n");
   }
+  /* Both threads' CPU times are taken in the same run, so their ratio
+   * moves less with the machine's load than either alone (a diagnostic:
+   * the figure of merit is the ratio to parse-only above). */
+  printf("median of %d rounds, operator's thread CPU in process() per event, "
+         "ns and relative to parse's beside it:",
+         rounds);
+  for (int k = 1; k < NP; k++) {
+    qsort(opn + k * rounds, (size_t)rounds, sizeof *opn, cmp_double);
+    qsort(opr + k * rounds, (size_t)rounds, sizeof *opr, cmp_double);
+    printf(" %s %.0f / %.2f%s", tags[k], opn[k * rounds + rounds / 2],
+           opr[k * rounds + rounds / 2], k + 1 < NP ? "," : "\n");
+  }
   free(wr);
   free(cr);
+  free(opr);
+  free(opn);
   printf("enriched events: %llu, late records: %llu, checkpoints: %llu\n",
          (unsigned long long)best[1].enriched, (unsigned long long)best[1].late,
          (unsigned long long)best[1].checkpoints);
