@@ -1520,3 +1520,47 @@ Test(chain, measure, .timeout = 600) {
          w.users, w.items, w.actions, (unsigned long long)h, us[0], us[1],
          us[2]);
 }
+
+/* arms user: the statistics are the user's own. u1 and u2 are shown the
+ * same three items; u1 clicks i1, u2 nothing. After both close, (u1, i1)
+ * is 1 show 1 reward, (u1, i0) and (u2, i1) 1 show 0 reward, and the
+ * items' shared arms were not kept. Then greedy with score_weight 0 ranks
+ * by the posterior mean (prior 1, 1): for u1, i1 at (1 + 1) / (1 + 2) =
+ * 0.67 above i0 and i2 at 1 / 3; for u2 (i1 at 1/3 too) the tie keeps the
+ * candidates' order, i0 first. With arms item both users would see i1
+ * first (one show, one reward over everyone). */
+Test(bandit_reward, arms_per_user) {
+  const char *opts[] = {"policy",        "greedy", "slots", "3",
+                        "reward_window", "100ms",  "arms",  "user",
+                        "score_weight",  "0",      NULL};
+  rs_harness_t *h = make(opts);
+  void *ctx = rs_harness_ctx(h);
+  push_list(h, "u1", "imp-1", NULL, 3, 1000, 1);
+  push_list(h, "u2", "imp-2", NULL, 3, 1000, 2);
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1050, 3);
+  push_list(h, "u1", "imp-3", NULL, 3, 1200, 4); /* closes imp-1, imp-2 */
+  double shows, rew;
+  cr_assert_eq(rs__bandit_user_arm(ctx, 0, "u1", "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  cr_assert_eq(rs__bandit_user_arm(ctx, 0, "u1", "i0", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 0);
+  cr_assert_eq(rs__bandit_user_arm(ctx, 0, "u2", "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 0);
+  cr_assert_eq(rs__bandit_arm(ctx, "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 0, "the shared arm is not kept with arms user");
+  /* imp-3 was ranked before its record's watermark closed the others */
+  push_list(h, "u1", "imp-4", NULL, 3, 1210, 5);
+  const rs_recommendation_t *r = last_list(h);
+  cr_assert_eq(r->items[0].item_len, 2);
+  cr_assert(!memcmp(r->items[0].item, "i1", 2), "u1 sees its click first");
+  push_list(h, "u2", "imp-5", NULL, 3, 1220, 6);
+  r = last_list(h);
+  cr_assert(!memcmp(r->items[0].item, "i0", 2), "u2 keeps the order");
+  rs_harness_destroy(h);
+  const char *bad[] = {"arms", "both", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
+  cr_assert(strstr(err, "arms"), "%s", err);
+}
