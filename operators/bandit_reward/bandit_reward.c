@@ -106,6 +106,7 @@
 
 enum { UNCLICKED_ALL = 0, UNCLICKED_WITH_FEEDBACK = 1 };
 enum { ARMS_ITEM = 0, ARMS_USER = 1 };
+enum { ARM_IMPS_ALL = 0, ARM_IMPS_WITH_FEEDBACK = 1 };
 enum {
   PORT_RECS = 0,
   PORT_REWARDS = 1,
@@ -158,6 +159,7 @@ typedef struct br_ctx {
   int duplicates;     /* first|sum */
   int unclicked;      /* all|with_feedback: port unclicked */
   int arm_owner;      /* arms: item|user, whose statistics an arm is */
+  int arm_imps;       /* arm_impressions: all|with_feedback */
   char *model;        /* linucb: the mf_update instance */
   double alpha;       /* linucb */
   int thompson_model; /* beta|residual */
@@ -280,6 +282,15 @@ static const rs_option_def_t br_options[] = {
      "item), over the impressions shown to that user only: the user's own "
      "clicks on the item, kept with the user's partition (state grows with "
      "the pairs shown; docs/DEMO.md, \"Per-user arms\")."},
+    {RS_OPT_ENUM, "arm_impressions", "all", offsetof(br_ctx_t, arm_imps), 0, -1,
+     "all|with_feedback",
+     "Which closed impressions count in the Beta statistics (shows and "
+     "rewards): `all`, or only those `with_feedback` (any feedback joined "
+     "to the impression). A list nobody answered may never have been seen "
+     "(a client that shows only the latest list), and its slots would count "
+     "as unclicked shows; with_feedback leaves them out (docs/DEMO.md, "
+     "\"Per-user arms\"). The impression's rewards, estimates and "
+     "unclicked slots are unchanged."},
     {RS_OPT_ENUM, "thompson_model", "beta", offsetof(br_ctx_t, thompson_model),
      0, -1, "beta|residual",
      "thompson: what each item's draw is. `beta`: score_weight * score + a "
@@ -794,7 +805,8 @@ static int close_impression(br_ctx_t *c, int32_t partition,
       memcpy(c->feat, b + off + sh + il, 4 * (size_t)dim);
       br_lin_update(&c->lin, c->feat, r, c->ucb);
     }
-    if ((rc = add_arm(c, (const char *)b + off + sh, il, r)))
+    if ((c->arm_imps == ARM_IMPS_ALL || matched > 0) &&
+        (rc = add_arm(c, (const char *)b + off + sh, il, r)))
       return rc;
     off += sh + il + 4 * (size_t)dim;
   }

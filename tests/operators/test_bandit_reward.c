@@ -1564,3 +1564,40 @@ Test(bandit_reward, arms_per_user) {
   cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
   cr_assert(strstr(err, "arms"), "%s", err);
 }
+
+/* arm_impressions with_feedback: of two closed lists of the same three
+ * items, only the one with a click counts: i0 has 1 show (not 2) and i1 1
+ * show 1 reward; with `all` (the default) i0 has 2 shows. The lists'
+ * other outputs are the same either way (unclicked: all, the default,
+ * sends the 3 + 2 unclicked slots of both). */
+Test(bandit_reward, arm_impressions_with_feedback) {
+  for (int wf = 0; wf < 2; wf++) {
+    const char *opts[] = {"policy",
+                          "greedy",
+                          "slots",
+                          "3",
+                          "reward_window",
+                          "100ms",
+                          "arm_impressions",
+                          wf ? "with_feedback" : "all",
+                          NULL};
+    rs_harness_t *h = make(opts);
+    void *ctx = rs_harness_ctx(h);
+    push_list(h, "u1", "imp-1", NULL, 3, 1000, 1);
+    push_list(h, "u1", "imp-2", NULL, 3, 1010, 2);
+    push_fb(h, "u1", "imp-2", "i1", RS_FEEDBACK_CLICK, 1, 1050, 3);
+    push_list(h, "u1", "imp-3", NULL, 3, 1200, 4); /* closes imp-1, imp-2 */
+    double shows, rew;
+    cr_assert_eq(rs__bandit_arm(ctx, "i0", &shows, &rew), 0);
+    cr_assert_eq(shows, wf ? 1 : 2, "with_feedback %d: %g shows", wf, shows);
+    cr_assert_eq(rew, 0);
+    cr_assert_eq(rs__bandit_arm(ctx, "i1", &shows, &rew), 0);
+    cr_assert_eq(shows, wf ? 1 : 2);
+    cr_assert_eq(rew, 1);
+    cr_assert_eq(rs_harness_emitted_count(h, 3), 5, "unclicked slots (all)");
+    rs_harness_destroy(h);
+  }
+  const char *bad[] = {"arm_impressions", "some", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
+  cr_assert(strstr(err, "arm_impressions"), "%s", err);
+}
