@@ -1175,6 +1175,8 @@ typedef struct chain_world {
   int64_t step_ms;
   const char *window; /* bandit_reward's reward_window */
   const char *lr;     /* mf_update's learning_rate */
+  int user_arms;      /* the model variant's bandit as configs/demo_loop.yaml's
+                         since session 9: per-user arms from lists with feedback */
 } chain_world_t;
 
 typedef struct chain_var {
@@ -1386,12 +1388,23 @@ static uint64_t run_chain(const chain_world_t *w, double per_rec[3]) {
                              NULL};
     const char *tn_opts[] = {
         "n", "20", "min_interval", "0s", "model", "mf", "history", "0", NULL};
+    int ua = w->user_arms && !vi;
     const char *br_opts[] = {"policy",
                              vi ? "greedy" : "thompson",
                              "slots",
                              "10",
                              "reward_window",
                              w->window,
+                             "arms",
+                             ua ? "user" : "item",
+                             "arm_impressions",
+                             ua ? "with_feedback" : "all",
+                             "score_weight",
+                             ua ? "0.2" : "1",
+                             "prior_alpha",
+                             ua ? "0.2" : "1",
+                             "prior_beta",
+                             "1",
                              NULL};
     chain_var_t *v = &c->v[vi];
     v->mf = rs_harness_new(&rs_op_mf_update, mf_opts, err, sizeof err);
@@ -1492,6 +1505,26 @@ Test(chain, demo_outputs_are_pinned, .timeout = 300) {
                (unsigned long long)h);
 }
 
+/* The same with the model variant's bandit as configs/demo_loop.yaml's
+ * since session 9 (arms user, arm_impressions with_feedback, score_weight
+ * 0.2, prior 0.2 / 1): pins the per-user arms' path (a change of this
+ * digest alone means that path's outputs changed). */
+Test(chain, demo_outputs_with_user_arms_are_pinned, .timeout = 300) {
+  chain_world_t w = {.users = 200,
+                     .items = 400,
+                     .actions = 6000,
+                     .step_ms = 5,
+                     .window = "2s",
+                     .lr = "1e-9",
+                     .user_arms = 1};
+  double us[3];
+  uint64_t h = run_chain(&w, us);
+  cr_log_info("digest %016llx; us per record: mf %.1f topn %.1f bandit %.1f",
+              (unsigned long long)h, us[0], us[1], us[2]);
+  cr_assert_eq(h, UINT64_C(0xa57425449da5ea88), "digest %016llx",
+               (unsigned long long)h);
+}
+
 static double chain_env(const char *k, double dflt) {
   const char *v = getenv(k);
   return v && *v ? atof(v) : dflt;
@@ -1511,7 +1544,8 @@ Test(chain, measure, .timeout = 600) {
                      .actions = (long)chain_env("RS_CHAIN_ACTIONS", 60000),
                      .step_ms = (int64_t)chain_env("RS_CHAIN_STEP_MS", 1),
                      .window = win ? win : "20s",
-                     .lr = lr ? lr : "0.3"};
+                     .lr = lr ? lr : "0.3",
+                     .user_arms = (int)chain_env("RS_CHAIN_USER_ARMS", 0)};
   double us[3];
   uint64_t h = run_chain(&w, us);
   printf("chain: %u users %u items %ld actions, digest %016llx\n"
