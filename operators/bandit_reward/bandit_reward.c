@@ -76,6 +76,8 @@
  *  "a" + item (shared): f64 shows, f64 reward.
  *  "g" + item (shared, thompson_model residual): f64 closed slots, f64 sum
  *     of residuals.
+ *  "p" + u32 user length + user + item (partition, arms user): as "a",
+ *     the user's own; "q" + the same (arms user, residual): as "g".
  *  "c" (shared, residual): the calibration sums (br_calib_t).
  *  "e" (shared): f64 closed impressions, f64 sum w R, f64 sum w.
  *  "t" (shared): int64 impressions emitted (epsilon decay).
@@ -103,6 +105,8 @@
 #define STREAM_BANDIT UINT64_C(0x42414e44)
 
 enum { UNCLICKED_ALL = 0, UNCLICKED_WITH_FEEDBACK = 1 };
+enum { ARMS_ITEM = 0, ARMS_USER = 1 };
+enum { ARM_IMPS_ALL = 0, ARM_IMPS_WITH_FEEDBACK = 1 };
 enum {
   PORT_RECS = 0,
   PORT_REWARDS = 1,
@@ -154,6 +158,8 @@ typedef struct br_ctx {
   double default_reward;
   int duplicates;     /* first|sum */
   int unclicked;      /* all|with_feedback: port unclicked */
+  int arm_owner;      /* arms: item|user, whose statistics an arm is */
+  int arm_imps;       /* arm_impressions: all|with_feedback */
   char *model;        /* linucb: the mf_update instance */
   double alpha;       /* linucb */
   int thompson_model; /* beta|residual */
@@ -172,6 +178,12 @@ typedef struct br_ctx {
   char *key;
   size_t key_cap;
   br_arm_t *arms;
+  /* The user whose arms get_arm reads (arms user; NULL: the item's), set by
+   * the emission and the close; the key and partition get_arm built. */
+  const char *arm_user;
+  uint32_t arm_ulen;
+  int32_t arm_part, arm_kpart;
+  size_t arm_klen;
   double *work;
   uint32_t *order, *greedy;
   double *prop;
@@ -262,6 +274,23 @@ static const rs_option_def_t br_options[] = {
      "give the features (read-only, like topn_emit's `model`)."},
     {RS_OPT_DOUBLE, "alpha", "1", offsetof(br_ctx_t, alpha), 0, 1e6, NULL,
      "linucb: weight of the confidence width (exploration)."},
+    {RS_OPT_ENUM, "arms", "item", offsetof(br_ctx_t, arm_owner), 0, -1,
+     "item|user",
+     "Whose statistics the reward estimates are (the Beta posteriors every "
+     "policy ranks by, and thompson_model residual's residuals). `item`: "
+     "one per item, over everyone's impressions. `user`: one per (user, "
+     "item), over the impressions shown to that user only: the user's own "
+     "clicks on the item, kept with the user's partition (state grows with "
+     "the pairs shown; docs/DEMO.md, \"Per-user arms\")."},
+    {RS_OPT_ENUM, "arm_impressions", "all", offsetof(br_ctx_t, arm_imps), 0, -1,
+     "all|with_feedback",
+     "Which closed impressions count in the Beta statistics (shows and "
+     "rewards): `all`, or only those `with_feedback` (any feedback joined "
+     "to the impression). A list nobody answered may never have been seen "
+     "(a client that shows only the latest list), and its slots would count "
+     "as unclicked shows; with_feedback leaves them out (docs/DEMO.md, "
+     "\"Per-user arms\"). The impression's rewards, estimates and "
+     "unclicked slots are unchanged."},
     {RS_OPT_ENUM, "thompson_model", "beta", offsetof(br_ctx_t, thompson_model),
      0, -1, "beta|residual",
      "thompson: what each item's draw is. `beta`: score_weight * score + a "
@@ -490,14 +519,37 @@ static int part_store(br_ctx_t *c, br_part_t *p) {
 
 /* ------------------------------------------------------ statistics */
 
+/* The key of item's arm into c->key (c->arm_klen bytes, partition
+ * c->arm_kpart): "a" + item, or with arms user and c->arm_user set,
+ * "p" + u32 user length + user + item in the user's partition. */
+static int arm_key(br_ctx_t *c, const char *item, uint32_t len) {
+  if (c->arm_owner != ARMS_USER || !c->arm_user) {
+    c->arm_klen = 1 + (size_t)len;
+    c->arm_kpart = RS_PARTITION_SHARED;
+    return make_key(c, 'a', item, len);
+  }
+  size_t ul = c->arm_ulen, kl = 5 + ul + len;
+  int rc = grow(c, (void **)&c->key, &c->key_cap, kl, 1);
+  if (rc)
+    return rc;
+  c->key[0] = 'p';
+  memcpy(c->key + 1, &c->arm_ulen, 4);
+  memcpy(c->key + 5, c->arm_user, ul);
+  if (len)
+    memcpy(c->key + 5 + ul, item, len);
+  c->arm_klen = kl;
+  c->arm_kpart = c->arm_part;
+  return 0;
+}
+
 static int get_arm(br_ctx_t *c, const char *item, uint32_t len, br_arm_t *a) {
-  int rc = make_key(c, 'a', item, len);
+  int rc = arm_key(c, item, len);
   if (rc)
     return rc;
   void *v;
   size_t n;
-  rc = c->host->state_get(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
-                          &v, &n);
+  char tag = c->key[0];
+  rc = c->host->state_get(c->op, c->arm_kpart, c->key, c->arm_klen, &v, &n);
   a->shows = a->reward = a->res_n = a->res_sum = 0;
   if (rc && rc != RS_ENOENT)
     return rc;
@@ -509,10 +561,9 @@ static int get_arm(br_ctx_t *c, const char *item, uint32_t len, br_arm_t *a) {
   }
   if (!c->residual)
     return 0;
-  c->key[0] = 'g';
-  rc = c->host->state_get(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
-                          &v, &n);
-  c->key[0] = 'a'; /* add_arm writes c->key */
+  c->key[0] = tag == 'a' ? 'g' : 'q';
+  rc = c->host->state_get(c->op, c->arm_kpart, c->key, c->arm_klen, &v, &n);
+  c->key[0] = tag; /* add_arm writes c->key */
   if (rc == RS_ENOENT)
     return 0;
   if (rc)
@@ -554,13 +605,13 @@ static int add_residual(br_ctx_t *c, const char *item, uint32_t len,
   double e = r - (a + b * score);
   br_calib_add(&c->calib, score, r);
   br_arm_t arm;
-  int rc = get_arm(c, item, len, &arm); /* c->key = 'a' + item */
+  int rc = get_arm(c, item, len, &arm); /* c->key = the arm's */
   if (rc)
     return rc;
-  c->key[0] = 'g';
+  c->key[0] = c->key[0] == 'a' ? 'g' : 'q';
   double v[2] = {arm.res_n + 1, arm.res_sum + e};
-  return c->host->state_put(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
-                            v, sizeof v);
+  return c->host->state_put(c->op, c->arm_kpart, c->key, c->arm_klen, v,
+                            sizeof v);
 }
 
 static int add_arm(br_ctx_t *c, const char *item, uint32_t len, double reward) {
@@ -573,8 +624,8 @@ static int add_arm(br_ctx_t *c, const char *item, uint32_t len, double reward) {
   a.reward += reward;
   memcpy(v, &a.shows, 8);
   memcpy(v + 8, &a.reward, 8);
-  return c->host->state_put(c->op, RS_PARTITION_SHARED, c->key, 1 + (size_t)len,
-                            v, sizeof v);
+  return c->host->state_put(c->op, c->arm_kpart, c->key, c->arm_klen, v,
+                            sizeof v);
 }
 
 void rs__bandit_estimates(void *vctx, double *n, double *ips, double *snips) {
@@ -588,7 +639,22 @@ int rs__bandit_arm(void *vctx, const char *item, double *shows,
                    double *reward) {
   br_ctx_t *c = vctx;
   br_arm_t a;
+  c->arm_user = NULL;
   int rc = get_arm(c, item, (uint32_t)strlen(item), &a);
+  *shows = a.shows;
+  *reward = a.reward;
+  return rc;
+}
+
+int rs__bandit_user_arm(void *vctx, int partition, const char *user,
+                        const char *item, double *shows, double *reward) {
+  br_ctx_t *c = vctx;
+  br_arm_t a;
+  c->arm_user = user;
+  c->arm_ulen = (uint32_t)strlen(user);
+  c->arm_part = partition;
+  int rc = get_arm(c, item, (uint32_t)strlen(item), &a);
+  c->arm_user = NULL;
   *shows = a.shows;
   *reward = a.reward;
   return rc;
@@ -598,6 +664,7 @@ int rs__bandit_residual(void *vctx, const char *item, double *n, double *sum,
                         double *a, double *b) {
   br_ctx_t *c = vctx;
   br_arm_t arm;
+  c->arm_user = NULL;
   int rc = get_arm(c, item, (uint32_t)strlen(item), &arm);
   if (!rc)
     rc = get_calib(c);
@@ -700,6 +767,9 @@ static int close_impression(br_ctx_t *c, int32_t partition,
   if ((size_t)IMP_HDR + ulen > n)
     return corrupt(c, "impression");
   const char *user = (const char *)b + IMP_HDR;
+  c->arm_user = user; /* b is c->buf: stable until this close returns */
+  c->arm_ulen = ulen;
+  c->arm_part = partition;
   size_t off = IMP_HDR + (size_t)ulen;
   double total = 0;
   if (c->residual && (rc = get_calib(c)))
@@ -735,7 +805,8 @@ static int close_impression(br_ctx_t *c, int32_t partition,
       memcpy(c->feat, b + off + sh + il, 4 * (size_t)dim);
       br_lin_update(&c->lin, c->feat, r, c->ucb);
     }
-    if ((rc = add_arm(c, (const char *)b + off + sh, il, r)))
+    if ((c->arm_imps == ARM_IMPS_ALL || matched > 0) &&
+        (rc = add_arm(c, (const char *)b + off + sh, il, r)))
       return rc;
     off += sh + il + 4 * (size_t)dim;
   }
@@ -1005,6 +1076,9 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
   if (!order || !prop || !items || !out)
     return RS_ENOMEM;
   uint32_t *greedy = order + n + 1;
+  c->arm_user = r->user;
+  c->arm_ulen = r->user_len;
+  c->arm_part = p->partition;
   for (uint32_t j = 0; j < n; j++) {
     if ((rc = get_arm(c, r->items[j].item, r->items[j].item_len, &c->arms[j])))
       return rc;

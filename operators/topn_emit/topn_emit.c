@@ -56,7 +56,9 @@
  *     whatever the catalogue size); consumed items are excluded; exact
  *     scores as mf_update computes them (isgd <p,q>; bpr <p,q> + bias +
  *     score_log_count * ln(count); explicit mean + user bias + item bias
- *     + <p,q>, unclipped); ties broken by lower internal id. A cold user
+ *     + <p,q>, unclipped; bpr and isgd plus explore * |p| /
+ *     sqrt(1 + count) when `explore` > 0); ties broken by lower internal
+ *     id. A cold user
  *     (RS_MF_F_COLD) gets the popular list by popularity (RS_REC_F_POPULAR).
  *  6. output: key = the user, impression id = 16 hex digits of
  *     host->random(user, offset) + "-", the trigger ('i' or 's'), then
@@ -118,6 +120,7 @@ typedef struct tn_ctx {
   int64_t history;
   int64_t exact_scan_below;
   int on_interaction;
+  double explore;
 
   rs_op_t *op;
   const rs_host_api_t *host;
@@ -138,6 +141,10 @@ typedef struct tn_ctx {
   double *lc;
   int64_t *lc_n;
   size_t lc_items;
+  /* explore: 1 / sqrt(1 + count) per item (same cache, same counts), and
+   * explore * |u| of the user being scored. */
+  double *eb;
+  double eb_user;
 
   /* Item names ("r" + BE32 id in the model's state), cached as read: an
    * id's name never changes while the model lives (mf_update only appends
@@ -211,6 +218,13 @@ static const rs_option_def_t tn_options[] = {
      "Catalogues with fewer items than this are scored whole (exact top-N); "
      "larger ones only on the candidates, so the cost per emission stays "
      "bounded."},
+    {RS_OPT_DOUBLE, "explore", "0", offsetof(tn_ctx_t, explore), 0, 100, NULL,
+     "Optimism for items the model has seen little of (bpr and isgd): "
+     "explore * norm(u) / sqrt(1 + count) is added to each item's score, "
+     "norm(u) the length of the user's vector and count the item's events "
+     "in mf_update, so items with few events can reach the candidates, be "
+     "shown and be learned (docs/DEMO.md, \"Exploring the catalogue\"). "
+     "0: the model's score alone."},
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -322,22 +336,36 @@ static int item_name(tn_ctx_t *c, uint32_t it, const char **name,
   return 0;
 }
 
-/* bpr's score_log_count * ln(count) of item `it`, cached per count. */
-static double log_count_term(tn_ctx_t *c, uint32_t it) {
+/* Refreshes item `it`'s cached ln(count) and 1 / sqrt(1 + count) when
+ * mf_update's count of it moved. */
+static inline void count_terms(tn_ctx_t *c, uint32_t it) {
   int64_t n = c->mv.item_count[it];
   if (c->lc_n[it] != n) {
     c->lc_n[it] = n;
     c->lc[it] = n > 0 ? log((double)n) : 0.0;
+    c->eb[it] = 1.0 / sqrt(1.0 + (double)(n > 0 ? n : 0));
   }
+}
+
+/* bpr's score_log_count * ln(count) of item `it`, cached per count. */
+static double log_count_term(tn_ctx_t *c, uint32_t it) {
+  count_terms(c, it);
   return c->mv.score_log_count * c->lc[it];
+}
+
+/* explore's optimism for item `it` (eb_user: explore * |u|). */
+static double explore_term(tn_ctx_t *c, uint32_t it) {
+  count_terms(c, it);
+  return c->eb_user * c->eb[it];
 }
 
 /* Sizes the ln(count) cache to the catalogue; new entries are count 0,
  * ln term 0, which is right for them. */
 static int grow_lc(tn_ctx_t *c) {
   size_t n = c->mv.n_items;
-  if (c->mv.objective != RS_MF_OBJ_BPR || c->mv.score_log_count == 0 ||
-      n <= c->lc_items)
+  int want = (c->mv.objective == RS_MF_OBJ_BPR && c->mv.score_log_count != 0) ||
+             (c->explore > 0 && c->mv.objective != RS_MF_OBJ_EXPLICIT);
+  if (!want || n <= c->lc_items)
     return 0;
   size_t cap = c->lc_items ? c->lc_items : 1024;
   while (cap < n)
@@ -350,6 +378,12 @@ static int grow_lc(tn_ctx_t *c) {
   if (!ln)
     return RS_ENOMEM;
   c->lc_n = ln;
+  double *eb = c->host->realloc(c->eb, cap * sizeof(double));
+  if (!eb)
+    return RS_ENOMEM;
+  c->eb = eb;
+  for (size_t i = c->lc_items; i < cap; i++)
+    eb[i] = 1.0; /* count 0 */
   memset(c->lc + c->lc_items, 0, (cap - c->lc_items) * sizeof(double));
   memset(c->lc_n + c->lc_items, 0, (cap - c->lc_items) * sizeof(int64_t));
   c->lc_items = cap;
@@ -381,11 +415,12 @@ score_item(tn_ctx_t *c, uint32_t it, const float *u, float ubias) {
   switch (m->objective) {
   case RS_MF_OBJ_BPR:
     return (float)((double)dot + m->item_bias[it] +
-                   (m->score_log_count != 0 ? log_count_term(c, it) : 0.0));
+                   (m->score_log_count != 0 ? log_count_term(c, it) : 0.0) +
+                   (c->eb_user != 0 ? explore_term(c, it) : 0.0));
   case RS_MF_OBJ_EXPLICIT:
     return (float)(m->global_mean + ubias + m->item_bias[it] + dot);
   default:
-    return dot;
+    return c->eb_user != 0 ? (float)((double)dot + explore_term(c, it)) : dot;
   }
 }
 
@@ -631,6 +666,13 @@ static int emit(tn_ctx_t *c, int32_t partition, const rs_record_t *rec,
   if (!popular_only &&
       ((rc = pad_user(c, w->vec, m->k, m->kp)) || (rc = grow_lc(c))))
     return rc;
+  c->eb_user = 0;
+  if (!popular_only && c->explore > 0 && m->objective != RS_MF_OBJ_EXPLICIT) {
+    double sq = 0;
+    for (uint32_t j = 0; j < m->k; j++)
+      sq += (double)w->vec[j] * w->vec[j];
+    c->eb_user = c->explore * sqrt(sq);
+  }
   /* Consumed items, sorted for lookups. */
   if ((rc = grow(c, (void **)&c->hist_sorted, &c->hist_cap,
                  4 * ((size_t)nh + 1))))
@@ -1218,6 +1260,7 @@ static void tn_destroy(rs_op_t *op, void *vctx) {
   c->host->free(c->upad_mem);
   c->host->free(c->lc);
   c->host->free(c->lc_n);
+  c->host->free(c->eb);
   c->host->free(c->names);
   c->host->free(c->names_at);
   c->host->free(c->names_len);

@@ -1175,6 +1175,8 @@ typedef struct chain_world {
   int64_t step_ms;
   const char *window; /* bandit_reward's reward_window */
   const char *lr;     /* mf_update's learning_rate */
+  int user_arms;      /* the model variant's bandit as configs/demo_loop.yaml's
+                         since session 9: per-user arms from lists with feedback */
 } chain_world_t;
 
 typedef struct chain_var {
@@ -1386,12 +1388,23 @@ static uint64_t run_chain(const chain_world_t *w, double per_rec[3]) {
                              NULL};
     const char *tn_opts[] = {
         "n", "20", "min_interval", "0s", "model", "mf", "history", "0", NULL};
+    int ua = w->user_arms && !vi;
     const char *br_opts[] = {"policy",
                              vi ? "greedy" : "thompson",
                              "slots",
                              "10",
                              "reward_window",
                              w->window,
+                             "arms",
+                             ua ? "user" : "item",
+                             "arm_impressions",
+                             ua ? "with_feedback" : "all",
+                             "score_weight",
+                             ua ? "0.2" : "1",
+                             "prior_alpha",
+                             ua ? "0.2" : "1",
+                             "prior_beta",
+                             "1",
                              NULL};
     chain_var_t *v = &c->v[vi];
     v->mf = rs_harness_new(&rs_op_mf_update, mf_opts, err, sizeof err);
@@ -1492,6 +1505,26 @@ Test(chain, demo_outputs_are_pinned, .timeout = 300) {
                (unsigned long long)h);
 }
 
+/* The same with the model variant's bandit as configs/demo_loop.yaml's
+ * since session 9 (arms user, arm_impressions with_feedback, score_weight
+ * 0.2, prior 0.2 / 1): pins the per-user arms' path (a change of this
+ * digest alone means that path's outputs changed). */
+Test(chain, demo_outputs_with_user_arms_are_pinned, .timeout = 300) {
+  chain_world_t w = {.users = 200,
+                     .items = 400,
+                     .actions = 6000,
+                     .step_ms = 5,
+                     .window = "2s",
+                     .lr = "1e-9",
+                     .user_arms = 1};
+  double us[3];
+  uint64_t h = run_chain(&w, us);
+  cr_log_info("digest %016llx; us per record: mf %.1f topn %.1f bandit %.1f",
+              (unsigned long long)h, us[0], us[1], us[2]);
+  cr_assert_eq(h, UINT64_C(0xa57425449da5ea88), "digest %016llx",
+               (unsigned long long)h);
+}
+
 static double chain_env(const char *k, double dflt) {
   const char *v = getenv(k);
   return v && *v ? atof(v) : dflt;
@@ -1511,7 +1544,8 @@ Test(chain, measure, .timeout = 600) {
                      .actions = (long)chain_env("RS_CHAIN_ACTIONS", 60000),
                      .step_ms = (int64_t)chain_env("RS_CHAIN_STEP_MS", 1),
                      .window = win ? win : "20s",
-                     .lr = lr ? lr : "0.3"};
+                     .lr = lr ? lr : "0.3",
+                     .user_arms = (int)chain_env("RS_CHAIN_USER_ARMS", 0)};
   double us[3];
   uint64_t h = run_chain(&w, us);
   printf("chain: %u users %u items %ld actions, digest %016llx\n"
@@ -1519,4 +1553,85 @@ Test(chain, measure, .timeout = 600) {
          "bandit_reward %.2f us\n",
          w.users, w.items, w.actions, (unsigned long long)h, us[0], us[1],
          us[2]);
+}
+
+/* arms user: the statistics are the user's own. u1 and u2 are shown the
+ * same three items; u1 clicks i1, u2 nothing. After both close, (u1, i1)
+ * is 1 show 1 reward, (u1, i0) and (u2, i1) 1 show 0 reward, and the
+ * items' shared arms were not kept. Then greedy with score_weight 0 ranks
+ * by the posterior mean (prior 1, 1): for u1, i1 at (1 + 1) / (1 + 2) =
+ * 0.67 above i0 and i2 at 1 / 3; for u2 (i1 at 1/3 too) the tie keeps the
+ * candidates' order, i0 first. With arms item both users would see i1
+ * first (one show, one reward over everyone). */
+Test(bandit_reward, arms_per_user) {
+  const char *opts[] = {"policy",        "greedy", "slots", "3",
+                        "reward_window", "100ms",  "arms",  "user",
+                        "score_weight",  "0",      NULL};
+  rs_harness_t *h = make(opts);
+  void *ctx = rs_harness_ctx(h);
+  push_list(h, "u1", "imp-1", NULL, 3, 1000, 1);
+  push_list(h, "u2", "imp-2", NULL, 3, 1000, 2);
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1050, 3);
+  push_list(h, "u1", "imp-3", NULL, 3, 1200, 4); /* closes imp-1, imp-2 */
+  double shows, rew;
+  cr_assert_eq(rs__bandit_user_arm(ctx, 0, "u1", "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  cr_assert_eq(rs__bandit_user_arm(ctx, 0, "u1", "i0", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 0);
+  cr_assert_eq(rs__bandit_user_arm(ctx, 0, "u2", "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 0);
+  cr_assert_eq(rs__bandit_arm(ctx, "i1", &shows, &rew), 0);
+  cr_assert_eq(shows, 0, "the shared arm is not kept with arms user");
+  /* imp-3 was ranked before its record's watermark closed the others */
+  push_list(h, "u1", "imp-4", NULL, 3, 1210, 5);
+  const rs_recommendation_t *r = last_list(h);
+  cr_assert_eq(r->items[0].item_len, 2);
+  cr_assert(!memcmp(r->items[0].item, "i1", 2), "u1 sees its click first");
+  push_list(h, "u2", "imp-5", NULL, 3, 1220, 6);
+  r = last_list(h);
+  cr_assert(!memcmp(r->items[0].item, "i0", 2), "u2 keeps the order");
+  rs_harness_destroy(h);
+  const char *bad[] = {"arms", "both", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
+  cr_assert(strstr(err, "arms"), "%s", err);
+}
+
+/* arm_impressions with_feedback: of two closed lists of the same three
+ * items, only the one with a click counts: i0 has 1 show (not 2) and i1 1
+ * show 1 reward; with `all` (the default) i0 has 2 shows. The lists'
+ * other outputs are the same either way (unclicked: all, the default,
+ * sends the 3 + 2 unclicked slots of both). */
+Test(bandit_reward, arm_impressions_with_feedback) {
+  for (int wf = 0; wf < 2; wf++) {
+    const char *opts[] = {"policy",
+                          "greedy",
+                          "slots",
+                          "3",
+                          "reward_window",
+                          "100ms",
+                          "arm_impressions",
+                          wf ? "with_feedback" : "all",
+                          NULL};
+    rs_harness_t *h = make(opts);
+    void *ctx = rs_harness_ctx(h);
+    push_list(h, "u1", "imp-1", NULL, 3, 1000, 1);
+    push_list(h, "u1", "imp-2", NULL, 3, 1010, 2);
+    push_fb(h, "u1", "imp-2", "i1", RS_FEEDBACK_CLICK, 1, 1050, 3);
+    push_list(h, "u1", "imp-3", NULL, 3, 1200, 4); /* closes imp-1, imp-2 */
+    double shows, rew;
+    cr_assert_eq(rs__bandit_arm(ctx, "i0", &shows, &rew), 0);
+    cr_assert_eq(shows, wf ? 1 : 2, "with_feedback %d: %g shows", wf, shows);
+    cr_assert_eq(rew, 0);
+    cr_assert_eq(rs__bandit_arm(ctx, "i1", &shows, &rew), 0);
+    cr_assert_eq(shows, wf ? 1 : 2);
+    cr_assert_eq(rew, 1);
+    cr_assert_eq(rs_harness_emitted_count(h, 3), 5, "unclicked slots (all)");
+    rs_harness_destroy(h);
+  }
+  const char *bad[] = {"arm_impressions", "some", NULL};
+  cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
+  cr_assert(strstr(err, "arm_impressions"), "%s", err);
 }

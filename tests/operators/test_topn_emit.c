@@ -117,9 +117,10 @@ static int by_score(const void *a, const void *b) {
 }
 
 /* Scores every item for `user` from mf_update's own view and state, the
- * way its file comment defines them, leaving out `skip` (consumed). */
+ * way its file comment defines them, leaving out `skip` (consumed); with
+ * topn_emit's `explore` e, plus e * |u| / sqrt(1 + count). */
 static size_t reference_top(rs_harness_t *mf, const char *user,
-                            const uint32_t *skip, size_t n_skip,
+                            const uint32_t *skip, size_t n_skip, double explore,
                             scored_t *out) {
   rs_mf_view_t v;
   rs__mf_view(rs_harness_ctx(mf), &v);
@@ -141,16 +142,21 @@ static size_t reference_top(rs_harness_t *mf, const char *user,
       d += (double)u[j] * v.items[(size_t)i * v.kp + j];
     if (v.objective == RS_MF_OBJ_BPR)
       d += v.item_bias[i] + v.score_log_count * log((double)v.item_count[i]);
+    double norm = 0;
+    for (uint32_t j = 0; j < v.k; j++)
+      norm += (double)u[j] * u[j];
+    d += explore * sqrt(norm) / sqrt(1.0 + (double)v.item_count[i]);
     out[n++] = (scored_t){i, d};
   }
   qsort(out, n, sizeof(*out), by_score);
   return n;
 }
 
-static void check_exact(const char *objective) {
+/* Returns the list's first score, for comparing runs. */
+static double check_exact(const char *objective, const char *explore) {
   const char *mf_opts[] = {"objective",       objective, "k", "8",
                            "min_user_events", "1",       NULL};
-  const char *tn_opts[] = {"n", "5", NULL};
+  const char *tn_opts[] = {"n", "5", "explore", explore, NULL};
   pair_t p;
   open_pair(&p, mf_opts, tn_opts);
   char user[16], item[16];
@@ -174,7 +180,7 @@ static void check_exact(const char *objective) {
       skip[ns++] = item_index(p.mf, item);
     }
   scored_t ref[64];
-  size_t nr = reference_top(p.mf, "u11", skip, ns, ref);
+  size_t nr = reference_top(p.mf, "u11", skip, ns, atof(explore), ref);
   cr_assert_geq(nr, 5);
   cr_assert_eq(r->n_items, 5);
   for (uint32_t i = 0; i < 5; i++) {
@@ -187,15 +193,32 @@ static void check_exact(const char *objective) {
     cr_assert_float_eq(r->items[i].score, ref[i].score, 1e-4);
     cr_assert_eq(r->items[i].propensity, 1.0);
   }
+  double top = r->items[0].score;
   close_pair(&p);
+  return top;
 }
 
 Test(topn_emit, exact_top_n_matches_the_model_isgd) {
-  check_exact("isgd");
+  check_exact("isgd", "0");
 }
 
 Test(topn_emit, exact_top_n_matches_the_model_bpr) {
-  check_exact("bpr");
+  check_exact("bpr", "0");
+}
+
+/* explore: the scores gain explore * |u| / sqrt(1 + count), as the
+ * reference computes it from mf_update's view (so without the bonus, or
+ * with another, the scores differ from the reference and the test fails:
+ * checked); the bonus is there (the best score rises with explore). */
+Test(topn_emit, explore_adds_the_optimism_for_rarely_seen_items) {
+  const char *objectives[] = {"bpr", "isgd"};
+  for (int o = 0; o < 2; o++) {
+    double plain = check_exact(objectives[o], "0");
+    double some = check_exact(objectives[o], "0.5");
+    double much = check_exact(objectives[o], "20");
+    cr_assert(plain < some && some < much, "%s: %g %g %g", objectives[o], plain,
+              some, much);
+  }
 }
 
 /* After every record, each emitted item's score is the one mf_update's
@@ -220,7 +243,7 @@ static void check_coherent(int exact) {
     snprintf(item, sizeof item, "i%d", e % 2 ? e / 2 : (e * 7) % (e / 2 + 1));
     feed(&p, user, item, 1000 * (int64_t)e);
     const rs_recommendation_t *r = last_rec(p.tn);
-    size_t nr = reference_top(p.mf, user, NULL, 0, ref);
+    size_t nr = reference_top(p.mf, user, NULL, 0, 0, ref);
     cr_assert_leq(nr, 512);
     if (exact)
       cr_assert_eq(r->n_items, nr < 5 ? nr : 5, "event %d", e);
@@ -516,6 +539,13 @@ Test(topn_emit, configuration_errors) {
   cr_assert_null(rs_harness_new_with_peer(&rs_op_topn_emit, bad, "mf", mf, err,
                                           sizeof err));
   cr_assert(strstr(err, "'n'"), "%s", err);
+  const char *bad_explore[] = {"explore", "-1", NULL};
+  cr_assert_null(rs_harness_new_with_peer(&rs_op_topn_emit, bad_explore, "mf",
+                                          mf, err, sizeof err));
+  cr_assert(strstr(err, "explore"), "%s", err);
+  const char *nan_explore[] = {"explore", "nan", NULL};
+  cr_assert_null(rs_harness_new_with_peer(&rs_op_topn_emit, nan_explore, "mf",
+                                          mf, err, sizeof err));
   /* A host older than ABI minor 2. */
   rs_harness_t *tn = rs_harness_new_with_peer(&rs_op_topn_emit, NULL, "mf", mf,
                                               err, sizeof err);
