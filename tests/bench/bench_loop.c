@@ -251,8 +251,8 @@ static void latency(const void *arg, void *out) {
          (double)st.checkpoint_hold_max_ns / 1e6, (unsigned long long)st.pauses,
          (double)st.paused_ns / 1e6);
   printf("   during the run (before the stop's synchronous checkpoint): %llu "
-         "captures, loop held %.2f ms per checkpoint on average, %.2f ms at "
-         "most\n",
+         "captures, loop held %.2f ms per checkpoint on average (capture and "
+         "end), the longest single hold %.2f ms\n",
          (unsigned long long)run.checkpoint_captures,
          run.checkpoint_captures ? (double)run.checkpoint_hold_ns / 1e6 /
                                        (double)run.checkpoint_captures
