@@ -250,6 +250,27 @@ static void retire(rs_cache_t *c, entry_t *e) {
   c->rhead = e;
 }
 
+/* Undoes retire(c, e) (e is still the last one retired) when the new
+ * entry could not be cached for want of memory: the change failed, and
+ * the key must keep reading its value of T (the database does not have it
+ * yet). */
+static void unretire(rs_cache_t *c, entry_t *e) {
+  c->rhead = e->lnext;
+  c->retired_bytes -= e->bytes;
+  c->live_bytes += e->bytes;
+  c->n++;
+  entry_t **b = &c->buckets[e->hash & (c->nbuckets - 1)];
+  e->hnext = *b;
+  *b = e;
+  e->flags |= F_PINNED;
+  c->npinned++;
+  e->lprev = NULL;
+  e->lnext = c->phead;
+  if (c->phead)
+    c->phead->lprev = e;
+  c->phead = e;
+}
+
 static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
   entry_t *h = c->hand; /* two turns of the ring at most */
   for (size_t i = 0; h && i <= 2 * (c->n - c->npinned); i++) {
@@ -533,9 +554,10 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
   if (bad_args(c, cf, &key, key_len) || bad_args(c, cf, &value, value_len))
     return RS_EINVAL;
   uint64_t h = key_hash(cf, partition, key, key_len);
-  entry_t *e = find(c, h, cf, partition, key, key_len);
+  entry_t *e = find(c, h, cf, partition, key, key_len), *old = NULL;
   if (e && (e->flags & F_PINNED)) {
     retire(c, e); /* copy on write: the writer may be reading it */
+    old = e;
     e = NULL;
   }
   if (e && key_len + value_len <= e->cap) {
@@ -550,6 +572,8 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
     remove_entry(c, e, 1); /* outgrew its block */
   int rc =
       insert(c, h, cf, partition, key, key_len, value, value_len, F_DIRTY, &e);
+  if (rc && !e && old)
+    unretire(c, old);
   if (rc || e)
     return rc;
   /* Too large to cache: it goes to the pending batch like an eviction. */
@@ -565,9 +589,10 @@ int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
   if (bad_args(c, cf, &key, key_len))
     return RS_EINVAL;
   uint64_t h = key_hash(cf, partition, key, key_len);
-  entry_t *e = find(c, h, cf, partition, key, key_len);
+  entry_t *e = find(c, h, cf, partition, key, key_len), *old = NULL;
   if (e && (e->flags & F_PINNED)) {
     retire(c, e); /* copy on write: the writer may be reading it */
+    old = e;
     e = NULL;
   }
   if (e) {
@@ -579,6 +604,8 @@ int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
   }
   int rc = insert(c, h, cf, partition, key, key_len, NULL, 0,
                   F_ABSENT | F_DIRTY, &e);
+  if (rc && !e && old)
+    unretire(c, old);
   if (rc || e)
     return rc;
   if ((rc = rs__state_key(&c->key, partition, key, key_len)))

@@ -1097,3 +1097,44 @@ Test(state, staged_entries_changed_while_the_writer_reads_them) {
   rs_cache_destroy(c);
   rs_store_destroy(s);
 }
+
+/* A change to a staged entry that cannot be cached for want of memory
+ * fails, and the key keeps reading its value of T (the old block is put
+ * back, not left retired: the database does not have it yet). */
+Test(state, staged_entry_change_without_memory_keeps_the_value_of_t) {
+  rs_store_t *s = open_store();
+  int cf = rs_store_cf(s, "counts");
+  rs_cache_t *c;
+  cr_assert_eq(rs_cache_create(s, 1 << 20, &c), 0);
+  put_str(c, cf, 0, "a", "at-T");
+  put_str(c, cf, 0, "b", "at-T");
+  rs_store_staged_t *st;
+  cr_assert_eq(rs_store_checkpoint_stage(s, c, NULL, 0, &st), 0);
+  const rs_allocator_t failing = {failing_malloc, failing_calloc,
+                                  failing_realloc, free};
+  g_allocs = 0;
+  g_fail_every = 1; /* every allocation fails */
+  rs_set_allocator(&failing);
+  int rput = rs_cache_put(c, cf, 0, "a", 1, "later", 5);
+  int rdel = rs_cache_delete(c, cf, 0, "b", 1);
+  rs_set_allocator(NULL);
+  cr_assert_eq(rput, RS_ENOMEM);
+  cr_assert_eq(rdel, RS_ENOMEM);
+  rs_cache_stats_t cs;
+  rs_cache_stats(c, &cs);
+  cr_assert_eq(cs.retired_bytes, 0);
+  cr_assert_eq(cs.entries, 2);
+  cr_assert_str_eq(get_str(c, cf, 0, "a"), "at-T");
+  cr_assert_str_eq(get_str(c, cf, 0, "b"), "at-T");
+  /* ...and stays pinned: a change with memory works, after T. */
+  put_str(c, cf, 0, "a", "later");
+  cr_assert_eq(rs_store_staged_write(st, g_err, sizeof g_err), 0, "%s", g_err);
+  rs_store_staged_done(s, c, st);
+  cr_assert_str_eq(raw_str(s, cf, 0, "a"), "at-T");
+  cr_assert_str_eq(raw_str(s, cf, 0, "b"), "at-T");
+  cr_assert_str_eq(get_str(c, cf, 0, "a"), "later");
+  cr_assert_eq(rs_store_checkpoint(s, c, NULL, 0), 0);
+  cr_assert_str_eq(raw_str(s, cf, 0, "a"), "later");
+  rs_cache_destroy(c);
+  rs_store_destroy(s);
+}
