@@ -434,7 +434,7 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
  * the batch's growing buffer faulting in fresh pages). */
 struct rs_store_staged {
   rs__rocks_t *db;
-  rs__rocks_batch_t *b;
+  rs__rocks_batch_t *b;         /* NULL once written */
   const rs__staged_ent_t *ents; /* owned by the cache */
   size_t n_ents;
   int built;     /* ents are in b */
@@ -469,7 +469,7 @@ int rs_store_staged_add_offsets(rs_store_t *s, rs_store_staged_t *st,
 }
 
 int rs_store_staged_empty(rs_store_staged_t *st) {
-  return st->n_ents == 0 && rs__rocks_batch_count(st->b) == 0;
+  return st->n_ents == 0 && (!st->b || rs__rocks_batch_count(st->b) == 0);
 }
 
 int rs_store_staged_write(rs_store_staged_t *st, char *errstr,
@@ -486,7 +486,13 @@ int rs_store_staged_write(rs_store_staged_t *st, char *errstr,
     st->built = 1;
   }
   st->bytes = rs__rocks_batch_bytes(st->b);
-  return rs__rocks_batch_write_detached(st->db, st->b, -1, errstr, errstr_size);
+  int rc =
+      rs__rocks_batch_write_detached(st->db, st->b, -1, errstr, errstr_size);
+  if (!rc) { /* freed here, off the loop: ~5-17 ms for a 17 MB batch */
+    rs__rocks_batch_destroy(st->b);
+    st->b = NULL;
+  }
+  return rc;
 }
 
 void rs_store_staged_done(rs_store_t *s, rs_cache_t *cache,

@@ -133,8 +133,9 @@ int rs_store_checkpoint(rs_store_t *s, rs_cache_t *cache,
  *     entries of T to the staged batch (the costly part: ~5 us an entry
  *     on the test machine) and writes it; touches only the staged batch,
  *     the pinned blocks and RocksDB's thread-safe write (the message of a
- *     failure goes to errstr). The owning thread must not destroy the
- *     store or the cache until it returned.
+ *     failure goes to errstr), and frees the batch once written. The
+ *     owning thread must not destroy the store or the cache until it
+ *     returned.
  *  4. rs_store_staged_done(): owning thread, after a successful write:
  *     counts it (rs_store_stats), unpins, drops the spilled writes it
  *     held, frees st.
