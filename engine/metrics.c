@@ -652,6 +652,10 @@ int rs_metrics_render(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
               "processing paused because the state cache's spill grew "
               "while a checkpoint waited for acknowledgements",
               "counter", st->checkpoint_pauses) ||
+      put_u64(b, "recstream_paused_revokes_total",
+              "partition revocations that found the input paused for "
+              "backpressure and resumed the revoked partitions",
+              "counter", st->paused_revokes) ||
       put_u64(b, "recstream_suppressed_outputs_total",
               "exactly_once: regenerated outputs not sent again", "counter",
               st->suppressed) ||

@@ -481,11 +481,13 @@ static void crash_point(rs_engine_t *e, const char *name) {
  *
  *  1. Capture, on the loop between batches (never during process()), at a
  *     point T: the operators' checkpoint() callbacks run, the next input
- *     offset of every partition is taken, and the cache stages every dirty
- *     entry (plus what it spilled) into the checkpoint's own RocksDB batch,
- *     marking those entries clean but pinned (state/store.h,
- *     rs_store_checkpoint_stage). Outputs produced from here on belong to
- *     the next epoch (trackers carry the epoch of their outputs); the
+ *     offset of every partition is taken, and the cache marks every dirty
+ *     entry clean but pinned and copies what it spilled into the
+ *     checkpoint's own RocksDB batch (state/store.h,
+ *     rs_store_checkpoint_stage; the pinned entries are added to the batch
+ *     by the write, off the loop, from their blocks, which the cache does
+ *     not change meanwhile: copy on write). Outputs produced from here on
+ * belong to the next epoch (trackers carry the epoch of their outputs); the
  *     checkpoint waits for the delivery reports of its own epoch and the
  *     earlier ones only (ckpt_t.unacked), which new outputs never raise.
  *  2. Acknowledged: every output produced before T has a successful
@@ -2694,8 +2696,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
      * never be fetched again (their records, checkpoints and commits
      * stalled for good). An assignment made while paused pauses its
      * partitions itself (above). */
-    if (e->input_paused)
+    if (e->input_paused) {
       rd_kafka_resume_partitions(rk, parts);
+      e->stats.paused_revokes++;
+    }
     if (coop)
       rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
     else

@@ -95,8 +95,8 @@ typedef struct rs_engine_stats {
   /* Checkpoints do not stop processing (runtime.c, "Checkpoints"): */
   uint64_t checkpoint_captures;    /* checkpoints taken (written or not) */
   uint64_t checkpoint_hold_ns;     /* loop time they took: capture (operator
-                                      callbacks, staging the batch) and end
-                                      (offsets, commit, unpinning) */
+                                      callbacks, pinning the dirty entries)
+                                      and end (offsets, commit, unpinning) */
   uint64_t checkpoint_hold_max_ns; /* the longest such hold */
   uint64_t checkpoint_ack_wait_ns; /* capture to the acknowledgement of the
                                       last output produced before it */
@@ -104,6 +104,8 @@ typedef struct rs_engine_stats {
                                       spill grew past its early-checkpoint mark
                                       while a checkpoint waited (it resumes when
                                       that one completes) */
+  uint64_t paused_revokes; /* revocations that found the input paused in the
+                              client and resumed the revoked partitions */
 } rs_engine_stats_t;
 
 /* cfg and g are borrowed and must outlive the engine. Starts the embedded

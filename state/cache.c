@@ -54,6 +54,15 @@ struct rs_cache {
   int staged;
   entry_t *phead; /* pinned entries (lprev/lnext), not on the ring */
   size_t npinned;
+  /* The staged entries as the writer sees them (rs__cache_pin_staged),
+   * and the blocks of pinned entries changed since (retired: out of the
+   * table and every list but this one, linked by lnext), which the
+   * writer may still be reading: freed by rs__cache_durable(). */
+  rs__staged_ent_t *stg;
+  size_t nstg, stg_cap;
+  entry_t *rhead;
+  size_t retired_bytes;
+  size_t ndirty;
   entry_t **buckets;
   size_t nbuckets; /* a power of two */
   size_t n;
@@ -123,6 +132,11 @@ void rs_cache_destroy(rs_cache_t *c) {
     next = e->lnext;
     rs_free(e);
   }
+  for (entry_t *e = c->rhead, *next; e; e = next) {
+    next = e->lnext;
+    rs_free(e);
+  }
+  rs_free(c->stg);
   entry_t *e = c->hand;
   for (size_t i = pinned; i < c->n; i++) {
     entry_t *next = e->lnext;
@@ -200,9 +214,9 @@ static void touch(entry_t *e) {
  * database does not have its value yet, so it must stay. Such entries are
  * off the ring (rs__cache_pin_staged moves them to the pinned list, O(dirty)
  * like the staging itself), so the hand never walks past them: with most of
- * the cache pinned, an eviction still costs O(1) amortized. A change puts
- * the entry back on the ring (dirty_set): a dirty one may go, eviction
- * spills it. */
+ * the cache pinned, an eviction still costs O(1) amortized. A change
+ * retires the pinned block (retire) and caches the new value in a new
+ * entry on the ring: a dirty one may go, eviction spills it. */
 static void pin(rs_cache_t *c, entry_t *e) {
   ring_unlink(c, e);
   e->flags |= F_PINNED;
@@ -217,6 +231,44 @@ static void pin(rs_cache_t *c, entry_t *e) {
 static void unpin(rs_cache_t *c, entry_t *e) {
   pinned_unlink(c, e);
   ring_push(c, e);
+}
+
+static void hash_unlink(rs_cache_t *c, entry_t *e);
+
+/* A pinned entry about to change (put, delete): the checkpoint's writer
+ * may be reading its block on another thread, so the block is left as it
+ * is, taken out of the table and the pinned list (the caller caches the
+ * new value in a new entry), and freed by rs__cache_durable(). Pinned
+ * entries are clean: nothing to take off the dirty list. */
+static void retire(rs_cache_t *c, entry_t *e) {
+  hash_unlink(c, e);
+  pinned_unlink(c, e);
+  c->n--;
+  c->live_bytes -= e->bytes;
+  c->retired_bytes += e->bytes;
+  e->lnext = c->rhead;
+  c->rhead = e;
+}
+
+/* Undoes retire(c, e) (e is still the last one retired) when the new
+ * entry could not be cached for want of memory: the change failed, and
+ * the key must keep reading its value of T (the database does not have it
+ * yet). */
+static void unretire(rs_cache_t *c, entry_t *e) {
+  c->rhead = e->lnext;
+  c->retired_bytes -= e->bytes;
+  c->live_bytes += e->bytes;
+  c->n++;
+  entry_t **b = &c->buckets[e->hash & (c->nbuckets - 1)];
+  e->hnext = *b;
+  *b = e;
+  e->flags |= F_PINNED;
+  c->npinned++;
+  e->lprev = NULL;
+  e->lnext = c->phead;
+  if (c->phead)
+    c->phead->lprev = e;
+  c->phead = e;
 }
 
 static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
@@ -239,6 +291,7 @@ static void dirty_set(rs_cache_t *c, entry_t *e) {
   if (e->flags & F_PINNED)
     unpin(c, e); /* changed after T: evictable again (spilled if evicted) */
   e->flags |= F_DIRTY;
+  c->ndirty++;
   e->dprev = NULL;
   e->dnext = c->dhead;
   if (c->dhead)
@@ -251,6 +304,7 @@ static void dirty_clear(rs_cache_t *c, entry_t *e) {
   if (!(e->flags & F_DIRTY))
     return;
   e->flags &= (uint8_t)~F_DIRTY;
+  c->ndirty--;
   if (e->dprev)
     e->dprev->dnext = e->dnext;
   else
@@ -500,7 +554,12 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
   if (bad_args(c, cf, &key, key_len) || bad_args(c, cf, &value, value_len))
     return RS_EINVAL;
   uint64_t h = key_hash(cf, partition, key, key_len);
-  entry_t *e = find(c, h, cf, partition, key, key_len);
+  entry_t *e = find(c, h, cf, partition, key, key_len), *old = NULL;
+  if (e && (e->flags & F_PINNED)) {
+    retire(c, e); /* copy on write: the writer may be reading it */
+    old = e;
+    e = NULL;
+  }
   if (e && key_len + value_len <= e->cap) {
     memmove(e->data + key_len, value, value_len);
     e->vlen = (uint32_t)value_len;
@@ -513,6 +572,8 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
     remove_entry(c, e, 1); /* outgrew its block */
   int rc =
       insert(c, h, cf, partition, key, key_len, value, value_len, F_DIRTY, &e);
+  if (rc && !e && old)
+    unretire(c, old);
   if (rc || e)
     return rc;
   /* Too large to cache: it goes to the pending batch like an eviction. */
@@ -528,7 +589,12 @@ int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
   if (bad_args(c, cf, &key, key_len))
     return RS_EINVAL;
   uint64_t h = key_hash(cf, partition, key, key_len);
-  entry_t *e = find(c, h, cf, partition, key, key_len);
+  entry_t *e = find(c, h, cf, partition, key, key_len), *old = NULL;
+  if (e && (e->flags & F_PINNED)) {
+    retire(c, e); /* copy on write: the writer may be reading it */
+    old = e;
+    e = NULL;
+  }
   if (e) {
     e->flags |= F_ABSENT;
     e->vlen = 0;
@@ -538,6 +604,8 @@ int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
   }
   int rc = insert(c, h, cf, partition, key, key_len, NULL, 0,
                   F_ABSENT | F_DIRTY, &e);
+  if (rc && !e && old)
+    unretire(c, old);
   if (rc || e)
     return rc;
   if ((rc = rs__state_key(&c->key, partition, key, key_len)))
@@ -691,6 +759,7 @@ void rs_cache_stats(const rs_cache_t *c, rs_cache_stats_t *out) {
   out->spill_bytes =
       rs__rocks_batch_count(c->spill) ? rs__rocks_batch_bytes(c->spill) : 0;
   out->bound_bytes = c->bound;
+  out->retired_bytes = c->retired_bytes;
 }
 
 int rs_cache_needs_checkpoint(const rs_cache_t *c) {
@@ -710,20 +779,52 @@ int rs__cache_stage_dirty(rs_cache_t *c, rs__rocks_batch_t *b) {
   return 0;
 }
 
-int rs__cache_pin_staged(rs_cache_t *c) {
+int rs__cache_pin_staged(rs_cache_t *c, const rs__staged_ent_t **ents,
+                         size_t *n) {
+  *ents = NULL;
+  *n = 0;
   if (c->staged)
     return RS_EINVAL;
   if (!c->spill_next && !(c->spill_next = rs__rocks_batch_create()))
     return RS_ENOMEM;
+  if (rs_grow((void **)&c->stg, &c->stg_cap, c->ndirty, sizeof *c->stg))
+    return RS_ENOMEM;
   c->staged = 1;
+  size_t i = 0;
   for (entry_t *e = c->dhead, *next; e; e = next) {
     next = e->dnext;
     e->flags &= (uint8_t)~F_DIRTY;
     e->dprev = e->dnext = NULL;
+    c->stg[i++] = (rs__staged_ent_t){.data = e->data,
+                                     .klen = e->klen,
+                                     .vlen = e->vlen,
+                                     .partition = e->partition,
+                                     .cf = e->cf,
+                                     .del = (e->flags & F_ABSENT) != 0};
     pin(c, e);
   }
+  c->nstg = i;
   c->dhead = NULL;
   c->dirty_bytes = 0;
+  c->ndirty = 0;
+  *ents = c->stg;
+  *n = c->nstg;
+  return 0;
+}
+
+int rs__cache_stage_entries(rs__rocks_t *db, rs__rocks_batch_t *b,
+                            const rs__staged_ent_t *ents, size_t n,
+                            rs_buf_t *kb) {
+  for (size_t i = 0; i < n; i++) {
+    const rs__staged_ent_t *x = &ents[i];
+    if (rs__state_key(kb, x->partition, x->data, x->klen))
+      return RS_ENOMEM;
+    if (x->del)
+      rs__rocks_batch_delete(db, b, x->cf, kb->data, kb->len);
+    else
+      rs__rocks_batch_put(db, b, x->cf, kb->data, kb->len, x->data + x->klen,
+                          x->vlen);
+  }
   return 0;
 }
 
@@ -739,6 +840,14 @@ void rs__cache_durable(rs_cache_t *c) {
   c->spill_next = old;
   rs__rocks_batch_clear(old);
   c->staged = 0;
+  c->nstg = 0;
+  for (entry_t *e = c->rhead, *next; e; e = next) { /* O(changed) */
+    next = e->lnext;
+    c->live_bytes += e->bytes; /* block_free() takes them off */
+    c->retired_bytes -= e->bytes;
+    block_free(c, e, 1);
+  }
+  c->rhead = NULL;
   while (c->phead) /* back on the ring, O(pinned) */
     unpin(c, c->phead);
   make_room(c, NULL); /* what the pins held over the bound */
@@ -753,4 +862,5 @@ void rs__cache_checkpointed(rs_cache_t *c) {
   }
   c->dhead = NULL;
   c->dirty_bytes = 0;
+  c->ndirty = 0;
 }

@@ -42,6 +42,9 @@ typedef struct rs_cache_stats {
   size_t dirty_bytes;
   size_t spill_bytes; /* evicted dirty data awaiting the next checkpoint */
   size_t bound_bytes;
+  size_t retired_bytes; /* old blocks of staged entries changed after the
+                           capture, kept for the checkpoint's writer until
+                           it is durable; outside total_bytes and the bound */
 } rs_cache_stats_t;
 
 /* A cache of at most bound_bytes (0: RS_CACHE_DEFAULT_BYTES) over store,
@@ -97,16 +100,39 @@ int rs__cache_stage_dirty(rs_cache_t *c, rs__rocks_batch_t *b);
 /* After the checkpoint batch was written: every entry is clean and the
  * spill batch is empty. */
 void rs__cache_checkpointed(rs_cache_t *c);
-/* Asynchronous checkpoints (rs_store_checkpoint_stage): after the dirty
- * entries and a copy of the spill were staged into a batch, marks them
- * clean and pinned: not evicted until rs__cache_durable(), so reads keep
- * seeing them while the database does not have them yet. Entries changed
- * later are dirty again (for the next checkpoint); spilled writes go to
- * a second batch as well, which replaces the spill once the staged one is
- * durable. RS_EINVAL when a staged checkpoint is already pending. */
-int rs__cache_pin_staged(rs_cache_t *c);
+/* Asynchronous checkpoints (rs_store_checkpoint_stage). At the capture,
+ * on the owning thread: marks every dirty entry clean and pinned (not
+ * evicted until rs__cache_durable(), so reads keep seeing them while the
+ * database does not have them yet) and describes them in *ents (*n of
+ * them; owned by the cache, valid until rs__cache_durable() or the
+ * cache's destruction). The entries are not copied: a pinned entry is
+ * never written or freed in place until rs__cache_durable(). Changing one
+ * (put, delete) retires its block (out of the table, freed at
+ * rs__cache_durable()) and caches the new value in a new, dirty entry for
+ * the next checkpoint. Spilled writes go to a second batch as well, which
+ * replaces the spill once the staged one is durable (the caller copied
+ * the spill at T). RS_EINVAL when a staged checkpoint is already pending.
+ *
+ * So another thread may read *ents and the bytes they point to
+ * (rs__cache_stage_entries) while the owning thread goes on using the
+ * cache, until rs__cache_durable(). */
+typedef struct rs__staged_ent {
+  const unsigned char *data; /* key (klen bytes), then value (vlen) */
+  uint32_t klen, vlen;
+  int32_t partition;
+  int cf;
+  int del; /* a tombstone */
+} rs__staged_ent_t;
+int rs__cache_pin_staged(rs_cache_t *c, const rs__staged_ent_t **ents,
+                         size_t *n);
+/* Appends the staged entries to b (puts and deletes), on any thread: reads
+ * only ents and their bytes; kb is the caller's key buffer. */
+int rs__cache_stage_entries(rs__rocks_t *db, rs__rocks_batch_t *b,
+                            const rs__staged_ent_t *ents, size_t n,
+                            rs_buf_t *kb);
 int rs__cache_is_staged(const rs_cache_t *c);
-/* The staged checkpoint is written: unpins, and drops the spilled writes
+/* The staged checkpoint is written (and its writer is done with the
+ * entries): unpins, frees the retired blocks, and drops the spilled writes
  * it held. */
 void rs__cache_durable(rs_cache_t *c);
 
