@@ -480,6 +480,10 @@ static int render_cache(const rs_metrics_snapshot_t *s, rs_buf_t *b) {
       put_u64(b, "recstream_state_cache_spill_bytes",
               "evicted dirty bytes awaiting the next checkpoint", "gauge",
               c->spill_bytes) ||
+      put_u64(b, "recstream_state_cache_retired_bytes",
+              "old blocks of entries changed while a checkpoint writes them, "
+              "kept for its writer until it is durable (outside the bound)",
+              "gauge", c->retired_bytes) ||
       put_u64(b, "recstream_state_cache_limit_bytes",
               "bound of the cache (state.cache)", "gauge", c->bound_bytes))
     return RS_ENOMEM;

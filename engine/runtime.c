@@ -487,8 +487,8 @@ static void crash_point(rs_engine_t *e, const char *name) {
  *     rs_store_checkpoint_stage; the pinned entries are added to the batch
  *     by the write, off the loop, from their blocks, which the cache does
  *     not change meanwhile: copy on write). Outputs produced from here on
- * belong to the next epoch (trackers carry the epoch of their outputs); the
- *     checkpoint waits for the delivery reports of its own epoch and the
+ *     belong to the next epoch (trackers carry the epoch of their outputs);
+ *     the checkpoint waits for the delivery reports of its own epoch and the
  *     earlier ones only (ckpt_t.unacked), which new outputs never raise.
  *  2. Acknowledged: every output produced before T has a successful
  *     delivery report. exactly_once adds each output partition's

@@ -577,8 +577,11 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
   if (rc || e)
     return rc;
   /* Too large to cache: it goes to the pending batch like an eviction. */
-  if ((rc = rs__state_key(&c->key, partition, key, key_len)))
+  if ((rc = rs__state_key(&c->key, partition, key, key_len))) {
+    if (old)
+      unretire(c, old); /* the value of T stays readable */
     return rc;
+  }
   spill_put(c, cf, c->key.data, c->key.len, value, value_len);
   c->writebacks++;
   return 0;
@@ -608,8 +611,11 @@ int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,
     unretire(c, old);
   if (rc || e)
     return rc;
-  if ((rc = rs__state_key(&c->key, partition, key, key_len)))
+  if ((rc = rs__state_key(&c->key, partition, key, key_len))) {
+    if (old)
+      unretire(c, old);
     return rc;
+  }
   spill_delete(c, cf, c->key.data, c->key.len);
   return 0;
 }

@@ -485,6 +485,8 @@ int rs_store_staged_write(rs_store_staged_t *st, char *errstr,
     }
     st->built = 1;
   }
+  if (!st->b)
+    return 0; /* written already (store.h: once) */
   st->bytes = rs__rocks_batch_bytes(st->b);
   int rc =
       rs__rocks_batch_write_detached(st->db, st->b, -1, errstr, errstr_size);

@@ -299,7 +299,8 @@ static void fill(rs_metrics_snapshot_t *s, const rs_graph_t *g,
                                 .total_bytes = 2006,
                                 .dirty_bytes = 2007,
                                 .spill_bytes = 2008,
-                                .bound_bytes = 2009};
+                                .bound_bytes = 2009,
+                                .retired_bytes = 2010};
   s->counters = counters;
   s->n_counters = nc;
   s->parts = parts;
@@ -377,6 +378,7 @@ Test(metrics, exposition_parses_back_to_the_snapshot_values) {
   cr_assert_eq(val(&r, "recstream_state_cache_dirty_bytes", ""), 2007);
   cr_assert_eq(val(&r, "recstream_state_cache_spill_bytes", ""), 2008);
   cr_assert_eq(val(&r, "recstream_state_cache_limit_bytes", ""), 2009);
+  cr_assert_eq(val(&r, "recstream_state_cache_retired_bytes", ""), 2010);
 
   /* Per operator: one family across operator types, labelled. */
   cr_assert_eq(val(&r, "recstream_records_in_total", "operator=p1,type=parse"),
