@@ -217,8 +217,7 @@ static void touch(entry_t *e) {
  * the cache pinned, an eviction still costs O(1) amortized. A change
  * retires the pinned block (retire) and caches the new value in a new
  * entry on the ring: a dirty one may go, eviction spills it. */
-static void pin(rs_cache_t *c, entry_t *e) {
-  ring_unlink(c, e);
+static void pinned_push(rs_cache_t *c, entry_t *e) {
   e->flags |= F_PINNED;
   c->npinned++;
   e->lprev = NULL;
@@ -226,6 +225,11 @@ static void pin(rs_cache_t *c, entry_t *e) {
   if (c->phead)
     c->phead->lprev = e;
   c->phead = e;
+}
+
+static void pin(rs_cache_t *c, entry_t *e) {
+  ring_unlink(c, e);
+  pinned_push(c, e);
 }
 
 static void unpin(rs_cache_t *c, entry_t *e) {
@@ -262,13 +266,7 @@ static void unretire(rs_cache_t *c, entry_t *e) {
   entry_t **b = &c->buckets[e->hash & (c->nbuckets - 1)];
   e->hnext = *b;
   *b = e;
-  e->flags |= F_PINNED;
-  c->npinned++;
-  e->lprev = NULL;
-  e->lnext = c->phead;
-  if (c->phead)
-    c->phead->lprev = e;
-  c->phead = e;
+  pinned_push(c, e);
 }
 
 static entry_t *victim(rs_cache_t *c, const entry_t *protect) {
