@@ -465,8 +465,7 @@ static int input_paused(void *arg) {
  * the first instance is paused when the second joins and its revocation
  * waits for the outputs; the group's coordinator and the input stay on
  * the prompt broker. */
-Test(state_engine, rebalance_while_paused_fetches_reassigned_partitions,
-     .timeout = 240) {
+static void rebalance_while_paused(const char *strategy) {
   rs_mock_t *m = it_cluster(2, 4, topics);
   cr_assert(m != NULL);
   const long total = 10000;
@@ -483,18 +482,25 @@ Test(state_engine, rebalance_while_paused_fetches_reassigned_partitions,
   snprintf(d2, sizeof d2, "state.dir=%s/paused2", it_state_dir());
   /* api.version.request.timeout.ms: above the slow broker's 10 s, so that
    * the clients do not fall back to guessing an old broker version. */
-  const char *s1[] = {b, d1, "processing.batch_size=100",
+  const char *s1[] = {b,
+                      d1,
+                      "processing.batch_size=100",
                       "processing.max_inflight_records=1000",
-                      "kafka.properties.api.version.request.timeout.ms=30000"};
-  const char *s2[] = {b, d2, "processing.batch_size=100",
+                      "kafka.properties.api.version.request.timeout.ms=30000",
+                      strategy};
+  const char *s2[] = {b,
+                      d2,
+                      "processing.batch_size=100",
                       "processing.max_inflight_records=1000",
-                      "kafka.properties.api.version.request.timeout.ms=30000"};
+                      "kafka.properties.api.version.request.timeout.ms=30000",
+                      strategy};
   it_engine_t one, two;
-  cr_assert_eq(it_engine_start(&one, yaml, s1, 5, 0), 0, "%s", one.err);
+  size_t n_sets = strategy ? 6 : 5;
+  cr_assert_eq(it_engine_start(&one, yaml, s1, n_sets, 0), 0, "%s", one.err);
   cr_assert(it_wait(input_paused, one.e, 60000),
             "the first instance never paused its input");
   rs_engine_stats_t st1, st2;
-  second_joins(m, &one, &two, s2, 5, &st1, &st2);
+  second_joins(m, &one, &two, s2, n_sets, &st1, &st2);
   cr_assert_geq(st1.records_in + st2.records_in, (uint64_t)total);
   /* The case under test happened: a revocation found the input paused in
    * the client (else the slow broker let it resume before the group
@@ -504,6 +510,22 @@ Test(state_engine, rebalance_while_paused_fetches_reassigned_partitions,
   it_engine_free(&one);
   it_engine_free(&two);
   rs_mock_destroy(m);
+}
+
+Test(state_engine, rebalance_while_paused_fetches_reassigned_partitions,
+     .timeout = 240) {
+  rebalance_while_paused(NULL);
+}
+
+/* The same with the incremental (cooperative) protocol, which users may
+ * set through kafka.properties: the revocation takes only the partitions
+ * that move (two of the four here) and resumes them in the client; the
+ * ones that stay remain assigned and paused there (input_paused stays 1),
+ * and resuming the input must resume them, or they stall. */
+Test(state_engine, rebalance_cooperative_while_paused_keeps_the_rest_flowing,
+     .timeout = 240) {
+  rebalance_while_paused(
+      "kafka.properties.partition.assignment.strategy=cooperative-sticky");
 }
 
 /* Offset commits the group refuses (REBALANCE_IN_PROGRESS, then the
