@@ -2660,8 +2660,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
          * offsets as soon as this callback returns. */
         if (e->inflight_records == 0 && write_checkpoint(e, 1) == 0)
           rs_log(RS_LOG_INFO, "engine",
-                 "revoked %d partitions: state and offsets checkpointed%s",
-                 parts->cnt,
+                 "revoked %d partitions%s: state and offsets checkpointed%s",
+                 parts->cnt, coop ? " (cooperative rebalance)" : "",
                  rd_kafka_assignment_lost(rk) ? " (assignment lost)" : "");
         else if (e->inflight_records > 0)
           /* The cache holds their effects beyond the stored offsets and
