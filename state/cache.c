@@ -416,12 +416,29 @@ static int stage(rs_cache_t *c, rs__rocks_batch_t *b, entry_t *e,
   return 0;
 }
 
-static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
+/* Takes e out of the table, the ring and the dirty list; its block stays
+ * allocated (block_free, or attach() to put it back). */
+static void detach(rs_cache_t *c, entry_t *e) {
   dirty_clear(c, e);
   hash_unlink(c, e);
   ring_unlink(c, e);
-  block_free(c, e, keep);
   c->n--;
+}
+
+static void remove_entry(rs_cache_t *c, entry_t *e, int keep) {
+  detach(c, e);
+  block_free(c, e, keep);
+}
+
+/* Undoes detach(c, e); dirty: it was dirty. */
+static void attach(rs_cache_t *c, entry_t *e, int dirty) {
+  entry_t **b = &c->buckets[e->hash & (c->nbuckets - 1)];
+  e->hnext = *b;
+  *b = e;
+  ring_push(c, e);
+  c->n++;
+  if (dirty)
+    dirty_set(c, e);
 }
 
 static int evict(rs_cache_t *c, entry_t *e) {
@@ -566,23 +583,33 @@ int rs_cache_put(rs_cache_t *c, int cf, int32_t partition, const void *key,
     touch(e);
     return 0;
   }
-  if (e)
-    remove_entry(c, e, 1); /* outgrew its block */
+  /* Outgrew its block: out of the way, but kept until the new value is
+   * cached or spilled, so that a put failing for want of memory leaves
+   * the key's value as it was. */
+  entry_t *grown = e;
+  int grown_dirty = grown && (grown->flags & F_DIRTY);
+  if (grown)
+    detach(c, grown);
   int rc =
       insert(c, h, cf, partition, key, key_len, value, value_len, F_DIRTY, &e);
-  if (rc && !e && old)
-    unretire(c, old);
-  if (rc || e)
-    return rc;
-  /* Too large to cache: it goes to the pending batch like an eviction. */
-  if ((rc = rs__state_key(&c->key, partition, key, key_len))) {
+  /* Too large to cache (no entry, no error): it goes to the pending batch
+   * like an eviction. */
+  if (!rc && !e)
+    rc = rs__state_key(&c->key, partition, key, key_len);
+  if (rc && !e) { /* the put failed: the value before it stays readable */
     if (old)
-      unretire(c, old); /* the value of T stays readable */
+      unretire(c, old); /* the value of T */
+    if (grown)
+      attach(c, grown, grown_dirty);
     return rc;
   }
-  spill_put(c, cf, c->key.data, c->key.len, value, value_len);
-  c->writebacks++;
-  return 0;
+  if (grown)
+    block_free(c, grown, 1);
+  if (!e) {
+    spill_put(c, cf, c->key.data, c->key.len, value, value_len);
+    c->writebacks++;
+  }
+  return rc;
 }
 
 int rs_cache_delete(rs_cache_t *c, int cf, int32_t partition, const void *key,

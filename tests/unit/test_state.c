@@ -1101,6 +1101,45 @@ Test(state, staged_entries_changed_while_the_writer_reads_them) {
 /* A change to a staged entry that cannot be cached for want of memory
  * fails, and the key keeps reading its value of T (the old block is put
  * back, not left retired: the database does not have it yet). */
+/* A put whose value outgrows the entry's block and finds no memory for a
+ * new one fails and leaves the value as it was: the cached value before
+ * the put stays readable, and the next checkpoint writes it. (The old
+ * block used to be freed before the new one was allocated: the key then
+ * read the database's older value, here none.) */
+Test(state, outgrowing_put_without_memory_keeps_the_value) {
+  rs_store_t *s = open_store();
+  int cf = rs_store_cf(s, "counts");
+  rs_cache_t *c;
+  cr_assert_eq(rs_cache_create(s, 1 << 20, &c), 0);
+  put_str(c, cf, 0, "a", "small");
+  static char big[4000];
+  memset(big, 'x', sizeof big);
+  const rs_allocator_t failing = {failing_malloc, failing_calloc,
+                                  failing_realloc, free};
+  g_allocs = 0;
+  g_fail_every = 1; /* every allocation fails */
+  rs_set_allocator(&failing);
+  int rc = rs_cache_put(c, cf, 0, "a", 1, big, sizeof big);
+  rs_set_allocator(NULL);
+  cr_assert_eq(rc, RS_ENOMEM);
+  cr_assert_str_eq(get_str(c, cf, 0, "a"), "small");
+  rs_cache_stats_t cs;
+  rs_cache_stats(c, &cs);
+  cr_assert_eq(cs.entries, 1);
+  cr_assert_gt(cs.dirty_bytes, 0, "still dirty: the database lacks it");
+  cr_assert_eq(rs_store_checkpoint(s, c, NULL, 0), 0);
+  cr_assert_str_eq(raw_str(s, cf, 0, "a"), "small");
+  /* With memory the same put works and replaces it. */
+  cr_assert_eq(rs_cache_put(c, cf, 0, "a", 1, big, sizeof big), 0);
+  cr_assert_eq(rs_store_checkpoint(s, c, NULL, 0), 0);
+  const void *v;
+  size_t n;
+  cr_assert_eq(rs_cache_get(c, cf, 0, "a", 1, &v, &n), 0);
+  cr_assert_eq(n, sizeof big);
+  rs_cache_destroy(c);
+  rs_store_destroy(s);
+}
+
 Test(state, staged_entry_change_without_memory_keeps_the_value_of_t) {
   rs_store_t *s = open_store();
   int cf = rs_store_cf(s, "counts");
