@@ -726,20 +726,26 @@ static void *failing_realloc(void *p, size_t n) {
   return ++g_allocs % g_fail_every == 0 ? NULL : realloc(p, n);
 }
 
+/* From here every `every`-th allocation of the engine's allocator fails,
+ * until rs_set_allocator(NULL). */
+static void fail_allocations(unsigned long every) {
+  static const rs_allocator_t failing = {failing_malloc, failing_calloc,
+                                         failing_realloc, free};
+  g_allocs = 0;
+  g_fail_every = every;
+  rs_set_allocator(&failing);
+}
+
 Test(state, allocation_failures_are_errors_not_crashes) {
   rs_store_t *s = open_store();
   int cf = rs_store_cf(s, "counts");
   rs_cache_t *c;
   cr_assert_eq(rs_cache_create(s, 16 * 1024, &c), 0);
-  const rs_allocator_t failing = {failing_malloc, failing_calloc,
-                                  failing_realloc, free};
   char key[32], val[600];
   memset(val, 'q', sizeof val);
   int enomem = 0;
   for (unsigned long every = 3; every < 12; every++) {
-    g_allocs = 0;
-    g_fail_every = every;
-    rs_set_allocator(&failing);
+    fail_allocations(every);
     for (int i = 0; i < 400; i++) {
       size_t kl = (size_t)snprintf(key, sizeof key, "k%d", (i * 7) % 97);
       const void *v;
@@ -1098,9 +1104,6 @@ Test(state, staged_entries_changed_while_the_writer_reads_them) {
   rs_store_destroy(s);
 }
 
-/* A change to a staged entry that cannot be cached for want of memory
- * fails, and the key keeps reading its value of T (the old block is put
- * back, not left retired: the database does not have it yet). */
 /* A put whose value outgrows the entry's block and finds no memory for a
  * new one fails and leaves the value as it was: the cached value before
  * the put stays readable, and the next checkpoint writes it. (The old
@@ -1114,11 +1117,7 @@ Test(state, outgrowing_put_without_memory_keeps_the_value) {
   put_str(c, cf, 0, "a", "small");
   static char big[4000];
   memset(big, 'x', sizeof big);
-  const rs_allocator_t failing = {failing_malloc, failing_calloc,
-                                  failing_realloc, free};
-  g_allocs = 0;
-  g_fail_every = 1; /* every allocation fails */
-  rs_set_allocator(&failing);
+  fail_allocations(1); /* every allocation fails */
   int rc = rs_cache_put(c, cf, 0, "a", 1, big, sizeof big);
   rs_set_allocator(NULL);
   cr_assert_eq(rc, RS_ENOMEM);
@@ -1140,6 +1139,9 @@ Test(state, outgrowing_put_without_memory_keeps_the_value) {
   rs_store_destroy(s);
 }
 
+/* A change to a staged entry that cannot be cached for want of memory
+ * fails, and the key keeps reading its value of T (the old block is put
+ * back, not left retired: the database does not have it yet). */
 Test(state, staged_entry_change_without_memory_keeps_the_value_of_t) {
   rs_store_t *s = open_store();
   int cf = rs_store_cf(s, "counts");
@@ -1149,11 +1151,7 @@ Test(state, staged_entry_change_without_memory_keeps_the_value_of_t) {
   put_str(c, cf, 0, "b", "at-T");
   rs_store_staged_t *st;
   cr_assert_eq(rs_store_checkpoint_stage(s, c, NULL, 0, &st), 0);
-  const rs_allocator_t failing = {failing_malloc, failing_calloc,
-                                  failing_realloc, free};
-  g_allocs = 0;
-  g_fail_every = 1; /* every allocation fails */
-  rs_set_allocator(&failing);
+  fail_allocations(1); /* every allocation fails */
   int rput = rs_cache_put(c, cf, 0, "a", 1, "later", 5);
   int rdel = rs_cache_delete(c, cf, 0, "b", 1);
   rs_set_allocator(NULL);
