@@ -94,17 +94,20 @@ static int committed_at(void *arg) {
   return 1;
 }
 
-/* Starts the engine on config y (state in dir, consumer group `group`,
- * 5 s request timeout) and waits until the group has committed every
- * input partition at its current end; w is the wait's state. */
-static void start_and_commit(it_engine_t *e, rs_mock_t *m, const char *y,
+/* Starts the engine on yaml (state in dir, consumer group `group`, 5 s
+ * request timeout, state.cache `cache` unless NULL) and waits until the group
+ * has committed every input partition at its current end; w is the wait's
+ * state. */
+static void start_and_commit(it_engine_t *e, rs_mock_t *m, const char *cache,
                              const char *dir, const char *group, waitarg_t *w) {
-  char b[512], d[400], g[128];
+  char b[512], d[400], g[128], c[64];
   snprintf(b, sizeof b, "kafka.brokers=%s", m->bootstraps);
   snprintf(d, sizeof d, "state.dir=%s", dir);
   snprintf(g, sizeof g, "kafka.group_id=%s", group);
-  const char *sets[] = {b, d, g, "kafka.properties.request.timeout.ms=5000"};
-  cr_assert_eq(it_engine_start(e, y, sets, 4, 0), 0, "%s", e->err);
+  snprintf(c, sizeof c, "state.cache=%s", cache ? cache : "");
+  const char *sets[] = {b, d, g, "kafka.properties.request.timeout.ms=5000", c};
+  cr_assert_eq(it_engine_start(e, yaml, sets, cache ? 5 : 4, 0), 0, "%s",
+               e->err);
   *w = (waitarg_t){.bootstrap = m->bootstraps, .group = group, .e = e->e};
   for (int p = 0; p < 4; p++)
     w->ends[p] = it_end_offset(m->bootstraps, "in", p);
@@ -145,7 +148,7 @@ Test(checkpoint, unacknowledged_outputs_keep_their_inputs_uncommitted,
   snprintf(dir, sizeof dir, "%s/alo", it_state_dir());
   it_engine_t e;
   waitarg_t w;
-  start_and_commit(&e, m, yaml, dir, "ck", &w);
+  start_and_commit(&e, m, NULL, dir, "ck", &w);
 
   /* Outputs cannot be acknowledged from here on. */
   rd_kafka_mock_broker_set_down(m->mc, 2);
@@ -226,21 +229,11 @@ Test(checkpoint, spill_growing_while_a_checkpoint_waits_pauses_processing,
   }
   const long first = 100, n = 20000;
   cr_assert_eq(it_produce(m->bootstraps, "in", first, 10, 0, "avro"), 0);
-  static const char y[] = "app: cs\n"
-                          "state: { commit_interval: 100ms, cache: 1MiB }\n"
-                          "sources: [ { name: in, topic: in } ]\n"
-                          "operators:\n"
-                          "  - { name: parse, type: parse, input: in, "
-                          "format: avro }\n"
-                          "  - { name: stats, type: user_stats, input: "
-                          "parse }\n"
-                          "sinks: [ { name: out, input: stats, topic: out } "
-                          "]\n";
   char dir[300];
   snprintf(dir, sizeof dir, "%s/spill", it_state_dir());
   it_engine_t e;
   waitarg_t w;
-  start_and_commit(&e, m, y, dir, "cs", &w);
+  start_and_commit(&e, m, "1MiB", dir, "cs", &w);
   rd_kafka_mock_broker_set_down(m->mc, 2);
   cr_assert_eq(it_produce(m->bootstraps, "in", n, (int)n, 0, "avro"), 0);
   cr_assert(it_wait(paused_for_spill, &w, 60000),
