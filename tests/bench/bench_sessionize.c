@@ -354,11 +354,6 @@ static double thread_cpu_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -738,24 +733,18 @@ int main(int argc, char **argv) {
   printf("median of %d rounds, ratio to parse by wall time / by process CPU "
          "time (steadier on a loaded machine):",
          rounds);
-  for (int k = 1; k < NP; k++) {
-    qsort(wr + k * rounds, (size_t)rounds, sizeof *wr, cmp_double);
-    qsort(cr + k * rounds, (size_t)rounds, sizeof *cr, cmp_double);
-    printf(" %s %.2f / %.2f%s", tags[k], wr[k * rounds + rounds / 2],
-           cr[k * rounds + rounds / 2], k + 1 < NP ? "," : "\n");
-  }
+  for (int k = 1; k < NP; k++)
+    printf(" %s %.2f / %.2f%s", tags[k], bench_median(wr + k * rounds, rounds),
+           bench_median(cr + k * rounds, rounds), k + 1 < NP ? "," : "\n");
   /* Both threads' CPU times are taken in the same run, so their ratio
    * moves less with the machine's load than either alone (a diagnostic:
    * the figure of merit is the ratio to parse-only above). */
   printf("median of %d rounds, operator's thread CPU in process() per event, "
          "ns and relative to parse's beside it:",
          rounds);
-  for (int k = 1; k < NP; k++) {
-    qsort(opn + k * rounds, (size_t)rounds, sizeof *opn, cmp_double);
-    qsort(opr + k * rounds, (size_t)rounds, sizeof *opr, cmp_double);
-    printf(" %s %.0f / %.2f%s", tags[k], opn[k * rounds + rounds / 2],
-           opr[k * rounds + rounds / 2], k + 1 < NP ? "," : "\n");
-  }
+  for (int k = 1; k < NP; k++)
+    printf(" %s %.0f / %.2f%s", tags[k], bench_median(opn + k * rounds, rounds),
+           bench_median(opr + k * rounds, rounds), k + 1 < NP ? "," : "\n");
   free(wr);
   free(cr);
   free(opr);
