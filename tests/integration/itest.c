@@ -269,12 +269,13 @@ static void *engine_thread(void *arg) {
 
 /* Criterion runs every test in its own process: one state directory per
  * process keeps tests apart and lets a test restart an engine on the same
- * state. Removed when the process exits. */
+ * state. Removed when the process exits, with the files tests name after
+ * it (state_dir-replay.yaml and the like). */
 static char state_dir[64];
 
 static void remove_state_dir(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", state_dir);
+  char cmd[192];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'-*", state_dir, state_dir);
   if (system(cmd) != 0)
     fprintf(stderr, "itest: could not remove %s\n", state_dir);
 }
