@@ -1,6 +1,7 @@
 /* The query's partitioner from the config. See query_part.h. */
 #include "query_part.h"
 
+#include <jansson.h>
 #include <string.h>
 
 #include "recstream/error.h"
@@ -37,4 +38,12 @@ int rs_query_partitioner(const rs_config_t *cfg, rs_partitioner_fn *fn,
                    "murmur2, murmur2_random, fnv1a, fnv1a_random): the query "
                    "cannot tell which partition holds a user",
                    want);
+}
+
+int64_t rs_query_answer_time(const char *json, size_t len) {
+  json_t *j = json_loadb(json, len, 0, NULL);
+  json_t *t = json_object_get(j, "event_time_ms");
+  int64_t ts = json_is_integer(t) ? (int64_t)json_integer_value(t) : INT64_MIN;
+  json_decref(j);
+  return ts;
 }

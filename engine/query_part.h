@@ -24,4 +24,10 @@ typedef int32_t (*rs_partitioner_fn)(const rd_kafka_topic_t *rkt,
 int rs_query_partitioner(const rs_config_t *cfg, rs_partitioner_fn *fn,
                          const char **name, char *errstr, size_t errstr_size);
 
+/* With partitioner random a key can have an answer in several partitions
+ * (each keeps its own state for it): the newest one is the user's latest.
+ * The "event_time_ms" integer of a query answer (a JSON object of len
+ * bytes), or INT64_MIN when it has none. */
+int64_t rs_query_answer_time(const char *json, size_t len);
+
 #endif

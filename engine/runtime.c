@@ -4284,18 +4284,42 @@ int rs_engine_query(rs_engine_t *e, const void *key, size_t key_len,
     if (e->parts[src][i] && e->parts[src][i]->assigned)
       out->owned[out->n_owned++] = i;
   if (!part_fn) {
-    /* partitioner random: the key can be anywhere; ask every partition
-     * owned here. */
+    /* partitioner random: the key can be in any partition, and in several
+     * (each with its own state for it): ask every partition owned here and
+     * answer with the newest (by event_time_ms; ties and answers without
+     * it: the lowest partition). */
     e->querying = 1;
     e->cur_op = op;
     rc = RS_ENOENT;
-    for (size_t i = 0; i < out->n_owned && rc == RS_ENOENT; i++) {
-      rs_free(out->json);
-      out->json = NULL;
-      rc = op->def->query(op, op->ctx, out->owned[i], key, key_len, &out->json,
-                          &out->json_len);
-      if (rc != RS_ENOENT)
+    int64_t best = INT64_MIN;
+    for (size_t i = 0; i < out->n_owned; i++) {
+      char *json = NULL;
+      size_t json_len = 0;
+      int prc = op->def->query(op, op->ctx, out->owned[i], key, key_len, &json,
+                               &json_len);
+      if (prc == RS_ENOENT) {
+        rs_free(json);
+        continue;
+      }
+      if (prc < 0 || !json) { /* an error ends the search */
+        rs_free(out->json);
+        out->json = json;
+        out->json_len = json_len;
         out->partition = out->owned[i];
+        rc = prc;
+        break;
+      }
+      int64_t ts = rs_query_answer_time(json, json_len);
+      if (rc == RS_ENOENT || ts > best) {
+        rs_free(out->json);
+        out->json = json;
+        out->json_len = json_len;
+        out->partition = out->owned[i];
+        best = ts;
+        rc = prc;
+      } else {
+        rs_free(json);
+      }
     }
     e->cur_op = NULL;
     e->querying = 0;

@@ -662,6 +662,44 @@ static void reproduce(const char *bootstrap, const it_msg_t *msgs, size_t n,
   rd_kafka_destroy(rk);
 }
 
+/* The generator's sequence number of a record (its page "seq-K"). */
+static long seq_of(const it_msg_t *m) {
+  for (size_t o = 0; o + 4 <= m->len; o++)
+    if (!memcmp(m->val + o, "seq-", 4))
+      return strtol(m->val + o + 4, NULL, 10);
+  cr_assert_fail("no seq- in a record");
+  return -1;
+}
+
+/* What a random partitioner could have done, made repeatable: with users
+ * u0..u9 taking turns, the records of each user alternate between
+ * partitions 0 and 1 in sequence order, and its newest is in partition 1
+ * (for 20 records each). */
+static int32_t spread_partition(long seq) {
+  return (int32_t)((seq / 10) % 2);
+}
+
+static void reproduce_spread(const char *bootstrap, const it_msg_t *msgs,
+                             size_t n, const char *to) {
+  char err[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  cr_assert_eq(
+      rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof err),
+      RD_KAFKA_CONF_OK, "%s", err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  cr_assert_not_null(rk, "%s", err);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_eq(rd_kafka_producev(
+                     rk, RD_KAFKA_V_TOPIC(to),
+                     RD_KAFKA_V_PARTITION(spread_partition(seq_of(&msgs[i]))),
+                     RD_KAFKA_V_KEY(msgs[i].key, msgs[i].key_len),
+                     RD_KAFKA_V_VALUE(msgs[i].val, msgs[i].len),
+                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+  cr_assert_eq(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(rk);
+}
+
 typedef struct topn_arg {
   int port;
   double want;
@@ -677,7 +715,8 @@ static int topn_saw(void *arg) {
  * murmur2 put it, and finds the list (with the default CRC32 it would look
  * in the other partition and answer 404). */
 Test(http, recommendations_follow_the_configured_partitioner, .timeout = 120) {
-  static const char *const topics_[] = {"seed", "in", "in.dlq", "recs", NULL};
+  static const char *const topics_[] = {"seed", "in",   "in.dlq",
+                                        "inr",  "recs", NULL};
   rs_mock_t *m = it_cluster(1, 2, topics_);
   cr_assert(m != NULL);
   const long total = 200;
@@ -686,7 +725,6 @@ Test(http, recommendations_follow_the_configured_partitioner, .timeout = 120) {
   size_t n = it_consume_all(m->bootstraps, "seed", (size_t)total, 30000, &msgs);
   cr_assert_eq(n, (size_t)total);
   reproduce(m->bootstraps, msgs, n, "in", "murmur2_random");
-  it_msgs_free(msgs, n);
   /* A user murmur2 and CRC32 place apart. */
   char user[8] = "";
   int32_t part = -1;
@@ -739,13 +777,31 @@ Test(http, recommendations_follow_the_configured_partitioner, .timeout = 120) {
   cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
   it_engine_free(&t);
 
-  /* partitioner random: a key can be in any partition; every partition
-   * this instance owns is asked, and the one that has the user answers. */
+  /* partitioner random: a user's records are spread over the partitions,
+   * each keeps its own last list for the user, and every partition this
+   * instance owns is asked: the newest list answers (here in partition 1;
+   * the lowest partition that has the user would be 0). */
+  reproduce_spread(m->bootstraps, msgs, n, "inr");
+  const char *ruser = "u3";
+  int in_part[2] = {0, 0};
+  long newest_seq = -1;
+  for (size_t i = 0; i < n; i++)
+    if (msgs[i].key_len == strlen(ruser) &&
+        !memcmp(msgs[i].key, ruser, msgs[i].key_len)) {
+      long k = seq_of(&msgs[i]);
+      in_part[spread_partition(k)] = 1;
+      newest_seq = k > newest_seq ? k : newest_seq;
+    }
+  it_msgs_free(msgs, n);
+  cr_assert(in_part[0] && in_part[1] && spread_partition(newest_seq) == 1);
   char yaml2[2048], dir[1100];
   at = strstr(yaml, "murmur2_random");
   cr_assert_not_null(at);
-  snprintf(yaml2, sizeof yaml2, "%.*srandom%s", (int)(at - yaml), yaml,
-           at + strlen("murmur2_random"));
+  const char *src = strstr(yaml, "topic: in }");
+  cr_assert(src != NULL && src > at);
+  snprintf(yaml2, sizeof yaml2, "%.*srandom%.*stopic: inr }%s",
+           (int)(at - yaml), yaml, (int)(src - at - strlen("murmur2_random")),
+           at + strlen("murmur2_random"), src + strlen("topic: in }"));
   snprintf(dir, sizeof dir, "state.dir=%s/random", it_state_dir());
   const char *sets2[] = {brokers, "kafka.auto_offset_reset=earliest",
                          "app=ihttp-reco-random", dir};
@@ -753,12 +809,16 @@ Test(http, recommendations_follow_the_configured_partitioner, .timeout = 120) {
   cr_assert(it_wait(port_bound, &t, 20000));
   ta.port = rs_engine_http_port(t.e);
   cr_assert(it_wait(topn_saw, &ta, 30000), "topn never saw every record");
+  snprintf(path, sizeof path, "/v1/recommendations/%s", ruser);
   cr_assert_eq(http_req(ta.port, "GET", path, &r), 0);
   cr_assert_eq(r.status, 200, "%s", r.body);
   j = json_loads(r.body, 0, NULL);
   cr_assert_not_null(j, "%s", r.body);
-  cr_assert_eq(json_integer_value(json_object_get(j, "partition")), part, "%s",
-               r.body);
+  cr_assert_eq(json_integer_value(json_object_get(j, "partition")),
+               spread_partition(newest_seq), "%s", r.body);
+  cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "result"),
+                                                  "event_time_ms")),
+               1767225600000LL + newest_seq, "%s", r.body);
   cr_assert_str_eq(json_string_value(json_object_get(j, "partitioner")),
                    "random");
   json_decref(j);
