@@ -211,6 +211,11 @@ typedef struct sz_uent {
   uint8_t dirty;   /* differs from the state; on the partition's list */
   uint8_t legacy;  /* also stored under "u" user (meta version 1): delete */
   uint8_t heap;    /* val is its own allocation, not in this block */
+  /* Where the latest open session's header and its last kept event are in
+   * val (0: no last event), as the in-place paths last wrote them; 0 when
+   * unknown (any other writer clears it; the walk over the sessions then
+   * finds them). In memory only. */
+  uint32_t h_last, h_last_ev;
   uint32_t user_len;
   char user[];
 } sz_uent_t;
@@ -1171,6 +1176,7 @@ static int user_store(sz_ctx_t *c, sz_part_t *p, int32_t partition,
     return RS_ENOMEM;
   memcpy(e->val, c->out, n);
   e->len = n;
+  e->h_last = 0;
   e->present = 1;
   return 0;
 }
@@ -1205,6 +1211,7 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
       return rc;
     e->present = 0;
     e->len = 0;
+    e->h_last = 0;
     c->host->counter_add(c->c_purged, 1);
   }
   unsigned nb_log = p->nb_log;
@@ -1604,13 +1611,20 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
     if (len < SZ_USER_HDR || v[0] != SZ_VERSION)
       return 0;
     count = (size_t)v[2] | (size_t)v[3] << 8;
-    for (size_t k = 0; k < count; k++) {
-      last = off;
-      if (!(off = sess_skip(v, len, off, &last_ev)))
+    if (count && e->h_last) {
+      /* Known from the last in-place write: no walk over the sessions
+       * and their kept events. */
+      last = e->h_last;
+      last_ev = e->h_last_ev;
+    } else {
+      for (size_t k = 0; k < count; k++) {
+        last = off;
+        if (!(off = sess_skip(v, len, off, &last_ev)))
+          return 0;
+      }
+      if (off != len)
         return 0;
     }
-    if (off != len)
-      return 0;
   }
   int64_t t = ia->timestamp_ms;
   int rc;
@@ -1640,6 +1654,8 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
         unsigned char *hh = e->val + last;
         put_event(e->val + len, ia);
         e->len = n;
+        e->h_last = (uint32_t)last;
+        e->h_last_ev = (uint32_t)len;
         int64_t events = (int64_t)get64(hh + 24) + 1;
         put64(hh + 16, (uint64_t)t);
         put64(hh + 24, (uint64_t)events);
@@ -1690,6 +1706,8 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
   put32(h + 112, 1);
   put_event(h + SZ_SESS_HDR, ia);
   e->len = n;
+  e->h_last = (uint32_t)at;
+  e->h_last_ev = (uint32_t)(at + SZ_SESS_HDR);
   *done = 1;
   c->host->counter_add(c->c_opened, 1);
   if ((rc = due_push(c, p, deadline(c, t), e, id)))
@@ -1811,18 +1829,26 @@ static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
   if (len < SZ_USER_HDR || v[0] != SZ_VERSION)
     return 0;
   size_t count = (size_t)v[2] | (size_t)v[3] << 8;
-  for (size_t k = 0; k < count; k++) {
-    size_t next = sess_skip(v, len, off, &last_ev);
-    if (!next)
-      return 0;
-    if (!to && (int64_t)get64(v + off) == d->id) {
-      at = off;
-      to = next;
+  if (count == 1 && e->h_last == SZ_USER_HDR) {
+    /* The one open session, as the in-place paths wrote it: [16, len). */
+    if ((int64_t)get64(v + SZ_USER_HDR) == d->id) {
+      at = SZ_USER_HDR;
+      to = len;
     }
-    off = next;
+  } else {
+    for (size_t k = 0; k < count; k++) {
+      size_t next = sess_skip(v, len, off, &last_ev);
+      if (!next)
+        return 0;
+      if (!to && (int64_t)get64(v + off) == d->id) {
+        at = off;
+        to = next;
+      }
+      off = next;
+    }
+    if (off != len)
+      return 0;
   }
-  if (off != len)
-    return 0;
   *done = 1;
   if (!to)
     return 0; /* closed or merged away since */
@@ -1861,6 +1887,13 @@ static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
     put64(w + 8, (uint64_t)end);
   memmove(w + at, w + to, len - to);
   e->len = len - (to - at);
+  if (e->h_last > at) { /* the latest session moved down */
+    e->h_last -= (uint32_t)(to - at);
+    if (e->h_last_ev)
+      e->h_last_ev -= (uint32_t)(to - at);
+  } else {
+    e->h_last = 0;
+  }
   w[2] = (unsigned char)(count - 1);
   w[3] = (unsigned char)((count - 1) >> 8);
   return 0;
@@ -2102,6 +2135,7 @@ static int scan_user(sz_ctx_t *c, sz_part_t *p, const char *user, size_t ul,
   }
   memcpy(e->val, v, vlen);
   e->len = vlen;
+  e->h_last = 0;
   e->present = 1;
   if (legacy) {
     e->legacy = 1;
