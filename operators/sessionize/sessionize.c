@@ -211,6 +211,11 @@ typedef struct sz_uent {
   uint8_t dirty;   /* differs from the state; on the partition's list */
   uint8_t legacy;  /* also stored under "u" user (meta version 1): delete */
   uint8_t heap;    /* val is its own allocation, not in this block */
+  /* Where the latest open session's header and its last kept event are in
+   * val (0: no last event), as the in-place paths last wrote them; 0 when
+   * unknown (any other writer clears it; the walk over the sessions then
+   * finds them). In memory only. */
+  uint32_t h_last, h_last_ev;
   uint32_t user_len;
   char user[];
 } sz_uent_t;
@@ -955,11 +960,13 @@ static void sess_remove(sz_user_t *u, size_t k) {
   u->s[--u->n] = gone;
 }
 
-/* Decodes session k at *off of the entry p (n bytes) into s (its kept
- * items point into p) and moves *off past it; -1 (reason in c->why) when
- * it does not parse. */
-static int sess_decode(sz_ctx_t *c, const unsigned char *p, size_t n,
-                       size_t *offp, sz_sess_t *s, size_t k) {
+/* Decodes the header and merged ids of session k at *off of the entry p
+ * (n bytes) into s (not its kept events: their count in *kept) and moves
+ * *off to its first kept event; -1 (reason in c->why) when it does not
+ * parse. */
+static int sess_decode_hdr(sz_ctx_t *c, const unsigned char *p, size_t n,
+                           size_t *offp, sz_sess_t *s, size_t k,
+                           uint32_t *keptp) {
   size_t off = *offp;
   if (n - off < SZ_SESS_HDR) {
     snprintf(c->why, sizeof c->why, "session %zu is cut short at byte %zu", k,
@@ -990,6 +997,21 @@ static int sess_decode(sz_ctx_t *c, const unsigned char *p, size_t n,
   }
   for (uint32_t m = 0; m < s->n_merged; m++, off += 8)
     s->merged[m] = (int64_t)get64(p + off);
+  *keptp = kept;
+  *offp = off;
+  return 0;
+}
+
+/* Decodes session k at *off of the entry p (n bytes) into s (its kept
+ * items point into p) and moves *off past it; -1 (reason in c->why) when
+ * it does not parse. */
+static int sess_decode(sz_ctx_t *c, const unsigned char *p, size_t n,
+                       size_t *offp, sz_sess_t *s, size_t k) {
+  size_t off = *offp;
+  uint32_t kept;
+  int rc = sess_decode_hdr(c, p, n, &off, s, k, &kept);
+  if (rc)
+    return rc;
   if (grow(c->host, &s->ev, &s->cap_ev, kept, sizeof(sz_event_t)))
     return RS_ENOMEM;
   for (uint32_t e = 0; e < kept; e++) {
@@ -1154,6 +1176,7 @@ static int user_store(sz_ctx_t *c, sz_part_t *p, int32_t partition,
     return RS_ENOMEM;
   memcpy(e->val, c->out, n);
   e->len = n;
+  e->h_last = 0;
   e->present = 1;
   return 0;
 }
@@ -1188,6 +1211,7 @@ static int part_flush(sz_ctx_t *c, sz_part_t *p, int32_t partition) {
       return rc;
     e->present = 0;
     e->len = 0;
+    e->h_last = 0;
     c->host->counter_add(c->c_purged, 1);
   }
   unsigned nb_log = p->nb_log;
@@ -1344,52 +1368,59 @@ static int group_by_first(const void *a, const void *b) {
   return x->first < y->first ? -1 : x->first > y->first;
 }
 
-static int emit_summary(sz_ctx_t *c, const char *user, size_t user_len,
-                        const sz_sess_t *s) {
-  /* Distinct items with counts, in order of first occurrence. */
-  size_t n = s->n_ev, m = 0, bytes = 0;
-  if (grow(c->host, &c->groups, &c->cap_groups, n ? n : 1, sizeof(sz_group_t)))
-    return RS_ENOMEM;
+/* Groups c->groups[0..n) (one per kept event, in order: item, first =
+ * its index, count 1) into the distinct items with their counts, in order
+ * of first occurrence; returns how many, their item bytes in *bytes. */
+static size_t group_items(sz_ctx_t *c, size_t n, size_t *bytes) {
+  sz_group_t *g = c->groups;
+  size_t m = 0, b = 0;
   if (n <= SZ_FEW_EVENTS) {
-    /* Few (the usual case): each event against the groups so far. */
+    /* Few (the usual case): each event against the groups so far, in
+     * place (m <= e). */
     for (size_t e = 0; e < n; e++) {
-      const sz_event_t *ev = &s->ev[e];
-      size_t g = 0;
-      while (g < m && (c->groups[g].item_len != ev->item_len ||
-                       memcmp(c->groups[g].item, ev->item, ev->item_len)))
-        g++;
-      if (g < m) {
-        c->groups[g].count++;
+      size_t k = 0;
+      while (k < m && (g[k].item_len != g[e].item_len ||
+                       memcmp(g[k].item, g[e].item, g[e].item_len)))
+        k++;
+      if (k < m) {
+        g[k].count++;
       } else {
-        c->groups[m++] = (sz_group_t){ev->item, ev->item_len, (uint32_t)e, 1};
-        bytes += ev->item_len;
+        g[m++] = g[e];
+        b += g[e].item_len;
       }
     }
   } else {
-    for (size_t e = 0; e < n; e++)
-      c->groups[e] =
-          (sz_group_t){s->ev[e].item, s->ev[e].item_len, (uint32_t)e, 1};
-    qsort(c->groups, n, sizeof(sz_group_t), group_by_item);
+    qsort(g, n, sizeof(sz_group_t), group_by_item);
     for (size_t e = 0; e < n; e++) {
-      if (m && c->groups[m - 1].item_len == c->groups[e].item_len &&
-          !memcmp(c->groups[m - 1].item, c->groups[e].item,
-                  c->groups[e].item_len)) {
-        c->groups[m - 1].count++;
+      if (m && g[m - 1].item_len == g[e].item_len &&
+          !memcmp(g[m - 1].item, g[e].item, g[e].item_len)) {
+        g[m - 1].count++;
         continue;
       }
-      c->groups[m++] = c->groups[e];
-      bytes += c->groups[e].item_len;
+      g[m++] = g[e];
+      b += g[e].item_len;
     }
-    qsort(c->groups, m, sizeof(sz_group_t), group_by_first);
+    qsort(g, m, sizeof(sz_group_t), group_by_first);
   }
+  *bytes = b;
+  return m;
+}
 
-  rs_session_t *out = c->host->batch_alloc(c->op, sizeof(*out));
-  rs_session_item_t *items =
-      c->host->batch_alloc(c->op, (m ? m : 1) * sizeof(rs_session_item_t));
-  char *text = c->host->batch_alloc(c->op, bytes + user_len + 1);
-  int64_t *merged = c->host->batch_alloc(c->op, 8 * (s->n_merged + 1));
-  if (!out || !items || !text || !merged)
+/* The summary of session s (its header fields; the distinct items are
+ * c->groups[0..m), `bytes` of item text), all of it in one batch
+ * allocation: the record, the items, the merged ids, then the text. */
+static int summary_out(sz_ctx_t *c, const char *user, size_t user_len,
+                       const sz_sess_t *s, size_t m, size_t bytes) {
+  size_t o_items = (sizeof(rs_session_t) + 15) & ~(size_t)15,
+         o_merged = o_items + (m ? m : 1) * sizeof(rs_session_item_t),
+         o_text = o_merged + 8 * ((size_t)s->n_merged + 1);
+  char *mem = c->host->batch_alloc(c->op, o_text + bytes + user_len + 1);
+  if (!mem)
     return RS_ENOMEM;
+  rs_session_t *out = (rs_session_t *)(void *)mem;
+  rs_session_item_t *items = (rs_session_item_t *)(void *)(mem + o_items);
+  int64_t *merged = (int64_t *)(void *)(mem + o_merged);
+  char *text = mem + o_text;
   memcpy(text, user, user_len);
   char *t = text + user_len;
   for (size_t g = 0; g < m; g++) {
@@ -1421,6 +1452,19 @@ static int emit_summary(sz_ctx_t *c, const char *user, size_t user_len,
                    .payload = out,
                    .timestamp_ms = s->end};
   return emit(c, PORT_SESSIONS, &r);
+}
+
+static int emit_summary(sz_ctx_t *c, const char *user, size_t user_len,
+                        const sz_sess_t *s) {
+  /* Distinct items with counts, in order of first occurrence. */
+  size_t n = s->n_ev, bytes;
+  if (grow(c->host, &c->groups, &c->cap_groups, n ? n : 1, sizeof(sz_group_t)))
+    return RS_ENOMEM;
+  for (size_t e = 0; e < n; e++)
+    c->groups[e] =
+        (sz_group_t){s->ev[e].item, s->ev[e].item_len, (uint32_t)e, 1};
+  size_t m = group_items(c, n, &bytes);
+  return summary_out(c, user, user_len, s, m, bytes);
 }
 
 /* ------------------------------------------------------ the model */
@@ -1567,13 +1611,20 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
     if (len < SZ_USER_HDR || v[0] != SZ_VERSION)
       return 0;
     count = (size_t)v[2] | (size_t)v[3] << 8;
-    for (size_t k = 0; k < count; k++) {
-      last = off;
-      if (!(off = sess_skip(v, len, off, &last_ev)))
+    if (count && e->h_last) {
+      /* Known from the last in-place write: no walk over the sessions
+       * and their kept events. */
+      last = e->h_last;
+      last_ev = e->h_last_ev;
+    } else {
+      for (size_t k = 0; k < count; k++) {
+        last = off;
+        if (!(off = sess_skip(v, len, off, &last_ev)))
+          return 0;
+      }
+      if (off != len)
         return 0;
     }
-    if (off != len)
-      return 0;
   }
   int64_t t = ia->timestamp_ms;
   int rc;
@@ -1603,6 +1654,8 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
         unsigned char *hh = e->val + last;
         put_event(e->val + len, ia);
         e->len = n;
+        e->h_last = (uint32_t)last;
+        e->h_last_ev = (uint32_t)len;
         int64_t events = (int64_t)get64(hh + 24) + 1;
         put64(hh + 16, (uint64_t)t);
         put64(hh + 24, (uint64_t)events);
@@ -1653,6 +1706,8 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
   put32(h + 112, 1);
   put_event(h + SZ_SESS_HDR, ia);
   e->len = n;
+  e->h_last = (uint32_t)at;
+  e->h_last_ev = (uint32_t)(at + SZ_SESS_HDR);
   *done = 1;
   c->host->counter_add(c->c_opened, 1);
   if ((rc = due_push(c, p, deadline(c, t), e, id)))
@@ -1774,18 +1829,26 @@ static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
   if (len < SZ_USER_HDR || v[0] != SZ_VERSION)
     return 0;
   size_t count = (size_t)v[2] | (size_t)v[3] << 8;
-  for (size_t k = 0; k < count; k++) {
-    size_t next = sess_skip(v, len, off, &last_ev);
-    if (!next)
-      return 0;
-    if (!to && (int64_t)get64(v + off) == d->id) {
-      at = off;
-      to = next;
+  if (count == 1 && e->h_last == SZ_USER_HDR) {
+    /* The one open session, as the in-place paths wrote it: [16, len). */
+    if ((int64_t)get64(v + SZ_USER_HDR) == d->id) {
+      at = SZ_USER_HDR;
+      to = len;
     }
-    off = next;
+  } else {
+    for (size_t k = 0; k < count; k++) {
+      size_t next = sess_skip(v, len, off, &last_ev);
+      if (!next)
+        return 0;
+      if (!to && (int64_t)get64(v + off) == d->id) {
+        at = off;
+        to = next;
+      }
+      off = next;
+    }
+    if (off != len)
+      return 0;
   }
-  if (off != len)
-    return 0;
   *done = 1;
   if (!to)
     return 0; /* closed or merged away since */
@@ -1794,15 +1857,27 @@ static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
     return due_push(c, p, dl, e, d->id);
   sz_user_t *u = &c->u;
   int rc;
-  size_t o = at;
+  size_t o = at, bytes;
+  uint32_t kept;
   u->n = 0;
   if ((rc = user_room(c)))
     return rc;
-  if ((rc = sess_decode(c, v, len, &o, &u->s[0], 0))) {
+  if ((rc = sess_decode_hdr(c, v, len, &o, &u->s[0], 0, &kept))) {
     *done = 0;
     return rc == RS_ENOMEM ? rc : 0;
   }
-  if ((rc = emit_summary(c, e->user, e->user_len, &u->s[0])) ||
+  /* Its summary straight from the encoded kept events (sess_skip checked
+   * that they fit in [at, to)), without decoding them first. */
+  if (grow(c->host, &c->groups, &c->cap_groups, kept ? kept : 1,
+           sizeof(sz_group_t)))
+    return RS_ENOMEM;
+  for (uint32_t x = 0; x < kept; x++) {
+    uint32_t il = get32(v + o + 12);
+    c->groups[x] = (sz_group_t){(const char *)v + o + SZ_EVENT_HDR, il, x, 1};
+    o += SZ_EVENT_HDR + il;
+  }
+  size_t m = group_items(c, kept, &bytes);
+  if ((rc = summary_out(c, e->user, e->user_len, &u->s[0], m, bytes)) ||
       (rc = uent_dirty(c, p, e)))
     return rc;
   c->host->counter_add(c->c_closed, 1);
@@ -1812,6 +1887,13 @@ static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
     put64(w + 8, (uint64_t)end);
   memmove(w + at, w + to, len - to);
   e->len = len - (to - at);
+  if (e->h_last > at) { /* the latest session moved down */
+    e->h_last -= (uint32_t)(to - at);
+    if (e->h_last_ev)
+      e->h_last_ev -= (uint32_t)(to - at);
+  } else {
+    e->h_last = 0;
+  }
   w[2] = (unsigned char)(count - 1);
   w[3] = (unsigned char)((count - 1) >> 8);
   return 0;
@@ -2053,6 +2135,7 @@ static int scan_user(sz_ctx_t *c, sz_part_t *p, const char *user, size_t ul,
   }
   memcpy(e->val, v, vlen);
   e->len = vlen;
+  e->h_last = 0;
   e->present = 1;
   if (legacy) {
     e->legacy = 1;
