@@ -1583,6 +1583,33 @@ static size_t sess_skip(const unsigned char *v, size_t len, size_t off,
   return o > len ? 0 : o;
 }
 
+#ifndef NDEBUG
+/* Debug builds (the sanitizer suite): the hints of e agree with a walk
+ * over its sessions; a stale hint would silently corrupt the user's
+ * sessions, so it stops the process instead. */
+static void hints_check(const sz_uent_t *e) {
+  if (!e->h_last)
+    return;
+  const unsigned char *v = e->val;
+  size_t count = (size_t)v[2] | (size_t)v[3] << 8, off = SZ_USER_HDR;
+  size_t last = 0, last_ev = 0;
+  for (size_t k = 0; k < count && off; k++) {
+    last = off;
+    off = sess_skip(v, e->len, off, &last_ev);
+  }
+  if (!e->present || !count || off != e->len || last != e->h_last ||
+      last_ev != e->h_last_ev) {
+    fprintf(stderr,
+            "sessionize: stale in-memory hint for a user (h_last %u, walk "
+            "%zu; h_last_ev %u, walk %zu)\n",
+            e->h_last, last, e->h_last_ev, last_ev);
+    abort();
+  }
+}
+#else
+#define hints_check(e) ((void)0)
+#endif
+
 /* Appends ia's kept event (EVENT layout) at o. */
 static unsigned char *put_event(unsigned char *o, const rs_interaction_t *ia) {
   memset(o, 0, SZ_EVENT_HDR);
@@ -1605,6 +1632,7 @@ static unsigned char *put_event(unsigned char *o, const rs_interaction_t *ia) {
 static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
                           const rs_interaction_t *ia, int *done) {
   *done = 0;
+  hints_check(e);
   const unsigned char *v = e->val;
   size_t len = e->len, count = 0, off = SZ_USER_HDR, last = 0, last_ev = 0;
   if (e->present) {
@@ -1822,6 +1850,7 @@ static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
   const unsigned char *v = e->val;
   size_t len = e->len, off = SZ_USER_HDR, at = 0, to = 0, last_ev;
   *done = 0;
+  hints_check(e);
   if (!e->present) {
     *done = 1;
     return 0;
@@ -1866,8 +1895,10 @@ static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
     *done = 0;
     return rc == RS_ENOMEM ? rc : 0;
   }
-  /* Its summary straight from the encoded kept events (sess_skip checked
-   * that they fit in [at, to)), without decoding them first. */
+  /* Its summary straight from the encoded kept events, without decoding
+   * them first (they fit in [at, to): the walk's sess_skip checked it,
+   * or, for the one session known from the hints, the in-place paths
+   * wrote them and a loaded entry was checked when it was read). */
   if (grow(c->host, &c->groups, &c->cap_groups, kept ? kept : 1,
            sizeof(sz_group_t)))
     return RS_ENOMEM;
@@ -1896,6 +1927,7 @@ static int fast_due(sz_ctx_t *c, sz_part_t *p, const sz_due_t *d, int *done) {
   }
   w[2] = (unsigned char)(count - 1);
   w[3] = (unsigned char)((count - 1) >> 8);
+  hints_check(e);
   return 0;
 }
 

@@ -891,6 +891,8 @@ typedef struct ref_ev {
 typedef struct prop_cfg {
   int64_t gap, grace, ooo, maxdur, maxev;
   char opt[5][16];
+  int long_sessions; /* most steps within the gap: sessions of ~20 events,
+                        some past SZ_FEW_EVENTS (summaries sort their items) */
 } prop_cfg_t;
 
 static uint64_t rnd(uint64_t *x) {
@@ -984,8 +986,8 @@ static size_t reference(const prop_cfg_t *cfg, ref_ev_t *evs, size_t n,
 static void one_stream(rs_harness_t **hp, const prop_cfg_t *cfg, int32_t part,
                        uint64_t seed, int *restarts) {
   uint64_t x = seed;
-  size_t n = 1 + rnd(&x) % 60;
-  int users = 1 + (int)(rnd(&x) % 5);
+  size_t n = 1 + rnd(&x) % (cfg->long_sessions ? 120 : 60);
+  int users = 1 + (int)(rnd(&x) % (cfg->long_sessions ? 2 : 5));
   ref_ev_t *evs = calloc(n, sizeof *evs);
   int64_t *key = calloc(n, sizeof *key);
   int64_t *tu = calloc((size_t)users, sizeof *tu);
@@ -995,6 +997,8 @@ static void one_stream(rs_harness_t **hp, const prop_cfg_t *cfg, int32_t part,
     int u = (int)(rnd(&x) % (uint64_t)users);
     /* Steps around the gap, sometimes exactly on it. */
     uint64_t r = rnd(&x) % 10;
+    if (cfg->long_sessions && r >= 6 && rnd(&x) % 8)
+      r = 0;
     int64_t step =
         r < 6   ? (int64_t)(rnd(&x) % (uint64_t)(cfg->gap + 1))
         : r < 8 ? cfg->gap + (int64_t)(rnd(&x) % 3)
@@ -1109,12 +1113,13 @@ static void one_stream(rs_harness_t **hp, const prop_cfg_t *cfg, int32_t part,
 
 Test(sessionize, property_random_streams_match_the_reference, .timeout = 300) {
   static const prop_cfg_t cfgs[] = {
-      {10000, 0, 0, 0, 200, {"10s", "0s", "0s", "0", "200"}},
-      {10000, 5000, 3000, 0, 4, {"10s", "5s", "3s", "0", "4"}},
-      {30000, 1000, 20000, 60000, 200, {"30s", "1s", "20s", "1m", "200"}},
-      {5000, 20000, 7000, 12000, 3, {"5s", "20s", "7s", "12s", "3"}},
-      {1, 0, 2, 0, 1, {"1ms", "0s", "2ms", "0", "1"}},
-      {60000, 0, 60000, 0, 10, {"1m", "0s", "1m", "0", "10"}},
+      {10000, 0, 0, 0, 200, {"10s", "0s", "0s", "0", "200"}, 0},
+      {10000, 5000, 3000, 0, 4, {"10s", "5s", "3s", "0", "4"}, 0},
+      {30000, 1000, 20000, 60000, 200, {"30s", "1s", "20s", "1m", "200"}, 0},
+      {5000, 20000, 7000, 12000, 3, {"5s", "20s", "7s", "12s", "3"}, 0},
+      {1, 0, 2, 0, 1, {"1ms", "0s", "2ms", "0", "1"}, 0},
+      {60000, 0, 60000, 0, 10, {"1m", "0s", "1m", "0", "10"}, 0},
+      {10000, 2000, 3000, 0, 200, {"10s", "2s", "3s", "0", "200"}, 1},
   };
   int streams = 0, restarts = 0;
   uint64_t seed = 1;
