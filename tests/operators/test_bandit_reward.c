@@ -1780,8 +1780,10 @@ Test(bandit_reward, user_arms_max_bad_values) {
  * (3 shows, 2 rewards) then ranks first (posterior mean (2 + 1) / (3 + 2)
  * = 0.6 against i2's prior 0.5 and i0's (0 + 1) / (2 + 2) = 0.25). With
  * user_arms_max 1 the migration keeps the bound: the migrated arms carry
- * no time, the smaller item bytes (i0) are evicted. A per-pair entry of
- * another size is an error, not a silent zero. */
+ * no time, the smaller item bytes (i0) are evicted. The first round reads
+ * the old entries from RocksDB (a restart after planting) and checks the
+ * result after another restart. A per-pair entry of another size is an
+ * error, not a silent zero; so is a record of another version. */
 static void plant_pair(rs_harness_t *h, char tag, const char *user,
                        const char *item, double shows, double reward) {
   char k[64];
@@ -1827,7 +1829,11 @@ Test(bandit_reward, user_arms_old_layout_is_migrated) {
     plant_pair(h, 'q', "u1", "i0", 2,
                -0.5); /* arms user, no residual: dropped */
     plant_pair(h, 'p', "u2", "i2", 1, 1);
+    if (!bound) /* from RocksDB, not the cache: a deployment's state */
+      cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
     push_list(h, "u1", "imp-1", NULL, 3, 1000, 1);
+    if (!bound) /* the records and deletions are state too */
+      cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
     cr_assert_eq(rs_harness_counter(h, "user_arms_migrated"), 4);
     const rs_recommendation_t *r = last_list(h);
     cr_assert_eq(item_no(&r->items[0]), 1, "i1 first: %d",
