@@ -843,6 +843,12 @@ static int uarm_migrate(br_ctx_t *c, int32_t partition) {
     return hp < 0 ? hp : hq;
   if (cur && (rc = uarm_store(c, partition, cur, cur_len)))
     return rc;
+  c->ua_n = 0;              /* its items pointed into c->mig */
+  if (c->mig_cap > 65536) { /* a one-off copy of the old entries */
+    c->host->free(c->mig);
+    c->mig = NULL;
+    c->mig_n = c->mig_cap = 0;
+  }
   if (moved) {
     c->host->counter_add(c->c_ua_migrated, moved);
     c->host->log(c->op, RS_LOG_INFO,

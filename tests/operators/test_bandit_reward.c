@@ -1829,12 +1829,17 @@ Test(bandit_reward, user_arms_old_layout_is_migrated) {
     plant_pair(h, 'q', "u1", "i0", 2,
                -0.5); /* arms user, no residual: dropped */
     plant_pair(h, 'p', "u2", "i2", 1, 1);
+    for (int k = 0; bound && k < 2000; k++) { /* > 64 KiB copied */
+      char item[8];
+      snprintf(item, sizeof item, "j%04d", k);
+      plant_pair(h, 'p', "u3", item, 1, 0);
+    }
     if (!bound) /* from RocksDB, not the cache: a deployment's state */
       cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
     push_list(h, "u1", "imp-1", NULL, 3, 1000, 1);
     if (!bound) /* the records and deletions are state too */
       cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
-    cr_assert_eq(rs_harness_counter(h, "user_arms_migrated"), 4);
+    cr_assert_eq(rs_harness_counter(h, "user_arms_migrated"), bound ? 2004 : 4);
     const rs_recommendation_t *r = last_list(h);
     cr_assert_eq(item_no(&r->items[0]), 1, "i1 first: %d",
                  item_no(&r->items[0]));
@@ -1843,7 +1848,17 @@ Test(bandit_reward, user_arms_old_layout_is_migrated) {
       u1_arm(h, "i0", 2, 0);
     } else {
       u1_arm(h, "i0", 0, 0);
-      cr_assert_eq(rs_harness_counter(h, "user_arms_evicted"), 1);
+      /* u3 keeps the largest item bytes of its 2,000 */
+      cr_assert_eq(rs_harness_counter(h, "user_arms_evicted"), 1 + 1999);
+      double s3, r3;
+      cr_assert_eq(
+          rs__bandit_user_arm(rs_harness_ctx(h), 0, "u3", "j1999", &s3, &r3),
+          0);
+      cr_assert_eq(s3, 1);
+      cr_assert_eq(
+          rs__bandit_user_arm(rs_harness_ctx(h), 0, "u3", "j1998", &s3, &r3),
+          0);
+      cr_assert_eq(s3, 0);
     }
     u1_arm(h, "i1", 3, 2);
     double s, rw;
