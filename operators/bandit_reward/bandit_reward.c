@@ -189,11 +189,11 @@ typedef struct br_ctx {
   char *key;
   size_t key_cap;
   br_arm_t *arms;
-  /* The user whose arms get_arm reads (arms user; NULL: the item's), set by
-   * the emission and the close; the key and partition get_arm built. */
+  /* The user whose arms get_arm reads (arms user: from c->ua; NULL: the
+   * item's), set by the emission and the close; the key and partition
+   * arm_key built. */
   const char *arm_user;
-  uint32_t arm_ulen;
-  int32_t arm_part, arm_kpart;
+  int32_t arm_kpart;
   size_t arm_klen;
   /* arms user: the arms record of c->arm_user, decoded (uarm_load) into
    * ua[ua_n], sorted by item bytes; items point into ua_val (the stored
@@ -999,9 +999,7 @@ int rs__bandit_user_arm(void *vctx, int partition, const char *user,
   br_ctx_t *c = vctx;
   br_arm_t a = {0};
   c->arm_user = user;
-  c->arm_ulen = (uint32_t)strlen(user);
-  c->arm_part = partition;
-  int rc = uarm_load(c, partition, user, c->arm_ulen);
+  int rc = uarm_load(c, partition, user, (uint32_t)strlen(user));
   if (!rc)
     rc = get_arm(c, item, (uint32_t)strlen(item), &a);
   c->arm_user = NULL;
@@ -1118,8 +1116,6 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     return corrupt(c, "impression");
   const char *user = (const char *)b + IMP_HDR;
   c->arm_user = user; /* b is c->buf: stable until this close returns */
-  c->arm_ulen = ulen;
-  c->arm_part = partition;
   size_t off = IMP_HDR + (size_t)ulen;
   double total = 0;
   if (c->residual && (rc = get_calib(c)))
@@ -1436,8 +1432,6 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
     return RS_ENOMEM;
   uint32_t *greedy = order + n + 1;
   c->arm_user = r->user;
-  c->arm_ulen = r->user_len;
-  c->arm_part = p->partition;
   if (c->arm_owner == ARMS_USER &&
       (rc = uarm_load(c, p->partition, r->user, r->user_len)))
     return rc; /* one read for all the candidates */
