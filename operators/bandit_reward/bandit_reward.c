@@ -76,8 +76,10 @@
  *  "a" + item (shared): f64 shows, f64 reward.
  *  "g" + item (shared, thompson_model residual): f64 closed slots, f64 sum
  *     of residuals.
- *  "p" + u32 user length + user + item (partition, arms user): as "a",
- *     the user's own; "q" + the same (arms user, residual): as "g".
+ *  "A" + user (partition, arms user): the user's arms, at most
+ *     user_arms_max (layout at uarm_load). Before session 10: "p" / "q" +
+ *     u32 user length + user + item, as "a" / "g" per (user, item),
+ *     migrated at the partition's agenda rebuild (uarm_migrate).
  *  "c" (shared, residual): the calibration sums (br_calib_t).
  *  "e" (shared): f64 closed impressions, f64 sum w R, f64 sum w.
  *  "t" (shared): int64 impressions emitted (epsilon decay).
@@ -147,6 +149,14 @@ static uint32_t early_bucket(const char *id, uint32_t len) {
   return h & (EARLY_BUCKETS - 1);
 }
 
+/* One arm of a user's arms record ("A" + user). */
+typedef struct br_uarm {
+  const char *item;
+  uint32_t len;
+  int64_t last; /* event time of the newest impression counted in it */
+  double shows, reward, res_n, res_sum;
+} br_uarm_t;
+
 typedef struct br_ctx {
   /* Options. */
   int policy; /* greedy|epsilon_greedy|thompson */
@@ -156,13 +166,14 @@ typedef struct br_ctx {
   int64_t samples;
   int64_t window_ms, lateness_ms;
   double default_reward;
-  int duplicates;     /* first|sum */
-  int unclicked;      /* all|with_feedback: port unclicked */
-  int arm_owner;      /* arms: item|user, whose statistics an arm is */
-  int arm_imps;       /* arm_impressions: all|with_feedback */
-  char *model;        /* linucb: the mf_update instance */
-  double alpha;       /* linucb */
-  int thompson_model; /* beta|residual */
+  int duplicates;        /* first|sum */
+  int unclicked;         /* all|with_feedback: port unclicked */
+  int arm_owner;         /* arms: item|user, whose statistics an arm is */
+  int arm_imps;          /* arm_impressions: all|with_feedback */
+  int64_t user_arms_max; /* arms user: arms kept per user */
+  char *model;           /* linucb: the mf_update instance */
+  double alpha;          /* linucb */
+  int thompson_model;    /* beta|residual */
   double res_sd, res_prior_sd;
   int residual;     /* policy thompson with thompson_model residual */
   br_calib_t calib; /* residual: loaded from "c" per emission and close */
@@ -178,12 +189,22 @@ typedef struct br_ctx {
   char *key;
   size_t key_cap;
   br_arm_t *arms;
-  /* The user whose arms get_arm reads (arms user; NULL: the item's), set by
-   * the emission and the close; the key and partition get_arm built. */
+  /* The user whose arms get_arm reads (arms user: from c->ua; NULL: the
+   * item's), set by the emission and the close; the key and partition
+   * arm_key built. */
   const char *arm_user;
-  uint32_t arm_ulen;
-  int32_t arm_part, arm_kpart;
+  int32_t arm_kpart;
   size_t arm_klen;
+  /* arms user: the arms record of c->arm_user, decoded (uarm_load) into
+   * ua[ua_n], sorted by item bytes; items point into ua_val (the stored
+   * value, copied), the impression being closed, or the migration's copy
+   * of the old keys. */
+  br_uarm_t *ua;
+  size_t ua_n, ua_cap;
+  unsigned char *ua_val, *ua_out;
+  size_t ua_val_cap, ua_out_cap;
+  unsigned char *mig;
+  size_t mig_n, mig_cap;
   double *work;
   uint32_t *order, *greedy;
   double *prop;
@@ -201,7 +222,7 @@ typedef struct br_ctx {
   double est[3]; /* closed impressions, sum w R, sum w */
   rs_counter_t *c_rebuilt, *c_early, *c_imp, *c_rewards, *c_clicks, *c_default,
       *c_unclicked, *c_dup, *c_late, *c_unmatched, *c_explored, *c_ips_n,
-      *c_ips_wr, *c_ips_w;
+      *c_ips_wr, *c_ips_w, *c_ua_evicted, *c_ua_migrated;
 } br_ctx_t;
 
 static const rs_option_def_t br_options[] = {
@@ -280,8 +301,17 @@ static const rs_option_def_t br_options[] = {
      "policy ranks by, and thompson_model residual's residuals). `item`: "
      "one per item, over everyone's impressions. `user`: one per (user, "
      "item), over the impressions shown to that user only: the user's own "
-     "clicks on the item, kept with the user's partition (state grows with "
-     "the pairs shown; docs/DEMO.md, \"Per-user arms\")."},
+     "clicks on the item, kept with the user's partition in one record per "
+     "user of at most user_arms_max arms (docs/DEMO.md, \"Per-user arms\")."},
+    {RS_OPT_INT, "user_arms_max", "256", offsetof(br_ctx_t, user_arms_max), 1,
+     65536, NULL,
+     "arms user: arms kept per user (one state record per user, read once "
+     "per list). A close that counts an item the full record lacks first "
+     "evicts the arm shown least recently (event time of its newest "
+     "counted impression; ties: the smallest item bytes), which falls back "
+     "to the prior. 256 holds about 13 lists of 20 candidates with no "
+     "overlap, far more than the candidates a user is shown while they "
+     "matter; a record of 256 arms is about 9 KB."},
     {RS_OPT_ENUM, "arm_impressions", "all", offsetof(br_ctx_t, arm_imps), 0, -1,
      "all|with_feedback",
      "Which closed impressions count in the Beta statistics (shows and "
@@ -458,6 +488,8 @@ static void part_clear(br_ctx_t *c, br_part_t *p) {
  * one this instance last wrote: the state changed underneath (another
  * instance had the partition after a rebalance, or a failed batch left
  * the agenda ahead of the state). */
+static int uarm_migrate(br_ctx_t *c, int32_t partition);
+
 static int part_of(br_ctx_t *c, int32_t partition, br_part_t **out) {
   br_part_t *p = NULL;
   for (size_t i = 0; i < c->n_parts && !p; i++)
@@ -503,6 +535,8 @@ static int part_of(br_ctx_t *c, int32_t partition, br_part_t **out) {
     return s.rc;
   if (rc)
     return rc;
+  if (c->arm_owner == ARMS_USER && (rc = uarm_migrate(c, partition)))
+    return rc;
   c->host->counter_add(c->c_rebuilt, 1);
   p->valid = 1;
   return 0;
@@ -520,37 +554,331 @@ static int part_store(br_ctx_t *c, br_part_t *p) {
 /* ------------------------------------------------------ statistics */
 
 /* The key of item's arm into c->key (c->arm_klen bytes, partition
- * c->arm_kpart): "a" + item, or with arms user and c->arm_user set,
- * "p" + u32 user length + user + item in the user's partition. */
+ * c->arm_kpart): "a" + item (arms item). */
 static int arm_key(br_ctx_t *c, const char *item, uint32_t len) {
-  if (c->arm_owner != ARMS_USER || !c->arm_user) {
-    c->arm_klen = 1 + (size_t)len;
-    c->arm_kpart = RS_PARTITION_SHARED;
-    return make_key(c, 'a', item, len);
-  }
-  size_t ul = c->arm_ulen, kl = 5 + ul + len;
-  int rc = grow(c, (void **)&c->key, &c->key_cap, kl, 1);
+  c->arm_klen = 1 + (size_t)len;
+  c->arm_kpart = RS_PARTITION_SHARED;
+  return make_key(c, 'a', item, len);
+}
+
+/* ------------------------------------------------ per-user arms record */
+
+/* "A" + user (partition), arms user: the user's arms, sorted by item
+ * bytes (memcmp, then the shorter first):
+ *   0 u8 version 1 | 1 u8 flags (1: residual fields) | 2 u16 0 | 4 u32
+ *   count | then per arm: u32 item length | i64 last (event time of the
+ *   newest impression counted) | f64 shows | f64 reward | [f64 residual
+ *   n | f64 residual sum] | item bytes.
+ * Before session 10 the same statistics were one entry per (user, item),
+ * "p" / "q" + u32 user length + user + item (16 bytes each): migrated into
+ * the records when a partition's agenda is rebuilt (uarm_migrate). */
+#define UA_VERSION 1
+#define UA_HDR 8
+#define UA_ARM 28
+#define UA_RES 16
+
+static int ua_cmp(const char *a, uint32_t al, const char *b, uint32_t bl) {
+  int k = memcmp(a, b, al < bl ? al : bl);
+  return k ? k : (al > bl) - (al < bl);
+}
+
+static int uarm_key(br_ctx_t *c, const char *user, uint32_t ulen) {
+  return make_key(c, 'A', user, ulen);
+}
+
+/* Loads user's record into c->ua (empty when absent): the one state read
+ * of a list's emission and of a close. */
+static int uarm_load(br_ctx_t *c, int32_t partition, const char *user,
+                     uint32_t ulen) {
+  int rc = uarm_key(c, user, ulen);
   if (rc)
     return rc;
-  c->key[0] = 'p';
-  memcpy(c->key + 1, &c->arm_ulen, 4);
-  memcpy(c->key + 5, c->arm_user, ul);
-  if (len)
-    memcpy(c->key + 5 + ul, item, len);
-  c->arm_klen = kl;
-  c->arm_kpart = c->arm_part;
+  void *v;
+  size_t n;
+  c->ua_n = 0;
+  rc = c->host->state_get(c->op, partition, c->key, 1 + (size_t)ulen, &v, &n);
+  if (rc == RS_ENOENT)
+    return 0;
+  if (rc)
+    return rc;
+  if (grow(c, (void **)&c->ua_val, &c->ua_val_cap, n + 1, 1))
+    return RS_ENOMEM;
+  memcpy(c->ua_val, v, n);
+  const unsigned char *b = c->ua_val;
+  uint32_t count;
+  if (n < UA_HDR || b[0] != UA_VERSION || (b[1] & ~1u) || b[2] || b[3])
+    return corrupt(c, "user arms");
+  memcpy(&count, b + 4, 4);
+  size_t es = UA_ARM + ((b[1] & 1) ? UA_RES : 0);
+  if (count > (n - UA_HDR) / es)
+    return corrupt(c, "user arms");
+  if (grow(c, (void **)&c->ua, &c->ua_cap, count + 1, sizeof *c->ua))
+    return RS_ENOMEM;
+  size_t off = UA_HDR;
+  for (uint32_t k = 0; k < count; k++) {
+    br_uarm_t *a = &c->ua[k];
+    if (off + es > n)
+      return corrupt(c, "user arms");
+    memcpy(&a->len, b + off, 4);
+    if (a->len > n - off - es)
+      return corrupt(c, "user arms");
+    memcpy(&a->last, b + off + 4, 8);
+    memcpy(&a->shows, b + off + 12, 8);
+    memcpy(&a->reward, b + off + 20, 8);
+    a->res_n = a->res_sum = 0;
+    if (b[1] & 1) {
+      memcpy(&a->res_n, b + off + 28, 8);
+      memcpy(&a->res_sum, b + off + 36, 8);
+    }
+    a->item = (const char *)b + off + es;
+    off += es + a->len;
+    if (k && ua_cmp(c->ua[k - 1].item, c->ua[k - 1].len, a->item, a->len) >= 0)
+      return corrupt(c, "user arms (order)");
+  }
+  if (off != n)
+    return corrupt(c, "user arms");
+  c->ua_n = count;
   return 0;
 }
 
+/* Index of item in c->ua, or -1 - (where it would go). */
+static long uarm_find(const br_ctx_t *c, const char *item, uint32_t len) {
+  size_t lo = 0, hi = c->ua_n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    int k = ua_cmp(c->ua[mid].item, c->ua[mid].len, item, len);
+    if (!k)
+      return (long)mid;
+    if (k < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return -1 - (long)lo;
+}
+
+/* Drops the arm shown least recently (ties: the smallest item bytes). */
+static void uarm_evict(br_ctx_t *c) {
+  size_t v = 0;
+  for (size_t k = 1; k < c->ua_n; k++)
+    if (c->ua[k].last < c->ua[v].last)
+      v = k; /* sorted by item: the first of equal `last` is the smallest */
+  memmove(c->ua + v, c->ua + v + 1, (c->ua_n - v - 1) * sizeof *c->ua);
+  c->ua_n--;
+  c->host->counter_add(c->c_ua_evicted, 1);
+}
+
+/* item's arm in c->ua, added (after an eviction when the record is full)
+ * when absent; its `last` moved to `when`. item must outlive the store. */
+static int uarm_touch(br_ctx_t *c, const char *item, uint32_t len, int64_t when,
+                      br_uarm_t **out) {
+  long i = uarm_find(c, item, len);
+  if (i < 0) {
+    if (c->ua_n >= (size_t)c->user_arms_max) {
+      uarm_evict(c);
+      i = uarm_find(c, item, len);
+    }
+    if (grow(c, (void **)&c->ua, &c->ua_cap, c->ua_n + 1, sizeof *c->ua))
+      return RS_ENOMEM;
+    size_t at = (size_t)(-1 - i);
+    memmove(c->ua + at + 1, c->ua + at, (c->ua_n - at) * sizeof *c->ua);
+    c->ua[at] = (br_uarm_t){.item = item, .len = len, .last = when};
+    c->ua_n++;
+    i = (long)at;
+  }
+  br_uarm_t *a = &c->ua[i];
+  if (when > a->last)
+    a->last = when;
+  *out = a;
+  return 0;
+}
+
+/* Writes c->ua as user's record (at most user_arms_max arms). */
+static int uarm_store(br_ctx_t *c, int32_t partition, const char *user,
+                      uint32_t ulen) {
+  while (c->ua_n > (size_t)c->user_arms_max)
+    uarm_evict(c); /* the bound was lowered since the record was written */
+  size_t es = UA_ARM + (c->residual ? UA_RES : 0), n = UA_HDR;
+  for (size_t k = 0; k < c->ua_n; k++)
+    n += es + c->ua[k].len;
+  if (grow(c, (void **)&c->ua_out, &c->ua_out_cap, n, 1))
+    return RS_ENOMEM;
+  unsigned char *b = c->ua_out;
+  uint32_t count = (uint32_t)c->ua_n;
+  memset(b, 0, UA_HDR);
+  b[0] = UA_VERSION;
+  b[1] = c->residual ? 1 : 0;
+  memcpy(b + 4, &count, 4);
+  size_t off = UA_HDR;
+  for (size_t k = 0; k < c->ua_n; k++) {
+    const br_uarm_t *a = &c->ua[k];
+    memcpy(b + off, &a->len, 4);
+    memcpy(b + off + 4, &a->last, 8);
+    memcpy(b + off + 12, &a->shows, 8);
+    memcpy(b + off + 20, &a->reward, 8);
+    if (c->residual) {
+      memcpy(b + off + 28, &a->res_n, 8);
+      memcpy(b + off + 36, &a->res_sum, 8);
+    }
+    if (a->len)
+      memcpy(b + off + es, a->item, a->len);
+    off += es + a->len;
+  }
+  int rc = uarm_key(c, user, ulen);
+  if (rc)
+    return rc;
+  return c->host->state_put(c->op, partition, c->key, 1 + (size_t)ulen, b, n);
+}
+
+/* Migration of the per-pair layout: the scan copies every "p" and "q"
+ * entry (u32 key length | u32 value length | key | value) into c->mig. */
+static int mig_cb(void *opaque, const void *key, size_t key_len,
+                  const void *value, size_t value_len) {
+  br_ctx_t *c = opaque;
+  size_t need = c->mig_n + 8 + key_len + value_len;
+  if (key_len > UINT32_MAX || value_len > UINT32_MAX ||
+      grow(c, (void **)&c->mig, &c->mig_cap, need, 1))
+    return RS_ENOMEM;
+  uint32_t kl = (uint32_t)key_len, vl = (uint32_t)value_len;
+  memcpy(c->mig + c->mig_n, &kl, 4);
+  memcpy(c->mig + c->mig_n + 4, &vl, 4);
+  memcpy(c->mig + c->mig_n + 8, key, key_len);
+  memcpy(c->mig + c->mig_n + 8 + key_len, value, value_len);
+  c->mig_n = need;
+  return 0;
+}
+
+/* One entry of c->mig at *off (0 past end): key, key length, value. */
+static int mig_next(br_ctx_t *c, size_t *off, size_t end, const char **k,
+                    uint32_t *kl, const unsigned char **v) {
+  uint32_t vl, ul;
+  if (*off >= end)
+    return 0;
+  memcpy(kl, c->mig + *off, 4);
+  memcpy(&vl, c->mig + *off + 4, 4);
+  *k = (const char *)c->mig + *off + 8;
+  *v = c->mig + *off + 8 + *kl;
+  if (*kl < 5)
+    return corrupt(c, "per-pair user arm key");
+  memcpy(&ul, *k + 1, 4);
+  if (ul > *kl - 5 || vl != 16)
+    return corrupt(c, "per-pair user arm");
+  *off += 8 + (size_t)*kl + vl;
+  return 1;
+}
+
+/* arms user: moves a partition's per-pair entries ("p": shows and rewards,
+ * "q": residuals; both in key order, merged per (user, item)) into the
+ * users' records, their `last` the oldest possible (they carry no time),
+ * then deletes them; a user with more than user_arms_max keeps the bound
+ * by the usual eviction (ties: the smaller item bytes go). Residuals are
+ * dropped unless thompson_model is residual (they were unused). Runs at
+ * each agenda rebuild; after the first, the scans find nothing. */
+static int uarm_migrate(br_ctx_t *c, int32_t partition) {
+  int rc;
+  c->mig_n = 0;
+  if ((rc = c->host->state_scan(c->op, partition, "p", 1, mig_cb, c)))
+    return rc;
+  size_t p_end = c->mig_n;
+  if ((rc = c->host->state_scan(c->op, partition, "q", 1, mig_cb, c)))
+    return rc;
+  size_t po = 0, qo = p_end, moved = 0;
+  const char *cur = NULL; /* the user whose record c->ua holds */
+  uint32_t cur_len = 0;
+  const char *pk = NULL, *qk = NULL;
+  uint32_t pkl = 0, qkl = 0;
+  const unsigned char *pv = NULL, *qv = NULL;
+  int hp = mig_next(c, &po, p_end, &pk, &pkl, &pv);
+  int hq = mig_next(c, &qo, c->mig_n, &qk, &qkl, &qv);
+  while (hp > 0 || hq > 0) {
+    if (hp < 0 || hq < 0)
+      return hp < 0 ? hp : hq;
+    /* The same (user, item) under both tags: one arm. */
+    int d = hp <= 0   ? 1
+            : hq <= 0 ? -1
+                      : ua_cmp(pk + 1, pkl - 1, qk + 1, qkl - 1);
+    const char *k = d <= 0 ? pk : qk;
+    uint32_t kl = d <= 0 ? pkl : qkl, ul;
+    memcpy(&ul, k + 1, 4);
+    const char *user = k + 5, *item = k + 5 + ul;
+    uint32_t il = kl - 5 - ul;
+    if (d <= 0 || c->residual) {
+      if (!cur || cur_len != ul || memcmp(cur, user, ul)) {
+        if (cur && (rc = uarm_store(c, partition, cur, cur_len)))
+          return rc;
+        if ((rc = uarm_load(c, partition, user, ul)))
+          return rc;
+        cur = user;
+        cur_len = ul;
+      }
+      br_uarm_t *a;
+      double x[2];
+      if ((rc = uarm_touch(c, item, il, INT64_MIN, &a)))
+        return rc;
+      if (d <= 0) {
+        memcpy(x, pv, 16);
+        a->shows += x[0];
+        a->reward += x[1];
+      }
+      if (d >= 0 && c->residual) {
+        memcpy(x, qv, 16);
+        a->res_n += x[0];
+        a->res_sum += x[1];
+      }
+    }
+    if (d <= 0) {
+      if ((rc = c->host->state_delete(c->op, partition, pk, pkl)))
+        return rc;
+      moved++;
+      hp = mig_next(c, &po, p_end, &pk, &pkl, &pv);
+    }
+    if (d >= 0) {
+      if ((rc = c->host->state_delete(c->op, partition, qk, qkl)))
+        return rc;
+      moved++;
+      hq = mig_next(c, &qo, c->mig_n, &qk, &qkl, &qv);
+    }
+  }
+  if (hp < 0 || hq < 0)
+    return hp < 0 ? hp : hq;
+  if (cur && (rc = uarm_store(c, partition, cur, cur_len)))
+    return rc;
+  c->ua_n = 0;              /* its items pointed into c->mig */
+  if (c->mig_cap > 65536) { /* a one-off copy of the old entries */
+    c->host->free(c->mig);
+    c->mig = NULL;
+    c->mig_n = c->mig_cap = 0;
+  }
+  if (moved) {
+    c->host->counter_add(c->c_ua_migrated, moved);
+    c->host->log(c->op, RS_LOG_INFO,
+                 "bandit_reward: partition %d: %zu per-pair user arm entries "
+                 "moved into per-user records",
+                 (int)partition, moved);
+  }
+  return 0;
+}
+
+/* item's statistics: with arms user and c->arm_user set, from the user's
+ * record loaded in c->ua (prior: zeros when absent); else "a" (+ "g"). */
 static int get_arm(br_ctx_t *c, const char *item, uint32_t len, br_arm_t *a) {
+  a->shows = a->reward = a->res_n = a->res_sum = 0;
+  if (c->arm_owner == ARMS_USER && c->arm_user) {
+    long i = uarm_find(c, item, len);
+    if (i >= 0) {
+      a->shows = c->ua[i].shows;
+      a->reward = c->ua[i].reward;
+      a->res_n = c->ua[i].res_n;
+      a->res_sum = c->ua[i].res_sum;
+    }
+    return 0;
+  }
   int rc = arm_key(c, item, len);
   if (rc)
     return rc;
   void *v;
   size_t n;
-  char tag = c->key[0];
   rc = c->host->state_get(c->op, c->arm_kpart, c->key, c->arm_klen, &v, &n);
-  a->shows = a->reward = a->res_n = a->res_sum = 0;
   if (rc && rc != RS_ENOENT)
     return rc;
   if (rc == 0) {
@@ -561,9 +889,9 @@ static int get_arm(br_ctx_t *c, const char *item, uint32_t len, br_arm_t *a) {
   }
   if (!c->residual)
     return 0;
-  c->key[0] = tag == 'a' ? 'g' : 'q';
+  c->key[0] = 'g';
   rc = c->host->state_get(c->op, c->arm_kpart, c->key, c->arm_klen, &v, &n);
-  c->key[0] = tag; /* add_arm writes c->key */
+  c->key[0] = 'a'; /* add_arm writes c->key */
   if (rc == RS_ENOENT)
     return 0;
   if (rc)
@@ -596,25 +924,45 @@ static int put_calib(br_ctx_t *c) {
                             sizeof c->calib);
 }
 
-/* Residual model: one closed slot of item (score, reward r). The residual
- * is taken against the calibration before this slot joins it. */
+/* Residual model: one closed slot of item (score, reward r), shown at
+ * `when`. The residual is taken against the calibration before this slot
+ * joins it. */
 static int add_residual(br_ctx_t *c, const char *item, uint32_t len,
-                        double score, double r) {
+                        double score, double r, int64_t when) {
   double a, b;
   br_calib_fit(&c->calib, c->score_weight, &a, &b);
   double e = r - (a + b * score);
   br_calib_add(&c->calib, score, r);
+  if (c->arm_owner == ARMS_USER && c->arm_user) {
+    br_uarm_t *u;
+    int rc = uarm_touch(c, item, len, when, &u);
+    if (!rc) {
+      u->res_n += 1;
+      u->res_sum += e;
+    }
+    return rc;
+  }
   br_arm_t arm;
   int rc = get_arm(c, item, len, &arm); /* c->key = the arm's */
   if (rc)
     return rc;
-  c->key[0] = c->key[0] == 'a' ? 'g' : 'q';
+  c->key[0] = 'g';
   double v[2] = {arm.res_n + 1, arm.res_sum + e};
   return c->host->state_put(c->op, c->arm_kpart, c->key, c->arm_klen, v,
                             sizeof v);
 }
 
-static int add_arm(br_ctx_t *c, const char *item, uint32_t len, double reward) {
+static int add_arm(br_ctx_t *c, const char *item, uint32_t len, double reward,
+                   int64_t when) {
+  if (c->arm_owner == ARMS_USER && c->arm_user) {
+    br_uarm_t *u;
+    int rc = uarm_touch(c, item, len, when, &u);
+    if (!rc) {
+      u->shows += 1;
+      u->reward += reward;
+    }
+    return rc;
+  }
   br_arm_t a;
   int rc = get_arm(c, item, len, &a);
   if (rc)
@@ -649,11 +997,11 @@ int rs__bandit_arm(void *vctx, const char *item, double *shows,
 int rs__bandit_user_arm(void *vctx, int partition, const char *user,
                         const char *item, double *shows, double *reward) {
   br_ctx_t *c = vctx;
-  br_arm_t a;
+  br_arm_t a = {0};
   c->arm_user = user;
-  c->arm_ulen = (uint32_t)strlen(user);
-  c->arm_part = partition;
-  int rc = get_arm(c, item, (uint32_t)strlen(item), &a);
+  int rc = uarm_load(c, partition, user, (uint32_t)strlen(user));
+  if (!rc)
+    rc = get_arm(c, item, (uint32_t)strlen(item), &a);
   c->arm_user = NULL;
   *shows = a.shows;
   *reward = a.reward;
@@ -768,11 +1116,15 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     return corrupt(c, "impression");
   const char *user = (const char *)b + IMP_HDR;
   c->arm_user = user; /* b is c->buf: stable until this close returns */
-  c->arm_ulen = ulen;
-  c->arm_part = partition;
   size_t off = IMP_HDR + (size_t)ulen;
   double total = 0;
   if (c->residual && (rc = get_calib(c)))
+    return rc;
+  /* arms user: the user's record, read once, written once (its new arms'
+   * items point into b); untouched when this close counts nothing. */
+  int user_arms = c->arm_owner == ARMS_USER &&
+                  (c->residual || c->arm_imps == ARM_IMPS_ALL || matched > 0);
+  if (user_arms && (rc = uarm_load(c, partition, user, ulen)))
     return rc;
   for (uint16_t s = 0; s < slots; s++) {
     uint32_t il;
@@ -796,7 +1148,8 @@ static int close_impression(br_ctx_t *c, int32_t partition,
     }
     total += r;
     if (c->residual && isfinite(score) &&
-        (rc = add_residual(c, (const char *)b + off + sh, il, score, r)))
+        (rc =
+             add_residual(c, (const char *)b + off + sh, il, score, r, imp_ms)))
       return rc;
     if (dim && dim == c->lin.d) {
       if (grow(c, (void **)&c->feat, &c->feat_cap, dim, 4) ||
@@ -806,10 +1159,12 @@ static int close_impression(br_ctx_t *c, int32_t partition,
       br_lin_update(&c->lin, c->feat, r, c->ucb);
     }
     if ((c->arm_imps == ARM_IMPS_ALL || matched > 0) &&
-        (rc = add_arm(c, (const char *)b + off + sh, il, r)))
+        (rc = add_arm(c, (const char *)b + off + sh, il, r, imp_ms)))
       return rc;
     off += sh + il + 4 * (size_t)dim;
   }
+  if (user_arms && (rc = uarm_store(c, partition, user, ulen)))
+    return rc;
   if (c->residual && (rc = put_calib(c)))
     return rc;
   if (dim && dim == c->lin.d && (rc = put_lin(c)))
@@ -1077,8 +1432,9 @@ static int on_recommendation(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
     return RS_ENOMEM;
   uint32_t *greedy = order + n + 1;
   c->arm_user = r->user;
-  c->arm_ulen = r->user_len;
-  c->arm_part = p->partition;
+  if (c->arm_owner == ARMS_USER &&
+      (rc = uarm_load(c, p->partition, r->user, r->user_len)))
+    return rc; /* one read for all the candidates */
   for (uint32_t j = 0; j < n; j++) {
     if ((rc = get_arm(c, r->items[j].item, r->items[j].item_len, &c->arms[j])))
       return rc;
@@ -1627,6 +1983,13 @@ static int br_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   c->c_ips_w =
       host->counter(op, "ips_weight_micro",
                     "Sum of w (x1e6); SNIPS = ips_weighted_reward / this");
+  c->c_ua_evicted =
+      host->counter(op, "user_arms_evicted",
+                    "arms user: arms evicted from full user records");
+  c->c_ua_migrated =
+      host->counter(op, "user_arms_migrated",
+                    "arms user: per-pair entries of the old layout moved into "
+                    "user records");
   void *v;
   size_t n;
   int rc = host->state_get(op, RS_PARTITION_SHARED, "e", 1, &v, &n);
@@ -1655,6 +2018,10 @@ static void br_destroy(rs_op_t *op, void *vctx) {
   c->host->free(c->key);
   c->host->free(c->arms);
   c->host->free(c->work);
+  c->host->free(c->ua);
+  c->host->free(c->ua_val);
+  c->host->free(c->ua_out);
+  c->host->free(c->mig);
 }
 
 extern const rs_operator_def_t rs_op_bandit_reward;

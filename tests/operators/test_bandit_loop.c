@@ -459,6 +459,9 @@ static void run_loop(const world_t *w, result_t *res, int print) {
     printf("model / popularity %.2f; unclicked slots to mf %ld, learned %ld\n",
            res->model[0] / res->model[1], res->unclicked,
            res->unclicked_learned);
+  if (print)
+    printf("model bandit: user arms evicted %lld\n",
+           (long long)rs_harness_counter(l->v[0].br, "user_arms_evicted"));
   variant_close(&l->v[0]);
   variant_close(&l->v[1]);
   rs_sim_destroy(l->sim);

@@ -1473,6 +1473,10 @@ static uint64_t run_chain(const chain_world_t *w, double per_rec[3]) {
                (long long)x, (long long)y);
     }
   }
+  if (getenv("RS_CHAIN_COUNTERS")) /* not in the digest */
+    for (int vi = 0; vi < 2; vi++)
+      printf("variant %d user_arms_evicted: %lld\n", vi,
+             (long long)rs_harness_counter(c->v[vi].br, "user_arms_evicted"));
   double cc = clock_cost();
   for (int op = 0; op < 3; op++) {
     uint64_t ns = c->v[0].ns[op] + c->v[1].ns[op];
@@ -1634,4 +1638,254 @@ Test(bandit_reward, arm_impressions_with_feedback) {
   const char *bad[] = {"arm_impressions", "some", NULL};
   cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad, err, sizeof err));
   cr_assert(strstr(err, "arm_impressions"), "%s", err);
+}
+
+/* ------------------------------------------- per-user arms, bounded */
+
+/* Pushes a list of the named items (score 0) for user as impression imp. */
+static void push_named(rs_harness_t *h, const char *user, const char *imp,
+                       const char *const *items, uint32_t n, int64_t ts,
+                       int64_t offset) {
+  rs_scored_item_t it[MAXC];
+  for (uint32_t j = 0; j < n; j++)
+    it[j] = (rs_scored_item_t){.item = items[j],
+                               .item_len = (uint32_t)strlen(items[j]),
+                               .propensity = 1};
+  rs_recommendation_t r = {.user = user,
+                           .user_len = (uint32_t)strlen(user),
+                           .impression_id = imp,
+                           .impression_id_len = (uint32_t)strlen(imp),
+                           .items = it,
+                           .n_items = n,
+                           .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_RECOMMENDATION,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .payload = &r,
+                     .timestamp_ms = ts,
+                     .src_offset = offset};
+  int rc = rs_harness_push_input(h, 0, 0, &rec, 1);
+  cr_assert_eq(rc, 0, "push list: %d %s", rc, rs_harness_errmsg(h));
+}
+
+/* Asserts u1's arm of item (0, 0: none, the prior). */
+static void u1_arm(rs_harness_t *h, const char *item, double shows,
+                   double reward) {
+  double s, r;
+  cr_assert_eq(rs__bandit_user_arm(rs_harness_ctx(h), 0, "u1", item, &s, &r), 0,
+               "%s", rs_harness_errmsg(h));
+  cr_assert(s == shows && r == reward, "u1 %s: %g shows %g reward, want %g %g",
+            item, s, r, shows, reward);
+}
+
+/* user_arms_max 3, hand-worked. u1 is shown (each list closes at the next
+ * u2 list, 200 ms later; reward_window 100ms; greedy on posterior means):
+ *   t 1000 {i2, i1}, click i1  -> i1 (last 1000) 1/1, i2 (1000) 1/0
+ *   t 1010 {i3}, click i3      -> + i3 (1010) 1/1: full
+ *   t 1300 {i4, i2}            -> i4 (first: prior 0.5 > i2's 1/3) evicts
+ *                                 the least recently shown: i1 and i2 both
+ *                                 1000, the smaller item bytes go (i1);
+ *                                 then i2 is shown again: 2/0 (1300)
+ *   -- checkpoint + restart: the record is state --
+ *   t 1600 {i5}                -> evicts i3 (1010; i2 was refreshed)
+ *   t 1900 {i1}                -> evicts i2 (1300, tie with i4: smaller),
+ *                                 and i1 comes back fresh: 1/0, not 1/1.
+ * Evictions 3; an evicted arm reads as the prior (0 shows). */
+Test(bandit_reward, user_arms_bound_evicts_least_recently_shown) {
+  const char *opts[] = {
+      "policy", "greedy", "slots",        "2", "reward_window", "100ms",
+      "arms",   "user",   "score_weight", "0", "user_arms_max", "3",
+      NULL};
+  rs_harness_t *h = make(opts);
+  const char *l1[] = {"i2", "i1"}, *l2[] = {"i3"}, *l3[] = {"i4", "i2"},
+             *l4[] = {"i5"}, *l5[] = {"i1"}, *other[] = {"x"};
+  push_named(h, "u1", "imp-1", l1, 2, 1000, 1);
+  push_named(h, "u1", "imp-2", l2, 1, 1010, 2);
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, 1020, 3);
+  push_fb(h, "u1", "imp-2", "i3", RS_FEEDBACK_CLICK, 1, 1030, 4);
+  push_named(h, "u2", "o-1", other, 1, 1200, 5); /* closes imp-1, imp-2 */
+  u1_arm(h, "i1", 1, 1);
+  u1_arm(h, "i2", 1, 0);
+  u1_arm(h, "i3", 1, 1);
+  cr_assert_eq(rs_harness_counter(h, "user_arms_evicted"), 0);
+  push_named(h, "u1", "imp-3", l3, 2, 1300, 6);
+  cr_assert(!strcmp(last_list(h)->items[0].item, "i4"));
+  push_named(h, "u2", "o-2", other, 1, 1500, 7);
+  u1_arm(h, "i1", 0, 0);
+  u1_arm(h, "i2", 2, 0);
+  u1_arm(h, "i3", 1, 1);
+  u1_arm(h, "i4", 1, 0);
+  cr_assert_eq(rs_harness_counter(h, "user_arms_evicted"), 1);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  u1_arm(h, "i2", 2, 0);
+  push_named(h, "u1", "imp-4", l4, 1, 1600, 8);
+  push_named(h, "u2", "o-3", other, 1, 1800, 9);
+  u1_arm(h, "i2", 2, 0);
+  u1_arm(h, "i3", 0, 0);
+  u1_arm(h, "i4", 1, 0);
+  u1_arm(h, "i5", 1, 0);
+  push_named(h, "u1", "imp-5", l5, 1, 1900, 10);
+  push_named(h, "u2", "o-4", other, 1, 2100, 11);
+  u1_arm(h, "i1", 1, 0);
+  u1_arm(h, "i2", 0, 0);
+  u1_arm(h, "i4", 1, 0);
+  u1_arm(h, "i5", 1, 0);
+  cr_assert_eq(rs_harness_counter(h, "user_arms_evicted"), 3);
+  /* u2's record is its own: x, 3 shows (o-4 still open) */
+  double s, r;
+  cr_assert_eq(rs__bandit_user_arm(rs_harness_ctx(h), 0, "u2", "x", &s, &r), 0);
+  cr_assert_eq(s, 3, "u2's x: %g shows", s);
+  rs_harness_destroy(h);
+}
+
+/* One state read per list for all its candidates: a list of 16 candidates
+ * reads as many state entries as a list of 2 with arms user (the user's
+ * record); with arms item, 14 more (one "a" + item per candidate). */
+Test(bandit_reward, user_arms_one_read_per_list) {
+  for (int user = 0; user < 2; user++) {
+    const char *opts[] = {
+        "policy", "greedy", "slots", "2", "arms", user ? "user" : "item", NULL};
+    rs_harness_t *h = make(opts);
+    push_list(h, "u1", "imp-0", NULL, 16, 1000, 1); /* the agenda is built */
+    uint64_t gets[2];
+    for (int k = 0; k < 2; k++) {
+      rs_cache_stats_t a, b;
+      rs_harness_cache_stats(h, &a);
+      push_list(h, "u1", k ? "imp-16" : "imp-2", NULL, k ? 16 : 2, 1000, 2 + k);
+      rs_harness_cache_stats(h, &b);
+      gets[k] = (b.hits + b.misses) - (a.hits + a.misses);
+    }
+    cr_assert_eq(gets[1], gets[0] + (user ? 0 : 14),
+                 "arms %s: %llu reads for 16 candidates, %llu for 2",
+                 user ? "user" : "item", (unsigned long long)gets[1],
+                 (unsigned long long)gets[0]);
+    rs_harness_destroy(h);
+  }
+}
+
+Test(bandit_reward, user_arms_max_bad_values) {
+  static const char *const bad[] = {"0", "-1", "65537", "many", "1.5", NULL};
+  for (int i = 0; bad[i]; i++) {
+    const char *opts[] = {"arms", "user", "user_arms_max", bad[i], NULL};
+    err[0] = '\0';
+    cr_assert_null(rs_harness_new(&rs_op_bandit_reward, opts, err, sizeof err),
+                   "user_arms_max %s accepted", bad[i]);
+    cr_assert(strstr(err, "user_arms_max"), "%s: %s", bad[i], err);
+  }
+}
+
+/* State of the per-pair layout (before session 10: "p" / "q" + u32 user
+ * length + user + item, 16 bytes) is moved into the user's record when
+ * the partition's agenda is built, and the old entries deleted: u1's i1
+ * (3 shows, 2 rewards) then ranks first (posterior mean (2 + 1) / (3 + 2)
+ * = 0.6 against i2's prior 0.5 and i0's (0 + 1) / (2 + 2) = 0.25). With
+ * user_arms_max 1 the migration keeps the bound: the migrated arms carry
+ * no time, the smaller item bytes (i0) are evicted. The first round reads
+ * the old entries from RocksDB (a restart after planting) and checks the
+ * result after another restart. A per-pair entry of another size is an
+ * error, not a silent zero; so is a record of another version. */
+static void plant_pair(rs_harness_t *h, char tag, const char *user,
+                       const char *item, double shows, double reward) {
+  char k[64];
+  uint32_t ul = (uint32_t)strlen(user);
+  k[0] = tag;
+  memcpy(k + 1, &ul, 4);
+  memcpy(k + 5, user, ul);
+  memcpy(k + 5 + ul, item, strlen(item));
+  double v[2] = {shows, reward};
+  cr_assert_eq(
+      rs_harness_state_put(h, 0, k, 5 + ul + strlen(item), v, sizeof v), 0);
+}
+
+/* A list for u1 (i0, i1), returning process()'s code. */
+static int push_list_rc(rs_harness_t *h) {
+  rs_scored_item_t it[2] = {{.item = "i0", .item_len = 2, .propensity = 1},
+                            {.item = "i1", .item_len = 2, .propensity = 1}};
+  rs_recommendation_t r = {.user = "u1",
+                           .user_len = 2,
+                           .impression_id = "imp-x",
+                           .impression_id_len = 5,
+                           .items = it,
+                           .n_items = 2,
+                           .timestamp_ms = 1000};
+  rs_record_t rec = {.kind = RS_KIND_RECOMMENDATION,
+                     .key = "u1",
+                     .key_len = 2,
+                     .payload = &r,
+                     .timestamp_ms = 1000};
+  return rs_harness_push_input(h, 0, 0, &rec, 1);
+}
+
+Test(bandit_reward, user_arms_old_layout_is_migrated) {
+  for (int bound = 0; bound < 2; bound++) {
+    const char *opts[] = {
+        "policy",      "greedy", "slots",         "3",
+        "arms",        "user",   "score_weight",  "0",
+        "prior_alpha", "1",      "user_arms_max", bound ? "1" : "256",
+        NULL};
+    rs_harness_t *h = make(opts);
+    plant_pair(h, 'p', "u1", "i1", 3, 2);
+    plant_pair(h, 'p', "u1", "i0", 2, 0);
+    plant_pair(h, 'q', "u1", "i0", 2,
+               -0.5); /* arms user, no residual: dropped */
+    plant_pair(h, 'p', "u2", "i2", 1, 1);
+    for (int k = 0; bound && k < 2000; k++) { /* > 64 KiB copied */
+      char item[8];
+      snprintf(item, sizeof item, "j%04d", k);
+      plant_pair(h, 'p', "u3", item, 1, 0);
+    }
+    if (!bound) /* from RocksDB, not the cache: a deployment's state */
+      cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+    push_list(h, "u1", "imp-1", NULL, 3, 1000, 1);
+    if (!bound) /* the records and deletions are state too */
+      cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+    cr_assert_eq(rs_harness_counter(h, "user_arms_migrated"), bound ? 2004 : 4);
+    const rs_recommendation_t *r = last_list(h);
+    cr_assert_eq(item_no(&r->items[0]), 1, "i1 first: %d",
+                 item_no(&r->items[0]));
+    if (!bound) {
+      cr_assert_eq(item_no(&r->items[2]), 0, "i0 last");
+      u1_arm(h, "i0", 2, 0);
+    } else {
+      u1_arm(h, "i0", 0, 0);
+      /* u3 keeps the largest item bytes of its 2,000 */
+      cr_assert_eq(rs_harness_counter(h, "user_arms_evicted"), 1 + 1999);
+      double s3, r3;
+      cr_assert_eq(
+          rs__bandit_user_arm(rs_harness_ctx(h), 0, "u3", "j1999", &s3, &r3),
+          0);
+      cr_assert_eq(s3, 1);
+      cr_assert_eq(
+          rs__bandit_user_arm(rs_harness_ctx(h), 0, "u3", "j1998", &s3, &r3),
+          0);
+      cr_assert_eq(s3, 0);
+    }
+    u1_arm(h, "i1", 3, 2);
+    double s, rw;
+    cr_assert_eq(rs__bandit_user_arm(rs_harness_ctx(h), 0, "u2", "i2", &s, &rw),
+                 0);
+    cr_assert(s == 1 && rw == 1);
+    const void *v;
+    size_t n;
+    char k[] = {'p', 2, 0, 0, 0, 'u', '1', 'i', '1'};
+    cr_assert_eq(rs_harness_state_get(h, 0, k, sizeof k, &v, &n), RS_ENOENT,
+                 "the old entry is deleted");
+    rs_harness_destroy(h);
+  }
+  const char *opts[] = {"arms", "user", NULL};
+  rs_harness_t *h = make(opts);
+  char k[] = {'p', 2, 0, 0, 0, 'u', '1', 'i', '1'};
+  cr_assert_eq(rs_harness_state_put(h, 0, k, sizeof k, "12345678", 8), 0);
+  cr_assert_eq(push_list_rc(h), RS_ESTATE);
+  rs_harness_destroy(h);
+  /* and a corrupt record of the new layout */
+  h = make(opts);
+  cr_assert_eq(rs_harness_state_put(h, 0, "Au1", 3, "\x02\0\0\0\0\0\0\0", 8),
+               0);
+  cr_assert_eq(push_list_rc(h), RS_ESTATE);
+  int level, found = 0;
+  for (size_t i = 0; i < rs_harness_log_count(h); i++)
+    found |= strstr(rs_harness_log_line(h, i, &level), "user arms") != NULL;
+  cr_assert(found);
+  rs_harness_destroy(h);
 }

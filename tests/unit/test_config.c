@@ -516,6 +516,21 @@ static const bad_case_t bad_cases[] = {
      "bad.yaml:9:39: sinks 'fed'.topic: 'back' is also read by source 'back'; "
      "the pipeline would consume its own output (if that loop is deliberate, "
      "set loopback: true on the source)"},
+    /* bandit_reward's bound on the arms kept per user (arms user). */
+    {"bandit_user_arms_max_zero",
+     HEAD "operators:\n  - { name: b, type: bandit_reward, input: in, arms: "
+          "user, user_arms_max: 0 }\nsinks:\n  - { name: out, input: b, "
+          "topic: out }\n",
+     NULL,
+     "bad.yaml:5:75: operators 'b'.user_arms_max: 0 is out of range [1, "
+     "65536]"},
+    {"bandit_user_arms_max_not_an_int",
+     HEAD "operators:\n  - { name: b, type: bandit_reward, input: in, arms: "
+          "user, user_arms_max: lots }\nsinks:\n  - { name: out, input: b, "
+          "topic: out }\n",
+     NULL,
+     "bad.yaml:5:75: operators 'b'.user_arms_max: expected an integer, got "
+     "'lots'"},
 };
 
 Test(config, every_bad_config_has_its_exact_message) {
