@@ -168,6 +168,7 @@ typedef struct outage {
   const char *bootstrap;
   long want;
   int down;
+  rs_engine_t *e; /* when set, a delivery failure also ends the wait */
 } outage_t;
 
 static int has_some_output(void *arg) {
@@ -178,9 +179,14 @@ static int has_some_output(void *arg) {
   return sum >= o->want;
 }
 
-/* Fails with what the engine and the output topic show: this test has
- * stalled twice in hundreds of runs on a loaded machine (output not
- * complete 120 s after the outage), cause not yet known. */
+static int output_done_or_failed(void *arg) {
+  outage_t *o = arg;
+  rs_engine_stats_t s;
+  rs_engine_get_stats(o->e, &s);
+  return s.delivery_failures > 0 || has_some_output(arg);
+}
+
+/* Fails with what the engine and the output topic show. */
 static void outage_stuck(it_engine_t *t, outage_t *o, long total) {
   rs_engine_stats_t s;
   rs_engine_get_stats(t->e, &s);
@@ -218,14 +224,23 @@ Test(pipeline, produce_errors_and_broker_outage_lose_nothing, .timeout = 300) {
   char brokers[512];
   snprintf(brokers, sizeof brokers, "kafka.brokers=%s", m->bootstraps);
   /* A produce request the embedded broker loses when it goes down is
-   * retried after request.timeout.ms: 5 s rather than 30 s. */
+   * retried after request.timeout.ms: 5 s rather than 30 s. Rarely (3
+   * times in hundreds of runs on a loaded machine) one output of the
+   * outage is never acknowledged at all: the output topic ends one record
+   * short, no delivery report comes, and the engine, rightly, does not
+   * checkpoint past it. message.timeout.ms bounds that wait (30 s instead
+   * of librdkafka's 300 s): the engine then stops without committing past
+   * the failed output, and a restart must resume and lose nothing. */
   const char *sets[] = {brokers, "processing.batch_size=200",
-                        "kafka.properties.request.timeout.ms=5000"};
+                        "kafka.properties.request.timeout.ms=5000",
+                        "kafka.properties.message.timeout.ms=30000"};
+  const size_t n_sets = sizeof sets / sizeof sets[0];
   it_engine_t t;
-  cr_assert_eq(it_engine_start(&t, pipeline_yaml, sets, 3, 0), 0, "%s", t.err);
+  cr_assert_eq(it_engine_start(&t, pipeline_yaml, sets, n_sets, 0), 0, "%s",
+               t.err);
   /* Once output flows, take the leader of the output partitions down for
    * a few seconds mid-stream. */
-  outage_t o = {m, m->bootstraps, 2000, 0};
+  outage_t o = {m, m->bootstraps, 2000, 0, NULL};
   cr_assert(it_wait(has_some_output, &o, 60000));
   for (int p = 0; p < 4; p++)
     rd_kafka_mock_partition_set_leader(m->mc, "out", p, 2);
@@ -234,15 +249,34 @@ Test(pipeline, produce_errors_and_broker_outage_lose_nothing, .timeout = 300) {
   nanosleep(&ts, NULL); /* the outage itself, not a synchronisation */
   rd_kafka_mock_broker_set_up(m->mc, 2);
   o.want = total;
-  if (!it_wait(has_some_output, &o, 120000))
-    outage_stuck(&t, &o, total); /* a rare stall: say where it stands */
-  cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  o.e = t.e;
+  if (!it_wait(output_done_or_failed, &o, 120000))
+    outage_stuck(&t, &o, total);
   rs_engine_stats_t st;
+  rs_engine_get_stats(t.e, &st);
+  if (st.delivery_failures) {
+    fprintf(stderr, "broker outage: an output was never acknowledged and "
+                    "timed out; restarting the engine on its state\n");
+    cr_assert_neq(it_engine_join(&t, 1), 0, "stopped by the failed output");
+    it_engine_free(&t);
+    /* To the end of the input this time: the replay from the last
+     * checkpoint writes outputs again, so the output topic's count no
+     * longer says when it is done. */
+    cr_assert_eq(it_engine_start(&t, pipeline_yaml, sets, n_sets, 1), 0, "%s",
+                 t.err);
+    cr_assert_eq(it_engine_join(&t, 0), 0, "%s", t.err);
+  } else {
+    cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
+  }
   rs_engine_get_stats(t.e, &st);
   cr_assert_eq(st.delivery_failures, 0);
   it_engine_free(&t);
   it_msg_t *out;
-  size_t n = it_consume_all(m->bootstraps, "out", (size_t)total, 60000, &out);
+  int64_t written = 0;
+  for (int p = 0; p < 4; p++)
+    written += it_end_offset(m->bootstraps, "out", p);
+  size_t n = it_consume_all(m->bootstraps, "out", (size_t)written, 60000, &out);
+  cr_assert_eq(n, (size_t)written);
   long dups;
   /* Nothing lost. Duplicates are not asserted away here: when a broker of
    * the embedded cluster is set down with a produce request in flight, it
@@ -254,8 +288,9 @@ Test(pipeline, produce_errors_and_broker_outage_lose_nothing, .timeout = 300) {
   cr_assert_eq(check_outputs(out, n, total, 0, &dups), total);
   if (dups)
     fprintf(stderr,
-            "broker outage: %ld duplicate outputs (embedded broker "
-            "idempotence gap)\n",
+            "broker outage: %ld duplicate outputs (the restart's replay "
+            "under at_least_once, or the embedded broker's idempotence "
+            "gap)\n",
             dups);
   it_msgs_free(out, n);
   assert_committed_to_end(m->bootstraps, "itest", 4);
