@@ -36,15 +36,15 @@ static const char *const names[MAXC] = {"i0",  "i1",  "i2",  "i3", "i4",  "i5",
                                         "i6",  "i7",  "i8",  "i9", "i10", "i11",
                                         "i12", "i13", "i14", "i15"};
 
-/* Pushes topn_emit's list of the first n items (scores given) as an
+/* Pushes topn_emit's list of the named items (scores given, or 0) as an
  * impression `imp` for `user` at ts. */
-static void push_list(rs_harness_t *h, const char *user, const char *imp,
-                      const double *scores, uint32_t n, int64_t ts,
-                      int64_t offset) {
+static void push_items(rs_harness_t *h, const char *user, const char *imp,
+                       const char *const *item_names, const double *scores,
+                       uint32_t n, int64_t ts, int64_t offset) {
   rs_scored_item_t items[MAXC];
   for (uint32_t j = 0; j < n; j++)
-    items[j] = (rs_scored_item_t){.item = names[j],
-                                  .item_len = (uint32_t)strlen(names[j]),
+    items[j] = (rs_scored_item_t){.item = item_names[j],
+                                  .item_len = (uint32_t)strlen(item_names[j]),
                                   .score = scores ? scores[j] : 0,
                                   .propensity = 1};
   rs_recommendation_t r = {.user = user,
@@ -63,6 +63,13 @@ static void push_list(rs_harness_t *h, const char *user, const char *imp,
                      .src_offset = offset};
   int rc = rs_harness_push_input(h, 0, 0, &rec, 1);
   cr_assert_eq(rc, 0, "push list: %d %s", rc, rs_harness_errmsg(h));
+}
+
+/* The first n of names[] (i0, i1, ...). */
+static void push_list(rs_harness_t *h, const char *user, const char *imp,
+                      const double *scores, uint32_t n, int64_t ts,
+                      int64_t offset) {
+  push_items(h, user, imp, names, scores, n, ts, offset);
 }
 
 static void push_fb(rs_harness_t *h, const char *user, const char *imp,
@@ -1642,30 +1649,11 @@ Test(bandit_reward, arm_impressions_with_feedback) {
 
 /* ------------------------------------------- per-user arms, bounded */
 
-/* Pushes a list of the named items (score 0) for user as impression imp. */
+/* A list of the named items (score 0) for user as impression imp. */
 static void push_named(rs_harness_t *h, const char *user, const char *imp,
                        const char *const *items, uint32_t n, int64_t ts,
                        int64_t offset) {
-  rs_scored_item_t it[MAXC];
-  for (uint32_t j = 0; j < n; j++)
-    it[j] = (rs_scored_item_t){.item = items[j],
-                               .item_len = (uint32_t)strlen(items[j]),
-                               .propensity = 1};
-  rs_recommendation_t r = {.user = user,
-                           .user_len = (uint32_t)strlen(user),
-                           .impression_id = imp,
-                           .impression_id_len = (uint32_t)strlen(imp),
-                           .items = it,
-                           .n_items = n,
-                           .timestamp_ms = ts};
-  rs_record_t rec = {.kind = RS_KIND_RECOMMENDATION,
-                     .key = user,
-                     .key_len = strlen(user),
-                     .payload = &r,
-                     .timestamp_ms = ts,
-                     .src_offset = offset};
-  int rc = rs_harness_push_input(h, 0, 0, &rec, 1);
-  cr_assert_eq(rc, 0, "push list: %d %s", rc, rs_harness_errmsg(h));
+  push_items(h, user, imp, items, NULL, n, ts, offset);
 }
 
 /* Asserts u1's arm of item (0, 0: none, the prior). */
