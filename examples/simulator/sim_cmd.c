@@ -39,6 +39,7 @@ typedef struct sim_opts {
   rs_sim_opts_t model;
   double duration_s, rate, window_s, warmup_s;
   double look; /* probability that a user with an unseen list looks at it */
+  double feedback_linger_ms; /* linger.ms of the feedback producer */
   int json, warmup_set;
   char **props;
   size_t n_props;
@@ -66,6 +67,7 @@ typedef struct sim_run {
   const sim_opts_t *o;
   rs_sim_t *model;
   rd_kafka_t *prod, *cons;
+  rd_kafka_t *fprod;    /* feedback records: own producer, own linger */
   pending_t *pending;   /* per user */
   inflight_t *inflight; /* users * LAT_RING */
   char variants[MAX_VARIANTS][64];
@@ -129,6 +131,11 @@ static void print_help(FILE *f) {
       "      --feedback-topic T    feedback topic (schemas/feedback.avsc)\n"
       "                            (default: feedback)\n"
       "      --no-feedback         produce no feedback records\n"
+      "      --feedback-linger MS  linger.ms of the feedback records' own\n"
+      "                            producer, 0 to 1000 (default: 50; they\n"
+      "                            are not on the path of a list, and each\n"
+      "                            message set costs the embedded broker a\n"
+      "                            walk of the partition's log)\n"
       "  -X, --property K=V        librdkafka property for the producer and\n"
       "                            the consumer; repeat for more (the\n"
       "                            producer batches for 3 ms: linger.ms=3;\n"
@@ -193,6 +200,7 @@ enum long_only {
   OPT_NO_FEEDBACK,
   OPT_JSON,
   OPT_PLOT,
+  OPT_FEEDBACK_LINGER,
 };
 
 static const struct option long_options[] = {
@@ -211,6 +219,7 @@ static const struct option long_options[] = {
     {"recommendations-topic", required_argument, NULL, OPT_RECOS},
     {"feedback-topic", required_argument, NULL, OPT_FEEDBACK},
     {"no-feedback", no_argument, NULL, OPT_NO_FEEDBACK},
+    {"feedback-linger", required_argument, NULL, OPT_FEEDBACK_LINGER},
     {"property", required_argument, NULL, 'X'},
     {"json", no_argument, NULL, OPT_JSON},
     {"plot", required_argument, NULL, OPT_PLOT},
@@ -228,6 +237,7 @@ static int parse_args(int argc, char **argv, sim_opts_t *o) {
   o->rate = 200;
   o->look = 1;
   o->window_s = 5;
+  o->feedback_linger_ms = 50;
   o->props = rs_calloc((size_t)argc + 1, sizeof(char *));
   if (!o->props) {
     fprintf(stderr, PROG ": out of memory\n");
@@ -288,6 +298,10 @@ static int parse_args(int argc, char **argv, sim_opts_t *o) {
       break;
     case OPT_NO_FEEDBACK:
       o->feedback = NULL;
+      break;
+    case OPT_FEEDBACK_LINGER:
+      rc = parse_num("--feedback-linger", optarg, 0, 1000, 0,
+                     &o->feedback_linger_ms);
       break;
     case 'X':
       if (!strchr(optarg, '=') || optarg[0] == '=')
@@ -430,6 +444,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
              rd_kafka_err2str(m->err));
 }
 
+/* consumer 0: the interactions' producer, 1: the consumer, 2: the feedback
+ * records' producer (the producer's settings, -X, then --feedback-linger). */
 static rd_kafka_conf_t *make_conf(const sim_opts_t *o, int consumer, char *err,
                                   size_t errsz) {
   static const char *const prod_defaults[][2] = {
@@ -448,10 +464,10 @@ static rd_kafka_conf_t *make_conf(const sim_opts_t *o, int consumer, char *err,
       {"fetch.error.backoff.ms", "10"},   {"enable.partition.eof", "false"},
   };
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  size_t n =
-      consumer ? RS_ARRAY_SIZE(cons_defaults) : RS_ARRAY_SIZE(prod_defaults);
+  int cons = consumer == 1;
+  size_t n = cons ? RS_ARRAY_SIZE(cons_defaults) : RS_ARRAY_SIZE(prod_defaults);
   for (size_t i = 0; i < n; i++) {
-    const char *const *kv = consumer ? cons_defaults[i] : prod_defaults[i];
+    const char *const *kv = cons ? cons_defaults[i] : prod_defaults[i];
     if (rd_kafka_conf_set(conf, kv[0], kv[1], err, errsz) != RD_KAFKA_CONF_OK)
       goto fail;
   }
@@ -463,6 +479,12 @@ static rd_kafka_conf_t *make_conf(const sim_opts_t *o, int consumer, char *err,
     const char *eq = strchr(o->props[i], '=');
     snprintf(key, sizeof key, "%.*s", (int)(eq - o->props[i]), o->props[i]);
     if (rd_kafka_conf_set(conf, key, eq + 1, err, errsz) != RD_KAFKA_CONF_OK)
+      goto fail;
+  }
+  if (consumer == 2) {
+    char v[32];
+    snprintf(v, sizeof v, "%g", o->feedback_linger_ms);
+    if (rd_kafka_conf_set(conf, "linger.ms", v, err, errsz) != RD_KAFKA_CONF_OK)
       goto fail;
   }
   return conf;
@@ -528,11 +550,11 @@ static int64_t wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int produce(sim_run_t *s, const char *topic, const char *key,
-                   size_t key_len) {
+static int produce(sim_run_t *s, rd_kafka_t *prod, const char *topic,
+                   const char *key, size_t key_len) {
   for (int tries = 0;; tries++) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        s->prod, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+        prod, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
         RD_KAFKA_V_VALUE(s->buf.data, s->buf.len),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (!e)
@@ -543,7 +565,7 @@ static int produce(sim_run_t *s, const char *topic, const char *key,
                  rd_kafka_err2str(e));
       return -1;
     }
-    rd_kafka_poll(s->prod, 10);
+    rd_kafka_poll(prod, 10);
   }
 }
 
@@ -567,7 +589,7 @@ static void produce_interaction(sim_run_t *s, uint32_t user, uint32_t item,
       snprintf(s->first_failure, sizeof s->first_failure, "%s", err);
     return;
   }
-  if (produce(s, s->o->input, uid, (size_t)ul))
+  if (produce(s, s->prod, s->o->input, uid, (size_t)ul))
     return;
   s->produced++;
   inflight_t *ring = s->inflight + (size_t)user * LAT_RING, *slot = ring;
@@ -606,7 +628,7 @@ static void produce_feedback(sim_run_t *s, uint32_t user, const pending_t *p,
       snprintf(s->first_failure, sizeof s->first_failure, "%s", err);
     return;
   }
-  if (produce(s, s->o->feedback, uid, (size_t)ul))
+  if (produce(s, s->fprod, s->o->feedback, uid, (size_t)ul))
     return;
   s->feedback++;
 }
@@ -952,6 +974,26 @@ static int run(const sim_opts_t *o) {
     goto out;
   }
   rd_kafka_poll_set_consumer(s.cons);
+  if (o->feedback) {
+    /* The feedback records on their own producer, batched for longer: no
+     * list waits for them (bandit_reward joins them within its reward
+     * window), and the embedded broker walks a partition's log from its
+     * start for every message set it serves, so fewer, larger sets keep
+     * it from falling behind at 1,000 actions/s (docs/DEMO.md). */
+    rd_kafka_conf_t *fc = make_conf(o, 2, err, sizeof err);
+    if (!fc) {
+      fprintf(stderr, PROG ": %s\n", err);
+      rc = EXIT_USAGE;
+      goto out;
+    }
+    rd_kafka_conf_set_opaque(fc, &s);
+    rd_kafka_conf_set_dr_msg_cb(fc, on_delivery);
+    s.fprod = rd_kafka_new(RD_KAFKA_PRODUCER, fc, err, sizeof err);
+    if (!s.fprod) {
+      fprintf(stderr, PROG ": %s\n", err);
+      goto out;
+    }
+  }
   if (assign_end(&s, err, sizeof err)) {
     fprintf(stderr, PROG ": %s\n", err);
     goto out;
@@ -976,6 +1018,8 @@ static int run(const sim_opts_t *o) {
       due += interval_ns;
     }
     rd_kafka_poll(s.prod, 0);
+    if (s.fprod)
+      rd_kafka_poll(s.fprod, 0);
     /* Sleep on the consumer until the next action is due; a list arriving
      * wakes the poll at once. Timeouts are whole milliseconds: when the
      * next action is due sooner (always above 1,000 actions/s) this still
@@ -992,6 +1036,8 @@ static int run(const sim_opts_t *o) {
   for (int k = 0; k < 20 && !g_stop; k++)
     drain(&s, 10);
   rd_kafka_flush(s.prod, 10000);
+  if (s.fprod)
+    rd_kafka_flush(s.fprod, 10000);
   if (s.failed) {
     fprintf(stderr, PROG ": %" PRIu64 " records failed: %s\n", s.failed,
             s.first_failure);
@@ -1001,11 +1047,13 @@ static int run(const sim_opts_t *o) {
    * machine) came after the last measured list: they do not change the
    * figures, so they are reported, not fatal. An unreachable broker shows
    * as no recommendation arriving, below. */
-  if (rd_kafka_outq_len(s.prod) > 0)
+  int undelivered =
+      rd_kafka_outq_len(s.prod) + (s.fprod ? rd_kafka_outq_len(s.fprod) : 0);
+  if (undelivered > 0)
     fprintf(stderr,
             PROG ": warning: %d records still undelivered after the run "
                  "(broker slow or unreachable?)\n",
-            rd_kafka_outq_len(s.prod));
+            undelivered);
   if (s.n_lat)
     qsort(s.lat_ms, s.n_lat, sizeof *s.lat_ms, cmp_double);
   double p50 = pct(s.lat_ms, s.n_lat, 0.5), p99 = pct(s.lat_ms, s.n_lat, 0.99);
@@ -1031,6 +1079,8 @@ out:
   }
   if (s.prod)
     rd_kafka_destroy(s.prod);
+  if (s.fprod)
+    rd_kafka_destroy(s.fprod);
   rs_buf_free(&s.buf);
   rs_free(s.lat_ms);
   rs_free(s.wins);

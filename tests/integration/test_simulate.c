@@ -62,6 +62,8 @@ Test(simulate_cli, help_and_usage_errors) {
       {"-b x --bogus", "unknown option"},
       {"-b x extra", "unexpected argument"},
       {"-b x --seed", "needs a value"},
+      {"-b x --feedback-linger -1", "--feedback-linger expects"},
+      {"-b x --feedback-linger 1001", "--feedback-linger expects"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     rs_buf_reset(&b);
@@ -139,12 +141,18 @@ Test(simulate, demo_experiment_model_beats_popularity_beats_random,
   snprintf(
       cmd, sizeof cmd,
       "%s simulate -b %s --users 50 --items 500 --rate 300 --duration " LOOP_S
-      " --window 2 --warmup 6 --seed 3 --json",
+      " --window 2 --warmup 6 --seed 3 --json --feedback-linger 500",
       bin(), m->bootstraps);
   rs_buf_t out = {0};
   int st = sh(cmd, &out);
   cr_assert_eq(it_engine_join(&t, 1), 0, "%s", t.err);
   it_engine_free(&t);
+  /* The feedback records go out on their own producer (a longer linger,
+   * here longer than the simulator's last 200 ms of reading lists): every
+   * one the simulator made is on the topic when it exits. */
+  int64_t on_topic = 0;
+  for (int32_t p = 0; p < 4; p++)
+    on_topic += it_end_offset(m->bootstraps, "feedback", p);
   rs_mock_destroy(m);
   cr_assert_eq(st, 0, "simulate: %d", st);
   json_error_t je;
@@ -153,6 +161,9 @@ Test(simulate, demo_experiment_model_beats_popularity_beats_random,
   rs_buf_free(&out);
   cr_assert_gt(num(j, "recommendations"), 1000);
   cr_assert_gt(num(j, "feedback"), 0);
+  cr_assert_eq((double)on_topic, num(j, "feedback"),
+               "feedback on the topic %lld, produced %.0f", (long long)on_topic,
+               num(j, "feedback"));
   cr_assert_eq(num(j, "bad_recommendations"), 0);
   cr_assert_gt(num(json_object_get(j, "latency_ms"), "n"), 0);
   cr_assert_eq(json_array_size(json_object_get(j, "variants")), 2);
