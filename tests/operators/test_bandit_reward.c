@@ -1877,3 +1877,158 @@ Test(bandit_reward, user_arms_old_layout_is_migrated) {
   cr_assert(found);
   rs_harness_destroy(h);
 }
+
+/* ------------------------------ per-user arms: corrupt records, replay */
+
+/* Plants u1's arms record (bytes rec) and pushes a list for u1: what the
+ * operator answers. */
+static int put_rec_and_push(const unsigned char *rec, size_t n) {
+  const char *opts[] = {"arms", "user", NULL};
+  rs_harness_t *h = make(opts);
+  cr_assert_eq(rs_harness_state_put(h, 0, "Au1", 3, rec, n), 0);
+  int rc = push_list_rc(h);
+  rs_harness_destroy(h);
+  return rc;
+}
+/* An arms record (layout above uarm_load in bandit_reward.c) of k items,
+ * each 1 show and 1 reward, last shown at 5; flags 1: residual fields. */
+static size_t mkrec(unsigned char *b, int flags, const char *const *items,
+                    int k) {
+  memset(b, 0, 8);
+  b[0] = 1;
+  b[1] = (unsigned char)flags;
+  uint32_t c = (uint32_t)k;
+  memcpy(b + 4, &c, 4);
+  size_t off = 8, es = 28 + (flags ? 16 : 0);
+  for (int i = 0; i < k; i++) {
+    uint32_t l = (uint32_t)strlen(items[i]);
+    memset(b + off, 0, es);
+    memcpy(b + off, &l, 4);
+    int64_t last = 5;
+    memcpy(b + off + 4, &last, 8);
+    double s = 1, r = 1;
+    memcpy(b + off + 12, &s, 8);
+    memcpy(b + off + 20, &r, 8);
+    memcpy(b + off + es, items[i], l);
+    off += es + l;
+  }
+  return off;
+}
+/* Every malformed record (truncated, trailing bytes, counts and lengths
+ * past the end, items out of order or repeated, unknown flags) is
+ * RS_ESTATE, never read; random byte flips never crash (ASan). */
+Test(bandit_reward, user_arms_corrupt_records_stop_with_estate) {
+  unsigned char b[512];
+  const char *ok[] = {"i0", "i1", "x"};
+  size_t n = mkrec(b, 0, ok, 3);
+  cr_assert_eq(put_rec_and_push(b, n), 0, "valid");
+  for (size_t t = 0; t < n; t++) /* every truncation */
+    cr_assert_eq(put_rec_and_push(b, t), RS_ESTATE, "trunc %zu", t);
+  unsigned char b2[513];
+  memcpy(b2, b, n);
+  b2[n] = 0;
+  cr_assert_eq(put_rec_and_push(b2, n + 1), RS_ESTATE, "trailing");
+  uint32_t big = 0xFFFFFFFFu;
+  memcpy(b2, b, n);
+  memcpy(b2 + 4, &big, 4);
+  cr_assert_eq(put_rec_and_push(b2, n), RS_ESTATE, "count");
+  memcpy(b2, b, n);
+  memcpy(b2 + 8, &big, 4);
+  cr_assert_eq(put_rec_and_push(b2, n), RS_ESTATE, "len");
+  memcpy(b2, b, n);
+  big = 0x7FFFFFF0u;
+  memcpy(b2 + 8, &big, 4);
+  cr_assert_eq(put_rec_and_push(b2, n), RS_ESTATE, "len2");
+  const char *uns[] = {"i1", "i0"}, *dup[] = {"i0", "i0"},
+             *pre[] = {"i00", "i0"};
+  cr_assert_eq(put_rec_and_push(b, mkrec(b, 0, uns, 2)), RS_ESTATE, "unsorted");
+  cr_assert_eq(put_rec_and_push(b, mkrec(b, 0, dup, 2)), RS_ESTATE, "dup");
+  cr_assert_eq(put_rec_and_push(b, mkrec(b, 0, pre, 2)), RS_ESTATE,
+               "prefix order");
+  cr_assert_eq(put_rec_and_push(b, mkrec(b, 1, ok, 3)), 0,
+               "residual flag, beta");
+  cr_assert_eq(put_rec_and_push(b, mkrec(b, 2, ok, 3)), RS_ESTATE, "flag 2");
+  const char *empty[] = {"", "a"};
+  cr_assert_eq(put_rec_and_push(b, mkrec(b, 0, empty, 2)), 0, "empty item");
+  /* random byte flips: never a crash */
+  srand(1);
+  for (int it = 0; it < 300; it++) {
+    size_t m = mkrec(b, it & 1, ok, 3);
+    int flips = 1 + rand() % 3;
+    for (int f = 0; f < flips; f++)
+      b[rand() % m] ^= (unsigned char)(1 + rand() % 255);
+    int rc = put_rec_and_push(b, m);
+    cr_assert(rc == 0 || rc == RS_ESTATE, "rc %d", rc);
+  }
+}
+
+/* Replay with evictions (bound 2, three users, lists and clicks): a run
+ * that checkpoints at list 40, goes on to 60, crashes and replays from 40
+ * emits the same lists after 40 as a straight run, for Thompson (beta and
+ * residual) and epsilon-greedy with with_feedback. */
+static void seq_push(rs_harness_t *h, int from, int to) {
+  char imp[32], user[8];
+  for (int k = from; k < to; k++) {
+    snprintf(imp, sizeof imp, "imp-%d", k);
+    snprintf(user, sizeof user, "u%d", k % 3);
+    push_list(h, user, imp, NULL, 5 + (k % 7), 1000 + 37 * k, 2 * k);
+    if (k % 2) {
+      const rs_recommendation_t *r = last_list(h);
+      push_fb(h, user, imp, r->items[k % 3 ? 1 : 0].item, RS_FEEDBACK_CLICK, 1,
+              1000 + 37 * k + 5, 2 * k + 1);
+    }
+  }
+}
+static void seq_lists(rs_harness_t *h, size_t from, char *out, size_t cap) {
+  out[0] = 0;
+  size_t n = rs_harness_emitted_count(h, 0);
+  for (size_t i = from; i < n; i++) {
+    const rs_record_t *r = rs_harness_emitted(h, 0, i);
+    const rs_recommendation_t *l = r->payload;
+    for (uint32_t j = 0; j < l->n_items; j++) {
+      strncat(out, l->items[j].item, cap - strlen(out) - 1);
+      strncat(out, ",", cap - strlen(out) - 1);
+    }
+    strncat(out, "|", cap - strlen(out) - 1);
+  }
+}
+Test(bandit_reward, user_arms_replay_with_evictions_is_identical) {
+  for (int pol = 0; pol < 3; pol++) {
+    const char *opts[] = {"policy",
+                          pol == 0   ? "thompson"
+                          : pol == 1 ? "epsilon_greedy"
+                                     : "thompson",
+                          "slots",
+                          "3",
+                          "reward_window",
+                          "100ms",
+                          "arms",
+                          "user",
+                          "user_arms_max",
+                          "2",
+                          "thompson_model",
+                          pol == 2 ? "residual" : "beta",
+                          "arm_impressions",
+                          pol == 1 ? "with_feedback" : "all",
+                          NULL};
+    static char a[1 << 16], b[1 << 16];
+    rs_harness_t *h = make(opts);
+    seq_push(h, 0, 40);
+    size_t mid = rs_harness_emitted_count(h, 0);
+    seq_push(h, 40, 80);
+    seq_lists(h, mid, a, sizeof a);
+    int64_t ev_a = rs_harness_counter(h, "user_arms_evicted");
+    rs_harness_destroy(h);
+    h = make(opts);
+    seq_push(h, 0, 40);
+    cr_assert_eq(rs_harness_checkpoint(h), 0);
+    seq_push(h, 40, 60);
+    cr_assert_eq(rs_harness_restart(h, 1), 0);
+    size_t mid2 = rs_harness_emitted_count(h, 0);
+    seq_push(h, 40, 80);
+    seq_lists(h, mid2, b, sizeof b);
+    cr_assert(ev_a > 0, "pol %d evictions %lld", pol, (long long)ev_a);
+    cr_assert_str_eq(a, b, "pol %d", pol);
+    rs_harness_destroy(h);
+  }
+}
