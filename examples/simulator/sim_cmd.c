@@ -493,6 +493,24 @@ fail:
   return NULL;
 }
 
+/* A producer with make_conf(o, which)'s settings and the run's delivery
+ * reports (which: 0 interactions, 2 feedback). NULL: err says why, and
+ * *usage is set when the settings were refused (a usage error). */
+static rd_kafka_t *new_producer(sim_run_t *s, const sim_opts_t *o, int which,
+                                int *usage, char *err, size_t errsz) {
+  rd_kafka_conf_t *conf = make_conf(o, which, err, errsz);
+  if (!conf) {
+    *usage = 1;
+    return NULL;
+  }
+  rd_kafka_conf_set_opaque(conf, s);
+  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errsz);
+  if (!rk)
+    rd_kafka_conf_destroy(conf); /* rd_kafka_new keeps it only on success */
+  return rk;
+}
+
 /* Assigns every partition of the recommendations topic from its current
  * end, so only lists made for this run's interactions are read. */
 static int assign_end(sim_run_t *s, char *err, size_t errsz) {
@@ -951,25 +969,20 @@ static int run(const sim_opts_t *o) {
   }
   for (size_t k = 0; k < (size_t)o->model.users * LAT_RING; k++)
     s.inflight[k].ts_ms = -1;
-  rd_kafka_conf_t *pc = make_conf(o, 0, err, sizeof err);
-  rd_kafka_conf_t *cc = pc ? make_conf(o, 1, err, sizeof err) : NULL;
-  if (!pc || !cc) {
-    if (pc)
-      rd_kafka_conf_destroy(pc);
+  int usage = 0;
+  if (!(s.prod = new_producer(&s, o, 0, &usage, err, sizeof err))) {
+    fprintf(stderr, PROG ": %s\n", err);
+    rc = usage ? EXIT_USAGE : rc;
+    goto out;
+  }
+  rd_kafka_conf_t *cc = make_conf(o, 1, err, sizeof err);
+  if (!cc) {
     fprintf(stderr, PROG ": %s\n", err);
     rc = EXIT_USAGE;
     goto out;
   }
-  rd_kafka_conf_set_opaque(pc, &s);
-  rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
-  s.prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
-  if (!s.prod) {
-    rd_kafka_conf_destroy(cc);
-    fprintf(stderr, PROG ": %s\n", err);
-    goto out;
-  }
-  s.cons = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof err);
-  if (!s.cons) {
+  if (!(s.cons = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof err))) {
+    rd_kafka_conf_destroy(cc); /* rd_kafka_new keeps it only on success */
     fprintf(stderr, PROG ": %s\n", err);
     goto out;
   }
@@ -980,17 +993,9 @@ static int run(const sim_opts_t *o) {
      * window), and the embedded broker walks a partition's log from its
      * start for every message set it serves, so fewer, larger sets keep
      * it from falling behind at 1,000 actions/s (docs/DEMO.md). */
-    rd_kafka_conf_t *fc = make_conf(o, 2, err, sizeof err);
-    if (!fc) {
+    if (!(s.fprod = new_producer(&s, o, 2, &usage, err, sizeof err))) {
       fprintf(stderr, PROG ": %s\n", err);
-      rc = EXIT_USAGE;
-      goto out;
-    }
-    rd_kafka_conf_set_opaque(fc, &s);
-    rd_kafka_conf_set_dr_msg_cb(fc, on_delivery);
-    s.fprod = rd_kafka_new(RD_KAFKA_PRODUCER, fc, err, sizeof err);
-    if (!s.fprod) {
-      fprintf(stderr, PROG ": %s\n", err);
+      rc = usage ? EXIT_USAGE : rc;
       goto out;
     }
   }
