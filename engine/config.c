@@ -988,6 +988,24 @@ int rs_config_load_string(const char *name, const char *yaml, size_t len,
   else
     rc = build(&c, &doc, top, 0, &cfg->root);
   yaml_document_delete(&doc);
+  if (!rc) {
+    /* One pipeline per file: a second document ("---") would otherwise be
+     * ignored without a word, and so would a broken one after "...". */
+    yaml_document_t next;
+    if (!yaml_parser_load(&parser, &next)) {
+      rc = cerr(&c, (int)parser.problem_mark.line + 1,
+                (int)parser.problem_mark.column + 1,
+                "YAML syntax after the first document: %s",
+                parser.problem ? parser.problem : "malformed document");
+    } else {
+      if (yaml_document_get_root_node(&next))
+        rc = cerr(&c, (int)next.start_mark.line + 1,
+                  (int)next.start_mark.column + 1,
+                  "a second YAML document: a config file holds one pipeline "
+                  "(one document)");
+      yaml_document_delete(&next);
+    }
+  }
   yaml_parser_delete(&parser);
   for (size_t i = 0; !rc && i < n_sets; i++) {
     if (cfg->root->type != RS_Y_MAP)
@@ -1015,18 +1033,23 @@ int rs_config_load(const char *path, const char *const *sets, size_t n_sets,
   char chunk[8192];
   size_t n;
   int rc = 0;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+  /* The cap is checked as it is read: /dev/zero, a FIFO or a huge file
+   * given by mistake stop here instead of filling memory. */
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    if (b.len + n > (16u << 20)) {
+      rc = rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "%s: larger than 16 MiB; is it a config file?", path);
+      break;
+    }
     if (rs_buf_append(&b, chunk, n)) {
       rc = RS_ENOMEM;
       break;
     }
+  }
   if (!rc && ferror(f))
     rc = rs_seterr(errstr, errstr_size, RS_ECONFIG, "%s: read error: %s", path,
                    strerror(errno));
   fclose(f);
-  if (!rc && b.len > (16u << 20))
-    rc = rs_seterr(errstr, errstr_size, RS_ECONFIG,
-                   "%s: larger than 16 MiB; is it a config file?", path);
   if (!rc)
     rc = rs_config_load_string(path, b.data ? b.data : "", b.len, sets, n_sets,
                                out, errstr, errstr_size);

@@ -531,6 +531,14 @@ static const bad_case_t bad_cases[] = {
      NULL,
      "bad.yaml:5:75: operators 'b'.user_arms_max: expected an integer, got "
      "'lots'"},
+    /* One pipeline per file: what follows the first document is not
+     * ignored. */
+    {"second_document", HEAD PARSE TAIL "---\napp: second\nbogus: 1\n", NULL,
+     "bad.yaml:8:1: a second YAML document: a config file holds one pipeline "
+     "(one document)"},
+    {"broken_after_document_end", HEAD PARSE TAIL "...\n{ [ :\n", NULL,
+     "bad.yaml:9:1: YAML syntax after the first document: did not find "
+     "expected <document start>"},
 };
 
 Test(config, every_bad_config_has_its_exact_message) {
@@ -567,6 +575,16 @@ Test(config, missing_file_names_the_file) {
   cr_assert_eq(rc, RS_ECONFIG);
   cr_assert_str_eq(err, "/nonexistent/x.yaml: cannot open: No such file or "
                         "directory");
+}
+
+Test(config, endless_input_stops_at_the_cap) {
+  /* /dev/zero never ends: the 16 MiB cap must stop the read itself. */
+  rs_config_t *cfg = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load("/dev/zero", NULL, 0, &cfg, err, sizeof err),
+               RS_ECONFIG);
+  cr_assert_str_eq(err, "/dev/zero: larger than 16 MiB; is it a config file?");
+  cr_assert_null(cfg);
 }
 
 Test(config, empty_file_is_an_error) {
