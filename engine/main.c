@@ -50,7 +50,8 @@ static const char main_usage[] =
     "                    measure it prequentially (no Kafka)\n"
     "  simulate          closed loop: simulated users click on the\n"
     "                    engine's recommendations; prints CTR\n"
-    "  state SUB CONFIG  inspect, savepoint or purge the keyed state\n"
+    "  state SUB CONFIG  inspect, checkpoint (a savepoint) or purge the\n"
+    "                    keyed state\n"
     "  replay CONFIG     backfill state from a range of the source topics\n"
     "  report            CTR per experiment variant from the recommendations\n"
     "                    and feedback topics\n"
@@ -591,10 +592,28 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1];
   if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+    if (argc > 2 && !strcmp(cmd, "help")) {
+      /* recstream help COMMAND: that command's --help. */
+      char help[] = "--help";
+      char *hargv[] = {argv[0], argv[2], help, NULL};
+      return main(3, hargv);
+    }
     fputs(main_usage, stdout);
     return EXIT_OK;
   }
   if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+    if (argc > 2 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help"))) {
+      fputs("Usage: recstream version\n\nPrints recstream's version, the "
+            "operator ABI version it offers plugins,\nand the librdkafka "
+            "version it runs on. Takes no options.\n",
+            stdout);
+      return EXIT_OK;
+    }
+    if (argc > 2) {
+      fprintf(stderr, "recstream: version takes no arguments (got '%s')\n",
+              argv[2]);
+      return EXIT_USAGE;
+    }
     printf("recstream %s (operator ABI %u.%u, librdkafka %s)\n",
            RS_VERSION_STRING, RS_ABI_MAJOR, RS_ABI_MINOR,
            rd_kafka_version_str());

@@ -54,6 +54,16 @@ Test(cli, help_and_exit_codes) {
     cr_assert(b.data && strstr(b.data, want) != NULL, "%s: %s", cmds[i],
               b.data ? b.data : "");
   }
+  /* recstream help COMMAND is COMMAND --help; version has one too. */
+  const char *helps[][2] = {{"help run", "Usage: recstream run CONFIG"},
+                            {"version --help", "Usage: recstream version"}};
+  for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+    rs_buf_reset(&b);
+    snprintf(cmd, sizeof cmd, "%s %s", bin(), helps[i][0]);
+    cr_assert_eq(sh(cmd, &b), 0, "%s", helps[i][0]);
+    cr_assert(b.data && strstr(b.data, helps[i][1]) == b.data, "%s: %s",
+              helps[i][0], b.data ? b.data : "");
+  }
   snprintf(cmd, sizeof cmd, "%s frobnicate 2>/dev/null", bin());
   cr_assert_eq(sh(cmd, NULL), 2);
   snprintf(cmd, sizeof cmd, "%s run 2>/dev/null", bin());
@@ -101,6 +111,11 @@ Test(cli, help_and_exit_codes) {
       {"state purge configs/demo.yaml", "--partition is required"},
       {"state purge configs/demo.yaml --partition 0 --limit 3",
        "unknown or incomplete option '--limit'"},
+      /* Checked before anything is deleted. */
+      {"state purge configs/demo.yaml --partition 0 --topic interactionz",
+       "--topic 'interactionz' is not a source topic of configs/demo.yaml "
+       "(its source topics: "},
+      {"version extra", "version takes no arguments (got 'extra')"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     rs_buf_reset(&b);
