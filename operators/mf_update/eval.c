@@ -99,7 +99,7 @@ static const char eval_help[] =
     "  -n, --n N              list length N of recall@N, NDCG@N, MAP@N\n"
     "                         (default 10)\n"
     "      --warmup W         events before the summary's main figures: a\n"
-    "                         count or a percentage (default 10%%); figures\n"
+    "                         count or a percentage (default 10%); figures\n"
     "                         over all events are printed too\n"
     "      --oracle SPEC      the generator behind a `recstream generate`\n"
     "                         file, to score the planted truth:\n"
@@ -978,6 +978,39 @@ static const char *key(const eval_t *e, int k) {
   return method_key[k];
 }
 
+/* Whether path can be written (it, or a new file in its directory), so
+ * that a bad --json fails before the replay rather than after it. */
+static int check_writable(const char *opt, const char *path, char *err,
+                          size_t errsz) {
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (S_ISDIR(st.st_mode))
+      return rs_seterr(err, errsz, RS_EIO, "%s: %s is a directory", opt, path);
+    if (access(path, W_OK))
+      return rs_seterr(err, errsz, RS_EIO, "%s: cannot write %s: %s", opt, path,
+                       strerror(errno));
+    return 0;
+  }
+  if (errno != ENOENT)
+    return rs_seterr(err, errsz, RS_EIO, "%s: cannot write %s: %s", opt, path,
+                     strerror(errno));
+  const char *slash = strrchr(path, '/');
+  char dir[4096];
+  if (!slash)
+    snprintf(dir, sizeof dir, ".");
+  else
+    snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path),
+             path);
+  const char *why = stat(dir, &st)             ? strerror(errno)
+                    : !S_ISDIR(st.st_mode)     ? "not a directory"
+                    : access(dir, W_OK | X_OK) ? strerror(errno)
+                                               : NULL;
+  if (why)
+    return rs_seterr(err, errsz, RS_EIO, "%s: cannot write %s: %s: %s", opt,
+                     path, dir, why);
+  return 0;
+}
+
 static int write_json(eval_t *e, char *err, size_t errsz) {
   json_t *root = json_object();
   json_object_set_new(root, "input", json_string(e->input));
@@ -1406,6 +1439,8 @@ int rs_cmd_eval(int argc, char **argv) {
     /* The decayed-popularity baseline uses the operator's half-life. */
     e.inv_tau = log(2.0) / (double)e.view.popularity_half_life_ms;
   }
+  if (!rc && e.json_out && strcmp(e.json_out, "-"))
+    rc = check_writable("--json", e.json_out, err, sizeof err);
   if (!rc && (e.series_out || e.plot_out)) {
     if (e.series_out) {
       e.series = fopen(e.series_out, "w");

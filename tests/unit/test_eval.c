@@ -374,6 +374,16 @@ Test(eval, usage_and_input_errors) {
   json_t *j = load_json("j.json");
   cr_assert_eq(json_integer_value(json_object_get(j, "bad_lines")), 1);
   json_decref(j);
+  /* An unwritable --json fails before the replay (no results table). */
+  cr_assert_eq(recstream(out, sizeof out,
+                         "eval -i u.data -f movielens --json /nonexistent/j"),
+               1);
+  cr_assert(strstr(out, "--json: cannot write /nonexistent/j: /nonexistent:") &&
+                !strstr(out, "method"),
+            "%s", out);
+  cr_assert_eq(
+      recstream(out, sizeof out, "eval -i u.data -f movielens --json /"), 1);
+  cr_assert(strstr(out, "--json: / is a directory"), "%s", out);
   cr_assert_eq(
       recstream(out, sizeof out, "eval -i u.data -f movielens --strict"), 1);
   cr_assert(strstr(out, "u.data:2:") && strstr(out, "--strict"), "%s", out);
