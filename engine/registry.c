@@ -116,8 +116,19 @@ int rs_registry_load_plugin(rs_registry_t *r, const char *path, char *errstr,
   if (!h)
     return RS_ENOMEM;
   r->handles = h;
-  /* RTLD_LOCAL: plugins cannot see each other's symbols or ours. */
-  void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  /* A name without a slash is a file in the current directory (a config's
+   * `plugins: [x.so]` beside it, `--plugin x.so`): dlopen would search the
+   * library path for it instead. RTLD_LOCAL: plugins cannot see each
+   * other's symbols or ours. */
+  char local[4096];
+  const char *open_path = path;
+  if (!strchr(path, '/')) {
+    if ((size_t)snprintf(local, sizeof local, "./%s", path) >= sizeof local)
+      return rs_seterr(errstr, errstr_size, RS_EPLUGIN,
+                       "plugin %s: the path is too long", path);
+    open_path = local;
+  }
+  void *dl = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
   if (!dl)
     return rs_seterr(errstr, errstr_size, RS_EPLUGIN,
                      "plugin %s: cannot load: %s", path, dlerror());

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "graph.h"
@@ -101,6 +102,23 @@ Test(plugin, missing_symbol_is_refused) {
   cr_assert(strstr(err, "does not export the symbol 'recstream_operator'") !=
                 NULL,
             "%s", err);
+  rs_registry_destroy(reg);
+}
+
+Test(plugin, a_bare_file_name_is_in_the_current_directory) {
+  /* Not searched for on the library path: "x.so" beside the config (or
+   * given to --plugin) is ./x.so. */
+  char dir[1024], cwd[1024], err[1024];
+  snprintf(dir, sizeof dir, "%s/plugins", RS_BINARY_DIR);
+  cr_assert(getcwd(cwd, sizeof cwd) != NULL);
+  cr_assert_eq(chdir(dir), 0);
+  rs_registry_t *reg;
+  cr_assert_eq(rs_registry_new(&reg, err, sizeof err), 0);
+  int rc =
+      rs_registry_load_plugin(reg, "rs_example_operator.so", err, sizeof err);
+  cr_assert_eq(chdir(cwd), 0);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert(rs_registry_find(reg, "event_filter") != NULL);
   rs_registry_destroy(reg);
 }
 
