@@ -16,6 +16,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "kafka.h"
 #include "log.h"
 #include "util.h"
 
@@ -36,8 +37,7 @@ static int cerr(cctx_t *c, int line, int col, const char *fmt, ...)
 static int cerr(cctx_t *c, int line, int col, const char *fmt, ...) {
   if (!c->errstr || !c->errstr_size)
     return RS_ECONFIG;
-  int n = snprintf(c->errstr, c->errstr_size, "%s:%d:%d: ", c->cfg->file, line,
-                   col);
+  int n = rs_config_where(c->cfg, line, col, c->errstr, c->errstr_size);
   if (n < 0 || (size_t)n >= c->errstr_size)
     return RS_ECONFIG;
   va_list ap;
@@ -49,6 +49,11 @@ static int cerr(cctx_t *c, int line, int col, const char *fmt, ...) {
 
 int rs_config_where(const rs_config_t *cfg, int line, int col, char *buf,
                     size_t size) {
+  if (line == 0 && col < 0 && (size_t)-col <= cfg->n_sets)
+    return snprintf(buf, size, "%s: --set '%s': ", cfg->file,
+                    cfg->sets[-col - 1]);
+  if (line == 0) /* a section a --set created */
+    return snprintf(buf, size, "%s: --set: ", cfg->file);
   return snprintf(buf, size, "%s:%d:%d: ", cfg->file, line, col);
 }
 
@@ -304,14 +309,19 @@ static int map_put(rs_ynode_t *map, const char *key, rs_ynode_t *value,
 /* --set a.b.c=value. Path segments walk mappings; inside the named lists
  * (sources, operators, sinks) a segment selects the entry with that name;
  * below kafka.properties the rest of the path is one librdkafka key. */
-static int apply_set(cctx_t *c, const char *set) {
+static int apply_set(cctx_t *c, const char *set, size_t k) {
   const char *eq = strchr(set, '=');
-  if (!eq || eq == set)
+  if (!eq || eq == set || set[0] == '.' || eq[-1] == '.')
     return rs_seterr(c->errstr, c->errstr_size, RS_ECONFIG,
                      "--set '%s': expected section.key=value", set);
   char *path = rs_strndup(set, (size_t)(eq - set));
   if (!path)
     return RS_ENOMEM;
+  if (strstr(path, "..")) { /* an empty key between the dots */
+    rs_free(path);
+    return rs_seterr(c->errstr, c->errstr_size, RS_ECONFIG,
+                     "--set '%s': expected section.key=value", set);
+  }
   int rc = 0;
   rs_ynode_t *cur = c->cfg->root;
   char *save = NULL;
@@ -355,6 +365,8 @@ static int apply_set(cctx_t *c, const char *set) {
           rc = RS_ENOMEM;
           break;
         }
+        v->line = 0;
+        v->col = -(int)(k + 1); /* see rs_config_t.sets */
         if (p) {
           if (p->value->type != RS_Y_SCALAR) {
             ynode_free(v);
@@ -583,6 +595,10 @@ static int read_kafka(cctx_t *c, const rs_ynode_t *root) {
         return cerr(c, p->value->line, p->value->col,
                     "kafka.properties.%s: expected a value, got %s", p->key,
                     describe(p->value->type));
+      char why[512];
+      if (rs_kafka_check_property(p->key, p->value->scalar, why, sizeof why))
+        return cerr(c, p->value->line, p->value->col, "kafka.properties.%s: %s",
+                    p->key, why);
       cfg->kafka.prop_keys[i] = rs_strdup(p->key);
       cfg->kafka.prop_values[i] = rs_strdup(p->value->scalar);
       cfg->kafka.n_props++;
@@ -1007,10 +1023,18 @@ int rs_config_load_string(const char *name, const char *yaml, size_t len,
     }
   }
   yaml_parser_delete(&parser);
+  if (!rc && n_sets) {
+    cfg->sets = rs_calloc(n_sets, sizeof(char *));
+    for (size_t i = 0; cfg->sets && i < n_sets; i++)
+      if ((cfg->sets[i] = rs_strdup(sets[i])))
+        cfg->n_sets++;
+    if (cfg->n_sets != n_sets)
+      rc = RS_ENOMEM;
+  }
   for (size_t i = 0; !rc && i < n_sets; i++) {
     if (cfg->root->type != RS_Y_MAP)
       break; /* read_all reports it */
-    rc = apply_set(&c, sets[i]);
+    rc = apply_set(&c, sets[i], i);
   }
   if (!rc)
     rc = read_all(&c);
@@ -1099,6 +1123,9 @@ void rs_config_destroy(rs_config_t *cfg) {
   rs_free(cfg->plugins);
   ynode_free(cfg->root);
   rs_free(cfg->app);
+  for (size_t i = 0; i < cfg->n_sets; i++)
+    rs_free(cfg->sets[i]);
+  rs_free(cfg->sets);
   rs_free(cfg->file);
   rs_free(cfg->dir);
   rs_free(cfg);

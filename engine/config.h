@@ -72,6 +72,10 @@ typedef struct rs_sink_cfg {
 typedef struct rs_config {
   char *file; /* as given */
   char *dir;  /* directory of the file: relative paths resolve against it */
+  /* The --set overrides, as given: a value from sets[k] has line 0 and
+   * col -(k + 1), so that its errors name it instead of a place in file. */
+  char **sets;
+  size_t n_sets;
   char *app;
   struct {
     char *brokers; /* "embedded" or a bootstrap list */

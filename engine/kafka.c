@@ -44,6 +44,28 @@ static const char *const producer_fixed[][2] = {
     {"enable.idempotence", "true"},
 };
 
+int rs_kafka_check_property(const char *key, const char *value, char *why,
+                            size_t why_size) {
+  const char *const(*lists[])[2] = {consumer_fixed, producer_fixed};
+  const size_t sizes[] = {RS_ARRAY_SIZE(consumer_fixed),
+                          RS_ARRAY_SIZE(producer_fixed)};
+  for (size_t l = 0; l < 2; l++)
+    for (size_t j = 0; j < sizes[l]; j++)
+      if (!strcmp(key, lists[l][j][0]) && strcmp(value, lists[l][j][1])) {
+        snprintf(why, why_size,
+                 "recstream needs %s=%s for its delivery guarantee; remove "
+                 "the property",
+                 lists[l][j][0], lists[l][j][1]);
+        return RS_ECONFIG;
+      }
+  /* librdkafka's own check, on a configuration that is thrown away. */
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  int ok =
+      rd_kafka_conf_set(conf, key, value, why, why_size) == RD_KAFKA_CONF_OK;
+  rd_kafka_conf_destroy(conf);
+  return ok ? 0 : RS_ECONFIG;
+}
+
 int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
                       rs_client_role_t role, rd_kafka_conf_t **out,
                       char *errstr, size_t errstr_size) {

@@ -16,6 +16,12 @@ typedef enum rs_client_role {
   RS_CLIENT_PRODUCER = 1
 } rs_client_role_t;
 
+/* Whether `kafka.properties` may hold key: value: not one the engine's
+ * delivery guarantees fix to another value, and accepted by librdkafka.
+ * RS_ECONFIG with why (a sentence without the key) when not. */
+int rs_kafka_check_property(const char *key, const char *value, char *why,
+                            size_t why_size);
+
 /* A client configuration: the engine's defaults for the role, then
  * kafka.properties from the config (the user's word wins), then the
  * settings the engine's guarantees depend on (which the user may not

@@ -375,8 +375,8 @@ static const bad_case_t bad_cases[] = {
      "bad.yaml:1:21: log: unknown key 'colour' (expected one of: level, "
      "format)"},
     {"bad_log_level_set", HEAD PARSE TAIL, "log.level=verbose",
-     "bad.yaml:0:0: log.level: expected error, warn, info or debug, got "
-     "'verbose' in 'verbose'"},
+     "bad.yaml: --set 'log.level=verbose': log.level: expected error, warn, "
+     "info or debug, got 'verbose' in 'verbose'"},
     {"exp_weight_not_positive",
      HEAD PARSE TAIL
      "experiments:\n  - name: x\n    variants:\n"
@@ -539,6 +539,26 @@ static const bad_case_t bad_cases[] = {
     {"broken_after_document_end", HEAD PARSE TAIL "...\n{ [ :\n", NULL,
      "bad.yaml:9:1: YAML syntax after the first document: did not find "
      "expected <document start>"},
+    /* kafka.properties are checked by validate, not first by run. */
+    {"kafka_unknown_property",
+     "kafka: { properties: { bogus.prop: 1 } }\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:36: kafka.properties.bogus.prop: No such configuration "
+     "property: \"bogus.prop\""},
+    {"kafka_property_the_guarantee_fixes",
+     "kafka:\n  properties:\n    enable.auto.commit: true\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:3:25: kafka.properties.enable.auto.commit: recstream needs "
+     "enable.auto.commit=false for its delivery guarantee; remove the "
+     "property"},
+    {"kafka_bad_property_value", HEAD PARSE TAIL, "kafka.properties.acks=some",
+     "bad.yaml: --set 'kafka.properties.acks=some': kafka.properties.acks: "
+     "Invalid value for configuration property \"request.required.acks\""},
+    /* --set errors name the --set, not a line of the file. */
+    {"set_names_itself", HEAD PARSE TAIL, "operators.parse.format=xml",
+     "bad.yaml: --set 'operators.parse.format=xml': operators 'parse'.format: "
+     "expected one of avro|confluent|json, got 'xml'"},
+    {"set_empty_segment", HEAD PARSE TAIL, ".app=x",
+     "--set '.app=x': expected section.key=value"},
 };
 
 Test(config, every_bad_config_has_its_exact_message) {
