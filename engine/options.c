@@ -187,6 +187,42 @@ static int wall_clock_refused(const rs_config_t *cfg, const rs_option_def_t *o,
   return 0;
 }
 
+/* An RS_OPT_PEER option: its value must name another operator of the
+ * config, of the type the marker gives. */
+static int peer_refused(const rs_config_t *cfg, const rs_option_def_t *o,
+                        const rs_ynode_t *map, const char *v, int line, int col,
+                        const char *label, char *errstr, size_t errstr_size) {
+  if (o->type != RS_OPT_STRING || !o->enum_values ||
+      strncmp(o->enum_values, "peer:", 5) || !v)
+    return 0;
+  const char *type = o->enum_values + 5;
+  rs_ypair_t *self = rs_ymap_find(map, "name");
+  char where[512];
+  rs_config_where(cfg, line, col, where, sizeof where);
+  if (self && self->value->type == RS_Y_SCALAR &&
+      !strcmp(self->value->scalar, v))
+    return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "%s%s.%s: '%s' is this operator itself; name another "
+                     "operator%s%s",
+                     where, label, o->name, v, *type ? " of type " : "", type);
+  for (size_t i = 0; i < cfg->n_operators; i++) {
+    const rs_operator_cfg_t *op = &cfg->operators[i];
+    if (!op->name || strcmp(op->name, v))
+      continue;
+    if (*type && (!op->type || strcmp(op->type, type)))
+      return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                       "%s%s.%s: '%s' is a %s operator, not one of type %s",
+                       where, label, o->name, v, op->type ? op->type : "?",
+                       type);
+    return 0;
+  }
+  return rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                   "%s%s.%s: no operator named '%s' in this config (it reads "
+                   "that operator's state%s%s)",
+                   where, label, o->name, v,
+                   *type ? "; expected one of type " : "", type);
+}
+
 int rs_options_apply(const rs_config_t *cfg, const rs_operator_def_t *def,
                      const rs_ynode_t *map, const char *label, void *ctx,
                      char *errstr, size_t errstr_size) {
@@ -235,7 +271,9 @@ int rs_options_apply(const rs_config_t *cfg, const rs_operator_def_t *def,
                        expected(o->type), v);
     }
     if ((rc = wall_clock_refused(cfg, o, ctx, line, col, label, errstr,
-                                 errstr_size)))
+                                 errstr_size)) ||
+        (rc = peer_refused(cfg, o, map, v, line, col, label, errstr,
+                           errstr_size)))
       return rc;
   }
   for (size_t i = 0; i < map->n; i++) {

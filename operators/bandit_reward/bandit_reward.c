@@ -290,7 +290,8 @@ static const rs_option_def_t br_options[] = {
      "Several feedback records for one (impression, item): `first` counts "
      "the first only (later ones are counted as duplicates), `sum` adds "
      "them all and emits a reward record for each."},
-    {RS_OPT_STRING, "model", "mf", offsetof(br_ctx_t, model), 0, -1, NULL,
+    {RS_OPT_STRING, "model", "mf", offsetof(br_ctx_t, model), 0, -1,
+     RS_OPT_PEER("mf_update"),
      "linucb: name of the mf_update operator whose user and item factors "
      "give the features (read-only, like topn_emit's `model`)."},
     {RS_OPT_DOUBLE, "alpha", "1", offsetof(br_ctx_t, alpha), 0, 1e6, NULL,

@@ -183,7 +183,8 @@ typedef struct tn_ctx {
 } tn_ctx_t;
 
 static const rs_option_def_t tn_options[] = {
-    {RS_OPT_STRING, "model", "mf", offsetof(tn_ctx_t, model), 0, -1, NULL,
+    {RS_OPT_STRING, "model", "mf", offsetof(tn_ctx_t, model), 0, -1,
+     RS_OPT_PEER("mf_update"),
      "Name (the `name:` in the config) of the mf_update operator whose item "
      "factors, biases and popularity are read (read-only) to score items."},
     {RS_OPT_INT, "n", "10", offsetof(tn_ctx_t, n), 1, 1000, NULL,

@@ -518,15 +518,17 @@ static const bad_case_t bad_cases[] = {
      "set loopback: true on the source)"},
     /* bandit_reward's bound on the arms kept per user (arms user). */
     {"bandit_user_arms_max_zero",
-     HEAD "operators:\n  - { name: b, type: bandit_reward, input: in, arms: "
-          "user, user_arms_max: 0 }\nsinks:\n  - { name: out, input: b, "
+     HEAD "operators:\n  - { name: b, type: bandit_reward, input: mf, arms: "
+          "user, user_arms_max: 0 }\n  - { name: mf, type: mf_update, "
+          "input: in }\nsinks:\n  - { name: out, input: b, "
           "topic: out }\n",
      NULL,
      "bad.yaml:5:75: operators 'b'.user_arms_max: 0 is out of range [1, "
      "65536]"},
     {"bandit_user_arms_max_not_an_int",
-     HEAD "operators:\n  - { name: b, type: bandit_reward, input: in, arms: "
-          "user, user_arms_max: lots }\nsinks:\n  - { name: out, input: b, "
+     HEAD "operators:\n  - { name: b, type: bandit_reward, input: mf, arms: "
+          "user, user_arms_max: lots }\n  - { name: mf, type: mf_update, "
+          "input: in }\nsinks:\n  - { name: out, input: b, "
           "topic: out }\n",
      NULL,
      "bad.yaml:5:75: operators 'b'.user_arms_max: expected an integer, got "
@@ -559,6 +561,26 @@ static const bad_case_t bad_cases[] = {
      "expected one of avro|confluent|json, got 'xml'"},
     {"set_empty_segment", HEAD PARSE TAIL, ".app=x",
      "--set '.app=x': expected section.key=value"},
+    /* model: names the mf_update operator read (RS_OPT_PEER), checked by
+     * validate rather than first by init(). */
+    {"topn_model_names_nothing",
+     HEAD PARSE "  - { name: t, type: topn_emit, input: parse, model: nosuch "
+                "}\nsinks:\n  - { name: out, input: t, topic: out }\n",
+     NULL,
+     "bad.yaml:6:54: operators 't'.model: no operator named 'nosuch' in this "
+     "config (it reads that operator's state; expected one of type mf_update)"},
+    {"topn_model_names_a_parse",
+     HEAD PARSE "  - { name: t, type: topn_emit, input: parse, model: parse "
+                "}\nsinks:\n  - { name: out, input: t, topic: out }\n",
+     NULL,
+     "bad.yaml:6:54: operators 't'.model: 'parse' is a parse operator, not one "
+     "of type mf_update"},
+    {"bandit_model_names_itself",
+     HEAD PARSE "  - { name: b, type: bandit_reward, input: parse, model: b "
+                "}\nsinks:\n  - { name: out, input: b, topic: out }\n",
+     NULL,
+     "bad.yaml:6:58: operators 'b'.model: 'b' is this operator itself; name "
+     "another operator of type mf_update"},
 };
 
 Test(config, every_bad_config_has_its_exact_message) {

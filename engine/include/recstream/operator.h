@@ -66,6 +66,14 @@ typedef struct rs_option_def {
  * or processing.order deterministic, at validation, naming the option. */
 #define RS_OPT_WALL_CLOCK "wall_clock"
 
+/* enum_values of a STRING option that names another operator of the
+ * graph, one this operator reads through host->peer_open: "peer:" and the
+ * type that operator must have, e.g. RS_OPT_PEER("mf_update"), or
+ * RS_OPT_PEER("") for any type. The host checks it at validation (an
+ * operator of that name and type exists and is not this one), so that
+ * `recstream validate` catches what init() would refuse. */
+#define RS_OPT_PEER(type) "peer:" type
+
 typedef enum rs_log_level {
   RS_LOG_ERROR = 0,
   RS_LOG_WARN = 1,
