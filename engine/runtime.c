@@ -2876,18 +2876,53 @@ static int32_t topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt) {
 static int check_state_present(rs_engine_t *e, char *errstr,
                                size_t errstr_size) {
   const rs_config_t *cfg = e->cfg;
+  rs_log(RS_LOG_INFO, "engine",
+         "state directory %s is empty: checking that consumer group '%s' has "
+         "committed no offsets of the sources",
+         rs_store_dir(e->store), cfg->kafka.group_id);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
-  for (size_t s = 0; s < cfg->n_sources; s++) {
-    rd_kafka_topic_t *rkt =
-        rd_kafka_topic_new(e->consumer, cfg->sources[s].topic, NULL);
-    int32_t n = rkt ? topic_partitions(e->consumer, rkt) : -1;
+  int rc = 0;
+  for (size_t s = 0; s < cfg->n_sources && !rc; s++) {
+    const char *topic = cfg->sources[s].topic;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->consumer, topic, NULL);
+    rd_kafka_resp_err_t err =
+        rkt ? rd_kafka_metadata(e->consumer, 0, rkt, &md, 10000)
+            : RD_KAFKA_RESP_ERR__INVALID_ARG;
     if (rkt)
       rd_kafka_topic_destroy(rkt);
+    if (err) {
+      /* Not knowing is not "nothing committed": starting would risk the
+       * very thing this check is for. */
+      rc = rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                     "state directory %s holds no state, and whether "
+                     "consumer group '%s' has committed offsets of %s cannot "
+                     "be checked: %s. Start again once the brokers answer "
+                     "(or accept empty state with 'recstream run "
+                     "--reset-state')",
+                     rs_store_dir(e->store), cfg->kafka.group_id, topic,
+                     rd_kafka_err2str(err));
+      break;
+    }
+    /* A topic that does not exist yet has nothing committed. */
+    int32_t n = md->topic_cnt == 1 && !md->topics[0].err
+                    ? md->topics[0].partition_cnt
+                    : 0;
+    rd_kafka_metadata_destroy(md);
     for (int32_t i = 0; i < n; i++)
-      rd_kafka_topic_partition_list_add(l, cfg->sources[s].topic, i);
+      rd_kafka_topic_partition_list_add(l, topic, i);
   }
-  int rc = 0;
-  if (l->cnt > 0 && rd_kafka_committed(e->consumer, l, 10000) == 0) {
+  rd_kafka_resp_err_t cerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (!rc && l->cnt > 0 &&
+      (cerr = rd_kafka_committed(e->consumer, l, 10000)) != 0)
+    rc = rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                   "state directory %s holds no state, and whether consumer "
+                   "group '%s' has committed offsets cannot be checked: %s. "
+                   "Start again once the brokers answer (or accept empty "
+                   "state with 'recstream run --reset-state')",
+                   rs_store_dir(e->store), cfg->kafka.group_id,
+                   rd_kafka_err2str(cerr));
+  if (!rc && l->cnt > 0) {
     for (int i = 0; i < l->cnt && !rc; i++)
       if (!l->elems[i].err && l->elems[i].offset >= 0)
         rc = rs_seterr(

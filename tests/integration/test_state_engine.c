@@ -131,6 +131,13 @@ Test(state_engine, lost_state_directory_is_refused, .timeout = 120) {
   cr_assert(strstr(err, "holds no state") && strstr(err, "--reset-state") &&
                 strstr(err, it_state_dir()),
             "%s", err);
+  /* With the broker down the check cannot be made: refused too, not
+   * skipped as if the group had committed nothing. */
+  rd_kafka_mock_broker_set_down(m->mc, 1);
+  run(m->bootstraps, "at_least_once", "arrival", "out", 0, RS_EKAFKA, err);
+  cr_assert(strstr(err, "holds no state") && strstr(err, "cannot be checked"),
+            "%s", err);
+  rd_kafka_mock_broker_set_up(m->mc, 1);
   /* Told to, it starts empty from the group's offsets: nothing new. */
   rs_engine_stats_t st =
       run(m->bootstraps, "at_least_once", "arrival", "out", 1, 0, NULL);
