@@ -333,7 +333,6 @@ static const char purge_help[] =
     "Options:\n"
     "  --partition P    the input partition (required, 0 or more)\n"
     "  --topic T        delete only topic T's stored offset of partition P\n"
-    "                   (one of CONFIG's source topics)\n"
     "  --operator NAME  drop only this operator's state of partition P\n";
 
 enum {
@@ -1117,26 +1116,6 @@ out:
 static int run_purge(sargs_t *a) {
   const char *dir = a->cfg->state.dir;
   char err[2048] = "";
-  if (a->topic) {
-    /* A typo would still drop the partition's operator state (keyed by
-     * partition, whatever --topic says) and purge no offset: refuse it
-     * before anything is deleted. */
-    rs_buf_t names = {0};
-    int known = 0;
-    for (size_t i = 0; i < a->cfg->n_sources; i++) {
-      known |= !strcmp(a->cfg->sources[i].topic, a->topic);
-      rs_buf_printf(&names, "%s%s", i ? ", " : "", a->cfg->sources[i].topic);
-    }
-    int st =
-        known ? EXIT_OK
-              : fail(a, EXIT_USAGE,
-                     "--topic '%s' is not a source topic of %s (its "
-                     "source topics: %s)",
-                     a->topic, a->cfg->file, names.data ? names.data : "none");
-    rs_buf_free(&names);
-    if (st)
-      return st;
-  }
   rs_store_t *s = NULL;
   int locked = 0;
   int rc = open_stopped(a, &s, &locked, err, sizeof err);
