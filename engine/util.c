@@ -1,6 +1,7 @@
 /* Typed scalar parsing (integers, durations, sizes), error formatting,
  * clocks and hashing. Kept free of YAML so the CLI, the config loader and
  * operators share one definition of "30s" and "64MiB". */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -64,10 +65,18 @@ static int parse_with_units(const char *s, const struct unit *units,
                             size_t n_units, double bare, int64_t *out) {
   if (!s || !*s)
     return RS_EINVAL;
+  /* A plain decimal number: digits with at most one '.' (strtod alone
+   * would also take " 1s", "+1s", "0x10s", "1e3ms" and "infs"). */
+  const char *q = s;
+  int dots = 0, digits = 0;
+  for (; isdigit((unsigned char)*q) || *q == '.'; q++)
+    *q == '.' ? dots++ : digits++;
+  if (!digits || dots > 1)
+    return RS_EINVAL;
   char *end;
   errno = 0;
   double v = strtod(s, &end);
-  if (errno || end == s || !isfinite(v) || v < 0)
+  if (errno || end != q || !isfinite(v) || v < 0)
     return RS_EINVAL;
   while (*end == ' ')
     end++;

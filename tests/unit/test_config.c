@@ -692,6 +692,16 @@ Test(util, durations_and_sizes) {
   cr_assert_neq(rs_parse_duration_ms("-1s", &v), 0);
   cr_assert_neq(rs_parse_duration_ms("5 parsecs", &v), 0);
   cr_assert_neq(rs_parse_duration_ms("0.5ms", &v), 0);
+  /* Plain decimals only: what strtod would also read is refused. */
+  const char *odd[] = {" 1s", "+1s",   "0x10s", "1e3ms", "infs",
+                       "nan", "1..5s", ".s",    "",      "s"};
+  for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
+    cr_expect_neq(rs_parse_duration_ms(odd[i], &v), 0, "'%s'", odd[i]);
+  cr_assert_eq(rs_parse_duration_ms(".5s", &v), 0);
+  cr_assert_eq(v, 500);
+  cr_assert_eq(rs_parse_duration_ms("1 s", &v), 0); /* as documented */
+  cr_assert_eq(v, 1000);
+  cr_assert_neq(rs_parse_size("0x10MiB", &v), 0);
   cr_assert_eq(rs_parse_size("64KiB", &v), 0);
   cr_assert_eq(v, 65536);
   cr_assert_eq(rs_parse_size("1MiB", &v), 0);
