@@ -544,6 +544,25 @@ static int cmd_broker(int argc, char **argv) {
   }
   if (optind < argc)
     return rs_usage_error("broker", "unexpected argument '%s'", argv[optind]);
+  if (topics) {
+    /* Each a Kafka topic name (1-249 of [A-Za-z0-9._-]), none empty. */
+    const char *t = topics;
+    for (;;) {
+      size_t n = strcspn(t, ",");
+      if (n == 0)
+        return rs_usage_error("broker", "--topics: an empty topic name in '%s'",
+                              topics);
+      if (n > 249 || strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
+                               "QRSTUVWXYZ0123456789._-") < n)
+        return rs_usage_error("broker",
+                              "--topics: '%.*s' is not a valid topic name "
+                              "(1 to 249 of letters, digits, '.', '_', '-')",
+                              (int)(n > 300 ? 300 : n), t);
+      if (!t[n])
+        break;
+      t += n + 1;
+    }
+  }
   /* Block the signals before librdkafka starts threads so that only this
    * thread receives them. */
   sigset_t set, old;

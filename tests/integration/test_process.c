@@ -78,6 +78,10 @@ Test(cli, help_and_exit_codes) {
                                 "1024], got '0'"},
       {"broker --brokers many", "--brokers: expected an integer"},
       {"broker extra", "unexpected argument 'extra'"},
+      {"broker --topics ''", "--topics: an empty topic name in ''"},
+      {"broker --topics a,,b", "--topics: an empty topic name in 'a,,b'"},
+      {"broker --topics a,", "--topics: an empty topic name in 'a,'"},
+      {"broker --topics 'a b'", "--topics: 'a b' is not a valid topic name"},
       {"operators nope", "no operator named 'nope'"},
       {"operators --plugin /nonexistent.so", "plugin /nonexistent.so: cannot "
                                              "load"},
