@@ -325,6 +325,11 @@ static int parse_args(int argc, char **argv, cmd_opts_t *o) {
     return rs_usage_error("generate", "--topic is required with --brokers");
   if (o->topic && !o->brokers)
     return rs_usage_error("generate", "--topic given without --brokers");
+  if (o->n_props && !o->brokers)
+    return rs_usage_error("generate",
+                          "-X/--property '%s' sets a Kafka "
+                          "producer property: it needs --brokers",
+                          o->props[0]);
   if (o->brokers && !*o->brokers)
     return rs_usage_error("generate",
                           "--brokers expects host:port[,...], got ''");
@@ -365,9 +370,15 @@ static int ocf_open(ocf_t *f, const char *path, char *err, size_t errsz) {
   if (!f->iface || avro_generic_value_new(f->iface, &f->rec))
     return rs_seterr(err, errsz, RS_ENOMEM, "avro value: %s", avro_strerror());
   f->has_rec = 1;
-  if (avro_file_writer_create(path, f->schema, &f->w))
+  errno = 0;
+  if (avro_file_writer_create(path, f->schema, &f->w)) {
+    int e = errno; /* avro-c's message drops it */
+    if (e)
+      return rs_seterr(err, errsz, RS_EIO, "cannot create '%s': %s (avro: %s)",
+                       path, strerror(e), avro_strerror());
     return rs_seterr(err, errsz, RS_EIO, "cannot create '%s': %s", path,
                      avro_strerror());
+  }
   f->open = 1;
   return 0;
 }

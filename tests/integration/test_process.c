@@ -100,6 +100,9 @@ Test(cli, help_and_exit_codes) {
       {"graph --exit-at-end configs/demo.yaml", "unknown option "
                                                 "'--exit-at-end'"},
       {"generate --events -5 --out /tmp/x.avro", "--events"},
+      {"generate --out /tmp/x.avro -X acks=1", "-X/--property 'acks=1' sets a "
+                                               "Kafka producer property: it "
+                                               "needs --brokers"},
       {"run configs/demo.yaml --restore-from", "unknown or incomplete option "
                                                "'--restore-from'"},
       {"state", "missing command"},
@@ -125,6 +128,12 @@ Test(cli, help_and_exit_codes) {
     cr_expect(b.data && strstr(b.data, bad[i].says) != NULL,
               "recstream %s said: %s", bad[i].args, b.data ? b.data : "");
   }
+  /* A runtime failure says why (errno, not only avro-c's words): exit 1. */
+  snprintf(cmd, sizeof cmd, "%s generate --events 10 --out /tmp 2>&1", bin());
+  rs_buf_reset(&b);
+  cr_assert_eq(sh(cmd, &b), 1);
+  cr_assert(b.data && strstr(b.data, "cannot create '/tmp': Is a directory"),
+            "%s", b.data ? b.data : "");
   snprintf(cmd, sizeof cmd, "%s validate /nonexistent.yaml 2>&1", bin());
   rs_buf_reset(&b);
   cr_assert_eq(sh(cmd, &b), 2);
