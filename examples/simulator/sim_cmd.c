@@ -112,7 +112,7 @@ static void print_help(FILE *f) {
       "      --users N             simulated users u0..u<N-1> (default: 200)\n"
       "      --items N             items i0..i<N-1> (default: 1000)\n"
       "      --seed S              seed of tastes and choices (default: 42)\n"
-      "  -d, --duration T          run time: seconds, or with s/m suffix\n"
+      "  -d, --duration T          run time: seconds, or with s/m/ms suffix\n"
       "                            (default: 60s)\n"
       "      --rate R              user actions per second (default: 200)\n"
       "      --window T            CTR window (default: 5s)\n"
