@@ -130,9 +130,9 @@ static int expand_env(cctx_t *c, const char *in, int line, int col,
       } else {
         rs_buf_free(&b);
         return cerr(c, line, col,
-                    "environment variable %s is not set (set it, or write "
+                    "environment variable %s is %s (set it, or write "
                     "${%s:-default})",
-                    vname, vname);
+                    vname, v ? "empty" : "not set", vname);
       }
       p = end + 1;
       continue;

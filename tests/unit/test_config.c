@@ -107,6 +107,21 @@ Test(config, good_full_config_values_and_env) {
   rs_config_destroy(cfg);
 }
 
+Test(config, env_empty_is_named_as_such) {
+  setenv("RS_TEST_EMPTY", "", 1);
+  const char *y =
+      "app: t\nkafka: { brokers: \"${RS_TEST_EMPTY}\" }\n" HEAD TAIL PARSE;
+  rs_config_t *cfg = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("x.yaml", y + 7, strlen(y + 7), NULL, 0,
+                                     &cfg, err, sizeof err),
+               RS_ECONFIG);
+  unsetenv("RS_TEST_EMPTY");
+  cr_assert(strstr(err, "environment variable RS_TEST_EMPTY is empty (set "
+                        "it, or write ${RS_TEST_EMPTY:-default})"),
+            "%s", err);
+}
+
 Test(config, env_default_used_when_unset) {
   unsetenv("RS_TEST_BROKERS");
   const char *y =
