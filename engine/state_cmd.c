@@ -468,8 +468,13 @@ static int parse_args(const sub_t *sub, sargs_t *a, int argc, char **argv) {
                           argv[optind + sub->n_pos],
                           sub->n_pos == 2 ? "DIR" : "CONFIG");
   a->config = argv[optind];
+  if (!*a->config)
+    return rs_usage_error(a->cmd, "CONFIG is an empty string");
   if (sub->n_pos == 2)
     a->dir = argv[optind + 1];
+  if (a->dir && !*a->dir)
+    return rs_usage_error(a->cmd, "DIR is an empty string (the savepoint "
+                                  "directory to create)");
   if (!strcmp(sub->name, "purge")) {
     if (!a->has_partition)
       return rs_usage_error(a->cmd,

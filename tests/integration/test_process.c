@@ -113,6 +113,8 @@ Test(cli, help_and_exit_codes) {
       {"state inspect", "missing CONFIG"},
       {"state checkpoint configs/demo.yaml", "missing DIR"},
       {"state checkpoint configs/demo.yaml a b", "unexpected argument 'b'"},
+      {"state checkpoint configs/demo.yaml ''", "DIR is an empty string"},
+      {"state inspect ''", "CONFIG is an empty string"},
       {"state checkpoint configs/demo.yaml /tmp/x --timeout never",
        "--timeout: expected a duration"},
       {"state purge configs/demo.yaml", "--partition is required"},
