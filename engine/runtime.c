@@ -2857,10 +2857,17 @@ static int load_offsets(rs_engine_t *e, size_t *n_inputs, char *errstr,
   return rc;
 }
 
-/* Partition count of a topic from the cluster's metadata (blocking). */
-static int32_t topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt) {
+/* Partition count of a topic from the cluster's metadata (blocking); -1
+ * when the request failed or the topic has an error (e.g. it does not
+ * exist). req_err (may be NULL) tells the two apart: the request's error,
+ * 0 when the cluster answered. */
+static int32_t topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
+                                rd_kafka_resp_err_t *req_err) {
   const struct rd_kafka_metadata *md = NULL;
-  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+  if (req_err)
+    *req_err = err;
+  if (err)
     return -1;
   int32_t n = -1;
   if (md->topic_cnt == 1 && !md->topics[0].err)
@@ -2881,47 +2888,31 @@ static int check_state_present(rs_engine_t *e, char *errstr,
          "committed no offsets of the sources",
          rs_store_dir(e->store), cfg->kafka.group_id);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
-  int rc = 0;
-  for (size_t s = 0; s < cfg->n_sources && !rc; s++) {
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (size_t s = 0; s < cfg->n_sources && !err; s++) {
     const char *topic = cfg->sources[s].topic;
-    const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->consumer, topic, NULL);
-    rd_kafka_resp_err_t err =
-        rkt ? rd_kafka_metadata(e->consumer, 0, rkt, &md, 10000)
-            : RD_KAFKA_RESP_ERR__INVALID_ARG;
+    /* A topic that does not exist yet (-1, answered) has nothing
+     * committed. */
+    int32_t n = rkt ? topic_partitions(e->consumer, rkt, &err) : -1;
     if (rkt)
       rd_kafka_topic_destroy(rkt);
-    if (err) {
-      /* Not knowing is not "nothing committed": starting would risk the
-       * very thing this check is for. */
-      rc = rs_seterr(errstr, errstr_size, RS_EKAFKA,
-                     "state directory %s holds no state, and whether "
-                     "consumer group '%s' has committed offsets of %s cannot "
-                     "be checked: %s. Start again once the brokers answer "
-                     "(or accept empty state with 'recstream run "
-                     "--reset-state')",
-                     rs_store_dir(e->store), cfg->kafka.group_id, topic,
-                     rd_kafka_err2str(err));
-      break;
-    }
-    /* A topic that does not exist yet has nothing committed. */
-    int32_t n = md->topic_cnt == 1 && !md->topics[0].err
-                    ? md->topics[0].partition_cnt
-                    : 0;
-    rd_kafka_metadata_destroy(md);
+    else
+      err = RD_KAFKA_RESP_ERR__INVALID_ARG;
     for (int32_t i = 0; i < n; i++)
       rd_kafka_topic_partition_list_add(l, topic, i);
   }
-  rd_kafka_resp_err_t cerr = RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (!rc && l->cnt > 0 &&
-      (cerr = rd_kafka_committed(e->consumer, l, 10000)) != 0)
+  if (!err && l->cnt > 0)
+    err = rd_kafka_committed(e->consumer, l, 10000);
+  int rc = 0;
+  if (err) /* not knowing is not "nothing committed" */
     rc = rs_seterr(errstr, errstr_size, RS_EKAFKA,
                    "state directory %s holds no state, and whether consumer "
                    "group '%s' has committed offsets cannot be checked: %s. "
                    "Start again once the brokers answer (or accept empty "
                    "state with 'recstream run --reset-state')",
                    rs_store_dir(e->store), cfg->kafka.group_id,
-                   rd_kafka_err2str(cerr));
+                   rd_kafka_err2str(err));
   if (!rc && l->cnt > 0) {
     for (int i = 0; i < l->cnt && !rc; i++)
       if (!l->elems[i].err && l->elems[i].offset >= 0)
@@ -2995,7 +2986,7 @@ static int eo_prepare(rs_engine_t *e, char *errstr, size_t errstr_size) {
   int rc = 0;
   for (size_t k = 0; k < e->n_outs && !rc; k++) {
     outtopic_t *ot = e->outs[k];
-    ot->n_parts = topic_partitions(e->producer, ot->rkt);
+    ot->n_parts = topic_partitions(e->producer, ot->rkt, NULL);
     if (ot->n_parts <= 0) {
       rs_log(RS_LOG_WARN, "engine",
              "output topic %s: no partition metadata (does it exist?); "
@@ -4234,7 +4225,7 @@ typedef struct nparts_read {
 static void nparts_work(uv_work_t *w) { /* a thread-pool thread */
   nparts_read_t *r = w->data;
   rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, r->topic, NULL);
-  r->n = rkt ? topic_partitions(r->rk, rkt) : -1;
+  r->n = rkt ? topic_partitions(r->rk, rkt, NULL) : -1;
   if (rkt)
     rd_kafka_topic_destroy(rkt);
 }
