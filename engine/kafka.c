@@ -44,20 +44,30 @@ static const char *const producer_fixed[][2] = {
     {"enable.idempotence", "true"},
 };
 
+/* The value the engine's guarantees need for key when value differs from
+ * it (either role's fixed settings), else NULL. */
+static const char *fixed_conflict(const char *key, const char *value) {
+  for (size_t j = 0; j < RS_ARRAY_SIZE(consumer_fixed); j++)
+    if (!strcmp(key, consumer_fixed[j][0]) &&
+        strcmp(value, consumer_fixed[j][1]))
+      return consumer_fixed[j][1];
+  for (size_t j = 0; j < RS_ARRAY_SIZE(producer_fixed); j++)
+    if (!strcmp(key, producer_fixed[j][0]) &&
+        strcmp(value, producer_fixed[j][1]))
+      return producer_fixed[j][1];
+  return NULL;
+}
+
 int rs_kafka_check_property(const char *key, const char *value, char *why,
                             size_t why_size) {
-  const char *const(*lists[])[2] = {consumer_fixed, producer_fixed};
-  const size_t sizes[] = {RS_ARRAY_SIZE(consumer_fixed),
-                          RS_ARRAY_SIZE(producer_fixed)};
-  for (size_t l = 0; l < 2; l++)
-    for (size_t j = 0; j < sizes[l]; j++)
-      if (!strcmp(key, lists[l][j][0]) && strcmp(value, lists[l][j][1])) {
-        snprintf(why, why_size,
-                 "recstream needs %s=%s for its delivery guarantee; remove "
-                 "the property",
-                 lists[l][j][0], lists[l][j][1]);
-        return RS_ECONFIG;
-      }
+  const char *need = fixed_conflict(key, value);
+  if (need) {
+    snprintf(why, why_size,
+             "recstream needs %s=%s for its delivery guarantee; remove the "
+             "property",
+             key, need);
+    return RS_ECONFIG;
+  }
   /* librdkafka's own check, on a configuration that is thrown away. */
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   int ok =
@@ -113,14 +123,14 @@ int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
                                               : RS_ARRAY_SIZE(producer_fixed);
   for (size_t i = 0; i < cfg->kafka.n_props && !rc; i++) {
     const char *k = cfg->kafka.prop_keys[i], *v = cfg->kafka.prop_values[i];
-    for (size_t j = 0; j < n_fixed; j++)
-      if (!strcmp(k, fixed[j][0]) && strcmp(v, fixed[j][1]))
-        rc = rs_seterr(errstr, errstr_size, RS_ECONFIG,
-                       "%s: kafka.properties.%s=%s: recstream needs %s=%s "
-                       "for its delivery guarantee; remove the property",
-                       cfg->file, k, v, fixed[j][0], fixed[j][1]);
-    if (rc)
+    const char *need = fixed_conflict(k, v);
+    if (need) {
+      rc = rs_seterr(errstr, errstr_size, RS_ECONFIG,
+                     "%s: kafka.properties.%s=%s: recstream needs %s=%s for "
+                     "its delivery guarantee; remove the property",
+                     cfg->file, k, v, k, need);
       break;
+    }
     /* Properties meant for one role are skipped on the other so that
      * librdkafka does not warn about them on every start. */
     if (role == RS_CLIENT_CONSUMER &&
