@@ -150,6 +150,25 @@ nomem:
   return RS_ENOMEM;
 }
 
+/* A value takes its type from its key (docs/CONFIG.md), so a YAML tag
+ * (`!!int 5`, `!custom x`) would be ignored: refused instead. A node
+ * without one has its kind's default tag; `!!str`, `!!seq`, `!!map` and
+ * the non-specific `!` say nothing more and pass. */
+static int check_tag(cctx_t *c, const yaml_node_t *yn, int line, int col) {
+  static const char core[] = "tag:yaml.org,2002:";
+  const char *tag = (const char *)yn->tag;
+  const char *dflt = yn->type == YAML_SCALAR_NODE     ? YAML_STR_TAG
+                     : yn->type == YAML_SEQUENCE_NODE ? YAML_SEQ_TAG
+                                                      : YAML_MAP_TAG;
+  if (!tag || !strcmp(tag, dflt) || !strcmp(tag, "!"))
+    return 0;
+  int core_tag = !strncmp(tag, core, sizeof core - 1);
+  return cerr(c, line, col,
+              "YAML tag '%s%s' is not supported: a value's type comes from "
+              "its key; write the value without a tag",
+              core_tag ? "!!" : "", core_tag ? tag + sizeof core - 1 : tag);
+}
+
 static int build(cctx_t *c, yaml_document_t *doc, yaml_node_t *yn, int depth,
                  rs_ynode_t **out) {
   int line = (int)yn->start_mark.line + 1, col = (int)yn->start_mark.column + 1;
@@ -166,6 +185,10 @@ static int build(cctx_t *c, yaml_document_t *doc, yaml_node_t *yn, int depth,
   n->line = line;
   n->col = col;
   int rc = 0;
+  if ((rc = check_tag(c, yn, line, col))) {
+    rs_free(n);
+    return rc;
+  }
   switch (yn->type) {
   case YAML_SCALAR_NODE: {
     n->type = RS_Y_SCALAR;
@@ -224,6 +247,14 @@ static int build(cctx_t *c, yaml_document_t *doc, yaml_node_t *yn, int depth,
       const char *key = (const char *)k->data.scalar.value;
       if (strlen(key) != k->data.scalar.length) {
         rc = cerr(c, kl, kc, "NUL byte inside a key");
+        break;
+      }
+      if (!strcmp(key, "<<") &&
+          k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        rc = cerr(c, kl, kc,
+                  "merge keys ('<<') are not supported: write the keys out "
+                  "in each mapping (anchors and aliases of whole values "
+                  "work)");
         break;
       }
       for (size_t j = 0; j < n->n; j++)

@@ -596,7 +596,33 @@ static const bad_case_t bad_cases[] = {
      NULL,
      "bad.yaml:6:58: operators 'b'.model: 'b' is this operator itself; name "
      "another operator of type mf_update"},
+    /* A tag would be ignored (the key gives the type): refused. */
+    {"yaml_core_tag",
+     HEAD PARSE "  - { name: s, type: sessionize, input: parse, gap: !!int 5, "
+                "grace: 1m }\n" TAIL,
+     NULL,
+     "bad.yaml:6:53: YAML tag '!!int' is not supported: a value's type comes "
+     "from its key; write the value without a tag"},
+    {"yaml_local_tag",
+     "app: t\nsources:\n  - { name: in, topic: !mine in }\n" PARSE TAIL, NULL,
+     "bad.yaml:3:24: YAML tag '!mine' is not supported: a value's type comes "
+     "from its key; write the value without a tag"},
+    {"yaml_merge_key",
+     HEAD "operators:\n  - &p { name: parse, type: parse, input: in }\n"
+          "  - { <<: *p, name: parse2 }\n" TAIL,
+     NULL,
+     "bad.yaml:6:7: merge keys ('<<') are not supported: write the keys out "
+     "in each mapping (anchors and aliases of whole values work)"},
 };
+
+/* Tags that say only what the value already is pass. */
+Test(config, plain_yaml_tags_pass) {
+  char err[2048];
+  int rc = load("app: !!str t\nsources: !!seq\n  - !!map { name: in, topic: "
+                "! in }\n" PARSE TAIL,
+                NULL, 0, err, sizeof err);
+  cr_assert_eq(rc, 0, "%s", err);
+}
 
 Test(config, every_bad_config_has_its_exact_message) {
   char err[2048];
