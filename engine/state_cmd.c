@@ -288,8 +288,9 @@ static const char inspect_help[] =
     "Options:\n"
     "  --operator NAME  only this operator's entries (no offsets)\n"
     "  --key K          only entries whose operator key is exactly K (no\n"
-    "                   offsets); K is text, or 0x followed by hex digits\n"
-    "                   for a binary key\n"
+    "                   offsets); K as inspect prints keys: text, \"text\"\n"
+    "                   with \\\" \\\\ \\t \\n \\r escapes, or 0x followed by\n"
+    "                   pairs of hex digits for a binary key\n"
     "  --partition P    only partition P (a number, or 'shared')\n"
     "  --limit N        at most N entries per operator\n";
 
@@ -372,6 +373,8 @@ static int parse_partition(sargs_t *a, const char *s) {
   return 0;
 }
 
+static const char *decode_key(const char *k, rs_buf_t *out);
+
 /* Parses argv (argv[0] is the sub-command). -1 after printing help, 0 to
  * go on, or an exit status. */
 static int parse_args(const sub_t *sub, sargs_t *a, int argc, char **argv) {
@@ -424,9 +427,15 @@ static int parse_args(const sub_t *sub, sargs_t *a, int argc, char **argv) {
     case OPT_OPERATOR:
       a->op = optarg;
       break;
-    case OPT_KEY:
+    case OPT_KEY: {
+      rs_buf_t k = {0};
+      const char *why = decode_key(optarg, &k);
+      rs_buf_free(&k);
+      if (why)
+        return rs_usage_error(a->cmd, "--key '%s': %s", optarg, why);
       a->key = optarg;
       break;
+    }
     case OPT_TOPIC:
       a->topic = optarg;
       break;
@@ -562,21 +571,59 @@ static int hexval(char c) {
   return -1;
 }
 
-/* --key: "0x" followed by an even number of hex digits is binary; anything
- * else is the text itself. */
-static int decode_key(const char *k, rs_buf_t *out) {
+/* --key, in the forms inspect prints keys: "0x" followed by pairs of hex
+ * digits is binary; "..." is quoted text with the \" \\ \t \n \r
+ * escapes; anything else is the text itself. NULL, or what is wrong with
+ * k (a usage error; RS_ENOMEM is reported as "out of memory"). */
+static const char *decode_key(const char *k, rs_buf_t *out) {
   size_t n = strlen(k);
-  int hex = n > 2 && k[0] == '0' && k[1] == 'x' && n % 2 == 0;
-  for (size_t i = 2; hex && i < n; i++)
-    hex = hexval(k[i]) >= 0;
   rs_buf_reset(out);
-  if (!hex)
-    return rs_buf_append(out, k, n);
-  if (rs_buf_reserve(out, n / 2))
-    return RS_ENOMEM;
-  for (size_t i = 2; i < n; i += 2)
-    out->data[out->len++] = (char)(hexval(k[i]) << 4 | hexval(k[i + 1]));
-  return 0;
+  if (n >= 2 && k[0] == '0' && k[1] == 'x') {
+    int hex = n > 2 && n % 2 == 0;
+    for (size_t i = 2; hex && i < n; i++)
+      hex = hexval(k[i]) >= 0;
+    if (!hex)
+      return "after 0x come pairs of hex digits (a binary key); a text key "
+             "that starts with 0x is written quoted, as inspect prints it: "
+             "--key '\"0x...\"'";
+    if (rs_buf_reserve(out, n / 2))
+      return "out of memory";
+    for (size_t i = 2; i < n; i += 2)
+      out->data[out->len++] = (char)(hexval(k[i]) << 4 | hexval(k[i + 1]));
+    return NULL;
+  }
+  if (k[0] != '"')
+    return rs_buf_append(out, k, n) ? "out of memory" : NULL;
+  for (size_t i = 1; i < n; i++) {
+    char c = k[i];
+    if (c == '"') {
+      if (i + 1 != n)
+        return "text follows the closing quote";
+      return rs_buf_append(out, "", 0) ? "out of memory" : NULL;
+    }
+    if (c == '\\') {
+      switch (i + 1 < n ? k[++i] : '\0') {
+      case '"':
+      case '\\':
+        c = k[i];
+        break;
+      case 't':
+        c = '\t';
+        break;
+      case 'n':
+        c = '\n';
+        break;
+      case 'r':
+        c = '\r';
+        break;
+      default:
+        return "in a quoted key, \\ escapes only \" \\ t n r";
+      }
+    }
+    if (rs_buf_append(out, &c, 1))
+      return "out of memory";
+  }
+  return "the quoted key has no closing quote";
 }
 
 /* ------------------------------------------------------------ inspect */
@@ -710,7 +757,8 @@ static int run_inspect(sargs_t *a) {
   rs_buf_t key = {0};
   if (a->key && decode_key(a->key, &key)) {
     rs_store_destroy(s);
-    return fail(a, EXIT_RUNTIME, "out of memory");
+    rs_buf_free(&key);
+    return fail(a, EXIT_RUNTIME, "out of memory"); /* checked at parsing */
   }
   printf("# state directory %s (read-only; the last checkpoint)\n", dir);
   rc = 0;

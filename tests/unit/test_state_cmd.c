@@ -322,6 +322,21 @@ Test(state_cmd, inspect_filters) {
                0);
   cr_expect(has_line(&b, "vectors [1] \"user 7\" = [0.1, 2, -0.25]"), "%s",
             b.data);
+  /* The quoted form inspect prints works as --key too. */
+  cr_assert_eq(run(&b, "state inspect app.yaml --key '\"user 7\"'"), 0);
+  cr_expect(has_line(&b, "vectors [1] \"user 7\" = [0.1, 2, -0.25]"), "%s",
+            b.data);
+  cr_expect_eq(count_lines(&b, "vectors ["), 1, "%s", b.data);
+  cr_assert_eq(run(&b, "state inspect app.yaml --key '\"us\\x\"'"), 2);
+  cr_expect(strstr(b.data, "--key '\"us\\x\"': in a quoted key, \\ "
+                           "escapes only \" \\ t n r"),
+            "%s", b.data);
+  /* 0x that is not hex is a mistake, not the text key "0xZZ". */
+  cr_assert_eq(run(&b, "state inspect app.yaml --key 0xZZ"), 2);
+  cr_expect(strstr(b.data, "--key '0xZZ': after 0x come pairs of hex digits "
+                           "(a binary key); a text key that starts with 0x "
+                           "is written quoted"),
+            "%s", b.data);
 
   cr_assert_eq(run(&b, "state inspect app.yaml --operator counts --limit 1"),
                0);
