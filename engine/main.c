@@ -108,7 +108,7 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
   int ch;
   optind = 0;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (ch) {
     case 's':
       c->sets[c->n_sets++] = optarg;
@@ -161,8 +161,7 @@ static int parse_cfgcmd(cfgcmd_t *c, int argc, char **argv, const char *help,
       fputs(help, stdout);
       return -1;
     default:
-      return rs_usage_error(c->cmd, "unknown or incomplete option '%s'",
-                            argv[optind - 1]);
+      return rs_option_error(c->cmd, ch, argv[optind - 1]);
     }
   }
   if (optind >= argc)
@@ -429,7 +428,7 @@ static int cmd_operators(int argc, char **argv) {
   int rc = EXIT_OK;
   optind = 0;
   opterr = 0;
-  while (!rc && (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while (!rc && (ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (ch) {
     case 'm':
       markdown = 1;
@@ -445,8 +444,7 @@ static int cmd_operators(int argc, char **argv) {
       rs_registry_destroy(reg);
       return EXIT_OK;
     default:
-      rc = rs_usage_error("operators", "unknown or incomplete option '%s'",
-                          argv[optind - 1]);
+      rc = rs_option_error("operators", ch, argv[optind - 1]);
     }
   }
   const char *name = !rc && optind < argc ? argv[optind] : NULL;
@@ -520,7 +518,7 @@ static int cmd_broker(int argc, char **argv) {
   int ch, rc;
   optind = 0;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     switch (ch) {
     case 'p':
       if ((rc = parse_int_arg("broker", "--partitions", optarg, 1, 1024,
@@ -538,8 +536,7 @@ static int cmd_broker(int argc, char **argv) {
       fputs(broker_help, stdout);
       return EXIT_OK;
     default:
-      return rs_usage_error("broker", "unknown or incomplete option '%s'",
-                            argv[optind - 1]);
+      return rs_option_error("broker", ch, argv[optind - 1]);
     }
   }
   if (optind < argc)

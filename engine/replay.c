@@ -1145,7 +1145,7 @@ static int parse_args(ropts_t *o, int argc, char **argv) {
   int ch;
   optind = 0;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
     switch (ch) {
     case 'f':
       o->from = optarg;
@@ -1224,7 +1224,7 @@ static int parse_args(ropts_t *o, int argc, char **argv) {
       fputs(replay_help, stdout);
       return -1;
     default:
-      return usage("unknown or incomplete option '%s'", argv[optind - 1]);
+      return rs_option_error("replay", ch, argv[optind - 1]);
     }
   }
   if (optind >= argc)

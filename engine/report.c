@@ -496,7 +496,7 @@ int rs_cmd_report(int argc, char **argv) {
   optind = 1;
   opterr = 0;
   int ch;
-  while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
     switch (ch) {
     case 'b':
       brokers = optarg;
@@ -535,7 +535,9 @@ int rs_cmd_report(int argc, char **argv) {
       return 0;
     default:
       fprintf(stderr,
-              "recstream report: unknown or incomplete option '%s'\n\n%s",
+              ch == ':' ? "recstream report: option '%s' needs a value\n\n%s"
+                        : "recstream report: unknown or ambiguous option "
+                          "'%s'\n\n%s",
               argv[optind - 1], report_help);
       return 2;
     }

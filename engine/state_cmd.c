@@ -404,7 +404,7 @@ static int parse_args(const sub_t *sub, sargs_t *a, int argc, char **argv) {
   optind = 0;
   opterr = 0;
   int ch;
-  while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
     int64_t v;
     switch (ch) {
     case OPT_SET:
@@ -462,8 +462,7 @@ static int parse_args(const sub_t *sub, sargs_t *a, int argc, char **argv) {
       a->timeout_ms = v;
       break;
     default:
-      return rs_usage_error(a->cmd, "unknown or incomplete option '%s'",
-                            argv[optind - 1]);
+      return rs_option_error(a->cmd, ch, argv[optind - 1]);
     }
   }
   int left = argc - optind;

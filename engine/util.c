@@ -192,6 +192,12 @@ int rs_mkdir_parents(const char *dir, const char *what, char *errstr,
   return 0;
 }
 
+int rs_option_error(const char *cmd, int ch, const char *option) {
+  if (ch == ':')
+    return rs_usage_error(cmd, "option '%s' needs a value", option);
+  return rs_usage_error(cmd, "unknown or ambiguous option '%s'", option);
+}
+
 int rs_usage_error(const char *cmd, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

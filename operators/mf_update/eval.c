@@ -1241,7 +1241,7 @@ static int parse_args(eval_t *e, int argc, char **argv) {
   int64_t v;
   optind = 0;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "hi:f:c:O:n:", lo, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, ":hi:f:c:O:n:", lo, NULL)) != -1) {
     switch (ch) {
     case 'i':
       e->input = optarg;
@@ -1359,8 +1359,7 @@ static int parse_args(eval_t *e, int argc, char **argv) {
       fputs(eval_help, stdout);
       return -1;
     default:
-      return rs_usage_error("eval", "unknown or incomplete option '%s'",
-                            argv[optind - 1]);
+      return rs_option_error("eval", ch, argv[optind - 1]);
     }
   }
   if (optind < argc)

@@ -103,8 +103,12 @@ Test(cli, help_and_exit_codes) {
       {"generate --out /tmp/x.avro -X acks=1", "-X/--property 'acks=1' sets a "
                                                "Kafka producer property: it "
                                                "needs --brokers"},
-      {"run configs/demo.yaml --restore-from", "unknown or incomplete option "
-                                               "'--restore-from'"},
+      {"run configs/demo.yaml --restore-from", "option '--restore-from' needs "
+                                               "a value"},
+      {"run configs/demo.yaml --bogus", "unknown or ambiguous option "
+                                        "'--bogus'"},
+      {"eval --input", "option '--input' needs a value"},
+      {"eval -i", "option '-i' needs a value"},
       {"state", "missing command"},
       {"state frob configs/demo.yaml", "unknown command 'frob'"},
       {"state inspect configs/demo.yaml --limit x", "--limit: expected"},
@@ -119,7 +123,7 @@ Test(cli, help_and_exit_codes) {
        "--timeout: expected a duration"},
       {"state purge configs/demo.yaml", "--partition is required"},
       {"state purge configs/demo.yaml --partition 0 --limit 3",
-       "unknown or incomplete option '--limit'"},
+       "unknown or ambiguous option '--limit'"},
       {"version extra", "version takes no arguments (got 'extra')"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

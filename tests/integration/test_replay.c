@@ -485,7 +485,7 @@ Test(replay, refusals_and_bad_arguments, .timeout = 120) {
       {2, "--output sideways", "expected none, live or topic:NAME"},
       {2, "--output topic:in", "source topic"},
       {1, "--resume", "a replay's state directory"},
-      {2, "--bogus", "unknown or incomplete option"},
+      {2, "--bogus", "unknown or ambiguous option '--bogus'"},
       {2, "--seek-window -1", "--seek-window"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
