@@ -301,25 +301,37 @@ int rs_report_read_topic(const char *bootstrap, const char *topic,
     return rs_seterr(errstr, errstr_size, RS_EKAFKA, "%s", e);
   }
   int rc = 0;
-  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  /* The metadata of all topics, not of this one: a request naming a topic
+   * that does not exist creates it on brokers that create topics on first
+   * use (the embedded broker does), and a mistyped name would then read
+   * as an empty topic. */
   const struct rd_kafka_metadata *md = NULL;
+  const struct rd_kafka_metadata_topic *mt = NULL;
   rd_kafka_resp_err_t err =
-      rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms > 0 ? timeout_ms : 10000);
-  if (!err && (md->topic_cnt != 1 || md->topics[0].err))
-    err = md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+      rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms > 0 ? timeout_ms : 10000);
+  for (int i = 0; !err && i < md->topic_cnt && !mt; i++)
+    if (!strcmp(md->topics[i].topic, topic))
+      mt = &md->topics[i];
   rd_kafka_topic_partition_list_t *parts = NULL;
   int64_t *end = NULL;
   int left = 0;
+  if (!err && !mt) {
+    rc = rs_seterr(errstr, errstr_size, RS_EKAFKA,
+                   "topic '%s' does not exist in the cluster", topic);
+    goto out;
+  }
+  if (!err)
+    err = mt->err;
   if (err) {
     rc = rs_seterr(errstr, errstr_size, RS_EKAFKA, "topic '%s': %s", topic,
                    rd_kafka_err2str(err));
     goto out;
   }
-  int np = md->topics[0].partition_cnt;
+  int np = mt->partition_cnt;
   parts = rd_kafka_topic_partition_list_new(np);
   end = rs_calloc(np ? (size_t)np : 1, sizeof(*end));
   for (int i = 0; end && i < np; i++) {
-    int32_t p = md->topics[0].partitions[i].id;
+    int32_t p = mt->partitions[i].id;
     int64_t lo = 0, hi = 0;
     err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi,
                                            timeout_ms > 0 ? timeout_ms : 10000);
@@ -375,7 +387,6 @@ out:
     rd_kafka_topic_partition_list_destroy(parts);
   if (md)
     rd_kafka_metadata_destroy(md);
-  rd_kafka_topic_destroy(rkt);
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
   return rc;

@@ -133,6 +133,18 @@ Test(experiments_pipeline, variants_follow_the_users_hash, .timeout = 120) {
     cr_assert_eq(rv[v].clicks, clicks[v]);
   }
   rs_report_destroy(rep);
+  /* A mistyped topic is an error, and asking does not create it (the
+   * embedded broker creates topics a request names): the second ask
+   * fails the same way. */
+  for (int k = 0; k < 2; k++) {
+    rep = rs_report_new();
+    cr_assert_neq(rs_report_collect(rep, m->bootstraps, "recz", RS_FORMAT_AVRO,
+                                    "fb", RS_FORMAT_JSON, 5000, err,
+                                    sizeof err),
+                  0, "ask %d", k);
+    cr_assert(strstr(err, "topic 'recz' does not exist"), "%s", err);
+    rs_report_destroy(rep);
+  }
   it_engine_free(&t);
 
   /* Another split of the same state directory is refused. */
