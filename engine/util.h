@@ -102,11 +102,11 @@ uint64_t rs_op_random(uint64_t seed, const void *key, size_t key_len,
 /* ---- command-line usage errors ----
  * Prints "recstream CMD: <message>" and a pointer to CMD's --help on stderr;
  * returns 2, the exit status of every recstream command for bad usage. */
+int rs_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* The usage error for what getopt_long (optstring starting with ':')
  * returned as ch for the option argv[optind - 1]: ':' a known option
  * without its value, anything else an unknown (or ambiguous) option. */
 int rs_option_error(const char *cmd, int ch, const char *option);
-int rs_usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 
 #endif
