@@ -37,10 +37,12 @@
  *   parse -> sessionize (ooo 0) the same with records applied on arrival
  *   parse -> user_stats (none)  for scale: the simplest stateful per-user
  *                               operator (a get and a put per event)
- *   parse -> floor              not an operator: the least a sessionizer
- *                               must do for this stream, written for speed
- *                               alone (tests/bench/sessionize_floor.c), a
- *                               lower bound for the operator's cost here
+ *   parse -> floor              not an operator: a sessionizer for this
+ *                               stream written for speed alone, without
+ *                               the operator's other duties
+ *                               (tests/bench/sessionize_floor.c): how far
+ *                               a leaner design gets here (a bound from
+ *                               above on the least reachable cost)
  * Printed per round: the ratio of each pipeline to parse in the same round
  * by wall time and by process CPU time (the latter steadier on a loaded
  * machine), and where the time went (operator, checkpoint(), store writes,
