@@ -37,6 +37,12 @@
  *   parse -> sessionize (ooo 0) the same with records applied on arrival
  *   parse -> user_stats (none)  for scale: the simplest stateful per-user
  *                               operator (a get and a put per event)
+ *   parse -> floor              not an operator: a sessionizer for this
+ *                               stream written for speed alone, without
+ *                               the operator's other duties
+ *                               (tests/bench/sessionize_floor.c): how far
+ *                               a leaner design gets here (a bound from
+ *                               above on the least reachable cost)
  * Printed per round: the ratio of each pipeline to parse in the same round
  * by wall time and by process CPU time (the latter steadier on a loaded
  * machine), and where the time went (operator, checkpoint(), store writes,
@@ -48,7 +54,7 @@
  * event and of its ratio to parse's in the same run (a diagnostic for A/B
  * comparisons of the operator: it moves less with the load). Absolute
  * numbers on a shared machine are noise.
- * --only s|s0|us runs parse and that one pipeline (for perf record).
+ * --only s|s0|us|f runs parse and that one pipeline (for perf record).
  *
  * --engine then also runs the stream through the whole engine on the
  * embedded broker: source -> parse -> sink against source -> parse ->
@@ -87,6 +93,8 @@
 extern const rs_operator_def_t rs_op_parse;
 extern const rs_operator_def_t rs_op_sessionize;
 extern const rs_operator_def_t rs_op_user_stats;
+extern const rs_operator_def_t
+    rs_bench_sessionize_floor; /* sessionize_floor.c */
 
 #define BATCH 1000
 #define CACHE_BYTES ((size_t)128 << 20)
@@ -792,13 +800,14 @@ int main(int argc, char **argv) {
     else {
       fprintf(stderr, "usage: bench_sessionize [--events N] [--users U] "
                       "[--partitions P] [--rounds R] [--ooo DURATION] "
-                      "[--only s|s0|us] [--scattered] [--engine] "
+                      "[--only s|s0|us|f] [--scattered] [--engine] "
                       "[--pin]\n");
       return 2;
     }
   }
-  if (only && strcmp(only, "s") && strcmp(only, "s0") && strcmp(only, "us")) {
-    fprintf(stderr, "bench_sessionize: --only takes s, s0 or us, not '%s'\n",
+  if (only && strcmp(only, "s") && strcmp(only, "s0") && strcmp(only, "us") &&
+      strcmp(only, "f")) {
+    fprintf(stderr, "bench_sessionize: --only takes s, s0, us or f, not '%s'\n",
             only);
     return 2;
   }
@@ -856,14 +865,15 @@ int main(int argc, char **argv) {
   const char *sz0_opts[] = {"gap", "30m", "grace", "5m", "max_session_duration",
                             "4h",  NULL};
   const char *us_opts[] = {"emit", "none", NULL};
-  enum { NP = 4 };
-  static const char *const names[NP] = {"parse", "parse -> sessionize",
-                                        "parse -> sessionize (ooo 0)",
-                                        "parse -> user_stats (none)"};
+  enum { NP = 5 };
+  static const char *const names[NP] = {
+      "parse", "parse -> sessionize", "parse -> sessionize (ooo 0)",
+      "parse -> user_stats (none)", "parse -> floor (not an operator)"};
   const rs_operator_def_t *defs[NP] = {NULL, &rs_op_sessionize,
-                                       &rs_op_sessionize, &rs_op_user_stats};
-  const char *const *opts[NP] = {NULL, sz_opts, sz0_opts, us_opts};
-  const char *tags[NP] = {"p", "s", "s0", "us"};
+                                       &rs_op_sessionize, &rs_op_user_stats,
+                                       &rs_bench_sessionize_floor};
+  const char *const *opts[NP] = {NULL, sz_opts, sz0_opts, us_opts, NULL};
+  const char *tags[NP] = {"p", "s", "s0", "us", "f"};
   result_t best[NP] = {{0}};
   double ratio[NP] = {0}, rss[NP] = {0};
   double *wr = calloc((size_t)rounds * NP, sizeof *wr),
