@@ -995,17 +995,33 @@ int rs__bandit_arm(void *vctx, const char *item, double *shows,
   return rc;
 }
 
-int rs__bandit_user_arm(void *vctx, int partition, const char *user,
-                        const char *item, double *shows, double *reward) {
-  br_ctx_t *c = vctx;
-  br_arm_t a = {0};
+/* (user, item)'s statistics from the user's record (arms user). */
+static int user_arm(br_ctx_t *c, int partition, const char *user,
+                    const char *item, br_arm_t *a) {
+  *a = (br_arm_t){0};
   c->arm_user = user;
   int rc = uarm_load(c, partition, user, (uint32_t)strlen(user));
   if (!rc)
-    rc = get_arm(c, item, (uint32_t)strlen(item), &a);
+    rc = get_arm(c, item, (uint32_t)strlen(item), a);
   c->arm_user = NULL;
+  return rc;
+}
+
+int rs__bandit_user_arm(void *vctx, int partition, const char *user,
+                        const char *item, double *shows, double *reward) {
+  br_arm_t a;
+  int rc = user_arm(vctx, partition, user, item, &a);
   *shows = a.shows;
   *reward = a.reward;
+  return rc;
+}
+
+int rs__bandit_user_residual(void *vctx, int partition, const char *user,
+                             const char *item, double *n, double *sum) {
+  br_arm_t a;
+  int rc = user_arm(vctx, partition, user, item, &a);
+  *n = a.res_n;
+  *sum = a.res_sum;
   return rc;
 }
 

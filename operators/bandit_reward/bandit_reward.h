@@ -14,5 +14,9 @@ int rs__bandit_user_arm(void *vctx, int partition, const char *user,
  * the calibration line a + b * score now. */
 int rs__bandit_residual(void *vctx, const char *item, double *n, double *sum,
                         double *a, double *b);
+/* arms user and thompson_model residual: (user, item)'s closed slots and
+ * residual sum, kept in `partition`. */
+int rs__bandit_user_residual(void *vctx, int partition, const char *user,
+                             const char *item, double *n, double *sum);
 
 #endif

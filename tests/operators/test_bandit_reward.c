@@ -587,6 +587,49 @@ Test(bandit_reward, thompson_residual_learns_at_close) {
   rs_harness_destroy(h);
 }
 
+/* The same with arms user: the residuals are the user's own, kept in its
+ * record (flag 1 with the residual fields) and not in the shared "g"
+ * entries; they survive a restart. The calibration stays shared. */
+Test(bandit_reward, thompson_residual_per_user_arms) {
+  const char *opts[] = {"policy", "thompson", "thompson_model", "residual",
+                        "slots",  "2",        "reward_window",  "10ms",
+                        "floor",  "0",        "arms",           "user",
+                        NULL};
+  rs_harness_t *h = make(opts);
+  const double sc[2] = {0.5, 0.2};
+  push_list(h, "u1", "imp-1", sc, 2, 1000, 1);
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, 1001, 2);
+  push_list(h, "u2", "imp-2", sc, 2, 1011, 3); /* closes imp-1 */
+  void *ctx = rs_harness_ctx(h);
+  double n, sum, a, b;
+  cr_assert_eq(rs__bandit_user_residual(ctx, 0, "u1", "i0", &n, &sum), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_float_eq(sum, 0.5, 1e-12);
+  cr_assert_eq(rs__bandit_user_residual(ctx, 0, "u1", "i1", &n, &sum), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_float_eq(sum, -0.2, 1e-12);
+  cr_assert_eq(rs__bandit_user_residual(ctx, 0, "u2", "i0", &n, &sum), 0);
+  cr_assert_eq(n, 0, "u2's list is still open");
+  cr_assert_eq(rs__bandit_residual(ctx, "i0", &n, &sum, &a, &b), 0);
+  cr_assert_eq(n, 0, "no shared residual with arms user");
+  cr_assert_eq(a, 0);
+  cr_assert_eq(b, 1);
+  double shows, rew;
+  cr_assert_eq(rs__bandit_user_arm(ctx, 0, "u1", "i0", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  cr_assert_eq(rs_harness_checkpoint(h), 0);
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  ctx = rs_harness_ctx(h);
+  cr_assert_eq(rs__bandit_user_residual(ctx, 0, "u1", "i1", &n, &sum), 0);
+  cr_assert_eq(n, 1);
+  cr_assert_float_eq(sum, -0.2, 1e-12);
+  cr_assert_eq(rs__bandit_user_arm(ctx, 0, "u1", "i0", &shows, &rew), 0);
+  cr_assert_eq(shows, 1);
+  cr_assert_eq(rew, 1);
+  rs_harness_destroy(h);
+}
+
 Test(bandit_reward, early_feedback_waits_for_its_impression) {
   const char *opts[] = {"policy",        "greedy", "slots", "3",
                         "reward_window", "100ms",  NULL};
