@@ -494,6 +494,45 @@ int rs_graph_to_dot(const rs_graph_t *g, rs_buf_t *out) {
   return 0;
 }
 
+int rs_graph_copartition(const rs_graph_t *g, const int32_t *parts, size_t *op,
+                         size_t *s1, size_t *s2) {
+  size_t ns = g->cfg->n_sources, words = (ns + 63) / 64;
+  if (!ns)
+    return 0;
+  /* reach[node]: the sources whose records reach the node. */
+  uint64_t *reach = rs_calloc(g->n * words, sizeof(uint64_t));
+  if (!reach)
+    return RS_ENOMEM;
+  int found = 0;
+  for (size_t k = 0; k < g->n && !found; k++) {
+    size_t v = g->order[k];
+    const rs_gnode_t *n = &g->nodes[v];
+    uint64_t *r = reach + v * words;
+    if (n->kind == RS_NODE_SOURCE)
+      r[n->cfg_index / 64] |= 1ull << (n->cfg_index % 64);
+    for (size_t i = 0; i < n->n_inputs; i++)
+      for (size_t w = 0; w < words; w++)
+        r[w] |= reach[n->inputs[i].from * words + w];
+    if (n->kind != RS_NODE_OPERATOR)
+      continue;
+    size_t first = ns;
+    for (size_t s = 0; s < ns && !found; s++) {
+      if (!(r[s / 64] >> (s % 64) & 1) || parts[s] <= 0)
+        continue;
+      if (first == ns) {
+        first = s;
+      } else if (parts[s] != parts[first]) {
+        *op = v;
+        *s1 = first;
+        *s2 = s;
+        found = 1;
+      }
+    }
+  }
+  rs_free(reach);
+  return found;
+}
+
 int rs_graph_port_wanted(const rs_graph_t *g, size_t node, uint32_t port,
                          int suppress_output, uint32_t *withheld_sinks) {
   int wanted = 0;

@@ -53,6 +53,15 @@ int rs_graph_to_dot(const rs_graph_t *g, rs_buf_t *out);
  * number of suppressed sinks that read it. */
 int rs_graph_port_wanted(const rs_graph_t *g, size_t node, uint32_t port,
                          int suppress_output, uint32_t *withheld_sinks);
+/* Co-partitioning: an operator keeps its state per input partition, so
+ * the records of one key from two sources meet only when both topics have
+ * the same partition count (and partitioner). Given each source's count
+ * (parts[i] for cfg->sources[i]; <= 0: unknown, not compared), finds the
+ * first operator (in topological order) that records of two sources with
+ * different counts reach: 1 and its node in *op, the two sources (cfg
+ * indices) in *s1 < *s2; 0 when there is none. RS_ENOMEM on failure. */
+int rs_graph_copartition(const rs_graph_t *g, const int32_t *parts, size_t *op,
+                         size_t *s1, size_t *s2);
 /* Name of a node's output port. */
 const char *rs_graph_port_name(const rs_gnode_t *n, uint32_t port);
 

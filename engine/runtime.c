@@ -3200,8 +3200,46 @@ static int check_stored_offsets(rs_engine_t *e, char *errstr,
   return 0;
 }
 
+/* Warns when records of two sources with different partition counts meet
+ * in one operator: its state is kept per input partition, so one key's
+ * records from the two topics land in different partitions' state and
+ * never meet (e.g. a loopback topic auto-created with another count than
+ * the feedback topic: mf_update's unclicked learning is then lost without
+ * an error). A warning, not a refusal: the operator may not be keyed the
+ * way the topics are. Sources whose count is unknown (missing topic) are
+ * not compared; an unreachable cluster ends the check at once. */
+static void check_copartition(rs_engine_t *e) {
+  const rs_config_t *cfg = e->cfg;
+  if (!e->consumer || cfg->n_sources < 2)
+    return;
+  int32_t *parts = rs_calloc(cfg->n_sources, sizeof(int32_t));
+  if (!parts)
+    return;
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  for (size_t s = 0; s < cfg->n_sources && !err; s++) {
+    rd_kafka_topic_t *rkt =
+        rd_kafka_topic_new(e->consumer, cfg->sources[s].topic, NULL);
+    parts[s] = rkt ? topic_partitions(e->consumer, rkt, &err) : -1;
+    if (rkt)
+      rd_kafka_topic_destroy(rkt);
+  }
+  size_t op, s1, s2;
+  if (!err && rs_graph_copartition(e->g, parts, &op, &s1, &s2) == 1)
+    rs_log(RS_LOG_WARN, "engine",
+           "operator '%s' reads records of source '%s' (topic %s, %d "
+           "partitions) and of source '%s' (topic %s, %d partitions): its "
+           "state is kept per input partition, so records of one key from "
+           "the two topics do not meet; give the topics the same partition "
+           "count and partitioner (docs/CONFIG.md, sources)",
+           e->g->nodes[op].name, cfg->sources[s1].name, cfg->sources[s1].topic,
+           (int)parts[s1], cfg->sources[s2].name, cfg->sources[s2].topic,
+           (int)parts[s2]);
+  rs_free(parts);
+}
+
 /* Runs before the loop (blocking calls allowed). */
 static int prepare_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
+  check_copartition(e);
   size_t n_inputs = 0;
   int rc = load_offsets(e, &n_inputs, errstr, errstr_size);
   if (!rc && n_inputs == 0 && !e->opts.state_reset && !e->replay)

@@ -77,3 +77,47 @@ Test(graph_ports, port_wanted_follows_the_readers) {
   rs_registry_destroy(reg);
   rs_config_destroy(cfg);
 }
+
+/* rs_graph_copartition: mf reads a and b through two parse operators, us
+ * reads c alone. Only sources that meet in one operator are compared, and
+ * an unknown count (<= 0) is not. */
+Test(graph_ports, copartition_compares_sources_that_meet) {
+  static const char y[] =
+      "app: copart\n"
+      "sources:\n"
+      "  - { name: a, topic: a }\n"
+      "  - { name: b, topic: b }\n"
+      "  - { name: c, topic: c }\n"
+      "operators:\n"
+      "  - { name: pa, type: parse, input: a }\n"
+      "  - { name: pb, type: parse, input: b }\n"
+      "  - { name: pc, type: parse, input: c }\n"
+      "  - { name: mf, type: mf_update, inputs: [pa, pb] }\n"
+      "  - { name: us, type: user_stats, input: pc }\n"
+      "sinks:\n"
+      "  - { name: o1, input: mf, topic: o1 }\n"
+      "  - { name: o2, input: us, topic: o2 }\n";
+  rs_config_t *cfg = NULL;
+  rs_registry_t *reg = NULL;
+  rs_graph_t *g = NULL;
+  char err[512];
+  cr_assert_eq(rs_config_load_string("copart.yaml", y, strlen(y), NULL, 0, &cfg,
+                                     err, sizeof err),
+               0, "%s", err);
+  cr_assert_eq(rs_registry_new(&reg, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(rs_graph_build(cfg, reg, &g, err, sizeof err), 0, "%s", err);
+  size_t op = 99, s1 = 99, s2 = 99;
+  const int32_t same[] = {4, 4, 2}, differ[] = {4, 2, 4},
+                unknown[] = {4, -1, 2}, first_unknown[] = {0, 3, 3};
+  cr_assert_eq(rs_graph_copartition(g, same, &op, &s1, &s2), 0);
+  cr_assert_eq(op, 99);
+  cr_assert_eq(rs_graph_copartition(g, unknown, &op, &s1, &s2), 0);
+  cr_assert_eq(rs_graph_copartition(g, first_unknown, &op, &s1, &s2), 0);
+  cr_assert_eq(rs_graph_copartition(g, differ, &op, &s1, &s2), 1);
+  cr_assert_eq(op, node(g, "mf"));
+  cr_assert_eq(s1, 0);
+  cr_assert_eq(s2, 1);
+  rs_graph_destroy(g);
+  rs_registry_destroy(reg);
+  rs_config_destroy(cfg);
+}
