@@ -3239,7 +3239,6 @@ static void check_copartition(rs_engine_t *e) {
 
 /* Runs before the loop (blocking calls allowed). */
 static int prepare_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
-  check_copartition(e);
   size_t n_inputs = 0;
   int rc = load_offsets(e, &n_inputs, errstr, errstr_size);
   if (!rc && n_inputs == 0 && !e->opts.state_reset && !e->replay)
@@ -3248,6 +3247,8 @@ static int prepare_state(rs_engine_t *e, char *errstr, size_t errstr_size) {
     rc = check_stored_offsets(e, errstr, errstr_size);
   if (!rc && e->eo)
     rc = eo_prepare(e, errstr, errstr_size);
+  if (!rc)
+    check_copartition(e); /* advisory: after the checks that can refuse */
   return rc;
 }
 
