@@ -2876,6 +2876,22 @@ static int32_t topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt,
   return n;
 }
 
+/* topic_partitions() of a topic by name, through a handle of its own; a
+ * handle that cannot be made is a request error (RD_KAFKA_RESP_ERR__
+ * INVALID_ARG in *req_err). */
+static int32_t topic_partitions_of(rd_kafka_t *rk, const char *topic,
+                                   rd_kafka_resp_err_t *req_err) {
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+  if (!rkt) {
+    if (req_err)
+      *req_err = RD_KAFKA_RESP_ERR__INVALID_ARG;
+    return -1;
+  }
+  int32_t n = topic_partitions(rk, rkt, req_err);
+  rd_kafka_topic_destroy(rkt);
+  return n;
+}
+
 /* Refuses to start with empty state while the consumer group has
  * committed offsets: the state that went with them is gone (deleted
  * directory, another machine), and starting from the group's offsets
@@ -2891,14 +2907,9 @@ static int check_state_present(rs_engine_t *e, char *errstr,
   rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
   for (size_t s = 0; s < cfg->n_sources && !err; s++) {
     const char *topic = cfg->sources[s].topic;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(e->consumer, topic, NULL);
     /* A topic that does not exist yet (-1, answered) has nothing
      * committed. */
-    int32_t n = rkt ? topic_partitions(e->consumer, rkt, &err) : -1;
-    if (rkt)
-      rd_kafka_topic_destroy(rkt);
-    else
-      err = RD_KAFKA_RESP_ERR__INVALID_ARG;
+    int32_t n = topic_partitions_of(e->consumer, topic, &err);
     for (int32_t i = 0; i < n; i++)
       rd_kafka_topic_partition_list_add(l, topic, i);
   }
@@ -3216,13 +3227,8 @@ static void check_copartition(rs_engine_t *e) {
   if (!parts)
     return;
   rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-  for (size_t s = 0; s < cfg->n_sources && !err; s++) {
-    rd_kafka_topic_t *rkt =
-        rd_kafka_topic_new(e->consumer, cfg->sources[s].topic, NULL);
-    parts[s] = rkt ? topic_partitions(e->consumer, rkt, &err) : -1;
-    if (rkt)
-      rd_kafka_topic_destroy(rkt);
-  }
+  for (size_t s = 0; s < cfg->n_sources && !err; s++)
+    parts[s] = topic_partitions_of(e->consumer, cfg->sources[s].topic, &err);
   size_t op, s1, s2;
   if (!err && rs_graph_copartition(e->g, parts, &op, &s1, &s2) == 1)
     rs_log(RS_LOG_WARN, "engine",
@@ -4263,10 +4269,7 @@ typedef struct nparts_read {
 
 static void nparts_work(uv_work_t *w) { /* a thread-pool thread */
   nparts_read_t *r = w->data;
-  rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, r->topic, NULL);
-  r->n = rkt ? topic_partitions(r->rk, rkt, NULL) : -1;
-  if (rkt)
-    rd_kafka_topic_destroy(rkt);
+  r->n = topic_partitions_of(r->rk, r->topic, NULL);
 }
 
 static void nparts_done(uv_work_t *w, int status) { /* the loop thread */
