@@ -342,17 +342,14 @@ static int map_put(rs_ynode_t *map, const char *key, rs_ynode_t *value,
  * below kafka.properties the rest of the path is one librdkafka key. */
 static int apply_set(cctx_t *c, const char *set, size_t k) {
   const char *eq = strchr(set, '=');
-  if (!eq || eq == set || set[0] == '.' || eq[-1] == '.')
+  /* No empty key: not before the first dot, after the last, or between. */
+  const char *dd = strstr(set, "..");
+  if (!eq || eq == set || set[0] == '.' || eq[-1] == '.' || (dd && dd < eq))
     return rs_seterr(c->errstr, c->errstr_size, RS_ECONFIG,
                      "--set '%s': expected section.key=value", set);
   char *path = rs_strndup(set, (size_t)(eq - set));
   if (!path)
     return RS_ENOMEM;
-  if (strstr(path, "..")) { /* an empty key between the dots */
-    rs_free(path);
-    return rs_seterr(c->errstr, c->errstr_size, RS_ECONFIG,
-                     "--set '%s': expected section.key=value", set);
-  }
   int rc = 0;
   rs_ynode_t *cur = c->cfg->root;
   char *save = NULL;
