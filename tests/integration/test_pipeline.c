@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "codec.h"
 #include "itest.h"
@@ -394,5 +395,60 @@ Test(pipeline, example_plugin_runs_in_a_pipeline, .timeout = 120) {
     cr_assert(strstr(out[i].val, "\"event_type\":\"CLICK\"") != NULL, "%s",
               out[i].val);
   it_msgs_free(out, n);
+  rs_mock_destroy(m);
+}
+
+/* Sources with different partition counts that meet in one operator: the
+ * engine warns at start (its state is per input partition, so one key's
+ * records from the two topics never meet), naming the operator, both
+ * sources and their counts; with equal counts it says nothing. Run as the
+ * program, to read its log. */
+static void copart_config(const char *path, const char *second) {
+  FILE *f = fopen(path, "w");
+  cr_assert(f != NULL, "%s", path);
+  fprintf(f,
+          "app: copart\n"
+          "sources:\n"
+          "  - { name: a, topic: a }\n"
+          "  - { name: b, topic: %s }\n"
+          "operators:\n"
+          "  - { name: pa, type: parse, input: a }\n"
+          "  - { name: pb, type: parse, input: b }\n"
+          "  - { name: mf, type: mf_update, inputs: [pa, pb] }\n"
+          "sinks: [ { name: o, input: mf, topic: o } ]\n",
+          second);
+  cr_assert_eq(fclose(f), 0);
+}
+
+Test(pipeline, copartition_warning_names_operator_and_counts,
+     .timeout = 120) {
+  static const char *const tp[] = {"a", "same", "o", NULL};
+  rs_mock_t *m = it_cluster(1, 4, tp);
+  cr_assert(m != NULL);
+  char err[512], path[1024], dir[1024], out[16384];
+  cr_assert_eq(rs_mock_create_topic(m, "fewer", 2, err, sizeof err), 0, "%s",
+               err);
+  const char *second[] = {"fewer", "same"};
+  mkdir(it_state_dir(), 0700); /* may exist */
+  for (int k = 0; k < 2; k++) {
+    snprintf(path, sizeof path, "%s/copart-%d.yaml", it_state_dir(), k);
+    snprintf(dir, sizeof dir, "%s/copart-state-%d", it_state_dir(), k);
+    copart_config(path, second[k]);
+    int rc = it_cli(out, sizeof out,
+                    "run %s --set kafka.brokers=%s --state-dir %s "
+                    "--exit-at-end",
+                    path, m->bootstraps, dir);
+    cr_assert_eq(rc, 0, "%s", out);
+    const char *w = strstr(out, "operator 'mf' reads records of source 'a'");
+    if (k == 0) {
+      cr_assert(w != NULL, "no warning:\n%s", out);
+      cr_assert(strstr(w, "(topic a, 4 partitions) and of source 'b' (topic "
+                          "fewer, 2 partitions)") != NULL,
+                "%s", out);
+      cr_assert(strstr(out, " WARN ") != NULL, "%s", out);
+    } else {
+      cr_assert(w == NULL, "a warning with equal counts:\n%s", out);
+    }
+  }
   rs_mock_destroy(m);
 }
