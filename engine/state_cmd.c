@@ -286,7 +286,9 @@ static const char inspect_help[] =
     "  4. anything else: hex, e.g. 0x00ff10\n"
     "\n"
     "Options:\n"
-    "  --operator NAME  only this operator's entries (no offsets)\n"
+    "  --operator NAME  only this operator's entries (no offsets); for an\n"
+    "                   operator an experiment splits, every variant's\n"
+    "                   (NAME#VARIANT; give that to see one)\n"
     "  --key K          only entries whose operator key is exactly K (no\n"
     "                   offsets); K as inspect prints keys: text, \"text\"\n"
     "                   with \\\" \\\\ \\t \\n \\r escapes, or 0x followed by\n"
@@ -334,7 +336,9 @@ static const char purge_help[] =
     "Options:\n"
     "  --partition P    the input partition (required, 0 or more)\n"
     "  --topic T        delete only topic T's stored offset of partition P\n"
-    "  --operator NAME  drop only this operator's state of partition P\n";
+    "  --operator NAME  drop only this operator's state of partition P\n"
+    "                   (every variant's, NAME#VARIANT, for an operator\n"
+    "                   an experiment splits)\n";
 
 enum {
   OPT_SET = 's',
@@ -528,14 +532,22 @@ static int config_has_operator(const rs_config_t *cfg, const char *name) {
   return 0;
 }
 
-/* The column family of --operator NAME, RS_ENOENT when the config names it
- * but it has no state yet, or an exit status (after the message). */
-static int find_operator(const sargs_t *a, const rs_store_t *s, int *cf) {
-  int i = rs_store_cf(s, a->op);
-  if (i >= 0 && !is_reserved_cf(a->op)) {
-    *cf = i;
-    return 0;
-  }
+/* Whether column family `cf` is --operator `op`'s: its own, or one of
+ * its experiment variants' ("op#variant", each a column family of its
+ * own; the base one of a split operator stays empty). */
+static int op_owns_cf(const char *op, const char *cf) {
+  size_t n = strlen(op);
+  return !strncmp(cf, op, n) && (cf[n] == '\0' || cf[n] == '#');
+}
+
+/* Whether --operator NAME has a column family: 0 when it has, RS_ENOENT
+ * when the config names it but it has no state yet, or an exit status
+ * (after the message). */
+static int find_operator(const sargs_t *a, const rs_store_t *s) {
+  if (!is_reserved_cf(a->op))
+    for (int i = 0; i < rs_store_cf_count(s); i++)
+      if (op_owns_cf(a->op, rs_store_cf_name(s, i)))
+        return 0;
   if (config_has_operator(a->cfg, a->op))
     return RS_ENOENT;
   rs_buf_t b = {0};
@@ -740,9 +752,8 @@ static int run_inspect(sargs_t *a) {
   int rc = rs_store_open_readonly(dir, &s, err, sizeof err);
   if (rc)
     return fail(a, EXIT_RUNTIME, "%s", err);
-  int cf_only = -1;
   if (a->op) {
-    rc = find_operator(a, s, &cf_only);
+    rc = find_operator(a, s);
     if (rc == RS_ENOENT) {
       printf("# operator %s: no state stored yet in %s\n", a->op, dir);
       rs_store_destroy(s);
@@ -767,7 +778,7 @@ static int run_inspect(sargs_t *a) {
   int n_ops = 0;
   for (int i = 0; !rc && i < rs_store_cf_count(s); i++) {
     if (is_reserved_cf(rs_store_cf_name(s, i)) ||
-        (cf_only >= 0 && i != cf_only))
+        (a->op && !op_owns_cf(a->op, rs_store_cf_name(s, i))))
       continue;
     n_ops++;
     rc = inspect_cf(a, s, i, a->key ? &key : NULL, &c);
@@ -1180,11 +1191,11 @@ static int run_purge(sargs_t *a) {
                 dir);
   if (rc)
     return fail(a, EXIT_RUNTIME, "%s", err);
-  int cf_only = -1;
+  int offsets_only = 0;
   if (a->op) {
-    rc = find_operator(a, s, &cf_only);
+    rc = find_operator(a, s);
     if (rc == RS_ENOENT) {
-      cf_only = -2; /* the operator has no state: only offsets */
+      offsets_only = 1; /* the operator has no state */
       rc = 0;
     }
     if (rc) {
@@ -1196,7 +1207,8 @@ static int run_purge(sargs_t *a) {
   rs_buf_t dropped = {0}, offs_done = {0};
   for (int i = 0; i < rs_store_cf_count(s); i++) {
     const char *name = rs_store_cf_name(s, i);
-    if (is_reserved_cf(name) || (cf_only != -1 && i != cf_only))
+    if (is_reserved_cf(name) || offsets_only ||
+        (a->op && !op_owns_cf(a->op, name)))
       continue;
     rc = rs_store_drop_partition(s, i, a->partition);
     if (rc) {

@@ -1032,3 +1032,67 @@ Test(state_cmd, purge_a_partition) {
   rs_store_destroy(s);
   rs_buf_free(&b);
 }
+
+/* An operator an experiment splits keeps its state in one column family
+ * per variant (NAME#VARIANT); its own (NAME) stays empty. --operator NAME
+ * covers all of them, NAME#VARIANT just that one. */
+Test(state_cmd, operator_split_by_an_experiment) {
+  char p[160];
+  snprintf(p, sizeof p, "%s/ab.yaml", g_tmp);
+  FILE *f = fopen(p, "w");
+  cr_assert_not_null(f);
+  fputs("app: t\n"
+        "kafka: { brokers: embedded }\n"
+        "state: { dir: state }\n"
+        "sources: [ { name: in, topic: in } ]\n"
+        "operators:\n"
+        "  - { name: parse, type: parse, input: in }\n"
+        "  - { name: stats, type: user_stats, input: parse }\n"
+        "  - { name: other, type: user_stats, input: parse }\n"
+        "experiments:\n"
+        "  - name: e\n"
+        "    salt: s\n"
+        "    operators: [stats]\n"
+        "    variants: [ { name: A, weight: 1 }, { name: B, weight: 1 } ]\n"
+        "sinks: [ { name: out, input: stats, topic: out } ]\n",
+        f);
+  fclose(f);
+  static const char *const cfs[] = {"stats", "stats#A", "stats#B", "other"};
+  rs_store_t *s = NULL;
+  cr_assert_eq(rs_store_open(g_state, cfs, 4, NULL, &s, g_err, sizeof g_err),
+               0, "%s", g_err);
+  int a = rs_store_cf(s, "stats#A"), b = rs_store_cf(s, "stats#B"),
+      o = rs_store_cf(s, "other");
+  rs_offset_t off = {.topic = "in", .partition = 0, .next_offset = 9};
+  cr_assert_eq(rs_store_put(s, a, 0, "u0", 2, "a0", 2) ||
+                   rs_store_put(s, a, 1, "u2", 2, "a1", 2) ||
+                   rs_store_put(s, b, 0, "u1", 2, "b0", 2) ||
+                   rs_store_put(s, o, 0, "x", 1, "o0", 2) ||
+                   rs_store_checkpoint(s, NULL, &off, 1),
+               0);
+  rs_store_destroy(s);
+
+  rs_buf_t out = {0};
+  cr_assert_eq(run(&out, "state inspect ab.yaml --operator stats"), 0, "%s",
+               out.data);
+  cr_expect(has_line(&out, "stats#A [0] u0 = \"a0\""), "%s", out.data);
+  cr_expect(has_line(&out, "stats#A [1] u2 = \"a1\""), "%s", out.data);
+  cr_expect(has_line(&out, "stats#B [0] u1 = \"b0\""), "%s", out.data);
+  cr_expect_eq(count_lines(&out, "other "), 0, "%s", out.data);
+  cr_assert_eq(run(&out, "state inspect ab.yaml --operator 'stats#B'"), 0,
+               "%s", out.data);
+  cr_expect(has_line(&out, "stats#B [0] u1 = \"b0\""), "%s", out.data);
+  cr_expect_eq(count_lines(&out, "stats#A "), 0, "%s", out.data);
+
+  cr_assert_eq(run(&out, "state purge ab.yaml --partition 0 --operator stats"),
+               0, "%s", out.data);
+  cr_expect(strstr(out.data, "state dropped:    stats, stats#A, stats#B") !=
+                NULL,
+            "%s", out.data);
+  cr_assert_eq(run(&out, "state inspect ab.yaml"), 0, "%s", out.data);
+  cr_expect_eq(count_lines(&out, "stats#A [0]"), 0, "%s", out.data);
+  cr_expect_eq(count_lines(&out, "stats#B [0]"), 0, "%s", out.data);
+  cr_expect(has_line(&out, "stats#A [1] u2 = \"a1\""), "%s", out.data);
+  cr_expect(has_line(&out, "other [0] x = \"o0\""), "%s", out.data);
+  rs_buf_free(&out);
+}
