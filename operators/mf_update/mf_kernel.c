@@ -35,6 +35,19 @@ int rs_mf_all_finite(const float *v, uint32_t kp) {
   return sum_lanes(acc) == 0.0f;
 }
 
+int rs_mf_all_within(const float *v, uint32_t kp, float bound) {
+  /* A lane counts the components not within the bound; NaN compares
+   * false, so it counts too. */
+  int out[RS_MF_LANES] = {0};
+  for (uint32_t i = 0; i < kp; i += RS_MF_LANES)
+    for (uint32_t j = 0; j < RS_MF_LANES; j++)
+      out[j] |= !(fabsf(v[i + j]) <= bound);
+  int any = 0;
+  for (uint32_t j = 0; j < RS_MF_LANES; j++)
+    any |= out[j];
+  return !any;
+}
+
 static inline float clampf(float x, float lo, float hi) {
   return x < lo ? lo : x > hi ? hi : x;
 }

@@ -81,5 +81,7 @@ void rs_mf_score_all(const float *items, const float *bias, uint32_t n,
 
 /* 1 when every one of the kp floats is finite. */
 int rs_mf_all_finite(const float *v, uint32_t kp);
+/* 1 when every one of the kp floats is within [-bound, bound] (so finite). */
+int rs_mf_all_within(const float *v, uint32_t kp, float bound);
 
 #endif

@@ -81,11 +81,19 @@
  * it the model would rank against popularity. Measured: on `recstream
  * generate` data recall@10 rose from 0.17 to 0.26 at 100k events.
  *
- * NaN/Inf guard: an update whose result is not finite (a rating or weight
- * out of all proportion, a diverging learning rate) is discarded before it
- * reaches state and counted (`nonfinite_updates`); the error term is also
- * clipped to +-error_clip. Stored rows that are not finite (corrupt state)
- * are re-initialised, logged and counted (`nonfinite_state`).
+ * NaN/Inf guard: an update whose result is not finite, or that leaves a
+ * vector component beyond +-ABS_MAX (a weight out of all proportion, a
+ * diverging learning rate), is discarded before it reaches state and
+ * counted (`nonfinite_updates`); the error term is also clipped to
+ * +-error_clip and a step's weight to W_MAX. Stored rows that are not
+ * finite (corrupt state) are re-initialised, logged and counted
+ * (`nonfinite_state`).
+ *
+ * Ratings. explicit: a RATING whose value is outside [rating_min,
+ * rating_max] is dead-lettered (it would move the global mean and the
+ * biases without bound); the running mean counts only ratings whose step
+ * was committed. isgd and bpr (rating_weight: value): a RATING's weight is
+ * its value capped at rating_max.
  */
 #include "mf_update.h"
 
@@ -108,6 +116,14 @@
 #define NO_ITEM UINT32_MAX
 #define NEG_MAX 64
 #define FW_SCALE 1024.0
+/* Bounds of one step (the NaN/Inf guard, in the file comment): no step is
+ * weighted more than W_MAX (the largest event weight that can be set), and
+ * a step that leaves a vector component of the user or of an item it moved
+ * beyond +-ABS_MAX is discarded, so one record cannot move the model
+ * without bound. Learned components stay far below it (|x| of a few
+ * units); it catches what is finite but runaway. */
+#define W_MAX 1000.0
+#define ABS_MAX 1e4f
 
 enum { EMIT_UPDATES = 0, EMIT_NONE = 1 };
 enum { ADAPT_NONE = 0, ADAPT_ADAGRAD = 1 };
@@ -235,7 +251,8 @@ static const rs_option_def_t mf_options[] = {
      1000, NULL, "Weight of a PURCHASE."},
     {RS_OPT_ENUM, "rating_weight", "value", offsetof(mf_ctx_t, rating_weight),
      0, -1, "value|one",
-     "Weight of a RATING in the implicit objectives: its value, or 1. (The "
+     "Weight of a RATING in the implicit objectives: its value, capped at "
+     "rating_max (a rating above the scale counts as rating_max), or 1. (The "
      "explicit objective learns every rating with weight 1.)"},
     {RS_OPT_DURATION, "dwell_reference", "0", offsetof(mf_ctx_t, dwell_ref_ms),
      0, 86400000, NULL,
@@ -257,9 +274,14 @@ static const rs_option_def_t mf_options[] = {
      "Seed of initial vectors and negative sampling (with the user or item "
      "id and the input offset)."},
     {RS_OPT_DOUBLE, "rating_min", "1", offsetof(mf_ctx_t, rating_min), -1e9,
-     1e9, NULL, "explicit: smallest rating; predictions are clipped to it."},
+     1e9, NULL,
+     "explicit: smallest rating; predictions are clipped to it, and a RATING "
+     "below it is dead-lettered."},
     {RS_OPT_DOUBLE, "rating_max", "5", offsetof(mf_ctx_t, rating_max), -1e9,
-     1e9, NULL, "explicit: largest rating; predictions are clipped to it."},
+     1e9, NULL,
+     "explicit: largest rating; predictions are clipped to it, and a RATING "
+     "above it is dead-lettered. isgd and bpr with rating_weight: value: the "
+     "largest weight of a RATING."},
     {RS_OPT_DOUBLE, "error_clip", "10", offsetof(mf_ctx_t, error_clip), 1e-6,
      1e9, NULL,
      "isgd and explicit: the error term of a step is clipped to "
@@ -675,8 +697,10 @@ static int mf_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
       op, "not_learned",
       "accepted events that did not update the model (weight 0, explicit "
       "non-ratings, no negative available, refused items)");
-  c->c_guard = host->counter(op, "nonfinite_updates",
-                             "updates discarded by the NaN/Inf guard");
+  c->c_guard = host->counter(
+      op, "nonfinite_updates",
+      "updates discarded by the NaN/Inf guard (a result not finite, or a "
+      "vector component beyond +-1e4)");
   c->c_bad_state = host->counter(
       op, "nonfinite_state", "stored rows found non-finite and re-initialised");
   c->c_users = host->counter(op, "users_created", "users first seen");
@@ -911,7 +935,20 @@ static const char *check(mf_ctx_t *c, const rs_record_t *rec) {
     return c->reason;
   }
   const rs_interaction_t *ia = interaction_of(rec);
-  return rs_interaction_problem(ia, c->reason, sizeof c->reason);
+  const char *why = rs_interaction_problem(ia, c->reason, sizeof c->reason);
+  if (why)
+    return why;
+  if (c->objective == RS_MF_OBJ_EXPLICIT && ia->event_type == RS_EVENT_RATING &&
+      ia->has_value &&
+      !(ia->value >= c->rating_min && ia->value <= c->rating_max)) {
+    snprintf(c->reason, sizeof c->reason,
+             "RATING value %.10g is outside [rating_min, rating_max] = "
+             "[%.10g, %.10g] of mf_update's explicit objective; fix the "
+             "producer's scale or set rating_min/rating_max to it",
+             ia->value, c->rating_min, c->rating_max);
+    return c->reason;
+  }
+  return NULL;
 }
 
 static double event_weight(const mf_ctx_t *c, const rs_interaction_t *ia) {
@@ -920,7 +957,9 @@ static double event_weight(const mf_ctx_t *c, const rs_interaction_t *ia) {
   if (ia->event_type == RS_EVENT_RATING) {
     if (c->rating_weight == RW_ONE)
       return 1.0;
-    return ia->has_value && ia->value > 0 ? ia->value : 0.0;
+    if (!ia->has_value || !(ia->value > 0))
+      return 0.0;
+    return ia->value < c->rating_max ? ia->value : c->rating_max;
   }
   double w = c->w_type[ia->event_type];
   if (c->dwell_ref_ms > 0 && ia->has_value) {
@@ -1165,15 +1204,16 @@ static int learn(mf_ctx_t *c, const rs_record_t *rec,
         gbneg[m] = h.gsq[5];
       }
       gp += h.gsq[0];
-      ok &= rs_mf_all_finite(qj, kp) && isfinite(bneg[m]);
+      ok &= rs_mf_all_within(qj, kp, ABS_MAX) && isfinite(bneg[m]);
     }
     if (n_neg == 0) {
       memcpy(p, c->pbak, sizeof(float) * kp);
       return 0; /* nothing to rank against yet */
     }
   }
-  ok &= rs_mf_all_finite(p, kp) && rs_mf_all_finite(c->qrow, kp) &&
-        isfinite(bu) && isfinite(bi) && isfinite(*score);
+  ok &= rs_mf_all_within(p, kp, ABS_MAX) &&
+        rs_mf_all_within(c->qrow, kp, ABS_MAX) && isfinite(bu) &&
+        isfinite(bi) && isfinite(*score);
   if (!ok) {
     memcpy(p, c->pbak, sizeof(float) * kp);
     *flags |= RS_MF_F_GUARDED;
@@ -1300,7 +1340,8 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
   int64_t events;
   memcpy(&events, c->ubuf + 8, 8);
   uint32_t flags = item_new ? RS_MF_F_NEW_ITEM : 0;
-  float w = (float)(fw >= 0 ? fw : event_weight(c, ia)), score = 0;
+  double wd = fw >= 0 ? fw : event_weight(c, ia);
+  float w = (float)(wd < W_MAX ? wd : W_MAX), score = 0;
   uint32_t refs[NEG_MAX], n_refs = 0;
   fb_ref_t uref;
   if (unclicked && i != NO_ITEM && fb_ref(rec, &uref) &&
@@ -1318,8 +1359,10 @@ static int mf_one(mf_ctx_t *c, int32_t partition, const rs_record_t *rec) {
   } else {
     c->host->counter_add(c->c_learned, 1);
   }
-  if (c->objective == RS_MF_OBJ_EXPLICIT && ia->event_type == RS_EVENT_RATING &&
-      ia->has_value) {
+  /* Only a committed step counts in the running mean (learn() stepped with
+   * the mean including it); check() refused ratings outside the range. */
+  if (c->objective == RS_MF_OBJ_EXPLICIT && (flags & RS_MF_F_LEARNED) &&
+      ia->event_type == RS_EVENT_RATING && ia->has_value) {
     c->rating_sum += ia->value;
     c->rating_n++;
     c->meta_dirty = 1;

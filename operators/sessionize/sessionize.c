@@ -301,6 +301,7 @@ typedef struct sz_ctx {
   char why[256];
   rs_counter_t *c_late, *c_late_acc, *c_opened, *c_closed, *c_merged, *c_split,
       *c_purged, *c_reloads;
+  int warned_open; /* logged the first record refused by SZ_MAX_OPEN */
   int failed;  /* a batch failed: memory is ahead of the state, unusable */
   int idle_on; /* idle_close set and the host delivers idle batches */
 } sz_ctx_t;
@@ -323,7 +324,10 @@ static const rs_option_def_t sz_options[] = {
      "Required, no default. How long after a session's end + gap, in event "
      "time (watermark), it stays open for late records; a session closes "
      "and its summary is emitted once the watermark is past end + gap + "
-     "grace. Records too late for any open session go to port `late`."},
+     "grace. Records too late for any open session go to port `late`. A "
+     "user holds at most 65,535 open sessions: a record that would open "
+     "another is dead-lettered (reachable only when (gap + grace) / (gap + "
+     "1ms) exceeds that; docs/SESSIONS.md, Limits)."},
     {RS_OPT_DURATION, "max_out_of_orderness", "0s", offsetof(sz_ctx_t, ooo), 0,
      86400000.0, NULL,
      "Watermark lag: a partition's watermark is the largest event time seen "
@@ -1164,7 +1168,8 @@ static int user_store(sz_ctx_t *c, sz_part_t *p, int32_t partition,
   if (c->u.n > SZ_MAX_OPEN) {
     c->host->log(c->op, RS_LOG_ERROR,
                  "partition %" PRId32 " user '%.*s': more than %d open "
-                 "sessions (is grace far longer than the gap?)",
+                 "sessions, which the record paths refuse before they get "
+                 "here (a bug: please report it)",
                  partition, (int)(e->user_len > 64 ? 64 : e->user_len), e->user,
                  SZ_MAX_OPEN);
     return RS_ERANGE;
@@ -1620,6 +1625,51 @@ static unsigned char *put_event(unsigned char *o, const rs_interaction_t *ia) {
   return o + SZ_EVENT_HDR + ia->item_len;
 }
 
+/* ia would open one more session for a user who has SZ_MAX_OPEN open (the
+ * count is 16 bits in the entry): it is dead-lettered before anything of
+ * it is applied, and the operator goes on. A record applied on arrival or
+ * late is c->cur itself; one that waited for the watermark goes with its
+ * user as key and the source position of the record that released it (as
+ * the outputs the watermark causes do: a replay cut into other batches
+ * sends the same), its original bytes no longer being held. */
+static int refuse_open(sz_ctx_t *c, const rs_interaction_t *ia) {
+  const rs_record_t *cur = c->cur;
+  int waited = cur->payload != ia;
+  rs_record_t r = *cur;
+  if (waited)
+    r = (rs_record_t){.kind = RS_KIND_INTERACTION,
+                      .key = ia->user,
+                      .key_len = ia->user_len,
+                      .payload = ia,
+                      .timestamp_ms = ia->timestamp_ms,
+                      .src_partition = cur->src_partition,
+                      .src_offset = cur->src_offset};
+  char why[640];
+  int ul = (int)(ia->user_len > 64 ? 64 : ia->user_len),
+      il = (int)(ia->item_len > 64 ? 64 : ia->item_len);
+  snprintf(why, sizeof why,
+           "user '%.*s' has %d open sessions, the most sessionize keeps per "
+           "user; this record (event time %" PRId64 ") would open one more. "
+           "Each event more than gap after the user's previous one opens a "
+           "session that stays open gap + grace after it (gap %" PRId64
+           " ms, grace %" PRId64 " ms, max_out_of_orderness %" PRId64
+           " ms): a bot or a broken clock; filter the user, or raise gap or "
+           "lower grace%s%.*s%s",
+           ul, ia->user, SZ_MAX_OPEN, ia->timestamp_ms, c->gap, c->grace,
+           c->ooo,
+           waited ? ". The record waited for the watermark: sent with the "
+                    "source offset of the record that released it; item '"
+                  : "",
+           waited ? il : 0, waited ? ia->item : "", waited ? "'" : "");
+  if (!c->warned_open) {
+    c->warned_open = 1;
+    c->host->log(c->op, RS_LOG_WARN,
+                 "dead-lettered (and later ones like it silently): %s", why);
+  }
+  int rc = c->host->dead_letter(c->op, &r, why);
+  return rc < 0 ? rc : 0;
+}
+
 /* The common cases of apply_in_bounds, on the encoded entry (the bytes
  * user_encode would write, without decoding and encoding the rest): ia
  * extends the user's latest session at its end (t >= end, within the gap
@@ -1666,8 +1716,10 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
     if (t <= sat_add(end, c->gap)) {
       if (c->max_duration && t > sat_add(start, c->max_duration)) {
         /* Split: a new session below, this one marked. */
-        if (count + 1 > SZ_MAX_OPEN)
-          return 0;
+        if (count + 1 > SZ_MAX_OPEN) {
+          *done = 1;
+          return refuse_open(c, ia);
+        }
         if ((rc = uent_dirty(c, p, e)))
           return rc;
         e->val[last + 117] |= 1;
@@ -1700,7 +1752,8 @@ static int fast_in_bounds(sz_ctx_t *c, sz_part_t *p, sz_uent_t *e,
                           diff(t, last_ts), 0);
       }
     } else if (count + 1 > SZ_MAX_OPEN) {
-      return 0;
+      *done = 1;
+      return refuse_open(c, ia);
     }
   }
   /* A new session, after every open one (their starts are <= t). */
@@ -1759,6 +1812,8 @@ static int apply_in_bounds(sz_ctx_t *c, sz_part_t *p, int32_t partition,
       (!c->max_duration || t <= sat_add(s->start, c->max_duration))) {
     rc = sess_add(c, s, ia, &since_prev);
   } else {
+    if (c->u.n >= SZ_MAX_OPEN) /* c->u is dropped: nothing was changed */
+      return refuse_open(c, ia);
     if (s && t >= s->end && t <= sat_add(s->end, c->gap)) {
       s->split = 1;
       c->host->counter_add(c->c_split, 1);
@@ -1829,6 +1884,8 @@ static int apply_late(sz_ctx_t *c, sz_part_t *p, int32_t partition,
       rs_record_t r = *rec;
       return emit(c, PORT_LATE, &r);
     }
+    if (u->n >= SZ_MAX_OPEN) /* nothing merged on this path: c->u dropped */
+      return refuse_open(c, ia);
     if ((rc = sess_new(c, p, e, ia, &s)))
       return rc;
   }

@@ -734,3 +734,108 @@ Test(mf_update, weight_unclicked_needs_bpr) {
   cr_assert_null(rs_harness_new(&rs_op_mf_update, o2, err, sizeof err));
   cr_assert(strstr(err, "weight_unclicked"), "%s", err);
 }
+
+/* explicit: a RATING outside [rating_min, rating_max] is dead-lettered
+ * with the reason and touches nothing: the other users' outputs, the
+ * running mean included, are those of a run without it, also after a
+ * restart. (Before: 1e15 went into the global mean, which pinned every
+ * later prediction at rating_max.) */
+static void explicit_run(int bad, rs_harness_t **hp) {
+  const char *opts[] = {"objective", "explicit", "k", "8", NULL};
+  rs_harness_t *h = make(opts);
+  int64_t off = 0;
+  push1(h, "alice", "i1", RS_EVENT_RATING, 1, 4, 1000, off++);
+  push1(h, "bob", "i2", RS_EVENT_RATING, 1, 3, 1001, off++);
+  if (bad) {
+    push1(h, "mallory", "i1", RS_EVENT_RATING, 1, 1e15, 1002, off);
+    push1(h, "mallory", "i2", RS_EVENT_RATING, 1, 5.0001, 1002, off + 1);
+    push1(h, "mallory", "i3", RS_EVENT_RATING, 1, 0.5, 1002, off + 2);
+  }
+  off += 3;
+  for (int i = 0; i < 60; i++)
+    push1(h, i % 2 ? "alice" : "bob", i % 3 ? "i1" : "i2", RS_EVENT_RATING, 1,
+          1 + (i * 7) % 5, 1003 + i, off++);
+  cr_assert_eq(rs_harness_checkpoint(h), 0, "%s", rs_harness_errmsg(h));
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  push1(h, "alice", "i2", RS_EVENT_RATING, 1, 4, 5000, off++);
+  push1(h, "bob", "i1", RS_EVENT_RATING, 1, 5, 5001, off++);
+  *hp = h;
+}
+
+Test(mf_update, explicit_ratings_outside_the_range_are_dead_lettered) {
+  rs_harness_t *a, *b;
+  explicit_run(1, &a);
+  explicit_run(0, &b);
+  cr_assert_eq(rs_harness_dead_count(a), 3);
+  const char *e0 = rs_harness_dead(a, 0)->error;
+  cr_assert(strstr(e0, "RATING value 1e+15 is outside [rating_min, "
+                       "rating_max] = [1, 5]"),
+            "%s", e0);
+  cr_assert(strstr(rs_harness_dead(a, 1)->error, "5.0001"), "%s",
+            rs_harness_dead(a, 1)->error);
+  cr_assert(strstr(rs_harness_dead(a, 2)->error, "0.5"), "%s",
+            rs_harness_dead(a, 2)->error);
+  cr_assert_eq(rs_harness_dead_count(b), 0);
+  size_t n = rs_harness_emitted_count(b, 0);
+  cr_assert_eq(rs_harness_emitted_count(a, 0), n);
+  for (size_t i = 0; i < n; i++) {
+    const rs_mf_update_t *x = out(a, i), *y = out(b, i);
+    cr_assert_eq(x->score, y->score, "output %zu: prediction %g, without %g", i,
+                 x->score, y->score);
+    cr_assert_eq(x->user_bias, y->user_bias);
+    cr_assert_eq(x->model_version, y->model_version);
+    cr_assert(x->flags & RS_MF_F_LEARNED);
+  }
+  /* The last predictions are not pinned at rating_max. */
+  cr_assert_lt(out(a, n - 1)->score, 5.0f);
+  rs_harness_destroy(a);
+  rs_harness_destroy(b);
+}
+
+/* isgd and bpr: a RATING's weight is its value capped at rating_max, so a
+ * rating of 1e15 is learned exactly as one of rating_max (5): every later
+ * output is bit for bit that run's, finite and of ordinary size. (Before:
+ * its weight of 1e15 made the item's vector huge, and the next updates of
+ * other users non-finite or scores of -6e34.) */
+static void implicit_run(const char *objective, double rating,
+                         rs_harness_t **hp) {
+  const char *opts[] = {"objective", objective, "k", "8", NULL};
+  rs_harness_t *h = make(opts);
+  const char *items[] = {"a", "b", "c", "d", "e"};
+  int64_t off = 0;
+  for (int i = 0; i < 40; i++)
+    push1(h, i % 2 ? "u1" : "u2", items[i % 5], RS_EVENT_VIEW, 0, 0, 1000 + i,
+          off++);
+  push1(h, "mallory", "a", RS_EVENT_RATING, 1, rating, 2000, off++);
+  for (int i = 0; i < 100; i++)
+    push1(h, i % 3 ? "u1" : "u3", items[i % 5], RS_EVENT_VIEW, 0, 0, 3000 + i,
+          off++);
+  *hp = h;
+}
+
+Test(mf_update, implicit_rating_weight_is_capped_at_rating_max) {
+  const char *objectives[] = {"isgd", "bpr"};
+  for (int o = 0; o < 2; o++) {
+    rs_harness_t *a, *b;
+    implicit_run(objectives[o], 1e15, &a);
+    implicit_run(objectives[o], 5, &b);
+    size_t n = rs_harness_emitted_count(b, 0);
+    cr_assert_eq(rs_harness_emitted_count(a, 0), n);
+    cr_assert_float_eq(out(a, 40)->weight, 5.0f, 0, "%s", objectives[o]);
+    cr_assert_eq(rs_harness_counter(a, "nonfinite_updates"), 0);
+    for (size_t i = 0; i < n; i++) {
+      const rs_mf_update_t *x = out(a, i), *y = out(b, i);
+      cr_assert(isfinite(x->score) && fabsf(x->score) < 100, "%s %zu: %g",
+                objectives[o], i, x->score);
+      cr_assert_eq(x->flags, y->flags, "%s %zu", objectives[o], i);
+      cr_assert_eq(x->score, y->score, "%s %zu: %g, with rating 5: %g",
+                   objectives[o], i, x->score, y->score);
+      for (uint32_t j = 0; j < x->dim; j++)
+        cr_assert(isfinite(x->user_vector[j]) &&
+                      x->user_vector[j] == y->user_vector[j],
+                  "%s %zu", objectives[o], i);
+    }
+    rs_harness_destroy(a);
+    rs_harness_destroy(b);
+  }
+}

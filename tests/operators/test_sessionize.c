@@ -1535,3 +1535,128 @@ Test(sessionize, agenda_orders_closes_across_jumps_and_a_restart) {
   rs_harness_destroy(a);
   rs_harness_destroy(b);
 }
+
+/* ------------------------------------------- open sessions per user */
+
+/* What open_limit_case collected: alice's enriched events and the dead
+ * letters (the harness's lists are walked per access, so they are taken
+ * and cleared after each push). */
+typedef struct taken {
+  char *alice;
+  size_t len;
+  size_t n_dead;
+  int64_t dead_off[8];
+  char dead_err[8][1024];
+} taken_t;
+
+static void take(rs_harness_t *h, taken_t *tk) {
+  char *all = dump(h, OUT, 0, 0);
+  for (const char *l = all; *l;) {
+    const char *nl = strchr(l, '\n');
+    size_t ll = nl ? (size_t)(nl - l) + 1 : strlen(l);
+    if (!strncmp(l, "alice ", 6)) {
+      tk->alice = realloc(tk->alice, tk->len + ll + 1);
+      memcpy(tk->alice + tk->len, l, ll);
+      tk->len += ll;
+      tk->alice[tk->len] = '\0';
+    }
+    l += ll;
+  }
+  free(all);
+  for (size_t i = 0; i < rs_harness_dead_count(h); i++, tk->n_dead++) {
+    cr_assert_lt(tk->n_dead, 8);
+    const rs_harness_dead_t *d = rs_harness_dead(h, i);
+    tk->dead_off[tk->n_dead] = d->src_offset;
+    snprintf(tk->dead_err[tk->n_dead], sizeof tk->dead_err[0], "%s", d->error);
+  }
+  rs_harness_clear(h);
+}
+
+static void push_take(rs_harness_t *h, ev_t *evs, size_t n, taken_t *tk) {
+  int rc = push_n(h, 0, evs, n, n);
+  cr_assert_eq(rc, 0, "push: %s (%d)", rs_harness_errmsg(h), rc);
+  take(h, tk);
+}
+
+/* gap 0 and grace 1d: each event of the bot, 2 ms after the last, opens a
+ * session that stays open, until it has 65,535 (the most a user entry
+ * holds). The record that would open the 65,536th, and any later one that
+ * would open another, on arrival or late, is dead-lettered; the batch
+ * goes on, other users' records flow as if the bot were not there, a
+ * record joining one of the bot's sessions is still applied, and
+ * checkpoint and restart work. */
+static void open_limit_case(int bot, taken_t *tk) {
+  enum { LIMIT = 65535, B = 256 };
+  const char *opts[] = {"gap", "0ms", "grace", "1d", NULL};
+  rs_harness_t *h = make(opts);
+  static ev_t evs[B];
+  int64_t off = 0, t = 0, n_alice = 0;
+  size_t n = 0;
+  memset(tk, 0, sizeof(*tk));
+  /* LIMIT + 1 bot records (one per 2 ms), alice's every 5,000th ms. */
+  for (int64_t i = 0; i <= LIMIT; i++, t += 2) {
+    if (t % 5000 == 0) {
+      ev_set(&evs[n++], "alice", "a", RS_EVENT_VIEW, t, off++);
+      n_alice++;
+    }
+    if (bot)
+      ev_set(&evs[n++], "bot", "x", RS_EVENT_VIEW, t, off++);
+    else
+      off++;
+    if (n >= B - 2 || i == LIMIT) {
+      push_take(h, evs, n, tk);
+      n = 0;
+    }
+  }
+  int64_t last = t - 2; /* the refused record's time */
+  if (bot) {
+    cr_assert_eq(tk->n_dead, 1);
+    cr_assert_eq(tk->dead_off[0], off - 1);
+    cr_assert(strstr(tk->dead_err[0], "user 'bot' has 65535 open sessions") &&
+                  strstr(tk->dead_err[0], "gap 0 ms, grace 86400000 ms"),
+              "%s", tk->dead_err[0]);
+    cr_assert_eq(rs_harness_counter(h, "sessions_opened"), LIMIT + n_alice);
+    const unsigned char *v;
+    size_t vn;
+    cr_assert_eq(user_state(h, 0, "bot", &v, &vn), 0);
+    cr_assert_eq((size_t)v[2] | (size_t)v[3] << 8, LIMIT);
+    /* Joining the latest open session (gap 0 is inclusive) still works;
+     * a late record between two sessions would open one: refused. */
+    ev_set(&evs[0], "bot", "x", RS_EVENT_VIEW, last - 2, off++);
+    ev_set(&evs[1], "bot", "x", RS_EVENT_VIEW, last - 3, off++);
+    ev_set(&evs[2], "alice", "a", RS_EVENT_VIEW, last, off++);
+    push_take(h, evs, 3, tk);
+    cr_assert_eq(tk->n_dead, 2);
+    cr_assert_eq(tk->dead_off[1], off - 2);
+    cr_assert_eq(rs_harness_counter(h, "late_accepted"), 1);
+    cr_assert_eq(rs_harness_counter(h, "late_records"), 0);
+  } else {
+    off += 2;
+    ev_set(&evs[0], "alice", "a", RS_EVENT_VIEW, last, off++);
+    push_take(h, evs, 1, tk);
+  }
+  cr_assert_eq(rs_harness_checkpoint(h), 0, "%s", rs_harness_errmsg(h));
+  cr_assert_eq(rs_harness_restart(h, 0), 0, "%s", rs_harness_errmsg(h));
+  /* After the restart (the bot's entry read back from the state). */
+  n = 0;
+  if (bot)
+    ev_set(&evs[n++], "bot", "x", RS_EVENT_VIEW, last + 2, off);
+  off++;
+  ev_set(&evs[n++], "alice", "a", RS_EVENT_VIEW, last + 2, off++);
+  ev_set(&evs[n++], "alice", "b", RS_EVENT_VIEW, last + 2, off++);
+  push_take(h, evs, n, tk);
+  cr_assert_eq(tk->n_dead, bot ? 3 : 0);
+  cr_assert_eq(rs_harness_checkpoint(h), 0, "%s", rs_harness_errmsg(h));
+  rs_harness_destroy(h);
+}
+
+Test(sessionize, a_user_beyond_the_open_session_limit_is_dead_lettered) {
+  static taken_t with, without;
+  open_limit_case(1, &with);
+  open_limit_case(0, &without);
+  cr_assert_gt(without.len, 0);
+  cr_assert_str_eq(with.alice, without.alice,
+                   "alice's events differ with the bot");
+  free(with.alice);
+  free(without.alice);
+}
