@@ -1664,7 +1664,7 @@ static int refuse_open(sz_ctx_t *c, const rs_interaction_t *ia) {
   if (!c->warned_open) {
     c->warned_open = 1;
     c->host->log(c->op, RS_LOG_WARN,
-                 "dead-lettered (and later ones like it silently): %s", why);
+                 "dead-lettered (logged for the first such record only; each goes to the dead-letter path with this reason): %s", why);
   }
   int rc = c->host->dead_letter(c->op, &r, why);
   return rc < 0 ? rc : 0;
