@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "graph.h"
+#include "kafka.h"
 #include "registry.h"
 
 /* Loads yaml as "bad.yaml", builds the graph; returns rc, message in err. */
@@ -613,6 +614,43 @@ static const bad_case_t bad_cases[] = {
      NULL,
      "bad.yaml:6:7: merge keys ('<<') are not supported: write the keys out "
      "in each mapping (anchors and aliases of whole values work)"},
+    /* kafka.properties may not restate what a config key says (the client
+     * would follow the property, the engine's checks and logs the key), nor
+     * turn off what the engine relies on. */
+    {"kafka_property_group_id",
+     "kafka:\n  group_id: g\n  properties:\n    group.id: other\n" HEAD PARSE
+         TAIL,
+     NULL,
+     "bad.yaml:4:15: kafka.properties.group.id: set kafka.group_id instead; "
+     "recstream sets group.id from that key, and its checks and logs go by "
+     "the key"},
+    {"kafka_property_bootstrap_set", HEAD PARSE TAIL,
+     "kafka.properties.bootstrap.servers=h:9092",
+     "bad.yaml: --set 'kafka.properties.bootstrap.servers=h:9092': "
+     "kafka.properties.bootstrap.servers: set kafka.brokers instead; "
+     "recstream sets bootstrap.servers from that key, and its checks and logs "
+     "go by the key"},
+    {"kafka_property_broker_list_alias",
+     "kafka: { properties: { metadata.broker.list: \"h:9092\" } }\n" HEAD PARSE
+         TAIL,
+     NULL,
+     "bad.yaml:1:46: kafka.properties.metadata.broker.list: set kafka.brokers "
+     "instead; recstream sets bootstrap.servers (which metadata.broker.list "
+     "is another name for) from that key, and its checks and logs go by the "
+     "key"},
+    {"kafka_property_auto_offset_reset",
+     "kafka: { properties: { auto.offset.reset: latest } }\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:1:43: kafka.properties.auto.offset.reset: set "
+     "kafka.auto_offset_reset instead; recstream sets auto.offset.reset from "
+     "that key, and its checks and logs go by the key"},
+    {"kafka_property_partition_eof_off", HEAD PARSE TAIL,
+     "kafka.properties.enable.partition.eof=false",
+     "bad.yaml: --set 'kafka.properties.enable.partition.eof=false': "
+     "kafka.properties.enable.partition.eof: recstream needs "
+     "enable.partition.eof=true to know where each partition ends "
+     "(--exit-at-end, processing.order deterministic, exactly_once's "
+     "start-up scan); remove the property"},
 };
 
 /* Tags that say only what the value already is pass. */
@@ -778,5 +816,44 @@ Test(config, loopback_source_reads_its_own_sink) {
                0, "%s", err);
   cr_assert_eq(cfg->sources[0].loopback, 0);
   cr_assert_eq(cfg->sources[1].loopback, 1);
+  rs_config_destroy(cfg);
+}
+
+/* The properties the engine sets from config keys or relies on come from
+ * those keys in the client configuration; others (client.id here) are the
+ * user's. */
+Test(config, client_config_follows_the_keys) {
+  const char *y = "kafka:\n  group_id: g1\n  auto_offset_reset: latest\n"
+                  "  properties: { client.id: mine, enable.partition.eof: "
+                  "true }\n" HEAD PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  char err[1024];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  rd_kafka_conf_t *conf = NULL;
+  cr_assert_eq(
+      rs_kafka_conf_new(cfg, "h:1", RS_CLIENT_CONSUMER, &conf, err, sizeof err),
+      0, "%s", err);
+  const char *want[][2] = {{"bootstrap.servers", "h:1"},
+                           {"group.id", "g1"},
+                           {"enable.partition.eof", "true"},
+                           {"client.id", "mine"}};
+  char v[256];
+  size_t n;
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    n = sizeof v;
+    cr_assert_eq(rd_kafka_conf_get(conf, want[i][0], v, &n), RD_KAFKA_CONF_OK,
+                 "%s", want[i][0]);
+    cr_expect_str_eq(v, want[i][1], "%s", want[i][0]);
+  }
+  /* A topic-level property: in the default topic configuration. */
+  rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(conf);
+  n = sizeof v;
+  cr_assert_not_null(tc);
+  cr_assert_eq(rd_kafka_topic_conf_get(tc, "auto.offset.reset", v, &n),
+               RD_KAFKA_CONF_OK);
+  cr_expect_str_eq(v, "largest"); /* librdkafka's name for latest */
+  rd_kafka_conf_destroy(conf);
   rs_config_destroy(cfg);
 }
