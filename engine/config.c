@@ -74,7 +74,10 @@ static void ynode_free(rs_ynode_t *n) {
   rs_free(n);
 }
 
-/* Expands ${VAR} and ${VAR:-default}; "$${" stands for a literal "${". */
+/* Expands ${VAR} and ${VAR:-default}; "$${" stands for a literal "${". A
+ * reference ends at the first '}', so a default is literal text without
+ * '}'; one holding "${" (a nested reference, which would otherwise come out
+ * as its text) is refused. A '}' outside a reference is ordinary text. */
 static int expand_env(cctx_t *c, const char *in, int line, int col,
                       char **out) {
   rs_buf_t b = {0};
@@ -113,6 +116,15 @@ static int expand_env(cctx_t *c, const char *in, int line, int col,
                     "or '_')",
                     in);
       }
+      for (const char *q = dflt; q && q + 1 < end; q++)
+        if (q[0] == '$' && q[1] == '{') {
+          rs_buf_free(&b);
+          return cerr(c, line, col,
+                      "'${' inside the default of ${%.*s:-...} in \"%s\": "
+                      "defaults do not nest (a default is literal text up "
+                      "to the first '}'); write the default out",
+                      (int)name_len, name, in);
+        }
       char vname[256];
       if (name_len >= sizeof(vname)) {
         rs_buf_free(&b);

@@ -651,6 +651,16 @@ static const bad_case_t bad_cases[] = {
      "enable.partition.eof=true to know where each partition ends "
      "(--exit-at-end, processing.order deterministic, exactly_once's "
      "start-up scan); remove the property"},
+    /* A default is literal text: a nested reference would come out as its
+     * text. */
+    {"env_nested_default",
+     "kafka: { brokers: \"${RS_SURELY_UNSET_VAR:-${RS_OTHER:-h:1}}\" }\n" HEAD
+         PARSE TAIL,
+     NULL,
+     "bad.yaml:1:19: '${' inside the default of ${RS_SURELY_UNSET_VAR:-...} "
+     "in \"${RS_SURELY_UNSET_VAR:-${RS_OTHER:-h:1}}\": defaults do not nest "
+     "(a default is literal text up to the first '}'); write the default "
+     "out"},
 };
 
 /* Tags that say only what the value already is pass. */
@@ -816,6 +826,21 @@ Test(config, loopback_source_reads_its_own_sink) {
                0, "%s", err);
   cr_assert_eq(cfg->sources[0].loopback, 0);
   cr_assert_eq(cfg->sources[1].loopback, 1);
+  rs_config_destroy(cfg);
+}
+
+/* A reference ends at the first '}'; a '}' after it is ordinary text
+ * (docs/CONFIG.md). */
+Test(config, env_brace_after_a_reference_is_text) {
+  unsetenv("RS_SURELY_UNSET_VAR");
+  const char *y =
+      "kafka: { group_id: \"${RS_SURELY_UNSET_VAR:-g}}\" }\n" HEAD PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  char err[1024];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->kafka.group_id, "g}");
   rs_config_destroy(cfg);
 }
 
