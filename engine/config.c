@@ -573,6 +573,29 @@ static int valid_name(const char *s) {
   return 1;
 }
 
+int rs_topic_name_ok(const char *name) {
+  size_t n = strlen(name);
+  return n >= 1 && n <= 249 && strcmp(name, ".") && strcmp(name, "..") &&
+         strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                      "0123456789._-") == n;
+}
+
+/* A topic the config names (key of item) must be one Kafka accepts: a
+ * broker would refuse it only when the pipeline first writes or reads it. */
+static int check_topic(cctx_t *c, const rs_ynode_t *item, const char *label,
+                       const char *key, const char *topic) {
+  if (rs_topic_name_ok(topic))
+    return 0;
+  rs_ypair_t *p = rs_ymap_find(item, key);
+  rs_ypair_t *named = p ? NULL : rs_ymap_find(item, "name");
+  const rs_ynode_t *at = p ? p->value : named ? named->value : item;
+  return cerr(c, at->line, at->col,
+              "%s.%s: '%.300s' is not a valid Kafka topic name (1 to 249 "
+              "letters, digits, '.', '_' or '-'; not '.' or '..')%s",
+              label, key, topic,
+              named ? " (a source's topic defaults to its name)" : "");
+}
+
 static int name_entry(cctx_t *c, const rs_ynode_t *item, const char *section,
                       size_t idx, char **name, char *label, size_t label_size) {
   snprintf(label, label_size, "%s[%zu]", section, idx);
@@ -842,6 +865,10 @@ static int read_sources(cctx_t *c, const rs_ynode_t *root) {
         (rc = check_unknown(c, s->items[i], label,
                             "name, topic, partitions, loopback")))
       return rc;
+    /* A pattern ('^...') is refused with its own message (graph.c). */
+    if (src->topic[0] != '^' &&
+        (rc = check_topic(c, s->items[i], label, "topic", src->topic)))
+      return rc;
     src->partitions = (int)parts;
   }
   return 0;
@@ -865,7 +892,10 @@ static int read_operators(cctx_t *c, const rs_ynode_t *root) {
                          sizeof label)) ||
         (rc = get_str(c, item, label, "type", NULL, 1, &op->type)) ||
         (rc = get_str(c, item, label, "dead_letter_topic", NULL, 0,
-                      &op->dead_letter_topic)))
+                      &op->dead_letter_topic)) ||
+        (op->dead_letter_topic &&
+         (rc = check_topic(c, item, label, "dead_letter_topic",
+                           op->dead_letter_topic))))
       return rc;
     rs_ypair_t *in = rs_ymap_find(item, "input");
     rs_ypair_t *ins = rs_ymap_find(item, "inputs");
@@ -938,7 +968,8 @@ static int read_sinks(cctx_t *c, const rs_ynode_t *root) {
                       &parts)) ||
         (rc = check_unknown(c, s->items[i], label,
                             "name, input, topic, format, schema_id, "
-                            "partitions")))
+                            "partitions")) ||
+        (rc = check_topic(c, s->items[i], label, "topic", sk->topic)))
       return rc;
     sk->schema_id = (int32_t)id;
     sk->partitions = (int)parts;

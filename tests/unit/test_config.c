@@ -661,6 +661,30 @@ static const bad_case_t bad_cases[] = {
      "in \"${RS_SURELY_UNSET_VAR:-${RS_OTHER:-h:1}}\": defaults do not nest "
      "(a default is literal text up to the first '}'); write the default "
      "out"},
+    /* Topic names Kafka would refuse only when the pipeline first uses
+     * them. */
+    {"bad_sink_topic",
+     HEAD PARSE "sinks:\n  - { name: out, input: parse, topic: \"bad "
+                "topic/x\" }\n",
+     NULL,
+     "bad.yaml:7:39: sinks 'out'.topic: 'bad topic/x' is not a valid Kafka "
+     "topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or "
+     "'..')"},
+    {"bad_source_topic",
+     "app: t\nsources:\n  - { name: in, topic: \"in:1\" }\n" PARSE TAIL, NULL,
+     "bad.yaml:3:24: sources 'in'.topic: 'in:1' is not a valid Kafka topic "
+     "name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or '..')"},
+    {"dot_dead_letter_topic",
+     HEAD "operators:\n  - { name: parse, type: parse, input: in, "
+          "dead_letter_topic: \"..\" }\n" TAIL,
+     NULL,
+     "bad.yaml:5:63: operators 'parse'.dead_letter_topic: '..' is not a valid "
+     "Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' "
+     "or '..')"},
+    {"bad_topic_set", HEAD PARSE TAIL, "sinks.out.topic=a/b",
+     "bad.yaml: --set 'sinks.out.topic=a/b': sinks 'out'.topic: 'a/b' is not "
+     "a valid Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; "
+     "not '.' or '..')"},
 };
 
 /* Tags that say only what the value already is pass. */
@@ -842,6 +866,39 @@ Test(config, env_brace_after_a_reference_is_text) {
                0, "%s", err);
   cr_assert_str_eq(cfg->kafka.group_id, "g}");
   rs_config_destroy(cfg);
+}
+
+Test(config, topic_names_follow_kafkas_rule) {
+  char longest[251];
+  memset(longest, 'a', 249);
+  longest[249] = '\0';
+  cr_assert(rs_topic_name_ok(longest));
+  longest[249] = 'a';
+  longest[250] = '\0';
+  cr_assert_not(rs_topic_name_ok(longest));
+  const char *good[] = {"a", "in.dlq", "A_b-9", "...", ".a"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+    cr_expect(rs_topic_name_ok(good[i]), "'%s'", good[i]);
+  const char *bad[] = {"", ".", "..", "a b", "a/b", "a:b", "t\xc3\xa9", "^a"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    cr_expect_not(rs_topic_name_ok(bad[i]), "'%s'", bad[i]);
+}
+
+/* A source's topic defaults to its name, which may be longer than Kafka
+ * allows: the message says where the topic came from. */
+Test(config, defaulted_source_topic_is_checked_too) {
+  char y[1024], name[260];
+  memset(name, 'n', 250);
+  name[250] = '\0';
+  snprintf(y, sizeof y, "app: t\nsources:\n  - { name: %s }\n" PARSE TAIL,
+           name);
+  char err[2048];
+  cr_assert_neq(load(y, NULL, 0, err, sizeof err), 0);
+  cr_assert(strstr(err, "bad.yaml:3:13: sources '") == err, "%s", err);
+  cr_assert(strstr(err, "is not a valid Kafka topic name (1 to 249 letters, "
+                        "digits, '.', '_' or '-'; not '.' or '..') (a "
+                        "source's topic defaults to its name)"),
+            "%s", err);
 }
 
 /* The properties the engine sets from config keys or relies on come from
