@@ -651,6 +651,33 @@ static const bad_case_t bad_cases[] = {
      "enable.partition.eof=true to know where each partition ends "
      "(--exit-at-end, processing.order deterministic, exactly_once's "
      "start-up scan); remove the property"},
+    /* A YAML null is no value: not the text "~" or "null". */
+    {"null_source_topic",
+     "app: t\nsources:\n  - { name: in, topic: ~ }\n" PARSE TAIL, NULL,
+     "bad.yaml:3:24: sources 'in'.topic: '~' is YAML's null, not a value; "
+     "omit the key to get its default, or quote it (\"~\") for the text"},
+    {"null_state_dir", "state:\n  dir: null\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:2:8: state.dir: 'null' is YAML's null, not a value; omit the "
+     "key to get its default, or quote it (\"null\") for the text"},
+    {"null_group_id", "kafka: { group_id: NULL }\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:20: kafka.group_id: 'NULL' is YAML's null, not a value; "
+     "omit the key to get its default, or quote it (\"NULL\") for the text"},
+    {"null_sink_topic",
+     HEAD PARSE "sinks:\n  - { name: out, input: parse, topic: Null }\n", NULL,
+     "bad.yaml:7:39: sinks 'out'.topic: 'Null' is YAML's null, not a value; "
+     "omit the key to get its default, or quote it (\"Null\") for the text"},
+    {"empty_operator_option",
+     HEAD "operators:\n  - name: parse\n    type: parse\n    input: in\n"
+          "    format:\n" TAIL,
+     NULL,
+     "bad.yaml:8:12: operators 'parse'.format: no value (YAML reads an empty "
+     "value as null); write one, or omit the key to get its default"},
+    {"null_list_item",
+     HEAD
+     "operators:\n  - { name: parse, type: parse, inputs: [in, ~] }\n" TAIL,
+     NULL,
+     "bad.yaml:5:46: operators 'parse'.inputs[1]: '~' is YAML's null, not a "
+     "value; remove the item, or quote it (\"~\") for the text"},
     /* A default is literal text: a nested reference would come out as its
      * text. */
     {"env_nested_default",
@@ -850,6 +877,28 @@ Test(config, loopback_source_reads_its_own_sink) {
                0, "%s", err);
   cr_assert_eq(cfg->sources[0].loopback, 0);
   cr_assert_eq(cfg->sources[1].loopback, 1);
+  rs_config_destroy(cfg);
+}
+
+/* Quoted, ~ and null are text; --set values are text as given. */
+Test(config, quoted_nulls_are_text) {
+  const char *y =
+      "kafka: { group_id: \"~\" }\nstate: { dir: 'null' }\n"
+      "app: t\nsources:\n  - { name: in, topic: \"null\" }\n" PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  char err[1024];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->kafka.group_id, "~");
+  cr_assert_str_eq(cfg->state.dir, "null");
+  cr_assert_str_eq(cfg->sources[0].topic, "null");
+  rs_config_destroy(cfg);
+  const char *sets[] = {"kafka.group_id=~"};
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), sets, 1, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->kafka.group_id, "~");
   rs_config_destroy(cfg);
 }
 
