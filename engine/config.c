@@ -29,6 +29,10 @@ typedef struct cctx {
   char *errstr;
   size_t errstr_size;
   size_t n_nodes;
+  /* Where build() is, for messages: "kafka.group_id", "sources 'in'.topic"
+   * (a list entry by its name, as the readers call it), "plugins[0]". */
+  char path[512];
+  size_t path_len;
 } cctx_t;
 
 static int cerr(cctx_t *c, int line, int col, const char *fmt, ...)
@@ -74,7 +78,10 @@ static void ynode_free(rs_ynode_t *n) {
   rs_free(n);
 }
 
-/* Expands ${VAR} and ${VAR:-default}; "$${" stands for a literal "${". */
+/* Expands ${VAR} and ${VAR:-default}; "$${" stands for a literal "${". A
+ * reference ends at the first '}', so a default is literal text without
+ * '}'; one holding "${" (a nested reference, which would otherwise come out
+ * as its text) is refused. A '}' outside a reference is ordinary text. */
 static int expand_env(cctx_t *c, const char *in, int line, int col,
                       char **out) {
   rs_buf_t b = {0};
@@ -113,6 +120,15 @@ static int expand_env(cctx_t *c, const char *in, int line, int col,
                     "or '_')",
                     in);
       }
+      for (const char *q = dflt; q && q + 1 < end; q++)
+        if (q[0] == '$' && q[1] == '{') {
+          rs_buf_free(&b);
+          return cerr(c, line, col,
+                      "'${' inside the default of ${%.*s:-...} in \"%s\": "
+                      "defaults do not nest (a default is literal text up "
+                      "to the first '}'); write the default out",
+                      (int)name_len, name, in);
+        }
       char vname[256];
       if (name_len >= sizeof(vname)) {
         rs_buf_free(&b);
@@ -169,6 +185,77 @@ static int check_tag(cctx_t *c, const yaml_node_t *yn, int line, int col) {
               core_tag ? "!!" : "", core_tag ? tag + sizeof core - 1 : tag);
 }
 
+static int valid_name(const char *s);
+
+/* Appends to c->path; returns the length to give path_pop() after. */
+static size_t path_push(cctx_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static size_t path_push(cctx_t *c, const char *fmt, ...) {
+  size_t len = c->path_len;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(c->path + len, sizeof c->path - len, fmt, ap);
+  va_end(ap);
+  if (n > 0)
+    c->path_len =
+        len + (size_t)n < sizeof c->path ? len + (size_t)n : sizeof c->path - 1;
+  return len;
+}
+
+static void path_pop(cctx_t *c, size_t len) {
+  c->path_len = len;
+  c->path[len] = '\0';
+}
+
+/* A list entry's name, for the path, when it has a plain one. */
+static const char *entry_name(yaml_document_t *doc, const yaml_node_t *yn) {
+  if (yn->type != YAML_MAPPING_NODE)
+    return NULL;
+  for (yaml_node_pair_t *p = yn->data.mapping.pairs.start;
+       p < yn->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(doc, p->value);
+    if (k && v && k->type == YAML_SCALAR_NODE &&
+        !strcmp((const char *)k->data.scalar.value, "name") &&
+        v->type == YAML_SCALAR_NODE &&
+        valid_name((const char *)v->data.scalar.value))
+      return (const char *)v->data.scalar.value;
+  }
+  return NULL;
+}
+
+/* Whether YAML's core schema (1.1 and 1.2 alike) reads the node as null: a
+ * plain scalar ~, null, Null, NULL or nothing at all. Quoted, these are
+ * text. (libyaml's document keeps no trace of a `!!str` tag on a plain
+ * scalar, so `!!str ~` counts as null too: quoting is the way.) */
+static int yaml_null(const yaml_node_t *yn) {
+  if (yn->type != YAML_SCALAR_NODE ||
+      yn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+    return 0;
+  const char *v = (const char *)yn->data.scalar.value;
+  return !*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
+         !strcmp(v, "NULL");
+}
+
+/* A null where a value is expected would otherwise be read as the text
+ * "~" or "null" (a topic "~", a state directory "./null"). */
+static int refuse_null(cctx_t *c, const yaml_node_t *yn, int item) {
+  int line = (int)yn->start_mark.line + 1, col = (int)yn->start_mark.column + 1;
+  const char *v = (const char *)yn->data.scalar.value;
+  const char *fix =
+      item ? "remove the item" : "omit the key to get its default";
+  if (!*v)
+    return cerr(c, line, col,
+                "%s: no value (YAML reads an empty value as null); write "
+                "one, or %s",
+                c->path, fix);
+  return cerr(c, line, col,
+              "%s: '%s' is YAML's null, not a value; %s, or quote it "
+              "(\"%s\") for the text",
+              c->path, v, fix, v);
+}
+
 static int build(cctx_t *c, yaml_document_t *doc, yaml_node_t *yn, int depth,
                  rs_ynode_t **out) {
   int line = (int)yn->start_mark.line + 1, col = (int)yn->start_mark.column + 1;
@@ -217,8 +304,17 @@ static int build(cctx_t *c, yaml_document_t *doc, yaml_node_t *yn, int depth,
     for (size_t i = 0; i < cnt && !rc; i++) {
       yaml_node_t *child =
           yaml_document_get_node(doc, yn->data.sequence.items.start[i]);
-      rc = child ? build(c, doc, child, depth + 1, &n->items[n->n++])
-                 : cerr(c, line, col, "broken sequence");
+      if (!child) {
+        rc = cerr(c, line, col, "broken sequence");
+        break;
+      }
+      const char *name = entry_name(doc, child);
+      size_t mark =
+          name ? path_push(c, " '%s'", name) : path_push(c, "[%zu]", i);
+      rc = yaml_null(child)
+               ? refuse_null(c, child, 1)
+               : build(c, doc, child, depth + 1, &n->items[n->n++]);
+      path_pop(c, mark);
     }
     break;
   }
@@ -274,7 +370,10 @@ static int build(cctx_t *c, yaml_document_t *doc, yaml_node_t *yn, int depth,
         break;
       }
       n->n++;
-      rc = build(c, doc, v, depth + 1, &pair->value);
+      size_t mark = path_push(c, "%s%s", c->path_len ? "." : "", key);
+      rc = yaml_null(v) ? refuse_null(c, v, 0)
+                        : build(c, doc, v, depth + 1, &pair->value);
+      path_pop(c, mark);
     }
     break;
   }
@@ -561,6 +660,29 @@ static int valid_name(const char *s) {
   return 1;
 }
 
+int rs_topic_name_ok(const char *name) {
+  size_t n = strlen(name);
+  return n >= 1 && n <= 249 && strcmp(name, ".") && strcmp(name, "..") &&
+         strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                      "0123456789._-") == n;
+}
+
+/* A topic the config names (key of item) must be one Kafka accepts: a
+ * broker would refuse it only when the pipeline first writes or reads it. */
+static int check_topic(cctx_t *c, const rs_ynode_t *item, const char *label,
+                       const char *key, const char *topic) {
+  if (rs_topic_name_ok(topic))
+    return 0;
+  rs_ypair_t *p = rs_ymap_find(item, key);
+  rs_ypair_t *named = p ? NULL : rs_ymap_find(item, "name");
+  const rs_ynode_t *at = p ? p->value : named ? named->value : item;
+  return cerr(c, at->line, at->col,
+              "%s.%s: '%.300s' is not a valid Kafka topic name (1 to 249 "
+              "letters, digits, '.', '_' or '-'; not '.' or '..')%s",
+              label, key, topic,
+              named ? " (a source's topic defaults to its name)" : "");
+}
+
 static int name_entry(cctx_t *c, const rs_ynode_t *item, const char *section,
                       size_t idx, char **name, char *label, size_t label_size) {
   snprintf(label, label_size, "%s[%zu]", section, idx);
@@ -830,6 +952,10 @@ static int read_sources(cctx_t *c, const rs_ynode_t *root) {
         (rc = check_unknown(c, s->items[i], label,
                             "name, topic, partitions, loopback")))
       return rc;
+    /* A pattern ('^...') is refused with its own message (graph.c). */
+    if (src->topic[0] != '^' &&
+        (rc = check_topic(c, s->items[i], label, "topic", src->topic)))
+      return rc;
     src->partitions = (int)parts;
   }
   return 0;
@@ -853,7 +979,10 @@ static int read_operators(cctx_t *c, const rs_ynode_t *root) {
                          sizeof label)) ||
         (rc = get_str(c, item, label, "type", NULL, 1, &op->type)) ||
         (rc = get_str(c, item, label, "dead_letter_topic", NULL, 0,
-                      &op->dead_letter_topic)))
+                      &op->dead_letter_topic)) ||
+        (op->dead_letter_topic &&
+         (rc = check_topic(c, item, label, "dead_letter_topic",
+                           op->dead_letter_topic))))
       return rc;
     rs_ypair_t *in = rs_ymap_find(item, "input");
     rs_ypair_t *ins = rs_ymap_find(item, "inputs");
@@ -926,7 +1055,8 @@ static int read_sinks(cctx_t *c, const rs_ynode_t *root) {
                       &parts)) ||
         (rc = check_unknown(c, s->items[i], label,
                             "name, input, topic, format, schema_id, "
-                            "partitions")))
+                            "partitions")) ||
+        (rc = check_topic(c, s->items[i], label, "topic", sk->topic)))
       return rc;
     sk->schema_id = (int32_t)id;
     sk->partitions = (int)parts;
@@ -1005,7 +1135,7 @@ int rs_config_load_string(const char *name, const char *yaml, size_t len,
     rs_config_destroy(cfg);
     return RS_ENOMEM;
   }
-  cctx_t c = {cfg, errstr, errstr_size, 0};
+  cctx_t c = {.cfg = cfg, .errstr = errstr, .errstr_size = errstr_size};
   yaml_parser_t parser;
   yaml_document_t doc;
   int rc = 0;

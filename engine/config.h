@@ -135,6 +135,11 @@ int rs_config_load_string(const char *name, const char *yaml, size_t len,
                           rs_config_t **out, char *errstr, size_t errstr_size);
 void rs_config_destroy(rs_config_t *cfg);
 
+/* Whether name is a valid Kafka topic name: 1 to 249 letters, digits, '.',
+ * '_' or '-', and not "." or "..". The config's topics (sources, sinks,
+ * dead_letter_topic) are checked with it at load. */
+int rs_topic_name_ok(const char *name);
+
 /* Helpers for readers of the tree (used by options.c). */
 rs_ypair_t *rs_ymap_find(const rs_ynode_t *map, const char *key);
 /* Formats "file:line:col: " for node into buf. */

@@ -35,39 +35,65 @@ int rs_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value,
   return 0;
 }
 
-/* Settings the engine's delivery guarantees rest on. */
-static const char *const consumer_fixed[][2] = {
-    {"enable.auto.commit", "false"},
-    {"enable.auto.offset.store", "false"},
+/* Settings the engine rests on, with the reason it does. */
+typedef struct fixed {
+  const char *key, *value, *why;
+} fixed_t;
+static const fixed_t consumer_fixed[] = {
+    {"enable.auto.commit", "false", "for its delivery guarantee"},
+    {"enable.auto.offset.store", "false", "for its delivery guarantee"},
+    {"enable.partition.eof", "true",
+     "to know where each partition ends (--exit-at-end, processing.order "
+     "deterministic, exactly_once's start-up scan)"},
 };
-static const char *const producer_fixed[][2] = {
-    {"enable.idempotence", "true"},
+static const fixed_t producer_fixed[] = {
+    {"enable.idempotence", "true", "for its delivery guarantee"},
 };
 
-/* The value the engine's guarantees need for key when value differs from
- * it (either role's fixed settings), else NULL. */
-static const char *fixed_conflict(const char *key, const char *value) {
+/* Properties the engine sets from a key of the config: given again in
+ * kafka.properties they would win in the client while the engine's own
+ * checks and logs go by the key. */
+static const char *const from_key[][3] = {
+    /* property, config key, the property the engine sets */
+    {"bootstrap.servers", "kafka.brokers", "bootstrap.servers"},
+    {"metadata.broker.list", "kafka.brokers", "bootstrap.servers"},
+    {"group.id", "kafka.group_id", "group.id"},
+    {"auto.offset.reset", "kafka.auto_offset_reset", "auto.offset.reset"},
+};
+
+/* Why kafka.properties may not hold key: value (a sentence without the
+ * key), or 0 when the engine has nothing against it. */
+static int engine_refuses(const char *key, const char *value, char *why,
+                          size_t why_size) {
+  for (size_t j = 0; j < RS_ARRAY_SIZE(from_key); j++)
+    if (!strcmp(key, from_key[j][0])) {
+      char name[128] = "";
+      if (strcmp(key, from_key[j][2])) /* an alias */
+        snprintf(name, sizeof name, " (which %s is another name for)", key);
+      snprintf(why, why_size,
+               "set %s instead; recstream sets %s%s from that key, and its "
+               "checks and logs go by the key",
+               from_key[j][1], from_key[j][2], name);
+      return RS_ECONFIG;
+    }
+  const fixed_t *f = NULL;
   for (size_t j = 0; j < RS_ARRAY_SIZE(consumer_fixed); j++)
-    if (!strcmp(key, consumer_fixed[j][0]) &&
-        strcmp(value, consumer_fixed[j][1]))
-      return consumer_fixed[j][1];
+    if (!strcmp(key, consumer_fixed[j].key))
+      f = &consumer_fixed[j];
   for (size_t j = 0; j < RS_ARRAY_SIZE(producer_fixed); j++)
-    if (!strcmp(key, producer_fixed[j][0]) &&
-        strcmp(value, producer_fixed[j][1]))
-      return producer_fixed[j][1];
-  return NULL;
+    if (!strcmp(key, producer_fixed[j].key))
+      f = &producer_fixed[j];
+  if (!f || !strcmp(value, f->value))
+    return 0;
+  snprintf(why, why_size, "recstream needs %s=%s %s; remove the property", key,
+           f->value, f->why);
+  return RS_ECONFIG;
 }
 
 int rs_kafka_check_property(const char *key, const char *value, char *why,
                             size_t why_size) {
-  const char *need = fixed_conflict(key, value);
-  if (need) {
-    snprintf(why, why_size,
-             "recstream needs %s=%s for its delivery guarantee; remove the "
-             "property",
-             key, need);
+  if (engine_refuses(key, value, why, why_size))
     return RS_ECONFIG;
-  }
   /* librdkafka's own check, on a configuration that is thrown away. */
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   int ok =
@@ -90,7 +116,6 @@ int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
     const char *defaults[][2] = {
         {"group.id", cfg->kafka.group_id},
         {"auto.offset.reset", cfg->kafka.auto_offset_reset},
-        {"enable.partition.eof", "true"},
         {"fetch.wait.max.ms", "100"},
         /* Kafka's pre-3.0 default: a restarted or failed instance's
          * partitions move on in 10 s rather than 45 s (heartbeats run on
@@ -117,18 +142,16 @@ int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
       rc = rs_kafka_conf_set(conf, defaults[i][0], defaults[i][1], errstr,
                              errstr_size);
   }
-  const char *const(*fixed)[2] =
+  const fixed_t *fixed =
       role == RS_CLIENT_CONSUMER ? consumer_fixed : producer_fixed;
   size_t n_fixed = role == RS_CLIENT_CONSUMER ? RS_ARRAY_SIZE(consumer_fixed)
                                               : RS_ARRAY_SIZE(producer_fixed);
   for (size_t i = 0; i < cfg->kafka.n_props && !rc; i++) {
     const char *k = cfg->kafka.prop_keys[i], *v = cfg->kafka.prop_values[i];
-    const char *need = fixed_conflict(k, v);
-    if (need) {
+    char why[512];
+    if (engine_refuses(k, v, why, sizeof why)) {
       rc = rs_seterr(errstr, errstr_size, RS_ECONFIG,
-                     "%s: kafka.properties.%s=%s: recstream needs %s=%s for "
-                     "its delivery guarantee; remove the property",
-                     cfg->file, k, v, k, need);
+                     "%s: kafka.properties.%s=%s: %s", cfg->file, k, v, why);
       break;
     }
     /* Properties meant for one role are skipped on the other so that
@@ -154,7 +177,8 @@ int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
                      where);
   }
   for (size_t j = 0; j < n_fixed && !rc; j++)
-    rc = rs_kafka_conf_set(conf, fixed[j][0], fixed[j][1], errstr, errstr_size);
+    rc = rs_kafka_conf_set(conf, fixed[j].key, fixed[j].value, errstr,
+                           errstr_size);
   if (rc) {
     rd_kafka_conf_destroy(conf);
     return rc;

@@ -16,17 +16,21 @@ typedef enum rs_client_role {
   RS_CLIENT_PRODUCER = 1
 } rs_client_role_t;
 
-/* Whether `kafka.properties` may hold key: value: not one the engine's
- * delivery guarantees fix to another value, and accepted by librdkafka.
- * RS_ECONFIG with why (a sentence without the key) when not. */
+/* Whether `kafka.properties` may hold key: value: not a property the engine
+ * sets from a config key (bootstrap.servers and its alias
+ * metadata.broker.list, group.id, auto.offset.reset: the message names the
+ * key), not one the engine fixes to another value (enable.auto.commit,
+ * enable.auto.offset.store, enable.partition.eof, enable.idempotence), and
+ * accepted by librdkafka. RS_ECONFIG with why (a sentence without the key)
+ * when not. */
 int rs_kafka_check_property(const char *key, const char *value, char *why,
                             size_t why_size);
 
-/* A client configuration: the engine's defaults for the role, then
- * kafka.properties from the config (the user's word wins), then the
- * settings the engine's guarantees depend on (which the user may not
- * override: a clear error says so). Free with rd_kafka_conf_destroy() or
- * pass ownership to rd_kafka_new(). */
+/* A client configuration: what the config's keys say and the engine's
+ * defaults for the role, then kafka.properties from the config (the user's
+ * word wins over the defaults; properties rs_kafka_check_property refuses
+ * are refused here too), then the settings the engine depends on. Free with
+ * rd_kafka_conf_destroy() or pass ownership to rd_kafka_new(). */
 int rs_kafka_conf_new(const rs_config_t *cfg, const char *bootstrap,
                       rs_client_role_t role, rd_kafka_conf_t **out,
                       char *errstr, size_t errstr_size);

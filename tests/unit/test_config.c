@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "graph.h"
+#include "kafka.h"
 #include "registry.h"
 
 /* Loads yaml as "bad.yaml", builds the graph; returns rc, message in err. */
@@ -613,6 +614,104 @@ static const bad_case_t bad_cases[] = {
      NULL,
      "bad.yaml:6:7: merge keys ('<<') are not supported: write the keys out "
      "in each mapping (anchors and aliases of whole values work)"},
+    /* kafka.properties may not restate what a config key says (the client
+     * would follow the property, the engine's checks and logs the key), nor
+     * turn off what the engine relies on. */
+    {"kafka_property_group_id",
+     "kafka:\n  group_id: g\n  properties:\n    group.id: other\n" HEAD PARSE
+         TAIL,
+     NULL,
+     "bad.yaml:4:15: kafka.properties.group.id: set kafka.group_id instead; "
+     "recstream sets group.id from that key, and its checks and logs go by "
+     "the key"},
+    {"kafka_property_bootstrap_set", HEAD PARSE TAIL,
+     "kafka.properties.bootstrap.servers=h:9092",
+     "bad.yaml: --set 'kafka.properties.bootstrap.servers=h:9092': "
+     "kafka.properties.bootstrap.servers: set kafka.brokers instead; "
+     "recstream sets bootstrap.servers from that key, and its checks and logs "
+     "go by the key"},
+    {"kafka_property_broker_list_alias",
+     "kafka: { properties: { metadata.broker.list: \"h:9092\" } }\n" HEAD PARSE
+         TAIL,
+     NULL,
+     "bad.yaml:1:46: kafka.properties.metadata.broker.list: set kafka.brokers "
+     "instead; recstream sets bootstrap.servers (which metadata.broker.list "
+     "is another name for) from that key, and its checks and logs go by the "
+     "key"},
+    {"kafka_property_auto_offset_reset",
+     "kafka: { properties: { auto.offset.reset: latest } }\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:1:43: kafka.properties.auto.offset.reset: set "
+     "kafka.auto_offset_reset instead; recstream sets auto.offset.reset from "
+     "that key, and its checks and logs go by the key"},
+    {"kafka_property_partition_eof_off", HEAD PARSE TAIL,
+     "kafka.properties.enable.partition.eof=false",
+     "bad.yaml: --set 'kafka.properties.enable.partition.eof=false': "
+     "kafka.properties.enable.partition.eof: recstream needs "
+     "enable.partition.eof=true to know where each partition ends "
+     "(--exit-at-end, processing.order deterministic, exactly_once's "
+     "start-up scan); remove the property"},
+    /* A YAML null is no value: not the text "~" or "null". */
+    {"null_source_topic",
+     "app: t\nsources:\n  - { name: in, topic: ~ }\n" PARSE TAIL, NULL,
+     "bad.yaml:3:24: sources 'in'.topic: '~' is YAML's null, not a value; "
+     "omit the key to get its default, or quote it (\"~\") for the text"},
+    {"null_state_dir", "state:\n  dir: null\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:2:8: state.dir: 'null' is YAML's null, not a value; omit the "
+     "key to get its default, or quote it (\"null\") for the text"},
+    {"null_group_id", "kafka: { group_id: NULL }\n" HEAD PARSE TAIL, NULL,
+     "bad.yaml:1:20: kafka.group_id: 'NULL' is YAML's null, not a value; "
+     "omit the key to get its default, or quote it (\"NULL\") for the text"},
+    {"null_sink_topic",
+     HEAD PARSE "sinks:\n  - { name: out, input: parse, topic: Null }\n", NULL,
+     "bad.yaml:7:39: sinks 'out'.topic: 'Null' is YAML's null, not a value; "
+     "omit the key to get its default, or quote it (\"Null\") for the text"},
+    {"empty_operator_option",
+     HEAD "operators:\n  - name: parse\n    type: parse\n    input: in\n"
+          "    format:\n" TAIL,
+     NULL,
+     "bad.yaml:8:12: operators 'parse'.format: no value (YAML reads an empty "
+     "value as null); write one, or omit the key to get its default"},
+    {"null_list_item",
+     HEAD
+     "operators:\n  - { name: parse, type: parse, inputs: [in, ~] }\n" TAIL,
+     NULL,
+     "bad.yaml:5:46: operators 'parse'.inputs[1]: '~' is YAML's null, not a "
+     "value; remove the item, or quote it (\"~\") for the text"},
+    /* A default is literal text: a nested reference would come out as its
+     * text. */
+    {"env_nested_default",
+     "kafka: { brokers: \"${RS_SURELY_UNSET_VAR:-${RS_OTHER:-h:1}}\" }\n" HEAD
+         PARSE TAIL,
+     NULL,
+     "bad.yaml:1:19: '${' inside the default of ${RS_SURELY_UNSET_VAR:-...} "
+     "in \"${RS_SURELY_UNSET_VAR:-${RS_OTHER:-h:1}}\": defaults do not nest "
+     "(a default is literal text up to the first '}'); write the default "
+     "out"},
+    /* Topic names Kafka would refuse only when the pipeline first uses
+     * them. */
+    {"bad_sink_topic",
+     HEAD PARSE "sinks:\n  - { name: out, input: parse, topic: \"bad "
+                "topic/x\" }\n",
+     NULL,
+     "bad.yaml:7:39: sinks 'out'.topic: 'bad topic/x' is not a valid Kafka "
+     "topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or "
+     "'..')"},
+    {"bad_source_topic",
+     "app: t\nsources:\n  - { name: in, topic: \"in:1\" }\n" PARSE TAIL, NULL,
+     "bad.yaml:3:24: sources 'in'.topic: 'in:1' is not a valid Kafka topic "
+     "name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or '..')"},
+    {"dot_dead_letter_topic",
+     HEAD "operators:\n  - { name: parse, type: parse, input: in, "
+          "dead_letter_topic: \"..\" }\n" TAIL,
+     NULL,
+     "bad.yaml:5:63: operators 'parse'.dead_letter_topic: '..' is not a valid "
+     "Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' "
+     "or '..')"},
+    {"bad_topic_set", HEAD PARSE TAIL, "sinks.out.topic=a/b",
+     "bad.yaml: --set 'sinks.out.topic=a/b': sinks 'out'.topic: 'a/b' is not "
+     "a valid Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; "
+     "not '.' or '..')"},
 };
 
 /* Tags that say only what the value already is pass. */
@@ -778,5 +877,114 @@ Test(config, loopback_source_reads_its_own_sink) {
                0, "%s", err);
   cr_assert_eq(cfg->sources[0].loopback, 0);
   cr_assert_eq(cfg->sources[1].loopback, 1);
+  rs_config_destroy(cfg);
+}
+
+/* Quoted, ~ and null are text; --set values are text as given. */
+Test(config, quoted_nulls_are_text) {
+  const char *y =
+      "kafka: { group_id: \"~\" }\nstate: { dir: 'null' }\n"
+      "app: t\nsources:\n  - { name: in, topic: \"null\" }\n" PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  char err[1024];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->kafka.group_id, "~");
+  cr_assert_str_eq(cfg->state.dir, "null");
+  cr_assert_str_eq(cfg->sources[0].topic, "null");
+  rs_config_destroy(cfg);
+  const char *sets[] = {"kafka.group_id=~"};
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), sets, 1, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->kafka.group_id, "~");
+  rs_config_destroy(cfg);
+}
+
+/* A reference ends at the first '}'; a '}' after it is ordinary text
+ * (docs/CONFIG.md). */
+Test(config, env_brace_after_a_reference_is_text) {
+  unsetenv("RS_SURELY_UNSET_VAR");
+  const char *y =
+      "kafka: { group_id: \"${RS_SURELY_UNSET_VAR:-g}}\" }\n" HEAD PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  char err[1024];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  cr_assert_str_eq(cfg->kafka.group_id, "g}");
+  rs_config_destroy(cfg);
+}
+
+Test(config, topic_names_follow_kafkas_rule) {
+  char longest[251];
+  memset(longest, 'a', 249);
+  longest[249] = '\0';
+  cr_assert(rs_topic_name_ok(longest));
+  longest[249] = 'a';
+  longest[250] = '\0';
+  cr_assert_not(rs_topic_name_ok(longest));
+  const char *good[] = {"a", "in.dlq", "A_b-9", "...", ".a"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+    cr_expect(rs_topic_name_ok(good[i]), "'%s'", good[i]);
+  const char *bad[] = {"", ".", "..", "a b", "a/b", "a:b", "t\xc3\xa9", "^a"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    cr_expect_not(rs_topic_name_ok(bad[i]), "'%s'", bad[i]);
+}
+
+/* A source's topic defaults to its name, which may be longer than Kafka
+ * allows: the message says where the topic came from. */
+Test(config, defaulted_source_topic_is_checked_too) {
+  char y[1024], name[260];
+  memset(name, 'n', 250);
+  name[250] = '\0';
+  snprintf(y, sizeof y, "app: t\nsources:\n  - { name: %s }\n" PARSE TAIL,
+           name);
+  char err[2048];
+  cr_assert_neq(load(y, NULL, 0, err, sizeof err), 0);
+  cr_assert(strstr(err, "bad.yaml:3:13: sources '") == err, "%s", err);
+  cr_assert(strstr(err, "is not a valid Kafka topic name (1 to 249 letters, "
+                        "digits, '.', '_' or '-'; not '.' or '..') (a "
+                        "source's topic defaults to its name)"),
+            "%s", err);
+}
+
+/* The properties the engine sets from config keys or relies on come from
+ * those keys in the client configuration; others (client.id here) are the
+ * user's. */
+Test(config, client_config_follows_the_keys) {
+  const char *y = "kafka:\n  group_id: g1\n  auto_offset_reset: latest\n"
+                  "  properties: { client.id: mine, enable.partition.eof: "
+                  "true }\n" HEAD PARSE TAIL;
+  rs_config_t *cfg = NULL;
+  char err[1024];
+  cr_assert_eq(rs_config_load_string("x.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     sizeof err),
+               0, "%s", err);
+  rd_kafka_conf_t *conf = NULL;
+  cr_assert_eq(
+      rs_kafka_conf_new(cfg, "h:1", RS_CLIENT_CONSUMER, &conf, err, sizeof err),
+      0, "%s", err);
+  const char *want[][2] = {{"bootstrap.servers", "h:1"},
+                           {"group.id", "g1"},
+                           {"enable.partition.eof", "true"},
+                           {"client.id", "mine"}};
+  char v[256];
+  size_t n;
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    n = sizeof v;
+    cr_assert_eq(rd_kafka_conf_get(conf, want[i][0], v, &n), RD_KAFKA_CONF_OK,
+                 "%s", want[i][0]);
+    cr_expect_str_eq(v, want[i][1], "%s", want[i][0]);
+  }
+  /* A topic-level property: in the default topic configuration. */
+  rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(conf);
+  n = sizeof v;
+  cr_assert_not_null(tc);
+  cr_assert_eq(rd_kafka_topic_conf_get(tc, "auto.offset.reset", v, &n),
+               RD_KAFKA_CONF_OK);
+  cr_expect_str_eq(v, "largest"); /* librdkafka's name for latest */
+  rd_kafka_conf_destroy(conf);
   rs_config_destroy(cfg);
 }
