@@ -76,6 +76,15 @@ static int engine_refuses(const char *key, const char *value, char *why,
                from_key[j][1], from_key[j][2], name);
       return RS_ECONFIG;
     }
+  if (!strcmp(key, "transactional.id")) {
+    /* It would make the producer transactional, and the engine never
+     * begins a transaction: every produce would fail. */
+    snprintf(why, why_size,
+             "recstream's producer is not transactional (state.guarantee "
+             "exactly_once holds by replay and idempotent output, "
+             "docs/CONFIG.md); remove the property");
+    return RS_ECONFIG;
+  }
   const fixed_t *f = NULL;
   for (size_t j = 0; j < RS_ARRAY_SIZE(consumer_fixed); j++)
     if (!strcmp(key, consumer_fixed[j].key))

@@ -542,18 +542,23 @@ static int cmd_broker(int argc, char **argv) {
   if (optind < argc)
     return rs_usage_error("broker", "unexpected argument '%s'", argv[optind]);
   if (topics) {
-    /* Each a Kafka topic name (1-249 of [A-Za-z0-9._-]), none empty. */
+    /* Each a Kafka topic name (rs_topic_name_ok, as the config's). */
     const char *t = topics;
     for (;;) {
       size_t n = strcspn(t, ",");
       if (n == 0)
         return rs_usage_error("broker", "--topics: an empty topic name in '%s'",
                               topics);
-      if (n > 249 || strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
-                               "QRSTUVWXYZ0123456789._-") < n)
+      char name[256] = "";
+      if (n < sizeof name) {
+        memcpy(name, t, n);
+        name[n] = '\0';
+      }
+      if (!rs_topic_name_ok(name)) /* "" when too long */
         return rs_usage_error("broker",
                               "--topics: '%.*s' is not a valid topic name "
-                              "(1 to 249 of letters, digits, '.', '_', '-')",
+                              "(1 to 249 letters, digits, '.', '_' or '-'; "
+                              "not '.' or '..')",
                               (int)(n > 300 ? 300 : n), t);
       if (!t[n])
         break;

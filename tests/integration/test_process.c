@@ -82,6 +82,7 @@ Test(cli, help_and_exit_codes) {
       {"broker --topics a,,b", "--topics: an empty topic name in 'a,,b'"},
       {"broker --topics a,", "--topics: an empty topic name in 'a,'"},
       {"broker --topics 'a b'", "--topics: 'a b' is not a valid topic name"},
+      {"broker --topics a,..", "--topics: '..' is not a valid topic name"},
       {"operators nope", "no operator named 'nope'"},
       {"operators --plugin /nonexistent.so", "plugin /nonexistent.so: cannot "
                                              "load"},

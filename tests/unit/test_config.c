@@ -712,6 +712,12 @@ static const bad_case_t bad_cases[] = {
      "bad.yaml: --set 'sinks.out.topic=a/b': sinks 'out'.topic: 'a/b' is not "
      "a valid Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; "
      "not '.' or '..')"},
+    {"kafka_property_transactional_id", HEAD PARSE TAIL,
+     "kafka.properties.transactional.id=t1",
+     "bad.yaml: --set 'kafka.properties.transactional.id=t1': "
+     "kafka.properties.transactional.id: recstream's producer is not "
+     "transactional (state.guarantee exactly_once holds by replay and "
+     "idempotent output, docs/CONFIG.md); remove the property"},
 };
 
 /* Tags that say only what the value already is pass. */
