@@ -1064,6 +1064,49 @@ static int read_sinks(cctx_t *c, const rs_ynode_t *root) {
   return 0;
 }
 
+/* The components log.level names: the engine's own (the ones it logs
+ * under) or an operator's node name (an experiment's variant logs under
+ * NAME#VARIANT, and NAME covers it); a typo would otherwise be ignored. */
+static int check_log_components(cctx_t *c, const rs_ynode_t *root) {
+  static const char *const fixed[] = {"engine", "http", "kafka", "replay",
+                                      "state"};
+  const rs_config_t *cfg = c->cfg;
+  for (const char *p = cfg->log.level; p && *p;) {
+    size_t len = strcspn(p, ","), n = 0;
+    const char *eq = memchr(p, '=', len);
+    int known = !eq;
+    if (eq) {
+      n = (size_t)(eq - p);
+      for (size_t i = 0; i < RS_ARRAY_SIZE(fixed) && !known; i++)
+        known = strlen(fixed[i]) == n && !strncmp(p, fixed[i], n);
+      for (size_t j = 0; j < cfg->n_operators && !known; j++) {
+        const char *name = cfg->operators[j].name;
+        known = strlen(name) == n && !strncmp(p, name, n);
+      }
+    }
+    if (!known) {
+      rs_ypair_t *lp = rs_ymap_find(root, "log");
+      rs_ypair_t *lv = lp && lp->value->type == RS_Y_MAP
+                           ? rs_ymap_find(lp->value, "level")
+                           : NULL;
+      rs_buf_t ops = {0};
+      for (size_t j = 0; j < cfg->n_operators; j++)
+        rs_buf_printf(&ops, "%s%s", j ? ", " : "", cfg->operators[j].name);
+      int rc = cerr(c, lv ? lv->value->line : 0, lv ? lv->value->col : 0,
+                    "log.level: unknown component '%.*s' in '%s' (components: "
+                    "engine, http, kafka, replay, state, and the operators: "
+                    "%s)",
+                    (int)n, p, cfg->log.level, ops.len ? ops.data : "none");
+      rs_buf_free(&ops);
+      return rc;
+    }
+    p += len;
+    if (*p == ',')
+      p++;
+  }
+  return 0;
+}
+
 static int read_plugins(cctx_t *c, const rs_ynode_t *root) {
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *s;
@@ -1110,7 +1153,7 @@ static int read_all(cctx_t *c) {
       (rc = read_processing(c, root)) || (rc = read_http(c, root)) ||
       (rc = read_log(c, root)) || (rc = read_sources(c, root)) ||
       (rc = read_operators(c, root)) || (rc = read_sinks(c, root)) ||
-      (rc = read_plugins(c, root)))
+      (rc = read_plugins(c, root)) || (rc = check_log_components(c, root)))
     return rc;
   /* experiments: read and checked with the graph (experiments.c). */
   rs_ypair_t *xp = rs_ymap_find(root, "experiments");

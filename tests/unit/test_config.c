@@ -718,6 +718,17 @@ static const bad_case_t bad_cases[] = {
      "kafka.properties.transactional.id: recstream's producer is not "
      "transactional (state.guarantee exactly_once holds by replay and "
      "idempotent output, docs/CONFIG.md); remove the property"},
+    {"log_level_unknown_component",
+     "log: { level: \"warn,parse=debug,pasre=debug\" }\n" HEAD PARSE TAIL,
+     NULL,
+     "bad.yaml:1:15: log.level: unknown component 'pasre' in "
+     "'warn,parse=debug,pasre=debug' (components: engine, http, kafka, "
+     "replay, state, and the operators: parse)"},
+    {"log_level_unknown_component_set", HEAD PARSE TAIL,
+     "log.level=kafka=debug,nosuch=info",
+     "bad.yaml: --set 'log.level=kafka=debug,nosuch=info': log.level: unknown "
+     "component 'nosuch' in 'kafka=debug,nosuch=info' (components: engine, "
+     "http, kafka, replay, state, and the operators: parse)"},
 };
 
 /* Tags that say only what the value already is pass. */
