@@ -1065,8 +1065,8 @@ static int read_sinks(cctx_t *c, const rs_ynode_t *root) {
 }
 
 /* The components log.level names: the engine's own (the ones it logs
- * under) or an operator's node name (an experiment's variant logs under
- * NAME#VARIANT, and NAME covers it); a typo would otherwise be ignored. */
+ * under) or an operator's name (its experiment variants log under it);
+ * a typo would otherwise be ignored. */
 static int check_log_components(cctx_t *c, const rs_ynode_t *root) {
   static const char *const fixed[] = {"engine", "http", "kafka", "replay",
                                       "state"};
