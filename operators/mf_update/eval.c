@@ -1134,6 +1134,15 @@ static void print_summary(const eval_t *e) {
            e->evaluated, e->evaluated_after, e->warmup, e->unknown_items,
            e->cold_events, e->view.min_user_events);
   }
+  if (!e->evaluated_after) {
+    /* Every table and ratio after the warm-up would be 0 / 0. */
+    printf("\nafter warm-up: nothing evaluated (the warm-up of %" PRId64
+           " events covers the evaluated ones; lower --warmup)\n",
+           e->warmup);
+    printf("\nall events:\n");
+    print_table(e, stdout, 0);
+    return;
+  }
   printf("\nafter warm-up:\n");
   print_table(e, stdout, 1);
   printf("\nall events:\n");
