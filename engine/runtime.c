@@ -1524,7 +1524,13 @@ static int64_t input_ts(const rs_engine_t *e, int64_t offset) {
              : INT64_MIN;
 }
 
-static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
+/* A sink's input from node `from`. A record the sink cannot encode in its
+ * format (an operator's output with, e.g., a value JSON cannot carry) goes
+ * to the dead-letter path of the operator that emitted it, key and source
+ * position kept, no value: stopping would only stop again at the same
+ * offset after every restart. */
+static int run_sink(rs_engine_t *e, size_t ni, size_t from,
+                    const outbuf_t *in) {
   const rs_sink_cfg_t *sc = &e->cfg->sinks[e->g->nodes[ni].cfg_index];
   node_rt_t *n = &e->nodes[ni];
   int64_t now_ms = e->opts.suppress_output ? 0 : rs_wall_ms();
@@ -1541,6 +1547,19 @@ static int run_sink(rs_engine_t *e, size_t ni, const outbuf_t *in) {
       char err[256];
       int rc = rs_codec_encode_record(e->codec, (rs_format_t)sc->format, r,
                                       sc->schema_id, &e->enc, err, sizeof err);
+      if (rc == RS_EENCODE && e->nodes[from].op) {
+        char why[512];
+        snprintf(why, sizeof why,
+                 "sink '%s' cannot encode this output of "
+                 "operator '%s': %s",
+                 sc->name, e->g->nodes[from].name, err);
+        rs_record_t d = *r;
+        d.value = NULL;
+        d.value_len = 0;
+        if ((rc = host_dead_letter(e->nodes[from].op, &d, why)))
+          return rc;
+        continue;
+      }
       if (rc)
         return rs_seterr(e->errstr, sizeof e->errstr, rc,
                          "sink '%s': cannot encode record from %s [%d] at "
@@ -1597,7 +1616,7 @@ static int run_graph(rs_engine_t *e, size_t src, int32_t partition) {
       if (!ob->n)
         continue;
       if (gn->kind == RS_NODE_SINK) {
-        rc = run_sink(e, ni, ob);
+        rc = run_sink(e, ni, gn->inputs[in].from, ob);
         continue;
       }
       for (struct rs_op *op = e->nodes[ni].op; op && !rc; op = op->vnext) {

@@ -452,3 +452,57 @@ Test(pipeline, copartition_warning_names_operator_and_counts,
   }
   rs_mock_destroy(m);
 }
+
+/* An output a sink cannot encode (here a NaN value for a JSON sink, from
+ * a test plugin) goes to the dead-letter topic of the operator that
+ * emitted it, with the reason and the source position; the rest flows
+ * and the run ends normally. Before, the run stopped at that offset, and
+ * again after every restart. */
+Test(pipeline, output_a_sink_cannot_encode_is_dead_lettered, .timeout = 120) {
+  rs_mock_t *m = it_cluster(1, 2, topics);
+  cr_assert(m != NULL);
+  const long total = 400;
+  cr_assert_eq(it_produce(m->bootstraps, "in", total, 40, 0, "avro"), 0);
+  cr_assert_eq(setenv("RS_TEST_CC_NAN", "1", 1), 0);
+  char yaml[2048];
+  snprintf(yaml, sizeof yaml,
+           "app: nan\n"
+           "kafka: { brokers: \"%s\" }\n"
+           "plugins: [ \"%s/plugins/rs_test_checkpoint_counter.so\" ]\n"
+           "sources: [ { name: in, topic: in } ]\n"
+           "operators:\n"
+           "  - { name: parse, type: parse, input: in }\n"
+           "  - { name: cc, type: checkpoint_counter, input: parse }\n"
+           "sinks: [ { name: out, input: cc, topic: out, format: json } ]\n",
+           m->bootstraps, RS_BINARY_DIR);
+  it_engine_t t;
+  cr_assert_eq(it_engine_start(&t, yaml, NULL, 0, 1), 0, "%s", t.err);
+  cr_assert_eq(it_engine_join(&t, 0), 0, "%s", t.err);
+  uint64_t dead = rs_engine_counter(t.e, "cc", "dead_lettered");
+  it_engine_free(&t);
+  int64_t bad = 0; /* offsets divisible by 10, per partition */
+  for (int p = 0; p < 2; p++)
+    bad += (it_end_offset(m->bootstraps, "in", p) + 9) / 10;
+  cr_assert_gt(bad, 0);
+  cr_assert_eq(dead, (uint64_t)bad);
+  it_msg_t *out, *dl;
+  size_t n = it_consume_all(m->bootstraps, "out", (size_t)(total - bad), 30000,
+                            &out);
+  size_t nd = it_consume_all(m->bootstraps, "in.dlq", (size_t)bad, 30000, &dl);
+  cr_assert_eq(n, (size_t)(total - bad));
+  cr_assert_eq(nd, (size_t)bad);
+  for (size_t i = 0; i < nd; i++) {
+    cr_assert(dl[i].hdr_error &&
+                  strstr(dl[i].hdr_error,
+                         "sink 'out' cannot encode this output of operator "
+                         "'cc': json: field 'value' is not finite"),
+              "%s", dl[i].hdr_error ? dl[i].hdr_error : "(no error header)");
+    cr_assert(dl[i].hdr_source_offset &&
+                  atoll(dl[i].hdr_source_offset) % 10 == 0,
+              "%s", dl[i].hdr_source_offset ? dl[i].hdr_source_offset : "-");
+    cr_assert_eq(dl[i].len, 0);
+  }
+  it_msgs_free(out, n);
+  it_msgs_free(dl, nd);
+  rs_mock_destroy(m);
+}

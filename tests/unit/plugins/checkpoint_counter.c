@@ -2,7 +2,10 @@
  * checkpoint() callback adds the count to a shared state counter. The
  * count reaches the state only if the engine calls checkpoint() before it
  * writes each checkpoint. With RS_TEST_CC_FAIL set in the environment,
- * process() fails (to test how a run ends on an operator failure). */
+ * process() fails (to test how a run ends on an operator failure); with
+ * RS_TEST_CC_NAN set, each interaction at a source offset divisible by 10
+ * is passed on with the value NaN (an output no JSON sink can encode). */
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -27,8 +30,20 @@ static int cc_process(rs_op_t *op, void *vctx, const rs_batch_t *batch) {
   cc_t *c = vctx;
   if (getenv("RS_TEST_CC_FAIL"))
     return RS_EINVAL;
+  int nan = getenv("RS_TEST_CC_NAN") != NULL;
   for (size_t i = 0; i < batch->count; i++) {
-    int rc = c->host->emit(op, 0, &batch->records[i]);
+    const rs_record_t *in = &batch->records[i];
+    rs_record_t r = *in;
+    if (nan && in->kind == RS_KIND_INTERACTION && in->src_offset % 10 == 0) {
+      rs_interaction_t *ia = c->host->batch_alloc(op, sizeof *ia);
+      if (!ia)
+        return RS_ENOMEM;
+      *ia = *(const rs_interaction_t *)in->payload;
+      ia->has_value = 1;
+      ia->value = NAN;
+      r.payload = ia;
+    }
+    int rc = c->host->emit(op, 0, &r);
     if (rc)
       return rc;
   }
