@@ -185,9 +185,23 @@ int rs_interaction_validate(const rs_interaction_t *in, char *errstr,
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
                      "field 'timestamp' is negative (%" PRId64 ")",
                      in->timestamp_ms);
+  if (in->timestamp_ms > RS_MAX_TIMESTAMP_MS)
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "field 'timestamp' is after 9999-12-31T23:59:59.999Z "
+                     "(%" PRId64 "); expected milliseconds since the Unix "
+                     "epoch",
+                     in->timestamp_ms);
   if (in->has_value && !isfinite(in->value))
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
                      "field 'value' is not finite");
+  if (in->has_value && fabs(in->value) > RS_MAX_ABS_VALUE) {
+    char num[32]; /* the shortest form that reads back: %g could say 1e+15 */
+    rs__codec_json_double(num, sizeof num, in->value);
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "field 'value' is out of range: |value| must be <= 1e15 "
+                     "(got %s)",
+                     num);
+  }
   if (in->event_type == RS_EVENT_RATING && !in->has_value)
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
                      "field 'value' is required for event type RATING");

@@ -51,8 +51,9 @@ int rs_codec_add_schema_id(rs_codec_t *c, int32_t id, const char *schema_path,
 
 /* Decodes one record. Strings in *out are copied into memory from
  * alloc(opaque, n) (e.g. a batch arena) so they outlive the next call.
- * Checks required fields and ranges (timestamp >= 0, non-empty user and
- * item, rating value finite). On failure returns RS_EDECODE with a short
+ * Checks required fields and ranges (the rules of rs_interaction_validate():
+ * timestamp 0 .. RS_MAX_TIMESTAMP_MS, non-empty user and item, value finite
+ * and |value| <= RS_MAX_ABS_VALUE). On failure returns RS_EDECODE with a short
  * reason in errstr, prefixed by the format, e.g. "avro: truncated record in
  * field 'item_id' (at byte 9 of 12)" or "confluent: unknown schema id 7". */
 int rs_codec_decode(rs_codec_t *c, rs_format_t fmt, const void *buf, size_t len,
@@ -84,10 +85,11 @@ int rs_codec_add_schema_json(rs_codec_t *c, int32_t id, const char *json,
                              size_t len, char *errstr, size_t errstr_size);
 
 /* The rules every decoded interaction obeys, whatever its format: non-empty
- * user and item, all strings valid UTF-8, a known event type, timestamp >= 0,
- * a finite value, a value present for RATING and >= 0 (dwell seconds) for
- * the other event types. Returns 0, or RS_EDECODE with a reason naming the
- * field in errstr (no format prefix). */
+ * user and item, all strings valid UTF-8, a known event type, a timestamp
+ * from 0 to RS_MAX_TIMESTAMP_MS (9999-12-31T23:59:59.999Z), a finite value
+ * with |value| <= RS_MAX_ABS_VALUE (1e15), a value present for RATING and
+ * >= 0 (dwell seconds) for the other event types. Returns 0, or RS_EDECODE with
+ * a reason naming the field in errstr (no format prefix). */
 int rs_interaction_validate(const rs_interaction_t *in, char *errstr,
                             size_t errstr_size);
 
@@ -163,8 +165,10 @@ int rs_feedback_decode(rs_format_t fmt, const void *buf, size_t len,
                        rs_feedback_t *out,
                        void *(*alloc)(void *opaque, size_t n), void *opaque,
                        char *errstr, size_t errstr_size);
-/* Non-empty user and item, valid UTF-8, a known type, a finite value and
- * timestamp >= 0. RS_EDECODE with a reason naming the field. */
+/* Non-empty user and item, valid UTF-8, a known type, a finite value with
+ * |value| <= RS_MAX_ABS_VALUE (1e15) and a timestamp from 0 to
+ * RS_MAX_TIMESTAMP_MS (9999-12-31T23:59:59.999Z). RS_EDECODE with a reason
+ * naming the field. */
 int rs_feedback_validate(const rs_feedback_t *fb, char *errstr,
                          size_t errstr_size);
 /* "CLICK", ... for an rs_feedback_type_t; NULL if out of range. */

@@ -56,9 +56,23 @@ int rs_feedback_validate(const rs_feedback_t *fb, char *errstr,
   if (!isfinite(fb->value))
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
                      "field 'value' is not finite");
+  if (fabs(fb->value) > RS_MAX_ABS_VALUE) {
+    char num[32]; /* the shortest form that reads back: %g could say 1e+15 */
+    rs__codec_json_double(num, sizeof num, fb->value);
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "field 'value' is out of range: |value| must be <= 1e15 "
+                     "(got %s)",
+                     num);
+  }
   if (fb->timestamp_ms < 0)
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
                      "field 'timestamp' is negative (%" PRId64 ")",
+                     fb->timestamp_ms);
+  if (fb->timestamp_ms > RS_MAX_TIMESTAMP_MS)
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "field 'timestamp' is after 9999-12-31T23:59:59.999Z "
+                     "(%" PRId64 "); expected milliseconds since the Unix "
+                     "epoch",
                      fb->timestamp_ms);
   return 0;
 }

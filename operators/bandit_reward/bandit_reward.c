@@ -5,7 +5,9 @@
  * Inputs: 0 = topn_emit's recommendations (RS_KIND_RECOMMENDATION, its
  * `n` ranked candidates); 1 = feedback (RS_KIND_FEEDBACK, `parse` with
  * `record: feedback`), co-partitioned by user. Anything else on either
- * input is dead-lettered.
+ * input is dead-lettered, and so is feedback past record.h's bounds
+ * (|value| > RS_MAX_ABS_VALUE, timestamp after RS_MAX_TIMESTAMP_MS) that
+ * did not come through the codec.
  *
  * Where exploration happens (departure from DESIGN.md's picture, which
  * draws bandit_reward before topn_emit): here, after topn_emit. topn_emit
@@ -56,7 +58,8 @@
  * if the list shown equals the greedy list, else 0; IPS = sum(w R) / n,
  * SNIPS = sum(w R) / sum(w). The sums are counters (micro-units: the
  * metrics endpoint exposes them as monotonic counters, the ratio is the
- * estimate) and, in full precision, the shared state entry "e".
+ * estimate; one impression adds at most INT64_MAX) and, in full precision,
+ * the shared state entry "e".
  *
  * Randomness: one host->random(impression id, input offset) seeds a
  * splitmix64 stream per emission: deterministic per seed, key, offset.
@@ -448,6 +451,19 @@ typedef struct scan_ctx {
   br_part_t *p;
   int rc;
 } scan_ctx_t;
+
+/* x in micro-units for a counter: round(x * 1e6), 0 for x <= 0 or NaN,
+ * and INT64_MAX from 2^63 on, where llround() would overflow (undefined;
+ * LLONG_MIN in practice). A reward of 1e15 with w = 1/P(list) >= 1 is
+ * already past it, and P(list) can be tiny. */
+static uint64_t micro(double x) {
+  double m = x * 1e6;
+  if (!(m > 0))
+    return 0;
+  if (m >= 0x1p63)
+    return (uint64_t)INT64_MAX;
+  return (uint64_t)llround(m);
+}
 
 static int64_t plus_window(const br_ctx_t *c, int64_t t) {
   return t > INT64_MAX - c->window_ms ? INT64_MAX : t + c->window_ms;
@@ -1211,9 +1227,9 @@ static int close_impression(br_ctx_t *c, int32_t partition,
   c->est[2] += w;
   c->host->counter_add(c->c_ips_n, 1);
   if (w * total > 0)
-    c->host->counter_add(c->c_ips_wr, (uint64_t)llround(w * total * 1e6));
+    c->host->counter_add(c->c_ips_wr, micro(w * total));
   if (w > 0)
-    c->host->counter_add(c->c_ips_w, (uint64_t)llround(w * 1e6));
+    c->host->counter_add(c->c_ips_w, micro(w));
   unsigned char e[24];
   memcpy(e, c->est, sizeof e);
   if ((rc =
@@ -1685,7 +1701,7 @@ static int on_feedback(br_ctx_t *c, br_part_t *p, const rs_record_t *rec,
   unsigned char *b = c->buf;
   int64_t imp_ms;
   memcpy(&imp_ms, b + 8, 8);
-  if (fb->timestamp_ms > imp_ms + c->window_ms)
+  if (fb->timestamp_ms > plus_window(c, imp_ms))
     return unmatched(c, rec, ord, c->c_late);
   double reward = fb->value, prev;
   memcpy(&prev, b + soff + 16, 8);
@@ -1907,6 +1923,22 @@ static const char *check(const rs_record_t *rec, uint32_t input, char *buf,
   if (!f->user || !f->user_len || !f->item || !f->item_len ||
       !isfinite(f->value))
     return "feedback without user or item, or with a value that is not finite";
+  /* The codec's bounds (record.h), for feedback that did not come through
+   * it (plugins): a huge reward would swamp the arm statistics for good. */
+  if (fabs(f->value) > RS_MAX_ABS_VALUE) {
+    snprintf(buf, n,
+             "feedback value is out of range: |value| must be <= 1e15 "
+             "(got %.17g)",
+             f->value);
+    return buf;
+  }
+  if (f->timestamp_ms > RS_MAX_TIMESTAMP_MS) {
+    snprintf(buf, n,
+             "feedback timestamp is after 9999-12-31T23:59:59.999Z "
+             "(%" PRId64 "); expected milliseconds since the Unix epoch",
+             f->timestamp_ms);
+    return buf;
+  }
   if (f->impression_id_len > 256)
     return "feedback impression_id longer than 256 bytes";
   return NULL;

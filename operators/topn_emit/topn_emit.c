@@ -875,10 +875,13 @@ static int save_user(tn_ctx_t *c, int32_t partition, const char *user,
                             USER_HDR + 4 * (size_t)nh);
 }
 
-/* min_interval: whether a trigger at `ts` may emit. */
+/* min_interval: whether a trigger at `ts` may emit. The sum
+ * last_emit + min_interval is formed only where it fits in int64 (records
+ * from plugins are not bounded by the codec); beyond, no ts reaches it. */
 static int may_fire(const tn_ctx_t *c, int64_t last_emit, int64_t ts) {
   return c->min_interval_ms <= 0 || last_emit == INT64_MIN ||
-         ts >= last_emit + c->min_interval_ms ||
+         (last_emit <= INT64_MAX - c->min_interval_ms &&
+          ts >= last_emit + c->min_interval_ms) ||
          ts < last_emit; /* time went back: start over */
 }
 

@@ -782,6 +782,67 @@ Test(bandit_reward, duplicates_sum_and_bad_input) {
   cr_assert_null(rs_harness_new(&rs_op_bandit_reward, bad2, err, sizeof err));
 }
 
+Test(bandit_reward, huge_rewards_saturate_the_ips_counters) {
+  /* The largest reward the codec lets through, 1e15, on a greedy list
+   * (w = 1): w * R * 1e6 = 1e21 does not fit a long long, and llround()
+   * of it gave LLONG_MIN, a negative counter. It saturates at INT64_MAX;
+   * the estimate itself (doubles) is exact. */
+  const char *opts[] = {"policy",        "greedy", "slots", "1",
+                        "reward_window", "100ms",  NULL};
+  rs_harness_t *h = make(opts);
+  push_list(h, "u1", "imp-1", NULL, 1, 1000, 1);
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_PURCHASE, 1e15, 1050, 2);
+  push_list(h, "u2", "imp-2", NULL, 1, 2000, 3); /* closes imp-1 */
+  cr_assert_eq(rs_harness_counter(h, "ips_impressions"), 1);
+  cr_assert_eq(rs_harness_counter(h, "ips_weighted_reward_micro"), INT64_MAX,
+               "%lld",
+               (long long)rs_harness_counter(h, "ips_weighted_reward_micro"));
+  cr_assert_eq(rs_harness_counter(h, "ips_weight_micro"), 1000000);
+  double n, ips, snips;
+  rs__bandit_estimates(rs_harness_ctx(h), &n, &ips, &snips);
+  cr_assert_eq(ips, 1e15);
+  /* Beyond the codec's bound (a plugin's feedback): dead-lettered. */
+  push_fb(h, "u2", "imp-2", "i0", RS_FEEDBACK_PURCHASE, -1.0000001e15, 2010, 4);
+  cr_assert_eq(rs_harness_dead_count(h), 1);
+  cr_assert(strstr(rs_harness_dead(h, 0)->error,
+                   "feedback value is out of range: |value| must be <= 1e15"),
+            "%s", rs_harness_dead(h, 0)->error);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1); /* imp-1's reward only */
+  rs_harness_destroy(h);
+}
+
+Test(bandit_reward, reward_window_at_the_largest_timestamps) {
+  const char *opts[] = {"policy",        "greedy", "slots", "2",
+                        "reward_window", "100ms",  NULL};
+  rs_harness_t *h = make(opts);
+  const int64_t t = RS_MAX_TIMESTAMP_MS - 1000;
+  push_list(h, "u1", "imp-1", NULL, 2, t, 1);
+  push_fb(h, "u1", "imp-1", "i1", RS_FEEDBACK_CLICK, 1, t + 10, 2);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 1);
+  cr_assert_eq(reward_at(h, 0)->reward, 1);
+  cr_assert_eq(reward_at(h, 0)->impression_ms, t);
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, t + 101, 3);
+  cr_assert_eq(rs_harness_counter(h, "late_feedback"), 1);
+  /* Feedback past the codec's bound (a plugin's) is dead-lettered. */
+  push_fb(h, "u1", "imp-1", "i0", RS_FEEDBACK_CLICK, 1, RS_MAX_TIMESTAMP_MS + 1,
+          4);
+  cr_assert_eq(rs_harness_dead_count(h), 1);
+  cr_assert(strstr(rs_harness_dead(h, 0)->error,
+                   "feedback timestamp is after 9999-12-31T23:59:59.999Z "
+                   "(253402300800000)"),
+            "%s", rs_harness_dead(h, 0)->error);
+  /* Lists are not bounded (they come from topn_emit or a plugin): one at
+   * INT64_MAX - 50 has its window end (+ 100 ms) past INT64_MAX.
+   * imp_ms + window wrapped negative, so all feedback for it was late; the
+   * window end now saturates. */
+  push_list(h, "u2", "imp-2", NULL, 2, INT64_MAX - 50, 5);
+  push_fb(h, "u2", "imp-2", "i0", RS_FEEDBACK_CLICK, 1, RS_MAX_TIMESTAMP_MS, 6);
+  cr_assert_eq(rs_harness_counter(h, "late_feedback"), 1);
+  cr_assert_eq(rs_harness_emitted_count(h, 1), 2);
+  cr_assert_str_eq(reward_at(h, 1)->impression_id, "imp-2");
+  rs_harness_destroy(h);
+}
+
 /* ------------------------------------------- synthetic environments */
 
 static uint64_t env_state;

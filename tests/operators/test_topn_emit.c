@@ -336,6 +336,64 @@ Test(topn_emit, min_interval_emits_at_most_once_per_user_per_interval) {
 }
 
 /* topn_emit's neighbour list of an internal id (layout in topn_emit.c). */
+/* One interaction through mf_update at `ts`, its record into topn_emit
+ * with event time `tn_ts` instead: what a plugin upstream could send (no
+ * codec bounds its timestamps). */
+static void feed_retimed(pair_t *p, const char *user, const char *item,
+                         int64_t ts, int64_t tn_ts) {
+  rs_interaction_t ia = {.user = user,
+                         .user_len = (uint32_t)strlen(user),
+                         .item = item,
+                         .item_len = (uint32_t)strlen(item),
+                         .event_type = RS_EVENT_CLICK,
+                         .timestamp_ms = ts};
+  rs_record_t rec = {.kind = RS_KIND_INTERACTION,
+                     .key = user,
+                     .key_len = strlen(user),
+                     .value = "raw",
+                     .value_len = 3,
+                     .payload = &ia,
+                     .timestamp_ms = ts,
+                     .src_offset = p->offset++};
+  cr_assert_eq(rs_harness_push(p->mf, 0, &rec, 1), 0, "mf push: %s",
+               rs_harness_errmsg(p->mf));
+  cr_assert_eq(rs_harness_emitted_count(p->mf, 0), 1);
+  rs_record_t m = *rs_harness_emitted(p->mf, 0, 0);
+  rs_mf_update_t mu = *(const rs_mf_update_t *)m.payload;
+  mu.interaction.timestamp_ms = tn_ts;
+  m.payload = &mu;
+  m.timestamp_ms = tn_ts;
+  int rc = rs_harness_push(p->tn, 0, &m, 1);
+  cr_assert_eq(rc, 0, "topn push: %d %s", rc, rs_harness_errmsg(p->tn));
+  rs_harness_clear(p->mf);
+}
+
+Test(topn_emit, min_interval_at_the_largest_timestamps) {
+  /* Four records 1 to 5 ms apart at the end of the time range, with a
+   * one-minute min_interval: one list per user, not four. For user a at
+   * the codec's bound, last_emit + min_interval fits int64; for user b
+   * (event times a plugin could send, INT64_MAX - 5 on) it did not, and
+   * the wrapped sum let every record emit. */
+  const char *mf_opts[] = {"objective", "isgd", "k", "4", NULL};
+  const char *tn_opts[] = {"min_interval", "1m", NULL};
+  pair_t p;
+  open_pair(&p, mf_opts, tn_opts);
+  const int64_t back[] = {5, 4, 2, 1};
+  for (size_t i = 0; i < 4; i++)
+    feed(&p, "a", i % 2 ? "x" : "y", RS_MAX_TIMESTAMP_MS - back[i]);
+  cr_assert_eq(rs_harness_emitted_count(p.tn, 0), 1);
+  cr_assert_eq(rec_at(p.tn, 0)->timestamp_ms, RS_MAX_TIMESTAMP_MS - 5);
+  for (size_t i = 0; i < 4; i++)
+    feed_retimed(&p, "b", i % 2 ? "x" : "y", 1000 + (int64_t)i,
+                 INT64_MAX - back[i]);
+  cr_assert_eq(rs_harness_emitted_count(p.tn, 0), 2,
+               "%zu lists: min_interval did not hold",
+               rs_harness_emitted_count(p.tn, 0));
+  cr_assert_eq(rec_at(p.tn, 1)->timestamp_ms, INT64_MAX - 5);
+  cr_assert_eq(rs_harness_counter(p.tn, "suppressed"), 6);
+  close_pair(&p);
+}
+
 static size_t neighbours_of(rs_harness_t *tn, uint32_t idx, uint32_t *out) {
   unsigned char key[5] = {'c', (unsigned char)(idx >> 24),
                           (unsigned char)(idx >> 16), (unsigned char)(idx >> 8),

@@ -233,14 +233,14 @@ Test(codec, json_forms) {
   cr_assert_eq(out.event_type, RS_EVENT_CLICK);
 
   /* Integer value, whitespace, unknown keys of every scalar kind, escapes
-   * (these take the jansson path). */
+   * (these take the jansson path); the largest timestamp allowed. */
   j = " {\n \"extra\" : [1, {\"x\": true}], \"user_id\" : \"u\\u00e9\\\"\","
       " \"item_id\":\"i\", \"event_type\":\"VIEW\", \"value\": 3,"
-      " \"timestamp\": 9007199254740993, \"page\": \"p\" } \n";
+      " \"timestamp\": 253402300799999, \"page\": \"p\" } \n";
   cr_assert_eq(decode(RS_FORMAT_JSON, j, strlen(j), &out), 0, "%s", err);
   cr_assert(str_eq(out.user, out.user_len, "u\xc3\xa9\""));
   cr_assert_eq(out.value, 3.0);
-  cr_assert_eq(out.timestamp_ms, 9007199254740993LL);
+  cr_assert_eq(out.timestamp_ms, RS_MAX_TIMESTAMP_MS);
   cr_assert(str_eq(out.page, out.page_len, "p"));
 }
 
@@ -262,6 +262,12 @@ Test(codec, json_fast_path_agrees_with_jansson) {
       "\"timestamp\":1}x",
       "{\"user_id\":\"\xff\",\"item_id\":\"i\",\"event_type\":\"VIEW\","
       "\"timestamp\":1}",
+      "{\"user_id\":\"u\",\"item_id\":\"i\",\"event_type\":\"VIEW\","
+      "\"timestamp\":253402300799999,\"value\":1e15}",
+      "{\"user_id\":\"u\",\"item_id\":\"i\",\"event_type\":\"VIEW\","
+      "\"timestamp\":253402300800000}",
+      "{\"user_id\":\"u\",\"item_id\":\"i\",\"event_type\":\"RATING\","
+      "\"timestamp\":1,\"value\":-1000000000000001}",
   };
   for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
     rs_interaction_t fast, slow;
@@ -574,6 +580,104 @@ Test(codec, validation_rules) {
   in.page_len = 3;
   cr_assert_eq(rs_interaction_validate(&in, err, sizeof(err)), RS_EDECODE);
   cr_assert(strstr(err, "field 'page' is not valid UTF-8"), "%s", err);
+}
+
+/* record.h's bounds: a record at them decodes in every format (both JSON
+ * paths, both Avro paths), one a step past them is refused with the reason;
+ * rs_interaction_problem() applies the same bounds to records from
+ * elsewhere. */
+Test(codec, bounds) {
+  cr_assert_eq(rs_codec_add_schema_json(codec, 1, rs_schema_interaction_json,
+                                        strlen(rs_schema_interaction_json), err,
+                                        sizeof(err)),
+               0, "%s", err);
+  const double above = nextafter(1e15, INFINITY);
+  const struct {
+    int ev;
+    int64_t ts;
+    double v;
+    const char *needle; /* NULL: decodes */
+  } cases[] = {
+      {RS_EVENT_VIEW, RS_MAX_TIMESTAMP_MS, 1e15, NULL},
+      {RS_EVENT_RATING, RS_MAX_TIMESTAMP_MS, -1e15, NULL},
+      {RS_EVENT_VIEW, RS_MAX_TIMESTAMP_MS + 1, 1,
+       "field 'timestamp' is after 9999-12-31T23:59:59.999Z "
+       "(253402300800000); expected milliseconds since the Unix epoch"},
+      {RS_EVENT_VIEW, INT64_MAX, 1,
+       "field 'timestamp' is after 9999-12-31T23:59:59.999Z "
+       "(9223372036854775807)"},
+      {RS_EVENT_VIEW, 5, above,
+       "field 'value' is out of range: |value| must be <= 1e15 "
+       "(got 1000000000000000.1)"},
+      {RS_EVENT_VIEW, 5, 1.0000001e15,
+       "field 'value' is out of range: |value| must be <= 1e15 "
+       "(got 1000000100000000)"},
+      {RS_EVENT_RATING, 5, -1.0000001e15,
+       "field 'value' is out of range: |value| must be <= 1e15 "
+       "(got -1.0000001e+15)"},
+      {RS_EVENT_RATING, 5, 1e308,
+       "field 'value' is out of range: |value| must be <= 1e15 "
+       "(got 1e+308)"},
+  };
+  static const char *const ev_names[] = {"VIEW", "CLICK", "ADD_TO_CART",
+                                         "PURCHASE", "RATING"};
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    abuf_t a = {0}, c = {0};
+    a_interaction(&a, "u", "i", cases[i].ev, &cases[i].v, cases[i].ts, NULL,
+                  NULL);
+    a_bytes(&c, "\0\0\0\0\1", 5);
+    a_bytes(&c, a.b, a.n);
+    char j[256];
+    snprintf(j, sizeof(j),
+             "{\"user_id\":\"u\",\"item_id\":\"i\",\"event_type\":\"%s\","
+             "\"value\":%.17g,\"timestamp\":%" PRId64 "}",
+             ev_names[cases[i].ev], cases[i].v, cases[i].ts);
+    const struct {
+      rs_format_t fmt;
+      const void *buf;
+      size_t len;
+      const char *name;
+    } forms[] = {{RS_FORMAT_AVRO, a.b, a.n, "avro"},
+                 {RS_FORMAT_CONFLUENT, c.b, c.n, "confluent"},
+                 {RS_FORMAT_JSON, j, strlen(j), "json"}};
+    for (int fast = 0; fast < 2; fast++) {
+      rs_codec_set_avro_fast_path(codec, fast);
+      rs_codec_set_json_fast_path(codec, fast);
+      for (size_t f = 0; f < 3; f++) {
+        rs_interaction_t out;
+        int rc = decode(forms[f].fmt, forms[f].buf, forms[f].len, &out);
+        if (!cases[i].needle) {
+          cr_assert_eq(rc, 0, "case %zu %s: %s", i, forms[f].name, err);
+          cr_assert_eq(out.timestamp_ms, cases[i].ts);
+          cr_assert_eq(out.value, cases[i].v);
+          continue;
+        }
+        char want[256];
+        snprintf(want, sizeof(want), "%s: %s", forms[f].name, cases[i].needle);
+        cr_assert_eq(rc, RS_EDECODE, "case %zu %s: accepted", i, forms[f].name);
+        cr_assert(strstr(err, want), "case %zu: '%s' lacks '%s'", i, err, want);
+      }
+    }
+
+    rs_interaction_t in = sparse;
+    in.event_type = cases[i].ev;
+    in.has_value = 1;
+    in.value = cases[i].v;
+    in.timestamp_ms = cases[i].ts;
+    char buf[160];
+    const char *why = rs_interaction_problem(&in, buf, sizeof(buf));
+    if (!cases[i].needle) {
+      cr_assert_null(why, "case %zu: %s", i, why);
+      continue;
+    }
+    cr_assert_not_null(why, "case %zu", i);
+    cr_assert(strstr(why, cases[i].ts > RS_MAX_TIMESTAMP_MS
+                              ? "interaction timestamp is after "
+                                "9999-12-31T23:59:59.999Z"
+                              : "interaction value is out of range: |value| "
+                                "must be <= 1e15"),
+              "case %zu: %s", i, why);
+  }
 }
 
 Test(codec, encode_errors) {

@@ -202,6 +202,62 @@ static void expect_bad(rs_format_t fmt, const char *buf, size_t len,
 
 #define BAD_JSON(s, needle) expect_bad(RS_FORMAT_JSON, s, strlen(s), needle)
 
+/* record.h's bounds: feedback at them round-trips in every format; one a
+ * step past them still encodes (a sink never stops on it) but is refused
+ * by every decoder with the reason. */
+Test(codec_feedback, bounds) {
+  rs_feedback_t fb = {.user = "u",
+                      .user_len = 1,
+                      .item = "i",
+                      .item_len = 1,
+                      .type = RS_FEEDBACK_PURCHASE,
+                      .value = 1e15,
+                      .timestamp_ms = RS_MAX_TIMESTAMP_MS};
+  check_feedback(&fb);
+  fb.value = -1e15;
+  check_feedback(&fb);
+
+  const struct {
+    double v;
+    int64_t ts;
+    const char *needle;
+  } bad[] = {
+      {1, RS_MAX_TIMESTAMP_MS + 1,
+       "field 'timestamp' is after 9999-12-31T23:59:59.999Z "
+       "(253402300800000); expected milliseconds since the Unix epoch"},
+      {1.0000001e15, 5,
+       "field 'value' is out of range: |value| must be <= 1e15 "
+       "(got 1000000100000000)"},
+      {-1.0000001e15, 5,
+       "field 'value' is out of range: |value| must be <= 1e15 "
+       "(got -1.0000001e+15)"},
+      {1e308, 5,
+       "field 'value' is out of range: |value| must be <= 1e15 "
+       "(got 1e+308)"},
+  };
+  static const struct {
+    rs_format_t fmt;
+    const char *name;
+  } forms[] = {{RS_FORMAT_AVRO, "avro"},
+               {RS_FORMAT_CONFLUENT, "confluent"},
+               {RS_FORMAT_JSON, "json"}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    fb.value = bad[i].v;
+    fb.timestamp_ms = bad[i].ts;
+    rs_record_t rec = {.kind = RS_KIND_FEEDBACK, .payload = &fb};
+    char err[256], want[256];
+    for (size_t f = 0; f < 3; f++) {
+      rs_buf_t b = {0};
+      cr_assert_eq(rs_codec_encode_record(NULL, forms[f].fmt, &rec, 3, &b, err,
+                                          sizeof err),
+                   0, "%s", err);
+      snprintf(want, sizeof want, "%s: %s", forms[f].name, bad[i].needle);
+      expect_bad(forms[f].fmt, b.data, b.len, want);
+      rs_buf_free(&b);
+    }
+  }
+}
+
 Test(codec_feedback, json_defaults_and_refusals) {
   char err[256];
   void **arena = calloc(1, sizeof(void *));

@@ -31,6 +31,17 @@ typedef enum rs_kind {
   RS_KIND_REWARD = 7,         /* payload is a const rs_reward_t * */
 } rs_kind_t;
 
+/* Upper bounds of input records: the codec refuses decoded interactions
+ * and feedback beyond them, and rs_interaction_problem() interactions from
+ * elsewhere (plugins). Why: operators add durations to timestamps
+ * (ts + window) and sum values (dwell seconds, ratings, rewards) over many
+ * records. RS_MAX_TIMESTAMP_MS is 9999-12-31T23:59:59.999Z (about 2^47.8),
+ * so any duration up to ~290 million years can be added without
+ * overflowing int64. With |value| <= RS_MAX_ABS_VALUE a sum over billions
+ * of records stays finite, and integers up to 2^53 (9.007e15) are exact. */
+#define RS_MAX_TIMESTAMP_MS INT64_C(253402300799999)
+#define RS_MAX_ABS_VALUE 1e15
+
 /* Event types of schemas/interaction.avsc, in schema order. */
 typedef enum rs_event_type {
   RS_EVENT_VIEW = 0,
@@ -136,8 +147,10 @@ typedef struct rs_mf_update {
 #define RS_MF_F_GUARDED 8u
 
 /* Why operators cannot use an interaction (NULL: they can): no user, no
- * item, an unknown event type or a non-finite value. The message is a
- * constant or written into buf (size n). Header-only, for plugins too. */
+ * item, an unknown event type, a timestamp after RS_MAX_TIMESTAMP_MS, or a
+ * value that is not finite or whose magnitude exceeds RS_MAX_ABS_VALUE.
+ * The message is a constant or written into buf (size n). Header-only, for
+ * plugins too. */
 static inline const char *rs_interaction_problem(const rs_interaction_t *ia,
                                                  char *buf, size_t n) {
   if (!ia)
@@ -151,8 +164,22 @@ static inline const char *rs_interaction_problem(const rs_interaction_t *ia,
              ia->event_type);
     return buf;
   }
+  if (ia->timestamp_ms > RS_MAX_TIMESTAMP_MS) {
+    snprintf(buf, n,
+             "interaction timestamp is after 9999-12-31T23:59:59.999Z "
+             "(%" PRId64 "); expected milliseconds since the Unix epoch",
+             ia->timestamp_ms);
+    return buf;
+  }
   if (ia->has_value && !isfinite(ia->value))
     return "interaction value is not finite";
+  if (ia->has_value && fabs(ia->value) > RS_MAX_ABS_VALUE) {
+    snprintf(buf, n,
+             "interaction value is out of range: |value| must be <= 1e15 "
+             "(got %.17g)",
+             ia->value);
+    return buf;
+  }
   return NULL;
 }
 
@@ -214,9 +241,9 @@ typedef struct rs_feedback {
   uint32_t user_len;
   uint32_t impression_id_len;
   uint32_t item_len;
-  int32_t type; /* rs_feedback_type_t */
-  double value; /* finite */
-  int64_t timestamp_ms;
+  int32_t type;         /* rs_feedback_type_t */
+  double value;         /* finite, |value| <= RS_MAX_ABS_VALUE */
+  int64_t timestamp_ms; /* 0 .. RS_MAX_TIMESTAMP_MS */
 } rs_feedback_t;
 
 /* An impression's outcome, as bandit_reward emits it (kind RS_KIND_REWARD,
