@@ -678,6 +678,13 @@ Test(codec, bounds) {
                                 "must be <= 1e15"),
               "case %zu: %s", i, why);
   }
+  /* Negative, as the codec refuses it (before the bounds). */
+  rs_interaction_t neg = sparse;
+  neg.timestamp_ms = -1;
+  char nb[160];
+  const char *nw = rs_interaction_problem(&neg, nb, sizeof(nb));
+  cr_assert(nw && strstr(nw, "interaction timestamp is negative (-1)"), "%s",
+            nw ? nw : "(accepted)");
 }
 
 Test(codec, encode_errors) {

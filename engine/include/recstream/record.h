@@ -147,8 +147,9 @@ typedef struct rs_mf_update {
 #define RS_MF_F_GUARDED 8u
 
 /* Why operators cannot use an interaction (NULL: they can): no user, no
- * item, an unknown event type, a timestamp after RS_MAX_TIMESTAMP_MS, or a
- * value that is not finite or whose magnitude exceeds RS_MAX_ABS_VALUE.
+ * item, an unknown event type, a timestamp before 0 or after
+ * RS_MAX_TIMESTAMP_MS, or a value that is not finite or whose magnitude
+ * exceeds RS_MAX_ABS_VALUE.
  * The message is a constant or written into buf (size n). Header-only, for
  * plugins too. */
 static inline const char *rs_interaction_problem(const rs_interaction_t *ia,
@@ -162,6 +163,11 @@ static inline const char *rs_interaction_problem(const rs_interaction_t *ia,
   if (ia->event_type < 0 || ia->event_type >= RS_EVENT__COUNT) {
     snprintf(buf, n, "interaction has unknown event type %" PRId32,
              ia->event_type);
+    return buf;
+  }
+  if (ia->timestamp_ms < 0) {
+    snprintf(buf, n, "interaction timestamp is negative (%" PRId64 ")",
+             ia->timestamp_ms);
     return buf;
   }
   if (ia->timestamp_ms > RS_MAX_TIMESTAMP_MS) {
