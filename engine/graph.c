@@ -108,6 +108,34 @@ static int resolve_input(rs_graph_t *g, rs_gnode_t *self, const char *ref,
   return 0;
 }
 
+/* An operator reads each (node, port) once: a repeated input would hand
+ * it every record of that port once per listing. Checks inputs[k] against
+ * the ones before it ("parse" and "parse.out" are the same port). */
+static int check_repeated_input(const rs_graph_t *g, const rs_gnode_t *n,
+                                char *const *refs, size_t k, char *errstr,
+                                size_t errstr_size) {
+  const rs_edge_t *e = &n->inputs[k];
+  for (size_t j = 0; j < k; j++) {
+    if (n->inputs[j].from != e->from || n->inputs[j].port != e->port)
+      continue;
+    /* Only `inputs` lists more than one; point at the repeated entry. */
+    const rs_ypair_t *p = rs_ymap_find(node_cfg(g, n), "inputs");
+    const rs_ynode_t *at = p && p->value->type == RS_Y_SEQ && k < p->value->n
+                               ? p->value->items[k]
+                               : node_cfg(g, n);
+    char where[512], as[160] = "";
+    rs_config_where(g->cfg, at->line, at->col, where, sizeof where);
+    if (strcmp(refs[j], refs[k]))
+      snprintf(as, sizeof as, ", as '%s'", refs[j]);
+    return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%soperators '%s'.inputs[%zu]: '%s' is already an input "
+                     "of '%s' (inputs[%zu]%s); each input is read once, so "
+                     "list it once",
+                     where, n->name, k, refs[k], n->name, j, as);
+  }
+  return 0;
+}
+
 static int add_node(rs_graph_t *g, rs_node_kind_t kind, const char *name,
                     size_t cfg_index, char *errstr, size_t errstr_size) {
   rs_gnode_t *n = &g->nodes[g->n];
@@ -321,6 +349,8 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
       rc =
           resolve_input(g, n, refs[k], key, &n->inputs[k], errstr, errstr_size);
       n->n_inputs += !rc;
+      if (!rc)
+        rc = check_repeated_input(g, n, refs, k, errstr, errstr_size);
     }
   }
   if (rc)

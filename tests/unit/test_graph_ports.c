@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "graph.h"
+#include "recstream/error.h"
 #include "registry.h"
 
 static const char yaml[] =
@@ -120,4 +121,69 @@ Test(graph_ports, copartition_compares_sources_that_meet) {
   rs_graph_destroy(g);
   rs_registry_destroy(reg);
   rs_config_destroy(cfg);
+}
+
+/* Builds the graph of config text y: 0, or the error with its message in
+ * err. */
+static int build(const char *y, char *err, size_t err_size) {
+  rs_config_t *cfg = NULL;
+  rs_registry_t *reg = NULL;
+  rs_graph_t *g = NULL;
+  cr_assert_eq(rs_config_load_string("g.yaml", y, strlen(y), NULL, 0, &cfg, err,
+                                     err_size),
+               0, "%s", err);
+  cr_assert_eq(rs_registry_new(&reg, err, err_size), 0, "%s", err);
+  int rc = rs_graph_build(cfg, reg, &g, err, err_size);
+  rs_graph_destroy(g);
+  rs_registry_destroy(reg);
+  rs_config_destroy(cfg);
+  return rc;
+}
+
+/* An operator reads each (node, port) once: listed twice, every record of
+ * it would be processed twice. The error points at the repeated entry;
+ * "s" and "s.out" are the same port; two ports of one node are two
+ * inputs. */
+Test(graph_ports, an_input_listed_twice_is_refused) {
+  static const char head[] =
+      "app: dup\n"
+      "sources: [ { name: in, topic: in } ]\n"
+      "operators:\n"
+      "  - { name: parse, type: parse, input: in }\n"
+      "  - { name: s, type: sessionize, input: parse, gap: 30m, grace: 5m }\n";
+  static const char tail[] = "sinks: [ { name: o, input: mf, topic: o } ]\n";
+  struct {
+    const char *mf, *want;
+  } cases[] = {
+      {"  - { name: mf, type: mf_update, inputs: [parse, parse, parse] }\n",
+       "g.yaml:6:50: operators 'mf'.inputs[1]: 'parse' is already an input of "
+       "'mf' (inputs[0]); each input is read once, so list it once"},
+      {"  - { name: mf, type: mf_update, inputs: [parse, parse.out] }\n",
+       "g.yaml:6:50: operators 'mf'.inputs[1]: 'parse.out' is already an "
+       "input of 'mf' (inputs[0], as 'parse')"},
+      {"  - name: mf\n"
+       "    type: mf_update\n"
+       "    inputs:\n"
+       "      - s.sessions\n"
+       "      - s.late\n"
+       "      - s.sessions\n",
+       "g.yaml:11:9: operators 'mf'.inputs[2]: 's.sessions' is already an "
+       "input of 'mf' (inputs[0])"},
+  };
+  char y[1024], err[1024];
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    snprintf(y, sizeof y, "%s%s%s", head, cases[i].mf, tail);
+    err[0] = '\0';
+    cr_assert_eq(build(y, err, sizeof err), RS_EGRAPH, "case %zu accepted", i);
+    cr_assert(strstr(err, cases[i].want), "case %zu: %s", i, err);
+  }
+  /* Two ports of one node, or one node and another's port: allowed. */
+  const char *fine[] = {
+      "  - { name: mf, type: mf_update, inputs: [s.sessions, s.late] }\n",
+      "  - { name: mf, type: mf_update, inputs: [s.sessions, s, parse] }\n",
+  };
+  for (size_t i = 0; i < sizeof fine / sizeof *fine; i++) {
+    snprintf(y, sizeof y, "%s%s%s", head, fine[i], tail);
+    cr_assert_eq(build(y, err, sizeof err), 0, "%s: %s", fine[i], err);
+  }
 }
