@@ -108,6 +108,34 @@ static int resolve_input(rs_graph_t *g, rs_gnode_t *self, const char *ref,
   return 0;
 }
 
+/* An operator reads each (node, port) once: a repeated input would hand
+ * it every record of that port once per listing. Checks inputs[k] against
+ * the ones before it ("parse" and "parse.out" are the same port). */
+static int check_repeated_input(const rs_graph_t *g, const rs_gnode_t *n,
+                                char *const *refs, size_t k, char *errstr,
+                                size_t errstr_size) {
+  const rs_edge_t *e = &n->inputs[k];
+  for (size_t j = 0; j < k; j++) {
+    if (n->inputs[j].from != e->from || n->inputs[j].port != e->port)
+      continue;
+    /* Only `inputs` lists more than one; point at the repeated entry. */
+    const rs_ypair_t *p = rs_ymap_find(node_cfg(g, n), "inputs");
+    const rs_ynode_t *at = p && p->value->type == RS_Y_SEQ && k < p->value->n
+                               ? p->value->items[k]
+                               : node_cfg(g, n);
+    char where[512], as[160] = "";
+    rs_config_where(g->cfg, at->line, at->col, where, sizeof where);
+    if (strcmp(refs[j], refs[k]))
+      snprintf(as, sizeof as, ", as '%s'", refs[j]);
+    return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%soperators '%s'.inputs[%zu]: '%s' is already an input "
+                     "of '%s' (inputs[%zu]%s); each input is read once, so "
+                     "list it once",
+                     where, n->name, k, refs[k], n->name, j, as);
+  }
+  return 0;
+}
+
 static int add_node(rs_graph_t *g, rs_node_kind_t kind, const char *name,
                     size_t cfg_index, char *errstr, size_t errstr_size) {
   rs_gnode_t *n = &g->nodes[g->n];
@@ -222,6 +250,56 @@ static int check_loopbacks(const rs_config_t *cfg, char *errstr,
   return 0;
 }
 
+const char *rs_graph_dlq_topic(const rs_config_t *cfg, size_t op, size_t src,
+                               char *buf, size_t size) {
+  if (cfg->operators[op].dead_letter_topic)
+    return cfg->operators[op].dead_letter_topic;
+  snprintf(buf, size, "%s.dlq", cfg->sources[src].topic);
+  return buf;
+}
+
+int rs_graph_reaches(const rs_graph_t *g, size_t src, size_t node) {
+  return (int)(g->reach[node * g->reach_words + src / 64] >> (src % 64) & 1);
+}
+
+/* The dead-letter topics operator node i may write (one per source that
+ * reaches it) must not be source topics. */
+static int check_dlq_topics(const rs_graph_t *g, size_t i, char *errstr,
+                            size_t errstr_size) {
+  const rs_config_t *cfg = g->cfg;
+  const rs_gnode_t *n = &g->nodes[i];
+  const rs_operator_cfg_t *oc = &cfg->operators[n->cfg_index];
+  char where[512], buf[512];
+  for (size_t s = 0; s < cfg->n_sources; s++) {
+    if (!rs_graph_reaches(g, s, i))
+      continue;
+    const char *dlq = rs_graph_dlq_topic(cfg, n->cfg_index, s, buf, sizeof buf);
+    size_t j = 0;
+    while (j < cfg->n_sources && strcmp(cfg->sources[j].topic, dlq))
+      j++;
+    if (j == cfg->n_sources)
+      continue;
+    if (oc->dead_letter_topic) {
+      pos(g, n, "dead_letter_topic", where, sizeof where);
+      return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%soperators '%s'.dead_letter_topic: '%s' is also "
+                       "read by source '%s'; dead letters would be consumed "
+                       "again (choose a topic no source reads)",
+                       where, n->name, dlq, cfg->sources[j].name);
+    }
+    pos(g, n, "name", where, sizeof where);
+    return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                     "%soperators '%s': its dead letters for source '%s' go "
+                     "to '%s' (the default, <source topic>.dlq), which is "
+                     "also read by source '%s'; dead letters would be "
+                     "consumed again: set dead_letter_topic on '%s' to a "
+                     "topic no source reads",
+                     where, n->name, cfg->sources[s].name, dlq,
+                     cfg->sources[j].name, n->name);
+  }
+  return 0;
+}
+
 int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
                    rs_graph_t **out, char *errstr, size_t errstr_size) {
   *out = NULL;
@@ -321,6 +399,8 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
       rc =
           resolve_input(g, n, refs[k], key, &n->inputs[k], errstr, errstr_size);
       n->n_inputs += !rc;
+      if (!rc)
+        rc = check_repeated_input(g, n, refs, k, errstr, errstr_size);
     }
   }
   if (rc)
@@ -334,6 +414,24 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
           visit(g, i, color, stack, 0, g->order, &n_order, errstr, errstr_size);
   if (rc)
     goto done;
+
+  /* Which sources reach each node, in topological order. */
+  g->reach_words = (cfg->n_sources + 63) / 64;
+  g->reach = rs_calloc(g->n * g->reach_words, sizeof(uint64_t));
+  if (!g->reach) {
+    rc = RS_ENOMEM;
+    goto done;
+  }
+  for (size_t k = 0; k < g->n; k++) {
+    size_t v = g->order[k];
+    const rs_gnode_t *n = &g->nodes[v];
+    uint64_t *r = g->reach + v * g->reach_words;
+    if (n->kind == RS_NODE_SOURCE)
+      r[n->cfg_index / 64] |= 1ull << (n->cfg_index % 64);
+    for (size_t e = 0; e < n->n_inputs; e++)
+      for (size_t w = 0; w < g->reach_words; w++)
+        r[w] |= g->reach[n->inputs[e].from * g->reach_words + w];
+  }
 
   /* Every source and operator must reach a sink. Walk backwards from
    * sinks; color is reused as "reaches a sink". */
@@ -407,23 +505,12 @@ int rs_graph_build(const rs_config_t *cfg, const rs_registry_t *reg,
 
   /* Nor may dead letters go into a source topic (they would be read back
    * and fail again; and the state store keeps input and output positions
-   * by topic name). */
-  for (size_t i = 0; i < cfg->n_operators && !rc; i++)
-    for (size_t j = 0; j < cfg->n_sources && !rc; j++)
-      if (cfg->operators[i].dead_letter_topic &&
-          !strcmp(cfg->operators[i].dead_letter_topic, cfg->sources[j].topic)) {
-        rs_ypair_t *p =
-            rs_ymap_find(cfg->operators[i].node, "dead_letter_topic");
-        rs_config_where(cfg, p->value->line, p->value->col, where,
-                        sizeof where);
-        rc = rs_seterr(errstr, errstr_size, RS_EGRAPH,
-                       "%soperators '%s'.dead_letter_topic: '%s' is also "
-                       "read by source '%s'; dead letters would be consumed "
-                       "again",
-                       where, cfg->operators[i].name,
-                       cfg->operators[i].dead_letter_topic,
-                       cfg->sources[j].name);
-      }
+   * by topic name). Checked for the topic each source reaching the
+   * operator would use, the default "<source topic>.dlq" included: the
+   * runtime picks it with the same rs_graph_dlq_topic(). */
+  for (size_t i = 0; i < g->n && !rc; i++)
+    if (g->nodes[i].kind == RS_NODE_OPERATOR)
+      rc = check_dlq_topics(g, i, errstr, errstr_size);
 
   for (size_t i = 0; i < g->n && !rc; i++)
     if (g->nodes[i].kind == RS_NODE_OPERATOR)
@@ -449,6 +536,7 @@ void rs_graph_destroy(rs_graph_t *g) {
     rs_free(g->nodes[i].inputs);
   rs_free(g->nodes);
   rs_free(g->order);
+  rs_free(g->reach);
   rs_experiments_destroy(g->exp);
   rs_free(g);
 }

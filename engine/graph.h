@@ -38,6 +38,10 @@ typedef struct rs_graph {
   size_t n;
   size_t *order;              /* topological order of all nodes */
   struct rs_experiments *exp; /* the `experiments:` section (NULL: none) */
+  /* Per node, a bitset of the sources whose records reach it (reach_words
+   * words each): rs_graph_reaches(). */
+  uint64_t *reach;
+  size_t reach_words;
 } rs_graph_t;
 
 /* Borrowed: cfg and reg must outlive the graph. Free with
@@ -62,6 +66,15 @@ int rs_graph_port_wanted(const rs_graph_t *g, size_t node, uint32_t port,
  * indices) in *s1 < *s2; 0 when there is none. RS_ENOMEM on failure. */
 int rs_graph_copartition(const rs_graph_t *g, const int32_t *parts, size_t *op,
                          size_t *s1, size_t *s2);
+/* Whether records of source cfg->sources[src] reach node `node` (through
+ * any path; a source reaches itself). */
+int rs_graph_reaches(const rs_graph_t *g, size_t src, size_t node);
+/* The topic operator cfg->operators[op] writes the dead letters of source
+ * cfg->sources[src]'s records to: its dead_letter_topic, or else
+ * "<source topic>.dlq", written into buf. The one rule for the graph check
+ * (no dead-letter topic may be a source topic) and the runtime. */
+const char *rs_graph_dlq_topic(const rs_config_t *cfg, size_t op, size_t src,
+                               char *buf, size_t size);
 /* Name of a node's output port. */
 const char *rs_graph_port_name(const rs_gnode_t *n, uint32_t port);
 

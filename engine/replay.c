@@ -207,6 +207,30 @@ static int parse_offsets(const char *s, rs_pos_t *out, char *errstr,
       memcpy(o->topic, item, (size_t)(c1 - item));
       o->topic[c1 - item] = '\0';
     }
+    /* One offset per partition: a second one for the same partition (or a
+     * bare P:O and a TOPIC:P:O, which both cover that topic's partition P)
+     * would leave which one counts to the order of the list. */
+    for (size_t i = 0; i + 1 < out->n_offsets; i++) {
+      const rs_pos_offset_t *q = &out->offsets[i];
+      if (q->partition != o->partition ||
+          (q->topic && o->topic && strcmp(q->topic, o->topic)))
+        continue;
+      char prev[320];
+      snprintf(prev, sizeof prev, "%s%s%d:%lld", q->topic ? q->topic : "",
+               q->topic ? ":" : "", (int)q->partition, (long long)q->offset);
+      const char *t = o->topic ? o->topic : q->topic;
+      int mixed = !o->topic != !q->topic;
+      int rc = rs_seterr(errstr, errstr_size, RS_EINVAL,
+                         "'%.*s': partition %d%s%s is already given by '%s'; "
+                         "list each partition once%s",
+                         (int)len, item, (int)o->partition,
+                         t ? " of topic " : "", t ? t : "", prev,
+                         mixed ? " (P:O without a topic stands for partition "
+                                 "P of every source topic)"
+                               : "");
+      rs_pos_free(out);
+      return rc;
+    }
     if (!end)
       break;
     item = end + 1;
@@ -1035,7 +1059,8 @@ static const char replay_help[] =
     "                           first one not replayed)\n"
     "  -6h, -30m, -90s, -2d     the same, relative to now\n"
     "  0:100,1:250              offsets per partition (TOPIC:P:O for one\n"
-    "                           source topic); unlisted partitions: whole\n"
+    "                           source topic), each partition once;\n"
+    "                           unlisted partitions: whole\n"
     "\n"
     "Options:\n"
     "  --from POS               where to start (default earliest)\n"

@@ -981,12 +981,9 @@ static const char *dlq_name(const rs_engine_t *e, const struct rs_op *op,
                             size_t src, char *buf, size_t size) {
   if (e->opts.dlq_topic)
     return e->opts.dlq_topic;
-  const char *t =
-      e->cfg->operators[e->g->nodes[op->node].cfg_index].dead_letter_topic;
-  if (t)
-    return t;
-  snprintf(buf, size, "%s.dlq", e->cfg->sources[src].topic);
-  return buf;
+  /* The rule rs_graph_build checked against the source topics. */
+  return rs_graph_dlq_topic(e->cfg, e->g->nodes[op->node].cfg_index, src, buf,
+                            size);
 }
 
 static int host_dead_letter(rs_op_t *op, const rs_record_t *rec,
@@ -3614,17 +3611,17 @@ int rs_engine_new(const rs_config_t *cfg, const rs_graph_t *g,
    * output scan): the dead-letter topics too. */
   if (!rc && e->eo && e->opts.dlq_topic && !out_topic(e, e->opts.dlq_topic))
     rc = RS_ENOMEM;
-  for (size_t i = 0; !rc && e->eo && !e->opts.dlq_topic && i < cfg->n_operators;
-       i++) {
-    if (cfg->operators[i].dead_letter_topic) {
-      if (!out_topic(e, cfg->operators[i].dead_letter_topic))
-        rc = RS_ENOMEM;
+  /* Those dlq_name() can give: one per source that reaches the operator
+   * (no other source's records get there; rs_graph_build checked exactly
+   * these against the source topics). */
+  for (size_t i = 0; !rc && e->eo && !e->opts.dlq_topic && i < e->g->n; i++) {
+    if (e->g->nodes[i].kind != RS_NODE_OPERATOR)
       continue;
-    }
     for (size_t s = 0; !rc && s < cfg->n_sources; s++) {
       char dlq[512];
-      snprintf(dlq, sizeof dlq, "%s.dlq", cfg->sources[s].topic);
-      if (!out_topic(e, dlq))
+      if (rs_graph_reaches(e->g, s, i) &&
+          !out_topic(e, rs_graph_dlq_topic(cfg, e->g->nodes[i].cfg_index, s,
+                                           dlq, sizeof dlq)))
         rc = RS_ENOMEM;
     }
   }

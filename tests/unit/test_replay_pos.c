@@ -108,6 +108,36 @@ Test(replay_pos, malformed_positions_are_refused) {
   }
 }
 
+/* One offset per partition: a partition listed twice (or a bare P:O and a
+ * TOPIC:P:O for the same P) is refused, not settled by the order of the
+ * list; different topics' partitions of one number are two partitions. */
+Test(replay_pos, a_partition_listed_twice_is_refused) {
+  struct {
+    const char *s, *want;
+  } cases[] = {
+      {"0:10,0:20", "'0:20': partition 0 is already given by '0:10'; list "
+                    "each partition once"},
+      {"1:5,0:10,2:7,0:10", "'0:10': partition 0 is already given by '0:10'"},
+      {"in:3:1,x:3:2,in:3:9", "'in:3:9': partition 3 of topic in is already "
+                              "given by 'in:3:1'; list each partition once"},
+      {"0:10,in:0:20", "'in:0:20': partition 0 of topic in is already given "
+                       "by '0:10'; list each partition once (P:O without a "
+                       "topic stands for partition P of every source topic)"},
+      {"in:0:20,0:10", "'0:10': partition 0 of topic in is already given by "
+                       "'in:0:20'"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    rs_pos_t p;
+    char err[512] = "";
+    cr_assert_eq(rs_pos_parse(cases[i].s, now, &p, err, sizeof err), RS_EINVAL,
+                 "'%s' was accepted", cases[i].s);
+    cr_assert(strstr(err, cases[i].want), "'%s': %s", cases[i].s, err);
+  }
+  rs_pos_t p = ok("in:0:1,x:0:2,1:3,in:2:4");
+  cr_assert_eq(p.n_offsets, 4);
+  rs_pos_free(&p);
+}
+
 /* How the time seek uses a real answer of rd_kafka_offsets_for_times (the
  * embedded broker never gives one; tests/integration/test_replay_broker.c
  * asks a real broker when RS_TEST_KAFKA_BROKERS is set). */
