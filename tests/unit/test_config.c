@@ -338,7 +338,8 @@ static const bad_case_t bad_cases[] = {
           "dead_letter_topic: in }\n" TAIL,
      NULL,
      "bad.yaml:5:63: operators 'parse'.dead_letter_topic: 'in' is also read "
-     "by source 'in'; dead letters would be consumed again"},
+     "by source 'in'; dead letters would be consumed again (choose a topic "
+     "no source reads)"},
     {"input_and_inputs",
      HEAD "operators:\n  - { name: parse, type: parse, input: in, inputs: "
           "[in] }\n" TAIL,
