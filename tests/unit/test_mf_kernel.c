@@ -215,6 +215,23 @@ Test(mf_kernel, dot_score_all_and_finite) {
   cr_assert_not(rs_mf_all_finite(u, 8));
   u[5] = 3.4e38f;
   cr_assert(rs_mf_all_finite(u, 8));
+  /* The guard's bound: every component within [-bound, bound], so finite;
+   * NaN is never within. Any lane, and the last of a second block. */
+  float w[16] = {0};
+  cr_assert(rs_mf_all_within(w, 16, 1e4f));
+  w[3] = 1e4f;
+  w[15] = -1e4f;
+  cr_assert(rs_mf_all_within(w, 16, 1e4f));
+  w[15] = -10001.0f;
+  cr_assert_not(rs_mf_all_within(w, 16, 1e4f));
+  cr_assert(rs_mf_all_within(w, 8, 1e4f), "only the first 8 are looked at");
+  w[15] = 0;
+  w[6] = NAN;
+  cr_assert_not(rs_mf_all_within(w, 16, 1e4f));
+  w[6] = INFINITY;
+  cr_assert_not(rs_mf_all_within(w, 16, 1e4f));
+  w[6] = 3.4e38f;
+  cr_assert_not(rs_mf_all_within(w, 16, 1e4f));
   cr_assert_eq(rs_mf_padded(1), 8);
   cr_assert_eq(rs_mf_padded(8), 8);
   cr_assert_eq(rs_mf_padded(65), 72);
