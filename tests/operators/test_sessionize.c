@@ -1650,6 +1650,30 @@ static void open_limit_case(int bot, taken_t *tk) {
   rs_harness_destroy(h);
 }
 
+/* Options under which one user can pass the limit are said at start. */
+Test(sessionize, options_that_allow_passing_the_open_limit_are_said) {
+  const char *risky[] = {"gap", "0ms", "grace", "1d", NULL},
+             *usual[] = {"gap", "30m", "grace", "1d", NULL};
+  rs_harness_t *h = make(risky);
+  int found = 0;
+  for (size_t i = 0; i < rs_harness_log_count(h); i++) {
+    int level;
+    const char *l = rs_harness_log_line(h, i, &level);
+    found |= level == RS_LOG_WARN &&
+             strstr(l, "gap 0 ms and grace 86400000 ms let one user hold up "
+                       "to 86400001 open sessions; past 65535") != NULL;
+  }
+  cr_assert(found, "no warning at start");
+  rs_harness_destroy(h);
+  h = make(usual);
+  for (size_t i = 0; i < rs_harness_log_count(h); i++) {
+    int level;
+    const char *l = rs_harness_log_line(h, i, &level);
+    cr_assert_null(strstr(l, "open sessions"), "%s", l);
+  }
+  rs_harness_destroy(h);
+}
+
 Test(sessionize, a_user_beyond_the_open_session_limit_is_dead_lettered) {
   static taken_t with, without;
   open_limit_case(1, &with);
