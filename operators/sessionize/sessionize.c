@@ -2608,17 +2608,20 @@ static int sz_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
   int64_t floor = sat_add(sat_add(c->gap, c->gap), c->grace);
   c->ttl = c->state_ttl > floor ? c->state_ttl : floor;
   /* A user's sessions each start more than gap after the last and stay
-   * open gap + grace after their end: with these options one user can
-   * hold more than SZ_MAX_OPEN at once, and records past that are
-   * dead-lettered (refuse_open). Said at start, not first at the bot. */
-  int64_t reach = sat_add(c->gap, c->grace) / (c->gap + 1) + 1;
+   * open until the largest event time seen passes their end + gap + grace
+   * + max_out_of_orderness: with these options one user can hold more than
+   * SZ_MAX_OPEN at once, and records past that are dead-lettered
+   * (refuse_open). Said at start, not first at the bot. */
+  int64_t reach =
+      sat_add(sat_add(c->gap, c->grace), c->ooo) / (c->gap + 1) + 1;
   if (reach > SZ_MAX_OPEN)
     host->log(op, RS_LOG_WARN,
-              "gap %" PRId64 " ms and grace %" PRId64
+              "gap %" PRId64 " ms, grace %" PRId64
+              " ms and max_out_of_orderness %" PRId64
               " ms let one user hold up to %" PRId64
               " open sessions; past %d, a record that would open another "
               "is dead-lettered (docs/SESSIONS.md, Limits)",
-              c->gap, c->grace, reach, SZ_MAX_OPEN);
+              c->gap, c->grace, c->ooo, reach, SZ_MAX_OPEN);
   struct {
     rs_counter_t **c;
     const char *name, *help;

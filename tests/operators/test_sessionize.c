@@ -1660,8 +1660,9 @@ Test(sessionize, options_that_allow_passing_the_open_limit_are_said) {
     int level;
     const char *l = rs_harness_log_line(h, i, &level);
     found |= level == RS_LOG_WARN &&
-             strstr(l, "gap 0 ms and grace 86400000 ms let one user hold up "
-                       "to 86400001 open sessions; past 65535") != NULL;
+             strstr(l, "gap 0 ms, grace 86400000 ms and "
+                       "max_out_of_orderness 0 ms let one user hold up to "
+                       "86400001 open sessions; past 65535") != NULL;
   }
   cr_assert(found, "no warning at start");
   rs_harness_destroy(h);
