@@ -395,6 +395,7 @@ out:
 typedef struct collect {
   rs_report_t *r;
   rs_format_t fmt;
+  uint64_t read; /* records of the current topic that decoded */
 } collect_t;
 
 static void *heap_alloc(void *opaque, size_t n) {
@@ -414,6 +415,7 @@ static int on_reco(void *opaque, const void *value, size_t len,
     c->r->bad_recommendations++;
     return 0;
   }
+  c->read++;
   int rc = rs_report_add_recommendation(c->r, &rec);
   rs_free((void *)rec.user);
   rs_free((void *)rec.impression_id);
@@ -442,8 +444,10 @@ static int on_feedback(void *opaque, const void *value, size_t len,
   if (rs_feedback_decode(c->fmt, value, len, &fb, block_alloc, &b, err,
                          sizeof err))
     c->r->bad_feedback++;
-  else
+  else {
+    c->read++;
     rc = rs_report_add_feedback(c->r, &fb);
+  }
   for (int i = 0; i < b.n; i++)
     rs_free(b.p[i]);
   return rc;
@@ -453,13 +457,31 @@ int rs_report_collect(rs_report_t *r, const char *bootstrap,
                       const char *reco_topic, rs_format_t reco_fmt,
                       const char *feedback_topic, rs_format_t fb_fmt,
                       int timeout_ms, char *errstr, size_t errstr_size) {
-  collect_t c = {r, reco_fmt};
+  collect_t c = {r, reco_fmt, 0};
+  uint64_t bad0 = r->bad_recommendations;
   int rc = rs_report_read_topic(bootstrap, reco_topic, timeout_ms, on_reco, &c,
                                 errstr, errstr_size);
+  /* A topic of which nothing decodes is the wrong topic or format: a
+   * table of zeros would hide it. */
+  if (!rc && !c.read && r->bad_recommendations > bad0)
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "none of the %llu records of topic '%s' reads as a "
+                     "recommendation in %s; the wrong topic, or --format?",
+                     (unsigned long long)(r->bad_recommendations - bad0),
+                     reco_topic, rs_format_name(reco_fmt));
   if (!rc && feedback_topic) {
     c.fmt = fb_fmt;
+    c.read = 0;
+    bad0 = r->bad_feedback;
     rc = rs_report_read_topic(bootstrap, feedback_topic, timeout_ms,
                               on_feedback, &c, errstr, errstr_size);
+    if (!rc && !c.read && r->bad_feedback > bad0)
+      return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                       "none of the %llu records of topic '%s' reads as "
+                       "feedback in %s; the wrong topic, or "
+                       "--feedback-format?",
+                       (unsigned long long)(r->bad_feedback - bad0),
+                       feedback_topic, rs_format_name(fb_fmt));
   }
   return rc;
 }

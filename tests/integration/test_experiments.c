@@ -133,6 +133,24 @@ Test(experiments_pipeline, variants_follow_the_users_hash, .timeout = 120) {
     cr_assert_eq(rv[v].clicks, clicks[v]);
   }
   rs_report_destroy(rep);
+  /* A topic of which nothing decodes in the format given (the wrong topic
+   * or format) is an error, not a table of zeros. */
+  rep = rs_report_new();
+  cr_assert_eq(rs_report_collect(rep, m->bootstraps, "recs", RS_FORMAT_JSON,
+                                 "fb", RS_FORMAT_JSON, 30000, err, sizeof err),
+               RS_EDECODE);
+  cr_assert(strstr(err, "records of topic 'recs' reads as a recommendation in "
+                        "json; the wrong topic, or --format?"),
+            "%s", err);
+  rs_report_destroy(rep);
+  rep = rs_report_new();
+  cr_assert_eq(rs_report_collect(rep, m->bootstraps, "recs", RS_FORMAT_AVRO,
+                                 "fb", RS_FORMAT_AVRO, 30000, err, sizeof err),
+               RS_EDECODE);
+  cr_assert(strstr(err, "records of topic 'fb' reads as feedback in avro; the "
+                        "wrong topic, or --feedback-format?"),
+            "%s", err);
+  rs_report_destroy(rep);
   /* A mistyped topic is an error, and asking does not create it (the
    * embedded broker creates topics a request names): the second ask
    * fails the same way. */
