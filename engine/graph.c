@@ -274,6 +274,17 @@ static int check_dlq_topics(const rs_graph_t *g, size_t i, char *errstr,
     if (!rs_graph_reaches(g, s, i))
       continue;
     const char *dlq = rs_graph_dlq_topic(cfg, n->cfg_index, s, buf, sizeof buf);
+    if (!oc->dead_letter_topic && !rs_topic_name_ok(dlq)) {
+      /* The config checked the source topic, not what ".dlq" makes of it
+       * (an explicit dead_letter_topic is checked at load). */
+      pos(g, n, "name", where, sizeof where);
+      return rs_seterr(errstr, errstr_size, RS_EGRAPH,
+                       "%soperators '%s': its dead letters for source '%s' "
+                       "would go to '%s' (the default, <source topic>.dlq), "
+                       "longer than the 249 characters of a Kafka topic "
+                       "name: set dead_letter_topic on '%s'",
+                       where, n->name, cfg->sources[s].name, dlq, n->name);
+    }
     size_t j = 0;
     while (j < cfg->n_sources && strcmp(cfg->sources[j].topic, dlq))
       j++;

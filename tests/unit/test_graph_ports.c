@@ -263,3 +263,32 @@ Test(graph_ports, dead_letter_topics_follow_the_sources_that_reach) {
   rs_registry_destroy(reg);
   rs_config_destroy(cfg);
 }
+
+/* A source topic of 246-249 characters is valid, but its default
+ * dead-letter topic (+ ".dlq") is not: refused at build, unless the
+ * operator names another. */
+Test(graph_ports, default_dead_letter_topic_must_be_a_valid_name) {
+  char topic[250], y[2048], err[1024] = "";
+  memset(topic, 't', 247);
+  topic[247] = '\0';
+  static const char fmt[] = "app: dlq\n"
+                            "sources:\n"
+                            "  - { name: in, topic: %s }\n"
+                            "operators:\n"
+                            "  - { name: parse, type: parse, input: in%s }\n"
+                            "sinks:\n"
+                            "  - { name: out, input: parse, topic: parsed }\n";
+  snprintf(y, sizeof y, fmt, topic, "");
+  cr_assert_eq(build(y, err, sizeof err), RS_EGRAPH, "accepted");
+  cr_assert(strstr(err, "g.yaml:5:13: operators 'parse': its dead letters for "
+                        "source 'in' would go to 'ttt") &&
+                strstr(err, ".dlq' (the default, <source topic>.dlq), longer "
+                            "than the 249 characters of a Kafka topic name: "
+                            "set dead_letter_topic on 'parse'"),
+            "%s", err);
+  snprintf(y, sizeof y, fmt, topic, ", dead_letter_topic: failed");
+  cr_assert_eq(build(y, err, sizeof err), 0, "%s", err);
+  topic[245] = '\0'; /* 245 + 4 = 249: allowed */
+  snprintf(y, sizeof y, fmt, topic, "");
+  cr_assert_eq(build(y, err, sizeof err), 0, "%s", err);
+}
