@@ -1363,13 +1363,32 @@ int rs_cmd_replay(int argc, char **argv) {
   }
   if (!strncmp(o.output, "topic:", 6)) {
     const char *name = o.output + 6;
-    for (size_t s = 0; s < cfg->n_sources; s++)
+    char dl[300] = ""; /* its dead-letter topic, NAME.dlq */
+    if (strlen(name) < sizeof dl - 4)
+      snprintf(dl, sizeof dl, "%s.dlq", name);
+    if (!rs_topic_name_ok(name) || !rs_topic_name_ok(dl)) {
+      exit_code = usage("--output topic:%s: not a valid Kafka topic name, or "
+                        "too long for its dead-letter topic NAME.dlq (1 to "
+                        "249 letters, digits, '.', '_' or '-'; not '.' or "
+                        "'..')",
+                        name);
+      goto out;
+    }
+    for (size_t s = 0; s < cfg->n_sources; s++) {
       if (!strcmp(cfg->sources[s].topic, name)) {
         exit_code = usage("--output topic:%s: that is a source topic (the "
                           "replay would read its own output)",
                           name);
         goto out;
       }
+      if (!strcmp(cfg->sources[s].topic, dl)) {
+        exit_code = usage("--output topic:%s: its dead letters would go to "
+                          "%s, a source topic (the replay would read them "
+                          "back); choose another NAME",
+                          name, dl);
+        goto out;
+      }
+    }
   }
   if (!o.resume) {
     if (rs_pos_parse(o.from ? o.from : "earliest", now_ms, &from, err,

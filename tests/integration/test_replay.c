@@ -487,6 +487,10 @@ Test(replay, refusals_and_bad_arguments, .timeout = 120) {
       {2, "--output live", "--yes"},
       {2, "--output sideways", "expected none, live or topic:NAME"},
       {2, "--output topic:in", "source topic"},
+      {2, "--output topic:a/b", "--output topic:a/b: not a valid Kafka topic"},
+      {2, "--set sources.in.topic=back.dlq --output topic:back",
+       "--output topic:back: its dead letters would go to back.dlq, a source "
+       "topic"},
       {1, "--resume", "a replay's state directory"},
       {2, "--bogus", "unknown or ambiguous option '--bogus'"},
       {2, "--seek-window -1", "--seek-window"},
