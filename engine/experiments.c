@@ -244,7 +244,7 @@ static int read_one(const rs_config_t *cfg, const rs_graph_t *g,
     if (rs_parse_double(w->scalar, &v->weight) || !isfinite(v->weight) ||
         v->weight <= 0 || v->weight > 1e9)
       return xerr(cfg, w, errstr, errstr_size,
-                  "%s.weight: expected a positive number, got '%s'", vl,
+                  "%s.weight: expected a number > 0 and <= 1e9, got '%s'", vl,
                   w->scalar);
     total += v->weight;
     rs_ypair_t *op = rs_ymap_find(vi, "overrides");

@@ -399,8 +399,8 @@ static const bad_case_t bad_cases[] = {
      "experiments:\n  - name: x\n    variants:\n"
      "      - { name: A, weight: 1 }\n      - { name: B, weight: -2 }\n",
      NULL,
-     "bad.yaml:12:28: experiments 'x'.variants 'B'.weight: expected a positive "
-     "number, got '-2'"},
+     "bad.yaml:12:28: experiments 'x'.variants 'B'.weight: expected a number "
+     "> 0 and <= 1e9, got '-2'"},
     {"exp_unknown_operator",
      HEAD PARSE TAIL "experiments:\n  - name: x\n    variants:\n"
                      "      - { name: A, weight: 1 }\n      - { name: B, "
@@ -730,6 +730,13 @@ static const bad_case_t bad_cases[] = {
      "bad.yaml: --set 'log.level=kafka=debug,nosuch=info': log.level: unknown "
      "component 'nosuch' in 'kafka=debug,nosuch=info' (components: engine, "
      "http, kafka, replay, state, and the operators: parse)"},
+    {"exp_weight_too_large",
+     HEAD PARSE TAIL
+     "experiments:\n  - name: x\n    variants:\n"
+     "      - { name: A, weight: 1 }\n      - { name: B, weight: 2e9 }\n",
+     NULL,
+     "bad.yaml:12:28: experiments 'x'.variants 'B'.weight: expected a number "
+     "> 0 and <= 1e9, got '2e9'"},
 };
 
 /* Tags that say only what the value already is pass. */
