@@ -302,8 +302,8 @@ typedef struct sz_ctx {
   rs_counter_t *c_late, *c_late_acc, *c_opened, *c_closed, *c_merged, *c_split,
       *c_purged, *c_reloads;
   int warned_open; /* logged the first record refused by SZ_MAX_OPEN */
-  int failed;  /* a batch failed: memory is ahead of the state, unusable */
-  int idle_on; /* idle_close set and the host delivers idle batches */
+  int failed;      /* a batch failed: memory is ahead of the state, unusable */
+  int idle_on;     /* idle_close set and the host delivers idle batches */
 } sz_ctx_t;
 
 typedef struct sz_group {
@@ -1664,7 +1664,9 @@ static int refuse_open(sz_ctx_t *c, const rs_interaction_t *ia) {
   if (!c->warned_open) {
     c->warned_open = 1;
     c->host->log(c->op, RS_LOG_WARN,
-                 "dead-lettered (logged for the first such record only; each goes to the dead-letter path with this reason): %s", why);
+                 "dead-lettered (logged for the first such record only; each "
+                 "goes to the dead-letter path with this reason): %s",
+                 why);
   }
   int rc = c->host->dead_letter(c->op, &r, why);
   return rc < 0 ? rc : 0;
@@ -2612,8 +2614,7 @@ static int sz_init(rs_op_t *op, void *vctx, const rs_host_api_t *host,
    * + max_out_of_orderness: with these options one user can hold more than
    * SZ_MAX_OPEN at once, and records past that are dead-lettered
    * (refuse_open). Said at start, not first at the bot. */
-  int64_t reach =
-      sat_add(sat_add(c->gap, c->grace), c->ooo) / (c->gap + 1) + 1;
+  int64_t reach = sat_add(sat_add(c->gap, c->grace), c->ooo) / (c->gap + 1) + 1;
   if (reach > SZ_MAX_OPEN)
     host->log(op, RS_LOG_WARN,
               "gap %" PRId64 " ms, grace %" PRId64

@@ -420,8 +420,7 @@ static void copart_config(const char *path, const char *second) {
   cr_assert_eq(fclose(f), 0);
 }
 
-Test(pipeline, copartition_warning_names_operator_and_counts,
-     .timeout = 120) {
+Test(pipeline, copartition_warning_names_operator_and_counts, .timeout = 120) {
   static const char *const tp[] = {"a", "same", "o", NULL};
   rs_mock_t *m = it_cluster(1, 4, tp);
   cr_assert(m != NULL);
@@ -486,8 +485,8 @@ Test(pipeline, output_a_sink_cannot_encode_is_dead_lettered, .timeout = 120) {
   cr_assert_gt(bad, 0);
   cr_assert_eq(dead, (uint64_t)bad);
   it_msg_t *out, *dl;
-  size_t n = it_consume_all(m->bootstraps, "out", (size_t)(total - bad), 30000,
-                            &out);
+  size_t n =
+      it_consume_all(m->bootstraps, "out", (size_t)(total - bad), 30000, &out);
   size_t nd = it_consume_all(m->bootstraps, "in.dlq", (size_t)bad, 30000, &dl);
   cr_assert_eq(n, (size_t)(total - bad));
   cr_assert_eq(nd, (size_t)bad);

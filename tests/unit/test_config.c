@@ -720,8 +720,7 @@ static const bad_case_t bad_cases[] = {
      "transactional (state.guarantee exactly_once holds by replay and "
      "idempotent output, docs/CONFIG.md); remove the property"},
     {"log_level_unknown_component",
-     "log: { level: \"warn,parse=debug,pasre=debug\" }\n" HEAD PARSE TAIL,
-     NULL,
+     "log: { level: \"warn,parse=debug,pasre=debug\" }\n" HEAD PARSE TAIL, NULL,
      "bad.yaml:1:15: log.level: unknown component 'pasre' in "
      "'warn,parse=debug,pasre=debug' (components: engine, http, kafka, "
      "replay, state, and the operators: parse)"},

@@ -439,9 +439,9 @@ Test(eval, plot_or_a_clear_message_without_gnuplot) {
 Test(eval, warmup_covering_everything_is_said) {
   write_file("u5.data", "1\t10\t3\t100\n2\t11\t4\t101\n1\t12\t5\t102\n"
                         "3\t10\t2\t103\n2\t12\t4\t104\n");
-  cr_assert_eq(recstream(out, sizeof out,
-                         "eval -i u5.data -f movielens --warmup 100"),
-               0, "%s", out);
+  cr_assert_eq(
+      recstream(out, sizeof out, "eval -i u5.data -f movielens --warmup 100"),
+      0, "%s", out);
   cr_assert(strstr(out, "after warm-up: nothing evaluated (the warm-up of 100 "
                         "events covers the evaluated ones; lower --warmup)"),
             "%s", out);

@@ -1059,8 +1059,8 @@ Test(state_cmd, operator_split_by_an_experiment) {
   fclose(f);
   static const char *const cfs[] = {"stats", "stats#A", "stats#B", "other"};
   rs_store_t *s = NULL;
-  cr_assert_eq(rs_store_open(g_state, cfs, 4, NULL, &s, g_err, sizeof g_err),
-               0, "%s", g_err);
+  cr_assert_eq(rs_store_open(g_state, cfs, 4, NULL, &s, g_err, sizeof g_err), 0,
+               "%s", g_err);
   int a = rs_store_cf(s, "stats#A"), b = rs_store_cf(s, "stats#B"),
       o = rs_store_cf(s, "other");
   rs_offset_t off = {.topic = "in", .partition = 0, .next_offset = 9};
@@ -1079,8 +1079,8 @@ Test(state_cmd, operator_split_by_an_experiment) {
   cr_expect(has_line(&out, "stats#A [1] u2 = \"a1\""), "%s", out.data);
   cr_expect(has_line(&out, "stats#B [0] u1 = \"b0\""), "%s", out.data);
   cr_expect_eq(count_lines(&out, "other "), 0, "%s", out.data);
-  cr_assert_eq(run(&out, "state inspect ab.yaml --operator 'stats#B'"), 0,
-               "%s", out.data);
+  cr_assert_eq(run(&out, "state inspect ab.yaml --operator 'stats#B'"), 0, "%s",
+               out.data);
   cr_expect(has_line(&out, "stats#B [0] u1 = \"b0\""), "%s", out.data);
   cr_expect_eq(count_lines(&out, "stats#A "), 0, "%s", out.data);
 
