@@ -157,6 +157,31 @@ static const char *sanitize(char *dst, size_t dst_size, const char *s,
   return dst;
 }
 
+int rs__codec_check_bounds(int64_t ts, int has_value, double value,
+                           char *errstr, size_t errstr_size) {
+  if (ts < 0)
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "field 'timestamp' is negative (%" PRId64 ")", ts);
+  if (ts > RS_MAX_TIMESTAMP_MS)
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "field 'timestamp' is after 9999-12-31T23:59:59.999Z "
+                     "(%" PRId64 "); expected milliseconds since the Unix "
+                     "epoch",
+                     ts);
+  if (has_value && !isfinite(value))
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "field 'value' is not finite");
+  if (has_value && fabs(value) > RS_MAX_ABS_VALUE) {
+    char num[32]; /* the shortest form that reads back: %g could say 1e+15 */
+    rs__codec_json_double(num, sizeof num, value);
+    return rs_seterr(errstr, errstr_size, RS_EDECODE,
+                     "field 'value' is out of range: |value| must be <= 1e15 "
+                     "(got %s)",
+                     num);
+  }
+  return 0;
+}
+
 int rs_interaction_validate(const rs_interaction_t *in, char *errstr,
                             size_t errstr_size) {
   static const int str_fields[] = {F_USER, F_ITEM, F_DEVICE, F_PAGE};
@@ -181,27 +206,10 @@ int rs_interaction_validate(const rs_interaction_t *in, char *errstr,
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
                      "field 'event_type' has unknown value %d",
                      (int)in->event_type);
-  if (in->timestamp_ms < 0)
-    return rs_seterr(errstr, errstr_size, RS_EDECODE,
-                     "field 'timestamp' is negative (%" PRId64 ")",
-                     in->timestamp_ms);
-  if (in->timestamp_ms > RS_MAX_TIMESTAMP_MS)
-    return rs_seterr(errstr, errstr_size, RS_EDECODE,
-                     "field 'timestamp' is after 9999-12-31T23:59:59.999Z "
-                     "(%" PRId64 "); expected milliseconds since the Unix "
-                     "epoch",
-                     in->timestamp_ms);
-  if (in->has_value && !isfinite(in->value))
-    return rs_seterr(errstr, errstr_size, RS_EDECODE,
-                     "field 'value' is not finite");
-  if (in->has_value && fabs(in->value) > RS_MAX_ABS_VALUE) {
-    char num[32]; /* the shortest form that reads back: %g could say 1e+15 */
-    rs__codec_json_double(num, sizeof num, in->value);
-    return rs_seterr(errstr, errstr_size, RS_EDECODE,
-                     "field 'value' is out of range: |value| must be <= 1e15 "
-                     "(got %s)",
-                     num);
-  }
+  int rc = rs__codec_check_bounds(in->timestamp_ms, in->has_value, in->value,
+                                  errstr, errstr_size);
+  if (rc)
+    return rc;
   if (in->event_type == RS_EVENT_RATING && !in->has_value)
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
                      "field 'value' is required for event type RATING");

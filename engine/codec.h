@@ -120,6 +120,12 @@ int rs__codec_json_double(char *buf, size_t size, double v);
 int rs__codec_utf8_valid(const char *s, size_t n);
 uint8_t *rs__codec_avro_long(uint8_t *o, int64_t v);
 uint8_t *rs__codec_avro_string(uint8_t *o, const char *s, uint32_t len);
+/* For codec_feedback.c: a decoded record's timestamp and, when has_value,
+ * its value against record.h's bounds (>= 0 and <= RS_MAX_TIMESTAMP_MS;
+ * finite, |value| <= RS_MAX_ABS_VALUE): 0, or RS_EDECODE with the field
+ * named in errstr. */
+int rs__codec_check_bounds(int64_t ts, int has_value, double value,
+                           char *errstr, size_t errstr_size);
 
 /* Internal, for the hand-written decoders of small records (codec_reco.c,
  * codec_feedback.c): a cursor over Avro binary data; get_long reads a

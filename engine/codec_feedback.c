@@ -53,28 +53,8 @@ int rs_feedback_validate(const rs_feedback_t *fb, char *errstr,
   if (fb->type < 0 || fb->type >= RS_FEEDBACK__COUNT)
     return rs_seterr(errstr, errstr_size, RS_EDECODE,
                      "field 'type' has unknown value %" PRId32, fb->type);
-  if (!isfinite(fb->value))
-    return rs_seterr(errstr, errstr_size, RS_EDECODE,
-                     "field 'value' is not finite");
-  if (fabs(fb->value) > RS_MAX_ABS_VALUE) {
-    char num[32]; /* the shortest form that reads back: %g could say 1e+15 */
-    rs__codec_json_double(num, sizeof num, fb->value);
-    return rs_seterr(errstr, errstr_size, RS_EDECODE,
-                     "field 'value' is out of range: |value| must be <= 1e15 "
-                     "(got %s)",
-                     num);
-  }
-  if (fb->timestamp_ms < 0)
-    return rs_seterr(errstr, errstr_size, RS_EDECODE,
-                     "field 'timestamp' is negative (%" PRId64 ")",
-                     fb->timestamp_ms);
-  if (fb->timestamp_ms > RS_MAX_TIMESTAMP_MS)
-    return rs_seterr(errstr, errstr_size, RS_EDECODE,
-                     "field 'timestamp' is after 9999-12-31T23:59:59.999Z "
-                     "(%" PRId64 "); expected milliseconds since the Unix "
-                     "epoch",
-                     fb->timestamp_ms);
-  return 0;
+  return rs__codec_check_bounds(fb->timestamp_ms, 1, fb->value, errstr,
+                                errstr_size);
 }
 
 /* Copies the strings into one block from alloc() so they outlive buf. */

@@ -1925,20 +1925,10 @@ static const char *check(const rs_record_t *rec, uint32_t input, char *buf,
     return "feedback without user or item, or with a value that is not finite";
   /* The codec's bounds (record.h), for feedback that did not come through
    * it (plugins): a huge reward would swamp the arm statistics for good. */
-  if (fabs(f->value) > RS_MAX_ABS_VALUE) {
-    snprintf(buf, n,
-             "feedback value is out of range: |value| must be <= 1e15 "
-             "(got %.17g)",
-             f->value);
-    return buf;
-  }
-  if (f->timestamp_ms > RS_MAX_TIMESTAMP_MS) {
-    snprintf(buf, n,
-             "feedback timestamp is after 9999-12-31T23:59:59.999Z "
-             "(%" PRId64 "); expected milliseconds since the Unix epoch",
-             f->timestamp_ms);
-    return buf;
-  }
+  const char *why =
+      rs_bounds_problem("feedback", f->timestamp_ms, 1, f->value, buf, n);
+  if (why)
+    return why;
   if (f->impression_id_len > 256)
     return "feedback impression_id longer than 256 bytes";
   return NULL;

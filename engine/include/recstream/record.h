@@ -146,12 +146,42 @@ typedef struct rs_mf_update {
 #define RS_MF_F_NEW_ITEM 4u
 #define RS_MF_F_GUARDED 8u
 
+/* Why a record's timestamp and (when has_value) value break the bounds
+ * above, for records that did not come through the codec (NULL: they do
+ * not): "<what> timestamp is negative ...", "<what> value is not finite",
+ * ... The message is a constant or written into buf (size n). */
+static inline const char *rs_bounds_problem(const char *what, int64_t ts,
+                                            int has_value, double value,
+                                            char *buf, size_t n) {
+  if (ts < 0) {
+    snprintf(buf, n, "%s timestamp is negative (%" PRId64 ")", what, ts);
+    return buf;
+  }
+  if (ts > RS_MAX_TIMESTAMP_MS) {
+    snprintf(buf, n,
+             "%s timestamp is after 9999-12-31T23:59:59.999Z (%" PRId64
+             "); expected milliseconds since the Unix epoch",
+             what, ts);
+    return buf;
+  }
+  if (has_value && !isfinite(value)) {
+    snprintf(buf, n, "%s value is not finite", what);
+    return buf;
+  }
+  if (has_value && fabs(value) > RS_MAX_ABS_VALUE) {
+    snprintf(buf, n,
+             "%s value is out of range: |value| must be <= 1e15 "
+             "(got %.17g)",
+             what, value);
+    return buf;
+  }
+  return NULL;
+}
+
 /* Why operators cannot use an interaction (NULL: they can): no user, no
- * item, an unknown event type, a timestamp before 0 or after
- * RS_MAX_TIMESTAMP_MS, or a value that is not finite or whose magnitude
- * exceeds RS_MAX_ABS_VALUE.
- * The message is a constant or written into buf (size n). Header-only, for
- * plugins too. */
+ * item, an unknown event type, or its timestamp or value past the bounds
+ * (rs_bounds_problem). The message is a constant or written into buf
+ * (size n). Header-only, for plugins too. */
 static inline const char *rs_interaction_problem(const rs_interaction_t *ia,
                                                  char *buf, size_t n) {
   if (!ia)
@@ -165,28 +195,8 @@ static inline const char *rs_interaction_problem(const rs_interaction_t *ia,
              ia->event_type);
     return buf;
   }
-  if (ia->timestamp_ms < 0) {
-    snprintf(buf, n, "interaction timestamp is negative (%" PRId64 ")",
-             ia->timestamp_ms);
-    return buf;
-  }
-  if (ia->timestamp_ms > RS_MAX_TIMESTAMP_MS) {
-    snprintf(buf, n,
-             "interaction timestamp is after 9999-12-31T23:59:59.999Z "
-             "(%" PRId64 "); expected milliseconds since the Unix epoch",
-             ia->timestamp_ms);
-    return buf;
-  }
-  if (ia->has_value && !isfinite(ia->value))
-    return "interaction value is not finite";
-  if (ia->has_value && fabs(ia->value) > RS_MAX_ABS_VALUE) {
-    snprintf(buf, n,
-             "interaction value is out of range: |value| must be <= 1e15 "
-             "(got %.17g)",
-             ia->value);
-    return buf;
-  }
-  return NULL;
+  return rs_bounds_problem("interaction", ia->timestamp_ms, ia->has_value,
+                           ia->value, buf, n);
 }
 
 /* One ranked item of a recommendation (schemas/recommendation.avsc,
