@@ -61,7 +61,11 @@
  * sessionize -> sinks (events, sessions, late), --rounds rounds, the order
  * swapped each round, each with its own consumer group, state directory
  * and output topics, plus raw librdkafka consumption of the topic (the
- * project's baseline). That ratio includes Kafka consumption and
+ * project's baseline) and a raw librdkafka consume -> produce copy of it
+ * with the engine's producer settings (what any pipeline that reads and
+ * writes every record costs at least: the parse-only engine's rate as a
+ * fraction of it shows whether the ratio's baseline is the engine's real
+ * cost or a slowed one). That ratio includes Kafka consumption and
  * production, as a user of the engine sees it. --pin binds this process to
  * CPU 0 from the start (the engine's loop and librdkafka's and RocksDB's
  * threads inherit it) and the embedded broker, the test's harness and not
@@ -683,7 +687,8 @@ static void engine_runs(long events, long users, int parts, const char *ooo,
   for (int round = -1; round < rounds; round++) {
     char yaml[2][2048], topic[64];
     int id = round + 1; /* in names: 0 is the warm-up */
-    static const char *const outs[] = {"out", "events", "sessions", "late"};
+    static const char *const outs[] = {"out", "events", "sessions", "late",
+                                       "copy"};
     for (size_t t = 0; t < sizeof outs / sizeof *outs; t++) {
       snprintf(topic, sizeof topic, "bench.%s-%d", outs[t], id);
       if (rs_mock_create_topic(m, topic, parts, err, sizeof err))
@@ -747,6 +752,13 @@ static void engine_runs(long events, long users, int parts, const char *ooo,
     printf("  round %d raw librdkafka consume of the topic %12.0f events/s "
            "(parse-only engine %.2f of it)\n",
            id, raw, r[0] / raw);
+    /* What any consume -> produce pipeline costs at least: is the
+     * parse-only baseline the engine's real cost, or a slow one? */
+    snprintf(topic, sizeof topic, "bench.copy-%d", id);
+    double copy = bench_raw_copy(m->bootstraps, "bench", parts, events, topic);
+    printf("  round %d raw librdkafka consume -> produce   %12.0f events/s "
+           "(parse-only engine %.2f of it, sessionize %.2f)\n",
+           id, copy, r[0] / copy, r[1] / copy);
     ratio[round] = r[1] / r[0];
     cratio[round] = e[0] / e[1];
     printf("  round %d ratio %.2f by rate, %.2f by the engine's CPU time\n", id,

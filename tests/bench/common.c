@@ -114,6 +114,97 @@ double bench_raw_consume(const char *bootstrap, const char *topic,
   return (double)n / secs;
 }
 
+/* bench_raw_copy's delivery reports: count them and note the time of the
+ * last (the engine's rate ends at its last acknowledged output too). */
+typedef struct {
+  long delivered, failed;
+  uint64_t last_ns;
+} raw_copy_dr_t;
+
+static void raw_copy_dr(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                        void *opaque) {
+  (void)rk;
+  raw_copy_dr_t *d = opaque;
+  if (m->err)
+    d->failed++;
+  else
+    d->delivered++;
+  d->last_ns = rs_now_ns();
+}
+
+double bench_raw_copy(const char *bootstrap, const char *topic, int partitions,
+                      long n, const char *out_topic) {
+  char err[512];
+  rd_kafka_conf_t *c = rd_kafka_conf_new();
+  rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, err, sizeof err);
+  rd_kafka_conf_set(c, "group.id", "bench-raw-copy", err, sizeof err);
+  rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_conf_set(c, "queued.min.messages", "1000000", err, sizeof err);
+  rd_kafka_conf_set(c, "fetch.wait.max.ms", "100", err, sizeof err);
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
+  if (!rk)
+    bench_die("consumer", err);
+  /* The engine's producer settings (engine/kafka.c). */
+  raw_copy_dr_t dr = {0};
+  rd_kafka_conf_t *pc = rd_kafka_conf_new();
+  rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, err, sizeof err);
+  rd_kafka_conf_set(pc, "enable.idempotence", "true", err, sizeof err);
+  rd_kafka_conf_set(pc, "linger.ms", "5", err, sizeof err);
+  rd_kafka_conf_set(pc, "batch.num.messages", "10000", err, sizeof err);
+  rd_kafka_conf_set(pc, "queue.buffering.max.messages", "1000000", err,
+                    sizeof err);
+  rd_kafka_conf_set_dr_msg_cb(pc, raw_copy_dr);
+  rd_kafka_conf_set_opaque(pc, &dr);
+  rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
+  if (!p)
+    bench_die("producer", err);
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new(partitions);
+  for (int i = 0; i < partitions; i++)
+    rd_kafka_topic_partition_list_add(l, topic, i)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
+  rd_kafka_message_t *msgs[1000];
+  long got = 0;
+  uint64_t t0 = 0;
+  while (got < n) {
+    ssize_t k = rd_kafka_consume_batch_queue(q, 100, msgs, 1000);
+    for (ssize_t i = 0; i < k; i++) {
+      rd_kafka_message_t *m = msgs[i];
+      if (!m->err) {
+        if (!t0)
+          t0 = rs_now_ns();
+        got++;
+        rd_kafka_resp_err_t e;
+        while ((e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(out_topic),
+                                      RD_KAFKA_V_PARTITION(m->partition),
+                                      RD_KAFKA_V_KEY(m->key, m->key_len),
+                                      RD_KAFKA_V_VALUE(m->payload, m->len),
+                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                      RD_KAFKA_V_END)) ==
+               RD_KAFKA_RESP_ERR__QUEUE_FULL)
+          rd_kafka_poll(p, 10);
+        if (e)
+          bench_die("raw copy", rd_kafka_err2str(e));
+      }
+      rd_kafka_message_destroy(m);
+    }
+    rd_kafka_poll(p, 0);
+  }
+  if (rd_kafka_flush(p, 120000) || dr.delivered != n)
+    bench_die("raw copy",
+              dr.failed ? "outputs failed" : "outputs not delivered");
+  double secs = (double)(dr.last_ns - t0) / 1e9;
+  rd_kafka_queue_destroy(q);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  rd_kafka_destroy(p);
+  return (double)n / secs;
+}
+
 double bench_peak_rss_mib(void) {
   FILE *f = fopen("/proc/self/status", "r");
   char line[256];

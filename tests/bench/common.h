@@ -27,6 +27,14 @@ void bench_produce(const char *bootstrap, const char *topic, long n,
 double bench_raw_consume(const char *bootstrap, const char *topic,
                          int partitions, long n);
 
+/* Consumes n messages of topic like bench_raw_consume and produces each
+ * (key and value copied, same partition) to out_topic with the engine's
+ * producer settings (idempotent, linger.ms 5): the least any consume ->
+ * produce pipeline costs; records/s from the first input to the last
+ * delivery report. */
+double bench_raw_copy(const char *bootstrap, const char *topic, int partitions,
+                      long n, const char *out_topic);
+
 /* Peak RSS since the last reset, in MiB (Linux VmHWM). */
 double bench_peak_rss_mib(void);
 void bench_reset_peak_rss(void);
