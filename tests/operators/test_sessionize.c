@@ -1685,3 +1685,62 @@ Test(sessionize, a_user_beyond_the_open_session_limit_is_dead_lettered) {
   free(with.alice);
   free(without.alice);
 }
+
+/* With max_out_of_orderness above 0 records wait for the watermark, and
+ * the one that would open the 65,536th session is refused when a later
+ * record releases it: dead-lettered with the bot as key and the
+ * releasing record's source position (its own bytes are no longer held),
+ * the message saying so and naming its item; what waited behind it is
+ * still applied. */
+Test(sessionize, a_record_that_waited_and_would_pass_the_open_limit) {
+  enum { LIMIT = 65535, B = 256 };
+  const char *opts[] = {"gap",  "0ms", "grace", "1d", "max_out_of_orderness",
+                        "10ms", NULL};
+  rs_harness_t *h = make(opts);
+  static ev_t evs[B];
+  taken_t tk;
+  memset(&tk, 0, sizeof tk);
+  int64_t off = 0, t = 0;
+  size_t n = 0;
+  for (int64_t i = 0; i <= LIMIT; i++, t += 2) {
+    ev_set(&evs[n++], "bot", i == LIMIT ? "last" : "x", RS_EVENT_VIEW, t,
+           off++);
+    if (n == B || i == LIMIT) {
+      push_take(h, evs, n, &tk);
+      n = 0;
+    }
+  }
+  int64_t last = t - 2;
+  /* The last bot records (within 10 ms of the newest) wait: nothing
+   * refused yet. */
+  cr_assert_eq(tk.n_dead, 0);
+  cr_assert_lt(rs_harness_counter(h, "sessions_opened"), LIMIT);
+  /* alice's record moves the watermark past it, and waits itself. */
+  int64_t release = off;
+  ev_set(&evs[0], "alice", "a", RS_EVENT_VIEW, last + 100, off++);
+  cr_assert_eq(push_n(h, 0, evs, 1, 1), 0, "%s", rs_harness_errmsg(h));
+  cr_assert_eq(rs_harness_dead_count(h), 1);
+  const rs_harness_dead_t *d = rs_harness_dead(h, 0);
+  cr_assert(d->key_len == 3 && !memcmp(d->key, "bot", 3),
+            "the refused record's user is the key");
+  take(h, &tk);
+  cr_assert_eq(tk.n_dead, 1);
+  cr_assert_eq(tk.dead_off[0], release,
+               "sent with the offset of the record that released it");
+  cr_assert(strstr(tk.dead_err[0], "user 'bot' has 65535 open sessions") &&
+                strstr(tk.dead_err[0], "max_out_of_orderness 10 ms") &&
+                strstr(tk.dead_err[0],
+                       "The record waited for the watermark: sent with the "
+                       "source offset of the record that released it; item "
+                       "'last'"),
+            "%s", tk.dead_err[0]);
+  cr_assert_eq(rs_harness_counter(h, "sessions_opened"), LIMIT);
+  /* Released in turn, alice's record opens her session. */
+  ev_set(&evs[0], "alice", "b", RS_EVENT_VIEW, last + 200, off++);
+  push_take(h, evs, 1, &tk);
+  cr_assert_eq(tk.n_dead, 1);
+  cr_assert_eq(rs_harness_counter(h, "sessions_opened"), LIMIT + 1);
+  cr_assert_not_null(tk.alice, "alice's first event was not applied");
+  cr_assert_eq(rs_harness_checkpoint(h), 0, "%s", rs_harness_errmsg(h));
+  rs_harness_destroy(h);
+}
