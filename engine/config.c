@@ -640,6 +640,26 @@ static int get_enum(cctx_t *c, const rs_ynode_t *map, const char *section,
               section, key, list, n->scalar);
 }
 
+/* A boolean: the words operator options take too (rs_parse_bool), so a
+ * config reads alike in every section. */
+static int get_bool(cctx_t *c, const rs_ynode_t *map, const char *section,
+                    const char *key, int dflt, int *out) {
+  rs_ynode_t *n;
+  int rc = get(c, map, section, key, RS_Y_SCALAR, 0, &n);
+  if (rc)
+    return rc;
+  if (!n) {
+    *out = dflt;
+    return 0;
+  }
+  if (!rs_parse_bool(n->scalar, out))
+    return 0;
+  return cerr(c, n->line, n->col,
+              "%s.%s: expected true or false (also yes/no, on/off, 1/0), "
+              "got '%s'",
+              section, key, n->scalar);
+}
+
 /* Reports the first key of map no reader consumed. */
 static int check_unknown(cctx_t *c, const rs_ynode_t *map, const char *section,
                          const char *known) {
@@ -791,7 +811,6 @@ static int read_state(cctx_t *c, const rs_ynode_t *root) {
   /* In rs_compression_t order (state/rocks.h). */
   static const char *const compressions[] = {"default", "none",   "lz4",
                                              "zstd",    "snappy", NULL};
-  static const char *const bools[] = {"false", "true", NULL};
   int g, comp, sync;
   if ((rc = get_str(c, m, "state", "dir", dflt, 0, &cfg->state.dir)) ||
       (rc = get_num(c, m, "state", "commit_interval", T_DURATION, 1000, 10,
@@ -807,7 +826,7 @@ static int read_state(cctx_t *c, const rs_ynode_t *root) {
                     (int64_t)1 << 20, (int64_t)4 << 30,
                     &cfg->state.write_buffer_bytes)) ||
       (rc = get_enum(c, m, "state", "compression", compressions, 0, &comp)) ||
-      (rc = get_enum(c, m, "state", "sync", bools, 1, &sync)))
+      (rc = get_bool(c, m, "state", "sync", 1, &sync)))
     return rc;
   cfg->state.guarantee = (rs_guarantee_t)g;
   cfg->state.compression = comp;
@@ -928,7 +947,6 @@ static int open_list(cctx_t *c, const rs_ynode_t *root, const char *name,
 }
 
 static int read_sources(cctx_t *c, const rs_ynode_t *root) {
-  static const char *const bools[] = {"false", "true", NULL};
   rs_config_t *cfg = c->cfg;
   rs_ynode_t *s;
   void *array = NULL;
@@ -947,8 +965,7 @@ static int read_sources(cctx_t *c, const rs_ynode_t *root) {
                       &src->topic)) ||
         (rc = get_num(c, s->items[i], label, "partitions", T_INT, 0, 1, 1024,
                       &parts)) ||
-        (rc = get_enum(c, s->items[i], label, "loopback", bools, 0,
-                       &src->loopback)) ||
+        (rc = get_bool(c, s->items[i], label, "loopback", 0, &src->loopback)) ||
         (rc = check_unknown(c, s->items[i], label,
                             "name, topic, partitions, loopback")))
       return rc;

@@ -29,7 +29,7 @@ static const char *type_name(rs_opt_type_t t) {
 static const char *expected(rs_opt_type_t t) {
   switch (t) {
   case RS_OPT_BOOL:
-    return "true or false";
+    return "true or false (also yes/no, on/off, 1/0)";
   case RS_OPT_INT:
     return "an integer";
   case RS_OPT_DOUBLE:

@@ -524,11 +524,11 @@ static const bad_case_t bad_cases[] = {
      "state.guarantee exactly_once (a checkpoint keeps topic 'back''s input "
      "offsets and its output ends under the same name); use at_least_once"},
     {"loopback_not_a_bool",
-     "app: t\nsources:\n  - { name: in, topic: in, loopback: yes }\n" PARSE
+     "app: t\nsources:\n  - { name: in, topic: in, loopback: maybe }\n" PARSE
          TAIL,
      NULL,
-     "bad.yaml:3:38: sources 'in'.loopback: expected one of false, true, got "
-     "'yes'"},
+     "bad.yaml:3:38: sources 'in'.loopback: expected true or false (also "
+     "yes/no, on/off, 1/0), got 'maybe'"},
     {"loopback_off_is_the_old_check", LOOPBACK, "sources.back.loopback=false",
      "bad.yaml:9:39: sinks 'fed'.topic: 'back' is also read by source 'back'; "
      "the pipeline would consume its own output (if that loop is deliberate, "
@@ -902,6 +902,53 @@ Test(config, loopback_source_reads_its_own_sink) {
   cr_assert_eq(cfg->sources[0].loopback, 0);
   cr_assert_eq(cfg->sources[1].loopback, 1);
   rs_config_destroy(cfg);
+}
+
+/* Booleans read alike in every section: the words operator options take
+ * (true/false, yes/no, on/off, 1/0), and anything else is refused with
+ * the same list. */
+Test(config, booleans_take_the_same_words_everywhere) {
+  static const struct {
+    const char *word;
+    int value;
+  } words[] = {{"true", 1},  {"yes", 1}, {"on", 1},  {"1", 1},
+               {"false", 0}, {"no", 0},  {"off", 0}, {"0", 0}};
+  char err[1024], y[512];
+  for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
+    rs_config_t *cfg = NULL;
+    snprintf(y, sizeof y, "state: { sync: %s }\n" HEAD PARSE TAIL,
+             words[i].word);
+    cr_assert_eq(rs_config_load_string("b.yaml", y, strlen(y), NULL, 0, &cfg,
+                                       err, sizeof err),
+                 0, "%s: %s", words[i].word, err);
+    cr_assert_eq(cfg->state.sync, words[i].value, "%s", words[i].word);
+    rs_config_destroy(cfg);
+    /* An operator's boolean option takes the same word. */
+    snprintf(y, sizeof y,
+             HEAD "operators:\n  - { name: parse, type: parse, input: in }\n"
+                  "  - { name: mf, type: mf_update, input: parse }\n"
+                  "  - { name: t, type: topn_emit, input: mf, model: mf, "
+                  "on_interaction: %s }\n"
+                  "sinks:\n  - { name: out, input: t, topic: out }\n",
+             words[i].word);
+    cr_assert_eq(load(y, NULL, 0, err, sizeof err), 0, "%s: %s", words[i].word,
+                 err);
+  }
+  cr_assert_neq(load("state: { sync: maybe }\n" HEAD PARSE TAIL, NULL, 0, err,
+                     sizeof err),
+                0);
+  cr_assert_str_eq(err, "bad.yaml:1:16: state.sync: expected true or false "
+                        "(also yes/no, on/off, 1/0), got 'maybe'");
+  const char *op =
+      HEAD "operators:\n  - { name: parse, type: parse, input: in }\n"
+           "  - { name: mf, type: mf_update, input: parse }\n"
+           "  - { name: t, type: topn_emit, input: mf, model: mf, "
+           "on_interaction: "
+           "maybe }\n"
+           "sinks:\n  - { name: out, input: t, topic: out }\n";
+  cr_assert_neq(load(op, NULL, 0, err, sizeof err), 0);
+  cr_assert(strstr(err, "expected true or false (also yes/no, on/off, 1/0)"),
+            "%s", err);
 }
 
 /* Quoted, ~ and null are text; --set values are text as given. */
