@@ -14,8 +14,10 @@
 
 #include "util.h"
 
+/* strtoll and strtod skip leading white space: " 5" would pass where a
+ * trailing space does not; both are refused. */
 int rs_parse_int64(const char *s, int64_t *out) {
-  if (!s || !*s)
+  if (!s || !*s || isspace((unsigned char)*s))
     return RS_EINVAL;
   char *end;
   errno = 0;
@@ -27,7 +29,7 @@ int rs_parse_int64(const char *s, int64_t *out) {
 }
 
 int rs_parse_double(const char *s, double *out) {
-  if (!s || !*s)
+  if (!s || !*s || isspace((unsigned char)*s))
     return RS_EINVAL;
   char *end;
   errno = 0;

@@ -865,6 +865,18 @@ Test(util, durations_and_sizes) {
   cr_assert_eq(v, 500);
   cr_assert_eq(rs_parse_duration_ms("1 s", &v), 0); /* as documented */
   cr_assert_eq(v, 1000);
+  /* Integers and numbers: leading white space is refused like trailing. */
+  int64_t iv;
+  double dv;
+  const char *spaced[] = {" 5", "5 ", "\t5", "\n5", "", " "};
+  for (size_t i = 0; i < sizeof spaced / sizeof spaced[0]; i++) {
+    cr_expect_neq(rs_parse_int64(spaced[i], &iv), 0, "'%s'", spaced[i]);
+    cr_expect_neq(rs_parse_double(spaced[i], &dv), 0, "'%s'", spaced[i]);
+  }
+  cr_assert_eq(rs_parse_int64("-5", &iv), 0);
+  cr_assert_eq(iv, -5);
+  cr_assert_eq(rs_parse_double("2.5", &dv), 0);
+  cr_assert_eq(dv, 2.5);
   cr_assert_neq(rs_parse_size("0x10MiB", &v), 0);
   cr_assert_eq(rs_parse_size("64KiB", &v), 0);
   cr_assert_eq(v, 65536);
