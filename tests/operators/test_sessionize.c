@@ -1741,6 +1741,7 @@ Test(sessionize, a_record_that_waited_and_would_pass_the_open_limit) {
   cr_assert_eq(tk.n_dead, 1);
   cr_assert_eq(rs_harness_counter(h, "sessions_opened"), LIMIT + 1);
   cr_assert_not_null(tk.alice, "alice's first event was not applied");
+  free(tk.alice);
   cr_assert_eq(rs_harness_checkpoint(h), 0, "%s", rs_harness_errmsg(h));
   rs_harness_destroy(h);
 }
