@@ -144,7 +144,10 @@ double bench_raw_copy(const char *bootstrap, const char *topic, int partitions,
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
   if (!rk)
     bench_die("consumer", err);
-  /* The engine's producer settings (engine/kafka.c). */
+  /* The engine's producer settings (engine/kafka.c), except its queue
+   * limits and in-flight cap (this copy may hold more: never slower). It
+   * names the input's partition where the engine's sink runs the
+   * partitioner on the key. */
   raw_copy_dr_t dr = {0};
   rd_kafka_conf_t *pc = rd_kafka_conf_new();
   rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, err, sizeof err);
