@@ -71,14 +71,17 @@ void bench_produce(const char *bootstrap, const char *topic, long n,
   rd_kafka_destroy(p);
 }
 
-double bench_raw_consume(const char *bootstrap, const char *topic,
-                         int partitions, long n) {
+/* A consumer of topic's partitions 0..partitions-1 from their start,
+ * assigned (no group protocol), with the engine's fetch settings
+ * (engine/kafka.c) so that it reads as the engine does; *q its queue. */
+static rd_kafka_t *raw_consumer(const char *bootstrap, const char *group,
+                                const char *topic, int partitions,
+                                rd_kafka_queue_t **q) {
   char err[512];
   rd_kafka_conf_t *c = rd_kafka_conf_new();
   rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, err, sizeof err);
-  rd_kafka_conf_set(c, "group.id", "bench-raw", err, sizeof err);
+  rd_kafka_conf_set(c, "group.id", group, err, sizeof err);
   rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
-  /* The engine's fetch settings (engine/kafka.c), so both read alike. */
   rd_kafka_conf_set(c, "queued.min.messages", "1000000", err, sizeof err);
   rd_kafka_conf_set(c, "fetch.wait.max.ms", "100", err, sizeof err);
   rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
@@ -92,7 +95,14 @@ double bench_raw_consume(const char *bootstrap, const char *topic,
         RD_KAFKA_OFFSET_BEGINNING;
   rd_kafka_assign(rk, l);
   rd_kafka_topic_partition_list_destroy(l);
-  rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
+  *q = rd_kafka_queue_get_consumer(rk);
+  return rk;
+}
+
+double bench_raw_consume(const char *bootstrap, const char *topic,
+                         int partitions, long n) {
+  rd_kafka_queue_t *q;
+  rd_kafka_t *rk = raw_consumer(bootstrap, "bench-raw", topic, partitions, &q);
   rd_kafka_message_t *msgs[1000];
   long got = 0;
   uint64_t t0 = 0;
@@ -135,15 +145,9 @@ static void raw_copy_dr(rd_kafka_t *rk, const rd_kafka_message_t *m,
 double bench_raw_copy(const char *bootstrap, const char *topic, int partitions,
                       long n, const char *out_topic) {
   char err[512];
-  rd_kafka_conf_t *c = rd_kafka_conf_new();
-  rd_kafka_conf_set(c, "bootstrap.servers", bootstrap, err, sizeof err);
-  rd_kafka_conf_set(c, "group.id", "bench-raw-copy", err, sizeof err);
-  rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
-  rd_kafka_conf_set(c, "queued.min.messages", "1000000", err, sizeof err);
-  rd_kafka_conf_set(c, "fetch.wait.max.ms", "100", err, sizeof err);
-  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
-  if (!rk)
-    bench_die("consumer", err);
+  rd_kafka_queue_t *q;
+  rd_kafka_t *rk =
+      raw_consumer(bootstrap, "bench-raw-copy", topic, partitions, &q);
   /* The engine's producer settings (engine/kafka.c), except its queue
    * limits and in-flight cap (this copy may hold more: never slower). It
    * names the input's partition where the engine's sink runs the
@@ -161,15 +165,6 @@ double bench_raw_copy(const char *bootstrap, const char *topic, int partitions,
   rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
   if (!p)
     bench_die("producer", err);
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t *l =
-      rd_kafka_topic_partition_list_new(partitions);
-  for (int i = 0; i < partitions; i++)
-    rd_kafka_topic_partition_list_add(l, topic, i)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
-  rd_kafka_assign(rk, l);
-  rd_kafka_topic_partition_list_destroy(l);
-  rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
   rd_kafka_message_t *msgs[1000];
   long got = 0;
   uint64_t t0 = 0;
