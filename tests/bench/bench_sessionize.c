@@ -612,6 +612,13 @@ static double cpu1_threads_s(char *names, size_t names_size) {
   return total;
 }
 
+/* CPU time (s) so far of this process without the broker's threads (with
+ * --pin; the whole process without): differences of two readings are the
+ * engine's, or the raw clients', CPU over an interval. */
+static double own_cpu_s(int pinned) {
+  return bench_cpu_seconds() - (pinned ? cpu1_threads_s(NULL, 0) : 0);
+}
+
 /* --engine: the same stream through the whole engine on the embedded
  * broker (Kafka in and out, sinks, checkpoints): parse -> sink against
  * parse -> sessionize -> sinks (enriched events and summaries). Rates are
@@ -721,13 +728,11 @@ static void engine_runs(long events, long users, int parts, const char *ooo,
     double r[2], e[2];
     for (int j = 0; j < 2; j++) {
       int k = id % 2 ? j : 1 - j; /* counted rounds alternate the order */
-      double wall, cpu, b0 = pinned ? cpu1_threads_s(NULL, 0) : 0,
-                        p0 = bench_cpu_seconds();
+      double wall, cpu, c0 = own_cpu_s(pinned);
       rs_engine_stats_t st = bench_run(yaml[k], 0, &wall, &cpu);
       /* The engine's CPU (set-up and teardown included): the process's
        * minus the broker threads', over the same interval. */
-      e[k] = bench_cpu_seconds() - p0 -
-             (pinned ? cpu1_threads_s(NULL, 0) - b0 : 0);
+      e[k] = own_cpu_s(pinned) - c0;
       double busy = (double)(st.last_ack_ns - st.first_input_ns) / 1e9;
       r[k] = (double)st.records_in / busy;
       if ((long)st.records_in != events)
@@ -756,10 +761,9 @@ static void engine_runs(long events, long users, int parts, const char *ooo,
     /* What any consume -> produce pipeline costs at least: is the
      * parse-only baseline the engine's real cost, or a slow one? */
     snprintf(topic, sizeof topic, "bench.copy-%d", id);
-    double b0 = pinned ? cpu1_threads_s(NULL, 0) : 0, p0 = bench_cpu_seconds();
+    double c0 = own_cpu_s(pinned);
     double copy = bench_raw_copy(m->bootstraps, "bench", parts, events, topic);
-    double ec =
-        bench_cpu_seconds() - p0 - (pinned ? cpu1_threads_s(NULL, 0) - b0 : 0);
+    double ec = own_cpu_s(pinned) - c0;
     printf("  round %d raw librdkafka consume -> produce   %12.0f events/s, "
            "CPU %.2f us/event (parse-only engine: %.2f of its rate, %.2f of "
            "its CPU per event; sessionize %.2f, %.2f)\n",

@@ -99,31 +99,6 @@ static rd_kafka_t *raw_consumer(const char *bootstrap, const char *group,
   return rk;
 }
 
-double bench_raw_consume(const char *bootstrap, const char *topic,
-                         int partitions, long n) {
-  rd_kafka_queue_t *q;
-  rd_kafka_t *rk = raw_consumer(bootstrap, "bench-raw", topic, partitions, &q);
-  rd_kafka_message_t *msgs[1000];
-  long got = 0;
-  uint64_t t0 = 0;
-  while (got < n) {
-    ssize_t k = rd_kafka_consume_batch_queue(q, 100, msgs, 1000);
-    for (ssize_t i = 0; i < k; i++) {
-      if (!msgs[i]->err) {
-        if (!t0)
-          t0 = rs_now_ns();
-        got++;
-      }
-      rd_kafka_message_destroy(msgs[i]);
-    }
-  }
-  double secs = (double)(rs_now_ns() - t0) / 1e9;
-  rd_kafka_queue_destroy(q);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
-  return (double)n / secs;
-}
-
 /* bench_raw_copy's delivery reports: count them and note the time of the
  * last (the engine's rate ends at its last acknowledged output too). */
 typedef struct {
@@ -142,29 +117,36 @@ static void raw_copy_dr(rd_kafka_t *rk, const rd_kafka_message_t *m,
   d->last_ns = rs_now_ns();
 }
 
-double bench_raw_copy(const char *bootstrap, const char *topic, int partitions,
+/* Consumes n messages of topic from the start; with out_topic, produces
+ * each (key and value copied, same partition) there and waits for every
+ * delivery. Records/s from the first input to the last consumed, or to
+ * the last delivery report with out_topic. */
+static double raw_run(const char *bootstrap, const char *topic, int partitions,
                       long n, const char *out_topic) {
   char err[512];
   rd_kafka_queue_t *q;
   rd_kafka_t *rk =
-      raw_consumer(bootstrap, "bench-raw-copy", topic, partitions, &q);
-  /* The engine's producer settings (engine/kafka.c), except its queue
-   * limits and in-flight cap (this copy may hold more: never slower). It
-   * names the input's partition where the engine's sink runs the
-   * partitioner on the key. */
+      raw_consumer(bootstrap, out_topic ? "bench-raw-copy" : "bench-raw", topic,
+                   partitions, &q);
+  rd_kafka_t *p = NULL;
   raw_copy_dr_t dr = {0};
-  rd_kafka_conf_t *pc = rd_kafka_conf_new();
-  rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, err, sizeof err);
-  rd_kafka_conf_set(pc, "enable.idempotence", "true", err, sizeof err);
-  rd_kafka_conf_set(pc, "linger.ms", "5", err, sizeof err);
-  rd_kafka_conf_set(pc, "batch.num.messages", "10000", err, sizeof err);
-  rd_kafka_conf_set(pc, "queue.buffering.max.messages", "1000000", err,
-                    sizeof err);
-  rd_kafka_conf_set_dr_msg_cb(pc, raw_copy_dr);
-  rd_kafka_conf_set_opaque(pc, &dr);
-  rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
-  if (!p)
-    bench_die("producer", err);
+  if (out_topic) {
+    /* The engine's producer settings (engine/kafka.c), except its queue
+     * limits and in-flight cap (this copy may hold more: never slower).
+     * It names the input's partition where the engine's sink runs the
+     * partitioner on the key. */
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, err, sizeof err);
+    rd_kafka_conf_set(pc, "enable.idempotence", "true", err, sizeof err);
+    rd_kafka_conf_set(pc, "linger.ms", "5", err, sizeof err);
+    rd_kafka_conf_set(pc, "batch.num.messages", "10000", err, sizeof err);
+    rd_kafka_conf_set(pc, "queue.buffering.max.messages", "1000000", err,
+                      sizeof err);
+    rd_kafka_conf_set_dr_msg_cb(pc, raw_copy_dr);
+    rd_kafka_conf_set_opaque(pc, &dr);
+    if (!(p = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err)))
+      bench_die("producer", err);
+  }
   rd_kafka_message_t *msgs[1000];
   long got = 0;
   uint64_t t0 = 0;
@@ -176,31 +158,45 @@ double bench_raw_copy(const char *bootstrap, const char *topic, int partitions,
         if (!t0)
           t0 = rs_now_ns();
         got++;
-        rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(out_topic),
-                                      RD_KAFKA_V_PARTITION(m->partition),
-                                      RD_KAFKA_V_KEY(m->key, m->key_len),
-                                      RD_KAFKA_V_VALUE(m->payload, m->len),
-                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                      RD_KAFKA_V_END)) ==
-               RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_resp_err_t e = 0;
+        while (p && (e = rd_kafka_producev(
+                         p, RD_KAFKA_V_TOPIC(out_topic),
+                         RD_KAFKA_V_PARTITION(m->partition),
+                         RD_KAFKA_V_KEY(m->key, m->key_len),
+                         RD_KAFKA_V_VALUE(m->payload, m->len),
+                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                         RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
           rd_kafka_poll(p, 10);
         if (e)
           bench_die("raw copy", rd_kafka_err2str(e));
       }
       rd_kafka_message_destroy(m);
     }
-    rd_kafka_poll(p, 0);
+    if (p)
+      rd_kafka_poll(p, 0);
   }
-  if (rd_kafka_flush(p, 120000) || dr.delivered != n)
-    bench_die("raw copy",
-              dr.failed ? "outputs failed" : "outputs not delivered");
-  double secs = (double)(dr.last_ns - t0) / 1e9;
+  uint64_t end = rs_now_ns();
+  if (p) {
+    if (rd_kafka_flush(p, 120000) || dr.delivered != n)
+      bench_die("raw copy",
+                dr.failed ? "outputs failed" : "outputs not delivered");
+    end = dr.last_ns;
+    rd_kafka_destroy(p);
+  }
   rd_kafka_queue_destroy(q);
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
-  rd_kafka_destroy(p);
-  return (double)n / secs;
+  return (double)n / ((double)(end - t0) / 1e9);
+}
+
+double bench_raw_consume(const char *bootstrap, const char *topic,
+                         int partitions, long n) {
+  return raw_run(bootstrap, topic, partitions, n, NULL);
+}
+
+double bench_raw_copy(const char *bootstrap, const char *topic, int partitions,
+                      long n, const char *out_topic) {
+  return raw_run(bootstrap, topic, partitions, n, out_topic);
 }
 
 double bench_peak_rss_mib(void) {
